@@ -1,0 +1,1 @@
+"""The softswitch REST API: a Flask app served by gunicorn."""

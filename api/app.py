@@ -1,0 +1,42 @@
+"""The Flask app factory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from api import auth, context, errors
+from api.openapi import build_spec, operation
+from api.routes import engine, health, parameters
+from api.schemas import ProblemSchema
+from b2bua.options import control_path_for
+from b2bua.storage.db import DEFAULT_DB_PATH
+
+
+def create_app(db_path: str | Path | None = None, control_path: str | Path | None = None) -> Flask:
+    app = Flask(__name__)
+    resolved_db = Path(db_path or os.environ.get("SOFTSWITCH_DB") or DEFAULT_DB_PATH)
+    app.config["SOFTSWITCH_DB"] = str(resolved_db)
+    app.config["SOFTSWITCH_CONTROL"] = str(
+        control_path or os.environ.get("SOFTSWITCH_CONTROL") or control_path_for(resolved_db)
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.teardown_appcontext(context.close)
+    errors.register(app)
+    auth.register(app)
+    for blueprint in (health.bp, parameters.bp, engine.bp):
+        app.register_blueprint(blueprint)
+
+    spec_cache: dict[str, Any] = {}
+
+    @app.get("/api/v1/openapi.json")
+    @operation("get", "This OpenAPI document")
+    def openapi() -> Any:
+        if "spec" not in spec_cache:
+            spec_cache["spec"] = build_spec(app, ProblemSchema)
+        return spec_cache["spec"]
+
+    return app

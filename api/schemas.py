@@ -1,0 +1,48 @@
+"""Marshmallow schemas shared by the API's blueprints."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields
+
+
+class ProblemSchema(Schema):
+    type = fields.String()
+    title = fields.String()
+    status = fields.Integer()
+    detail = fields.String()
+    errors = fields.Dict(keys=fields.String(), values=fields.Raw())
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True)
+    engine = fields.String(required=True, metadata={"description": "up or down"})
+
+
+class ParameterSchema(Schema):
+    name = fields.String(required=True)
+    value = fields.Raw(required=True, allow_none=True)
+    default = fields.Raw(required=True, allow_none=True)
+    kind = fields.String(required=True)
+    unit = fields.String(required=True)
+    minimum = fields.Float(allow_none=True)
+    maximum = fields.Float(allow_none=True)
+    choices = fields.List(fields.Raw())
+    group = fields.String(required=True)
+    description = fields.String(required=True)
+    live = fields.Boolean(required=True)
+
+
+class ParameterListSchema(Schema):
+    items = fields.List(fields.Nested(ParameterSchema), required=True)
+
+
+class ParameterUpdateSchema(Schema):
+    value = fields.Raw(required=True, allow_none=True)
+
+
+class EngineStatusSchema(Schema):
+    uptime = fields.Float(required=True)
+    sip_listen = fields.String(required=True)
+    params = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True), required=True)
+    params_loaded_at = fields.Float(required=True)
+    config_reloads = fields.Integer(required=True)

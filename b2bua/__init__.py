@@ -1,0 +1,1 @@
+"""Carrier SIP softswitch engine: a B2BUA with trunk authentication, registrar and routing."""

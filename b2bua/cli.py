@@ -1,0 +1,147 @@
+"""The ``softswitch`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+from pathlib import Path
+
+from b2bua import logs
+from b2bua.config.registry import PARAMETERS, ParamError, format_value, lookup
+from b2bua.options import EngineOptions, HostPort, PortRange, control_path_for
+from b2bua.storage import audit, db, migrate, params_store, tokens
+from b2bua.storage.db import DEFAULT_DB_PATH
+
+
+def _add_db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", type=Path, default=DEFAULT_DB_PATH,
+                        help=f"SQLite database (default {DEFAULT_DB_PATH})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="softswitch", description="Carrier SIP softswitch")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="start the engine and the API")
+    _add_db(run)
+    run.add_argument("--sip-listen", type=HostPort.parse, default=HostPort("0.0.0.0", 5060),
+                     help="SIP address, UDP and TCP (default 0.0.0.0:5060)")
+    run.add_argument("--api-listen", type=HostPort.parse, default=HostPort("127.0.0.1", 8088),
+                     help="REST API address (default 127.0.0.1:8088)")
+    run.add_argument("--media-ports", type=PortRange.parse, default=PortRange(20000, 40000),
+                     help="RTP relay port range (default 20000-40000)")
+    run.add_argument("--public-address", default=None,
+                     help="address advertised in SIP and SDP (default: the SIP address)")
+    run.add_argument("--log-level", default="INFO")
+
+    mig = sub.add_parser("migrate", help="create or upgrade the database")
+    _add_db(mig)
+
+    tok = sub.add_parser("token", help="API tokens")
+    tok_sub = tok.add_subparsers(dest="token_command", required=True)
+    create = tok_sub.add_parser("create", help="create a token and print it (shown once)")
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", choices=tokens.ROLES, default="admin")
+    _add_db(create)
+
+    par = sub.add_parser("param", help="read or change parameters")
+    par_sub = par.add_subparsers(dest="param_command", required=True)
+    get = par_sub.add_parser("get", help="show one parameter, or all")
+    get.add_argument("name", nargs="?")
+    _add_db(get)
+    put = par_sub.add_parser("set", help="change a parameter (acts live)")
+    put.add_argument("name")
+    put.add_argument("value")
+    _add_db(put)
+    return parser
+
+
+def _open_migrated(path: Path) -> sqlite3.Connection:
+    conn = db.connect(path)
+    migrate.migrate(conn)
+    return conn
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from b2bua import runner
+
+    logs.setup(args.log_level)
+    options = EngineOptions(
+        db_path=args.db,
+        sip_listen=args.sip_listen,
+        media_ports=args.media_ports,
+        public_address=args.public_address,
+        control_path=control_path_for(args.db),
+    )
+    return runner.run(options, args.api_listen)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    conn = db.connect(args.db)
+    applied = migrate.migrate(conn)
+    version = migrate.current_version(conn)
+    conn.close()
+    if applied:
+        print(f"applied migrations {', '.join(map(str, applied))}; schema version {version}")
+    else:
+        print(f"schema version {version}; nothing to do")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    conn = _open_migrated(args.db)
+    try:
+        token = tokens.create_token(conn, args.name, args.role)
+        audit.record(conn, "cli", "create", f"token/{args.name}", {"role": args.role})
+    except ValueError as exc:
+        print(f"softswitch: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        conn.close()
+    print(token)
+    return 0
+
+
+def cmd_param(args: argparse.Namespace) -> int:
+    conn = _open_migrated(args.db)
+    try:
+        if args.param_command == "get":
+            values = params_store.load_values(conn)
+            if args.name is None:
+                for p in PARAMETERS:
+                    print(f"{p.name} = {format_value(values[p.name])}")
+                return 0
+            param = lookup(args.name)
+            print(format_value(values[param.name]))
+            return 0
+        param = lookup(args.name)
+        value = params_store.set_value(conn, param.name, param.parse_text(args.value))
+        audit.record(conn, "cli", "update", f"parameter/{param.name}", {"value": value})
+        print(f"{param.name} = {format_value(value)}")
+        return 0
+    except KeyError:
+        print(f"softswitch: unknown parameter {args.name!r}", file=sys.stderr)
+        return 2
+    except ParamError as exc:
+        print(f"softswitch: {args.name}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        conn.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"run": cmd_run, "migrate": cmd_migrate, "token": cmd_token, "param": cmd_param}
+    try:
+        return handlers[args.command](args)
+    except migrate.SchemaTooNewError as exc:
+        print(f"softswitch: {exc}", file=sys.stderr)
+        return 3
+    except OSError as exc:
+        print(f"softswitch: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

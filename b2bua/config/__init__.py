@@ -1,0 +1,1 @@
+"""Parameters, their registry and the live view the engine reads."""

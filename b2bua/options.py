@@ -1,0 +1,66 @@
+"""Start-up options of ``softswitch run`` (addresses and paths; everything else is a parameter)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> HostPort:
+        host, sep, port = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"expected HOST:PORT, got {text!r}")
+        host = host.strip("[]")
+        ipaddress.ip_address(host)
+        number = int(port)
+        if not 0 <= number <= 65535:
+            raise ValueError(f"port out of range in {text!r}")
+        return cls(host, number)
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class PortRange:
+    low: int
+    high: int
+
+    @classmethod
+    def parse(cls, text: str) -> PortRange:
+        low, sep, high = text.partition("-")
+        if not sep:
+            raise ValueError(f"expected LOW-HIGH, got {text!r}")
+        lo, hi = int(low), int(high)
+        if not 1024 <= lo < hi <= 65535:
+            raise ValueError("media ports must satisfy 1024 <= LOW < HIGH <= 65535")
+        return cls(lo, hi)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    db_path: Path
+    sip_listen: HostPort
+    media_ports: PortRange
+    public_address: str | None
+    control_path: Path
+
+    def advertised_host(self) -> str:
+        """The address put in Via, Contact and SDP when none was given explicitly."""
+        if self.public_address:
+            return self.public_address
+        if self.sip_listen.host in ("0.0.0.0", "::"):
+            return "127.0.0.1"
+        return self.sip_listen.host
+
+
+def control_path_for(db_path: Path) -> Path:
+    """The engine's control socket lives beside its database."""
+    return db_path.parent / "engine.sock"

@@ -1,0 +1,1 @@
+"""SQLite storage: connections, migrations, and the small stores built on them."""

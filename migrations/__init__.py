@@ -1,0 +1,23 @@
+"""Numbered schema migrations, applied in order by ``b2bua.storage.migrate``.
+
+Each module ``mNNNN_name.py`` has ``VERSION`` and ``up(db)`` taking a
+``sqlite_utils.Database``. A migration never edits an earlier one's effect in place
+without a new number: a database records every version it has applied.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from types import ModuleType
+
+
+def load_all() -> list[ModuleType]:
+    """Every migration module, sorted by version."""
+    modules = [
+        importlib.import_module(f"{__name__}.{info.name}")
+        for info in pkgutil.iter_modules(__path__)
+        if info.name.startswith("m") and info.name[1:5].isdigit()
+    ]
+    modules.sort(key=lambda m: int(m.VERSION))
+    return modules

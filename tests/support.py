@@ -1,0 +1,159 @@
+"""Helpers shared by the tests: free ports and a real ``softswitch run`` process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SOFTSWITCH = [sys.executable, "-m", "b2bua.cli"]
+
+
+def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
+    """A port free for both UDP and TCP on ``host`` right now."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
+        try:
+            with socket.socket(socket.AF_INET, other) as s2:
+                s2.bind((host, port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port")
+
+
+@dataclass
+class Api:
+    base: str
+    token: str
+
+    def call(
+        self, method: str, path: str, body: Any = None, token: str | None = "default",
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any, dict[str, str]]:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if token is not None:
+            req.add_header("Authorization", f"Bearer {self.token if token == 'default' else token}")
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                raw = resp.read()
+                return resp.status, _decode(raw), dict(resp.headers)
+        except urllib.error.HTTPError as err:
+            raw = err.read()
+            return err.code, _decode(raw), dict(err.headers)
+
+    def get(self, path: str, **kw: Any) -> Any:
+        status, body, _ = self.call("GET", path, **kw)
+        assert status == 200, (status, body)
+        return body
+
+    def post(self, path: str, body: Any) -> Any:
+        status, data, _ = self.call("POST", path, body)
+        assert status in (200, 201), (status, data)
+        return data
+
+    def put(self, path: str, body: Any) -> Any:
+        status, data, _ = self.call("PUT", path, body)
+        assert status == 200, (status, data)
+        return data
+
+
+def _decode(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace")
+
+
+@dataclass
+class Softswitch:
+    """A real ``softswitch run`` in its own folder, on its own ports."""
+
+    workdir: Path
+    sip_host: str = "127.0.0.1"
+    sip_port: int = 0
+    api_port: int = 0
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    def start(self, timeout: float = 20.0) -> Softswitch:
+        self.sip_port = self.sip_port or free_port(self.sip_host)
+        self.api_port = self.api_port or free_port()
+        self.log_path = self.workdir / "softswitch.log"
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        cmd = [*SOFTSWITCH, "run", "--db", str(self.db_path),
+               "--sip-listen", f"{self.sip_host}:{self.sip_port}",
+               "--api-listen", f"127.0.0.1:{self.api_port}", *self.extra_args]
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=log, stderr=log, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"softswitch exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                health = Api(self.api_base, "").call("GET", "/api/v1/health", token=None)
+                if health[0] == 200 and health[1]["engine"] == "up":
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"softswitch did not start:\n{self.log()}")
+
+    @property
+    def db_path(self) -> Path:
+        return self.workdir / "var" / "softswitch.db"
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def api(self) -> Api:
+        token = (self.workdir / "var" / "admin-token").read_text().strip()
+        return Api(self.api_base, token)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return int(self.proc.returncode)
+
+
+def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            return result
+        time.sleep(interval)

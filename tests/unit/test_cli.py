@@ -1,0 +1,81 @@
+"""The softswitch command line: migrate, tokens, parameters."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from b2bua.cli import main
+from b2bua.storage import db, migrate, tokens
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_migrate_creates_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "s.db"
+    code, out, _ = run(capsys, "migrate", "--db", str(path))
+    assert code == 0 and "applied migrations" in out
+    code, out, _ = run(capsys, "migrate", "--db", str(path))
+    assert code == 0 and "nothing to do" in out
+
+
+def test_newer_schema_refused_with_clear_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "s.db"
+    run(capsys, "migrate", "--db", str(path))
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO schema_migrations VALUES (500, 'future', 0)")
+    conn.commit()
+    conn.close()
+    code, _, err = run(capsys, "migrate", "--db", str(path))
+    assert code == 3
+    assert "schema version 500 is newer" in err
+
+
+def test_token_create_prints_token_and_stores_only_hash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "s.db"
+    code, out, _ = run(capsys, "token", "create", "--name", "billing", "--db", str(path))
+    token = out.strip()
+    assert code == 0 and token.startswith(tokens.TOKEN_PREFIX)
+    conn = db.connect(path)
+    stored = [tuple(r) for r in conn.execute("SELECT name, role, token_hash FROM api_tokens")]
+    assert stored == [("billing", "admin", tokens.hash_token(token))]
+    assert token not in str(stored)
+    assert tokens.verify_token(conn, token) is not None
+    assert tokens.verify_token(conn, token + "x") is None
+
+
+def test_param_get_set_and_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dbarg = ["--db", str(tmp_path / "s.db")]
+    assert run(capsys, "param", "get", "SS_SIP_TIMEOUT_INVITE", *dbarg)[1].strip() == "10"
+    code, out, _ = run(capsys, "param", "set", "SS_SIP_TIMEOUT_INVITE", "15", *dbarg)
+    assert code == 0 and out.strip() == "SS_SIP_TIMEOUT_INVITE = 15"
+    assert run(capsys, "param", "get", "ss_sip_timeout_invite", *dbarg)[1].strip() == "15"
+
+    code, _, err = run(capsys, "param", "set", "SS_SIP_TIMEOUT_INVITE", "301", *dbarg)
+    assert code == 2 and "at most 300" in err
+    code, _, err = run(capsys, "param", "set", "SS_SIP_TIMEOUT_INVITE", "soon", *dbarg)
+    assert code == 2 and "integer" in err
+    assert run(capsys, "param", "get", "SS_SIP_TIMEOUT_INVITE", *dbarg)[1].strip() == "15"
+
+    code, _, err = run(capsys, "param", "set", "SS_NOPE", "1", *dbarg)
+    assert code == 2 and "unknown parameter" in err
+
+    code, out, _ = run(capsys, "param", "set", "SS_SIP_RESEND_INTERVAL", "0.5,1,2", *dbarg)
+    assert code == 0 and out.strip() == "SS_SIP_RESEND_INTERVAL = 0.5,1,2"
+    code, out, _ = run(capsys, "param", "get", *dbarg)
+    assert "SS_REPLY_UNAUTHORIZED = On" in out and "SS_GATEWAY_SWITCH_LIMIT = none" in out
+
+    conn = db.connect(tmp_path / "s.db")
+    assert migrate.current_version(conn) == migrate.latest_version()
+    actions = [r[0] for r in conn.execute("SELECT resource FROM audit_log")]
+    assert actions == ["parameter/SS_SIP_TIMEOUT_INVITE", "parameter/SS_SIP_RESEND_INTERVAL"]
