@@ -10,7 +10,7 @@ from flask import Flask
 
 from api import auth, context, errors
 from api.openapi import build_spec, operation
-from api.routes import engine, health, parameters
+from api.routes import calls, cdrs, engine, gateways, health, parameters
 from api.schemas import ProblemSchema
 from b2bua.options import control_path_for
 from b2bua.storage.db import DEFAULT_DB_PATH
@@ -27,7 +27,11 @@ def create_app(db_path: str | Path | None = None, control_path: str | Path | Non
     app.teardown_appcontext(context.close)
     errors.register(app)
     auth.register(app)
-    for blueprint in (health.bp, parameters.bp, engine.bp):
+    blueprints = (
+        health.bp, parameters.bp, engine.bp, calls.bp, cdrs.bp,
+        gateways.mapping_gateways.blueprint(), gateways.routing_gateways.blueprint(),
+    )
+    for blueprint in blueprints:
         app.register_blueprint(blueprint)
 
     spec_cache: dict[str, Any] = {}

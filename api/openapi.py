@@ -73,12 +73,24 @@ def operation(
     return wrap
 
 
+def schema_name(schema: type[Schema] | Schema) -> str:
+    """Component name: the class name, marked for partial (PATCH/PUT) variants."""
+    cls = schema if isinstance(schema, type) else type(schema)
+    name = cls.__name__.removesuffix("Schema")
+    if isinstance(schema, Schema):
+        if schema.partial is True:
+            return name + "Patch"
+        if schema.partial:
+            return name + "Replace"
+    return name
+
+
 def build_spec(app: Flask, problem_schema: type[Schema]) -> dict[str, Any]:
     spec = APISpec(
         title="softswitch API",
         version="1",
         openapi_version="3.0.3",
-        plugins=[FlaskPlugin(), MarshmallowPlugin()],
+        plugins=[FlaskPlugin(), MarshmallowPlugin(schema_name_resolver=schema_name)],
         info={"description": "Configure and observe the softswitch."},
     )
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})

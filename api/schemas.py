@@ -46,3 +46,25 @@ class EngineStatusSchema(Schema):
     params = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True), required=True)
     params_loaded_at = fields.Float(required=True)
     config_reloads = fields.Integer(required=True)
+    mapping_gateways = fields.Integer(required=True)
+    routing_gateways = fields.Integer(required=True)
+
+
+_PAGES: dict[str, type[Schema]] = {}
+
+
+def page_schema(item: type[Schema]) -> type[Schema]:
+    """A ``{"items": [...], "next_after_id": N}`` page of ``item`` (one class per item)."""
+    name = item.__name__.removesuffix("Schema") + "Page"
+    if name not in _PAGES:
+        _PAGES[name] = Schema.from_dict(
+            {
+                "items": fields.List(fields.Nested(item), required=True),
+                "next_after_id": fields.Integer(
+                    allow_none=True, required=True,
+                    metadata={"description": "pass as after_id for the next page; null at end"},
+                ),
+            },
+            name=name,
+        )
+    return _PAGES[name]

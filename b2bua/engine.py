@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from b2bua.calls.b2bua import B2bua
+from b2bua.calls.cdr import CdrWriter
 from b2bua.config.live import ConfigWatcher, Params
 from b2bua.control import ControlServer
 from b2bua.options import EngineOptions
+from b2bua.routing.gateways import GatewayDirectory
+from b2bua.sip.stack import SipStack
 from b2bua.storage import db
 
 log = logging.getLogger("b2bua.engine")
@@ -27,9 +32,18 @@ class Engine:
         self.conn = db.connect(options.db_path)
         self.params = Params()
         self.watcher = ConfigWatcher(self.conn)
-        self.watcher.register("parameters", self.params.load)
+        self.watcher.register("parameters", self._load_params)
+        self.gateways = GatewayDirectory()
+        self.watcher.register("mapping_gateways", self.gateways.load_mapping)
+        self.watcher.register("routing_gateways", self.gateways.load_routing)
+        self.stack = SipStack(options.sip_listen.host, options.sip_listen.port,
+                              options.advertised_host())
+        self.cdrs = CdrWriter(options.db_path)
+        self.b2bua: B2bua | None = None
         self.control = ControlServer(options.control_path)
         self.control.register("status", self._status)
+        self.control.register("calls", lambda _r: self._b2bua().active_calls())
+        self.control.register("stats", lambda _r: self._b2bua().stats_snapshot())
         self.started_at = time.time()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -41,8 +55,21 @@ class Engine:
     def spawn(self, coro: Awaitable[Any]) -> None:
         self._tasks.append(asyncio.ensure_future(coro))
 
+    def _load_params(self, conn: sqlite3.Connection) -> None:
+        self.params.load(conn)
+        self.stack.trace_enabled = self.params.flag("SS_SIP_TRACE")
+
+    def _b2bua(self) -> B2bua:
+        assert self.b2bua is not None
+        return self.b2bua
+
     async def start(self) -> None:
         self.watcher.load_all()
+        loop = asyncio.get_running_loop()
+        self.b2bua = B2bua(self.stack, self.params, self.gateways, self.cdrs, loop)
+        self.cdrs.start()
+        await self.stack.start(self.b2bua)
+        self.on_shutdown(self._stop_calls)
         await self.control.start()
         self.spawn(self.watcher.run())
         log.info("engine started sip=%s control=%s", self.options.sip_listen,
@@ -69,8 +96,16 @@ class Engine:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.control.close()
+        await self.stack.close()
+        self.cdrs.close()
         self.conn.close()
         log.info("engine stopped")
+
+    async def _stop_calls(self) -> None:
+        """Hang up what is still up so every call gets its BYE and its CDR."""
+        if self.b2bua is not None and self.b2bua.calls:
+            self.b2bua.hang_up_all("shutdown")
+            await asyncio.sleep(0.2)
 
     def _status(self, _request: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -79,4 +114,6 @@ class Engine:
             "params": self.params.values,
             "params_loaded_at": self.params.loaded_at,
             "config_reloads": self.watcher.reloads,
+            "mapping_gateways": len(self.gateways.mapping),
+            "routing_gateways": len(self.gateways.routing),
         }

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from support import Softswitch  # noqa: E402
+from support import Softswitch
 
 
 @pytest.fixture

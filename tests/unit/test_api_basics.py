@@ -101,7 +101,7 @@ def test_put_parameter_changes_the_stored_value(client_and_tokens: Any) -> None:
 def test_invalid_value_is_422_with_field_message_and_nothing_stored(
     client_and_tokens: Any, name: str, body: dict[str, Any], message: str
 ) -> None:
-    client, admin, _, path = client_and_tokens
+    client, admin, *_ = client_and_tokens
     before = client.get(f"/api/v1/parameters/{name}", headers=auth(admin)).get_json()["value"]
     problem = assert_problem(
         client.put(f"/api/v1/parameters/{name}", json=body, headers=auth(admin)), 422

@@ -1,0 +1,87 @@
+"""Schemas of mapping gateways (customer trunks) and routing gateways (vendor trunks)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate
+
+NAME = validate.Length(min=1, max=64)
+PREFIX_RE = re.compile(r"^[0-9A-Za-z#*+]{1,32}$")
+
+
+def _ip(value: str) -> None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValidationError(f"{value!r} is not an IP address") from None
+
+
+def _prefix(value: str) -> None:
+    if not PREFIX_RE.match(value):
+        raise ValidationError(f"{value!r}: a prefix is 1-32 of 0-9 A-Z a-z # * +")
+
+
+class MappingGatewaySchema(Schema):
+    id = fields.Integer(dump_only=True)
+    name = fields.String(required=True, validate=NAME)
+    auth_mode = fields.String(
+        load_default="ip", validate=validate.OneOf(["ip", "ip_port", "password"]),
+        metadata={"description": "ip: source IP; ip_port: source IP and port; password: digest"},
+    )
+    ips = fields.List(fields.String(validate=_ip), load_default=list,
+                      validate=validate.Length(max=256))
+    port = fields.Integer(load_default=None, allow_none=True,
+                          validate=validate.Range(1, 65535),
+                          metadata={"description": "source port (ip_port mode)"})
+    username = fields.String(load_default=None, allow_none=True,
+                             validate=validate.Length(min=1, max=64))
+    password = fields.String(load_default=None, allow_none=True, load_only=True,
+                             validate=validate.Length(min=1, max=128),
+                             metadata={"description": "write-only"})
+    capacity = fields.Integer(load_default=None, allow_none=True,
+                              validate=validate.Range(0, 1_000_000),
+                              metadata={"description": "concurrent calls; null = unlimited"})
+    enabled = fields.Boolean(load_default=True)
+    created_at = fields.Float(dump_only=True)
+    updated_at = fields.Float(dump_only=True)
+
+
+def check_mapping_gateway(data: dict[str, Any], current: dict[str, Any] | None) -> None:
+    """Rules across fields; ``current`` is the stored row on update (passwords absent)."""
+    mode = data.get("auth_mode", "ip")
+    errors: dict[str, list[str]] = {}
+    if mode in ("ip", "ip_port") and not data.get("ips"):
+        errors["ips"] = [f"{mode} mode needs at least one IP"]
+    if mode == "ip_port" and data.get("port") is None:
+        errors["port"] = ["ip_port mode needs the source port"]
+    if mode == "password":
+        if not data.get("username"):
+            errors["username"] = ["password mode needs a username"]
+        if not data.get("password") and (current is None or current.get("auth_mode") != mode):
+            errors["password"] = ["password mode needs a password"]
+    if errors:
+        raise ValidationError(errors)
+
+
+class RoutingGatewaySchema(Schema):
+    id = fields.Integer(dump_only=True)
+    name = fields.String(required=True, validate=NAME)
+    host = fields.String(required=True, validate=_ip,
+                         metadata={"description": "the vendor's IP address"})
+    port = fields.Integer(load_default=5060, validate=validate.Range(1, 65535))
+    transport = fields.String(load_default="udp", validate=validate.OneOf(["udp", "tcp"]))
+    prefixes = fields.List(fields.String(validate=_prefix), load_default=list,
+                           validate=validate.Length(max=10000),
+                           metadata={"description": "callee prefixes; empty = any callee"})
+    priority = fields.Integer(load_default=0, validate=validate.Range(0, 1_000_000),
+                              metadata={"description": "lower is tried first"})
+    prefix_mode = fields.String(load_default="terminate",
+                                validate=validate.OneOf(["terminate", "continue"]))
+    capacity = fields.Integer(load_default=None, allow_none=True,
+                              validate=validate.Range(0, 1_000_000))
+    enabled = fields.Boolean(load_default=True)
+    created_at = fields.Float(dump_only=True)
+    updated_at = fields.Float(dump_only=True)

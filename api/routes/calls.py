@@ -1,0 +1,54 @@
+"""Active calls and engine counters, from the engine's live state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint
+from marshmallow import Schema, fields
+
+from api.openapi import operation
+from api.routes.engine import engine_request
+
+bp = Blueprint("calls", __name__)
+
+
+class ActiveCallSchema(Schema):
+    id = fields.Integer(required=True)
+    state = fields.String(required=True)
+    caller = fields.String(required=True)
+    callee = fields.String(required=True)
+    source = fields.String(required=True)
+    mapping_gateway = fields.String(allow_none=True)
+    routing_gateway = fields.String(allow_none=True)
+    call_id_in = fields.String(required=True)
+    call_id_out = fields.String(allow_none=True)
+    start_at = fields.Float(required=True)
+    ringing_at = fields.Float(allow_none=True)
+    answer_at = fields.Float(allow_none=True)
+
+
+class ActiveCallListSchema(Schema):
+    items = fields.List(fields.Nested(ActiveCallSchema), required=True)
+
+
+class StatsSchema(Schema):
+    attempts = fields.Integer(required=True)
+    answered = fields.Integer(required=True)
+    failed = fields.Integer(required=True)
+    active = fields.Integer(required=True)
+    counters = fields.Dict(keys=fields.String(), values=fields.Raw())
+
+
+@bp.get("/api/v1/calls")
+@operation("get", "Calls up now", response=ActiveCallListSchema, errors=(503,))
+def list_calls() -> Any:
+    return {"items": engine_request("calls")}
+
+
+@bp.get("/api/v1/stats")
+@operation("get", "Call and SIP counters since start", response=StatsSchema, errors=(503,))
+def stats() -> Any:
+    snapshot: dict[str, Any] = engine_request("stats")
+    head = {k: snapshot.pop(k) for k in ("attempts", "answered", "failed", "active")}
+    return {**head, "counters": snapshot}

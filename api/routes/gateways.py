@@ -1,0 +1,28 @@
+"""Mapping gateways (customer trunks) and routing gateways (vendor trunks)."""
+
+from __future__ import annotations
+
+from api.gateway_schemas import (
+    MappingGatewaySchema,
+    RoutingGatewaySchema,
+    check_mapping_gateway,
+)
+from api.resources import Resource
+
+mapping_gateways = Resource(
+    name="mapping-gateways",
+    table="mapping_gateways",
+    schema=MappingGatewaySchema,
+    json_columns=frozenset({"ips"}),
+    write_only=frozenset({"password"}),
+    check=check_mapping_gateway,
+    summary="mapping gateways (customer trunks)",
+)
+
+routing_gateways = Resource(
+    name="routing-gateways",
+    table="routing_gateways",
+    schema=RoutingGatewaySchema,
+    json_columns=frozenset({"prefixes"}),
+    summary="routing gateways (vendor trunks)",
+)

@@ -1,0 +1,227 @@
+"""The B2BUA application: new calls, in-dialog dispatch, capacity, and live call state."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from b2bua.calls.call import ALLOW, Call, Side
+from b2bua.calls.cdr import CdrWriter
+from b2bua.config.live import Params
+from b2bua.policy import SourceKind, classify
+from b2bua.routing.gateways import GatewayDirectory, MappingGateway, RoutingGateway
+from b2bua.routing.select import RoutePlan, plan_route
+from b2bua.sip.errors import SipParseError
+from b2bua.sip.message import Request, Response, make_response
+from b2bua.sip.stack import SipStack
+from b2bua.sip.transaction import Timers
+from b2bua.sip.transport import Peer
+
+log = logging.getLogger("b2bua.calls")
+
+
+@dataclass
+class CallStats:
+    attempts: int = 0
+    answered: int = 0
+    failed: int = 0
+    rejected_capacity: int = 0
+    rejected_unknown: int = 0
+    dropped_unknown: int = 0
+    loops: int = 0
+    too_many_hops: int = 0
+
+
+class B2bua:
+    def __init__(self, stack: SipStack, params: Params, gateways: GatewayDirectory,
+                 cdrs: CdrWriter, timers: Timers) -> None:
+        self.stack = stack
+        self.params = params
+        self.gateways = gateways
+        self.cdrs = cdrs
+        self.timers = timers
+        self.calls: dict[int, Call] = {}
+        self.legs: dict[str, tuple[Call, Side]] = {}
+        self.mapping_calls: Counter[int] = Counter()
+        self.routing_calls: Counter[int] = Counter()
+        self.routing_totals: Counter[int] = Counter()
+        self.stats = CallStats()
+        self._numbers = itertools.count(1)
+
+    # -- incoming requests -----------------------------------------------------------------
+
+    def on_request(self, request: Request, source: Peer) -> None:
+        if request.to.tag is not None:
+            self._in_dialog(request, source)
+            return
+        if request.method == "CANCEL":
+            self._cancel(request, source)
+            return
+        verdict = classify(source, self.gateways)
+        if verdict.kind == SourceKind.UNKNOWN:
+            self._unauthorized(request, source)
+            return
+        method = request.method
+        if method == "INVITE":
+            if verdict.mapping is None:
+                # Vendors do not originate calls through us (yet): refuse, but audibly,
+                # since the source is known.
+                self._reply(request, source, 403)
+                return
+            self._new_call(request, source, verdict.mapping)
+        elif method == "OPTIONS":
+            server = self.stack.server_transaction(request, source)
+            response = make_response(request, 200, to_tag=None)
+            response.add("Allow", ALLOW)
+            server.respond(response)
+        elif method in ("BYE", "INFO", "UPDATE", "PRACK"):
+            self._reply(request, source, 481)
+        else:
+            server = self.stack.server_transaction(request, source)
+            response = make_response(request, 405)
+            response.add("Allow", ALLOW)
+            server.respond(response)
+
+    def _reply(self, request: Request, source: Peer, status: int) -> None:
+        self.stack.server_transaction(request, source).respond(make_response(request, status))
+
+    def _unauthorized(self, request: Request, source: Peer) -> None:
+        if self.params.flag("SS_REPLY_UNAUTHORIZED"):
+            self.stats.rejected_unknown += 1
+            self._reply(request, source, 403)
+        else:
+            self.stats.dropped_unknown += 1
+
+    def _in_dialog(self, request: Request, source: Peer) -> None:
+        leg = self.legs.get(request.call_id)
+        if leg is None:
+            if classify(source, self.gateways).kind == SourceKind.UNKNOWN:
+                self._unauthorized(request, source)
+            else:
+                self._reply(request, source, 481)
+            return
+        call, side = leg
+        if request.method == "CANCEL":
+            self._reply(request, source, 481)
+            return
+        call.on_request(request, source, side)
+
+    def _cancel(self, request: Request, source: Peer) -> None:
+        assert self.stack.layer is not None
+        invite_txn = self.stack.layer.find_invite_server(request)
+        leg = self.legs.get(request.call_id)
+        if invite_txn is None or leg is None:
+            if classify(source, self.gateways).kind == SourceKind.UNKNOWN:
+                self._unauthorized(request, source)
+            else:
+                self._reply(request, source, 481)
+            return
+        self._reply(request, source, 200)
+        leg[0].on_cancel()
+
+    def on_ack(self, request: Request, source: Peer) -> None:
+        leg = self.legs.get(request.call_id)
+        if leg is not None:
+            leg[0].on_ack(request, leg[1])
+
+    def on_stray_response(self, response: Response, source: Peer) -> None:
+        leg = self.legs.get(response.call_id)
+        if leg is not None and leg[1] == Side.CALLEE:
+            leg[0].on_stray_response(response)
+
+    # -- new calls -------------------------------------------------------------------------
+
+    def _new_call(self, invite: Request, source: Peer, mapping: MappingGateway) -> None:
+        self.stats.attempts += 1
+        try:
+            max_forwards = invite.max_forwards
+            invite.ruri  # noqa: B018 - a bad Request-URI is refused below, not mid-call
+        except SipParseError:
+            self._reply(invite, source, 400)
+            self.stats.failed += 1
+            return
+        if max_forwards is not None and max_forwards <= 0:
+            self.stats.too_many_hops += 1
+            self._reply(invite, source, 483)
+            return
+        if self._is_loop(invite) or invite.call_id in self.legs:
+            self.stats.loops += 1
+            self._reply(invite, source, 482)
+            return
+        if mapping.capacity is not None and self.mapping_calls[mapping.id] >= mapping.capacity:
+            self.stats.rejected_capacity += 1
+            self._reply(invite, source, 503)
+            return
+        server = self.stack.server_transaction(invite, source)
+        call = Call(self, next(self._numbers), invite, source, server, mapping)
+        self.calls[call.no] = call
+        self.legs[invite.call_id] = (call, Side.CALLER)
+        self.mapping_calls[mapping.id] += 1
+        call.trying()
+        call.route_and_dial()
+
+    def _is_loop(self, invite: Request) -> bool:
+        """Our own INVITE coming back: a Via of ours whose branch is a live attempt."""
+        layer = self.stack.layer
+        assert layer is not None
+        if len(invite.get_all("Via")) < 2:
+            return False
+        sent_by = self.stack.sent_by
+        return any(
+            f"{via.host}:{via.port}" == sent_by and (via.branch or "", "INVITE") in layer.clients
+            for via in invite.vias[1:]
+        )
+
+    def plan_route(self, callee: str) -> RoutePlan:
+        return plan_route(callee, self.gateways.routing.values(),
+                          self.routing_calls.__getitem__, self.routing_totals.__getitem__)
+
+    # -- bookkeeping called by calls -------------------------------------------------------
+
+    def register_leg(self, call_id: str, call: Call, side: Side) -> None:
+        self.legs[call_id] = (call, side)
+
+    def forget_leg(self, call_id: str) -> None:
+        self.legs.pop(call_id, None)
+
+    def routing_started(self, gateway: RoutingGateway) -> None:
+        self.routing_calls[gateway.id] += 1
+        self.routing_totals[gateway.id] += 1
+
+    def routing_ended(self, gateway: RoutingGateway) -> None:
+        self.routing_calls[gateway.id] -= 1
+        if self.routing_calls[gateway.id] <= 0:
+            del self.routing_calls[gateway.id]
+
+    def call_ended(self, call: Call) -> None:
+        if self.calls.pop(call.no, None) is None:
+            return
+        self.legs.pop(call.invite.call_id, None)
+        self.mapping_calls[call.mapping.id] -= 1
+        if self.mapping_calls[call.mapping.id] <= 0:
+            del self.mapping_calls[call.mapping.id]
+        if call.answer_at is not None:
+            self.stats.answered += 1
+        else:
+            self.stats.failed += 1
+
+    # -- operations ------------------------------------------------------------------------
+
+    def hang_up_all(self, why: str) -> None:
+        for call in list(self.calls.values()):
+            call.hang_up(why)
+
+    def active_calls(self) -> list[dict[str, Any]]:
+        return [call.snapshot() for call in self.calls.values()]
+
+    def stats_snapshot(self) -> dict[str, Any]:
+        return {
+            **asdict(self.stats),
+            "active": len(self.calls),
+            "legs": len(self.legs),
+            "sip": asdict(self.stack.stats),
+            "transport": asdict(self.stack.transport_stats),
+        }

@@ -1,0 +1,1 @@
+"""Gateways and the order calls are routed in."""

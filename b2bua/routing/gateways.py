@@ -1,0 +1,90 @@
+"""The engine's view of mapping and routing gateways, reloaded live from SQLite."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class MappingGateway:
+    """A customer trunk calls come in from."""
+
+    id: int
+    name: str
+    auth_mode: str  # ip | ip_port | password
+    ips: frozenset[str]
+    port: int | None
+    username: str | None
+    password: str | None
+    capacity: int | None
+    enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingGateway:
+    """A vendor trunk calls go out to."""
+
+    id: int
+    name: str
+    host: str
+    port: int
+    transport: str  # udp | tcp
+    prefixes: tuple[str, ...]
+    priority: int
+    prefix_mode: str  # terminate | continue
+    capacity: int | None
+    enabled: bool
+
+
+@dataclass
+class GatewayDirectory:
+    """Indexes built once per reload so per-request lookups are dictionary hits."""
+
+    mapping: dict[int, MappingGateway] = field(default_factory=dict)
+    routing: dict[int, RoutingGateway] = field(default_factory=dict)
+    mapping_by_ip: dict[str, list[MappingGateway]] = field(default_factory=dict)
+    routing_by_ip: dict[str, list[RoutingGateway]] = field(default_factory=dict)
+
+    def load_mapping(self, conn: sqlite3.Connection) -> None:
+        gateways = {
+            int(r["id"]): MappingGateway(
+                id=int(r["id"]),
+                name=str(r["name"]),
+                auth_mode=str(r["auth_mode"]),
+                ips=frozenset(json.loads(r["ips"] or "[]")),
+                port=r["port"],
+                username=r["username"],
+                password=r["password"],
+                capacity=r["capacity"],
+                enabled=bool(r["enabled"]),
+            )
+            for r in conn.execute("SELECT * FROM mapping_gateways ORDER BY id")
+        }
+        by_ip: dict[str, list[MappingGateway]] = {}
+        for gw in gateways.values():
+            for ip in gw.ips:
+                by_ip.setdefault(ip, []).append(gw)
+        self.mapping, self.mapping_by_ip = gateways, by_ip
+
+    def load_routing(self, conn: sqlite3.Connection) -> None:
+        gateways = {
+            int(r["id"]): RoutingGateway(
+                id=int(r["id"]),
+                name=str(r["name"]),
+                host=str(r["host"]),
+                port=int(r["port"]),
+                transport=str(r["transport"]),
+                prefixes=tuple(json.loads(r["prefixes"] or "[]")),
+                priority=int(r["priority"]),
+                prefix_mode=str(r["prefix_mode"]),
+                capacity=r["capacity"],
+                enabled=bool(r["enabled"]),
+            )
+            for r in conn.execute("SELECT * FROM routing_gateways ORDER BY id")
+        }
+        by_ip: dict[str, list[RoutingGateway]] = {}
+        for gw in gateways.values():
+            by_ip.setdefault(gw.host, []).append(gw)
+        self.routing, self.routing_by_ip = gateways, by_ip

@@ -1,0 +1,147 @@
+"""SIP dialogs (RFC 3261 section 12): identifiers, route set, CSeq, remote target."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+from b2bua.sip.errors import SipParseError
+from b2bua.sip.headers import NameAddr
+from b2bua.sip.message import Request, Response
+from b2bua.sip.transaction import new_branch
+from b2bua.sip.transport import Peer
+from b2bua.sip.uri import SipUri
+
+
+def new_tag() -> str:
+    return secrets.token_hex(6)
+
+
+def new_call_id(host: str) -> str:
+    return f"{secrets.token_hex(12)}@{host}"
+
+
+@dataclass(slots=True)
+class Dialog:
+    """One side of a call as seen by the softswitch (we are the local party)."""
+
+    call_id: str
+    local_tag: str
+    local_uri: str  # name-addr without tag, as in our From (UAC) or the peer's To (UAS)
+    remote_uri: str
+    remote_target: str  # the peer's Contact URI
+    peer: Peer  # where in-dialog requests go when there is no route set
+    via_host: str
+    contact: str
+    remote_tag: str | None = None
+    route_set: list[str] = field(default_factory=list)
+    local_seq: int = 1
+    remote_seq: int | None = None
+
+    @classmethod
+    def as_uas(cls, invite: Request, source: Peer, via_host: str, contact: str,
+               send_to_source: bool) -> Dialog:
+        """Dialog of the leg a request arrived on; ``send_to_source`` pins requests to
+        the address it came from (TCP, or a peer whose Contact is unreachable)."""
+        target = _contact_uri(invite) or str(invite.from_.uri)
+        peer = source if send_to_source else _peer_for(target, source.transport, source)
+        to = invite.to
+        return cls(
+            call_id=invite.call_id,
+            local_tag=new_tag(),
+            local_uri=_without_tag(to),
+            remote_uri=_without_tag(invite.from_),
+            remote_tag=invite.from_.tag,
+            remote_target=target,
+            peer=peer,
+            via_host=via_host,
+            contact=contact,
+            route_set=list(invite.get_all("Record-Route")),
+            local_seq=secrets.randbelow(10000) + 1,
+            remote_seq=invite.cseq.number,
+        )
+
+    def update_from_response(self, response: Response, source: Peer) -> None:
+        """UAC side: learn the remote tag, target and route set from a 1xx/2xx."""
+        tag = response.to.tag
+        if tag and self.remote_tag != tag:
+            self.remote_tag = tag
+            self.route_set = list(reversed(response.get_all("Record-Route")))
+        target = _contact_uri(response)
+        if target:
+            self.remote_target = target
+            if not self.route_set:
+                self.peer = _peer_for(target, self.peer.transport, self.peer)
+
+    def local_name_addr(self) -> str:
+        return f"{self.local_uri};tag={self.local_tag}"
+
+    def remote_name_addr(self) -> str:
+        return f"{self.remote_uri};tag={self.remote_tag}" if self.remote_tag else self.remote_uri
+
+    def next_peer(self) -> Peer:
+        """Where the next in-dialog request goes: the first route, else the target."""
+        if self.route_set:
+            try:
+                uri = NameAddr.parse(self.route_set[0]).uri
+                return _peer_from_uri(uri, self.peer.transport)
+            except SipParseError:
+                return self.peer
+        return self.peer
+
+    def create_request(self, method: str, body: bytes = b"", content_type: str | None = None,
+                       cseq: int | None = None, extra: list[tuple[str, str]] | None = None
+                       ) -> Request:
+        if cseq is None:
+            if method not in ("ACK", "CANCEL"):
+                self.local_seq += 1
+            cseq = self.local_seq
+        transport = self.next_peer().transport.upper()
+        headers: list[tuple[str, str]] = [
+            ("Via", f"SIP/2.0/{transport} {self.via_host};branch={new_branch()};rport"),
+            ("Max-Forwards", "70"),
+        ]
+        headers += [("Route", r) for r in self.route_set]
+        headers += [
+            ("From", self.local_name_addr()),
+            ("To", self.remote_name_addr()),
+            ("Call-ID", self.call_id),
+            ("CSeq", f"{cseq} {method}"),
+        ]
+        if method in ("INVITE", "UPDATE"):
+            headers.append(("Contact", self.contact))
+        if extra:
+            headers += extra
+        if body and content_type:
+            headers.append(("Content-Type", content_type))
+        return Request(method, self.remote_target, headers, body)
+
+
+def _without_tag(addr: NameAddr) -> str:
+    params = {k: v for k, v in addr.params.items() if k != "tag"}
+    clean = NameAddr(addr.display, addr.uri, params)
+    return str(clean)
+
+
+def _contact_uri(message: Request | Response) -> str | None:
+    value = message.get("Contact")
+    if not value or value.strip() == "*":
+        return None
+    try:
+        return str(NameAddr.parse(value).uri)
+    except SipParseError:
+        return None
+
+
+def _peer_from_uri(uri: SipUri, default_transport: str) -> Peer:
+    transport = (uri.transport or default_transport).lower()
+    if transport not in ("udp", "tcp"):
+        transport = default_transport
+    return Peer(transport, uri.host.strip("[]"), uri.port or 5060)
+
+
+def _peer_for(target: str, transport: str, fallback: Peer) -> Peer:
+    try:
+        return _peer_from_uri(SipUri.parse(target), transport)
+    except SipParseError:
+        return fallback

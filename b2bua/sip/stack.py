@@ -1,0 +1,195 @@
+"""The SIP stack: transports, parsing, Via handling and transaction matching.
+
+Everything that reaches the application has been parsed and matched; nothing is
+sent back to a source unless the application asks, so the policy stage above can
+stay silent toward unknown sources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from b2bua.sip.errors import SipParseError
+from b2bua.sip.message import Request, Response, make_response
+from b2bua.sip.parser import MAX_MESSAGE_SIZE, parse_message
+from b2bua.sip.transaction import (
+    TIMER_64T1,
+    ClientTransaction,
+    ResponseHandler,
+    ServerTransaction,
+    TimeoutHandler,
+    TransactionLayer,
+)
+from b2bua.sip.transport import Peer, TcpTransport, TransportStats, UdpTransport
+
+log = logging.getLogger("b2bua.sip")
+trace = logging.getLogger("b2bua.sip.trace")
+
+
+class Application(Protocol):
+    def on_request(self, request: Request, source: Peer) -> None: ...
+
+    def on_ack(self, request: Request, source: Peer) -> None: ...
+
+    def on_stray_response(self, response: Response, source: Peer) -> None: ...
+
+
+@dataclass
+class StackStats:
+    parse_errors: int = 0
+    requests: int = 0
+    responses: int = 0
+    retransmissions: int = 0
+    stray_responses: int = 0
+
+
+class SipStack:
+    def __init__(self, host: str, port: int, advertised_host: str,
+                 max_size: int = MAX_MESSAGE_SIZE) -> None:
+        self.host = host
+        self.port = port
+        self.advertised_host = advertised_host
+        self.max_size = max_size
+        self.transport_stats = TransportStats()
+        self.stats = StackStats()
+        self.app: Application | None = None
+        self.udp = UdpTransport(self.on_bytes, self.transport_stats, max_size)
+        self.tcp = TcpTransport(self.on_bytes, self.transport_stats, max_size)
+        self.layer: TransactionLayer | None = None
+        self.trace_enabled = False
+
+    @property
+    def sent_by(self) -> str:
+        return f"{self.advertised_host}:{self.port}"
+
+    def contact(self, transport: str, user: str = "softswitch") -> str:
+        suffix = ";transport=tcp" if transport == "tcp" else ""
+        return f"<sip:{user}@{self.sent_by}{suffix}>"
+
+    async def start(self, app: Application) -> None:
+        loop = asyncio.get_running_loop()
+        self.app = app
+        self.layer = TransactionLayer(loop)
+        await loop.create_datagram_endpoint(lambda: self.udp, local_addr=(self.host, self.port))
+        if self.port == 0:
+            assert self.udp.transport is not None
+            self.port = int(self.udp.transport.get_extra_info("sockname")[1])
+        await self.tcp.listen(self.host, self.port)
+
+    async def close(self) -> None:
+        if self.udp.transport is not None:
+            self.udp.transport.close()
+        await self.tcp.close()
+
+    # -- incoming --------------------------------------------------------------------------
+
+    def on_bytes(self, data: bytes, source: Peer) -> None:
+        try:
+            message = parse_message(data, self.max_size)
+        except SipParseError as exc:
+            self.stats.parse_errors += 1
+            log.debug("unparsable message from %s: %s", source, exc)
+            return
+        if self.trace_enabled:
+            trace.info("recv %s call-id=%s\n%s", source, message.get("Call-ID"),
+                       data.decode(errors="replace"))
+        try:
+            if isinstance(message, Response):
+                self._on_response(message, source)
+            else:
+                self._on_request(message, source)
+        except SipParseError as exc:
+            # A header the parser kept raw (Via, CSeq, From...) turned out malformed.
+            self.stats.parse_errors += 1
+            log.debug("malformed header from %s: %s", source, exc)
+
+    def _on_response(self, response: Response, source: Peer) -> None:
+        assert self.layer is not None and self.app is not None
+        self.stats.responses += 1
+        txn = self.layer.match_response(response)
+        if txn is not None:
+            txn.receive(response)
+            return
+        self.stats.stray_responses += 1
+        self.app.on_stray_response(response, source)
+
+    def _on_request(self, request: Request, source: Peer) -> None:
+        assert self.layer is not None and self.app is not None
+        self.stats.requests += 1
+        self._mark_via(request, source)
+        txn = self.layer.match_request(request)
+        if txn is not None:
+            self.stats.retransmissions += 1
+            txn.on_retransmission(request)
+            return
+        if request.method == "ACK":
+            self.app.on_ack(request, source)
+            return
+        self.app.on_request(request, source)
+
+    def _mark_via(self, request: Request, source: Peer) -> None:
+        """RFC 3261 18.2.1 ``received`` and RFC 3581 ``rport`` on the top Via."""
+        via = request.top_via
+        changed = False
+        if via.host != source.host:
+            via.params["received"] = source.host
+            changed = True
+        if "rport" in via.params and not via.params["rport"]:
+            via.params["rport"] = str(source.port)
+            via.params.setdefault("received", source.host)
+            changed = True
+        if changed:
+            request.remove_first("Via")
+            request.prepend("Via", str(via))
+
+    # -- outgoing --------------------------------------------------------------------------
+
+    def send(self, data: bytes, peer: Peer) -> None:
+        if self.trace_enabled:
+            trace.info("send %s\n%s", peer, data.decode(errors="replace"))
+        if peer.transport == "tcp":
+            self.tcp.send(data, peer.host, peer.port)
+        else:
+            self.udp.send(data, peer.host, peer.port)
+
+    def response_peer(self, request: Request, source: Peer) -> Peer:
+        """Where responses to ``request`` go (RFC 3261 18.2.2, RFC 3581)."""
+        if source.transport == "tcp":
+            return source
+        via = request.top_via
+        if via.params.get("rport"):
+            return source
+        return Peer("udp", via.params.get("received") or source.host, via.port or 5060)
+
+    def server_transaction(self, request: Request, source: Peer) -> ServerTransaction:
+        assert self.layer is not None
+        peer = self.response_peer(request, source)
+        return self.layer.new_server(request, lambda data: self.send(data, peer), peer.reliable)
+
+    def reply_stateless(self, request: Request, source: Peer, status: int,
+                        reason: str | None = None) -> None:
+        """A response without a transaction (e.g. 481 to a stray in-dialog ACK-less request)."""
+        response = make_response(request, status, reason)
+        self.send(response.to_bytes(), self.response_peer(request, source))
+
+    def client_transaction(
+        self,
+        request: Request,
+        peer: Peer,
+        on_response: ResponseHandler,
+        on_timeout: TimeoutHandler,
+        timeout: float = TIMER_64T1,
+        resend: Sequence[float] | None = None,
+    ) -> ClientTransaction:
+        assert self.layer is not None
+        return self.layer.new_client(
+            request, lambda data: self.send(data, peer), peer.reliable, on_response,
+            on_timeout, timeout, resend,
+        )
+
+    def via(self, transport: str, branch: str) -> str:
+        return f"SIP/2.0/{transport.upper()} {self.sent_by};branch={branch};rport"

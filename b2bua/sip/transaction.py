@@ -1,0 +1,359 @@
+"""RFC 3261 section 17 transactions (with RFC 6026's Accepted state for INVITE servers).
+
+The state machines own no sockets and no clock: each transaction gets a ``send``
+function bound to its peer and a ``Timers`` object (the asyncio loop in the engine, a
+fake clock in tests). Over a reliable transport (TCP) retransmission timers are not
+started and the wait timers are zero, as RFC 3261 17.1.1.2 and 17.2.1 say.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Sequence
+from enum import Enum
+from typing import Protocol
+
+from b2bua.sip.errors import SipParseError
+from b2bua.sip.message import Request, Response
+
+T1 = 0.5
+T2 = 4.0
+T4 = 5.0
+TIMER_64T1 = 64 * T1
+
+BRANCH_MAGIC = "z9hG4bK"
+
+
+class TimerHandle(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Timers(Protocol):
+    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle: ...
+
+
+Send = Callable[[bytes], None]
+
+
+def new_branch() -> str:
+    return BRANCH_MAGIC + secrets.token_hex(8)
+
+
+class State(Enum):
+    CALLING = "calling"
+    TRYING = "trying"
+    PROCEEDING = "proceeding"
+    COMPLETED = "completed"
+    ACCEPTED = "accepted"
+    CONFIRMED = "confirmed"
+    TERMINATED = "terminated"
+
+
+ServerKey = tuple[str, str, str]
+ClientKey = tuple[str, str]
+
+
+def server_key(request: Request) -> ServerKey:
+    """Match key of RFC 3261 17.2.3; an ACK or CANCEL names the INVITE's branch."""
+    via = request.top_via
+    method = "INVITE" if request.method == "ACK" else request.method
+    branch = via.branch or ""
+    sent_by = f"{via.host}:{via.port or ''}"
+    if branch.startswith(BRANCH_MAGIC):
+        return (branch, sent_by, method)
+    # RFC 2543 peers: no usable branch; fall back to the request's identity.
+    cseq = request.cseq
+    return (f"{request.call_id}|{cseq.number}|{request.from_.tag}", sent_by, method)
+
+
+def client_key(branch: str, method: str) -> ClientKey:
+    return (branch, "INVITE" if method == "ACK" else method)
+
+
+class _Transaction:
+    def __init__(self, layer: TransactionLayer, send: Send, reliable: bool) -> None:
+        self.layer = layer
+        self._send = send
+        self.reliable = reliable
+        self.state = State.TRYING
+        self._timers: list[TimerHandle] = []
+
+    def _later(self, delay: float, callback: Callable[[], None]) -> None:
+        self._timers.append(self.layer.timers.call_later(delay, callback))
+
+    def _cancel_timers(self) -> None:
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
+
+    def _terminate(self) -> None:
+        self._cancel_timers()
+        self.state = State.TERMINATED
+        self.layer.forget(self)
+
+
+class ServerTransaction(_Transaction):
+    """INVITE and non-INVITE server transactions (RFC 3261 17.2, RFC 6026)."""
+
+    def __init__(self, layer: TransactionLayer, request: Request, send: Send,
+                 reliable: bool) -> None:
+        super().__init__(layer, send, reliable)
+        self.request = request
+        self.key = server_key(request)
+        self.is_invite = request.method == "INVITE"
+        self.state = State.PROCEEDING if self.is_invite else State.TRYING
+        self.last_response: Response | None = None
+        self._last_bytes = b""
+        self.on_ack_timeout: Callable[[], None] | None = None
+
+    def respond(self, response: Response) -> None:
+        if self.state in (State.COMPLETED, State.CONFIRMED, State.TERMINATED):
+            return
+        if self.state == State.ACCEPTED:
+            # Only 2xx retransmissions are the TU's business in Accepted (RFC 6026).
+            if 200 <= response.status < 300:
+                self._send(response.to_bytes())
+            return
+        self.last_response = response
+        self._last_bytes = response.to_bytes()
+        self._send(self._last_bytes)
+        status = response.status
+        if status < 200:
+            if not self.is_invite:
+                self.state = State.PROCEEDING
+            return
+        if self.is_invite:
+            if status < 300:
+                self.state = State.ACCEPTED
+                self._later(TIMER_64T1, self._terminate)  # Timer L
+            else:
+                self.state = State.COMPLETED
+                if not self.reliable:
+                    self._later(T1, lambda: self._retransmit_final(T1))  # Timer G
+                self._later(TIMER_64T1, self._ack_timeout)  # Timer H
+        else:
+            self.state = State.COMPLETED
+            self._later(0 if self.reliable else TIMER_64T1, self._terminate)  # Timer J
+
+    def _retransmit_final(self, interval: float) -> None:
+        if self.state != State.COMPLETED:
+            return
+        self._send(self._last_bytes)
+        nxt = min(interval * 2, T2)
+        self._later(nxt, lambda: self._retransmit_final(nxt))
+
+    def _ack_timeout(self) -> None:
+        if self.state == State.COMPLETED:
+            if self.on_ack_timeout is not None:
+                self.on_ack_timeout()
+            self._terminate()
+
+    def on_retransmission(self, request: Request) -> None:
+        """A retransmitted request or the ACK of a non-2xx final response."""
+        if request.method == "ACK":
+            if self.state == State.COMPLETED:
+                self._cancel_timers()
+                self.state = State.CONFIRMED
+                self._later(0 if self.reliable else T4, self._terminate)  # Timer I
+            return
+        if self.state in (State.PROCEEDING, State.COMPLETED) and self._last_bytes:
+            self._send(self._last_bytes)
+
+
+ResponseHandler = Callable[[Response], None]
+TimeoutHandler = Callable[[], None]
+
+
+class ClientTransaction(_Transaction):
+    """INVITE and non-INVITE client transactions (RFC 3261 17.1).
+
+    The INVITE client retransmits on ``resend`` (the SS_SIP_RESEND_INTERVAL
+    schedule: the gaps between sends) and gives up after ``timeout`` seconds without
+    any response (Timer B, the gateway's INVITE timeout).
+    """
+
+    def __init__(
+        self,
+        layer: TransactionLayer,
+        request: Request,
+        send: Send,
+        reliable: bool,
+        on_response: ResponseHandler,
+        on_timeout: TimeoutHandler,
+        timeout: float = TIMER_64T1,
+        resend: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__(layer, send, reliable)
+        self.request = request
+        branch = request.top_via.branch
+        if branch is None:
+            raise SipParseError("client request without a branch")
+        self.branch = branch
+        self.is_invite = request.method == "INVITE"
+        self.key = client_key(branch, request.method)
+        self.on_response = on_response
+        self.on_timeout = on_timeout
+        self.timeout = timeout
+        self.resend = list(resend) if resend is not None else None
+        self.sends = 0
+        self._bytes = b""
+        self.state = State.CALLING if self.is_invite else State.TRYING
+
+    def start(self) -> None:
+        self._bytes = self.request.to_bytes()
+        self._transmit()
+        if not self.reliable:
+            if self.is_invite:
+                self._schedule_invite_resend(0)
+            else:
+                self._later(T1, lambda: self._retransmit_non_invite(T1))  # Timer E
+        self._later(self.timeout, self._timer_b_or_f)
+
+    def _transmit(self) -> None:
+        self.sends += 1
+        self._send(self._bytes)
+
+    def _schedule_invite_resend(self, index: int) -> None:
+        schedule = self.resend if self.resend is not None else _doubling_schedule()
+        if index >= len(schedule):
+            return
+
+        def fire() -> None:
+            if self.state == State.CALLING:
+                self._transmit()
+                self._schedule_invite_resend(index + 1)
+
+        self._later(schedule[index], fire)  # Timer A
+
+    def _retransmit_non_invite(self, interval: float) -> None:
+        if self.state not in (State.TRYING, State.PROCEEDING):
+            return
+        self._transmit()
+        nxt = T2 if self.state == State.PROCEEDING else min(interval * 2, T2)
+        self._later(nxt, lambda: self._retransmit_non_invite(nxt))
+
+    def _timer_b_or_f(self) -> None:
+        if self.state in (State.CALLING, State.TRYING) or (
+            not self.is_invite and self.state == State.PROCEEDING
+        ):
+            self._terminate()
+            self.on_timeout()
+
+    def receive(self, response: Response) -> None:
+        status = response.status
+        if self.state == State.TERMINATED:
+            return
+        if self.is_invite:
+            self._receive_invite(response, status)
+        else:
+            self._receive_non_invite(response, status)
+
+    def _receive_invite(self, response: Response, status: int) -> None:
+        if self.state in (State.CALLING, State.PROCEEDING):
+            if self.state == State.CALLING:
+                self._cancel_timers()  # Timers A and B
+            if status < 200:
+                self.state = State.PROCEEDING
+                self.on_response(response)
+            elif status < 300:
+                # The TU ACKs a 2xx itself; retransmitted 2xx reach it through the dialog.
+                self._terminate()
+                self.on_response(response)
+            else:
+                self.state = State.COMPLETED
+                self._send_ack(response)
+                self._later(0 if self.reliable else 32.0, self._terminate)  # Timer D
+                self.on_response(response)
+        elif self.state == State.COMPLETED and status >= 300:
+            self._send_ack(response)
+
+    def _receive_non_invite(self, response: Response, status: int) -> None:
+        if self.state not in (State.TRYING, State.PROCEEDING):
+            return
+        if status < 200:
+            self.state = State.PROCEEDING
+            self.on_response(response)
+            return
+        self._cancel_timers()
+        self.state = State.COMPLETED
+        self._later(0 if self.reliable else T4, self._terminate)  # Timer K
+        self.on_response(response)
+
+    def _send_ack(self, response: Response) -> None:
+        """ACK of a non-2xx final response: same branch, To from the response (17.1.1.3)."""
+        req = self.request
+        headers: list[tuple[str, str]] = [("Via", req.get("Via") or "")]
+        for name in ("Route",):
+            headers.extend((name, v) for v in req.get_all(name))
+        headers += [
+            ("Max-Forwards", "70"),
+            ("From", req.get("From") or ""),
+            ("To", response.get("To") or ""),
+            ("Call-ID", req.call_id),
+            ("CSeq", f"{req.cseq.number} ACK"),
+        ]
+        self._send(Request("ACK", req.uri, headers).to_bytes())
+
+    def cancel_timers(self) -> None:
+        """Stop retransmitting (e.g. the attempt is abandoned and a CANCEL follows)."""
+        self._cancel_timers()
+
+
+def _doubling_schedule() -> list[float]:
+    out, gap, total = [], T1, 0.0
+    while total + gap < TIMER_64T1:
+        out.append(gap)
+        total += gap
+        gap *= 2
+    return out
+
+
+class TransactionLayer:
+    """Holds the live transactions and matches incoming messages to them."""
+
+    def __init__(self, timers: Timers) -> None:
+        self.timers = timers
+        self.servers: dict[ServerKey, ServerTransaction] = {}
+        self.clients: dict[ClientKey, ClientTransaction] = {}
+
+    def match_request(self, request: Request) -> ServerTransaction | None:
+        return self.servers.get(server_key(request))
+
+    def match_response(self, response: Response) -> ClientTransaction | None:
+        branch = response.top_via.branch
+        if branch is None:
+            return None
+        return self.clients.get(client_key(branch, response.cseq.method))
+
+    def new_server(self, request: Request, send: Send, reliable: bool) -> ServerTransaction:
+        txn = ServerTransaction(self, request, send, reliable)
+        self.servers[txn.key] = txn
+        return txn
+
+    def new_client(
+        self,
+        request: Request,
+        send: Send,
+        reliable: bool,
+        on_response: ResponseHandler,
+        on_timeout: TimeoutHandler,
+        timeout: float = TIMER_64T1,
+        resend: Sequence[float] | None = None,
+    ) -> ClientTransaction:
+        txn = ClientTransaction(self, request, send, reliable, on_response, on_timeout,
+                                timeout, resend)
+        self.clients[txn.key] = txn
+        txn.start()
+        return txn
+
+    def find_invite_server(self, cancel: Request) -> ServerTransaction | None:
+        """The INVITE server transaction a CANCEL refers to (RFC 3261 9.2)."""
+        key = server_key(cancel)
+        return self.servers.get((key[0], key[1], "INVITE"))
+
+    def forget(self, txn: _Transaction) -> None:
+        if isinstance(txn, ServerTransaction):
+            if self.servers.get(txn.key) is txn:
+                del self.servers[txn.key]
+        elif isinstance(txn, ClientTransaction) and self.clients.get(txn.key) is txn:
+            del self.clients[txn.key]
