@@ -9,7 +9,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate
 
 NAME = validate.Length(min=1, max=64)
-PREFIX_RE = re.compile(r"^[0-9A-Za-z#*+]{1,32}$")
+PREFIX_RE = re.compile(r"[0-9A-Za-z#*+]{1,32}")
 
 
 def _ip(value: str) -> None:
@@ -20,7 +20,7 @@ def _ip(value: str) -> None:
 
 
 def _prefix(value: str) -> None:
-    if not PREFIX_RE.match(value):
+    if not PREFIX_RE.fullmatch(value):
         raise ValidationError(f"{value!r}: a prefix is 1-32 of 0-9 A-Z a-z # * +")
 
 
@@ -33,7 +33,7 @@ class MappingGatewaySchema(Schema):
     )
     ips = fields.List(fields.String(validate=_ip), load_default=list,
                       validate=validate.Length(max=256))
-    port = fields.Integer(load_default=None, allow_none=True,
+    port = fields.Integer(strict=True, load_default=None, allow_none=True,
                           validate=validate.Range(1, 65535),
                           metadata={"description": "source port (ip_port mode)"})
     username = fields.String(load_default=None, allow_none=True,
@@ -41,7 +41,7 @@ class MappingGatewaySchema(Schema):
     password = fields.String(load_default=None, allow_none=True, load_only=True,
                              validate=validate.Length(min=1, max=128),
                              metadata={"description": "write-only"})
-    capacity = fields.Integer(load_default=None, allow_none=True,
+    capacity = fields.Integer(strict=True, load_default=None, allow_none=True,
                               validate=validate.Range(0, 1_000_000),
                               metadata={"description": "concurrent calls; null = unlimited"})
     enabled = fields.Boolean(load_default=True)
@@ -60,7 +60,13 @@ def check_mapping_gateway(data: dict[str, Any], current: dict[str, Any] | None) 
     if mode == "password":
         if not data.get("username"):
             errors["username"] = ["password mode needs a username"]
-        if not data.get("password") and (current is None or current.get("auth_mode") != mode):
+        # On update ``data`` holds a password only when the request sent one (the stored
+        # one is never read back); on create the schema always fills the key in.
+        if "password" in data:
+            missing = not data["password"]
+        else:
+            missing = current is None or current.get("auth_mode") != mode
+        if missing:
             errors["password"] = ["password mode needs a password"]
     if errors:
         raise ValidationError(errors)
@@ -71,16 +77,16 @@ class RoutingGatewaySchema(Schema):
     name = fields.String(required=True, validate=NAME)
     host = fields.String(required=True, validate=_ip,
                          metadata={"description": "the vendor's IP address"})
-    port = fields.Integer(load_default=5060, validate=validate.Range(1, 65535))
+    port = fields.Integer(strict=True, load_default=5060, validate=validate.Range(1, 65535))
     transport = fields.String(load_default="udp", validate=validate.OneOf(["udp", "tcp"]))
     prefixes = fields.List(fields.String(validate=_prefix), load_default=list,
                            validate=validate.Length(max=10000),
                            metadata={"description": "callee prefixes; empty = any callee"})
-    priority = fields.Integer(load_default=0, validate=validate.Range(0, 1_000_000),
+    priority = fields.Integer(strict=True, load_default=0, validate=validate.Range(0, 1_000_000),
                               metadata={"description": "lower is tried first"})
     prefix_mode = fields.String(load_default="terminate",
                                 validate=validate.OneOf(["terminate", "continue"]))
-    capacity = fields.Integer(load_default=None, allow_none=True,
+    capacity = fields.Integer(strict=True, load_default=None, allow_none=True,
                               validate=validate.Range(0, 1_000_000))
     enabled = fields.Boolean(load_default=True)
     created_at = fields.Float(dump_only=True)

@@ -48,7 +48,7 @@ def operation(
             }
         else:
             op["responses"][str(status)] = {"description": summary}
-        codes = set(errors) | ({422} if request is not None else set())
+        codes = set(errors) | ({422} if request is not None or parameters else set())
         if not public:
             codes |= {401}
             if method.lower() != "get":

@@ -23,6 +23,7 @@ from api.errors import ApiError
 from api.openapi import operation
 from api.schemas import page_schema
 from b2bua.storage import audit
+from b2bua.storage.db import transaction
 
 MAX_PAGE = 1000
 
@@ -94,16 +95,17 @@ class Resource:
             data.update(created_at=now, updated_at=now)
             conn = context.conn()
             try:
-                cur = conn.execute(
-                    f"INSERT INTO {self.table} ({', '.join(data)}) "
-                    f"VALUES ({', '.join('?' for _ in data)})",
-                    tuple(self.to_columns(data).values()),
-                )
+                with transaction(conn):
+                    cur = conn.execute(
+                        f"INSERT INTO {self.table} ({', '.join(data)}) "
+                        f"VALUES ({', '.join('?' for _ in data)})",
+                        tuple(self.to_columns(data).values()),
+                    )
+                    item_id = int(cur.lastrowid or 0)
+                    audit.record(conn, context.actor(), "create", f"{self.name}/{item_id}",
+                                 _redact(data, self.write_only))
             except sqlite3.IntegrityError as exc:
                 raise ApiError(409, f"conflict: {exc}", {"name": ["already exists"]}) from None
-            item_id = int(cur.lastrowid or 0)
-            audit.record(conn, context.actor(), "create", f"{self.name}/{item_id}",
-                         _redact(data, self.write_only))
             return self.row_to_dict(self.fetch(conn, item_id)), 201
 
         @bp.get(f"{base}/<int:item_id>")
@@ -121,15 +123,16 @@ class Resource:
             data["updated_at"] = time.time()
             columns = self.to_columns(data)
             try:
-                conn.execute(
-                    f"UPDATE {self.table} SET {', '.join(f'{k} = ?' for k in columns)} "
-                    "WHERE id = ?",
-                    (*columns.values(), item_id),
-                )
+                with transaction(conn):
+                    conn.execute(
+                        f"UPDATE {self.table} SET {', '.join(f'{k} = ?' for k in columns)} "
+                        "WHERE id = ?",
+                        (*columns.values(), item_id),
+                    )
+                    audit.record(conn, context.actor(), "update", f"{self.name}/{item_id}",
+                                 _redact(data, self.write_only))
             except sqlite3.IntegrityError as exc:
                 raise ApiError(409, f"conflict: {exc}", {"name": ["already exists"]}) from None
-            audit.record(conn, context.actor(), "update", f"{self.name}/{item_id}",
-                         _redact(data, self.write_only))
             return self.row_to_dict(self.fetch(conn, item_id))
 
         @bp.put(f"{base}/<int:item_id>")
@@ -149,8 +152,9 @@ class Resource:
         def delete_item(item_id: int) -> Any:
             conn = context.conn()
             self.fetch(conn, item_id)
-            conn.execute(f"DELETE FROM {self.table} WHERE id = ?", (item_id,))
-            audit.record(conn, context.actor(), "delete", f"{self.name}/{item_id}")
+            with transaction(conn):
+                conn.execute(f"DELETE FROM {self.table} WHERE id = ?", (item_id,))
+                audit.record(conn, context.actor(), "delete", f"{self.name}/{item_id}")
             return "", 204
 
         return bp

@@ -7,6 +7,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from typing import Any
 
 from b2bua.calls.b2bua import B2bua
@@ -14,6 +15,7 @@ from b2bua.calls.cdr import CdrWriter
 from b2bua.config.live import ConfigWatcher, Params
 from b2bua.control import ControlServer
 from b2bua.options import EngineOptions
+from b2bua.policy import Policy
 from b2bua.routing.gateways import GatewayDirectory
 from b2bua.sip.stack import SipStack
 from b2bua.storage import db
@@ -39,11 +41,15 @@ class Engine:
         self.stack = SipStack(options.sip_listen.host, options.sip_listen.port,
                               options.advertised_host())
         self.cdrs = CdrWriter(options.db_path)
+        self.policy = Policy(self.params, self.gateways, self.stack.advertised_host)
         self.b2bua: B2bua | None = None
         self.control = ControlServer(options.control_path)
         self.control.register("status", self._status)
         self.control.register("calls", lambda _r: self._b2bua().active_calls())
         self.control.register("stats", lambda _r: self._b2bua().stats_snapshot())
+        self.control.register("security", lambda _r: self.policy.snapshot(time.time()))
+        self.control.register("suspensions", self._suspensions)
+        self.control.register("lift", self._lift)
         self.started_at = time.time()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -59,6 +65,17 @@ class Engine:
         self.params.load(conn)
         self.stack.trace_enabled = self.params.flag("SS_SIP_TRACE")
 
+    def _suspensions(self, _request: dict[str, Any]) -> list[dict[str, Any]]:
+        return [asdict(s) for s in self.policy.suspensions.active(time.time())]
+
+    def _lift(self, request: dict[str, Any]) -> dict[str, int]:
+        username = str(request.get("username", ""))
+        source_ip = request.get("source_ip")
+        lifted = self.policy.suspensions.lift(username, str(source_ip) if source_ip else None)
+        if lifted:
+            log.info("suspension of %s lifted by the API", username)
+        return {"lifted": lifted}
+
     def _b2bua(self) -> B2bua:
         assert self.b2bua is not None
         return self.b2bua
@@ -66,7 +83,7 @@ class Engine:
     async def start(self) -> None:
         self.watcher.load_all()
         loop = asyncio.get_running_loop()
-        self.b2bua = B2bua(self.stack, self.params, self.gateways, self.cdrs, loop)
+        self.b2bua = B2bua(self.stack, self.params, self.gateways, self.cdrs, loop, self.policy)
         self.cdrs.start()
         await self.stack.start(self.b2bua)
         self.on_shutdown(self._stop_calls)

@@ -9,14 +9,15 @@ import time
 
 def request(method: str, target_host: str, target_port: int, src_ip: str, src_port: int, *,
             user: str = "200", body: str = "", extra: str = "", to_tag: str | None = None,
-            call_id: str | None = None, max_forwards: int = 70) -> bytes:
+            call_id: str | None = None, max_forwards: int = 70,
+            from_user: str = "probe") -> bytes:
     branch = "z9hG4bK" + secrets.token_hex(6)
     tag = secrets.token_hex(4)
     to = f"<sip:{user}@{target_host}:{target_port}>" + (f";tag={to_tag}" if to_tag else "")
     lines = [
         f"{method} sip:{user}@{target_host}:{target_port} SIP/2.0",
         f"Via: SIP/2.0/UDP {src_ip}:{src_port};branch={branch};rport",
-        f"From: <sip:probe@{src_ip}>;tag={tag}",
+        f"From: <sip:{from_user}@{src_ip}>;tag={tag}",
         f"To: {to}",
         f"Call-ID: {call_id or secrets.token_hex(8)}@{src_ip}",
         f"CSeq: 1 {method}",

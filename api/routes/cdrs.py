@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from flask import Blueprint, request
@@ -56,9 +57,12 @@ def _float_arg(name: str) -> float | None:
     if raw is None:
         return None
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
-        raise ApiError(422, f"{name} must be a number", {name: ["not a number"]}) from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise ApiError(422, f"{name} must be a number", {name: ["not a finite number"]})
+    return value
 
 
 @bp.get("/api/v1/cdrs")

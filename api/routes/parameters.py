@@ -12,6 +12,7 @@ from api.openapi import operation
 from api.schemas import ParameterListSchema, ParameterSchema, ParameterUpdateSchema
 from b2bua.config.registry import PARAMETERS, Param, ParamError, lookup
 from b2bua.storage import audit, params_store
+from b2bua.storage.db import transaction
 
 bp = Blueprint("parameters", __name__)
 
@@ -62,12 +63,14 @@ def get_parameter(name: str) -> Any:
 def put_parameter(name: str) -> Any:
     param = _find(name)
     body = ParameterUpdateSchema().load(_json_body())
+    conn = context.conn()
     try:
-        value = params_store.set_value(context.conn(), param.name, body["value"])
+        with transaction(conn):
+            value = params_store.set_value(conn, param.name, body["value"])
+            audit.record(conn, context.actor(), "update", f"parameter/{param.name}",
+                         {"value": value})
     except ParamError as exc:
         raise ApiError(422, f"invalid value for {param.name}", {"value": [str(exc)]}) from None
-    audit.record(context.conn(), context.actor(), "update", f"parameter/{param.name}",
-                 {"value": value})
     return _describe(param, value)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from b2bua.calls.call import ALLOW, Call, Side
 from b2bua.calls.cdr import CdrWriter
 from b2bua.config.live import Params
-from b2bua.policy import SourceKind, classify
+from b2bua.policy import Action, Outcome, Policy, SourceKind, classify_by_address
 from b2bua.routing.gateways import GatewayDirectory, MappingGateway, RoutingGateway
 from b2bua.routing.select import RoutePlan, plan_route
 from b2bua.sip.errors import SipParseError
@@ -37,8 +38,9 @@ class CallStats:
 
 class B2bua:
     def __init__(self, stack: SipStack, params: Params, gateways: GatewayDirectory,
-                 cdrs: CdrWriter, timers: Timers) -> None:
+                 cdrs: CdrWriter, timers: Timers, policy: Policy) -> None:
         self.stack = stack
+        self.policy = policy
         self.params = params
         self.gateways = gateways
         self.cdrs = cdrs
@@ -60,10 +62,12 @@ class B2bua:
         if request.method == "CANCEL":
             self._cancel(request, source)
             return
-        verdict = classify(source, self.gateways)
-        if verdict.kind == SourceKind.UNKNOWN:
-            self._unauthorized(request, source)
+        outcome = self.policy.admit(request, source, time.time())
+        if outcome.action != Action.PASS or outcome.source is None:
+            self._refuse(request, source, outcome)
             return
+        self.stack.trust(source)
+        verdict = outcome.source
         method = request.method
         if method == "INVITE":
             if verdict.mapping is None:
@@ -88,20 +92,32 @@ class B2bua:
     def _reply(self, request: Request, source: Peer, status: int) -> None:
         self.stack.server_transaction(request, source).respond(make_response(request, status))
 
-    def _unauthorized(self, request: Request, source: Peer) -> None:
-        if self.params.flag("SS_REPLY_UNAUTHORIZED"):
-            self.stats.rejected_unknown += 1
-            self._reply(request, source, 403)
-        else:
+    def _refuse(self, request: Request, source: Peer, outcome: Outcome) -> None:
+        """Carry out a policy verdict other than pass."""
+        if outcome.action == Action.DROP:
             self.stats.dropped_unknown += 1
+            # A TCP connection that never carried an authorised request is closed
+            # without a word, so a scanner learns nothing from it either.
+            self.stack.close_untrusted(source)
+            return
+        if outcome.action == Action.REJECT:
+            self.stats.rejected_unknown += 1
+        response = make_response(request, outcome.status)
+        for name, value in outcome.headers:
+            response.add(name, value)
+        self.stack.server_transaction(request, source).respond(response)
+
+    def _unknown(self, request: Request, source: Peer) -> None:
+        """A stray request that matches no dialog: 481 for known sources, else policy."""
+        if classify_by_address(source, self.gateways).kind == SourceKind.UNKNOWN:
+            self._refuse(request, source, self.policy.unknown(request, source, time.time()))
+        else:
+            self._reply(request, source, 481)
 
     def _in_dialog(self, request: Request, source: Peer) -> None:
         leg = self.legs.get(request.call_id)
         if leg is None:
-            if classify(source, self.gateways).kind == SourceKind.UNKNOWN:
-                self._unauthorized(request, source)
-            else:
-                self._reply(request, source, 481)
+            self._unknown(request, source)
             return
         call, side = leg
         if request.method == "CANCEL":
@@ -114,10 +130,7 @@ class B2bua:
         invite_txn = self.stack.layer.find_invite_server(request)
         leg = self.legs.get(request.call_id)
         if invite_txn is None or leg is None:
-            if classify(source, self.gateways).kind == SourceKind.UNKNOWN:
-                self._unauthorized(request, source)
-            else:
-                self._reply(request, source, 481)
+            self._unknown(request, source)
             return
         self._reply(request, source, 200)
         leg[0].on_cancel()

@@ -169,13 +169,13 @@ class Call:
             if self.ended or self.cancel_pending:
                 self._send_cancel()
                 return
-            self.outbound.update_from_response(response, self.outbound.peer)
+            self.outbound.update_from_response(response)
             if self.ringing_at is None:
                 self.ringing_at = time.time()
             self.state = CallState.EARLY
             self._reply_caller(status, response.reason, response)
         elif status < 300:
-            self.outbound.update_from_response(response, self.outbound.peer)
+            self.outbound.update_from_response(response)
             self._on_out_answer(response)
         else:
             self._close_out_leg()

@@ -311,6 +311,16 @@ PARAMETERS: tuple[Param, ...] = (
         "SS_REPLY_UNAUTHORIZED is Off) until it ends; the API lists and lifts suspensions.",
     ),
     Param(
+        "SS_SIP_AUTHENTICATION_ALGORITHM",
+        "choice",
+        "MD5+SHA-256",
+        AUTH,
+        "Digest algorithms offered in a challenge, one header each, in this order (RFC 7616: "
+        "clients use the first they support). Credentials in any offered algorithm are "
+        "accepted.",
+        choices=("MD5", "SHA-256", "MD5+SHA-256", "SHA-256+MD5"),
+    ),
+    Param(
         "SS_SIP_AUTHENTICATION_REALM",
         "string",
         "",

@@ -45,6 +45,7 @@ class GatewayDirectory:
     mapping: dict[int, MappingGateway] = field(default_factory=dict)
     routing: dict[int, RoutingGateway] = field(default_factory=dict)
     mapping_by_ip: dict[str, list[MappingGateway]] = field(default_factory=dict)
+    mapping_by_user: dict[str, MappingGateway] = field(default_factory=dict)
     routing_by_ip: dict[str, list[RoutingGateway]] = field(default_factory=dict)
 
     def load_mapping(self, conn: sqlite3.Connection) -> None:
@@ -63,10 +64,15 @@ class GatewayDirectory:
             for r in conn.execute("SELECT * FROM mapping_gateways ORDER BY id")
         }
         by_ip: dict[str, list[MappingGateway]] = {}
+        by_user: dict[str, MappingGateway] = {}
         for gw in gateways.values():
+            if gw.auth_mode == "password":
+                if gw.username:
+                    by_user.setdefault(gw.username, gw)
+                continue
             for ip in gw.ips:
                 by_ip.setdefault(ip, []).append(gw)
-        self.mapping, self.mapping_by_ip = gateways, by_ip
+        self.mapping, self.mapping_by_ip, self.mapping_by_user = gateways, by_ip, by_user
 
     def load_routing(self, conn: sqlite3.Connection) -> None:
         gateways = {

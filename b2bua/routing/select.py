@@ -54,12 +54,17 @@ def plan_route(
     unavailable: Callable[[int], bool] = lambda _id: False,
 ) -> RoutePlan:
     groups: dict[int, list[RoutingGateway]] = {}
+    disabled_matches = 0
     for gw in gateways:
-        if not gw.enabled:
-            continue
         length = match_length(gw, callee)
-        if length >= 0:
-            groups.setdefault(length, []).append(gw)
+        if length < 0:
+            continue
+        if not gw.enabled:
+            # Counted as a match (the callee is routable, just not now) but not ordered:
+            # a disabled gateway has no say in the prefix_mode rule.
+            disabled_matches += 1
+            continue
+        groups.setdefault(length, []).append(gw)
 
     def load(gw: RoutingGateway) -> float:
         return current_calls(gw.id) / gw.capacity if gw.capacity else 0.0
@@ -76,4 +81,4 @@ def plan_route(
                 ordered.append(gw)
         if any(gw.prefix_mode != "continue" for gw in group):
             break
-    return RoutePlan(tuple(ordered), matched)
+    return RoutePlan(tuple(ordered), matched + disabled_matches)

@@ -37,6 +37,7 @@ class Dialog:
     route_set: list[str] = field(default_factory=list)
     local_seq: int = 1
     remote_seq: int | None = None
+    confirmed: bool = False
 
     @classmethod
     def as_uas(cls, invite: Request, source: Peer, via_host: str, contact: str,
@@ -61,12 +62,19 @@ class Dialog:
             remote_seq=invite.cseq.number,
         )
 
-    def update_from_response(self, response: Response, source: Peer) -> None:
-        """UAC side: learn the remote tag, target and route set from a 1xx/2xx."""
+    def update_from_response(self, response: Response) -> None:
+        """UAC side: learn the remote tag, target and route set from a 1xx/2xx.
+
+        The route set is taken from the first response of an early dialog and taken
+        again from the 2xx that confirms it (RFC 3261 13.2.2.4), never after that.
+        """
         tag = response.to.tag
-        if tag and self.remote_tag != tag:
+        answered = 200 <= response.status < 300
+        if tag and (self.remote_tag != tag or (answered and not self.confirmed)):
             self.remote_tag = tag
             self.route_set = list(reversed(response.get_all("Record-Route")))
+        if answered:
+            self.confirmed = True
         target = _contact_uri(response)
         if target:
             self.remote_target = target

@@ -191,5 +191,14 @@ class SipStack:
             on_timeout, timeout, resend,
         )
 
+    def trust(self, peer: Peer) -> None:
+        """Mark a TCP connection as having carried an authorised request."""
+        if peer.reliable:
+            self.tcp.trust(peer.host, peer.port)
+
+    def close_untrusted(self, peer: Peer) -> None:
+        if peer.reliable:
+            self.tcp.close_untrusted(peer.host, peer.port)
+
     def via(self, transport: str, branch: str) -> str:
         return f"SIP/2.0/{transport.upper()} {self.sent_by};branch={branch};rport"

@@ -317,7 +317,12 @@ class TransactionLayer:
         self.clients: dict[ClientKey, ClientTransaction] = {}
 
     def match_request(self, request: Request) -> ServerTransaction | None:
-        return self.servers.get(server_key(request))
+        txn = self.servers.get(server_key(request))
+        if txn is not None and request.method == "ACK" and txn.state == State.ACCEPTED:
+            # The ACK of a 2xx belongs to the application (RFC 6026); an RFC 2543 peer's
+            # ACK carries the INVITE's key, so it must not be absorbed here.
+            return None
+        return txn
 
     def match_response(self, response: Response) -> ClientTransaction | None:
         branch = response.top_via.branch

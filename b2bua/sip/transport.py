@@ -94,6 +94,8 @@ class TcpConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer: Peer | None = None
         self.last_activity = time.monotonic()
+        # Outbound connections are ours; inbound ones earn trust with an authorised request.
+        self.trusted = outbound
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -128,6 +130,11 @@ class TcpConnection(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+    def abort(self) -> None:
+        """Close at once, discarding anything queued: nothing more reaches the peer."""
+        if self.transport is not None:
+            self.transport.abort()
 
 
 class TcpTransport:
@@ -172,10 +179,15 @@ class TcpTransport:
             if self.connections.get(key) is conn:
                 del self.connections[key]
 
-    def close_peer(self, host: str, port: int) -> None:
+    def trust(self, host: str, port: int) -> None:
         conn = self.connections.get((host, port))
         if conn is not None:
-            conn.close()
+            conn.trusted = True
+
+    def close_untrusted(self, host: str, port: int) -> None:
+        conn = self.connections.get((host, port))
+        if conn is not None and not conn.trusted:
+            conn.abort()
 
     def send(self, data: bytes, host: str, port: int) -> None:
         key = (host, port)

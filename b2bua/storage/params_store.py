@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from b2bua.config.registry import PARAMETERS, REGISTRY, check_combination, lookup
+from b2bua.storage.db import transaction
 
 
 def load_values(conn: sqlite3.Connection) -> dict[str, Any]:
@@ -32,8 +33,7 @@ def set_value(conn: sqlite3.Connection, name: str, value: Any) -> Any:
     """Validate and store one value; returns the canonical value. Raises ParamError."""
     param = lookup(name)
     canonical = param.validate(value)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         merged = load_values(conn)
         merged[param.name] = canonical
         check_combination(merged)
@@ -43,8 +43,4 @@ def set_value(conn: sqlite3.Connection, name: str, value: Any) -> Any:
             "updated_at = excluded.updated_at",
             (param.name, json.dumps(canonical), time.time()),
         )
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
     return canonical

@@ -145,8 +145,9 @@ def test_active_call_is_listed_while_up(tmp_path: Path, softswitch: Softswitch,
     customer = sipp("uac_call.xml", tmp_path, CUSTOMER_IP, free_port(CUSTOMER_IP),
                     f"127.0.0.1:{softswitch.sip_port}", hold_ms=2000)
     try:
-        live = wait_until(lambda: softswitch.api.get("/api/v1/calls")["items"], timeout=5)
-        assert live and live[0]["state"] == "confirmed"
+        live = wait_until(lambda: [c for c in softswitch.api.get("/api/v1/calls")["items"]
+                                   if c["state"] == "confirmed"], timeout=5)
+        assert live, softswitch.api.get("/api/v1/calls")
         assert (live[0]["caller"], live[0]["callee"]) == ("1001", "200")
         assert live[0]["mapping_gateway"] == "customer"
         assert live[0]["routing_gateway"] == "vendor"

@@ -1,0 +1,1 @@
+"""Edge security: digest authentication, challenge sessions, suspensions."""

@@ -1,0 +1,1082 @@
+"""Highest clean calls per second: sipp rig ceiling, the softswitch, and Sippy B2BUA.
+
+Run from the repository root::
+
+    .venv/bin/python bench/cps.py            # full run, ~15 min
+    .venv/bin/python bench/cps.py --quick    # short steps, coarse bisection, ~5 min
+
+Method (see /work/shared/research/anchors.md and docs/performance.md):
+
+* a step is ``rate`` calls/s for ``--step-seconds`` (sipp ``-m rate*step -r rate``) with a
+  1 s hold (``-d 1000``); every step is bounded by sipp ``-timeout`` and
+  ``-recv_timeout`` and by a hard wall-clock limit here;
+* a step is *clean* when both sipp sides exit 0, both stats CSVs show every call
+  successful and none failed, and the achieved call-creation rate is >= 95% of the target;
+* the rate is stepped up a ladder until a step fails, then bisected between the last
+  clean and the first failing rate;
+* systems: (a) sipp UAC -> sipp UAS directly (the rig ceiling), (b) sipp UAC ->
+  softswitch -> sipp UAS (IP-authenticated trunk, one routing gateway), (c) optionally
+  Sippy B2BUA run as anchors.md says;
+* the system's CPU time per call is utime+stime of its process (/proc/<pid>/stat, all
+  threads) over the step divided by the calls of the step.
+
+Only loopback addresses are used; only processes started here are stopped, by pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+import support  # noqa: E402
+from support import Softswitch, free_port, wait_until  # noqa: E402
+
+SCENARIOS = Path(__file__).resolve().parent / "sipp"
+UAC_XML = SCENARIOS / "uac_txn.xml"
+UAS_XML = SCENARIOS / "uas_answer.xml"
+UAS_LATE_XML = SCENARIOS / "uas_late_1xx.xml"
+GC_PROBE = Path(__file__).resolve().parent / "gc_probe.py"
+
+CUSTOMER_IP = "127.0.0.2"  # the sipp UAC (customer trunk)
+VENDOR_IP = "127.0.0.3"  # the sipp UAS (vendor)
+SWITCH_IP = "127.0.0.1"  # the system under test
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+CLEAN_RATE_SHARE = 0.95
+RECV_TIMEOUT_MS = 10_000  # a call waiting longer than this for a message fails
+FAILURE_COLUMNS = (
+    "FailedCannotSendMessage", "FailedMaxUDPRetrans", "FailedUnexpectedMessage",
+    "FailedCallRejected", "FailedCmdNotSent", "FailedRegexpDoesntMatch",
+    "FailedRegexpHdrNotFound", "FailedOutboundCongestion", "FailedTimeoutOnRecv",
+    "FailedTimeoutOnSend", "OutOfCallMsgs", "DeadCallMsgs", "FatalErrors",
+    "WatchdogMajor", "WatchdogMinor",
+)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------------------- sipp
+
+
+@dataclass
+class SideStats:
+    """What one sipp side reported for a step (last row of its stats CSV)."""
+
+    role: str
+    exit_code: int | None
+    created: int = 0
+    incoming: int = 0
+    successful: int = 0
+    failed: int = 0
+    retransmissions: int = 0
+    achieved_rate: float | None = None
+    problems: dict[str, int] = field(default_factory=dict)
+    setup_ms: dict[str, int] = field(default_factory=dict)
+    note: str = ""
+
+
+def _epoch(cell: str) -> float:
+    # sipp writes "YYYY-MM-DD\tHH:MM:SS.ffffff\tEPOCH"
+    return float(cell.split("\t")[-1])
+
+
+def parse_stats(path: Path, role: str, exit_code: int | None, calls: int) -> SideStats:
+    stats = SideStats(role, exit_code)
+    if not path.exists():
+        stats.note = "no stats CSV"
+        return stats
+    with path.open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh, delimiter=";") if r.get("StartTime")]
+    if not rows:
+        stats.note = "empty stats CSV"
+        return stats
+    last = rows[-1]
+
+    def num(row: dict[str, str], col: str) -> int:
+        try:
+            return int(float(row.get(col) or 0))
+        except ValueError:
+            return 0
+
+    stats.created = num(last, "OutgoingCall(C)")
+    stats.incoming = num(last, "IncomingCall(C)")
+    stats.successful = num(last, "SuccessfulCall(C)")
+    stats.failed = num(last, "FailedCall(C)")
+    stats.retransmissions = num(last, "Retransmissions(C)")
+    stats.problems = {c: num(last, f"{c}(C)") for c in FAILURE_COLUMNS if num(last, f"{c}(C)")}
+    stats.setup_ms = {k.split("_", 1)[1]: num(last, k) for k in last
+                      if k.startswith("ResponseTimeRepartition1_")}
+    # Achieved rate: calls created (UAC) or received (UAS) per second over the 1 s stats
+    # periods that lie wholly inside the creation phase (before the last call came).
+    col = "OutgoingCall(C)" if role == "uac" else "IncomingCall(C)"
+    total = num(last, col)
+    n_sum, t_sum = 0, 0.0
+    prev_t, prev_n = _epoch(last["StartTime"]), 0
+    for row in rows:
+        t, n = _epoch(row["CurrentTime"]), num(row, col)
+        if n >= total:
+            break
+        if t > prev_t:
+            n_sum, t_sum = n_sum + n - prev_n, t_sum + t - prev_t
+        prev_t, prev_n = t, n
+    if t_sum >= 1.0:
+        stats.achieved_rate = round(n_sum / t_sum, 1)
+    if role == "uac" and calls and stats.created < calls:
+        stats.note = f"created only {stats.created}/{calls} calls"
+    return stats
+
+
+@dataclass
+class SippRun:
+    proc: subprocess.Popen[bytes]
+    run_dir: Path
+    role: str
+    started: float
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return int(self.proc.wait(timeout))
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, grace: float = 5.0) -> int | None:
+        """Ask sipp to finish (SIGUSR1: no new calls, quit), then kill it by pid."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGUSR1)
+            if self.wait(grace) is None:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_sipp(role: str, run_dir: Path, scenario: Path, local_ip: str, local_port: int,
+               calls: int, rate: float, hold_ms: int, timeout_s: int,
+               remote: str | None = None) -> SippRun:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        "sipp", "-sf", str(scenario), "-i", local_ip, "-p", str(local_port), "-t", "u1",
+        "-m", str(calls), "-d", str(hold_ms), "-s", "200",
+        "-timeout", f"{timeout_s}s", "-timeout_error", "-recv_timeout", str(RECV_TIMEOUT_MS),
+        "-nostdin", "-trace_stat", "-stf", str(run_dir / "stats.csv"), "-fd", "1",
+        "-trace_err", "-error_file", str(run_dir / "errors.log"), "-trace_screen",
+        "-screen_file", str(run_dir / "screen.log"),
+    ]
+    if role == "uac":
+        cmd += ["-r", str(rate)]
+    if remote:
+        cmd.append(remote)
+    (run_dir / "cmd.txt").write_text(" ".join(cmd) + "\n")
+    proc = subprocess.Popen(cmd, cwd=run_dir, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=open(run_dir / "stderr.txt", "wb"))  # noqa: SIM115
+    return SippRun(proc, run_dir, role, time.monotonic())
+
+
+def wait_bound(host: str, port: int, timeout: float = 3.0) -> bool:
+    """True once something has bound UDP host:port (our bind then fails)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                return True
+        time.sleep(0.02)
+    return False
+
+
+# ---------------------------------------------------------------------------- CPU
+
+
+def proc_cpu_s(pid: int | None) -> float | None:
+    """utime+stime of a whole process (all threads), in seconds."""
+    if pid is None:
+        return None
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def children_cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+# ---------------------------------------------------------------------------- systems
+
+
+class System(Protocol):
+    name: str
+
+    @property
+    def target(self) -> str: ...  # where the UAC sends its INVITEs
+
+    @property
+    def pid(self) -> int | None: ...  # the process whose CPU is charged to the system
+
+    @property
+    def vendor_port(self) -> int: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def settle(self) -> bool: ...  # between steps: True when idle and healthy
+
+    def restart(self) -> None: ...
+
+    def counters(self) -> dict[str, float]: ...
+
+    def log_size(self) -> int: ...
+
+    def log_since(self, offset: int) -> list[str]: ...
+
+    def diagnostics(self, t0: float, t1: float) -> dict[str, Any]: ...
+
+
+@dataclass
+class Rig:
+    """sipp UAC -> sipp UAS directly: the ceiling of the load generator itself."""
+
+    workdir: Path
+    name: str = "rig (sipp -> sipp)"
+    _vendor_port: int = 0
+
+    @property
+    def target(self) -> str:
+        return f"{VENDOR_IP}:{self.vendor_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return None
+
+    @property
+    def vendor_port(self) -> int:
+        return self._vendor_port
+
+    def start(self) -> None:
+        self._vendor_port = free_port(VENDOR_IP, socket.SOCK_DGRAM)
+
+    def stop(self) -> None:
+        pass
+
+    def settle(self) -> bool:
+        return True
+
+    def restart(self) -> None:
+        pass
+
+    def counters(self) -> dict[str, float]:
+        return {}
+
+    def log_size(self) -> int:
+        return 0
+
+    def log_since(self, offset: int) -> list[str]:
+        return []
+
+    def diagnostics(self, t0: float, t1: float) -> dict[str, Any]:
+        return {}
+
+
+@dataclass
+class SoftswitchSystem:
+    """``softswitch run`` with one mapping gateway (the UAC's IP) and one routing gateway.
+
+    ``gc_mode`` (diagnostics only) starts it through ``bench/gc_probe.py``: ``log`` records
+    the cyclic GC's collections, ``off`` disables the cyclic GC.
+    """
+
+    workdir: Path
+    log_level: str = "WARNING"
+    name: str = "softswitch"
+    gc_mode: str | None = None
+    switch: Softswitch | None = None
+    _vendor_port: int = 0
+
+    @property
+    def gc_log(self) -> Path:
+        return self.workdir / "gc.jsonl"
+
+    @contextlib.contextmanager
+    def _launcher(self) -> Iterator[None]:
+        """Start ``softswitch run`` through gc_probe.py when a GC mode is asked for."""
+        if self.gc_mode is None:
+            yield
+            return
+        saved = list(support.SOFTSWITCH)
+        env = {"BENCH_GC_MODE": self.gc_mode, "BENCH_GC_LOG": str(self.gc_log)}
+        old_env = {k: os.environ.get(k) for k in env}
+        support.SOFTSWITCH[:] = [sys.executable, str(GC_PROBE)]
+        os.environ.update(env)
+        try:
+            yield
+        finally:
+            support.SOFTSWITCH[:] = saved
+            for k, v in old_env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    @property
+    def target(self) -> str:
+        assert self.switch is not None
+        return f"{SWITCH_IP}:{self.switch.sip_port}"
+
+    @property
+    def pid(self) -> int | None:
+        # The engine runs in the ``softswitch run`` process itself (asyncio + uvloop,
+        # plus its CDR writer thread); the API is a separate gunicorn process.
+        return self.switch.proc.pid if self.switch and self.switch.proc else None
+
+    @property
+    def vendor_port(self) -> int:
+        return self._vendor_port
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._vendor_port = free_port(VENDOR_IP, socket.SOCK_DGRAM)
+        self.switch = Softswitch(self.workdir, sip_host=SWITCH_IP,
+                                 extra_args=["--log-level", self.log_level])
+        with self._launcher():
+            self.switch.start()
+        api = self.switch.api
+        api.post("/api/v1/mapping-gateways", {"name": "customer", "ips": [CUSTOMER_IP]})
+        api.post("/api/v1/routing-gateways", {"name": "vendor", "host": VENDOR_IP,
+                                              "port": self.vendor_port, "transport": "udp"})
+        self._wait_gateways()
+
+    def _wait_gateways(self) -> None:
+        assert self.switch is not None
+        api = self.switch.api
+
+        def ready() -> bool:
+            status = api.get("/api/v1/engine")
+            return bool(status["mapping_gateways"] == 1 and status["routing_gateways"] == 1)
+
+        if not wait_until(ready, timeout=10):
+            raise RuntimeError("softswitch did not load the gateways")
+
+    def stop(self) -> None:
+        if self.switch is not None:
+            code = self.switch.stop()
+            if code != 0:
+                log(f"softswitch exited with {code}")
+
+    def restart(self) -> None:
+        assert self.switch is not None
+        log("restarting the softswitch")
+        self.switch.stop()
+        self.switch.proc = None
+        with self._launcher():
+            self.switch.start()
+        self._wait_gateways()
+
+    def settle(self) -> bool:
+        assert self.switch is not None
+        api = self.switch.api
+        try:
+            return bool(wait_until(lambda: api.get("/api/v1/calls")["items"] == [],
+                                   timeout=30, interval=0.5))
+        except (OSError, AssertionError):
+            return False
+
+    def counters(self) -> dict[str, float]:
+        assert self.switch is not None
+        try:
+            stats = self.switch.api.get("/api/v1/stats")
+        except (OSError, AssertionError):
+            return {}
+        return dict(_flatten(stats))
+
+    def log_size(self) -> int:
+        path = self.switch.log_path if self.switch else None
+        return path.stat().st_size if path and path.exists() else 0
+
+    def log_since(self, offset: int) -> list[str]:
+        path = self.switch.log_path if self.switch else None
+        if not path or not path.exists():
+            return []
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            return fh.read(4_000_000).decode(errors="replace").splitlines()
+
+    def diagnostics(self, t0: float, t1: float) -> dict[str, Any]:
+        if self.gc_mode is None or not self.gc_log.exists():
+            return {}
+        events = []
+        for line in self.gc_log.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                ev = json.loads(line)
+                if t0 <= ev["t"] <= t1:
+                    events.append(ev)
+        full = [e for e in events if e["gen"] == 2]
+        return {
+            "gc_mode": self.gc_mode,
+            "gen2_collections": len(full),
+            "gen2_max_ms": max((e["ms"] for e in full), default=0.0),
+            "gen2_ms": [e["ms"] for e in full],
+            "gen2_tracked": [e["tracked"] for e in full],
+            "gen2_collected": [e["collected"] for e in full],
+            "slow_collections_ms_total": round(sum(e["ms"] for e in events), 1),
+            "gc_share_of_wall": round(sum(e["ms"] for e in events) / 1000 / max(t1 - t0, 1e-6),
+                                      3),
+        }
+
+
+def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, float]]:
+    out: list[tuple[str, float]] = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out += _flatten(v, f"{prefix}{k}." if not isinstance(v, (int, float)) else
+                            f"{prefix}{k}")
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        out.append((prefix.rstrip("."), float(obj)))
+    return out
+
+
+@dataclass
+class SippySystem:
+    """Sippy B2BUA 2.5.0, signalling only, static route, run as anchors.md says."""
+
+    workdir: Path
+    name: str = "Sippy B2BUA 2.5.0"
+    proc: subprocess.Popen[bytes] | None = None
+    port: int = 0
+    _vendor_port: int = 0
+
+    @property
+    def target(self) -> str:
+        return f"{SWITCH_IP}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def vendor_port(self) -> int:
+        return self._vendor_port
+
+    def command(self) -> list[str]:
+        d = self.workdir
+        return [sys.executable, "-m", "sippy.b2bua", "-f", "-u", "-A", "0",
+                "-l", SWITCH_IP, "-p", str(self.port),
+                "-s", f"{VENDOR_IP}:{self.vendor_port}", "-a", CUSTOMER_IP,
+                "-P", str(d / "b2bua.pid"), "-L", str(d / "b2bua.log"),
+                "-c", str(d / "b2bua.sock")]
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self._vendor_port:
+            self._vendor_port = free_port(VENDOR_IP, socket.SOCK_DGRAM)
+        self.port = self.port or free_port(SWITCH_IP, socket.SOCK_DGRAM)
+        env = dict(os.environ, SIPLOG_BEND="none")
+        cmd = self.command()
+        (self.workdir / "cmd.txt").write_text(" ".join(cmd) + "\n")
+        out = open(self.workdir / "stdout.txt", "ab")  # noqa: SIM115 - lives with the process
+        self.proc = subprocess.Popen(cmd, cwd=self.workdir, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=out, stderr=subprocess.STDOUT)
+        if not wait_bound(SWITCH_IP, self.port, timeout=15):
+            self.stop()
+            raise RuntimeError("Sippy B2BUA did not bind its SIP port:\n"
+                               + (self.workdir / "stdout.txt").read_text(errors="replace"))
+
+    def stop(self) -> None:
+        # It does not exit on SIGTERM while calls remain: TERM, then KILL, by pid.
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        # It allows port reuse: make sure nothing is left on the port.
+        deadline = time.monotonic() + 5
+        while wait_bound(SWITCH_IP, self.port, timeout=0.05) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def restart(self) -> None:
+        log("restarting Sippy B2BUA")
+        self.stop()
+        self.start()
+
+    def settle(self) -> bool:
+        time.sleep(2.0)  # no API: give late BYE/200 exchanges a moment
+        return self.proc is not None and self.proc.poll() is None
+
+    def counters(self) -> dict[str, float]:
+        return {}
+
+    def log_size(self) -> int:
+        return 0
+
+    def log_since(self, offset: int) -> list[str]:
+        return []
+
+    def diagnostics(self, t0: float, t1: float) -> dict[str, Any]:
+        return {}
+
+
+# ---------------------------------------------------------------------------- steps
+
+
+@dataclass
+class Step:
+    system: str
+    rate: int
+    calls: int
+    clean: bool
+    reasons: list[str]
+    uac: SideStats
+    uas: SideStats
+    wall_s: float
+    system_cpu_s: float | None
+    cpu_ms_per_call: float | None
+    system_cpu_share: float | None  # of one core over the UAC's run
+    sipp_cpu_share: float | None  # both sipps together, of one core
+    counters: dict[str, float] = field(default_factory=dict)
+    log_lines: int = 0
+    log_sample: list[str] = field(default_factory=list)
+    profile: str | None = None
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    run_dir: str = ""
+
+
+@dataclass
+class Bench:
+    root: Path
+    step_s: int
+    hold_ms: int
+    profile_s: int = 10
+    steps: list[Step] = field(default_factory=list)
+    step_no: int = 0
+
+    def run_step(self, system: System, rate: int, *, profile: bool = False,
+                 uac_xml: Path = UAC_XML, uas_xml: Path = UAS_XML,
+                 calls: int | None = None) -> Step:
+        self.step_no += 1
+        calls = calls or max(int(rate * self.step_s), 1)
+        run_dir = self.root / f"{self.step_no:03d}-{system.name.split()[0].lower()}-{rate}"
+        timeout_s = int(calls / max(rate, 1)) + self.hold_ms // 1000 + RECV_TIMEOUT_MS // 1000 + 15
+        before = system.counters()
+        log_off = system.log_size()
+        cpu0, kids0 = proc_cpu_s(system.pid), children_cpu_s()
+        t0, t0_epoch = time.monotonic(), time.time()
+        uas = start_sipp("uas", run_dir / "uas", uas_xml, VENDOR_IP, system.vendor_port,
+                         calls, rate, self.hold_ms, timeout_s + 5)
+        if not wait_bound(VENDOR_IP, system.vendor_port):
+            log("warning: UAS did not bind in 3 s")
+        uac = start_sipp("uac", run_dir / "uac", uac_xml, CUSTOMER_IP,
+                         free_port(CUSTOMER_IP, socket.SOCK_DGRAM), calls, rate,
+                         self.hold_ms, timeout_s, remote=system.target)
+        spy: subprocess.Popen[bytes] | None = None
+        profile_path = run_dir / "py-spy.txt"
+        if profile and system.pid and shutil.which("py-spy", path=_venv_bin()):
+            time.sleep(min(3.0, self.step_s / 4))
+            spy = subprocess.Popen(
+                [shutil.which("py-spy", path=_venv_bin()) or "py-spy", "record",
+                 "-p", str(system.pid), "-d", str(self.profile_s), "-r", "200",
+                 "--nonblocking", "--threads", "-f", "raw", "-o", str(profile_path)],
+                stdout=open(run_dir / "py-spy.out", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+        uac_code = uac.wait(timeout_s + 10)
+        if uac_code is None:
+            log("UAC overran its bound; stopping it")
+            uac_code = uac.stop()
+        t_uac = time.monotonic()
+        uas_code = uas.wait(self.hold_ms / 1000 + 6)
+        if uas_code is None:
+            uas_code = uas.stop()
+            uas_note = "UAS still waiting for calls after the UAC finished; stopped"
+        else:
+            uas_note = ""
+        # Before reaping py-spy, so RUSAGE_CHILDREN counts only the two sipps.
+        cpu1, kids1 = proc_cpu_s(system.pid), children_cpu_s()
+        t1_epoch = time.time()
+        if spy is not None:
+            try:
+                spy.wait(self.profile_s + 15)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+                spy.wait()
+        wall = t_uac - t0
+        uac_stats = parse_stats(run_dir / "uac" / "stats.csv", "uac", uac_code, calls)
+        uas_stats = parse_stats(run_dir / "uas" / "stats.csv", "uas", uas_code, calls)
+        if uas_note:
+            uas_stats.note = (uas_stats.note + "; " if uas_stats.note else "") + uas_note
+        reasons = judge(uac_stats, uas_stats, calls, rate, check_rate=calls >= 3 * rate)
+        sys_cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+        step = Step(
+            system=system.name, rate=rate, calls=calls, clean=not reasons, reasons=reasons,
+            uac=uac_stats, uas=uas_stats, wall_s=round(wall, 2),
+            system_cpu_s=None if sys_cpu is None else round(sys_cpu, 2),
+            cpu_ms_per_call=None if sys_cpu is None else round(1000 * sys_cpu / calls, 3),
+            system_cpu_share=None if sys_cpu is None else round(sys_cpu / wall, 3),
+            sipp_cpu_share=round((kids1 - kids0) / wall, 3),
+            run_dir=str(run_dir),
+        )
+        lines = system.log_since(log_off)
+        step.log_lines = len(lines)
+        step.log_sample = _summarise_log(lines)
+        after = system.counters()
+        step.counters = {k: after[k] - before.get(k, 0) for k in after
+                         if after[k] - before.get(k, 0) and not k.startswith(("active", "legs"))}
+        step.diagnostics = system.diagnostics(t0_epoch, t1_epoch)
+        if spy is not None and profile_path.exists():
+            step.profile = str(profile_path)
+        self.steps.append(step)
+        log(describe(step))
+        return step
+
+
+def _venv_bin() -> str:
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+
+def _summarise_log(lines: list[str]) -> list[str]:
+    """The most frequent log messages of a step, numbers masked."""
+    counts: Counter[str] = Counter()
+    for line in lines:
+        masked = "".join("#" if ch.isdigit() else ch for ch in line)
+        parts = masked.split(" ", 3)
+        counts[(parts[3] if len(parts) > 3 else masked)[:160]] += 1
+    return [f"{n} x {msg}" for msg, n in counts.most_common(4)]
+
+
+def judge(uac: SideStats, uas: SideStats, calls: int, rate: int, check_rate: bool = True
+          ) -> list[str]:
+    reasons: list[str] = []
+    for side in (uac, uas):
+        tag = side.role.upper()
+        if side.exit_code != 0:
+            reasons.append(f"{tag} exit {side.exit_code}")
+        if side.failed:
+            detail = ", ".join(f"{k}={v}" for k, v in side.problems.items())
+            reasons.append(f"{tag} failed {side.failed} ({detail})")
+        if side.successful < calls:
+            reasons.append(f"{tag} successful {side.successful}/{calls}")
+        if side.note:
+            reasons.append(f"{tag}: {side.note}")
+    if check_rate and (uac.achieved_rate is None
+                       or uac.achieved_rate < CLEAN_RATE_SHARE * rate):
+        reasons.append(f"achieved {uac.achieved_rate} < {CLEAN_RATE_SHARE:.0%} of {rate}")
+    return reasons
+
+
+def describe(step: Step) -> str:
+    cpu = "" if step.cpu_ms_per_call is None else (
+        f" cpu {step.cpu_ms_per_call:.2f} ms/call ({step.system_cpu_share:.0%} of a core)")
+    head = (f"{step.system:<22} {step.rate:>5} cps x {step.calls:<6} "
+            f"{'CLEAN' if step.clean else 'FAIL '} achieved {step.uac.achieved_rate} "
+            f"retrans uac/uas {step.uac.retransmissions}/{step.uas.retransmissions}{cpu}"
+            f" sipp {step.sipp_cpu_share:.0%}")
+    if step.reasons:
+        head += "\n    " + "; ".join(step.reasons)
+    if step.counters:
+        head += "\n    counters: " + ", ".join(f"{k}={v:g}" for k, v in step.counters.items())
+    for line in step.log_sample:
+        head += "\n    log: " + line
+    d = step.diagnostics
+    if d.get("gc_mode") == "log":
+        head += (f"\n    gc: {d['gen2_collections']} full collections, max "
+                 f"{d['gen2_max_ms']:.0f} ms, slow collections {d['gc_share_of_wall']:.0%} of "
+                 f"wall; tracked objects at each: {d['gen2_tracked']}")
+    return head
+
+
+# ---------------------------------------------------------------------------- search
+
+
+@dataclass
+class Ceiling:
+    system: str
+    clean: int  # highest clean rate found (0: none)
+    failed: int | None  # lowest failing rate found (None: never failed)
+    confirmed: bool | None = None
+    steps: list[Step] = field(default_factory=list)
+
+
+def find_ceiling(bench: Bench, system: System, ladder: list[int], max_bisect: int,
+                 deadline: float, confirm: bool, fresh_each_step: bool = False) -> Ceiling:
+    result = Ceiling(system.name, 0, None)
+
+    def step(rate: int) -> bool:
+        if fresh_each_step or not system.settle():
+            system.restart()
+        s = bench.run_step(system, rate)
+        result.steps.append(s)
+        if not s.clean and not fresh_each_step:
+            # A failed step can leave a backlog: start the next one from a fresh process.
+            system.restart()
+        return s.clean
+
+    for rate in ladder:
+        if time.monotonic() > deadline:
+            log(f"{system.name}: time budget spent during the ramp")
+            break
+        if step(rate):
+            result.clean = rate
+        else:
+            result.failed = rate
+            break
+    if result.failed is not None:
+        for _ in range(max_bisect):
+            lo, hi = result.clean, result.failed
+            gap = max(10, int(0.05 * lo))
+            if hi - lo <= gap or time.monotonic() > deadline:
+                break
+            mid = (lo + hi) // 2
+            mid = max(lo + 5, min(hi - 5, round(mid / 10) * 10 if mid >= 100 else mid))
+            if step(mid):
+                result.clean = mid
+            else:
+                result.failed = mid
+    if confirm and result.clean and time.monotonic() < deadline:
+        log(f"{system.name}: confirming {result.clean} cps")
+        result.confirmed = step(result.clean)
+    return result
+
+
+def self_check(bench: Bench, root: Path) -> bool:
+    """uac_txn.xml must absorb a 1xx that arrives after the 200 (anchors.md)."""
+    rig = Rig(root / "selfcheck")
+    rig.start()
+    s = bench.run_step(rig, 10, uas_xml=UAS_LATE_XML, calls=5)
+    bench.steps.remove(s)
+    return s.clean
+
+
+# ---------------------------------------------------------------------------- profile
+
+
+def summarise_profile(path: Path, top: int = 15) -> dict[str, Any]:
+    """Self and inclusive time per function from ``py-spy record -f raw`` output."""
+    self_t: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    threads: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count_s = line.rpartition(" ")
+        if not stack or not count_s.isdigit():
+            continue
+        n = int(count_s)
+        frames = stack.split(";")
+        thread = "main"
+        if frames and frames[0].startswith(("thread ", "process ")):
+            while frames and frames[0].startswith(("thread ", "process ")):
+                head = frames.pop(0)
+                if head.startswith("thread "):
+                    thread = head
+        if not frames:
+            continue
+        names = [_func(f) for f in frames]
+        total += n
+        threads[thread] += n
+        self_t[names[-1]] += n
+        for name in set(names):
+            incl[name] += n
+
+    def pct(c: Counter[str]) -> list[tuple[str, float]]:
+        return [(k, round(100 * v / total, 1)) for k, v in c.most_common(top)] if total else []
+
+    # Inclusive time only for the project's own functions below the event loop's entry.
+    own = Counter({k: v for k, v in incl.items()
+                   if "(b2bua/" in k and "(b2bua/cli.py)" not in k
+                   and "(b2bua/runner.py)" not in k and "(b2bua/engine.py)" not in k})
+    by_file: Counter[str] = Counter()
+    for k, v in self_t.items():
+        by_file[k.rpartition(" (")[2].rstrip(")") or k] += v
+    return {"samples": total, "self": pct(self_t), "inclusive": pct(own),
+            "self_by_file": pct(by_file), "threads": pct(threads)}
+
+
+def _func(frame: str) -> str:
+    """``name (path/file.py:123)`` -> ``name (file.py)``, paths shortened to the repo/venv."""
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")")
+    path = where.rsplit(":", 1)[0]
+    for marker in ("site-packages/", str(REPO) + "/", "/lib/python3"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{name} ({path})" if path else name
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def sippy_available() -> bool:
+    probe = subprocess.run([sys.executable, "-c", "import sippy.b2bua"],
+                           capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+def machine() -> str:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    sipp_v = subprocess.run(["sipp", "-v"], capture_output=True, text=True, check=False)
+    version = next((ln.strip() for ln in sipp_v.stdout.splitlines() if "SIPp" in ln), "sipp ?")
+    return (f"{os.cpu_count()} cores ({model}), {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, {version}")
+
+
+def table(ceilings: list[Ceiling], rig: Ceiling | None, sippy: Ceiling | None) -> str:
+    rows = ["| system | highest clean calls/s | lowest failing calls/s | confirmed | "
+            "CPU ms/call at ceiling | CPU of one core at ceiling | vs rig | vs Sippy |",
+            "|---|---|---|---|---|---|---|---|"]
+    for c in ceilings:
+        at = next((s for s in reversed(c.steps) if s.clean and s.rate == c.clean), None)
+        cpu = "-" if at is None or at.cpu_ms_per_call is None else f"{at.cpu_ms_per_call:.2f}"
+        share = "-" if at is None or at.system_cpu_share is None else (
+            f"{at.system_cpu_share:.0%}")
+        vs_rig = f"{c.clean / rig.clean:.3f}" if rig and rig.clean and c is not rig else "-"
+        vs_sippy = (f"{c.clean / sippy.clean:.2f}" if sippy and sippy.clean and c is not sippy
+                    and c is not rig else "-")
+        failed = "none up to the top of the ladder" if c.failed is None else str(c.failed)
+        conf = {None: "-", True: "yes", False: "NO"}[c.confirmed]
+        rows.append(f"| {c.system} | {c.clean} | {failed} | {conf} | {cpu} | {share} | "
+                    f"{vs_rig} | {vs_sippy} |")
+    return "\n".join(rows)
+
+
+def git_state() -> str:
+    def git(*a: str) -> str:
+        r = subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True, check=False)
+        return r.stdout.strip()
+
+    dirty = [ln for ln in git("status", "--short", "--untracked-files=no").splitlines() if ln]
+    return f"{git('rev-parse', '--short', 'HEAD')} + {len(dirty)} modified tracked files"
+
+
+@dataclass
+class Profile:
+    label: str
+    rate: int
+    step: Step
+    summary: dict[str, Any]
+
+
+def profile_step(bench: Bench, system: SoftswitchSystem, rate: int, label: str
+                 ) -> Profile | None:
+    system.restart()
+    log(f"profiling: {label} at {rate} cps")
+    step = bench.run_step(system, rate, profile=True)
+    if not step.profile:
+        log("py-spy gave no profile (is py-spy installed in the venv?)")
+        return None
+    return Profile(label, rate, step, summarise_profile(Path(step.profile)))
+
+
+def print_profile(p: Profile, hz: int, seconds: int) -> None:
+    s = p.summary
+    busy = s["samples"] / (hz * seconds)
+    print(f"\npy-spy, {p.label}, {p.rate} cps (step {'clean' if p.step.clean else 'FAILED'}),"
+          f" {s['samples']} non-idle samples = {busy:.0%} of one thread's time")
+    print("  threads: " + ", ".join(f"{k} {v}%" for k, v in s["threads"]))
+    print("  top self time (% of non-idle samples):")
+    for name, share in s["self"]:
+        print(f"    {share:5.1f}%  {name}")
+    print("  self time by file:")
+    for name, share in s["self_by_file"]:
+        print(f"    {share:5.1f}%  {name}")
+    print("  top inclusive time (project functions):")
+    for name, share in s["inclusive"]:
+        print(f"    {share:5.1f}%  {name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--quick", action="store_true",
+                    help="8 s steps, 2 bisections, no confirmation run, shorter diagnostics")
+    ap.add_argument("--step-seconds", type=int, default=None, help="seconds per step (15)")
+    ap.add_argument("--hold-ms", type=int, default=1000, help="call hold, sipp -d (1000)")
+    ap.add_argument("--systems", default="rig,softswitch,sippy",
+                    help="comma-separated subset of rig,softswitch,sippy")
+    ap.add_argument("--no-diagnostics", action="store_true",
+                    help="skip the py-spy profiles and the GC diagnostic runs")
+    ap.add_argument("--budget-min", type=float, default=22.0,
+                    help="start no new step after this many minutes (22)")
+    ap.add_argument("--workdir", type=Path, default=None,
+                    help="where sipp/softswitch files go (default: a new /tmp folder)")
+    args = ap.parse_args(argv)
+
+    if shutil.which("sipp") is None:
+        print("sipp not found on PATH", file=sys.stderr)
+        return 2
+    step_s = args.step_seconds or (8 if args.quick else 15)
+    max_bisect = 2 if args.quick else 4
+    confirm = not args.quick
+    wanted = {s.strip() for s in args.systems.split(",") if s.strip()}
+    root = args.workdir or Path(tempfile.mkdtemp(prefix="bench-cps-"))
+    root.mkdir(parents=True, exist_ok=True)
+    t_start = time.monotonic()
+    deadline = t_start + args.budget_min * 60
+    profile_s = max(3, min(10, step_s - 5))
+    bench = Bench(root, step_s, args.hold_ms, profile_s=profile_s)
+    started = dt.datetime.now().astimezone()
+    log(f"cps bench: {step_s} s steps, hold {args.hold_ms} ms, work dir {root}")
+    log(f"machine: {machine()}; code: {git_state()}")
+
+    if not self_check(bench, root):
+        log("self-check FAILED: uac_txn.xml does not absorb a late 1xx; see " + str(root))
+        return 1
+    log("self-check: uac_txn.xml absorbs a 180 that arrives after the 200 and the ACK")
+
+    ladders = {
+        "rig": [500, 1000, 2000, 3000, 4000, 5000, 6000],
+        "softswitch": [50, 100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500, 2000, 2500],
+        "sippy": [50, 100, 200, 300, 400, 500, 600, 800, 1000],
+    }
+    if args.quick:
+        ladders["rig"] = [500, 1000, 2000, 3000, 4000]
+    ceilings: list[Ceiling] = []
+    rig_c = sippy_c = ss_c = None
+    sippy_note = ""
+    profiles: list[Profile] = []
+    gc_steps: list[Step] = []
+
+    if "rig" in wanted:
+        rig = Rig(root / "rig")
+        rig.start()
+        rig_c = find_ceiling(bench, rig, ladders["rig"], max_bisect, deadline, confirm)
+        ceilings.append(rig_c)
+
+    if "softswitch" in wanted:
+        ss = SoftswitchSystem(root / "softswitch")
+        ss.start()
+        try:
+            ss_c = find_ceiling(bench, ss, ladders["softswitch"], max_bisect, deadline, confirm)
+            ceilings.append(ss_c)
+        finally:
+            ss.stop()
+        if not args.no_diagnostics and ss_c.clean and time.monotonic() < deadline:
+            # (1) where the time goes at the ceiling, and what the cyclic GC does there and
+            # at the first failing rate; (2) the ceiling with the cyclic GC switched off,
+            # i.e. what the engine's CPU alone would allow.
+            probe = SoftswitchSystem(root / "softswitch-gclog", gc_mode="log",
+                                     name="softswitch (GC logged)")
+            probe.start()
+            try:
+                prof = profile_step(bench, probe, ss_c.clean, "softswitch")
+                if prof:
+                    profiles.append(prof)
+                    gc_steps.append(prof.step)
+                if ss_c.failed and time.monotonic() < deadline:
+                    probe.restart()
+                    gc_steps.append(bench.run_step(probe, ss_c.failed))
+            finally:
+                probe.stop()
+            if time.monotonic() < deadline:
+                off = SoftswitchSystem(root / "softswitch-gcoff", gc_mode="off",
+                                       name="softswitch, cyclic GC off (diagnostic)")
+                off.start()
+                try:
+                    base = ss_c.clean
+                    ladder = sorted({base, *(int(round(base * f / 10) * 10)
+                                             for f in (1.5, 2, 3, 4, 5, 6, 8))})
+                    off_c = find_ceiling(bench, off, ladder, 2 if args.quick else 3, deadline,
+                                         confirm=False, fresh_each_step=True)
+                    ceilings.append(off_c)
+                    if off_c.clean and time.monotonic() < deadline:
+                        prof = profile_step(bench, off, off_c.clean, "softswitch, GC off")
+                        if prof:
+                            profiles.append(prof)
+                finally:
+                    off.stop()
+
+    if "sippy" in wanted:
+        if not sippy_available():
+            sippy_note = "sippy is not importable in this venv (pip install sippy==2.5.0)"
+            log("Sippy B2BUA skipped: " + sippy_note)
+        elif time.monotonic() > deadline:
+            sippy_note = "skipped: time budget spent"
+        else:
+            sippy = SippySystem(root / "sippy")
+            sippy.start()
+            try:
+                sippy_c = find_ceiling(bench, sippy, ladders["sippy"], max_bisect, deadline,
+                                       confirm)
+                ceilings.append(sippy_c)
+            finally:
+                sippy.stop()
+
+    elapsed = (time.monotonic() - t_start) / 60
+    print()
+    print(f"# calls/s with a {args.hold_ms} ms hold, {step_s} s steps, "
+          f"{started:%Y-%m-%d %H:%M %Z}, {elapsed:.1f} min")
+    print(f"# machine: {machine()}")
+    print(f"# code: {git_state()}")
+    print()
+    print(table(ceilings, rig_c, sippy_c))
+    print()
+    if ss_c and rig_c and rig_c.clean:
+        print(f"softswitch / rig   = {ss_c.clean} / {rig_c.clean} = "
+              f"{ss_c.clean / rig_c.clean:.3f}")
+    if ss_c and sippy_c and sippy_c.clean:
+        print(f"softswitch / Sippy = {ss_c.clean} / {sippy_c.clean} = "
+              f"{ss_c.clean / sippy_c.clean:.2f}")
+    if sippy_note:
+        print(f"Sippy: {sippy_note}")
+    for c in ceilings:
+        first_fail = next((s for s in c.steps if not s.clean), None)
+        if first_fail:
+            print(f"\n{c.system}: first failing step {first_fail.rate} cps: "
+                  + "; ".join(first_fail.reasons))
+    for st in gc_steps:
+        d = st.diagnostics
+        if d:
+            print(f"\ncyclic GC at {st.rate} cps (step {'clean' if st.clean else 'FAILED'}): "
+                  f"{d['gen2_collections']} full collections in {st.wall_s:.0f} s, pauses ms "
+                  f"{d['gen2_ms']}, tracked objects {d['gen2_tracked']}, collections >= 5 ms "
+                  f"took {d['gc_share_of_wall']:.1%} of wall time")
+    for p in profiles:
+        print_profile(p, 200, profile_s)
+    out = root / "results.json"
+    out.write_text(json.dumps({
+        "started": started.isoformat(), "machine": machine(), "code": git_state(),
+        "step_s": step_s, "hold_ms": args.hold_ms, "elapsed_min": round(elapsed, 1),
+        "ceilings": [{**asdict(c), "steps": [asdict(s) for s in c.steps]} for c in ceilings],
+        "profiles": [{"label": p.label, "rate": p.rate, "summary": p.summary,
+                      "step": asdict(p.step)} for p in profiles],
+        "gc_steps": [asdict(s) for s in gc_steps],
+        "sippy_note": sippy_note,
+    }, indent=1, default=str))
+    print(f"\nall steps and files: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

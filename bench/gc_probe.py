@@ -1,0 +1,66 @@
+"""Run ``softswitch`` (``b2bua.cli``) with Python's cyclic GC observed or switched off.
+
+A diagnostic for ``bench/cps.py`` only, never for production::
+
+    BENCH_GC_MODE=log BENCH_GC_LOG=/tmp/gc.jsonl python bench/gc_probe.py run --db ...
+
+``BENCH_GC_MODE``:
+
+* ``log`` (default): every collection of the oldest generation, and any collection that
+  takes 5 ms or more, is appended to ``BENCH_GC_LOG`` as a JSON line
+  ``{"t": epoch, "gen": 2, "ms": 123.4, "collected": 0, "tracked": 515746}``;
+* ``off``: ``gc.disable()`` before the softswitch starts (memory then only grows: run it
+  for one short step at a time);
+* ``freeze``: ``gc.freeze()`` once the modules are imported (start-up objects leave the
+  collector's view), collections otherwise as usual, and logged as in ``log``.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import runpy
+import sys
+import time
+from typing import Any
+
+SLOW_MS = 5.0
+
+
+def _install_logger(path: str) -> None:
+    started: list[float] = [0.0]
+    out = open(path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
+
+    def callback(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+            return
+        ms = (time.perf_counter() - started[0]) * 1000
+        gen = int(info["generation"])
+        if gen == 2 or ms >= SLOW_MS:
+            record = {"t": round(time.time(), 3), "gen": gen, "ms": round(ms, 2),
+                      "collected": info["collected"],
+                      "tracked": len(gc.get_objects(2)) if gen == 2 else None}
+            out.write(json.dumps(record) + "\n")
+
+    gc.callbacks.append(callback)
+
+
+def main() -> None:
+    mode = os.environ.get("BENCH_GC_MODE", "log")
+    log_path = os.environ.get("BENCH_GC_LOG")
+    if mode == "off":
+        gc.disable()
+    elif log_path:
+        _install_logger(log_path)
+    if mode == "freeze":
+        import b2bua.cli  # noqa: F401 - import everything first, then freeze it
+
+        gc.freeze()
+    sys.argv = ["b2bua.cli", *sys.argv[1:]]
+    runpy.run_module("b2bua.cli", run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    main()
