@@ -10,7 +10,7 @@ from flask import Flask
 
 from api import auth, context, errors
 from api.openapi import build_spec, operation
-from api.routes import calls, cdrs, engine, gateways, health, parameters, security
+from api.routes import calls, cdrs, engine, gateways, health, parameters, phones, security
 from api.schemas import ProblemSchema
 from b2bua.options import control_path_for
 from b2bua.storage.db import DEFAULT_DB_PATH
@@ -30,6 +30,7 @@ def create_app(db_path: str | Path | None = None, control_path: str | Path | Non
     blueprints = (
         health.bp, parameters.bp, engine.bp, calls.bp, cdrs.bp, security.bp,
         gateways.mapping_gateways.blueprint(), gateways.routing_gateways.blueprint(),
+        phones.phones.blueprint(), phones.bp,
     )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)

@@ -15,10 +15,16 @@ from b2bua.calls.cdr import CdrWriter
 from b2bua.config.live import ConfigWatcher, Params
 from b2bua.control import ControlServer
 from b2bua.options import EngineOptions
-from b2bua.policy import Policy
+from b2bua.policy import Account, Policy
+from b2bua.registrar.bindings import BindingStore
+from b2bua.registrar.keepalive import KeepAlive
+from b2bua.registrar.phones import PhoneDirectory
+from b2bua.registrar.registrar import Registrar
 from b2bua.routing.gateways import GatewayDirectory
 from b2bua.sip.stack import SipStack
+from b2bua.sip.transport import Peer
 from b2bua.storage import db
+from b2bua.storage.writer import DbWriter
 
 log = logging.getLogger("b2bua.engine")
 
@@ -40,8 +46,16 @@ class Engine:
         self.watcher.register("routing_gateways", self.gateways.load_routing)
         self.stack = SipStack(options.sip_listen.host, options.sip_listen.port,
                               options.advertised_host())
-        self.cdrs = CdrWriter(options.db_path)
-        self.policy = Policy(self.params, self.gateways, self.stack.advertised_host)
+        self.writer = DbWriter(options.db_path)
+        self.cdrs = CdrWriter(self.writer)
+        self.phones = PhoneDirectory()
+        self.watcher.register("phones", self.phones.load)
+        self.bindings = BindingStore(self.writer)
+        self.registrar = Registrar(self.params, self.bindings)
+        self.keepalive = KeepAlive(self.params, self.bindings, self.stack.udp.send)
+        self.policy = Policy(self.params, self.gateways, self.stack.advertised_host,
+                             phone_accounts=self._phone_account,
+                             registered_user=self._registered_user)
         self.b2bua: B2bua | None = None
         self.control = ControlServer(options.control_path)
         self.control.register("status", self._status)
@@ -50,6 +64,9 @@ class Engine:
         self.control.register("security", lambda _r: self.policy.snapshot(time.time()))
         self.control.register("suspensions", self._suspensions)
         self.control.register("lift", self._lift)
+        self.control.register("registrations", self._registrations)
+        self.control.register("unregister", self._unregister)
+        self.control.register("keepalive", lambda _r: self.keepalive.snapshot())
         self.started_at = time.time()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -83,8 +100,14 @@ class Engine:
     async def start(self) -> None:
         self.watcher.load_all()
         loop = asyncio.get_running_loop()
-        self.b2bua = B2bua(self.stack, self.params, self.gateways, self.cdrs, loop, self.policy)
-        self.cdrs.start()
+        self.b2bua = B2bua(self.stack, self.params, self.gateways, self.cdrs, loop, self.policy,
+                           self.phones, self.bindings, self.registrar)
+        restored = self.bindings.load(self.conn, time.time())
+        if restored:
+            log.info("restored %d registrations", restored)
+        self.writer.start()
+        self.spawn(self._expire_bindings())
+        self.spawn(self.keepalive.run())
         await self.stack.start(self.b2bua)
         self.on_shutdown(self._stop_calls)
         await self.control.start()
@@ -114,9 +137,38 @@ class Engine:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.control.close()
         await self.stack.close()
-        self.cdrs.close()
+        self.writer.close()
         self.conn.close()
         log.info("engine stopped")
+
+    def _phone_account(self, username: str) -> Account | None:
+        phone = self.phones.get(username)
+        return Account(phone.username, phone.password, "phone") if phone else None
+
+    def _registered_user(self, source: Peer, now: float) -> str | None:
+        binding = self.bindings.find_by_source(source, now)
+        return binding.username if binding else None
+
+    async def _expire_bindings(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.bindings.expire(time.time())
+
+    def _registrations(self, _request: dict[str, Any]) -> list[dict[str, Any]]:
+        now = time.time()
+        return [b.snapshot() for b in self.bindings.all() if b.expires_at > now]
+
+    def _unregister(self, request: dict[str, Any]) -> dict[str, int]:
+        username = str(request.get("username", ""))
+        contact = request.get("contact")
+        removed = 0
+        for binding in self.bindings.of(username, time.time()):
+            if contact is None or binding.contact == contact:
+                self.bindings.remove(username, binding.contact)
+                removed += 1
+        if removed:
+            log.info("registration of %s removed by the API", username)
+        return {"removed": removed}
 
     async def _stop_calls(self) -> None:
         """Hang up what is still up so every call gets its BYE and its CDR."""

@@ -6,6 +6,8 @@ any ``100 Trying``, and returns one of: pass (with who it is), challenge, reject
 (docs/security.md):
 
 1. a mapping gateway in ``ip_port`` mode whose IP and port both match the source;
+   then a registered phone: a request (not REGISTER) from the exact address (IP, port,
+   transport) of a live binding whose From user is that phone;
 2. a request carrying digest credentials for a password-mode gateway's username;
 3. a mapping gateway in ``ip`` mode whose IP list holds the source IP;
 4. a request whose From user is a password-mode gateway's username (challenged);
@@ -90,6 +92,7 @@ class Outcome:
 
 UNKNOWN = Classification(SourceKind.UNKNOWN)
 AccountLookup = Callable[[str], Account | None]
+RegisteredLookup = Callable[[Peer, float], str | None]
 
 
 def classify_by_address(source: Peer, gateways: GatewayDirectory) -> Classification:
@@ -109,11 +112,13 @@ def classify_by_address(source: Peer, gateways: GatewayDirectory) -> Classificat
 
 class Policy:
     def __init__(self, params: Params, gateways: GatewayDirectory,
-                 default_realm: str, phone_accounts: AccountLookup | None = None) -> None:
+                 default_realm: str, phone_accounts: AccountLookup | None = None,
+                 registered_user: RegisteredLookup | None = None) -> None:
         self.params = params
         self.gateways = gateways
         self.default_realm = default_realm
         self.phone_accounts = phone_accounts
+        self.registered_user = registered_user
         self.verifier = DigestVerifier()
         self.sessions: BoundedMap[tuple[str, str], AuthSession] = BoundedMap(SESSION_LIMIT)
         self.suspensions = SuspensionTable()
@@ -131,6 +136,10 @@ class Policy:
         if by_address.kind == SourceKind.MAPPING_GATEWAY and by_address.mapping is not None \
                 and by_address.mapping.auth_mode == "ip_port":
             return self._pass(by_address)
+        if self.registered_user is not None and request.method != "REGISTER":
+            phone = self._registered_phone(request, source, now)
+            if phone is not None:
+                return self._pass(Classification(SourceKind.ACCOUNT, account=phone))
         creds = self._credentials(request)
         if creds is not None:
             account = self._account(creds.username)
@@ -244,6 +253,17 @@ class Policy:
         if self.phone_accounts is not None:
             return self.phone_accounts(username)
         return None
+
+    def _registered_phone(self, request: Request, source: Peer, now: float) -> Account | None:
+        assert self.registered_user is not None
+        user = self.registered_user(source, now)
+        if user is None or self.phone_accounts is None:
+            return None
+        try:
+            claimed = request.from_.uri.user
+        except SipParseError:
+            return None
+        return self.phone_accounts(user) if claimed == user else None
 
     @staticmethod
     def _claimed_user(request: Request) -> str | None:

@@ -317,6 +317,7 @@ class SoftswitchSystem:
     log_level: str = "WARNING"
     name: str = "softswitch"
     gc_mode: str | None = None
+    code_root: Path | None = None  # a snapshot of b2bua/api/migrations to run instead
     switch: Softswitch | None = None
     _vendor_port: int = 0
 
@@ -326,12 +327,13 @@ class SoftswitchSystem:
 
     @contextlib.contextmanager
     def _launcher(self) -> Iterator[None]:
-        """Start ``softswitch run`` through gc_probe.py when a GC mode is asked for."""
-        if self.gc_mode is None:
+        """Start ``softswitch run`` through gc_probe.py for a GC mode or a code snapshot."""
+        if self.gc_mode is None and self.code_root is None:
             yield
             return
         saved = list(support.SOFTSWITCH)
-        env = {"BENCH_GC_MODE": self.gc_mode, "BENCH_GC_LOG": str(self.gc_log)}
+        env = {"BENCH_GC_MODE": self.gc_mode or "none", "BENCH_GC_LOG": str(self.gc_log),
+               "BENCH_CODE_ROOT": str(self.code_root or "")}
         old_env = {k: os.environ.get(k) for k in env}
         support.SOFTSWITCH[:] = [sys.executable, str(GC_PROBE)]
         os.environ.update(env)
@@ -881,6 +883,17 @@ def git_state() -> str:
     return f"{git('rev-parse', '--short', 'HEAD')} + {len(dirty)} modified tracked files"
 
 
+def export_head(dest: Path) -> str:
+    """``git archive HEAD`` of the softswitch's packages into ``dest`` (read-only for git)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "archive", "--format=tar", "HEAD", "b2bua", "api",
+                              "migrations"], cwd=REPO, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout.strip()
+    return f"HEAD {sha} exported to {dest}"
+
+
 @dataclass
 class Profile:
     label: str
@@ -929,6 +942,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="skip the py-spy profiles and the GC diagnostic runs")
     ap.add_argument("--budget-min", type=float, default=22.0,
                     help="start no new step after this many minutes (22)")
+    ap.add_argument("--code", choices=("tree", "head"), default="tree",
+                    help="softswitch code: the working tree as it is (default), or HEAD "
+                         "exported once (a consistent snapshot while others edit the tree)")
     ap.add_argument("--workdir", type=Path, default=None,
                     help="where sipp/softswitch files go (default: a new /tmp folder)")
     args = ap.parse_args(argv)
@@ -948,7 +964,12 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(root, step_s, args.hold_ms, profile_s=profile_s)
     started = dt.datetime.now().astimezone()
     log(f"cps bench: {step_s} s steps, hold {args.hold_ms} ms, work dir {root}")
-    log(f"machine: {machine()}; code: {git_state()}")
+    code_root: Path | None = None
+    code = f"working tree ({git_state()})"
+    if args.code == "head":
+        code_root = root / "code"
+        code = export_head(code_root)
+    log(f"machine: {machine()}; softswitch code: {code}")
 
     if not self_check(bench, root):
         log("self-check FAILED: uac_txn.xml does not absorb a late 1xx; see " + str(root))
@@ -975,7 +996,7 @@ def main(argv: list[str] | None = None) -> int:
         ceilings.append(rig_c)
 
     if "softswitch" in wanted:
-        ss = SoftswitchSystem(root / "softswitch")
+        ss = SoftswitchSystem(root / "softswitch", code_root=code_root)
         ss.start()
         try:
             ss_c = find_ceiling(bench, ss, ladders["softswitch"], max_bisect, deadline, confirm)
@@ -987,7 +1008,7 @@ def main(argv: list[str] | None = None) -> int:
             # at the first failing rate; (2) the ceiling with the cyclic GC switched off,
             # i.e. what the engine's CPU alone would allow.
             probe = SoftswitchSystem(root / "softswitch-gclog", gc_mode="log",
-                                     name="softswitch (GC logged)")
+                                     code_root=code_root, name="softswitch (GC logged)")
             probe.start()
             try:
                 prof = profile_step(bench, probe, ss_c.clean, "softswitch")
@@ -1001,6 +1022,7 @@ def main(argv: list[str] | None = None) -> int:
                 probe.stop()
             if time.monotonic() < deadline:
                 off = SoftswitchSystem(root / "softswitch-gcoff", gc_mode="off",
+                                       code_root=code_root,
                                        name="softswitch, cyclic GC off (diagnostic)")
                 off.start()
                 try:
@@ -1038,7 +1060,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# calls/s with a {args.hold_ms} ms hold, {step_s} s steps, "
           f"{started:%Y-%m-%d %H:%M %Z}, {elapsed:.1f} min")
     print(f"# machine: {machine()}")
-    print(f"# code: {git_state()}")
+    print(f"# softswitch code: {code}")
     print()
     print(table(ceilings, rig_c, sippy_c))
     print()
@@ -1066,7 +1088,7 @@ def main(argv: list[str] | None = None) -> int:
         print_profile(p, 200, profile_s)
     out = root / "results.json"
     out.write_text(json.dumps({
-        "started": started.isoformat(), "machine": machine(), "code": git_state(),
+        "started": started.isoformat(), "machine": machine(), "code": code,
         "step_s": step_s, "hold_ms": args.hold_ms, "elapsed_min": round(elapsed, 1),
         "ceilings": [{**asdict(c), "steps": [asdict(s) for s in c.steps]} for c in ceilings],
         "profiles": [{"label": p.label, "rate": p.rate, "summary": p.summary,

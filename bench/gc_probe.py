@@ -1,12 +1,16 @@
-"""Run ``softswitch`` (``b2bua.cli``) with Python's cyclic GC observed or switched off.
-
-A diagnostic for ``bench/cps.py`` only, never for production::
+"""Run ``softswitch`` (``b2bua.cli``) for ``bench/cps.py``: from a code snapshot, and with
+Python's cyclic GC observed or switched off. A bench tool only, never for production::
 
     BENCH_GC_MODE=log BENCH_GC_LOG=/tmp/gc.jsonl python bench/gc_probe.py run --db ...
 
+``BENCH_CODE_ROOT``: a folder holding ``b2bua``, ``api`` and ``migrations`` (e.g. exported
+with ``git archive HEAD``) imported instead of the working tree, by this process and by the
+API server it starts.
+
 ``BENCH_GC_MODE``:
 
-* ``log`` (default): every collection of the oldest generation, and any collection that
+* ``none`` (default): the interpreter's defaults;
+* ``log``: every collection of the oldest generation, and any collection that
   takes 5 ms or more, is appended to ``BENCH_GC_LOG`` as a JSON line
   ``{"t": epoch, "gen": 2, "ms": 123.4, "collected": 0, "tracked": 515746}``;
 * ``off``: ``gc.disable()`` before the softswitch starts (memory then only grows: run it
@@ -48,11 +52,15 @@ def _install_logger(path: str) -> None:
 
 
 def main() -> None:
-    mode = os.environ.get("BENCH_GC_MODE", "log")
+    code_root = os.environ.get("BENCH_CODE_ROOT")
+    if code_root:
+        sys.path.insert(0, code_root)
+        os.environ["PYTHONPATH"] = code_root  # the gunicorn API process imports it too
+    mode = os.environ.get("BENCH_GC_MODE", "none")
     log_path = os.environ.get("BENCH_GC_LOG")
     if mode == "off":
         gc.disable()
-    elif log_path:
+    elif mode in ("log", "freeze") and log_path:
         _install_logger(log_path)
     if mode == "freeze":
         import b2bua.cli  # noqa: F401 - import everything first, then freeze it

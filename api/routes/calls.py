@@ -21,6 +21,8 @@ class ActiveCallSchema(Schema):
     source = fields.String(required=True)
     mapping_gateway = fields.String(allow_none=True)
     routing_gateway = fields.String(allow_none=True)
+    phone = fields.String(allow_none=True)
+    callee_phone = fields.String(allow_none=True)
     call_id_in = fields.String(required=True)
     call_id_out = fields.String(allow_none=True)
     start_at = fields.Float(required=True)

@@ -38,6 +38,9 @@ class CdrSchema(Schema):
     hangup_by = fields.String(allow_none=True,
                               metadata={"description": "caller, callee or system"})
     termination_reason = fields.String(allow_none=True)
+    phone = fields.String(allow_none=True, metadata={"description": "calling phone account"})
+    callee_phone = fields.String(allow_none=True,
+                                 metadata={"description": "called phone account"})
 
 
 _FILTERS = [

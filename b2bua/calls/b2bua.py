@@ -11,9 +11,13 @@ from typing import Any
 
 from b2bua.calls.call import ALLOW, Call, Side
 from b2bua.calls.cdr import CdrWriter
+from b2bua.calls.endpoints import Destination, Origin
 from b2bua.config.live import Params
 from b2bua.policy import Action, Outcome, Policy, SourceKind, classify_by_address
-from b2bua.routing.gateways import GatewayDirectory, MappingGateway, RoutingGateway
+from b2bua.registrar.bindings import BindingStore
+from b2bua.registrar.phones import PhoneDirectory
+from b2bua.registrar.registrar import Registrar
+from b2bua.routing.gateways import GatewayDirectory
 from b2bua.routing.select import RoutePlan, plan_route
 from b2bua.sip.errors import SipParseError
 from b2bua.sip.message import Request, Response, make_response
@@ -38,16 +42,22 @@ class CallStats:
 
 class B2bua:
     def __init__(self, stack: SipStack, params: Params, gateways: GatewayDirectory,
-                 cdrs: CdrWriter, timers: Timers, policy: Policy) -> None:
+                 cdrs: CdrWriter, timers: Timers, policy: Policy, phones: PhoneDirectory,
+                 bindings: BindingStore, registrar: Registrar) -> None:
         self.stack = stack
         self.policy = policy
+        self.phones = phones
+        self.bindings = bindings
+        self.registrar = registrar
         self.params = params
         self.gateways = gateways
         self.cdrs = cdrs
         self.timers = timers
         self.calls: dict[int, Call] = {}
         self.legs: dict[str, tuple[Call, Side]] = {}
-        self.mapping_calls: Counter[int] = Counter()
+        # Concurrent calls per origin (("gateway", id) or ("phone", id)), per vendor, and
+        # per phone as a callee (phones count both directions against their capacity).
+        self.origin_calls: Counter[tuple[str, int]] = Counter()
         self.routing_calls: Counter[int] = Counter()
         self.routing_totals: Counter[int] = Counter()
         self.stats = CallStats()
@@ -69,13 +79,21 @@ class B2bua:
         self.stack.trust(source)
         verdict = outcome.source
         method = request.method
+        phone = self.phones.get(verdict.account.username) if verdict.account and \
+            verdict.account.kind == "phone" else None
         if method == "INVITE":
-            if verdict.mapping is None:
-                # Vendors do not originate calls through us (yet): refuse, but audibly,
-                # since the source is known.
+            if verdict.mapping is not None:
+                self._new_call(request, source, Origin.gateway(verdict.mapping))
+            elif phone is not None:
+                self._new_call(request, source,
+                               Origin("phone", phone.id, phone.username, phone.capacity))
+            else:
+                # Vendors do not originate calls through us: refuse, but audibly, since
+                # the source is known.
                 self._reply(request, source, 403)
-                return
-            self._new_call(request, source, verdict.mapping)
+        elif method == "REGISTER" and phone is not None:
+            server = self.stack.server_transaction(request, source)
+            server.respond(self.registrar.register(request, source, phone, time.time()))
         elif method == "OPTIONS":
             server = self.stack.server_transaction(request, source)
             response = make_response(request, 200, to_tag=None)
@@ -147,7 +165,7 @@ class B2bua:
 
     # -- new calls -------------------------------------------------------------------------
 
-    def _new_call(self, invite: Request, source: Peer, mapping: MappingGateway) -> None:
+    def _new_call(self, invite: Request, source: Peer, origin: Origin) -> None:
         self.stats.attempts += 1
         try:
             max_forwards = invite.max_forwards
@@ -164,15 +182,15 @@ class B2bua:
             self.stats.loops += 1
             self._reply(invite, source, 482)
             return
-        if mapping.capacity is not None and self.mapping_calls[mapping.id] >= mapping.capacity:
+        if origin.capacity is not None and self.origin_calls[origin.key] >= origin.capacity:
             self.stats.rejected_capacity += 1
             self._reply(invite, source, 503)
             return
         server = self.stack.server_transaction(invite, source)
-        call = Call(self, next(self._numbers), invite, source, server, mapping)
+        call = Call(self, next(self._numbers), invite, source, server, origin)
         self.calls[call.no] = call
         self.legs[invite.call_id] = (call, Side.CALLER)
-        self.mapping_calls[mapping.id] += 1
+        self.origin_calls[origin.key] += 1
         call.trying()
         call.route_and_dial()
 
@@ -200,22 +218,41 @@ class B2bua:
     def forget_leg(self, call_id: str) -> None:
         self.legs.pop(call_id, None)
 
-    def routing_started(self, gateway: RoutingGateway) -> None:
-        self.routing_calls[gateway.id] += 1
-        self.routing_totals[gateway.id] += 1
+    def phone_destination(self, callee: str) -> tuple[Destination | None, int, str] | None:
+        """None when the callee is no phone; else its binding, or why it cannot be reached."""
+        phone = self.phones.get(callee)
+        if phone is None:
+            return None
+        bindings = self.bindings.of(callee, time.time())
+        if not bindings:
+            return None, 480, "phone not registered"
+        if phone.capacity is not None and self.origin_calls[("phone", phone.id)] >= \
+                phone.capacity:
+            return None, 486, "phone at capacity"
+        return Destination.phone(bindings[0], callee, self.stack.advertised_host), 0, ""
 
-    def routing_ended(self, gateway: RoutingGateway) -> None:
-        self.routing_calls[gateway.id] -= 1
-        if self.routing_calls[gateway.id] <= 0:
-            del self.routing_calls[gateway.id]
+    def leg_started(self, destination: Destination) -> None:
+        if destination.gateway is not None:
+            self.routing_calls[destination.gateway.id] += 1
+            self.routing_totals[destination.gateway.id] += 1
+        elif destination.binding is not None:
+            phone = self.phones.get(destination.binding.username)
+            if phone is not None:
+                self.origin_calls[("phone", phone.id)] += 1
+
+    def leg_ended(self, destination: Destination) -> None:
+        if destination.gateway is not None:
+            _decrement(self.routing_calls, destination.gateway.id)
+        elif destination.binding is not None:
+            phone = self.phones.get(destination.binding.username)
+            if phone is not None:
+                _decrement(self.origin_calls, ("phone", phone.id))
 
     def call_ended(self, call: Call) -> None:
         if self.calls.pop(call.no, None) is None:
             return
         self.legs.pop(call.invite.call_id, None)
-        self.mapping_calls[call.mapping.id] -= 1
-        if self.mapping_calls[call.mapping.id] <= 0:
-            del self.mapping_calls[call.mapping.id]
+        _decrement(self.origin_calls, call.origin.key)
         if call.answer_at is not None:
             self.stats.answered += 1
         else:
@@ -238,3 +275,9 @@ class B2bua:
             "sip": asdict(self.stack.stats),
             "transport": asdict(self.stack.transport_stats),
         }
+
+
+def _decrement(counter: Counter[Any], key: Any) -> None:
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]

@@ -14,7 +14,8 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from b2bua.calls.cdr import CdrRecord
-from b2bua.routing.gateways import MappingGateway, RoutingGateway
+from b2bua.calls.endpoints import Destination, Origin
+from b2bua.routing.gateways import RoutingGateway
 from b2bua.sip.dialog import Dialog, new_call_id, new_tag
 from b2bua.sip.message import Request, Response, make_response
 from b2bua.sip.transaction import T1, T2, TIMER_64T1, ClientTransaction, ServerTransaction
@@ -63,13 +64,13 @@ class PendingReinvite:
 
 class Call:
     def __init__(self, b2bua: B2bua, call_no: int, invite: Request, source: Peer,
-                 server: ServerTransaction, mapping: MappingGateway) -> None:
+                 server: ServerTransaction, origin: Origin) -> None:
         self.b2bua = b2bua
         self.no = call_no
         self.invite = invite
         self.source = source
         self.server = server
-        self.mapping = mapping
+        self.origin = origin
         stack = b2bua.stack
         self.inbound = Dialog.as_uas(
             invite, source, stack.sent_by, stack.contact(source.transport),
@@ -79,6 +80,8 @@ class Call:
         self.callee = invite.ruri.user or ""
         self.state = CallState.ROUTING
         self.gateway: RoutingGateway | None = None
+        self.callee_phone: str | None = None
+        self.destination: Destination | None = None
         self.outbound: Dialog | None = None
         self.out_invite: Request | None = None
         self.out_txn: ClientTransaction | None = None
@@ -111,23 +114,31 @@ class Call:
     # -- outbound attempt ------------------------------------------------------------------
 
     def route_and_dial(self) -> None:
+        """A registered phone's number goes to the phone; anything else to the vendors."""
+        phone = self.b2bua.phone_destination(self.callee)
+        if phone is not None:
+            self.callee_phone = self.callee
+            destination, code, why = phone
+            if destination is None:
+                self._fail_caller(code, None, "system", why)
+                return
+            self._dial(destination)
+            return
         plan = self.b2bua.plan_route(self.callee)
         if not plan.gateways:
             code = 404 if plan.matched == 0 else 503
             self._fail_caller(code, None, "system", plan.reason_if_empty)
             return
-        self._dial(plan.gateways[0])
+        self._dial(Destination.vendor(plan.gateways[0], self.callee))
 
-    def _dial(self, gateway: RoutingGateway) -> None:
+    def _dial(self, destination: Destination) -> None:
         stack = self.b2bua.stack
         params = self.b2bua.params
-        self.gateway = gateway
-        self.b2bua.routing_started(gateway)
-        transport = gateway.transport
-        peer = Peer(transport, gateway.host, gateway.port)
-        suffix = ";transport=tcp" if transport == "tcp" else ""
-        host = f"{gateway.host}:{gateway.port}"
-        ruri = f"sip:{self.callee}@{host}{suffix}"
+        self.gateway = destination.gateway
+        self.b2bua.leg_started(destination)
+        peer = destination.peer
+        transport = peer.transport
+        ruri = destination.request_uri
         display = self.invite.from_.display
         from_uri = f"<sip:{self.caller}@{stack.advertised_host}>"
         if display:
@@ -136,7 +147,7 @@ class Call:
             call_id=new_call_id(stack.advertised_host),
             local_tag=new_tag(),
             local_uri=from_uri,
-            remote_uri=f"<sip:{self.callee}@{host}>",
+            remote_uri=destination.to_uri,
             remote_target=ruri,
             peer=peer,
             via_host=stack.sent_by,
@@ -152,6 +163,7 @@ class Call:
         self.out_invite = request
         self.state = CallState.PROCEEDING
         self.out_leg_open = True
+        self.destination = destination
         self.b2bua.register_leg(outbound.call_id, self, Side.CALLEE)
         self.out_txn = stack.client_transaction(
             request, peer, self._on_out_response, self._on_out_timeout,
@@ -219,8 +231,8 @@ class Call:
             ("CSeq", f"{inv.cseq.number} CANCEL"),
         ]
         cancel = Request("CANCEL", inv.uri, headers)
-        assert self.gateway is not None
-        peer = Peer(self.gateway.transport, self.gateway.host, self.gateway.port)
+        assert self.destination is not None
+        peer = self.destination.peer
         self.cancel_pending = False
         self.b2bua.stack.client_transaction(cancel, peer, lambda _r: None, lambda: None)
 
@@ -403,8 +415,8 @@ class Call:
         if self.out_leg_open and self.outbound is not None:
             self.out_leg_open = False
             self.b2bua.forget_leg(self.outbound.call_id)
-            if self.gateway is not None:
-                self.b2bua.routing_ended(self.gateway)
+            if self.destination is not None:
+                self.b2bua.leg_ended(self.destination)
 
     def _finish(self, hangup_by: str, why: str) -> None:
         if self.ended:
@@ -422,8 +434,8 @@ class Call:
             caller=self.caller,
             callee=self.callee,
             source=f"{self.source.host}:{self.source.port}",
-            mapping_gateway_id=self.mapping.id,
-            mapping_gateway=self.mapping.name,
+            mapping_gateway_id=self.origin.id if self.origin.kind == "gateway" else None,
+            mapping_gateway=self.origin.name if self.origin.kind == "gateway" else None,
             routing_gateway_id=self.gateway.id if self.gateway else None,
             routing_gateway=self.gateway.name if self.gateway else None,
             start_at=self.start_at,
@@ -435,6 +447,8 @@ class Call:
             final_reason=self.final_reason,
             hangup_by=hangup_by,
             termination_reason=why,
+            phone=self.origin.name if self.origin.kind == "phone" else None,
+            callee_phone=self.callee_phone,
         ))
         log.info("call %d ended caller=%s callee=%s code=%d by=%s reason=%s call-id=%s",
                  self.no, self.caller, self.callee, self.final_code, hangup_by, why,
@@ -447,7 +461,9 @@ class Call:
             "caller": self.caller,
             "callee": self.callee,
             "source": f"{self.source.transport}:{self.source.host}:{self.source.port}",
-            "mapping_gateway": self.mapping.name,
+            "mapping_gateway": self.origin.name if self.origin.kind == "gateway" else None,
+            "phone": self.origin.name if self.origin.kind == "phone" else None,
+            "callee_phone": self.callee_phone,
             "routing_gateway": self.gateway.name if self.gateway else None,
             "call_id_in": self.invite.call_id,
             "call_id_out": self.outbound.call_id if self.outbound else None,

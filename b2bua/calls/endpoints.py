@@ -1,0 +1,52 @@
+"""Who a call comes from (a customer trunk or a phone) and where a leg goes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from b2bua.registrar.bindings import Binding
+from b2bua.routing.gateways import MappingGateway, RoutingGateway
+from b2bua.sip.transport import Peer
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """The customer side of a call: a mapping gateway or a phone account."""
+
+    kind: str  # "gateway" or "phone"
+    id: int
+    name: str
+    capacity: int | None
+
+    @classmethod
+    def gateway(cls, gw: MappingGateway) -> Origin:
+        return cls("gateway", gw.id, gw.name, gw.capacity)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.kind, self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Where the outbound leg goes: a vendor, or a registered phone's binding."""
+
+    peer: Peer
+    request_uri: str
+    to_uri: str
+    gateway: RoutingGateway | None = None
+    binding: Binding | None = None
+
+    @classmethod
+    def vendor(cls, gw: RoutingGateway, callee: str) -> Destination:
+        host = f"{gw.host}:{gw.port}"
+        suffix = ";transport=tcp" if gw.transport == "tcp" else ""
+        return cls(Peer(gw.transport, gw.host, gw.port), f"sip:{callee}@{host}{suffix}",
+                   f"<sip:{callee}@{host}>", gateway=gw)
+
+    @classmethod
+    def phone(cls, binding: Binding, callee: str, our_host: str) -> Destination:
+        # The binding's source address is where the phone can be reached: through its
+        # NAT mapping (or TCP connection) when behind NAT, its own address otherwise.
+        return cls(binding.source, binding.contact, f"<sip:{callee}@{our_host}>",
+                   binding=binding)

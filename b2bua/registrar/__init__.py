@@ -1,0 +1,1 @@
+"""Phones: accounts, registrations (bindings), NAT detection and NAT keep-alive."""

@@ -1,0 +1,136 @@
+"""Registered contacts (bindings): in memory for lookups, in SQLite so a restart keeps them.
+
+Every change is queued to the database writer as it happens; on start the engine
+reloads the bindings that have not expired, so phones stay reachable across a
+restart, ``kill -9`` included (what was queued in the last few milliseconds aside).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from b2bua.sip.transport import Peer
+from b2bua.storage.writer import DbWriter
+
+_UPSERT = (
+    "INSERT INTO registrations (username, contact, transport, source_host, source_port, nat, "
+    "expires_at, registered_at, user_agent, call_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT(username, contact) DO UPDATE SET transport = excluded.transport, "
+    "source_host = excluded.source_host, source_port = excluded.source_port, "
+    "nat = excluded.nat, expires_at = excluded.expires_at, "
+    "registered_at = excluded.registered_at, user_agent = excluded.user_agent, "
+    "call_id = excluded.call_id"
+)
+_DELETE = "DELETE FROM registrations WHERE username = ? AND contact = ?"
+_PURGE = "DELETE FROM registrations WHERE expires_at <= ?"
+
+
+@dataclass(slots=True)
+class Binding:
+    username: str
+    contact: str  # the Contact URI as registered
+    source: Peer  # where the REGISTER came from (the NAT mapping for NAT phones)
+    nat: bool
+    expires_at: float
+    registered_at: float
+    user_agent: str
+    call_id: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.username, self.contact)
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "id": f"{self.username}/{self.contact}",
+            "username": self.username,
+            "contact": self.contact,
+            "source": f"{self.source.host}:{self.source.port}",
+            "transport": self.source.transport,
+            "nat": self.nat,
+            "expires_at": self.expires_at,
+            "registered_at": self.registered_at,
+            "user_agent": self.user_agent,
+        }
+
+
+class BindingStore:
+    def __init__(self, writer: DbWriter) -> None:
+        self.writer = writer
+        self.by_user: dict[str, dict[str, Binding]] = {}
+        # The source address of each binding, so a request from a registered phone is
+        # recognised with one lookup.
+        self.by_source: dict[Peer, Binding] = {}
+
+    def load(self, conn: sqlite3.Connection, now: float) -> int:
+        count = 0
+        for r in conn.execute("SELECT * FROM registrations WHERE expires_at > ?", (now,)):
+            binding = Binding(
+                username=str(r["username"]),
+                contact=str(r["contact"]),
+                source=Peer(str(r["transport"]), str(r["source_host"]), int(r["source_port"])),
+                nat=bool(r["nat"]),
+                expires_at=float(r["expires_at"]),
+                registered_at=float(r["registered_at"] or 0),
+                user_agent=str(r["user_agent"] or ""),
+                call_id=str(r["call_id"] or ""),
+            )
+            self._index(binding)
+            count += 1
+        return count
+
+    def of(self, username: str, now: float) -> list[Binding]:
+        """Live bindings of an account, most recent registration first."""
+        live = [b for b in self.by_user.get(username, {}).values() if b.expires_at > now]
+        live.sort(key=lambda b: b.registered_at, reverse=True)
+        return live
+
+    def _index(self, binding: Binding) -> None:
+        old = self.by_user.setdefault(binding.username, {}).get(binding.contact)
+        if old is not None and self.by_source.get(old.source) is old:
+            del self.by_source[old.source]
+        self.by_user[binding.username][binding.contact] = binding
+        self.by_source[binding.source] = binding
+
+    def _unindex(self, binding: Binding) -> None:
+        contacts = self.by_user.get(binding.username, {})
+        if contacts.get(binding.contact) is binding:
+            del contacts[binding.contact]
+        if not contacts:
+            self.by_user.pop(binding.username, None)
+        if self.by_source.get(binding.source) is binding:
+            del self.by_source[binding.source]
+
+    def put(self, binding: Binding) -> None:
+        self._index(binding)
+        s = binding.source
+        self.writer.submit(_UPSERT, (
+            binding.username, binding.contact, s.transport, s.host, s.port, int(binding.nat),
+            binding.expires_at, binding.registered_at, binding.user_agent, binding.call_id,
+        ))
+
+    def remove(self, username: str, contact: str) -> Binding | None:
+        binding = self.by_user.get(username, {}).get(contact)
+        if binding is None:
+            return None
+        self._unindex(binding)
+        self.writer.submit(_DELETE, (username, contact))
+        return binding
+
+    def expire(self, now: float) -> int:
+        """Drop expired bindings from memory and from the database."""
+        gone = [b for contacts in self.by_user.values() for b in contacts.values()
+                if b.expires_at <= now]
+        for binding in gone:
+            self._unindex(binding)
+        if gone:
+            self.writer.submit(_PURGE, (now,))
+        return len(gone)
+
+    def all(self) -> list[Binding]:
+        return [b for contacts in self.by_user.values() for b in contacts.values()]
+
+    def find_by_source(self, source: Peer, now: float) -> Binding | None:
+        binding = self.by_source.get(source)
+        return binding if binding is not None and binding.expires_at > now else None

@@ -1,0 +1,38 @@
+"""Phone accounts as the engine sees them, reloaded live from SQLite."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneAccount:
+    id: int
+    username: str  # also the phone's number
+    password: str
+    display_name: str | None
+    capacity: int | None
+    enabled: bool
+
+
+@dataclass
+class PhoneDirectory:
+    by_username: dict[str, PhoneAccount] = field(default_factory=dict)
+
+    def load(self, conn: sqlite3.Connection) -> None:
+        self.by_username = {
+            str(r["username"]): PhoneAccount(
+                id=int(r["id"]),
+                username=str(r["username"]),
+                password=str(r["password"]),
+                display_name=r["display_name"],
+                capacity=r["capacity"],
+                enabled=bool(r["enabled"]),
+            )
+            for r in conn.execute("SELECT * FROM phones")
+        }
+
+    def get(self, username: str) -> PhoneAccount | None:
+        account = self.by_username.get(username)
+        return account if account is not None and account.enabled else None

@@ -1,0 +1,137 @@
+"""REGISTER handling for phones (RFC 3261 section 10.3) and NAT detection.
+
+Rules (docs/registration.md):
+- expiry asked (Contact ``expires`` parameter, else the Expires header, else the
+  maximum) below the minimum of ``SS_ENDPOINT_EXPIRE`` gets ``423`` with
+  ``Min-Expires``; above the maximum it is lowered to it;
+- a phone behind NAT (the REGISTER's source address is not its Contact's address) gets
+  at most ``SS_ENDPOINT_NAT_EXPIRE``, and its binding remembers the source address and
+  transport: requests to it go there, through the NAT mapping;
+- ``SS_ENDPOINT_REGISTER_REPLACE`` On: a REGISTER from another contact replaces the
+  account's live binding; Off: it is refused with ``403`` while the old one is alive;
+- ``Contact: *`` with ``Expires: 0`` removes every binding of the account.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+from dataclasses import dataclass
+
+from b2bua.config.live import Params
+from b2bua.registrar.bindings import Binding, BindingStore
+from b2bua.registrar.phones import PhoneAccount
+from b2bua.sip.errors import SipParseError
+from b2bua.sip.headers import NameAddr
+from b2bua.sip.message import Request, Response, make_response
+from b2bua.sip.transport import Peer
+from b2bua.sip.uri import SipUri
+
+log = logging.getLogger("b2bua.registrar")
+
+
+def behind_nat(contact: SipUri, source: Peer) -> bool:
+    """The phone is behind NAT when it registers from another address than it names."""
+    if contact.host.strip("[]") != source.host:
+        return True
+    return source.transport == "udp" and (contact.port or 5060) != source.port
+
+
+@dataclass(slots=True)
+class _Change:
+    contact: str
+    expires: int  # 0 removes
+
+
+class Registrar:
+    def __init__(self, params: Params, bindings: BindingStore) -> None:
+        self.params = params
+        self.bindings = bindings
+        self.registered = 0
+        self.unregistered = 0
+        self.refused = 0
+
+    def register(self, request: Request, source: Peer, account: PhoneAccount,
+                 now: float) -> Response:
+        try:
+            return self._register(request, source, account, now)
+        except (SipParseError, ValueError):
+            return make_response(request, 400, "Bad Contact or Expires")
+
+    def _register(self, request: Request, source: Peer, account: PhoneAccount,
+                  now: float) -> Response:
+        contacts = request.get_all("Contact")
+        header_expires = _expires(request.get("Expires"))
+        user = account.username
+        if contacts and any(c.strip() == "*" for c in contacts):
+            if len(contacts) != 1 or header_expires != 0:
+                return make_response(request, 400, "Wildcard Contact needs Expires: 0")
+            for binding in self.bindings.of(user, now):
+                self.bindings.remove(user, binding.contact)
+                self.unregistered += 1
+            return self._ok(request, user, now)
+        low, high = self.params["SS_ENDPOINT_EXPIRE"]
+        changes: list[_Change] = []
+        for value in contacts:
+            addr = NameAddr.parse(value)
+            asked = _expires(addr.params.get("expires"))
+            if asked is None:
+                asked = header_expires if header_expires is not None else high
+            if 0 < asked < low:
+                response = make_response(request, 423)
+                response.add("Min-Expires", str(low))
+                self.refused += 1
+                return response
+            changes.append(_Change(str(addr.uri), min(asked, high)))
+        if not self.params.flag("SS_ENDPOINT_REGISTER_REPLACE"):
+            adding = {c.contact for c in changes if c.expires > 0}
+            others = [b for b in self.bindings.of(user, now) if b.contact not in adding]
+            if adding and others:
+                self.refused += 1
+                return make_response(request, 403, "Already Registered Elsewhere")
+        for change in changes:
+            if change.expires == 0:
+                if self.bindings.remove(user, change.contact) is not None:
+                    self.unregistered += 1
+                continue
+            self._bind(request, source, user, change, now)
+        return self._ok(request, user, now)
+
+    def _bind(self, request: Request, source: Peer, user: str, change: _Change,
+              now: float) -> None:
+        nat = behind_nat(SipUri.parse(change.contact), source)
+        granted = change.expires
+        if nat:
+            granted = min(granted, self.params.integer("SS_ENDPOINT_NAT_EXPIRE"))
+        if self.params.flag("SS_ENDPOINT_REGISTER_REPLACE"):
+            for old in self.bindings.of(user, now):
+                if old.contact != change.contact:
+                    self.bindings.remove(user, old.contact)
+        self.bindings.put(Binding(
+            username=user,
+            contact=change.contact,
+            source=source,
+            nat=nat,
+            expires_at=now + granted,
+            registered_at=now,
+            user_agent=(request.get("User-Agent") or "")[:200],
+            call_id=request.call_id,
+        ))
+        self.registered += 1
+
+    def _ok(self, request: Request, user: str, now: float) -> Response:
+        response = make_response(request, 200)
+        for binding in self.bindings.of(user, now):
+            remaining = max(1, round(binding.expires_at - now))
+            response.add("Contact", f"<{binding.contact}>;expires={remaining}")
+        response.add("Date", email.utils.formatdate(now, usegmt=True))
+        return response
+
+
+def _expires(value: str | None) -> int | None:
+    if value is None:
+        return None
+    text = value.strip()
+    if not text.isdigit():
+        raise ValueError("bad expires")
+    return min(int(text), 2**31 - 1)

@@ -1,0 +1,94 @@
+"""A background thread that applies the engine's writes to SQLite in batches.
+
+The event loop only queues statements, so a slow disk or an operator's long query
+holding the database lock never stalls signalling. Statements run in submission
+order, a batch per transaction; ``close`` drains the queue, so a graceful stop loses
+nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from b2bua.storage import db
+
+log = logging.getLogger("b2bua.storage")
+
+BATCH = 500
+ATTEMPTS = 5
+
+Statement = tuple[str, Sequence[Any]]
+
+
+class DbWriter:
+    def __init__(self, db_path: Path, name: str = "db-writer") -> None:
+        self._queue: queue.SimpleQueue[Statement | None] = queue.SimpleQueue()
+        self._db_path = db_path
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.written = 0
+        self.failed = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, sql: str, params: Sequence[Any]) -> None:
+        self._queue.put((sql, params))
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._queue.put(None)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything queued so far is written (tests and shutdown)."""
+        done = threading.Event()
+        self._queue.put(("", (done,)))
+        return done.wait(timeout)
+
+    def _run(self) -> None:
+        conn = db.connect(self._db_path)
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                stop = False
+                while len(batch) < BATCH:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stop = True
+                        break
+                    batch.append(item)
+                self._write(conn, batch)
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _write(self, conn: sqlite3.Connection, batch: list[Statement]) -> None:
+        markers = [params[0] for sql, params in batch if not sql]
+        statements = [(sql, params) for sql, params in batch if sql]
+        for attempt in range(ATTEMPTS):
+            try:
+                with db.transaction(conn):
+                    for sql, params in statements:
+                        conn.execute(sql, params)
+                self.written += len(statements)
+                break
+            except sqlite3.OperationalError as exc:
+                log.warning("database write failed (attempt %d): %s", attempt + 1, exc)
+        else:
+            self.failed += len(statements)
+            log.error("dropped %d database writes after repeated failures", len(statements))
+        for marker in markers:
+            marker.set()
