@@ -106,9 +106,10 @@ class Engine:
         if restored:
             log.info("restored %d registrations", restored)
         self.writer.start()
+        await self.stack.start(self.b2bua)
+        # Only once the SIP socket exists: keep-alives go out from it.
         self.spawn(self._expire_bindings())
         self.spawn(self.keepalive.run())
-        await self.stack.start(self.b2bua)
         self.on_shutdown(self._stop_calls)
         await self.control.start()
         self.spawn(self.watcher.run())

@@ -18,7 +18,13 @@ Method (see /work/shared/research/anchors.md and docs/performance.md):
   softswitch -> sipp UAS (IP-authenticated trunk, one routing gateway), (c) optionally
   Sippy B2BUA run as anchors.md says;
 * the system's CPU time per call is utime+stime of its process (/proc/<pid>/stat, all
-  threads) over the step divided by the calls of the step.
+  threads) over the step divided by the calls of the step;
+* diagnostics after the searches (skip with ``--no-diagnostics``): a py-spy profile of the
+  softswitch at its ceiling, its cyclic-GC pauses there and at the first failing rate
+  (through ``bench/gc_probe.py``), and its ceiling with the cyclic GC switched off (what
+  the engine's CPU alone allows), profiled too;
+* ``--code head`` runs the softswitch from ``git archive HEAD`` instead of the working tree,
+  so that edits made by others during the run do not change what is measured.
 
 Only loopback addresses are used; only processes started here are stopped, by pid.
 """
@@ -221,6 +227,24 @@ def proc_cpu_s(pid: int | None) -> float | None:
         return None
     fields = raw[raw.rindex(")") + 2:].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _port(hostport: str) -> int:
+    return int(hostport.rsplit(":", 1)[1])
+
+
+def udp_drops(ports: dict[str, int]) -> dict[str, int]:
+    """Kernel drop counters (/proc/net/udp, last column) of the UDP sockets on ``ports``."""
+    wanted = {p: k for k, p in ports.items()}
+    out: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+            cols = line.split()
+            port = int(cols[1].rsplit(":", 1)[1], 16)
+            if port in wanted:
+                key = wanted[port]
+                out[key] = out.get(key, 0) + int(cols[-1])
+    return out
 
 
 def children_cpu_s() -> float:
@@ -571,6 +595,7 @@ class Step:
     log_sample: list[str] = field(default_factory=list)
     profile: str | None = None
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    udp_drops: dict[str, int] = field(default_factory=dict)  # receive-buffer overflows
     run_dir: str = ""
 
 
@@ -598,8 +623,8 @@ class Bench:
                          calls, rate, self.hold_ms, timeout_s + 5)
         if not wait_bound(VENDOR_IP, system.vendor_port):
             log("warning: UAS did not bind in 3 s")
-        uac = start_sipp("uac", run_dir / "uac", uac_xml, CUSTOMER_IP,
-                         free_port(CUSTOMER_IP, socket.SOCK_DGRAM), calls, rate,
+        uac_port = free_port(CUSTOMER_IP, socket.SOCK_DGRAM)
+        uac = start_sipp("uac", run_dir / "uac", uac_xml, CUSTOMER_IP, uac_port, calls, rate,
                          self.hold_ms, timeout_s, remote=system.target)
         spy: subprocess.Popen[bytes] | None = None
         profile_path = run_dir / "py-spy.txt"
@@ -608,9 +633,21 @@ class Bench:
             spy = subprocess.Popen(
                 [shutil.which("py-spy", path=_venv_bin()) or "py-spy", "record",
                  "-p", str(system.pid), "-d", str(self.profile_s), "-r", "200",
-                 "--nonblocking", "--threads", "-f", "raw", "-o", str(profile_path)],
+                 "--nonblocking", "--threads", "--full-filenames", "-f", "raw",
+                 "-o", str(profile_path)],
                 stdout=open(run_dir / "py-spy.out", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
-        uac_code = uac.wait(timeout_s + 10)
+        # Sample the kernel's per-socket UDP drop counters while the load runs: a full
+        # receive buffer (the reader stalled) shows here before anything else.
+        ports = {"system": _port(system.target), "uas": system.vendor_port,
+                 "uac": uac_port}
+        drops0 = udp_drops(ports)
+        drops_max = dict(drops0)
+        limit = time.monotonic() + timeout_s + 10
+        while uac.proc.poll() is None and time.monotonic() < limit:
+            for k, v in udp_drops(ports).items():
+                drops_max[k] = max(drops_max.get(k, 0), v)
+            time.sleep(0.5)
+        uac_code = uac.wait(0.1)
         if uac_code is None:
             log("UAC overran its bound; stopping it")
             uac_code = uac.stop()
@@ -652,6 +689,12 @@ class Bench:
         after = system.counters()
         step.counters = {k: after[k] - before.get(k, 0) for k in after
                          if after[k] - before.get(k, 0) and not k.startswith(("active", "legs"))}
+        for k, v in udp_drops(ports).items():
+            drops_max[k] = max(drops_max.get(k, 0), v)
+        # The system's socket lives across steps: count only this step's drops.
+        step.udp_drops = {k: drops_max.get(k, 0) - (drops0.get(k, 0) if k == "system" else 0)
+                          for k in ports}
+        step.udp_drops = {k: v for k, v in step.udp_drops.items() if v}
         step.diagnostics = system.diagnostics(t0_epoch, t1_epoch)
         if spy is not None and profile_path.exists():
             step.profile = str(profile_path)
@@ -695,16 +738,20 @@ def judge(uac: SideStats, uas: SideStats, calls: int, rate: int, check_rate: boo
 
 
 def describe(step: Step) -> str:
+    drops = (" UDP drops " + ", ".join(f"{k} {v}" for k, v in step.udp_drops.items())
+             if step.udp_drops else "")
     cpu = "" if step.cpu_ms_per_call is None else (
         f" cpu {step.cpu_ms_per_call:.2f} ms/call ({step.system_cpu_share:.0%} of a core)")
     head = (f"{step.system:<22} {step.rate:>5} cps x {step.calls:<6} "
             f"{'CLEAN' if step.clean else 'FAIL '} achieved {step.uac.achieved_rate} "
             f"retrans uac/uas {step.uac.retransmissions}/{step.uas.retransmissions}{cpu}"
-            f" sipp {step.sipp_cpu_share:.0%}")
+            f" sipp {step.sipp_cpu_share:.0%}{drops}")
     if step.reasons:
         head += "\n    " + "; ".join(step.reasons)
-    if step.counters:
-        head += "\n    counters: " + ", ".join(f"{k}={v:g}" for k, v in step.counters.items())
+    routine = ("attempts", "answered", "requests", "responses", "received", "sent")
+    odd = {k: v for k, v in step.counters.items() if not k.endswith(routine)}
+    if odd:
+        head += "\n    system counters: " + ", ".join(f"{k}={v:g}" for k, v in odd.items())
     for line in step.log_sample:
         head += "\n    log: " + line
     d = step.diagnostics
@@ -826,9 +873,10 @@ def _func(frame: str) -> str:
     name, _, where = frame.partition(" (")
     where = where.rstrip(")")
     path = where.rsplit(":", 1)[0]
-    for marker in ("site-packages/", str(REPO) + "/", "/lib/python3"):
+    for marker in ("site-packages/", "/b2bua/", "/api/", "/lib/python3.11/", "/lib/python3"):
         if marker in path:
-            path = path.split(marker, 1)[1]
+            head = marker.strip("/") + "/" if marker in ("/b2bua/", "/api/") else ""
+            path = head + path.rsplit(marker, 1)[1]
             break
     return f"{name} ({path})" if path else name
 
@@ -1003,42 +1051,6 @@ def main(argv: list[str] | None = None) -> int:
             ceilings.append(ss_c)
         finally:
             ss.stop()
-        if not args.no_diagnostics and ss_c.clean and time.monotonic() < deadline:
-            # (1) where the time goes at the ceiling, and what the cyclic GC does there and
-            # at the first failing rate; (2) the ceiling with the cyclic GC switched off,
-            # i.e. what the engine's CPU alone would allow.
-            probe = SoftswitchSystem(root / "softswitch-gclog", gc_mode="log",
-                                     code_root=code_root, name="softswitch (GC logged)")
-            probe.start()
-            try:
-                prof = profile_step(bench, probe, ss_c.clean, "softswitch")
-                if prof:
-                    profiles.append(prof)
-                    gc_steps.append(prof.step)
-                if ss_c.failed and time.monotonic() < deadline:
-                    probe.restart()
-                    gc_steps.append(bench.run_step(probe, ss_c.failed))
-            finally:
-                probe.stop()
-            if time.monotonic() < deadline:
-                off = SoftswitchSystem(root / "softswitch-gcoff", gc_mode="off",
-                                       code_root=code_root,
-                                       name="softswitch, cyclic GC off (diagnostic)")
-                off.start()
-                try:
-                    base = ss_c.clean
-                    ladder = sorted({base, *(int(round(base * f / 10) * 10)
-                                             for f in (1.5, 2, 3, 4, 5, 6, 8))})
-                    off_c = find_ceiling(bench, off, ladder, 2 if args.quick else 3, deadline,
-                                         confirm=False, fresh_each_step=True)
-                    ceilings.append(off_c)
-                    if off_c.clean and time.monotonic() < deadline:
-                        prof = profile_step(bench, off, off_c.clean, "softswitch, GC off")
-                        if prof:
-                            profiles.append(prof)
-                finally:
-                    off.stop()
-
     if "sippy" in wanted:
         if not sippy_available():
             sippy_note = "sippy is not importable in this venv (pip install sippy==2.5.0)"
@@ -1054,6 +1066,43 @@ def main(argv: list[str] | None = None) -> int:
                 ceilings.append(sippy_c)
             finally:
                 sippy.stop()
+
+    if (ss_c and ss_c.clean and not args.no_diagnostics
+            and time.monotonic() < deadline):
+        # (1) where the time goes at the ceiling, and what the cyclic GC does there and
+        # at the first failing rate; (2) the ceiling with the cyclic GC switched off,
+        # i.e. what the engine's CPU alone would allow.
+        probe = SoftswitchSystem(root / "softswitch-gclog", gc_mode="log",
+                                 code_root=code_root, name="softswitch (GC logged)")
+        probe.start()
+        try:
+            prof = profile_step(bench, probe, ss_c.clean, "softswitch (GC logged)")
+            if prof:
+                profiles.append(prof)
+                gc_steps.append(prof.step)
+            if ss_c.failed and time.monotonic() < deadline:
+                probe.restart()
+                gc_steps.append(bench.run_step(probe, ss_c.failed))
+        finally:
+            probe.stop()
+        if time.monotonic() < deadline:
+            off = SoftswitchSystem(root / "softswitch-gcoff", gc_mode="off",
+                                   code_root=code_root,
+                                   name="softswitch, cyclic GC off (diagnostic)")
+            off.start()
+            try:
+                base = ss_c.clean
+                ladder = sorted({base, *(int(round(base * f / 10) * 10)
+                                         for f in (1.5, 2, 3, 4, 5, 6, 8))})
+                off_c = find_ceiling(bench, off, ladder, 2 if args.quick else 3, deadline,
+                                     confirm=False, fresh_each_step=True)
+                ceilings.append(off_c)
+                if off_c.clean and time.monotonic() < deadline:
+                    prof = profile_step(bench, off, off_c.clean, "softswitch, GC off")
+                    if prof:
+                        profiles.append(prof)
+            finally:
+                off.stop()
 
     elapsed = (time.monotonic() - t_start) / 60
     print()

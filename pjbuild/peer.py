@@ -281,6 +281,12 @@ class Peer:
         acc_cfg = pj.AccountConfig()
         acc_cfg.sipConfig.transportId = tid
         bind_media(acc_cfg, host)
+        if args.no_nat_rewrite:
+            # Behave like a plain phone behind NAT: keep the private address in Contact,
+            # Via and SDP instead of learning the public one from received/rport.
+            acc_cfg.natConfig.contactRewriteUse = 0
+            acc_cfg.natConfig.viaRewriteUse = 0
+            acc_cfg.natConfig.sdpNatRewriteUse = 0
         if args.mode == "register":
             registrar = with_transport(args.registrar, args.transport)
             domain = args.registrar.split(":", 1)[1].split(";", 1)[0]
@@ -436,6 +442,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                        help="bound on the run time in seconds (default 30)")
         p.add_argument("--codecs", default="PCMU,PCMA",
                        help="codecs to offer and accept, in order, or 'all'")
+        p.add_argument("--no-nat-rewrite", action="store_true",
+                       help="never rewrite Contact/Via/SDP to the address the far end saw")
 
     def answering(p: argparse.ArgumentParser, calls_default: int | None) -> None:
         p.add_argument("--code", type=int, default=200,

@@ -152,6 +152,7 @@ class Call:
             peer=peer,
             via_host=stack.sent_by,
             contact=stack.contact(transport),
+            pinned=destination.pinned,
         )
         max_forwards = self.invite.max_forwards
         extra = [("Allow", ALLOW)]

@@ -37,6 +37,11 @@ class Destination:
     gateway: RoutingGateway | None = None
     binding: Binding | None = None
 
+    @property
+    def pinned(self) -> bool:
+        """A phone behind NAT or on TCP is reached only at its binding's source."""
+        return self.binding is not None and (self.binding.nat or self.peer.reliable)
+
     @classmethod
     def vendor(cls, gw: RoutingGateway, callee: str) -> Destination:
         host = f"{gw.host}:{gw.port}"

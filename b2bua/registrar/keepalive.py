@@ -50,10 +50,14 @@ class KeepAlive:
             if not message:
                 await asyncio.sleep(1.0)
                 continue
-            period = float(self.params.integer("SS_SIP_NAT_KEEP_ALIVE_PERIOD"))
             started = time.monotonic()
-            await self.cycle(message, started + period)
-            await asyncio.sleep(max(0.0, started + period - time.monotonic()))
+            await self.cycle(message, started + self._period())
+            # Re-read the period while waiting, so a change acts within half a second.
+            while (remaining := started + self._period() - time.monotonic()) > 0:
+                await asyncio.sleep(min(remaining, 0.5))
+
+    def _period(self) -> float:
+        return float(self.params.integer("SS_SIP_NAT_KEEP_ALIVE_PERIOD"))
 
     async def cycle(self, message: bytes, deadline: float) -> None:
         now = time.time()

@@ -38,6 +38,9 @@ class Dialog:
     local_seq: int = 1
     remote_seq: int | None = None
     confirmed: bool = False
+    # Requests go to ``peer`` whatever the Contact says: the peer is behind NAT (its
+    # Contact is a private address) or reachable only on its TCP connection.
+    pinned: bool = False
 
     @classmethod
     def as_uas(cls, invite: Request, source: Peer, via_host: str, contact: str,
@@ -48,6 +51,7 @@ class Dialog:
         peer = source if send_to_source else _peer_for(target, source.transport, source)
         to = invite.to
         return cls(
+            pinned=send_to_source,
             call_id=invite.call_id,
             local_tag=new_tag(),
             local_uri=_without_tag(to),
@@ -78,7 +82,7 @@ class Dialog:
         target = _contact_uri(response)
         if target:
             self.remote_target = target
-            if not self.route_set:
+            if not self.route_set and not self.pinned:
                 self.peer = _peer_for(target, self.peer.transport, self.peer)
 
     def local_name_addr(self) -> str:
@@ -88,8 +92,9 @@ class Dialog:
         return f"{self.remote_uri};tag={self.remote_tag}" if self.remote_tag else self.remote_uri
 
     def next_peer(self) -> Peer:
-        """Where the next in-dialog request goes: the first route, else the target."""
-        if self.route_set:
+        """Where the next in-dialog request goes: the pinned peer, else the first route,
+        else the target."""
+        if self.route_set and not self.pinned:
             try:
                 uri = NameAddr.parse(self.route_set[0]).uri
                 return _peer_from_uri(uri, self.peer.transport)
