@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 from support import Softswitch, free_port, wait_until
@@ -58,8 +59,10 @@ class Receiver:
         for sock in self.socks:
             sock.close()
 
-    def bursts(self, since: float, until: float, gap: float = 0.15) -> list[list[tuple[str, int]]]:
-        """Arrivals between two instants, split where the line goes quiet for ``gap``."""
+    def bursts(self, since: float, until: float, gap: float = 0.15
+               ) -> tuple[list[list[tuple[str, int]]], list[float]]:
+        """Arrivals between two instants, split where the line goes quiet for ``gap``;
+        the bursts and the instant each started."""
         rows = sorted(a for a in self.arrivals if since <= a[0] < until)
         out: list[list[tuple[str, int]]] = []
         starts: list[float] = []
@@ -70,8 +73,7 @@ class Receiver:
                 starts.append(at)
             out[-1].append((host, port))
             last = at
-        self.starts = starts
-        return out
+        return out, starts
 
 
 def _phones(ports: list[int]) -> list[tuple[str, int]]:
@@ -106,14 +108,13 @@ def test_keepalive_batches_interval_and_restart(tmp_path: Path) -> None:
         time.sleep(0.3)
         t0 = min(a[0] for a in receiver.arrivals)
         # Cycle 1: 5 batches of 1,000 phones, 300 ms apart; cycle 2 starts 10 s later.
-        cycle1 = receiver.bursts(t0, t0 + 5)
-        starts = receiver.starts
-        assert [len(b) for b in cycle1] == [1000] * 5, (receiver.starts, len(receiver.arrivals), api.get("/api/v1/keepalive"))
-        gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+        cycle1, starts = receiver.bursts(t0, t0 + 5)
+        assert [len(b) for b in cycle1] == [1000] * 5, (starts, api.get("/api/v1/keepalive"))
+        gaps = [b - a for a, b in pairwise(starts)]
         assert all(0.25 <= g <= 0.45 for g in gaps), gaps
         assert {p for b in cycle1 for p in b} == set(_phones(ports))
-        cycle2 = receiver.bursts(t0 + 5, t0 + 12)
-        assert 9.7 <= receiver.starts[0] - t0 <= 10.5
+        cycle2, starts2 = receiver.bursts(t0 + 5, t0 + 12)
+        assert 9.7 <= starts2[0] - t0 <= 10.5
         assert [len(b) for b in cycle2] == [1000] * 5
         # An unfinished cycle: 500 per batch, 2 s apart, needs 18 s > the 10 s period.
         api.put("/api/v1/parameters/SS_SIP_NAT_KEEP_ALIVE_SEND_ONE_TIME", {"value": 500})
@@ -127,10 +128,10 @@ def test_keepalive_batches_interval_and_restart(tmp_path: Path) -> None:
         assert switch.stop() == 0
         receiver.close()
     t3 = t0 + 20
-    restart_cycle = receiver.bursts(t3 - 0.5, t3 + 10)
+    restart_cycle, starts3 = receiver.bursts(t3 - 0.5, t3 + 10)
     assert [len(b) for b in restart_cycle] == [500] * 5
-    gaps = [b - a for a, b in zip(receiver.starts, receiver.starts[1:], strict=False)]
+    gaps = [b - a for a, b in pairwise(starts3)]
     assert all(1.9 <= g <= 2.2 for g in gaps), gaps
-    next_cycle = receiver.bursts(t3 + 9.5, t3 + 10.8)
+    next_cycle, _ = receiver.bursts(t3 + 9.5, t3 + 10.8)
     # The next cycle starts again from the first phones, not where the last one stopped.
     assert next_cycle and set(next_cycle[0]) == set(restart_cycle[0])
