@@ -43,6 +43,8 @@ def _run(tmp_path: Path, lab: NatLab, switch: Softswitch) -> None:
         lab.exec(lab.phone_ns, "tshark", "-i", "any", "-f", f"udp and src host {SWITCH_ADDR}",
                  "-w", str(pcap), "-q"),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = open(tmp_path / "phone.out", "wb")  # noqa: SIM115 - closed below
+    err = open(tmp_path / "phone.err", "wb")  # noqa: SIM115 - closed below
     phone = subprocess.Popen(
         lab.exec(lab.phone_ns, sys.executable, str(PEER), "register",
                  "--local", f"{PHONE_ADDR}:{phone_port}",
@@ -50,7 +52,7 @@ def _run(tmp_path: Path, lab: NatLab, switch: Softswitch) -> None:
                  "--username", "2001", "--password", "pw-2001", "--expires", "300",
                  "--answer", "--calls", "2", "--hold", "40", "--timeout", "45",
                  "--no-nat-rewrite"),
-        stdout=open(tmp_path / "phone.out", "wb"), stderr=open(tmp_path / "phone.err", "wb"))
+        stdout=out, stderr=err)
     try:
         regs = wait_until(lambda: api.get("/api/v1/registrations")["items"], timeout=15)
         assert regs, (tmp_path / "phone.err").read_text()[-2000:]
@@ -69,7 +71,7 @@ def _run(tmp_path: Path, lab: NatLab, switch: Softswitch) -> None:
         # The keep-alive period is 10 s: wait for at least one full cycle after the call.
         wait_until(lambda: api.get("/api/v1/keepalive")["sent"] >= 2, timeout=25)
         stats = api.get("/api/v1/keepalive")
-        assert stats["sent"] >= 2 and stats["phones_last_cycle"] == 1, (stats, api.get("/api/v1/registrations"))
+        assert stats["sent"] >= 2 and stats["phones_last_cycle"] == 1, stats
         assert time.time() - started < 40
     finally:
         phone.send_signal(signal.SIGTERM)
@@ -81,6 +83,8 @@ def _run(tmp_path: Path, lab: NatLab, switch: Softswitch) -> None:
         time.sleep(0.5)
         tshark.send_signal(signal.SIGINT)
         tshark.wait(15)
+        out.close()
+        err.close()
     events = (tmp_path / "phone.out").read_text()
     assert '"CONFIRMED"' in events, events
     payloads = subprocess.run(
