@@ -24,6 +24,16 @@ def _prefix(value: str) -> None:
         raise ValidationError(f"{value!r}: a prefix is 1-32 of 0-9 A-Z a-z # * +")
 
 
+def _timer(system: str, high: int) -> fields.Integer:
+    return fields.Integer(strict=True, load_default=0, validate=validate.Range(0, high),
+                          metadata={"description": f"seconds; 0 = {system}"})
+
+
+def _override(system: str) -> fields.Boolean:
+    return fields.Boolean(load_default=None, allow_none=True,
+                          metadata={"description": f"null = {system}"})
+
+
 class MappingGatewaySchema(Schema):
     id = fields.Integer(dump_only=True)
     name = fields.String(required=True, validate=NAME)
@@ -89,5 +99,22 @@ class RoutingGatewaySchema(Schema):
     capacity = fields.Integer(strict=True, load_default=None, allow_none=True,
                               validate=validate.Range(0, 1_000_000))
     enabled = fields.Boolean(load_default=True)
+    invite_timeout = _timer("SS_SIP_TIMEOUT_INVITE", 300)
+    trying_timeout = _timer("SS_SIP_TIMEOUT_TRYING", 600)
+    session_progress_timeout = _timer("SS_SIP_TIMEOUT_SESSION_PROGRESS", 600)
+    session_progress_sdp_timeout = _timer("SS_SIP_TIMEOUT_SESSION_PROGRESS_SDP", 3600)
+    ringing_timeout = _timer("SS_SIP_TIMEOUT_RINGING", 3600)
+    stop_switch_after_invite_timeout = _override(
+        "SS_SIP_USER_AGENT_STOP_SWITCH_AFTER_INVITE_TIMEOUT")
+    stop_switch_after_sdp = _override("SS_SIP_STOP_SWITCH_AFTER_SDP")
+    stop_switch_after_rtp_start = _override("SS_GATEWAY_SWITCH_STOP_AFTER_RTP_START")
+    stop_switch_after_busy = _override("SS_GATEWAY_SWITCH_STOP_AFTER_USER_BUSY")
+    switch_after_ringing = fields.Boolean(
+        load_default=True,
+        metadata={"description": "false: the first 18x commits the call to this gateway"})
+    stop_switch_codes = fields.List(
+        fields.Integer(strict=True, validate=validate.Range(300, 699)), load_default=list,
+        validate=validate.Length(max=100),
+        metadata={"description": "final codes that end the call instead of switching"})
     created_at = fields.Float(dump_only=True)
     updated_at = fields.Float(dump_only=True)

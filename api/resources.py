@@ -35,6 +35,7 @@ class Resource:
     schema: type[Schema]
     json_columns: frozenset[str] = frozenset()
     write_only: frozenset[str] = frozenset()
+    bool_columns: frozenset[str] = frozenset({"enabled"})
     check: Callable[[dict[str, Any], dict[str, Any] | None], None] | None = None
     summary: str = ""
     _page: type[Schema] | None = field(default=None, init=False)
@@ -47,8 +48,8 @@ class Resource:
             value = row[key]
             if key in self.json_columns and value is not None:
                 value = json.loads(value)
-            elif key == "enabled":
-                value = bool(value)
+            elif key in self.bool_columns or key == "enabled":
+                value = None if value is None else bool(value)
             out[key] = value
         return out
 

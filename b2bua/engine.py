@@ -61,6 +61,7 @@ class Engine:
         self.control.register("status", self._status)
         self.control.register("calls", lambda _r: self._b2bua().active_calls())
         self.control.register("stats", lambda _r: self._b2bua().stats_snapshot())
+        self.control.register("gateways", lambda _r: self._b2bua().gateway_status())
         self.control.register("security", lambda _r: self.policy.snapshot(time.time()))
         self.control.register("suspensions", self._suspensions)
         self.control.register("lift", self._lift)

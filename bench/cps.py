@@ -610,9 +610,9 @@ class Bench:
 
     def run_step(self, system: System, rate: int, *, profile: bool = False,
                  uac_xml: Path = UAC_XML, uas_xml: Path = UAS_XML,
-                 calls: int | None = None) -> Step:
+                 calls: int | None = None, seconds: int | None = None) -> Step:
         self.step_no += 1
-        calls = calls or max(int(rate * self.step_s), 1)
+        calls = calls or max(int(rate * (seconds or self.step_s)), 1)
         run_dir = self.root / f"{self.step_no:03d}-{system.name.split()[0].lower()}-{rate}"
         timeout_s = int(calls / max(rate, 1)) + self.hold_ms // 1000 + RECV_TIMEOUT_MS // 1000 + 15
         before = system.counters()
@@ -988,6 +988,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated subset of rig,softswitch,sippy")
     ap.add_argument("--no-diagnostics", action="store_true",
                     help="skip the py-spy profiles and the GC diagnostic runs")
+    ap.add_argument("--soak-seconds", type=int, default=None,
+                    help="diagnostics: one step this long at the softswitch's ceiling, GC "
+                         "logged (45; 0 skips; --quick: 0)")
     ap.add_argument("--budget-min", type=float, default=22.0,
                     help="start no new step after this many minutes (22)")
     ap.add_argument("--code", choices=("tree", "head"), default="tree",
@@ -1083,6 +1086,14 @@ def main(argv: list[str] | None = None) -> int:
             if ss_c.failed and time.monotonic() < deadline:
                 probe.restart()
                 gc_steps.append(bench.run_step(probe, ss_c.failed))
+            soak_s = args.soak_seconds if args.soak_seconds is not None else (
+                0 if args.quick else 45)
+            if soak_s and time.monotonic() < deadline:
+                # The live heap grows until the first transactions expire (64*T1 = 32 s):
+                # does the ceiling found with short steps hold once it has?
+                probe.restart()
+                log(f"soak: {soak_s} s at {ss_c.clean} cps")
+                gc_steps.append(bench.run_step(probe, ss_c.clean, seconds=soak_s))
         finally:
             probe.stop()
         if time.monotonic() < deadline:
@@ -1092,8 +1103,10 @@ def main(argv: list[str] | None = None) -> int:
             off.start()
             try:
                 base = ss_c.clean
-                ladder = sorted({base, *(int(round(base * f / 10) * 10)
-                                         for f in (1.5, 2, 3, 4, 5, 6, 8))})
+                top = rig_c.clean if rig_c and rig_c.clean else 5000
+                factors = (1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+                ladder = sorted({base, *(int(round(base * f / 10) * 10) for f in factors
+                                         if base * f <= top)})
                 off_c = find_ceiling(bench, off, ladder, 2 if args.quick else 3, deadline,
                                      confirm=False, fresh_each_step=True)
                 ceilings.append(off_c)
@@ -1129,7 +1142,8 @@ def main(argv: list[str] | None = None) -> int:
     for st in gc_steps:
         d = st.diagnostics
         if d:
-            print(f"\ncyclic GC at {st.rate} cps (step {'clean' if st.clean else 'FAILED'}): "
+            print(f"\ncyclic GC at {st.rate} cps for {st.calls // max(st.rate, 1)} s "
+                  f"(step {'clean' if st.clean else 'FAILED: ' + '; '.join(st.reasons)}): "
                   f"{d['gen2_collections']} full collections in {st.wall_s:.0f} s, pauses ms "
                   f"{d['gen2_ms']}, tracked objects {d['gen2_tracked']}, collections >= 5 ms "
                   f"took {d['gc_share_of_wall']:.1%} of wall time")

@@ -21,6 +21,7 @@ class ActiveCallSchema(Schema):
     source = fields.String(required=True)
     mapping_gateway = fields.String(allow_none=True)
     routing_gateway = fields.String(allow_none=True)
+    attempts = fields.Integer(required=True)
     phone = fields.String(allow_none=True)
     callee_phone = fields.String(allow_none=True)
     call_id_in = fields.String(required=True)
@@ -54,3 +55,25 @@ def stats() -> Any:
     snapshot: dict[str, Any] = engine_request("stats")
     head = {k: snapshot.pop(k) for k in ("attempts", "answered", "failed", "active")}
     return {**head, "counters": snapshot}
+
+
+class GatewayStatusSchema(Schema):
+    id = fields.Integer(required=True)
+    name = fields.String(required=True)
+    enabled = fields.Boolean(required=True)
+    current_calls = fields.Integer(required=True)
+    total_calls = fields.Integer(required=True, metadata={"description": "since start"})
+    retry_after_until = fields.Float(
+        allow_none=True,
+        metadata={"description": "out of routing until (a vendor's Retry-After), Unix time"})
+
+
+class GatewayStatusListSchema(Schema):
+    items = fields.List(fields.Nested(GatewayStatusSchema), required=True)
+
+
+@bp.get("/api/v1/routing-gateways/status")
+@operation("get", "Live state of routing gateways: calls, Retry-After", errors=(503,),
+           response=GatewayStatusListSchema)
+def gateway_status() -> Any:
+    return {"items": engine_request("gateways")}

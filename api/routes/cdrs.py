@@ -94,10 +94,35 @@ def list_cdrs() -> Any:
     return {"items": items, "next_after_id": items[-1]["id"] if len(rows) > limit else None}
 
 
+class CdrAttemptSchema(Schema):
+    seq = fields.Integer(required=True)
+    routing_gateway_id = fields.Integer(allow_none=True)
+    routing_gateway = fields.String(allow_none=True)
+    call_id = fields.String(allow_none=True)
+    start_at = fields.Float(required=True)
+    first_provisional_at = fields.Float(allow_none=True)
+    first_provisional = fields.Integer(allow_none=True)
+    final_code = fields.Integer(allow_none=True)
+    outcome = fields.String(required=True, metadata={
+        "description": "answered, failed, invite_timeout, trying_timeout, ringing_timeout, "
+                       "session_progress_timeout, session_progress_sdp_timeout, cancelled, "
+                       "abandoned"})
+    duration = fields.Float(allow_none=True)
+
+
+class CdrDetailSchema(CdrSchema):
+    attempts = fields.List(fields.Nested(CdrAttemptSchema), required=True)
+
+
 @bp.get("/api/v1/cdrs/<int:cdr_id>")
-@operation("get", "One CDR", response=CdrSchema, errors=(404,))
+@operation("get", "One CDR with its attempts in order", response=CdrDetailSchema,
+           errors=(404,))
 def get_cdr(cdr_id: int) -> Any:
-    row = context.conn().execute("SELECT * FROM cdrs WHERE id = ?", (cdr_id,)).fetchone()
+    conn = context.conn()
+    row = conn.execute("SELECT * FROM cdrs WHERE id = ?", (cdr_id,)).fetchone()
     if row is None:
         raise ApiError(404, f"no CDR with id {cdr_id}")
-    return dict(row)
+    attempts = conn.execute(
+        "SELECT * FROM cdr_attempts WHERE cdr_id = ? ORDER BY seq", (cdr_id,)).fetchall()
+    keep = set(CdrAttemptSchema().fields)
+    return {**dict(row), "attempts": [{k: a[k] for k in keep} for a in attempts]}

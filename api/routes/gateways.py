@@ -23,6 +23,9 @@ routing_gateways = Resource(
     name="routing-gateways",
     table="routing_gateways",
     schema=RoutingGatewaySchema,
-    json_columns=frozenset({"prefixes"}),
+    json_columns=frozenset({"prefixes", "stop_switch_codes"}),
+    bool_columns=frozenset({"switch_after_ringing", "stop_switch_after_invite_timeout",
+                            "stop_switch_after_sdp", "stop_switch_after_rtp_start",
+                            "stop_switch_after_busy"}),
     summary="routing gateways (vendor trunks)",
 )

@@ -17,7 +17,7 @@ from b2bua.policy import Action, Outcome, Policy, SourceKind, classify_by_addres
 from b2bua.registrar.bindings import BindingStore
 from b2bua.registrar.phones import PhoneDirectory
 from b2bua.registrar.registrar import Registrar
-from b2bua.routing.gateways import GatewayDirectory
+from b2bua.routing.gateways import GatewayDirectory, RoutingGateway
 from b2bua.routing.select import RoutePlan, plan_route
 from b2bua.sip.errors import SipParseError
 from b2bua.sip.message import Request, Response, make_response
@@ -60,6 +60,7 @@ class B2bua:
         self.origin_calls: Counter[tuple[str, int]] = Counter()
         self.routing_calls: Counter[int] = Counter()
         self.routing_totals: Counter[int] = Counter()
+        self.gateway_retry_at: dict[int, float] = {}
         self.stats = CallStats()
         self._numbers = itertools.count(1)
 
@@ -161,7 +162,7 @@ class B2bua:
     def on_stray_response(self, response: Response, source: Peer) -> None:
         leg = self.legs.get(response.call_id)
         if leg is not None and leg[1] == Side.CALLEE:
-            leg[0].on_stray_response(response)
+            leg[0].on_stray_response(response.call_id, response)
 
     # -- new calls -------------------------------------------------------------------------
 
@@ -208,12 +209,51 @@ class B2bua:
 
     def plan_route(self, callee: str) -> RoutePlan:
         return plan_route(callee, self.gateways.routing.values(),
-                          self.routing_calls.__getitem__, self.routing_totals.__getitem__)
+                          self.routing_calls.__getitem__, self.routing_totals.__getitem__,
+                          self._suspended_gateway)
 
     # -- bookkeeping called by calls -------------------------------------------------------
 
-    def register_leg(self, call_id: str, call: Call, side: Side) -> None:
-        self.legs[call_id] = (call, side)
+    def register_attempt(self, call_id: str, call: Call) -> None:
+        self.legs[call_id] = (call, Side.CALLEE)
+
+    def gateway_usable(self, gw: RoutingGateway) -> bool:
+        """Still enabled (after a reload), not full, not taken out by a Retry-After."""
+        current = self.gateways.routing.get(gw.id)
+        if current is None or not current.enabled:
+            return False
+        if current.capacity is not None and self.routing_calls[gw.id] >= current.capacity:
+            return False
+        return not self._suspended_gateway(gw.id)
+
+    def suspend_gateway(self, gw: RoutingGateway, seconds: int) -> None:
+        """A vendor's 503 with Retry-After takes it out of routing for that long."""
+        self.gateway_retry_at[gw.id] = time.time() + seconds
+        log.info("routing gateway %s out of routing for %d s (Retry-After)", gw.name, seconds)
+
+    def _suspended_gateway(self, gw_id: int) -> bool:
+        until = self.gateway_retry_at.get(gw_id)
+        if until is None:
+            return False
+        if until <= time.time():
+            del self.gateway_retry_at[gw_id]
+            return False
+        return True
+
+    def gateway_status(self) -> list[dict[str, Any]]:
+        now = time.time()
+        return [
+            {
+                "id": gw.id,
+                "name": gw.name,
+                "enabled": gw.enabled,
+                "current_calls": self.routing_calls[gw.id],
+                "total_calls": self.routing_totals[gw.id],
+                "retry_after_until": until if (until := self.gateway_retry_at.get(gw.id))
+                and until > now else None,
+            }
+            for gw in self.gateways.routing.values()
+        ]
 
     def forget_leg(self, call_id: str) -> None:
         self.legs.pop(call_id, None)
@@ -253,6 +293,10 @@ class B2bua:
             return
         self.legs.pop(call.invite.call_id, None)
         _decrement(self.origin_calls, call.origin.key)
+        for attempt in call.attempts:
+            attempt.close()
+            if attempt.dialog is not None:
+                self.legs.pop(attempt.dialog.call_id, None)
         if call.answer_at is not None:
             self.stats.answered += 1
         else:

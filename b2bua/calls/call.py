@@ -1,8 +1,9 @@
-"""One bridged call: the caller's leg (we are its UAS) and the vendor leg (we are its UAC).
+"""One bridged call: the caller's leg (we are its UAS) and the outbound attempts.
 
-The two legs are separate dialogs with their own Call-IDs, tags and CSeqs. This
-module owns what happens between them: relaying provisional and final responses,
-ACK, BYE, CANCEL, re-INVITE and other in-dialog requests, and the CDR.
+The legs are separate dialogs with their own Call-IDs, tags and CSeqs. This module
+owns what happens between them: trying destinations in order under the switching
+rules (``failover``), relaying provisional and final responses, ACK, BYE, CANCEL,
+re-INVITE and other in-dialog requests, and the CDR with its attempts.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
+from b2bua.calls import failover
+from b2bua.calls.attempt import ALLOW, Attempt
 from b2bua.calls.cdr import CdrRecord
 from b2bua.calls.endpoints import Destination, Origin
+from b2bua.calls.failover import Next, SwitchRules, Timer
 from b2bua.routing.gateways import RoutingGateway
-from b2bua.sip.dialog import Dialog, new_call_id, new_tag
+from b2bua.sip.dialog import Dialog
 from b2bua.sip.message import Request, Response, make_response
-from b2bua.sip.transaction import T1, T2, TIMER_64T1, ClientTransaction, ServerTransaction
+from b2bua.sip.transaction import T1, T2, TIMER_64T1, ServerTransaction
 from b2bua.sip.transport import Peer
 
 if TYPE_CHECKING:
@@ -26,7 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("b2bua.call")
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, MESSAGE, NOTIFY"
+__all__ = ["ALLOW", "Call", "CallState", "Side"]
+
 # In-dialog requests relayed to the other leg; anything else gets 501.
 RELAYED_METHODS = frozenset({"INFO", "UPDATE", "OPTIONS", "MESSAGE", "NOTIFY"})
 # Headers carried across the B2BUA with a relayed request or response body.
@@ -35,7 +40,7 @@ CARRIED_HEADERS = ("Content-Disposition", "Info-Package", "Event", "Subscription
 
 class CallState(Enum):
     ROUTING = "routing"
-    PROCEEDING = "proceeding"  # INVITE sent to a vendor, nothing back beyond 100
+    PROCEEDING = "proceeding"  # INVITE sent to a destination, nothing back beyond 100
     EARLY = "early"  # a 18x relayed to the caller
     ANSWERED = "answered"  # 200 sent to the caller, waiting for its ACK
     CONFIRMED = "confirmed"
@@ -52,6 +57,10 @@ def map_vendor_failure(status: int) -> int:
     if status in (401, 407) or 300 <= status < 400:
         return 503
     return status
+
+
+def _has_sdp(response: Response) -> bool:
+    return bool(response.body) and "sdp" in (response.get("Content-Type") or "sdp").lower()
 
 
 @dataclass(slots=True)
@@ -79,16 +88,14 @@ class Call:
         self.caller = invite.from_.uri.user or ""
         self.callee = invite.ruri.user or ""
         self.state = CallState.ROUTING
-        self.gateway: RoutingGateway | None = None
         self.callee_phone: str | None = None
-        self.destination: Destination | None = None
-        self.outbound: Dialog | None = None
-        self.out_invite: Request | None = None
-        self.out_txn: ClientTransaction | None = None
-        self.got_provisional = False
-        self.cancel_pending = False
+        self.route: list[Destination] = []
+        self._next = 0  # index in route of the next destination to try
+        self.attempts: list[Attempt] = []
+        self.attempt: Attempt | None = None  # the current one; after answer, the answered one
+        self.committed = False
+        self.failure_codes: list[int] = []
         self.ended = False
-        self.out_leg_open = False
         self.start_at = time.time()
         self.ringing_at: float | None = None
         self.answer_at: float | None = None
@@ -98,7 +105,6 @@ class Call:
         self.termination = ""
         self._ok_to_caller: bytes | None = None
         self._ok_peer = stack.response_peer(invite, source)
-        self._ack_to_callee: bytes | None = None
         self._late_offer = not invite.body
         self._reinvite: PendingReinvite | None = None
 
@@ -111,7 +117,15 @@ class Call:
         contact = invite.get("Contact") or ""
         return source.host not in contact
 
-    # -- outbound attempt ------------------------------------------------------------------
+    @property
+    def outbound(self) -> Dialog | None:
+        return self.attempt.dialog if self.attempt is not None else None
+
+    @property
+    def gateway(self) -> RoutingGateway | None:
+        return self.attempt.destination.gateway if self.attempt is not None else None
+
+    # -- routing and attempts --------------------------------------------------------------
 
     def route_and_dial(self) -> None:
         """A registered phone's number goes to the phone; anything else to the vendors."""
@@ -122,133 +136,143 @@ class Call:
             if destination is None:
                 self._fail_caller(code, None, "system", why)
                 return
-            self._dial(destination)
-            return
-        plan = self.b2bua.plan_route(self.callee)
-        if not plan.gateways:
-            code = 404 if plan.matched == 0 else 503
-            self._fail_caller(code, None, "system", plan.reason_if_empty)
-            return
-        self._dial(Destination.vendor(plan.gateways[0], self.callee))
+            self.route = [destination]
+        else:
+            plan = self.b2bua.plan_route(self.callee)
+            if not plan.gateways:
+                code = 404 if plan.matched == 0 else 503
+                self._fail_caller(code, None, "system", plan.reason_if_empty)
+                return
+            self.route = [Destination.vendor(gw, self.callee) for gw in plan.gateways]
+        self._next_attempt()
 
-    def _dial(self, destination: Destination) -> None:
-        stack = self.b2bua.stack
-        params = self.b2bua.params
-        self.gateway = destination.gateway
-        self.b2bua.leg_started(destination)
-        peer = destination.peer
-        transport = peer.transport
-        ruri = destination.request_uri
-        display = self.invite.from_.display
-        from_uri = f"<sip:{self.caller}@{stack.advertised_host}>"
-        if display:
-            from_uri = f'"{display}" {from_uri}'
-        outbound = Dialog(
-            call_id=new_call_id(stack.advertised_host),
-            local_tag=new_tag(),
-            local_uri=from_uri,
-            remote_uri=destination.to_uri,
-            remote_target=ruri,
-            peer=peer,
-            via_host=stack.sent_by,
-            contact=stack.contact(transport),
-            pinned=destination.pinned,
-        )
-        max_forwards = self.invite.max_forwards
-        extra = [("Allow", ALLOW)]
-        request = outbound.create_request(
-            "INVITE", self.invite.body, self.invite.get("Content-Type"), cseq=1, extra=extra
-        )
-        request.set("Max-Forwards", str(70 if max_forwards is None else max_forwards - 1))
-        self.outbound = outbound
-        self.out_invite = request
-        self.state = CallState.PROCEEDING
-        self.out_leg_open = True
-        self.destination = destination
-        self.b2bua.register_leg(outbound.call_id, self, Side.CALLEE)
-        self.out_txn = stack.client_transaction(
-            request, peer, self._on_out_response, self._on_out_timeout,
-            timeout=float(params["SS_SIP_TIMEOUT_INVITE"]),
-            resend=params["SS_SIP_RESEND_INTERVAL"],
-        )
+    def _next_attempt(self) -> None:
+        if self.ended:
+            return
+        limit = self.b2bua.params["SS_GATEWAY_SWITCH_LIMIT"]
+        while self._next < len(self.route) and not (limit and len(self.attempts) >= limit):
+            destination = self.route[self._next]
+            self._next += 1
+            gw = destination.gateway
+            # A gateway may have filled up or been taken out of routing since the plan.
+            if gw is None or self.b2bua.gateway_usable(gw):
+                self._start_attempt(destination)
+                return
+        if self.failure_codes:
+            code = failover.best_final(self.failure_codes)
+        else:
+            code = 408 if self.attempts else 503
+        why = "every routing gateway failed" if self.attempts else \
+            "every matching routing gateway is disabled, full or unavailable"
+        self._fail_caller(code, None, "system" if code == 408 else "callee", why)
 
-    def _on_out_response(self, response: Response) -> None:
+    def _start_attempt(self, destination: Destination) -> None:
+        rules = SwitchRules.resolve(self.b2bua.params, destination.gateway)
+        attempt = Attempt(self, len(self.attempts) + 1, destination, rules)
+        self.attempts.append(attempt)
+        self.attempt = attempt
+        if self.state == CallState.ROUTING:
+            self.state = CallState.PROCEEDING
+        attempt.start(lambda r: self._on_response(attempt, r),
+                      lambda: self._on_invite_timeout(attempt))
+
+    def _on_response(self, attempt: Attempt, response: Response) -> None:
         status = response.status
-        assert self.outbound is not None
+        dialog = attempt.dialog
+        assert dialog is not None
         if status < 200:
+            attempt.provisional(status)
+            if attempt.abandoned:
+                if attempt.cancel_pending:
+                    attempt.send_cancel()
+                return
+            if status != 100:
+                dialog.update_from_response(response)
+            sdp = _has_sdp(response)
+            timer = failover.timer_for(status, sdp)
+            if timer is not None:
+                attempt.arm(timer, self._on_timer)
             if status == 100:
                 return
-            self.got_provisional = True
-            if self.ended or self.cancel_pending:
-                self._send_cancel()
-                return
-            self.outbound.update_from_response(response)
+            if failover.commits_on_provisional(attempt.rules, status, sdp):
+                self.committed = True
             if self.ringing_at is None:
                 self.ringing_at = time.time()
             self.state = CallState.EARLY
             self._reply_caller(status, response.reason, response)
         elif status < 300:
-            self.outbound.update_from_response(response)
-            self._on_out_answer(response)
-        else:
-            self._close_out_leg()
-            if self.ended:
+            dialog.update_from_response(response)
+            attempt.finish("answered", status)
+            if attempt.abandoned or self.ended:
+                # The answer raced our CANCEL, a timer or a teardown: ACK it, then hang
+                # up (RFC 3261 15), so no leg stays up at the vendor.
+                attempt.ack()
+                attempt.bye()
                 return
-            self._fail_caller(map_vendor_failure(status), response.reason, "callee",
-                              f"vendor {status} {response.reason}")
+            self._on_answer(attempt, response)
+        else:
+            attempt.finish("failed", status)
+            attempt.close()
+            self.b2bua.forget_leg(dialog.call_id)
+            if attempt.abandoned or self.ended:
+                return
+            gw = attempt.destination.gateway
+            if status == 503 and gw is not None:
+                self._honour_retry_after(gw, response)
+            self.failure_codes.append(status)
+            decision = failover.on_failure(attempt.rules, status, self.committed)
+            if decision == Next.END:
+                self._fail_caller(map_vendor_failure(status), response.reason, "callee",
+                                  f"vendor {status} {response.reason}")
+            else:
+                self._next_attempt()
 
-    def _on_out_answer(self, response: Response) -> None:
-        assert self.outbound is not None
-        if self.ended or self.cancel_pending:
-            # The answer raced our CANCEL or a teardown: ACK it, then hang up (RFC 3261 15).
-            self._ack_callee(b"", None)
-            self._bye(Side.CALLEE)
-            self._close_out_leg()
+    def _honour_retry_after(self, gw: RoutingGateway, response: Response) -> None:
+        value = (response.get("Retry-After") or "").split(";")[0].strip()
+        if value.isdigit() and int(value) > 0:
+            self.b2bua.suspend_gateway(gw, min(int(value), 86400))
+
+    def _on_invite_timeout(self, attempt: Attempt) -> None:
+        attempt.finish("invite_timeout")
+        attempt.close()
+        if attempt.dialog is not None:
+            self.b2bua.forget_leg(attempt.dialog.call_id)
+        if attempt.abandoned or self.ended:
             return
+        if failover.on_invite_timeout(attempt.rules) == Next.END:
+            self._fail_caller(408, "Request Timeout", "system", "INVITE timeout")
+        else:
+            self._next_attempt()
+
+    def _on_timer(self, attempt: Attempt, timer: Timer) -> None:
+        if attempt is not self.attempt or attempt.abandoned or self.ended:
+            return
+        attempt.finish(timer.value)
+        attempt.cancel()
+        if failover.on_timer(attempt.rules, self.committed) == Next.END:
+            self._fail_caller(408, "Request Timeout", "system", timer.value.replace("_", " "))
+        else:
+            self._next_attempt()
+
+    def on_rtp_started(self) -> None:
+        """First RTP from the destination side (fed by the media relay)."""
+        if self.attempt is not None and failover.commits_on_rtp(self.attempt.rules):
+            self.committed = True
+
+    def _on_answer(self, attempt: Attempt, response: Response) -> None:
         if not self._late_offer:
-            self._ack_callee(b"", None)
+            attempt.ack()
+        self.committed = True
         self.answer_at = time.time()
         self.state = CallState.ANSWERED
         self._reply_caller(200, response.reason, response)
 
-    def _on_out_timeout(self) -> None:
-        self._close_out_leg()
-        if self.ended:
-            return
-        self._fail_caller(408, "Request Timeout", "system", "INVITE timeout")
-
-    def _send_cancel(self) -> None:
-        """CANCEL the vendor INVITE (RFC 3261 9.1): same branch, Request-URI, tags."""
-        if self.out_invite is None or self.out_txn is None:
-            return
-        inv = self.out_invite
-        headers = [("Via", inv.get("Via") or "")]
-        headers += [("Route", r) for r in inv.get_all("Route")]
-        headers += [
-            ("Max-Forwards", "70"),
-            ("From", inv.get("From") or ""),
-            ("To", inv.get("To") or ""),
-            ("Call-ID", inv.call_id),
-            ("CSeq", f"{inv.cseq.number} CANCEL"),
-        ]
-        cancel = Request("CANCEL", inv.uri, headers)
-        assert self.destination is not None
-        peer = self.destination.peer
-        self.cancel_pending = False
-        self.b2bua.stack.client_transaction(cancel, peer, lambda _r: None, lambda: None)
-
-    def _ack_callee(self, body: bytes, content_type: str | None) -> None:
-        assert self.outbound is not None
-        ack = self.outbound.create_request("ACK", body, content_type, cseq=1)
-        self._ack_to_callee = ack.to_bytes()
-        self.b2bua.stack.send(self._ack_to_callee, self.outbound.next_peer())
-
-    def on_stray_response(self, response: Response) -> None:
-        """A retransmitted 2xx from the vendor (our ACK was lost): ACK it again."""
-        if (response.status >= 200 and response.status < 300
-                and response.cseq.method == "INVITE" and self._ack_to_callee
-                and self.outbound is not None):
-            self.b2bua.stack.send(self._ack_to_callee, self.outbound.next_peer())
+    def on_stray_response(self, call_id: str, response: Response) -> None:
+        """A retransmitted 2xx from a destination (our ACK was lost): ACK it again."""
+        if 200 <= response.status < 300 and response.cseq.method == "INVITE":
+            for attempt in self.attempts:
+                if attempt.dialog is not None and attempt.dialog.call_id == call_id:
+                    attempt.re_ack()
 
     # -- toward the caller -----------------------------------------------------------------
 
@@ -299,19 +323,17 @@ class Call:
         if self.state in (CallState.ANSWERED, CallState.CONFIRMED, CallState.ENDED):
             return
         self._reply_caller(487, None, None)
-        if self.out_txn is not None and self.out_leg_open:
-            if self.got_provisional:
-                self._send_cancel()
-            else:
-                self.cancel_pending = True
+        if self.attempt is not None and self.attempt.open:
+            self.attempt.finish("cancelled")
+            self.attempt.cancel()
         self._finish("caller", "caller CANCEL")
 
     def on_ack(self, request: Request, side: Side) -> None:
         if side == Side.CALLER and self.state == CallState.ANSWERED:
             self.state = CallState.CONFIRMED
             self._ok_to_caller = None
-            if self._late_offer:
-                self._ack_callee(request.body, request.get("Content-Type"))
+            if self._late_offer and self.attempt is not None:
+                self.attempt.ack(request.body, request.get("Content-Type"))
             return
         pending = self._reinvite
         if pending is not None and pending.origin == side and pending.answer is not None:
@@ -393,31 +415,26 @@ class Call:
             self._bye(Side.CALLEE)
             self._finish("system", why)
         elif not self.ended:
-            if self.out_leg_open and self.got_provisional:
-                self._send_cancel()
+            if self.attempt is not None and self.attempt.open:
+                self.attempt.finish("cancelled")
+                self.attempt.cancel()
             self._fail_caller(503, "Service Unavailable", "system", why)
 
     def _bye(self, side: Side) -> None:
-        dialog = self._dialog(side)
-        if dialog is None or dialog.remote_tag is None:
-            return
-        if side == Side.CALLEE and not self.out_leg_open and self.state == CallState.ENDED:
-            return
-        bye = dialog.create_request("BYE")
-        self.b2bua.stack.client_transaction(bye, dialog.next_peer(), lambda _r: None,
-                                            lambda: None)
         if side == Side.CALLEE:
-            self._close_out_leg()
+            if self.attempt is not None and self.attempt.open:
+                self.attempt.bye()
+                if self.attempt.dialog is not None:
+                    self.b2bua.forget_leg(self.attempt.dialog.call_id)
+            return
+        if self.inbound.remote_tag is None:
+            return
+        bye = self.inbound.create_request("BYE")
+        self.b2bua.stack.client_transaction(bye, self.inbound.next_peer(), lambda _r: None,
+                                            lambda: None)
 
     def _dialog(self, side: Side) -> Dialog | None:
         return self.inbound if side == Side.CALLER else self.outbound
-
-    def _close_out_leg(self) -> None:
-        if self.out_leg_open and self.outbound is not None:
-            self.out_leg_open = False
-            self.b2bua.forget_leg(self.outbound.call_id)
-            if self.destination is not None:
-                self.b2bua.leg_ended(self.destination)
 
     def _finish(self, hangup_by: str, why: str) -> None:
         if self.ended:
@@ -427,8 +444,12 @@ class Call:
         self.hangup_by = hangup_by
         self.termination = why
         end = time.time()
+        for attempt in self.attempts:
+            attempt.finish("answered" if attempt.final_code == 200 else "abandoned")
+            attempt.ended_at = attempt.ended_at or end
         self.b2bua.call_ended(self)
         duration = round(end - self.answer_at, 3) if self.answer_at else 0.0
+        gw = self.gateway
         self.b2bua.cdrs.submit(CdrRecord(
             call_id_in=self.invite.call_id,
             call_id_out=self.outbound.call_id if self.outbound else None,
@@ -437,8 +458,8 @@ class Call:
             source=f"{self.source.host}:{self.source.port}",
             mapping_gateway_id=self.origin.id if self.origin.kind == "gateway" else None,
             mapping_gateway=self.origin.name if self.origin.kind == "gateway" else None,
-            routing_gateway_id=self.gateway.id if self.gateway else None,
-            routing_gateway=self.gateway.name if self.gateway else None,
+            routing_gateway_id=gw.id if gw else None,
+            routing_gateway=gw.name if gw else None,
             start_at=self.start_at,
             ringing_at=self.ringing_at,
             answer_at=self.answer_at,
@@ -450,10 +471,10 @@ class Call:
             termination_reason=why,
             phone=self.origin.name if self.origin.kind == "phone" else None,
             callee_phone=self.callee_phone,
-        ))
-        log.info("call %d ended caller=%s callee=%s code=%d by=%s reason=%s call-id=%s",
-                 self.no, self.caller, self.callee, self.final_code, hangup_by, why,
-                 self.invite.call_id)
+        ), [a.record() for a in self.attempts])
+        log.info("call %d ended caller=%s callee=%s code=%d by=%s reason=%s attempts=%d "
+                 "call-id=%s", self.no, self.caller, self.callee, self.final_code, hangup_by,
+                 why, len(self.attempts), self.invite.call_id)
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -466,6 +487,7 @@ class Call:
             "phone": self.origin.name if self.origin.kind == "phone" else None,
             "callee_phone": self.callee_phone,
             "routing_gateway": self.gateway.name if self.gateway else None,
+            "attempts": len(self.attempts),
             "call_id_in": self.invite.call_id,
             "call_id_out": self.outbound.call_id if self.outbound else None,
             "start_at": self.start_at,
@@ -476,4 +498,3 @@ class Call:
 
 def _other(side: Side) -> Side:
     return Side.CALLEE if side == Side.CALLER else Side.CALLER
-

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import astuple, dataclass
+from typing import Any
 
 from b2bua.storage.writer import DbWriter
 
@@ -38,9 +40,24 @@ INSERT = (
 )
 
 
+ATTEMPT_COLUMNS = ("seq", "routing_gateway_id", "routing_gateway", "call_id", "start_at",
+                   "first_provisional_at", "first_provisional", "final_code", "outcome",
+                   "duration")
+# The CDR's id is assigned by SQLite in the writer thread; its attempts, written in the
+# same batch right after it, find it by the caller's Call-ID (indexed).
+INSERT_ATTEMPT = (
+    f"INSERT INTO cdr_attempts (cdr_id, {', '.join(ATTEMPT_COLUMNS)}) "
+    "VALUES ((SELECT MAX(id) FROM cdrs WHERE call_id_in = ?), "
+    f"{', '.join('?' for _ in ATTEMPT_COLUMNS)})"
+)
+
+
 class CdrWriter:
     def __init__(self, writer: DbWriter) -> None:
         self.writer = writer
 
-    def submit(self, record: CdrRecord) -> None:
+    def submit(self, record: CdrRecord, attempts: Sequence[dict[str, Any]] = ()) -> None:
         self.writer.submit(INSERT, astuple(record))
+        for attempt in attempts:
+            self.writer.submit(INSERT_ATTEMPT, (record.call_id_in,
+                                                *(attempt[c] for c in ATTEMPT_COLUMNS)))

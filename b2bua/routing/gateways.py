@@ -36,6 +36,21 @@ class RoutingGateway:
     prefix_mode: str  # terminate | continue
     capacity: int | None
     enabled: bool
+    invite_timeout: int = 0  # 0: the system parameter
+    trying_timeout: int = 0
+    session_progress_timeout: int = 0
+    session_progress_sdp_timeout: int = 0
+    ringing_timeout: int = 0
+    stop_switch_after_invite_timeout: bool | None = None  # None: the system parameter
+    stop_switch_after_sdp: bool | None = None
+    stop_switch_after_rtp_start: bool | None = None
+    stop_switch_after_busy: bool | None = None
+    switch_after_ringing: bool = True
+    stop_switch_codes: tuple[int, ...] = ()
+
+
+def _optional_bool(value: object) -> bool | None:
+    return None if value is None else bool(value)
 
 
 @dataclass
@@ -87,6 +102,18 @@ class GatewayDirectory:
                 prefix_mode=str(r["prefix_mode"]),
                 capacity=r["capacity"],
                 enabled=bool(r["enabled"]),
+                invite_timeout=int(r["invite_timeout"]),
+                trying_timeout=int(r["trying_timeout"]),
+                session_progress_timeout=int(r["session_progress_timeout"]),
+                session_progress_sdp_timeout=int(r["session_progress_sdp_timeout"]),
+                ringing_timeout=int(r["ringing_timeout"]),
+                stop_switch_after_invite_timeout=_optional_bool(
+                    r["stop_switch_after_invite_timeout"]),
+                stop_switch_after_sdp=_optional_bool(r["stop_switch_after_sdp"]),
+                stop_switch_after_rtp_start=_optional_bool(r["stop_switch_after_rtp_start"]),
+                stop_switch_after_busy=_optional_bool(r["stop_switch_after_busy"]),
+                switch_after_ringing=bool(r["switch_after_ringing"]),
+                stop_switch_codes=tuple(json.loads(r["stop_switch_codes"] or "[]")),
             )
             for r in conn.execute("SELECT * FROM routing_gateways ORDER BY id")
         }

@@ -146,7 +146,8 @@ def test_list_is_in_id_order_with_every_column(env: Env) -> None:
 def test_read_token_may_read_cdrs_and_no_token_may_not(env: Env) -> None:
     row = env.insert()
     assert env.get(token=env.reader).status_code == 200
-    assert env.client.get(f"{URL}/{row['id']}", headers=auth(env.reader)).get_json() == row
+    assert env.client.get(f"{URL}/{row['id']}", headers=auth(env.reader)).get_json() == {
+        **row, "attempts": []}
     assert_problem(env.client.get(URL), 401)
     assert_problem(env.client.get(f"{URL}/{row['id']}"), 401)
 
@@ -312,7 +313,7 @@ def test_get_one_cdr_and_404(env: Env) -> None:
     rows = [env.insert() for _ in range(3)]
     for row in rows:
         resp = env.client.get(f"{URL}/{row['id']}", headers=auth(env.admin))
-        assert resp.status_code == 200 and resp.get_json() == row
+        assert resp.status_code == 200 and resp.get_json() == {**row, "attempts": []}
     problem = assert_problem(env.client.get(f"{URL}/9999", headers=auth(env.admin)), 404)
     assert "9999" in problem["detail"]
     assert_problem(env.client.get(f"{URL}/abc", headers=auth(env.admin)), 404)

@@ -19,6 +19,7 @@ from b2bua.sip.headers import parse_auth_params
 from b2bua.sip.message import Request
 from b2bua.sip.parser import parse_message
 from b2bua.sip.transport import Peer
+from b2bua.storage import migrate
 
 T0 = 1_700_000_000.0
 REALM = "sw.example"
@@ -356,16 +357,15 @@ def test_disabled_gateway_does_not_hide_an_enabled_one() -> None:
 
 def _loaded_directory(rows: list[tuple[object, ...]],
                       vendors: list[tuple[object, ...]]) -> GatewayDirectory:
-    conn = sqlite3.connect(":memory:")
+    # The real schema, as the migrations build it.
+    conn = sqlite3.connect(":memory:", isolation_level=None)
     conn.row_factory = sqlite3.Row
-    conn.execute("CREATE TABLE mapping_gateways (id INTEGER PRIMARY KEY, name TEXT, "
-                 "auth_mode TEXT, ips TEXT, port INTEGER, username TEXT, password TEXT, "
-                 "capacity INTEGER, enabled INTEGER)")
-    conn.execute("CREATE TABLE routing_gateways (id INTEGER PRIMARY KEY, name TEXT, host TEXT, "
-                 "port INTEGER, transport TEXT, prefixes TEXT, priority INTEGER, "
-                 "prefix_mode TEXT, capacity INTEGER, enabled INTEGER)")
-    conn.executemany("INSERT INTO mapping_gateways VALUES (?,?,?,?,?,?,?,?,?)", rows)
-    conn.executemany("INSERT INTO routing_gateways VALUES (?,?,?,?,?,?,?,?,?,?)", vendors)
+    migrate.migrate(conn)
+    conn.executemany("INSERT INTO mapping_gateways (id, name, auth_mode, ips, port, username, "
+                     "password, capacity, enabled) VALUES (?,?,?,?,?,?,?,?,?)", rows)
+    conn.executemany("INSERT INTO routing_gateways (id, name, host, port, transport, prefixes, "
+                     "priority, prefix_mode, capacity, enabled) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                     vendors)
     d = GatewayDirectory()
     d.load_mapping(conn)
     d.load_routing(conn)

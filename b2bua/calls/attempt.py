@@ -1,0 +1,193 @@
+"""One outbound attempt: an INVITE to one destination, its timers, and its record."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from b2bua.calls.endpoints import Destination
+from b2bua.calls.failover import SwitchRules, Timer
+from b2bua.sip.dialog import Dialog, new_call_id, new_tag
+from b2bua.sip.message import Request, Response
+from b2bua.sip.transaction import TIMER_64T1, ClientTransaction, TimerHandle
+
+if TYPE_CHECKING:
+    from b2bua.calls.call import Call
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, MESSAGE, NOTIFY"
+
+
+class Attempt:
+    """The vendor (or phone) leg of a call while it is being set up, and after."""
+
+    def __init__(self, call: Call, seq: int, destination: Destination,
+                 rules: SwitchRules) -> None:
+        self.call = call
+        self.seq = seq
+        self.destination = destination
+        self.rules = rules
+        self.dialog: Dialog | None = None
+        self.invite: Request | None = None
+        self.txn: ClientTransaction | None = None
+        self.started_at = time.time()
+        self.first_provisional_at: float | None = None
+        self.first_provisional: int | None = None
+        self.final_code: int | None = None
+        self.outcome = "pending"
+        self.ended_at: float | None = None
+        self.got_provisional = False  # any 1xx, 100 included: CANCEL may be sent
+        self.abandoned = False
+        self.cancel_pending = False
+        self.open = False
+        self.timer: Timer | None = None
+        self._timer_handle: TimerHandle | None = None
+        self._ack: bytes | None = None
+
+    @property
+    def gateway_name(self) -> str | None:
+        gw = self.destination.gateway
+        return gw.name if gw is not None else None
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def start(self, on_response: Callable[[Response], None],
+              on_timeout: Callable[[], None]) -> None:
+        call = self.call
+        stack = call.b2bua.stack
+        dest = self.destination
+        display = call.invite.from_.display
+        from_uri = f"<sip:{call.caller}@{stack.advertised_host}>"
+        if display:
+            from_uri = f'"{display}" {from_uri}'
+        self.dialog = Dialog(
+            call_id=new_call_id(stack.advertised_host),
+            local_tag=new_tag(),
+            local_uri=from_uri,
+            remote_uri=dest.to_uri,
+            remote_target=dest.request_uri,
+            peer=dest.peer,
+            via_host=stack.sent_by,
+            contact=stack.contact(dest.peer.transport),
+            pinned=dest.pinned,
+        )
+        request = self.dialog.create_request(
+            "INVITE", call.invite.body, call.invite.get("Content-Type"), cseq=1,
+            extra=[("Allow", ALLOW)],
+        )
+        max_forwards = call.invite.max_forwards
+        request.set("Max-Forwards", str(70 if max_forwards is None else max_forwards - 1))
+        self.invite = request
+        self.open = True
+        call.b2bua.leg_started(dest)
+        call.b2bua.register_attempt(self.dialog.call_id, call)
+        self.txn = stack.client_transaction(
+            request, dest.peer, on_response, on_timeout,
+            timeout=self.rules.invite_timeout,
+            resend=call.b2bua.params["SS_SIP_RESEND_INTERVAL"],
+        )
+
+    def cancel(self) -> None:
+        """Abandon the attempt: CANCEL once a provisional came, else as soon as one does."""
+        self.abandoned = True
+        self.disarm()
+        if not self.open or self.final_code is not None:
+            return
+        if self.got_provisional:
+            self.send_cancel()
+        else:
+            self.cancel_pending = True
+        # A destination that answers neither the CANCEL nor the INVITE must not hold
+        # its capacity for ever.
+        self.call.b2bua.timers.call_later(TIMER_64T1, self.close)
+
+    def send_cancel(self) -> None:
+        """CANCEL (RFC 3261 9.1): the INVITE's branch, Request-URI, From, To and CSeq."""
+        inv = self.invite
+        if inv is None:
+            return
+        self.cancel_pending = False
+        headers = [("Via", inv.get("Via") or "")]
+        headers += [("Route", r) for r in inv.get_all("Route")]
+        headers += [
+            ("Max-Forwards", "70"),
+            ("From", inv.get("From") or ""),
+            ("To", inv.get("To") or ""),
+            ("Call-ID", inv.call_id),
+            ("CSeq", f"{inv.cseq.number} CANCEL"),
+        ]
+        cancel = Request("CANCEL", inv.uri, headers)
+        self.call.b2bua.stack.client_transaction(cancel, self.destination.peer,
+                                                 lambda _r: None, lambda: None)
+
+    def ack(self, body: bytes = b"", content_type: str | None = None) -> None:
+        assert self.dialog is not None
+        ack = self.dialog.create_request("ACK", body, content_type, cseq=1)
+        self._ack = ack.to_bytes()
+        self.call.b2bua.stack.send(self._ack, self.dialog.next_peer())
+
+    def re_ack(self) -> None:
+        """Our ACK was lost and the 2xx came again."""
+        if self._ack is not None and self.dialog is not None:
+            self.call.b2bua.stack.send(self._ack, self.dialog.next_peer())
+
+    def bye(self) -> None:
+        if self.dialog is None or self.dialog.remote_tag is None:
+            return
+        request = self.dialog.create_request("BYE")
+        self.call.b2bua.stack.client_transaction(request, self.dialog.next_peer(),
+                                                 lambda _r: None, lambda: None)
+        self.close()
+
+    # -- timers ----------------------------------------------------------------------------
+
+    def arm(self, timer: Timer, on_expiry: Callable[[Attempt, Timer], None]) -> None:
+        self.disarm()
+        self.timer = timer
+        self._timer_handle = self.call.b2bua.timers.call_later(
+            self.rules.timers[timer], lambda: on_expiry(self, timer))
+
+    def disarm(self) -> None:
+        if self._timer_handle is not None:
+            self._timer_handle.cancel()
+            self._timer_handle = None
+        self.timer = None
+
+    # -- bookkeeping -----------------------------------------------------------------------
+
+    def provisional(self, status: int) -> None:
+        self.got_provisional = True
+        if status != 100 and self.first_provisional is None:
+            self.first_provisional = status
+            self.first_provisional_at = time.time()
+
+    def finish(self, outcome: str, code: int | None = None) -> None:
+        """Record how the attempt ended (the first verdict stands)."""
+        if self.outcome == "pending":
+            self.outcome = outcome
+            self.final_code = code if code is not None else self.final_code
+            self.ended_at = time.time()
+        self.disarm()
+
+    def close(self) -> None:
+        """The leg no longer counts against the destination's capacity."""
+        self.disarm()
+        if self.open:
+            self.open = False
+            self.call.b2bua.leg_ended(self.destination)
+
+    def record(self) -> dict[str, Any]:
+        gw = self.destination.gateway
+        end = self.ended_at or time.time()
+        return {
+            "seq": self.seq,
+            "routing_gateway_id": gw.id if gw is not None else None,
+            "routing_gateway": gw.name if gw is not None else None,
+            "call_id": self.dialog.call_id if self.dialog is not None else None,
+            "start_at": self.started_at,
+            "first_provisional_at": self.first_provisional_at,
+            "first_provisional": self.first_provisional,
+            "final_code": self.final_code,
+            "outcome": self.outcome,
+            "duration": round(end - self.started_at, 3),
+        }
