@@ -10,7 +10,17 @@ from flask import Flask
 
 from api import auth, context, errors
 from api.openapi import build_spec, operation
-from api.routes import calls, cdrs, engine, gateways, health, parameters, phones, security
+from api.routes import (
+    calls,
+    cdrs,
+    engine,
+    gateways,
+    health,
+    numbers,
+    parameters,
+    phones,
+    security,
+)
 from api.schemas import ProblemSchema
 from b2bua.options import control_path_for
 from b2bua.storage.db import DEFAULT_DB_PATH
@@ -30,7 +40,8 @@ def create_app(db_path: str | Path | None = None, control_path: str | Path | Non
     blueprints = (
         health.bp, parameters.bp, engine.bp, calls.bp, cdrs.bp, security.bp,
         gateways.mapping_gateways.blueprint(), gateways.routing_gateways.blueprint(),
-        phones.phones.blueprint(), phones.bp,
+        phones.phones.blueprint(), phones.bp, numbers.transforms.blueprint(),
+        numbers.groups.blueprint(), numbers.bp,
     )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)

@@ -6,7 +6,9 @@ import ipaddress
 import re
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import ValidationError, fields, validate
+
+from api.number_schemas import CalleePrefixes, DialPlans, NumberLists, PaiPlan
 
 NAME = validate.Length(min=1, max=64)
 PREFIX_RE = re.compile(r"[0-9A-Za-z#*+]{1,32}")
@@ -34,7 +36,7 @@ def _override(system: str) -> fields.Boolean:
                           metadata={"description": f"null = {system}"})
 
 
-class MappingGatewaySchema(Schema):
+class MappingGatewaySchema(DialPlans, NumberLists, CalleePrefixes):
     id = fields.Integer(dump_only=True)
     name = fields.String(required=True, validate=NAME)
     auth_mode = fields.String(
@@ -82,7 +84,7 @@ def check_mapping_gateway(data: dict[str, Any], current: dict[str, Any] | None) 
         raise ValidationError(errors)
 
 
-class RoutingGatewaySchema(Schema):
+class RoutingGatewaySchema(DialPlans, PaiPlan, NumberLists):
     id = fields.Integer(dump_only=True)
     name = fields.String(required=True, validate=NAME)
     host = fields.String(required=True, validate=_ip,

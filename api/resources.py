@@ -38,6 +38,7 @@ class Resource:
     bool_columns: frozenset[str] = frozenset({"enabled"})
     check: Callable[[dict[str, Any], dict[str, Any] | None], None] | None = None
     summary: str = ""
+    on_delete: str | None = None  # SQL run first with the id, e.g. to remove children
     _page: type[Schema] | None = field(default=None, init=False)
 
     def row_to_dict(self, row: sqlite3.Row) -> dict[str, Any]:
@@ -90,7 +91,7 @@ class Resource:
         @operation("post", f"Create one of {summary}", request=schema, response=schema,
                    status=201, errors=(409,))
         def create_item() -> Any:
-            data = schema().load(_json_body())
+            data = schema().load(json_body())
             self._check(data, None)
             now = time.time()
             data.update(created_at=now, updated_at=now)
@@ -118,7 +119,7 @@ class Resource:
             conn = context.conn()
             current = self.row_to_dict(self.fetch(conn, item_id))
             loader = patch_schema if partial else schema(partial=tuple(self.write_only))
-            data = loader.load(_json_body())
+            data = loader.load(json_body())
             merged = {**current, **data}
             self._check(merged, current)
             data["updated_at"] = time.time()
@@ -154,6 +155,8 @@ class Resource:
             conn = context.conn()
             self.fetch(conn, item_id)
             with transaction(conn):
+                if self.on_delete:
+                    conn.execute(self.on_delete, (item_id,))
                 conn.execute(f"DELETE FROM {self.table} WHERE id = ?", (item_id,))
                 audit.record(conn, context.actor(), "delete", f"{self.name}/{item_id}")
             return "", 204
@@ -173,7 +176,7 @@ def _redact(data: dict[str, Any], secret: frozenset[str]) -> dict[str, Any]:
     return {k: ("***" if k in secret else v) for k, v in data.items()}
 
 
-def _json_body() -> Any:
+def json_body() -> Any:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise ApiError(422, "the body must be a JSON object", {"_schema": ["not a JSON object"]})

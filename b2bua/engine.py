@@ -14,6 +14,7 @@ from b2bua.calls.b2bua import B2bua
 from b2bua.calls.cdr import CdrWriter
 from b2bua.config.live import ConfigWatcher, Params
 from b2bua.control import ControlServer
+from b2bua.numbers.rules import NumberTables
 from b2bua.options import EngineOptions
 from b2bua.policy import Account, Policy
 from b2bua.registrar.bindings import BindingStore
@@ -48,6 +49,9 @@ class Engine:
                               options.advertised_host())
         self.writer = DbWriter(options.db_path)
         self.cdrs = CdrWriter(self.writer)
+        self.numbers = NumberTables()
+        self.watcher.register("number_transforms", self.numbers.load_transforms)
+        self.watcher.register("number_groups", self.numbers.load_groups)
         self.phones = PhoneDirectory()
         self.watcher.register("phones", self.phones.load)
         self.bindings = BindingStore(self.writer)
@@ -102,7 +106,7 @@ class Engine:
         self.watcher.load_all()
         loop = asyncio.get_running_loop()
         self.b2bua = B2bua(self.stack, self.params, self.gateways, self.cdrs, loop, self.policy,
-                           self.phones, self.bindings, self.registrar)
+                           self.phones, self.bindings, self.registrar, self.numbers)
         restored = self.bindings.load(self.conn, time.time())
         if restored:
             log.info("restored %d registrations", restored)

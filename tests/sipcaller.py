@@ -28,7 +28,8 @@ class CallResult:
 
 
 def place_call(src_ip: str, switch: tuple[str, int], callee: str, *, timeout: float = 20.0,
-               hold: float = 0.3, cancel_after: float | None = None) -> CallResult:
+               hold: float = 0.3, cancel_after: float | None = None,
+               caller: str = "1001") -> CallResult:
     """Call ``callee``; hang up after ``hold`` if answered, CANCEL after ``cancel_after``."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((src_ip, 0))
@@ -45,11 +46,11 @@ def place_call(src_ip: str, switch: tuple[str, int], callee: str, *, timeout: fl
         lines = [
             f"{method} {uri} SIP/2.0",
             f"Via: SIP/2.0/UDP {src_ip}:{port};branch={req_branch or branch};rport",
-            f"From: <sip:1001@{src_ip}>;tag={tag}",
+            f"From: <sip:{caller}@{src_ip}>;tag={tag}",
             f"To: {to}",
             f"Call-ID: {call_id}",
             f"CSeq: {cseq} {method}",
-            f"Contact: <sip:1001@{src_ip}:{port}>",
+            f"Contact: <sip:{caller}@{src_ip}:{port}>",
             "Max-Forwards: 70",
         ]
         if content:
@@ -134,4 +135,44 @@ class SilentVendor:
         return [t for t, data in self.arrivals if data.startswith(b"INVITE ")]
 
     def close(self) -> None:
+        self.sock.close()
+
+
+class RecordingVendor:
+    """A vendor that records each INVITE and refuses it with 486 (ACK absorbed)."""
+
+    def __init__(self, ip: str, port: int) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((ip, port))
+        self.sock.settimeout(0.05)
+        self.invites: list[str] = []
+        self._stop = False
+
+    def serve(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not self._stop:
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except (TimeoutError, OSError):
+                continue
+            if not data.startswith(b"INVITE "):
+                continue
+            text = data.decode()
+            if text not in self.invites:
+                self.invites.append(text)
+            head = [line for line in text.split("\r\n")
+                    if line.split(":", 1)[0].lower() in ("via", "from", "call-id", "cseq")]
+            to = next(line for line in text.split("\r\n") if line.lower().startswith("to:"))
+            reply = "\r\n".join(["SIP/2.0 486 Busy Here", *head, to + ";tag=rec1",
+                                 "Content-Length: 0", "", ""])
+            self.sock.sendto(reply.encode(), addr)
+
+    def header(self, name: str, index: int = 0) -> str:
+        return _header(self.invites[index].encode(), name.encode())
+
+    def request_uri(self, index: int = 0) -> str:
+        return self.invites[index].split(" ", 2)[1]
+
+    def close(self) -> None:
+        self._stop = True
         self.sock.close()

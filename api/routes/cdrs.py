@@ -41,6 +41,14 @@ class CdrSchema(Schema):
     phone = fields.String(allow_none=True, metadata={"description": "calling phone account"})
     callee_phone = fields.String(allow_none=True,
                                  metadata={"description": "called phone account"})
+    caller_routed = fields.String(allow_none=True,
+                                  metadata={"description": "after the mapping side's rules"})
+    callee_routed = fields.String(allow_none=True,
+                                  metadata={"description": "the number routed on"})
+    caller_sent = fields.String(allow_none=True,
+                                metadata={"description": "sent to the (last) vendor"})
+    callee_sent = fields.String(allow_none=True,
+                                metadata={"description": "sent to the (last) vendor"})
 
 
 _FILTERS = [

@@ -7,13 +7,15 @@ from api.gateway_schemas import (
     RoutingGatewaySchema,
     check_mapping_gateway,
 )
+from api.number_schemas import NUMBER_BOOL_COLUMNS, NUMBER_JSON_COLUMNS
 from api.resources import Resource
 
 mapping_gateways = Resource(
     name="mapping-gateways",
     table="mapping_gateways",
     schema=MappingGatewaySchema,
-    json_columns=frozenset({"ips"}),
+    json_columns=frozenset({"ips"}) | NUMBER_JSON_COLUMNS,
+    bool_columns=NUMBER_BOOL_COLUMNS,
     write_only=frozenset({"password"}),
     check=check_mapping_gateway,
     summary="mapping gateways (customer trunks)",
@@ -23,9 +25,9 @@ routing_gateways = Resource(
     name="routing-gateways",
     table="routing_gateways",
     schema=RoutingGatewaySchema,
-    json_columns=frozenset({"prefixes", "stop_switch_codes"}),
+    json_columns=frozenset({"prefixes", "stop_switch_codes"}) | NUMBER_JSON_COLUMNS,
     bool_columns=frozenset({"switch_after_ringing", "stop_switch_after_invite_timeout",
                             "stop_switch_after_sdp", "stop_switch_after_rtp_start",
-                            "stop_switch_after_busy"}),
+                            "stop_switch_after_busy"}) | NUMBER_BOOL_COLUMNS,
     summary="routing gateways (vendor trunks)",
 )

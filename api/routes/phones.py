@@ -8,6 +8,7 @@ from flask import Blueprint, request
 from marshmallow import Schema, ValidationError, fields, validate
 
 from api.errors import ApiError
+from api.number_schemas import DialPlans
 from api.openapi import operation
 from api.resources import Resource
 from api.routes.engine import engine_request
@@ -16,7 +17,7 @@ USERNAME = validate.Regexp(r"^[0-9A-Za-z+*#._-]{1,64}\Z",
                            error="1-64 of 0-9 A-Z a-z + * # . _ -")
 
 
-class PhoneSchema(Schema):
+class PhoneSchema(DialPlans):
     id = fields.Integer(dump_only=True)
     username = fields.String(required=True, validate=USERNAME,
                              metadata={"description": "also the phone's number"})

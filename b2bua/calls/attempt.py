@@ -43,6 +43,8 @@ class Attempt:
         self.timer: Timer | None = None
         self._timer_handle: TimerHandle | None = None
         self._ack: bytes | None = None
+        self.caller_sent = ""
+        self.callee_sent = ""
 
     @property
     def gateway_name(self) -> str | None:
@@ -57,7 +59,8 @@ class Attempt:
         stack = call.b2bua.stack
         dest = self.destination
         display = call.invite.from_.display
-        from_uri = f"<sip:{call.caller}@{stack.advertised_host}>"
+        caller = dest.caller if dest.caller is not None else call.caller_routed
+        from_uri = f"<sip:{caller}@{stack.advertised_host}>"
         if display:
             from_uri = f'"{display}" {from_uri}'
         self.dialog = Dialog(
@@ -71,10 +74,14 @@ class Attempt:
             contact=stack.contact(dest.peer.transport),
             pinned=dest.pinned,
         )
+        extra = [("Allow", ALLOW)]
+        if dest.pai is not None:
+            extra.append(("P-Asserted-Identity", f"<sip:{dest.pai}@{stack.advertised_host}>"))
         request = self.dialog.create_request(
-            "INVITE", call.invite.body, call.invite.get("Content-Type"), cseq=1,
-            extra=[("Allow", ALLOW)],
+            "INVITE", call.invite.body, call.invite.get("Content-Type"), cseq=1, extra=extra,
         )
+        self.caller_sent = caller
+        self.callee_sent = request.ruri.user or ""
         max_forwards = call.invite.max_forwards
         request.set("Max-Forwards", str(70 if max_forwards is None else max_forwards - 1))
         self.invite = request

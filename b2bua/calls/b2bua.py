@@ -13,6 +13,7 @@ from b2bua.calls.call import ALLOW, Call, Side
 from b2bua.calls.cdr import CdrWriter
 from b2bua.calls.endpoints import Destination, Origin
 from b2bua.config.live import Params
+from b2bua.numbers.rules import NumberTables
 from b2bua.policy import Action, Outcome, Policy, SourceKind, classify_by_address
 from b2bua.registrar.bindings import BindingStore
 from b2bua.registrar.phones import PhoneDirectory
@@ -38,17 +39,19 @@ class CallStats:
     dropped_unknown: int = 0
     loops: int = 0
     too_many_hops: int = 0
+    refused_by_lists: int = 0
 
 
 class B2bua:
     def __init__(self, stack: SipStack, params: Params, gateways: GatewayDirectory,
                  cdrs: CdrWriter, timers: Timers, policy: Policy, phones: PhoneDirectory,
-                 bindings: BindingStore, registrar: Registrar) -> None:
+                 bindings: BindingStore, registrar: Registrar, numbers: NumberTables) -> None:
         self.stack = stack
         self.policy = policy
         self.phones = phones
         self.bindings = bindings
         self.registrar = registrar
+        self.numbers = numbers
         self.params = params
         self.gateways = gateways
         self.cdrs = cdrs
@@ -86,8 +89,7 @@ class B2bua:
             if verdict.mapping is not None:
                 self._new_call(request, source, Origin.gateway(verdict.mapping))
             elif phone is not None:
-                self._new_call(request, source,
-                               Origin("phone", phone.id, phone.username, phone.capacity))
+                self._new_call(request, source, Origin.phone(phone))
             else:
                 # Vendors do not originate calls through us: refuse, but audibly, since
                 # the source is known.

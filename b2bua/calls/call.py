@@ -85,11 +85,14 @@ class Call:
             invite, source, stack.sent_by, stack.contact(source.transport),
             send_to_source=self._pin_to_source(invite, source),
         )
-        self.caller = invite.from_.uri.user or ""
+        self.caller = invite.from_.uri.user or ""  # as received
         self.callee = invite.ruri.user or ""
+        # The platform numbers: after the mapping side's dial plans and transform.
+        self.caller_routed, self.callee_routed = origin.numbers.rewrite(
+            self.caller, self.callee, b2bua.numbers.transforms)
         self.state = CallState.ROUTING
         self.callee_phone: str | None = None
-        self.route: list[Destination] = []
+        self.route: list[Destination | RoutingGateway] = []
         self._next = 0  # index in route of the next destination to try
         self.attempts: list[Attempt] = []
         self.attempt: Attempt | None = None  # the current one; after answer, the answered one
@@ -128,35 +131,62 @@ class Call:
     # -- routing and attempts --------------------------------------------------------------
 
     def route_and_dial(self) -> None:
-        """A registered phone's number goes to the phone; anything else to the vendors."""
-        phone = self.b2bua.phone_destination(self.callee)
+        """Lists first; then a registered phone's number goes to the phone, anything else
+        to the vendors."""
+        groups = self.b2bua.numbers.groups
+        refusal = self.origin.numbers.refusal(self.caller_routed, self.callee_routed, groups)
+        if refusal is not None:
+            self.b2bua.stats.refused_by_lists += 1
+            self._fail_caller(403, "Forbidden", "system", refusal)
+            return
+        phone = self.b2bua.phone_destination(self.callee_routed)
         if phone is not None:
-            self.callee_phone = self.callee
+            self.callee_phone = self.callee_routed
             destination, code, why = phone
             if destination is None:
                 self._fail_caller(code, None, "system", why)
                 return
             self.route = [destination]
-        else:
-            plan = self.b2bua.plan_route(self.callee)
-            if not plan.gateways:
-                code = 404 if plan.matched == 0 else 503
-                self._fail_caller(code, None, "system", plan.reason_if_empty)
+            self._next_attempt()
+            return
+        plan = self.b2bua.plan_route(self.callee_routed)
+        gateways: list[Destination | RoutingGateway] = []
+        first_refusal: str | None = None
+        for gw in plan.gateways:
+            refused = gw.numbers.refusal(self.caller_routed, self.callee_routed, groups)
+            if refused is None:
+                gateways.append(gw)
+            elif first_refusal is None:
+                first_refusal = f'routing gateway "{gw.name}": {refused}'
+        if not gateways:
+            if first_refusal is not None:
+                self.b2bua.stats.refused_by_lists += 1
+                self._fail_caller(403, "Forbidden", "system", first_refusal)
                 return
-            self.route = [Destination.vendor(gw, self.callee) for gw in plan.gateways]
+            code = 404 if plan.matched == 0 else 503
+            self._fail_caller(code, None, "system", plan.reason_if_empty)
+            return
+        self.route = gateways
         self._next_attempt()
+
+    def _destination(self, hop: Destination | RoutingGateway) -> Destination:
+        """A vendor's numbers are computed for each attempt, from the platform numbers."""
+        if isinstance(hop, Destination):
+            return hop
+        caller, callee = hop.numbers.rewrite(self.caller_routed, self.callee_routed,
+                                             self.b2bua.numbers.transforms)
+        return Destination.vendor(hop, caller, callee, hop.numbers.pai(caller))
 
     def _next_attempt(self) -> None:
         if self.ended:
             return
         limit = self.b2bua.params["SS_GATEWAY_SWITCH_LIMIT"]
         while self._next < len(self.route) and not (limit and len(self.attempts) >= limit):
-            destination = self.route[self._next]
+            hop = self.route[self._next]
             self._next += 1
-            gw = destination.gateway
             # A gateway may have filled up or been taken out of routing since the plan.
-            if gw is None or self.b2bua.gateway_usable(gw):
-                self._start_attempt(destination)
+            if isinstance(hop, Destination) or self.b2bua.gateway_usable(hop):
+                self._start_attempt(self._destination(hop))
                 return
         if self.failure_codes:
             code = failover.best_final(self.failure_codes)
@@ -471,6 +501,10 @@ class Call:
             termination_reason=why,
             phone=self.origin.name if self.origin.kind == "phone" else None,
             callee_phone=self.callee_phone,
+            caller_routed=self.caller_routed,
+            callee_routed=self.callee_routed,
+            caller_sent=self.attempt.caller_sent if self.attempt else None,
+            callee_sent=self.attempt.callee_sent if self.attempt else None,
         ), [a.record() for a in self.attempts])
         log.info("call %d ended caller=%s callee=%s code=%d by=%s reason=%s attempts=%d "
                  "call-id=%s", self.no, self.caller, self.callee, self.final_code, hangup_by,

@@ -31,6 +31,10 @@ class CdrRecord:
     termination_reason: str
     phone: str | None = None
     callee_phone: str | None = None
+    caller_routed: str | None = None
+    callee_routed: str | None = None
+    caller_sent: str | None = None
+    callee_sent: str | None = None
 
 
 _COLUMNS = tuple(CdrRecord.__dataclass_fields__)

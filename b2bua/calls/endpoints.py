@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from b2bua.numbers.rules import NO_RULES, NumberRules
 from b2bua.registrar.bindings import Binding
+from b2bua.registrar.phones import PhoneAccount
 from b2bua.routing.gateways import MappingGateway, RoutingGateway
 from b2bua.sip.transport import Peer
 
@@ -17,10 +19,15 @@ class Origin:
     id: int
     name: str
     capacity: int | None
+    numbers: NumberRules = NO_RULES
 
     @classmethod
     def gateway(cls, gw: MappingGateway) -> Origin:
-        return cls("gateway", gw.id, gw.name, gw.capacity)
+        return cls("gateway", gw.id, gw.name, gw.capacity, gw.numbers)
+
+    @classmethod
+    def phone(cls, phone: PhoneAccount) -> Origin:
+        return cls("phone", phone.id, phone.username, phone.capacity, phone.numbers)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -36,6 +43,8 @@ class Destination:
     to_uri: str
     gateway: RoutingGateway | None = None
     binding: Binding | None = None
+    caller: str | None = None  # the caller number sent (None: the platform number)
+    pai: str | None = None  # the P-Asserted-Identity number, if the gateway sends one
 
     @property
     def pinned(self) -> bool:
@@ -43,11 +52,12 @@ class Destination:
         return self.binding is not None and (self.binding.nat or self.peer.reliable)
 
     @classmethod
-    def vendor(cls, gw: RoutingGateway, callee: str) -> Destination:
+    def vendor(cls, gw: RoutingGateway, caller: str, callee: str,
+               pai: str | None = None) -> Destination:
         host = f"{gw.host}:{gw.port}"
         suffix = ";transport=tcp" if gw.transport == "tcp" else ""
         return cls(Peer(gw.transport, gw.host, gw.port), f"sip:{callee}@{host}{suffix}",
-                   f"<sip:{callee}@{host}>", gateway=gw)
+                   f"<sip:{callee}@{host}>", gateway=gw, caller=caller, pai=pai)
 
     @classmethod
     def phone(cls, binding: Binding, callee: str, our_host: str) -> Destination:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 
+from b2bua.numbers.rules import NumberRules
+
 
 @dataclass(frozen=True, slots=True)
 class PhoneAccount:
@@ -14,6 +16,7 @@ class PhoneAccount:
     display_name: str | None
     capacity: int | None
     enabled: bool
+    numbers: NumberRules = field(default_factory=NumberRules)
 
 
 @dataclass
@@ -29,6 +32,7 @@ class PhoneDirectory:
                 display_name=r["display_name"],
                 capacity=r["capacity"],
                 enabled=bool(r["enabled"]),
+                numbers=NumberRules.from_row(r),
             )
             for r in conn.execute("SELECT * FROM phones")
         }

@@ -6,6 +6,8 @@ import json
 import sqlite3
 from dataclasses import dataclass, field
 
+from b2bua.numbers.rules import NO_RULES, NumberRules
+
 
 @dataclass(frozen=True, slots=True)
 class MappingGateway:
@@ -20,6 +22,7 @@ class MappingGateway:
     password: str | None
     capacity: int | None
     enabled: bool
+    numbers: NumberRules = field(default_factory=lambda: NO_RULES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,7 @@ class RoutingGateway:
     stop_switch_after_busy: bool | None = None
     switch_after_ringing: bool = True
     stop_switch_codes: tuple[int, ...] = ()
+    numbers: NumberRules = field(default_factory=lambda: NO_RULES)
 
 
 def _optional_bool(value: object) -> bool | None:
@@ -75,6 +79,7 @@ class GatewayDirectory:
                 password=r["password"],
                 capacity=r["capacity"],
                 enabled=bool(r["enabled"]),
+                numbers=NumberRules.from_row(r),
             )
             for r in conn.execute("SELECT * FROM mapping_gateways ORDER BY id")
         }
@@ -114,6 +119,7 @@ class GatewayDirectory:
                 stop_switch_after_busy=_optional_bool(r["stop_switch_after_busy"]),
                 switch_after_ringing=bool(r["switch_after_ringing"]),
                 stop_switch_codes=tuple(json.loads(r["stop_switch_codes"] or "[]")),
+                numbers=NumberRules.from_row(r),
             )
             for r in conn.execute("SELECT * FROM routing_gateways ORDER BY id")
         }

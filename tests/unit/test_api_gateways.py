@@ -44,12 +44,19 @@ class Kind:
         return {**self.minimal, "name": name, **extra}
 
 
+NUMBER_DEFAULTS = {
+    "caller_dial_plan": "", "callee_dial_plan": "", "caller_transform": False,
+    "callee_transform": False, "caller_groups": [], "caller_groups_mode": "deny",
+    "callee_groups": [], "callee_groups_mode": "deny",
+}
+
 MAPPING = Kind(
     url="/api/v1/mapping-gateways",
     table="mapping_gateways",
     minimal={"name": "cust-a", "ips": ["192.0.2.10"]},
     defaults={"auth_mode": "ip", "port": None, "username": None, "capacity": None,
-              "enabled": True},
+              "enabled": True, **NUMBER_DEFAULTS, "callee_prefixes_allow": [],
+              "callee_prefixes_deny": []},
     full={"name": "cust-a", "auth_mode": "ip_port", "ips": ["192.0.2.10", "2001:db8::7"],
           "port": 5070, "capacity": 30, "enabled": False},
     patch={"capacity": 12},
@@ -65,7 +72,8 @@ ROUTING = Kind(
               "session_progress_sdp_timeout": 0, "ringing_timeout": 0,
               "stop_switch_after_invite_timeout": None, "stop_switch_after_sdp": None,
               "stop_switch_after_rtp_start": None, "stop_switch_after_busy": None,
-              "switch_after_ringing": True, "stop_switch_codes": []},
+              "switch_after_ringing": True, "stop_switch_codes": [], **NUMBER_DEFAULTS,
+              "pai_dial_plan": ""},
     full={"name": "vend-a", "host": "2001:db8::99", "port": 5080, "transport": "tcp",
           "prefixes": ["44", "+1", "9#*A"], "priority": 7, "prefix_mode": "continue",
           "capacity": 100, "enabled": False},
