@@ -117,8 +117,11 @@ def test_callee_outside_a_whitelist_and_denied_prefix(softswitch: Softswitch) ->
                   [{"name": "v", "host": VENDOR_IPS[0], "port": port}])
         assert call(softswitch, "4420001") == 486
         assert call(softswitch, "4420002") == 403
+        assert call(softswitch, "44209555") == 403
+    assert len(vendor.invites) == 1
     reasons = [c["termination_reason"] for c in api.get("/api/v1/cdrs")["items"]]
     assert reasons[1] == 'callee not in allow group "vip"'
+    assert reasons[2] in ('callee prefix "44209" denied', 'callee not in allow group "vip"')
 
 
 def test_routing_gateway_lists_skip_that_vendor(softswitch: Softswitch) -> None:
