@@ -20,6 +20,7 @@ from api.routes import (
     parameters,
     phones,
     security,
+    upstream,
 )
 from api.schemas import ProblemSchema
 from b2bua.options import control_path_for
@@ -41,7 +42,7 @@ def create_app(db_path: str | Path | None = None, control_path: str | Path | Non
         health.bp, parameters.bp, engine.bp, calls.bp, cdrs.bp, security.bp,
         gateways.mapping_gateways.blueprint(), gateways.routing_gateways.blueprint(),
         phones.phones.blueprint(), phones.bp, numbers.transforms.blueprint(),
-        numbers.groups.blueprint(), numbers.bp,
+        numbers.groups.blueprint(), numbers.bp, upstream.bp,
     )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)

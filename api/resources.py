@@ -2,12 +2,20 @@
 
 A resource is a table, a marshmallow schema, the columns stored as JSON, and the
 write-only columns (passwords) that are never returned. It gets: list with cursor
-pagination, get, create (POST), full update (PUT), partial update (PATCH), delete,
-all audited.
+pagination and exact filters, get, create (POST), full update (PUT), partial update
+(PATCH), delete, all audited.
+
+Optimistic concurrency: every representation has a strong ``ETag`` derived from the
+stored row (its id, ``updated_at`` and every readable column; write-only columns are
+left out so the tag reveals nothing about a password). PUT, PATCH and DELETE honour
+``If-Match`` (``*`` or one of the listed tags; anything else is 412). The check and the
+write happen in one ``BEGIN IMMEDIATE`` transaction, so two operators cannot both win.
+A write without ``If-Match`` proceeds unconditionally.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
@@ -15,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Blueprint, request
+from flask import Blueprint, Response, jsonify, request
 from marshmallow import Schema, ValidationError
 
 from api import context
@@ -26,6 +34,9 @@ from b2bua.storage import audit
 from b2bua.storage.db import transaction
 
 MAX_PAGE = 1000
+# Columns a list can be filtered on by exact value, when the resource has them.
+TEXT_FILTERS = ("name", "username", "number")
+BOOL_FILTERS = ("enabled",)
 
 
 @dataclass
@@ -66,6 +77,60 @@ class Resource:
             raise ApiError(404, f"no {self.name} with id {item_id}")
         return row  # type: ignore[no-any-return]
 
+    def etag(self, row: sqlite3.Row) -> str:
+        """The row's entity tag (unquoted): a hash of what a reader can see of it."""
+        readable = [[k, row[k]] for k in row.keys()  # noqa: SIM118 - not a mapping
+                    if k not in self.write_only]
+        digest = hashlib.sha256(json.dumps(readable, default=str).encode()).hexdigest()
+        return digest[:32]
+
+    def filters(self) -> list[str]:
+        """The list filters this resource has: the schema's exact-match columns."""
+        fields = self.schema().fields
+        return [f for f in (*TEXT_FILTERS, *BOOL_FILTERS) if f in fields]
+
+    def list_where(self) -> tuple[list[str], list[Any]]:
+        """SQL conditions for the list's query string; 422 for anything unknown."""
+        allowed = self.filters()
+        unknown = sorted(set(request.args) - {"limit", "after_id", *allowed})
+        if unknown:
+            known = ", ".join(["limit", "after_id", *allowed])
+            raise ApiError(422, f"unknown query parameter for {self.name}",
+                           {u: [f"not a filter of {self.name}; known: {known}"]
+                            for u in unknown})
+        where: list[str] = []
+        args: list[Any] = []
+        for column in allowed:
+            raw = request.args.get(column)
+            if raw is None:
+                continue
+            if column in BOOL_FILTERS:
+                if raw not in ("true", "false"):
+                    raise ApiError(422, f"{column} must be true or false",
+                                   {column: ["must be true or false"]})
+                where.append(f"{column} = ?")
+                args.append(1 if raw == "true" else 0)
+            else:
+                where.append(f"{column} = ?")
+                args.append(raw)
+        return where, args
+
+    def check_if_match(self, row: sqlite3.Row) -> None:
+        """412 unless ``If-Match`` is absent, ``*``, or lists the row's current tag."""
+        if "If-Match" not in request.headers:
+            return
+        if not request.if_match.contains(self.etag(row)):
+            raise ApiError(412, f"{self.name}/{row['id']} changed since you read it "
+                           "(If-Match does not match its ETag); read it again",
+                           headers={"ETag": f'"{self.etag(row)}"'})
+
+    def respond(self, row: sqlite3.Row, status: int = 200) -> Response:
+        """The row as JSON with its ETag."""
+        resp = jsonify(self.row_to_dict(row))
+        resp.status_code = status
+        resp.set_etag(self.etag(row))
+        return resp
+
     def blueprint(self) -> Blueprint:
         bp = Blueprint(self.table, __name__)
         base = f"/api/v1/{self.name}"
@@ -73,23 +138,27 @@ class Resource:
         page = page_schema(schema)
         patch_schema = schema(partial=True)
         summary = self.summary or self.name
+        filters = self.filters()
 
         @bp.get(base)
-        @operation("get", f"List {summary} (cursor pagination by id)", response=page,
-                   parameters=list_params())
+        @operation("get", f"List {summary} (cursor pagination by id; exact filters "
+                   f"{', '.join(filters) or 'none'})", response=page,
+                   parameters=list_params() + filter_params(filters))
         def list_items() -> Any:
             limit, after = page_args()
+            where, args = self.list_where()
             rows = context.conn().execute(
-                f"SELECT * FROM {self.table} WHERE id > ? ORDER BY id LIMIT ?",
-                (after, limit + 1),
+                f"SELECT * FROM {self.table} WHERE {' AND '.join(['id > ?', *where])} "
+                "ORDER BY id LIMIT ?",
+                (after, *args, limit + 1),
             ).fetchall()
             items = [self.row_to_dict(r) for r in rows[:limit]]
             more = len(rows) > limit
             return {"items": items, "next_after_id": items[-1]["id"] if more else None}
 
         @bp.post(base)
-        @operation("post", f"Create one of {summary}", request=schema, response=schema,
-                   status=201, errors=(409,))
+        @operation("post", f"Create one of {summary}; returns its ETag", request=schema,
+                   response=schema, status=201, errors=(409,))
         def create_item() -> Any:
             data = schema().load(json_body())
             self._check(data, None)
@@ -106,26 +175,36 @@ class Resource:
                     item_id = int(cur.lastrowid or 0)
                     audit.record(conn, context.actor(), "create", f"{self.name}/{item_id}",
                                  _redact(data, self.write_only))
+                    row = self.fetch(conn, item_id)
             except sqlite3.IntegrityError as exc:
                 raise ApiError(409, f"conflict: {exc}", {"name": ["already exists"]}) from None
-            return self.row_to_dict(self.fetch(conn, item_id)), 201
+            resp = self.respond(row, 201)
+            resp.headers["Location"] = f"{base}/{item_id}"
+            return resp
 
         @bp.get(f"{base}/<int:item_id>")
-        @operation("get", f"One of {summary}", response=schema, errors=(404,))
+        @operation("get", f"One of {summary}, with its ETag (If-None-Match: 304)",
+                   response=schema, errors=(404,))
         def get_item(item_id: int) -> Any:
-            return self.row_to_dict(self.fetch(context.conn(), item_id))
+            row = self.fetch(context.conn(), item_id)
+            if request.if_none_match.contains_weak(self.etag(row)):
+                resp = Response(status=304)
+                resp.set_etag(self.etag(row))
+                return resp
+            return self.respond(row)
 
         def update(item_id: int, partial: bool) -> Any:
             conn = context.conn()
-            current = self.row_to_dict(self.fetch(conn, item_id))
             loader = patch_schema if partial else schema(partial=tuple(self.write_only))
-            data = loader.load(json_body())
-            merged = {**current, **data}
-            self._check(merged, current)
-            data["updated_at"] = time.time()
-            columns = self.to_columns(data)
             try:
                 with transaction(conn):
+                    stored = self.fetch(conn, item_id)
+                    self.check_if_match(stored)
+                    current = self.row_to_dict(stored)
+                    data = loader.load(json_body())
+                    self._check({**current, **data}, current)
+                    data["updated_at"] = time.time()
+                    columns = self.to_columns(data)
                     conn.execute(
                         f"UPDATE {self.table} SET {', '.join(f'{k} = ?' for k in columns)} "
                         "WHERE id = ?",
@@ -133,28 +212,31 @@ class Resource:
                     )
                     audit.record(conn, context.actor(), "update", f"{self.name}/{item_id}",
                                  _redact(data, self.write_only))
+                    row = self.fetch(conn, item_id)
             except sqlite3.IntegrityError as exc:
                 raise ApiError(409, f"conflict: {exc}", {"name": ["already exists"]}) from None
-            return self.row_to_dict(self.fetch(conn, item_id))
+            return self.respond(row)
 
         @bp.put(f"{base}/<int:item_id>")
-        @operation("put", f"Replace one of {summary}", request=schema, response=schema,
-                   errors=(404, 409))
+        @operation("put", f"Replace one of {summary} (honours If-Match)", request=schema,
+                   response=schema, errors=(404, 409, 412), parameters=[IF_MATCH])
         def put_item(item_id: int) -> Any:
             return update(item_id, partial=False)
 
         @bp.patch(f"{base}/<int:item_id>")
-        @operation("patch", f"Change some fields of one of {summary}", request=patch_schema,
-                   response=schema, errors=(404, 409))
+        @operation("patch", f"Change some fields of one of {summary} (honours If-Match)",
+                   request=patch_schema, response=schema, errors=(404, 409, 412),
+                   parameters=[IF_MATCH])
         def patch_item(item_id: int) -> Any:
             return update(item_id, partial=True)
 
         @bp.delete(f"{base}/<int:item_id>")
-        @operation("delete", f"Delete one of {summary}", status=204, errors=(404,))
+        @operation("delete", f"Delete one of {summary} (honours If-Match)", status=204,
+                   errors=(404, 412), parameters=[IF_MATCH])
         def delete_item(item_id: int) -> Any:
             conn = context.conn()
-            self.fetch(conn, item_id)
             with transaction(conn):
+                self.check_if_match(self.fetch(conn, item_id))
                 if self.on_delete:
                     conn.execute(self.on_delete, (item_id,))
                 conn.execute(f"DELETE FROM {self.table} WHERE id = ?", (item_id,))
@@ -208,6 +290,21 @@ def list_params() -> list[dict[str, Any]]:
          "schema": {"type": "integer", "minimum": 0}},
     ]
 
+
+def filter_params(filters: list[str]) -> list[dict[str, Any]]:
+    return [
+        {"in": "query", "name": f, "required": False,
+         "schema": {"type": "boolean"} if f in BOOL_FILTERS else {"type": "string"},
+         "description": "true or false" if f in BOOL_FILTERS else "exact match"}
+        for f in filters
+    ]
+
+
+IF_MATCH: dict[str, Any] = {
+    "in": "header", "name": "If-Match", "required": False, "schema": {"type": "string"},
+    "description": "the ETag read before (or *); a mismatch is 412 and nothing changes. "
+                   "Without it the write is unconditional.",
+}
 
 
 def _messages(exc: ValidationError) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from b2bua.sip.stack import SipStack
 from b2bua.sip.transport import Peer
 from b2bua.storage import db
 from b2bua.storage.writer import DbWriter
+from b2bua.upstream.manager import UpstreamManager
 
 log = logging.getLogger("b2bua.engine")
 
@@ -33,6 +34,13 @@ ShutdownHook = Callable[[], Awaitable[None]]
 
 # Upper bound on all graceful-stop duties together (e.g. unregistering upstream).
 SHUTDOWN_BUDGET = 8.0
+
+
+class _LoopTimers:
+    """``call_later`` on whatever loop is running when a timer is set."""
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        return asyncio.get_running_loop().call_later(delay, callback)
 
 
 class Engine:
@@ -44,7 +52,6 @@ class Engine:
         self.watcher.register("parameters", self._load_params)
         self.gateways = GatewayDirectory()
         self.watcher.register("mapping_gateways", self.gateways.load_mapping)
-        self.watcher.register("routing_gateways", self.gateways.load_routing)
         self.stack = SipStack(options.sip_listen.host, options.sip_listen.port,
                               options.advertised_host())
         self.writer = DbWriter(options.db_path)
@@ -57,6 +64,9 @@ class Engine:
         self.bindings = BindingStore(self.writer)
         self.registrar = Registrar(self.params, self.bindings)
         self.keepalive = KeepAlive(self.params, self.bindings, self.stack.udp.send)
+        self.upstream = UpstreamManager(self.stack, self.params, _LoopTimers(), self.spawn)
+        self.watcher.register("gateway_registrations", self.upstream.load)
+        self.watcher.register("routing_gateways", self._load_routing)
         self.policy = Policy(self.params, self.gateways, self.stack.advertised_host,
                              phone_accounts=self._phone_account,
                              registered_user=self._registered_user)
@@ -72,6 +82,7 @@ class Engine:
         self.control.register("registrations", self._registrations)
         self.control.register("unregister", self._unregister)
         self.control.register("keepalive", lambda _r: self.keepalive.snapshot())
+        self.control.register("upstream", lambda _r: self.upstream.snapshot())
         self.started_at = time.time()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -107,11 +118,14 @@ class Engine:
         loop = asyncio.get_running_loop()
         self.b2bua = B2bua(self.stack, self.params, self.gateways, self.cdrs, loop, self.policy,
                            self.phones, self.bindings, self.registrar, self.numbers)
+        self.b2bua.upstream_vendor = self.upstream.vendor_for_call
         restored = self.bindings.load(self.conn, time.time())
         if restored:
             log.info("restored %d registrations", restored)
         self.writer.start()
         await self.stack.start(self.b2bua)
+        self.upstream.start()
+        self.on_shutdown(self.upstream.shutdown)
         # Only once the SIP socket exists: keep-alives go out from it.
         self.spawn(self._expire_bindings())
         self.spawn(self.keepalive.run())
@@ -146,6 +160,11 @@ class Engine:
         self.writer.close()
         self.conn.close()
         log.info("engine stopped")
+
+    def _load_routing(self, conn: sqlite3.Connection) -> None:
+        self.gateways.load_routing(conn)
+        # A registration follows its gateway's address and enabled state.
+        self.upstream.load(conn)
 
     def _phone_account(self, username: str) -> Account | None:
         phone = self.phones.get(username)

@@ -978,6 +978,39 @@ def print_profile(p: Profile, hz: int, seconds: int) -> None:
         print(f"    {share:5.1f}%  {name}")
 
 
+def print_gc(st: Step) -> None:
+    d = st.diagnostics
+    if not d:
+        return
+    verdict = "clean" if st.clean else "FAILED: " + "; ".join(st.reasons)
+    drops = f", UDP drops {st.udp_drops}" if st.udp_drops else ""
+    print(f"\ncyclic GC at {st.rate} cps for {st.calls // max(st.rate, 1)} s (step {verdict}"
+          f"{drops}): {d['gen2_collections']} full collections in {st.wall_s:.0f} s, pauses ms "
+          f"{d['gen2_ms']}, tracked objects {d['gen2_tracked']}, collections >= 5 ms took "
+          f"{d['gc_share_of_wall']:.1%} of wall time")
+
+
+def soak_only(bench: Bench, root: Path, code_root: Path | None, rates: list[int],
+              seconds: int) -> int:
+    """Long steps at fixed rates: does a rate hold once the live heap has stopped growing?"""
+    probe = SoftswitchSystem(root / "softswitch-soak", gc_mode="log", code_root=code_root,
+                             name="softswitch (GC logged)")
+    probe.start()
+    steps = []
+    try:
+        for rate in rates:
+            probe.restart()
+            log(f"soak: {seconds} s at {rate} cps")
+            steps.append(bench.run_step(probe, rate, seconds=seconds))
+    finally:
+        probe.stop()
+    for st in steps:
+        print_gc(st)
+    (root / "soak.json").write_text(json.dumps([asdict(s) for s in steps], indent=1,
+                                               default=str))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--quick", action="store_true",
@@ -991,6 +1024,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--soak-seconds", type=int, default=None,
                     help="diagnostics: one step this long at the softswitch's ceiling, GC "
                          "logged (45; 0 skips; --quick: 0)")
+    ap.add_argument("--soak-at", default="",
+                    help="only soak: comma-separated rates, one softswitch step each of "
+                         "--soak-seconds (60 here) with the GC logged; no searches")
     ap.add_argument("--budget-min", type=float, default=22.0,
                     help="start no new step after this many minutes (22)")
     ap.add_argument("--code", choices=("tree", "head"), default="tree",
@@ -1021,6 +1057,11 @@ def main(argv: list[str] | None = None) -> int:
         code_root = root / "code"
         code = export_head(code_root)
     log(f"machine: {machine()}; softswitch code: {code}")
+
+    if args.soak_at:
+        return soak_only(bench, root, code_root,
+                         [int(r) for r in args.soak_at.split(",") if r.strip()],
+                         args.soak_seconds or 60)
 
     if not self_check(bench, root):
         log("self-check FAILED: uac_txn.xml does not absorb a late 1xx; see " + str(root))
@@ -1140,13 +1181,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n{c.system}: first failing step {first_fail.rate} cps: "
                   + "; ".join(first_fail.reasons))
     for st in gc_steps:
-        d = st.diagnostics
-        if d:
-            print(f"\ncyclic GC at {st.rate} cps for {st.calls // max(st.rate, 1)} s "
-                  f"(step {'clean' if st.clean else 'FAILED: ' + '; '.join(st.reasons)}): "
-                  f"{d['gen2_collections']} full collections in {st.wall_s:.0f} s, pauses ms "
-                  f"{d['gen2_ms']}, tracked objects {d['gen2_tracked']}, collections >= 5 ms "
-                  f"took {d['gc_share_of_wall']:.1%} of wall time")
+        print_gc(st)
     for p in profiles:
         print_profile(p, 200, profile_s)
     out = root / "results.json"

@@ -30,4 +30,5 @@ routing_gateways = Resource(
                             "stop_switch_after_sdp", "stop_switch_after_rtp_start",
                             "stop_switch_after_busy"}) | NUMBER_BOOL_COLUMNS,
     summary="routing gateways (vendor trunks)",
+    on_delete="DELETE FROM gateway_registrations WHERE routing_gateway_id = ?",
 )

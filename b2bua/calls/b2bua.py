@@ -6,6 +6,7 @@ import itertools
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -52,6 +53,7 @@ class B2bua:
         self.bindings = bindings
         self.registrar = registrar
         self.numbers = numbers
+        self.upstream_vendor: Callable[[Peer, str | None], int | None] | None = None
         self.params = params
         self.gateways = gateways
         self.cdrs = cdrs
@@ -76,6 +78,16 @@ class B2bua:
         if request.method == "CANCEL":
             self._cancel(request, source)
             return
+        if request.method == "INVITE" and self.upstream_vendor is not None:
+            vendor_id = self.upstream_vendor(source, request.ruri.user)
+            vendor = self.gateways.routing.get(vendor_id) if vendor_id is not None else None
+            if vendor is not None:
+                # A vendor we registered to, calling our registered contact: the callee
+                # is the number it dialled (To), routed like any other call.
+                self.stack.trust(source)
+                self._new_call(request, source, Origin.vendor(vendor),
+                               callee=request.to.uri.user or "")
+                return
         outcome = self.policy.admit(request, source, time.time())
         if outcome.action != Action.PASS or outcome.source is None:
             self._refuse(request, source, outcome)
@@ -168,7 +180,8 @@ class B2bua:
 
     # -- new calls -------------------------------------------------------------------------
 
-    def _new_call(self, invite: Request, source: Peer, origin: Origin) -> None:
+    def _new_call(self, invite: Request, source: Peer, origin: Origin,
+                  callee: str | None = None) -> None:
         self.stats.attempts += 1
         try:
             max_forwards = invite.max_forwards
@@ -190,7 +203,7 @@ class B2bua:
             self._reply(invite, source, 503)
             return
         server = self.stack.server_transaction(invite, source)
-        call = Call(self, next(self._numbers), invite, source, server, origin)
+        call = Call(self, next(self._numbers), invite, source, server, origin, callee)
         self.calls[call.no] = call
         self.legs[invite.call_id] = (call, Side.CALLER)
         self.origin_calls[origin.key] += 1

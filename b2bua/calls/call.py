@@ -73,7 +73,7 @@ class PendingReinvite:
 
 class Call:
     def __init__(self, b2bua: B2bua, call_no: int, invite: Request, source: Peer,
-                 server: ServerTransaction, origin: Origin) -> None:
+                 server: ServerTransaction, origin: Origin, callee: str | None = None) -> None:
         self.b2bua = b2bua
         self.no = call_no
         self.invite = invite
@@ -86,7 +86,7 @@ class Call:
             send_to_source=self._pin_to_source(invite, source),
         )
         self.caller = invite.from_.uri.user or ""  # as received
-        self.callee = invite.ruri.user or ""
+        self.callee = callee if callee is not None else invite.ruri.user or ""
         # The platform numbers: after the mapping side's dial plans and transform.
         self.caller_routed, self.callee_routed = origin.numbers.rewrite(
             self.caller, self.callee, b2bua.numbers.transforms)
@@ -153,6 +153,8 @@ class Call:
         gateways: list[Destination | RoutingGateway] = []
         first_refusal: str | None = None
         for gw in plan.gateways:
+            if self.origin.kind == "vendor" and gw.id == self.origin.id:
+                continue  # never back to the vendor the call came from
             refused = gw.numbers.refusal(self.caller_routed, self.callee_routed, groups)
             if refused is None:
                 gateways.append(gw)
@@ -505,6 +507,7 @@ class Call:
             callee_routed=self.callee_routed,
             caller_sent=self.attempt.caller_sent if self.attempt else None,
             callee_sent=self.attempt.callee_sent if self.attempt else None,
+            origin_vendor=self.origin.name if self.origin.kind == "vendor" else None,
         ), [a.record() for a in self.attempts])
         log.info("call %d ended caller=%s callee=%s code=%d by=%s reason=%s attempts=%d "
                  "call-id=%s", self.no, self.caller, self.callee, self.final_code, hangup_by,

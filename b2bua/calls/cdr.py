@@ -35,6 +35,7 @@ class CdrRecord:
     callee_routed: str | None = None
     caller_sent: str | None = None
     callee_sent: str | None = None
+    origin_vendor: str | None = None
 
 
 _COLUMNS = tuple(CdrRecord.__dataclass_fields__)

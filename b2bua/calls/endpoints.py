@@ -15,7 +15,7 @@ from b2bua.sip.transport import Peer
 class Origin:
     """The customer side of a call: a mapping gateway or a phone account."""
 
-    kind: str  # "gateway" or "phone"
+    kind: str  # "gateway", "phone", or "vendor" (a call to our registered contact)
     id: int
     name: str
     capacity: int | None
@@ -24,6 +24,10 @@ class Origin:
     @classmethod
     def gateway(cls, gw: MappingGateway) -> Origin:
         return cls("gateway", gw.id, gw.name, gw.capacity, gw.numbers)
+
+    @classmethod
+    def vendor(cls, gw: RoutingGateway) -> Origin:
+        return cls("vendor", gw.id, gw.name, gw.capacity, gw.numbers)
 
     @classmethod
     def phone(cls, phone: PhoneAccount) -> Origin:

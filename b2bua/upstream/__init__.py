@@ -1,0 +1,1 @@
+"""The softswitch as a UA registering to vendors."""

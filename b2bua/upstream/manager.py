@@ -1,0 +1,114 @@
+"""All registrations to vendors: follows the configuration live, unregisters on stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from b2bua.config.live import Params
+from b2bua.options import HostPort
+from b2bua.sip.stack import SipStack
+from b2bua.sip.transaction import Timers
+from b2bua.sip.transport import Peer
+from b2bua.upstream.registration import RegistrationConfig, UpstreamRegistration
+
+log = logging.getLogger("b2bua.upstream")
+
+# Graceful stop waits at most this long for every unregister together.
+UNREGISTER_TIMEOUT = 3.0
+
+Spawn = Callable[[Coroutine[Any, Any, None]], None]
+
+
+def _registrar(value: str | None, default: Peer) -> tuple[Peer, str]:
+    if not value:
+        host_port = f"{default.host}:{default.port}" if default.port != 5060 else default.host
+        return default, host_port
+    try:
+        parsed = HostPort.parse(value if ":" in value else f"{value}:5060")
+    except ValueError:
+        return default, value
+    return Peer(default.transport, parsed.host, parsed.port), value
+
+
+class UpstreamManager:
+    def __init__(self, stack: SipStack, params: Params, timers: Timers, spawn: Spawn) -> None:
+        self.stack = stack
+        self.params = params
+        self.timers = timers
+        self.spawn = spawn
+        self.registrations: dict[int, UpstreamRegistration] = {}
+        self.started = False
+
+    def load(self, conn: sqlite3.Connection) -> None:
+        rows = conn.execute(
+            "SELECT r.*, g.name AS gw_name, g.host AS gw_host, g.port AS gw_port, "
+            "g.transport AS gw_transport, g.enabled AS gw_enabled "
+            "FROM gateway_registrations r JOIN routing_gateways g "
+            "ON g.id = r.routing_gateway_id")
+        wanted: dict[int, RegistrationConfig] = {}
+        for r in rows:
+            if not (r["enabled"] and r["gw_enabled"]):
+                continue
+            default = Peer(str(r["gw_transport"]), str(r["gw_host"]), int(r["gw_port"]))
+            registrar, registrar_host = _registrar(r["registrar"], default)
+            wanted[int(r["routing_gateway_id"])] = RegistrationConfig(
+                gateway_id=int(r["routing_gateway_id"]),
+                gateway_name=str(r["gw_name"]),
+                registrar=registrar,
+                registrar_host=registrar_host,
+                username=str(r["username"]),
+                auth_username=str(r["auth_username"] or r["username"]),
+                password=str(r["password"] or ""),
+                contact_host=str(r["host_name"] or self.stack.advertised_host),
+                expire=r["expire"],
+            )
+        self._apply(wanted)
+
+    def _apply(self, wanted: dict[int, RegistrationConfig]) -> None:
+        for gw_id in list(self.registrations):
+            current = self.registrations[gw_id]
+            if wanted.get(gw_id) == current.config:
+                continue
+            del self.registrations[gw_id]
+            if self.started:
+                # Disabled, removed or changed: the old registration goes away first.
+                self.spawn(current.unregister(UNREGISTER_TIMEOUT))
+        for gw_id, config in wanted.items():
+            if gw_id not in self.registrations:
+                registration = UpstreamRegistration(config, self.stack, self.params,
+                                                    self.timers)
+                self.registrations[gw_id] = registration
+                if self.started:
+                    registration.start()
+
+    def start(self) -> None:
+        self.started = True
+        for registration in self.registrations.values():
+            registration.start()
+
+    async def shutdown(self) -> None:
+        """Graceful stop: unregister everything (bounded) or just forget, per parameter."""
+        registrations = list(self.registrations.values())
+        if not self.params.flag("SS_SIP_USER_AGENT_SEND_UNREGISTER"):
+            for registration in registrations:
+                registration.stop()
+            return
+        if registrations:
+            log.info("unregistering from %d vendors", len(registrations))
+        await asyncio.gather(*(r.unregister(UNREGISTER_TIMEOUT) for r in registrations))
+
+    def vendor_for_call(self, source: Peer, user: str | None) -> int | None:
+        """The routing gateway whose registrar sends a call to our registered contact."""
+        for gw_id, registration in self.registrations.items():
+            c = registration.config
+            if registration.state == "registered" and source.host == c.registrar.host and \
+                    user == c.username:
+                return gw_id
+        return None
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [r.snapshot() for r in self.registrations.values()]
