@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ def test_register_answers_the_challenge_and_refreshes(tmp_path: Path, code: int)
     cseqs = [s.cseq for s in seen]
     assert cseqs == sorted(cseqs) and len(set(cseqs)) == len(cseqs)
     oks = [s.at for s in seen if s.answered == 200 and s.expires > 0]
-    gaps = [b - a for a, b in zip(oks, oks[1:], strict=False)]
+    gaps = [b - a for a, b in pairwise(oks)]
     assert gaps and all(1.5 <= g <= 2.6 for g in gaps), gaps
     # SIGTERM: REGISTER Expires: 0, challenged and answered with the same credentials.
     last = [s for s in seen if s.expires == 0]
