@@ -9,13 +9,16 @@ from typing import Any
 from flask import Flask
 
 from api import auth, context, errors
+from api.converters import RowIdConverter
 from api.openapi import build_spec, operation
 from api.routes import (
+    audit,
     calls,
     cdrs,
     engine,
     gateways,
     health,
+    metrics,
     numbers,
     parameters,
     phones,
@@ -29,6 +32,7 @@ from b2bua.storage.db import DEFAULT_DB_PATH
 
 def create_app(db_path: str | Path | None = None, control_path: str | Path | None = None) -> Flask:
     app = Flask(__name__)
+    app.url_map.converters["int"] = RowIdConverter
     resolved_db = Path(db_path or os.environ.get("SOFTSWITCH_DB") or DEFAULT_DB_PATH)
     app.config["SOFTSWITCH_DB"] = str(resolved_db)
     app.config["SOFTSWITCH_CONTROL"] = str(
@@ -43,6 +47,7 @@ def create_app(db_path: str | Path | None = None, control_path: str | Path | Non
         gateways.mapping_gateways.blueprint(), gateways.routing_gateways.blueprint(),
         phones.phones.blueprint(), phones.bp, numbers.transforms.blueprint(),
         numbers.groups.blueprint(), numbers.bp, upstream.bp,
+        audit.bp, metrics.bp,
     )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)

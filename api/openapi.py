@@ -14,6 +14,9 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec_webframeworks.flask import FlaskPlugin
 from flask import Flask
 from marshmallow import Schema
+from werkzeug.routing import IntegerConverter
+
+from api.converters import SQLITE_MAX_INT
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -109,8 +112,11 @@ def _with_path_params(app: Flask, endpoint: str, ops: dict[str, Any]) -> dict[st
     rule = next(r for r in app.url_map.iter_rules() if r.endpoint == endpoint)
     declared: list[dict[str, Any]] = []
     for arg in sorted(rule.arguments):
-        converter = type(rule._converters[arg]).__name__
-        schema = {"type": "integer"} if converter == "IntegerConverter" else {"type": "string"}
+        converter = rule._converters[arg]
+        schema: dict[str, Any] = {"type": "string"}
+        if isinstance(converter, IntegerConverter):
+            schema = {"type": "integer", "minimum": 0, "maximum": SQLITE_MAX_INT,
+                      "format": "int64"}
         declared.append({"in": "path", "name": arg, "required": True, "schema": schema})
     out: dict[str, Any] = {}
     for method, op in ops.items():

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Blueprint, Response, jsonify, request
 from marshmallow import Schema, ValidationError
@@ -34,6 +35,7 @@ from b2bua.storage import audit
 from b2bua.storage.db import transaction
 
 MAX_PAGE = 1000
+F = TypeVar("F", bound=Callable[..., Any])
 # Columns a list can be filtered on by exact value, when the resource has them.
 TEXT_FILTERS = ("name", "username", "number")
 BOOL_FILTERS = ("enabled",)
@@ -92,12 +94,7 @@ class Resource:
     def list_where(self) -> tuple[list[str], list[Any]]:
         """SQL conditions for the list's query string; 422 for anything unknown."""
         allowed = self.filters()
-        unknown = sorted(set(request.args) - {"limit", "after_id", *allowed})
-        if unknown:
-            known = ", ".join(["limit", "after_id", *allowed])
-            raise ApiError(422, f"unknown query parameter for {self.name}",
-                           {u: [f"not a filter of {self.name}; known: {known}"]
-                            for u in unknown})
+        known_args({"limit", "after_id", *allowed})
         where: list[str] = []
         args: list[Any] = []
         for column in allowed:
@@ -278,6 +275,29 @@ def int_arg(name: str, default: int, low: int, high: int) -> int:
     return value
 
 
+def float_arg(name: str) -> float | None:
+    """A finite number from the query string (``nan`` would bind NULL and match nothing)."""
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ApiError(422, f"{name} must be a number", {name: ["not a finite number"]})
+    return value
+
+
+def known_args(allowed: set[str] | list[str]) -> None:
+    """422 for a query parameter the endpoint does not know (a typo must not widen it)."""
+    unknown = sorted(set(request.args) - set(allowed))
+    if unknown:
+        known = ", ".join(sorted(allowed))
+        raise ApiError(422, "unknown query parameter",
+                       {u: [f"not a parameter here; known: {known}"] for u in unknown})
+
+
 def page_args() -> tuple[int, int]:
     return int_arg("limit", 100, 1, MAX_PAGE), int_arg("after_id", 0, 0, 2**62)
 
@@ -305,6 +325,21 @@ IF_MATCH: dict[str, Any] = {
     "description": "the ETag read before (or *); a mismatch is 412 and nothing changes. "
                    "Without it the write is unconditional.",
 }
+
+
+def raw_body(content_type: str, description: str) -> Callable[[F], F]:
+    """Declare a non-JSON 200 body (CSV, Prometheus text) on a view's ``@operation``."""
+
+    def wrap(fn: F) -> F:
+        ops: dict[str, Any] = getattr(fn, "_openapi", {})
+        for op in ops.values():
+            op["responses"]["200"] = {
+                "description": description,
+                "content": {content_type: {"schema": {"type": "string"}}},
+            }
+        return fn
+
+    return wrap
 
 
 def _messages(exc: ValidationError) -> dict[str, Any]:

@@ -163,3 +163,24 @@ def test_call_from_the_vendor_to_the_registered_contact(tmp_path: Path) -> None:
             "carrier", "2001", "2001")
     finally:
         switch.stop()
+
+
+@pytest.mark.parametrize("code", [401, 407])
+def test_sipp_registrar_sees_challenge_rounds_and_the_unregister(tmp_path: Path, code: int
+                                                                 ) -> None:
+    port = free_port(REGISTRAR_IP)
+    registrar = sipp(f"uas_registrar_{code}.xml", tmp_path, REGISTRAR_IP, port, timeout_s=20)
+    switch = Softswitch(tmp_path).start()
+    try:
+        api = switch.api
+        gw = api.post("/api/v1/routing-gateways", {"name": "carrier", "host": REGISTRAR_IP,
+                                                   "port": port})
+        api.put(f"/api/v1/routing-gateways/{gw['id']}/registration",
+                {"username": "acct77", "password": "vendor-pw", "expire": 600})
+        assert wait_until(lambda: state(switch).get("state") == "registered", timeout=5)
+    finally:
+        assert switch.stop() == 0  # SIGTERM: the unregister round
+    try:
+        assert registrar.wait(10) == 0, registrar.output()
+    finally:
+        registrar.stop()

@@ -1,0 +1,97 @@
+"""The audit log: every configuration change, who made it and when, read by cursor."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, request
+from marshmallow import Schema, fields
+
+from api import context
+from api.errors import ApiError
+from api.openapi import operation
+from api.resources import MAX_PAGE, float_arg, int_arg, known_args, list_params
+from api.schemas import page_schema
+
+bp = Blueprint("audit", __name__)
+
+_TEXT_MAX = 256
+
+
+class AuditEntrySchema(Schema):
+    id = fields.Integer(required=True)
+    at = fields.Float(required=True, metadata={"description": "Unix time"})
+    actor = fields.String(required=True,
+                          metadata={"description": "token:NAME for the API, cli for the CLI"})
+    action = fields.String(required=True, metadata={"description": "create, update, delete, "
+                                                                    "add, remove"})
+    resource = fields.String(required=True, metadata={"description": "e.g. routing-gateways/3, "
+                                                                      "parameter/SS_..."})
+    detail = fields.Raw(allow_none=True, metadata={
+        "description": "what was sent (JSON; passwords shown as ***)"})
+
+
+_FILTERS = [
+    {"in": "query", "name": "since", "required": False, "schema": {"type": "number"},
+     "description": "at >= since (Unix time)"},
+    {"in": "query", "name": "until", "required": False, "schema": {"type": "number"},
+     "description": "at < until (Unix time)"},
+    {"in": "query", "name": "actor", "required": False, "schema": {"type": "string"},
+     "description": "exact, e.g. token:admin or cli"},
+    {"in": "query", "name": "action", "required": False, "schema": {"type": "string"},
+     "description": "exact: create, update, delete, add, remove"},
+    {"in": "query", "name": "resource", "required": False, "schema": {"type": "string"},
+     "description": "prefix: routing-gateways, routing-gateways/3, parameter/SS_SIP"},
+]
+_ARGS = {"limit", "after_id", *(str(p["name"]) for p in _FILTERS)}
+
+
+def _text_arg(name: str) -> str | None:
+    raw = request.args.get(name)
+    if raw is not None and not 1 <= len(raw) <= _TEXT_MAX:
+        raise ApiError(422, f"{name} must be 1-{_TEXT_MAX} characters",
+                       {name: [f"1-{_TEXT_MAX} characters"]})
+    return raw
+
+
+def _detail(raw: str | None) -> Any:
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+@bp.get("/api/v1/audit")
+@operation("get", "Audit log of configuration changes in id order; filter by time, actor, "
+           "action, resource prefix; page with after_id",
+           response=page_schema(AuditEntrySchema), parameters=list_params() + _FILTERS)
+def list_audit() -> Any:
+    known_args(_ARGS)
+    limit = int_arg("limit", 100, 1, MAX_PAGE)
+    after = int_arg("after_id", 0, 0, 2**62)
+    where = ["id > ?"]
+    args: list[Any] = [after]
+    since, until = float_arg("since"), float_arg("until")
+    if since is not None:
+        where.append("at >= ?")
+        args.append(since)
+    if until is not None:
+        where.append("at < ?")
+        args.append(until)
+    for column in ("actor", "action"):
+        value = _text_arg(column)
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    prefix = _text_arg("resource")
+    if prefix is not None:
+        where.append("substr(resource, 1, ?) = ?")
+        args.extend((len(prefix), prefix))
+    rows = context.conn().execute(
+        "SELECT id, at, actor, action, resource, detail FROM audit_log "
+        f"WHERE {' AND '.join(where)} ORDER BY id LIMIT ?", (*args, limit + 1)).fetchall()
+    items = [{**dict(r), "detail": _detail(r["detail"])} for r in rows[:limit]]
+    return {"items": items, "next_after_id": items[-1]["id"] if len(rows) > limit else None}

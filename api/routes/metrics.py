@@ -1,0 +1,246 @@
+"""Prometheus metrics in the text exposition format 0.0.4, from the engine's live state.
+
+Written by hand rather than with ``prometheus_client``: that package is not a
+dependency of the project, every value here is a snapshot the engine already keeps
+(nothing to instrument in this process), and the format is a few lines of text.
+When the engine does not answer the scrape still succeeds, with
+``softswitch_engine_up 0`` and nothing else, so an alert can tell "down" from
+"unscraped".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Blueprint, Response
+
+from api import context
+from api.openapi import operation
+from api.resources import raw_body
+from b2bua import control
+
+bp = Blueprint("metrics", __name__)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PREFIX = "softswitch_"
+ENGINE_TIMEOUT = 1.0
+
+Labels = dict[str, str]
+
+# Fields of the "stats" op with a metric of their own; the refusal fields become
+# softswitch_calls_refused_total{reason=FIELD}.
+_CALL_COUNTERS = {
+    "attempts": ("call_attempts_total", "Calls received (INVITEs that started a call)"),
+    "answered": ("calls_answered_total", "Calls that ended after being answered"),
+    "failed": ("calls_failed_total", "Calls that ended without being answered"),
+}
+_CALL_GAUGES = {
+    "active": ("calls_active", "Calls up now"),
+    "legs": ("call_legs_active", "Outgoing call legs up now"),
+}
+_REFUSAL_PREFIXES = ("rejected_", "dropped_", "refused_")
+_REFUSALS = frozenset({"loops", "too_many_hops"})
+_COUNTER_GROUPS = {"sip": "SIP stack events", "transport": "SIP transport events"}
+_SECURITY_COUNTERS = ("dropped", "rejected", "challenged", "authenticated", "suspended")
+_SECURITY_GAUGES = {
+    "suspended_now": "Terminals suspended now",
+    "auth_sessions": "Digest authentication sessions held",
+    "failure_entries": "Sources with authentication failures being counted",
+    "nonce_counts": "Digest nonces with a use count",
+}
+_SECURITY_TOTALS = {
+    "auth_sessions_evicted": "Digest sessions evicted when the table was full",
+    "log_lines_suppressed": "Security log lines suppressed by SS_SECURITY_LOG_INTERVAL",
+}
+_KEEPALIVE_TOTALS = {
+    "cycles": "Keep-alive cycles started",
+    "completed": "Keep-alive cycles that reached every NAT phone in time",
+    "restarted": "Keep-alive cycles cut short by the next period",
+    "sent": "Keep-alive messages sent",
+    "missed_total": "NAT phones missed by unfinished cycles",
+}
+_KEEPALIVE_GAUGES = {
+    "missed_last_cycle": ("keepalive_missed_last_cycle", "NAT phones missed by the last cycle"),
+    "phones_last_cycle": ("keepalive_phones_last_cycle", "NAT phones in the last cycle"),
+    "last_cycle_at": ("keepalive_last_cycle_timestamp_seconds",
+                      "When the last cycle ended (Unix time)"),
+    "last_cycle_seconds": ("keepalive_last_cycle_seconds", "How long the last cycle took"),
+}
+
+
+@dataclass
+class Family:
+    name: str
+    kind: str  # counter, gauge or untyped
+    help: str
+    samples: list[tuple[Labels, float]] = field(default_factory=list)
+
+
+class Exposition:
+    """Metric families in first-use order; each family's samples stay together."""
+
+    def __init__(self) -> None:
+        self.families: dict[str, Family] = {}
+
+    def add(self, name: str, kind: str, help_text: str, value: Any,
+            labels: Labels | None = None) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return
+        full = PREFIX + name
+        family = self.families.setdefault(full, Family(full, kind, help_text))
+        family.samples.append((labels or {}, float(value)))
+
+    def render(self) -> str:
+        lines: list[str] = []
+        for family in self.families.values():
+            lines.append(f"# HELP {family.name} {escape_help(family.help)}")
+            lines.append(f"# TYPE {family.name} {family.kind}")
+            for labels, value in family.samples:
+                lines.append(f"{family.name}{render_labels(labels)} {format_value(value)}")
+        return "\n".join(lines) + "\n"
+
+
+def escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def render_labels(labels: Labels) -> str:
+    if not labels:
+        return ""
+    inner = ",".join(f'{key}="{escape_label(str(value))}"' for key, value in labels.items())
+    return "{" + inner + "}"
+
+
+def format_value(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return repr(value)
+
+
+def metric_part(text: str) -> str:
+    """A counter name from the engine, as a piece of a metric name ([a-z0-9_])."""
+    out = "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in text)
+    return out.lower().strip("_") or "unnamed"
+
+
+def _ask(op: str) -> Any:
+    return control.request(context.control_path(), op, timeout=ENGINE_TIMEOUT)
+
+
+def collect(metrics: Exposition) -> bool:
+    """Ask the engine for each snapshot; False when it does not answer at all."""
+    try:
+        status = _ask("status")
+    except control.ControlError:
+        return False
+    metrics.add("engine_uptime_seconds", "gauge", "Seconds since the engine started",
+                status.get("uptime"))
+    for op, render in (("stats", _stats), ("security", _security), ("keepalive", _keepalive),
+                       ("registrations", _registrations), ("gateways", _gateways)):
+        try:
+            snapshot = _ask(op)
+        except control.ControlError:
+            metrics.add("engine_scrape_errors", "gauge",
+                        "Engine snapshots that failed in this scrape, by op", 1, {"op": op})
+            continue
+        render(metrics, snapshot)
+    return True
+
+
+def _stats(metrics: Exposition, stats: dict[str, Any]) -> None:
+    for key, value in stats.items():
+        if key in _CALL_COUNTERS:
+            name, help_text = _CALL_COUNTERS[key]
+            metrics.add(name, "counter", help_text, value)
+        elif key in _CALL_GAUGES:
+            name, help_text = _CALL_GAUGES[key]
+            metrics.add(name, "gauge", help_text, value)
+        elif key in _COUNTER_GROUPS and isinstance(value, dict):
+            for counter, number in value.items():
+                metrics.add(f"{key}_{metric_part(counter)}_total", "counter",
+                            f"{_COUNTER_GROUPS[key]}: {counter}", number)
+        elif key.startswith(_REFUSAL_PREFIXES) or key in _REFUSALS:
+            metrics.add("calls_refused_total", "counter",
+                        "Calls refused or dropped before routing, by reason", value,
+                        {"reason": key})
+        elif not isinstance(value, dict):
+            # A counter this version does not know yet: exposed, but untyped.
+            metrics.add(f"engine_{metric_part(key)}", "untyped",
+                        f"Engine call counter {key} (see /api/v1/stats)", value)
+
+
+def _security(metrics: Exposition, security: dict[str, Any]) -> None:
+    for outcome in _SECURITY_COUNTERS:
+        counters = security.get(outcome)
+        if not isinstance(counters, dict):
+            continue
+        help_text = f"Requests {outcome} by the security policy, by reason"
+        # Always one sample, so the family exists (at 0) before the first event.
+        if not counters:
+            metrics.add(f"security_{outcome}_total", "counter", help_text, 0,
+                        {"reason": "none"})
+        for reason, value in sorted(counters.items()):
+            metrics.add(f"security_{outcome}_total", "counter", help_text, value,
+                        {"reason": reason})
+    for key, help_text in _SECURITY_GAUGES.items():
+        metrics.add(f"security_{key}", "gauge", help_text, security.get(key))
+    for key, help_text in _SECURITY_TOTALS.items():
+        metrics.add(f"security_{key}_total", "counter", help_text, security.get(key))
+
+
+def _keepalive(metrics: Exposition, keepalive: dict[str, Any]) -> None:
+    for key, help_text in _KEEPALIVE_TOTALS.items():
+        name = "keepalive_missed_total" if key == "missed_total" else f"keepalive_{key}_total"
+        metrics.add(name, "counter", help_text, keepalive.get(key))
+    for key, (name, help_text) in _KEEPALIVE_GAUGES.items():
+        metrics.add(name, "gauge", help_text, keepalive.get(key))
+
+
+def _registrations(metrics: Exposition, bindings: Iterable[dict[str, Any]]) -> None:
+    items = list(bindings)
+    metrics.add("registrations", "gauge", "Live phone registrations (contacts)", len(items))
+    metrics.add("registrations_nat", "gauge", "Live phone registrations behind NAT",
+                sum(1 for b in items if b.get("nat")))
+    metrics.add("registered_phones", "gauge", "Phone accounts with a live registration",
+                len({b.get("username") for b in items}))
+
+
+def _gateways(metrics: Exposition, gateways: Iterable[dict[str, Any]]) -> None:
+    for gw in gateways:
+        labels = {"gateway": str(gw.get("name")), "gateway_id": str(gw.get("id"))}
+        metrics.add("gateway_current_calls", "gauge",
+                    "Calls up now through a routing gateway", gw.get("current_calls"), labels)
+        metrics.add("gateway_calls_total", "counter",
+                    "Calls sent to a routing gateway since the engine started",
+                    gw.get("total_calls"), labels)
+        metrics.add("gateway_enabled", "gauge", "1 when the routing gateway is enabled",
+                    int(bool(gw.get("enabled"))), labels)
+        metrics.add("gateway_retry_after", "gauge",
+                    "1 while the routing gateway is out of routing for a Retry-After",
+                    int(gw.get("retry_after_until") is not None), labels)
+
+
+@bp.get("/api/v1/metrics")
+@raw_body(CONTENT_TYPE, "Prometheus text exposition format 0.0.4")
+@operation("get", "Prometheus metrics (engine counters, security, keep-alive, registrations, "
+           "gateways); softswitch_engine_up 0 when the engine is down")
+def metrics() -> Any:
+    exposition = Exposition()
+    exposition.add("engine_up", "gauge", "1 when the engine answers on its control channel", 0)
+    up = collect(exposition)
+    exposition.families[PREFIX + "engine_up"].samples[0] = ({}, float(up))
+    resp = Response(exposition.render(), status=200)
+    resp.headers["Content-Type"] = CONTENT_TYPE
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
