@@ -6,7 +6,7 @@ import ipaddress
 import re
 from typing import Any
 
-from marshmallow import ValidationError, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
 
 from api.number_schemas import CalleePrefixes, DialPlans, NumberLists, PaiPlan
 
@@ -26,6 +26,21 @@ def _prefix(value: str) -> None:
         raise ValidationError(f"{value!r}: a prefix is 1-32 of 0-9 A-Z a-z # * +")
 
 
+class MediaFields(Schema):
+    media_relay = fields.String(
+        load_default="auto", validate=validate.OneOf(["auto", "on", "off", "must_on"]),
+        metadata={"description": "anchor this leg's media in the relay (SS_MEDIAPROXYMODE "
+                                 "Auto decides with these; docs/media.md)"})
+    rtp_encryption = fields.Boolean(
+        load_default=False,
+        metadata={"description": "encrypt RTP payloads toward this gateway and decrypt what "
+                                 "comes from it (SS_RTPENCRYPTIONMODE, SS_RTPENCRYPTIONKEY)"})
+    media_check = fields.String(
+        load_default="none",
+        validate=validate.OneOf(["none", "to_remote", "from_remote", "both"]),
+        metadata={"description": "RTP interruption check (SS_MEDIA_CHECK_TIMEOUT)"})
+
+
 def _timer(system: str, high: int) -> fields.Integer:
     return fields.Integer(strict=True, load_default=0, validate=validate.Range(0, high),
                           metadata={"description": f"seconds; 0 = {system}"})
@@ -36,7 +51,7 @@ def _override(system: str) -> fields.Boolean:
                           metadata={"description": f"null = {system}"})
 
 
-class MappingGatewaySchema(DialPlans, NumberLists, CalleePrefixes):
+class MappingGatewaySchema(DialPlans, NumberLists, CalleePrefixes, MediaFields):
     id = fields.Integer(dump_only=True)
     name = fields.String(required=True, validate=NAME)
     auth_mode = fields.String(
@@ -84,7 +99,7 @@ def check_mapping_gateway(data: dict[str, Any], current: dict[str, Any] | None) 
         raise ValidationError(errors)
 
 
-class RoutingGatewaySchema(DialPlans, PaiPlan, NumberLists):
+class RoutingGatewaySchema(DialPlans, PaiPlan, NumberLists, MediaFields):
     id = fields.Integer(dump_only=True)
     name = fields.String(required=True, validate=NAME)
     host = fields.String(required=True, validate=_ip,

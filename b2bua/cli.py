@@ -7,7 +7,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from b2bua import logs
+from b2bua import logs, opcli
 from b2bua.config.registry import PARAMETERS, ParamError, format_value, lookup
 from b2bua.options import EngineOptions, HostPort, PortRange, control_path_for
 from b2bua.storage import audit, db, migrate, params_store, tokens
@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     put.add_argument("name")
     put.add_argument("value")
     _add_db(put)
+    opcli.register(sub)  # gw, phone, cdr, calls: over the REST API
     return parser
 
 
@@ -133,6 +134,7 @@ def cmd_param(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"run": cmd_run, "migrate": cmd_migrate, "token": cmd_token, "param": cmd_param}
+    handlers.update(opcli.HANDLERS)
     try:
         return handlers[args.command](args)
     except migrate.SchemaTooNewError as exc:

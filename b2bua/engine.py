@@ -11,9 +11,12 @@ from dataclasses import asdict
 from typing import Any
 
 from b2bua.calls.b2bua import B2bua
+from b2bua.calls.call import Call
 from b2bua.calls.cdr import CdrWriter
+from b2bua.calls.media import CallMedia
 from b2bua.config.live import ConfigWatcher, Params
 from b2bua.control import ControlServer
+from b2bua.media.relay import PortAllocator
 from b2bua.numbers.rules import NumberTables
 from b2bua.options import EngineOptions
 from b2bua.policy import Account, Policy
@@ -55,6 +58,7 @@ class Engine:
         self.stack = SipStack(options.sip_listen.host, options.sip_listen.port,
                               options.advertised_host())
         self.writer = DbWriter(options.db_path)
+        self.ports = PortAllocator(options.media_ports.low, options.media_ports.high)
         self.cdrs = CdrWriter(self.writer)
         self.numbers = NumberTables()
         self.watcher.register("number_transforms", self.numbers.load_transforms)
@@ -119,6 +123,7 @@ class Engine:
         self.b2bua = B2bua(self.stack, self.params, self.gateways, self.cdrs, loop, self.policy,
                            self.phones, self.bindings, self.registrar, self.numbers)
         self.b2bua.upstream_vendor = self.upstream.vendor_for_call
+        self.b2bua.media_factory = self._new_media
         restored = self.bindings.load(self.conn, time.time())
         if restored:
             log.info("restored %d registrations", restored)
@@ -160,6 +165,15 @@ class Engine:
         self.writer.close()
         self.conn.close()
         log.info("engine stopped")
+
+    def _new_media(self, call: Call) -> CallMedia:
+        opts = self.options
+        return CallMedia(
+            self.params, self.ports, opts.sip_listen.host, opts.advertised_host(),
+            caller_nat=call.behind_nat(call.invite, call.source),
+            caller_encrypted=call.origin.rtp_encryption,
+            on_rtp_start=call.on_rtp_started,
+        )
 
     def _load_routing(self, conn: sqlite3.Connection) -> None:
         self.gateways.load_routing(conn)

@@ -23,8 +23,9 @@ Method (see /work/shared/research/anchors.md and docs/performance.md):
   softswitch at its ceiling, its cyclic-GC pauses there and at the first failing rate
   (through ``bench/gc_probe.py``), and its ceiling with the cyclic GC switched off (what
   the engine's CPU alone allows), profiled too;
-* ``--code head`` runs the softswitch from ``git archive HEAD`` instead of the working tree,
-  so that edits made by others during the run do not change what is measured.
+* ``--code head`` (or any git revision) runs the softswitch from ``git archive`` of that
+  revision instead of the working tree, so that edits made by others during the run do
+  not change what is measured.
 
 Only loopback addresses are used; only processes started here are stopped, by pid.
 """
@@ -931,15 +932,15 @@ def git_state() -> str:
     return f"{git('rev-parse', '--short', 'HEAD')} + {len(dirty)} modified tracked files"
 
 
-def export_head(dest: Path) -> str:
-    """``git archive HEAD`` of the softswitch's packages into ``dest`` (read-only for git)."""
+def export_rev(rev: str, dest: Path) -> str:
+    """``git archive REV`` of the softswitch's packages into ``dest`` (read-only for git)."""
     dest.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(["git", "archive", "--format=tar", "HEAD", "b2bua", "api",
+    sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout.strip()
+    archive = subprocess.run(["git", "archive", "--format=tar", sha, "b2bua", "api",
                               "migrations"], cwd=REPO, capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                         capture_output=True, text=True, check=True).stdout.strip()
-    return f"HEAD {sha} exported to {dest}"
+    return f"{rev} = {sha} exported to {dest}"
 
 
 @dataclass
@@ -1029,9 +1030,10 @@ def main(argv: list[str] | None = None) -> int:
                          "--soak-seconds (60 here) with the GC logged; no searches")
     ap.add_argument("--budget-min", type=float, default=22.0,
                     help="start no new step after this many minutes (22)")
-    ap.add_argument("--code", choices=("tree", "head"), default="tree",
-                    help="softswitch code: the working tree as it is (default), or HEAD "
-                         "exported once (a consistent snapshot while others edit the tree)")
+    ap.add_argument("--code", default="tree",
+                    help="softswitch code: 'tree', the working tree as it is (default), or "
+                         "a git revision such as 'head', exported once with git archive "
+                         "(a consistent snapshot while others edit the tree)")
     ap.add_argument("--workdir", type=Path, default=None,
                     help="where sipp/softswitch files go (default: a new /tmp folder)")
     args = ap.parse_args(argv)
@@ -1053,9 +1055,9 @@ def main(argv: list[str] | None = None) -> int:
     log(f"cps bench: {step_s} s steps, hold {args.hold_ms} ms, work dir {root}")
     code_root: Path | None = None
     code = f"working tree ({git_state()})"
-    if args.code == "head":
+    if args.code != "tree":
         code_root = root / "code"
-        code = export_head(code_root)
+        code = export_rev("HEAD" if args.code == "head" else args.code, code_root)
     log(f"machine: {machine()}; softswitch code: {code}")
 
     if args.soak_at:

@@ -14,9 +14,10 @@ API server it starts.
   takes 5 ms or more, is appended to ``BENCH_GC_LOG`` as a JSON line
   ``{"t": epoch, "gen": 2, "ms": 123.4, "collected": 0, "tracked": 515746}``;
 * ``off``: ``gc.disable()`` before the softswitch starts (memory then only grows: run it
-  for one short step at a time);
-* ``freeze``: ``gc.freeze()`` once the modules are imported (start-up objects leave the
-  collector's view), collections otherwise as usual, and logged as in ``log``.
+  for one short step at a time).
+
+The ``log`` callback also counts the tracked objects after each full collection
+(``gc.get_objects(2)``), which adds a few ms to those collections.
 """
 
 from __future__ import annotations
@@ -60,12 +61,8 @@ def main() -> None:
     log_path = os.environ.get("BENCH_GC_LOG")
     if mode == "off":
         gc.disable()
-    elif mode in ("log", "freeze") and log_path:
+    elif mode == "log" and log_path:
         _install_logger(log_path)
-    if mode == "freeze":
-        import b2bua.cli  # noqa: F401 - import everything first, then freeze it
-
-        gc.freeze()
     sys.argv = ["b2bua.cli", *sys.argv[1:]]
     runpy.run_module("b2bua.cli", run_name="__main__", alter_sys=True)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 SDP = ("v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n"
@@ -29,7 +30,8 @@ class CallResult:
 
 def place_call(src_ip: str, switch: tuple[str, int], callee: str, *, timeout: float = 20.0,
                hold: float = 0.3, cancel_after: float | None = None,
-               caller: str = "1001") -> CallResult:
+               caller: str = "1001", offer: str | None = None,
+               on_answer: Callable[[str], None] | None = None) -> CallResult:
     """Call ``callee``; hang up after ``hold`` if answered, CANCEL after ``cancel_after``."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((src_ip, 0))
@@ -38,7 +40,7 @@ def place_call(src_ip: str, switch: tuple[str, int], callee: str, *, timeout: fl
     tag = secrets.token_hex(4)
     branch = "z9hG4bK" + secrets.token_hex(8)
     ruri = f"sip:{callee}@{switch[0]}:{switch[1]}"
-    body = SDP.format(ip=src_ip)
+    body = offer if offer is not None else SDP.format(ip=src_ip)
 
     def request(method: str, cseq: int, to_tag: str | None = None, req_branch: str = "",
                 content: str = "", uri: str = ruri) -> bytes:
@@ -97,6 +99,8 @@ def place_call(src_ip: str, switch: tuple[str, int], callee: str, *, timeout: fl
             contact = _header(data, b"Contact").strip("<>").split(">")[0]
             ack_branch = "z9hG4bK" + secrets.token_hex(8)
             sock.sendto(request("ACK", 1, to_tag, ack_branch, uri=contact), switch)
+            if on_answer is not None:
+                on_answer(data.decode(errors="replace").split("\r\n\r\n", 1)[1])
             time.sleep(hold)
             bye_branch = "z9hG4bK" + secrets.token_hex(8)
             sock.sendto(request("BYE", 2, to_tag, bye_branch, uri=contact), switch)

@@ -15,7 +15,7 @@ mapping_gateways = Resource(
     table="mapping_gateways",
     schema=MappingGatewaySchema,
     json_columns=frozenset({"ips"}) | NUMBER_JSON_COLUMNS,
-    bool_columns=NUMBER_BOOL_COLUMNS,
+    bool_columns=NUMBER_BOOL_COLUMNS | {"rtp_encryption"},
     write_only=frozenset({"password"}),
     check=check_mapping_gateway,
     summary="mapping gateways (customer trunks)",
@@ -28,7 +28,7 @@ routing_gateways = Resource(
     json_columns=frozenset({"prefixes", "stop_switch_codes"}) | NUMBER_JSON_COLUMNS,
     bool_columns=frozenset({"switch_after_ringing", "stop_switch_after_invite_timeout",
                             "stop_switch_after_sdp", "stop_switch_after_rtp_start",
-                            "stop_switch_after_busy"}) | NUMBER_BOOL_COLUMNS,
+                            "stop_switch_after_busy", "rtp_encryption"}) | NUMBER_BOOL_COLUMNS,
     summary="routing gateways (vendor trunks)",
     on_delete="DELETE FROM gateway_registrations WHERE routing_gateway_id = ?",
 )

@@ -11,7 +11,7 @@ When the engine does not answer the scrape still succeeds, with
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,13 +85,16 @@ class Exposition:
     def __init__(self) -> None:
         self.families: dict[str, Family] = {}
 
+    def declare(self, name: str, kind: str, help_text: str) -> Family:
+        """The family ``name``; a labelled family may stay without samples."""
+        full = PREFIX + name
+        return self.families.setdefault(full, Family(full, kind, help_text))
+
     def add(self, name: str, kind: str, help_text: str, value: Any,
             labels: Labels | None = None) -> None:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return
-        full = PREFIX + name
-        family = self.families.setdefault(full, Family(full, kind, help_text))
-        family.samples.append((labels or {}, float(value)))
+        self.declare(name, kind, help_text).samples.append((labels or {}, float(value)))
 
     def render(self) -> str:
         lines: list[str] = []
@@ -144,12 +147,19 @@ def collect(metrics: Exposition) -> bool:
         status = _ask("status")
     except control.ControlError:
         return False
-    metrics.add("engine_uptime_seconds", "gauge", "Seconds since the engine started",
-                status.get("uptime"))
-    for op, render in (("stats", _stats), ("security", _security), ("keepalive", _keepalive),
-                       ("registrations", _registrations), ("gateways", _gateways)):
+    if isinstance(status, dict):
+        metrics.add("engine_uptime_seconds", "gauge", "Seconds since the engine started",
+                    status.get("uptime"))
+    snapshots: tuple[tuple[str, type, Callable[[Exposition, Any], None]], ...] = (
+        ("stats", dict, _stats), ("security", dict, _security),
+        ("keepalive", dict, _keepalive), ("registrations", list, _registrations),
+        ("gateways", list, _gateways),
+    )
+    for op, shape, render in snapshots:
         try:
             snapshot = _ask(op)
+            if not isinstance(snapshot, shape):
+                raise control.ControlError(f"{op}: unexpected reply")
         except control.ControlError:
             metrics.add("engine_scrape_errors", "gauge",
                         "Engine snapshots that failed in this scrape, by op", 1, {"op": op})
@@ -186,10 +196,7 @@ def _security(metrics: Exposition, security: dict[str, Any]) -> None:
         if not isinstance(counters, dict):
             continue
         help_text = f"Requests {outcome} by the security policy, by reason"
-        # Always one sample, so the family exists (at 0) before the first event.
-        if not counters:
-            metrics.add(f"security_{outcome}_total", "counter", help_text, 0,
-                        {"reason": "none"})
+        metrics.declare(f"security_{outcome}_total", "counter", help_text)
         for reason, value in sorted(counters.items()):
             metrics.add(f"security_{outcome}_total", "counter", help_text, value,
                         {"reason": reason})

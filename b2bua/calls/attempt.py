@@ -78,7 +78,8 @@ class Attempt:
         if dest.pai is not None:
             extra.append(("P-Asserted-Identity", f"<sip:{dest.pai}@{stack.advertised_host}>"))
         request = self.dialog.create_request(
-            "INVITE", call.invite.body, call.invite.get("Content-Type"), cseq=1, extra=extra,
+            "INVITE", call.offer_body(dest), call.invite.get("Content-Type"), cseq=1,
+            extra=extra,
         )
         self.caller_sent = caller
         self.callee_sent = request.ruri.user or ""

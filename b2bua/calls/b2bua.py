@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from b2bua.calls.call import ALLOW, Call, Side
 from b2bua.calls.cdr import CdrWriter
 from b2bua.calls.endpoints import Destination, Origin
+from b2bua.calls.media import CallMedia
 from b2bua.config.live import Params
 from b2bua.numbers.rules import NumberTables
 from b2bua.policy import Action, Outcome, Policy, SourceKind, classify_by_address
@@ -54,6 +56,9 @@ class B2bua:
         self.registrar = registrar
         self.numbers = numbers
         self.upstream_vendor: Callable[[Peer, str | None], int | None] | None = None
+        # Set by the engine: a relay session for a call, None when the relay is off.
+        self.media_factory: Callable[[Call], CallMedia | None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self.params = params
         self.gateways = gateways
         self.cdrs = cdrs
@@ -272,6 +277,15 @@ class B2bua:
 
     def forget_leg(self, call_id: str) -> None:
         self.legs.pop(call_id, None)
+
+    def new_media(self, call: Call) -> CallMedia | None:
+        return self.media_factory(call) if self.media_factory is not None else None
+
+    def run(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a call's coroutine (e.g. binding relay ports), keeping a reference."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def phone_destination(self, callee: str) -> tuple[Destination | None, int, str] | None:
         """None when the callee is no phone; else its binding, or why it cannot be reached."""

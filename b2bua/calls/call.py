@@ -8,6 +8,7 @@ re-INVITE and other in-dialog requests, and the CDR with its attempts.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from b2bua.calls.attempt import ALLOW, Attempt
 from b2bua.calls.cdr import CdrRecord
 from b2bua.calls.endpoints import Destination, Origin
 from b2bua.calls.failover import Next, SwitchRules, Timer
+from b2bua.calls.media import CallMedia, relay_wanted
 from b2bua.routing.gateways import RoutingGateway
 from b2bua.sip.dialog import Dialog
 from b2bua.sip.message import Request, Response, make_response
@@ -110,15 +112,18 @@ class Call:
         self._ok_peer = stack.response_peer(invite, source)
         self._late_offer = not invite.body
         self._reinvite: PendingReinvite | None = None
+        self.media: CallMedia | None = None
 
     @staticmethod
-    def _pin_to_source(invite: Request, source: Peer) -> bool:
+    def behind_nat(invite: Request, source: Peer) -> bool:
+        """The caller's Contact names another host than the one the INVITE came from."""
+        return source.host not in (invite.get("Contact") or "")
+
+    @classmethod
+    def _pin_to_source(cls, invite: Request, source: Peer) -> bool:
         """Send in-dialog requests back to the source address over TCP and when the
-        Contact names another host (the caller is behind NAT)."""
-        if source.reliable:
-            return True
-        contact = invite.get("Contact") or ""
-        return source.host not in contact
+        caller is behind NAT."""
+        return source.reliable or cls.behind_nat(invite, source)
 
     @property
     def outbound(self) -> Dialog | None:
@@ -147,7 +152,7 @@ class Call:
                 self._fail_caller(code, None, "system", why)
                 return
             self.route = [destination]
-            self._next_attempt()
+            self._dial_first()
             return
         plan = self.b2bua.plan_route(self.callee_routed)
         gateways: list[Destination | RoutingGateway] = []
@@ -169,7 +174,56 @@ class Call:
             self._fail_caller(code, None, "system", plan.reason_if_empty)
             return
         self.route = gateways
+        self._dial_first()
+
+    def _dial_first(self) -> None:
+        """Anchor the media first when the relay is wanted, then try the first hop."""
+        first = self._destination(self.route[0])
+        wanted = relay_wanted(
+            str(self.b2bua.params["SS_MEDIAPROXYMODE"]),
+            [self.origin.media_relay, first.media_relay],
+            nat=self.behind_nat(self.invite, self.source) or first.nat,
+            encrypted=self.origin.rtp_encryption or first.encrypted,
+        )
+        if not wanted or (not self.invite.body and not first.encrypted):
+            if wanted:
+                log.info("call %d: no SDP offer from the caller; media not relayed", self.no)
+            self._next_attempt()
+            return
+        media = self.b2bua.new_media(self)
+        if media is None:
+            self._next_attempt()
+            return
+        self.media = media
+        self.b2bua.run(self._start_media(media))
+
+    async def _start_media(self, media: CallMedia) -> None:
+        try:
+            await media.start()
+        except Exception as exc:  # no free port pair, or a bind error
+            log.warning("call %d: media relay unavailable (%s)", self.no, exc)
+            self.media = None
+            media.close()
+            if not self.ended:
+                self._fail_caller(503, "Service Unavailable", "system", "no media port free")
+            return
+        if self.ended:
+            media.close()
+            return
         self._next_attempt()
+
+    def offer_body(self, destination: Destination) -> bytes:
+        """The caller's SDP as the destination receives it."""
+        if self.media is None:
+            return self.invite.body
+        self.media.set_destination(destination.nat, destination.encrypted)
+        return self.media.from_caller(self.invite.body)
+
+    def _to_caller(self, body: bytes) -> bytes:
+        return self.media.from_callee(body) if self.media is not None and body else body
+
+    def _to_callee(self, body: bytes) -> bytes:
+        return self.media.from_caller(body) if self.media is not None and body else body
 
     def _destination(self, hop: Destination | RoutingGateway) -> Destination:
         """A vendor's numbers are computed for each attempt, from the platform numbers."""
@@ -315,7 +369,7 @@ class Call:
             response.add("Allow", ALLOW)
         if source is not None and source.body:
             response.add("Content-Type", source.get("Content-Type") or "application/sdp")
-            response.body = source.body
+            response.body = self._to_caller(source.body)
         if status >= 200:
             self.final_code = status
             self.final_reason = response.reason
@@ -365,14 +419,15 @@ class Call:
             self.state = CallState.CONFIRMED
             self._ok_to_caller = None
             if self._late_offer and self.attempt is not None:
-                self.attempt.ack(request.body, request.get("Content-Type"))
+                self.attempt.ack(self._to_callee(request.body), request.get("Content-Type"))
             return
         pending = self._reinvite
         if pending is not None and pending.origin == side and pending.answer is not None:
             self._reinvite = None
             other = self._dialog(_other(side))
             if other is not None:
-                ack = other.create_request("ACK", request.body, request.get("Content-Type"),
+                body = self._cross(request.body, side)
+                ack = other.create_request("ACK", body, request.get("Content-Type"),
                                            cseq=other.local_seq)
                 self.b2bua.stack.send(ack.to_bytes(), other.next_peer())
 
@@ -405,8 +460,8 @@ class Call:
             server.respond(make_response(request, 501))
             return
         extra = [(h, v) for h in CARRIED_HEADERS for v in request.get_all(h)]
-        relayed = other.create_request(method, request.body, request.get("Content-Type"),
-                                       extra=extra)
+        relayed = other.create_request(method, self._cross(request.body, side),
+                                       request.get("Content-Type"), extra=extra)
         stack.client_transaction(
             relayed, other.next_peer(),
             lambda resp: self._relay_back(request, server, resp, side),
@@ -425,7 +480,7 @@ class Call:
         for header in ("Content-Type", *CARRIED_HEADERS):
             for value in response.get_all(header):
                 out.add(header, value)
-        out.body = response.body
+        out.body = self._cross(response.body, _other(origin))
         if request.method == "INVITE" and self._reinvite is not None:
             if 200 <= response.status < 300:
                 self._reinvite.answer = response
@@ -465,6 +520,10 @@ class Call:
         self.b2bua.stack.client_transaction(bye, self.inbound.next_peer(), lambda _r: None,
                                             lambda: None)
 
+    def _cross(self, body: bytes, sender: Side) -> bytes:
+        """A body crossing from ``sender`` to the other leg, through the relay if any."""
+        return self._to_callee(body) if sender == Side.CALLER else self._to_caller(body)
+
     def _dialog(self, side: Side) -> Dialog | None:
         return self.inbound if side == Side.CALLER else self.outbound
 
@@ -480,6 +539,9 @@ class Call:
             attempt.finish("answered" if attempt.final_code == 200 else "abandoned")
             attempt.ended_at = attempt.ended_at or end
         self.b2bua.call_ended(self)
+        media = self.media.stats() if self.media is not None else {"relayed": False}
+        if self.media is not None:
+            self.media.close()
         duration = round(end - self.answer_at, 3) if self.answer_at else 0.0
         gw = self.gateway
         self.b2bua.cdrs.submit(CdrRecord(
@@ -508,6 +570,7 @@ class Call:
             caller_sent=self.attempt.caller_sent if self.attempt else None,
             callee_sent=self.attempt.callee_sent if self.attempt else None,
             origin_vendor=self.origin.name if self.origin.kind == "vendor" else None,
+            media=json.dumps(media),
         ), [a.record() for a in self.attempts])
         log.info("call %d ended caller=%s callee=%s code=%d by=%s reason=%s attempts=%d "
                  "call-id=%s", self.no, self.caller, self.callee, self.final_code, hangup_by,
@@ -530,6 +593,7 @@ class Call:
             "start_at": self.start_at,
             "ringing_at": self.ringing_at,
             "answer_at": self.answer_at,
+            "media": self.media.stats() if self.media is not None else {"relayed": False},
         }
 
 

@@ -36,6 +36,7 @@ class CdrRecord:
     caller_sent: str | None = None
     callee_sent: str | None = None
     origin_vendor: str | None = None
+    media: str | None = None
 
 
 _COLUMNS = tuple(CdrRecord.__dataclass_fields__)

@@ -20,14 +20,18 @@ class Origin:
     name: str
     capacity: int | None
     numbers: NumberRules = NO_RULES
+    media_relay: str = "auto"
+    rtp_encryption: bool = False
 
     @classmethod
     def gateway(cls, gw: MappingGateway) -> Origin:
-        return cls("gateway", gw.id, gw.name, gw.capacity, gw.numbers)
+        return cls("gateway", gw.id, gw.name, gw.capacity, gw.numbers, gw.media_relay,
+                   gw.rtp_encryption)
 
     @classmethod
     def vendor(cls, gw: RoutingGateway) -> Origin:
-        return cls("vendor", gw.id, gw.name, gw.capacity, gw.numbers)
+        return cls("vendor", gw.id, gw.name, gw.capacity, gw.numbers, gw.media_relay,
+                   gw.rtp_encryption)
 
     @classmethod
     def phone(cls, phone: PhoneAccount) -> Origin:
@@ -49,6 +53,18 @@ class Destination:
     binding: Binding | None = None
     caller: str | None = None  # the caller number sent (None: the platform number)
     pai: str | None = None  # the P-Asserted-Identity number, if the gateway sends one
+
+    @property
+    def media_relay(self) -> str:
+        return self.gateway.media_relay if self.gateway is not None else "auto"
+
+    @property
+    def encrypted(self) -> bool:
+        return self.gateway is not None and self.gateway.rtp_encryption
+
+    @property
+    def nat(self) -> bool:
+        return self.binding is not None and self.binding.nat
 
     @property
     def pinned(self) -> bool:

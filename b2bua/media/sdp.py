@@ -13,7 +13,7 @@ Only what anchoring media needs is parsed (RFC 4566 / 8866 line syntax):
   (or ``::``) is kept as it is, so the hold still reads as a hold on the far side;
 * the port of every ``m=`` line with the relay port given for that stream (a ``/count``
   suffix is dropped: the relay gives one port pair per stream); a disabled stream (port
-  0) stays 0;
+  0) stays 0, and a relay port of 0 disables (rejects, RFC 3264) the stream;
 * every media-level ``a=rtcp:`` with ``a=rtcp:<relay port + 1> IN IP4 <address>``, the
   address being the one the stream's ``c=`` ends up with.
 
@@ -275,7 +275,7 @@ def _rewrite_text(text: str, relay_host: str, ports: Sequence[int],
     if len(ports) != len(p.media):
         raise _SdpError(f"{len(ports)} relay ports for {len(p.media)} m= lines")
     for port in ports:
-        if not 0 < port < 65535:
+        if not isinstance(port, int) or not 0 <= port < 65535:
             raise _SdpError(f"bad relay port {port!r}")
     lines = p.lines
     new: dict[int, str] = {}
@@ -299,7 +299,7 @@ def _rewrite_text(text: str, relay_host: str, ports: Sequence[int],
         parts = lines[m_index].text[2:].split()
         parts[1] = str(port)
         new[m_index] = "m=" + " ".join(parts)
-        if rtcp_index is not None:
+        if rtcp_index is not None and port:
             new[rtcp_index] = f"a=rtcp:{port + 1} IN {at} {address}"
     out = "".join((new.get(i, ln.text) + ln.ending) for i, ln in enumerate(lines))
     return out, tuple(p.media)
@@ -310,7 +310,8 @@ def rewrite_sdp(body: AnyStr, relay_host: str, ports: int | Sequence[int], *,
     """Point every stream of ``body`` at ``relay_host``: ``ports[i]`` for the i-th m= line.
 
     ``ports`` is one RTP port per ``m=`` line (an ``int`` when there is exactly one);
-    RTCP is advertised on port + 1. On anything unparseable the body comes back
+    RTCP is advertised on port + 1. A port of 0 disables that stream (its a=rtcp is left
+    alone). On anything unparseable the body comes back
     unchanged with ``ok=False``.
     """
     port_list = [ports] if isinstance(ports, int) else list(ports)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass, field
+from typing import Any
 
 from b2bua.numbers.rules import NO_RULES, NumberRules
 
@@ -23,6 +24,9 @@ class MappingGateway:
     capacity: int | None
     enabled: bool
     numbers: NumberRules = field(default_factory=lambda: NO_RULES)
+    media_relay: str = "auto"  # auto | on | off | must_on
+    rtp_encryption: bool = False
+    media_check: str = "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,14 @@ class RoutingGateway:
     switch_after_ringing: bool = True
     stop_switch_codes: tuple[int, ...] = ()
     numbers: NumberRules = field(default_factory=lambda: NO_RULES)
+    media_relay: str = "auto"
+    rtp_encryption: bool = False
+    media_check: str = "none"
+
+
+def _media(row: sqlite3.Row) -> dict[str, Any]:
+    return {"media_relay": str(row["media_relay"]), "rtp_encryption": bool(row["rtp_encryption"]),
+            "media_check": str(row["media_check"])}
 
 
 def _optional_bool(value: object) -> bool | None:
@@ -80,6 +92,7 @@ class GatewayDirectory:
                 capacity=r["capacity"],
                 enabled=bool(r["enabled"]),
                 numbers=NumberRules.from_row(r),
+                **_media(r),
             )
             for r in conn.execute("SELECT * FROM mapping_gateways ORDER BY id")
         }
@@ -120,6 +133,7 @@ class GatewayDirectory:
                 switch_after_ringing=bool(r["switch_after_ringing"]),
                 stop_switch_codes=tuple(json.loads(r["stop_switch_codes"] or "[]")),
                 numbers=NumberRules.from_row(r),
+                **_media(r),
             )
             for r in conn.execute("SELECT * FROM routing_gateways ORDER BY id")
         }

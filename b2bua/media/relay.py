@@ -1,0 +1,658 @@
+"""The RTP/RTCP relay data plane: port allocation and two-legged relay sessions.
+
+A :class:`RelaySession` anchors one media stream of a call: leg A faces one party (say
+the caller), leg B the other. Each leg owns two UDP sockets on the relay host, an even
+RTP port and RTP + 1 for RTCP, so a session uses four ports. What arrives on A's RTP
+port from A's peer leaves from B's RTP port toward B's peer, and the other way round;
+RTCP likewise on the +1 ports. Sending from the other leg's socket keeps symmetric RTP
+working: each peer sees media coming from the very address it was told (in SDP) to send
+to.
+
+Latching and the anti-hijack rule (``docs/media.md`` has the long form). Per leg:
+
+* ``set_remote(host, port)`` (from that party's SDP) sets where the leg's peer is sent
+  media, until latching says otherwise. ``0.0.0.0`` or port 0 (hold) means "send
+  nothing".
+* The first well-formed RTP packet received on the leg from an *admissible* source
+  latches the leg (with latching on, the session default): from then on the peer is sent
+  to that source address and only that exact source (IP and port) is accepted on the
+  leg; everything else is dropped and counted in ``rx_foreign``. It latches once: no
+  later packet can move it (no hijack by a third party spraying packets after the call
+  is set up). A new, different SDP address (``set_remote``) re-opens latching.
+* Admissible: any source when the leg is marked ``nat`` (NAT rewrites the IP, nothing
+  can be checked); otherwise only a source with the SDP's IP (any port).
+* With latching off, admissible sources are accepted and media still goes to the SDP
+  address.
+* RTCP latches on its own, by the same rule, from its first packet; until then RTCP goes
+  to the latched RTP IP and RTP port + 1 (or, before any latching, to the SDP's a=rtcp
+  address or RTP port + 1).
+
+Ciphers (:mod:`b2bua.media.cipher`): a leg's ``cipher`` is what is on the wire between
+the relay and that leg's peer. Packets received on an encrypted leg are decrypted and
+packets sent to an encrypted leg are encrypted; the two transforms of a direction are
+composed once per session (``None`` when both legs use no cipher or the same keystream,
+which cancels out). RTCP is never touched.
+
+The receive path is minimal: one source comparison, the RTP header-length check inline,
+counters, one timestamp, an optional precomputed transform and ``sendto`` toward a
+precomputed target. Anything unusual (first packet, foreign source, RTCP multiplexed on
+the RTP port, malformed packet) takes a slower path. Malformed packets (short, version
+not 2, CSRC list or header extension longer than the packet) are dropped and counted in
+``rx_malformed``; nothing in the receive path raises on packet content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from b2bua.media.cipher import PayloadCipher
+from b2bua.media.rtp import is_rtcp, payload_offset
+
+__all__ = [
+    "PortAllocator",
+    "PortExhausted",
+    "RelayLeg",
+    "RelaySession",
+    "Transform",
+]
+
+log = logging.getLogger("b2bua.media.relay")
+
+Address = tuple[Any, ...]  # (host, port) as the event loop reports it
+Transform = Callable[[bytes, int], bytes]  # (packet, payload offset) -> packet
+
+MAX_BIND_ATTEMPTS = 32  # ports tried per leg when the allocated one is taken by another process
+
+_monotonic = time.monotonic
+
+
+class PortExhausted(RuntimeError):
+    """No free RTP/RTCP port pair left in the allocator's range."""
+
+
+class PortAllocator:
+    """Even RTP ports in ``[low, high]`` whose RTP + 1 (RTCP) is also in range.
+
+    ``allocate()`` returns the RTP port of a free pair; ``release(port)`` gives it back.
+    Free pairs are handed out least recently released first, so a port just freed is not
+    reused at once (late packets of the previous call do not land in the next one).
+    """
+
+    def __init__(self, low: int, high: int) -> None:
+        if not 1 <= low <= high <= 65535:
+            raise ValueError(f"bad RTP port range {low}-{high}")
+        first = low + (low & 1)
+        if first + 1 > high:
+            raise ValueError(f"RTP port range {low}-{high} holds no even/odd port pair")
+        self.low = low
+        self.high = high
+        self._free: deque[int] = deque(range(first, high, 2))
+        self._used: set[int] = set()
+        self.capacity = len(self._free)
+
+    @property
+    def in_use(self) -> int:
+        return len(self._used)
+
+    @property
+    def available(self) -> int:
+        return len(self._free)
+
+    def allocated(self) -> frozenset[int]:
+        return frozenset(self._used)
+
+    def allocate(self) -> int:
+        if not self._free:
+            raise PortExhausted(
+                f"no free RTP port pair in {self.low}-{self.high} ({self.capacity} pairs in use)"
+            )
+        port = self._free.popleft()
+        self._used.add(port)
+        return port
+
+    def release(self, port: int) -> bool:
+        """Give a pair back; False (and no change) when ``port`` was not allocated."""
+        if port not in self._used:
+            return False
+        self._used.remove(port)
+        self._free.append(port)
+        return True
+
+
+def _unspecified(host: str) -> bool:
+    return host in ("0.0.0.0", "::")
+
+
+def _normalise_host(host: str) -> str:
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError as exc:
+        raise ValueError(f"media address {host!r} is not an IP address") from exc
+
+
+class _Dropper:
+    """Stands in for a leg's transport while its send buffer is over the high-water mark:
+    packets toward that leg's party are dropped and counted instead of queued without
+    bound (flow control costs the receive path nothing)."""
+
+    __slots__ = ("leg",)
+
+    def __init__(self, leg: RelayLeg) -> None:
+        self.leg = leg
+
+    def sendto(self, data: bytes, addr: Address) -> None:
+        self.leg.send_dropped += 1
+
+
+class _RtpProtocol(asyncio.DatagramProtocol):
+    """Receives RTP on one leg and sends it out of the other leg's RTP socket."""
+
+    def __init__(self, leg: RelayLeg) -> None:
+        self.leg = leg
+        self.out: Any = None  # the other leg's RTP transport
+        self.dst: Address | None = None  # the other leg's peer
+        self.xf: Transform | None = None  # decrypt-from-this-leg then encrypt-to-other
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        leg = self.leg
+        if addr != leg.src:
+            self._slow(data, addr)
+            return
+        n = len(data)
+        if n < 12:
+            self._slow(data, addr)  # malformed, or a short RTCP packet on the RTP port
+            return
+        b0 = data[0]
+        off = 12 + ((b0 & 15) << 2)
+        if b0 & 0x10:
+            if n < off + 4:
+                self._slow(data, addr)
+                return
+            off += 4 + (((data[off + 2] << 8) | data[off + 3]) << 2)
+        if off > n or b0 & 0xC0 != 0x80 or 192 <= data[1] <= 223:
+            self._slow(data, addr)  # malformed, or RTCP multiplexed on the RTP port
+            return
+        leg.last_rx = _monotonic()
+        leg.rx_packets += 1
+        leg.rx_bytes += n
+        dst = self.dst
+        if dst is None:
+            leg.no_peer += 1
+            return
+        xf = self.xf
+        if xf is not None:
+            data = xf(data, off)
+        self.out.sendto(data, dst)
+
+    def _slow(self, data: bytes, addr: Address) -> None:
+        leg = self.leg
+        off = payload_offset(data)
+        if off is None:
+            if is_rtcp(data) and (addr == leg.src or leg.admissible(addr)):
+                # RTCP multiplexed on the RTP port (RFC 5761): relayed untouched.
+                leg.rtcp_packets += 1
+                if self.dst is not None:
+                    self.out.sendto(data, self.dst)
+            else:
+                leg.rx_malformed += 1
+            return
+        if addr != leg.src and not leg._admit_rtp(addr):
+            leg.rx_foreign += 1
+            return
+        now = _monotonic()
+        leg.last_rx = now
+        leg.rx_packets += 1
+        leg.rx_bytes += len(data)
+        if leg.first_rtp_at is None:
+            leg.first_rtp_at = now
+            leg.session._first_rtp(leg)
+        dst = self.dst
+        if dst is None:
+            leg.no_peer += 1
+            return
+        if self.xf is not None:
+            data = self.xf(data, off)
+        self.out.sendto(data, dst)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and the like after a send from this socket.
+        self.leg.send_errors += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.leg._transport_lost()
+
+    # This leg's socket is the one the *other* leg's protocol sends through.
+    def pause_writing(self) -> None:
+        self.leg.other.rtp_proto.out = _Dropper(self.leg)
+
+    def resume_writing(self) -> None:
+        if self.leg._rtp_transport is not None:
+            self.leg.other.rtp_proto.out = self.leg._rtp_transport
+
+
+class _RtcpProtocol(asyncio.DatagramProtocol):
+    """Receives RTCP on one leg and sends it, untouched, out of the other leg's RTCP socket."""
+
+    def __init__(self, leg: RelayLeg) -> None:
+        self.leg = leg
+        self.out: Any = None
+        self.dst: Address | None = None
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        leg = self.leg
+        if len(data) < 8 or data[0] & 0xC0 != 0x80 or not 192 <= data[1] <= 223:
+            leg.rtcp_malformed += 1
+            return
+        if addr != leg.rtcp_src and not leg._admit_rtcp(addr):
+            leg.rtcp_foreign += 1
+            return
+        leg.rtcp_packets += 1
+        dst = self.dst
+        if dst is not None:
+            self.out.sendto(data, dst)
+
+    def error_received(self, exc: Exception) -> None:
+        self.leg.send_errors += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.leg._transport_lost()
+
+    def pause_writing(self) -> None:
+        self.leg.other.rtcp_proto.out = _Dropper(self.leg)
+
+    def resume_writing(self) -> None:
+        if self.leg._rtcp_transport is not None:
+            self.leg.other.rtcp_proto.out = self.leg._rtcp_transport
+
+
+class RelayLeg:
+    """One side of a relay session: its two local ports, its peer, its cipher, counters.
+
+    Counters are for what this leg *receives* from its peer (the direction
+    this leg -> other leg): ``rx_packets`` / ``rx_bytes`` (well-formed RTP from an accepted
+    source), ``rx_malformed``, ``rx_foreign`` (source not accepted), ``no_peer``
+    (received but the other leg has nowhere to send), ``rtcp_packets``,
+    ``rtcp_malformed``, ``rtcp_foreign``; ``send_errors`` counts errors reported on this
+    leg's sockets, ``send_dropped`` packets toward this leg's party dropped because its
+    socket's send buffer was full (flow control). ``first_rtp_at`` / ``last_rx`` are
+    ``time.monotonic()`` values of the first and latest accepted RTP packet (``None``
+    before any).
+    """
+
+    def __init__(self, session: RelaySession, name: str, *, nat: bool = False,
+                 cipher: PayloadCipher | None = None) -> None:
+        self.session = session
+        self.name = name
+        self.nat = nat
+        self.cipher: PayloadCipher | None = cipher
+        self.rtp_port = 0
+        self.rtcp_port = 0
+        # From SDP.
+        self.sdp_rtp: Address | None = None
+        self.sdp_rtcp: Address | None = None
+        # Accepted sources (fast path: exact match) and latching state.
+        self.src: Address | None = None
+        self.rtcp_src: Address | None = None
+        self.latched = False
+        self.rtcp_latched = False
+        # Where this leg's peer is sent media (mirrored into the other leg's protocols).
+        self.rtp_dst: Address | None = None
+        self.rtcp_dst: Address | None = None
+        # Counters and times.
+        self.rx_packets = 0
+        self.rx_bytes = 0
+        self.rx_malformed = 0
+        self.rx_foreign = 0
+        self.no_peer = 0
+        self.rtcp_packets = 0
+        self.rtcp_malformed = 0
+        self.rtcp_foreign = 0
+        self.send_errors = 0
+        self.send_dropped = 0
+        self.first_rtp_at: float | None = None
+        self.last_rx: float | None = None
+        self.rtp_proto = _RtpProtocol(self)
+        self.rtcp_proto = _RtcpProtocol(self)
+        self._rtp_transport: Any = None
+        self._rtcp_transport: Any = None
+        self._open = 0  # transports not yet reported lost
+        self._allocator: PortAllocator | None = None  # set while holding a port pair
+
+    # -- configuration -------------------------------------------------------------------
+
+    def set_remote(self, host: str, port: int, rtcp_port: int | None = None,
+                   rtcp_host: str | None = None) -> None:
+        """The peer's media address from its SDP (c= and m= port; a=rtcp when present).
+
+        ``0.0.0.0``/``::`` or port 0 means the peer takes no media (hold, disabled
+        stream): nothing is sent to it until the next ``set_remote``. A different address
+        than before re-opens latching; the same address keeps the latched one.
+        Raises ``ValueError`` when ``host`` is not an IP address of the relay's family.
+        """
+        if not 0 <= port <= 65535:
+            raise ValueError(f"bad RTP port {port}")
+        host = _normalise_host(host)
+        rtcp_host = host if rtcp_host is None else _normalise_host(rtcp_host)
+        for h in (host, rtcp_host):
+            if (":" in h) != (":" in self.session.host):
+                raise ValueError(
+                    f"media address {h} is not of the relay address family ({self.session.host})"
+                )
+        if rtcp_port is None:
+            rtcp_port = port + 1 if 0 < port < 65535 else 0
+        if _unspecified(host) or port == 0:
+            rtp: Address | None = None
+        else:
+            rtp = (host, port)
+        if _unspecified(rtcp_host) or rtcp_port == 0 or rtp is None:
+            rtcp: Address | None = None
+        else:
+            rtcp = (rtcp_host, rtcp_port)
+        if rtp == self.sdp_rtp and rtcp == self.sdp_rtcp:
+            return  # an SDP refresh with the same address: keep what was latched
+        self.sdp_rtp = rtp
+        self.sdp_rtcp = rtcp
+        self.latched = False
+        self.rtcp_latched = False
+        self.src = None
+        self.rtcp_src = None
+        self._set_rtp_dst(rtp)
+        self._set_rtcp_dst(rtcp)
+
+    def set_cipher(self, cipher: PayloadCipher | None) -> None:
+        """The cipher on the wire between the relay and this leg's peer (None: plain)."""
+        self.cipher = cipher
+        self.session._update_transforms()
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def remote(self) -> Address | None:
+        """Where this leg's peer is currently sent RTP (latched or from SDP)."""
+        return self.rtp_dst
+
+    @property
+    def remote_rtcp(self) -> Address | None:
+        return self.rtcp_dst
+
+    def counters(self) -> dict[str, int]:
+        """The counters by attribute name, plus ``forwarded`` (rx_packets - no_peer)."""
+        return {
+            "rx_packets": self.rx_packets,
+            "rx_bytes": self.rx_bytes,
+            "rx_malformed": self.rx_malformed,
+            "rx_foreign": self.rx_foreign,
+            "no_peer": self.no_peer,
+            "forwarded": self.rx_packets - self.no_peer,
+            "rtcp_packets": self.rtcp_packets,
+            "rtcp_malformed": self.rtcp_malformed,
+            "rtcp_foreign": self.rtcp_foreign,
+            "send_errors": self.send_errors,
+            "send_dropped": self.send_dropped,
+        }
+
+    def silent_for(self, now: float | None = None) -> float | None:
+        """Seconds since the last accepted RTP packet (None: none received yet)."""
+        if self.last_rx is None:
+            return None
+        return (_monotonic() if now is None else now) - self.last_rx
+
+    def __repr__(self) -> str:
+        return (f"<RelayLeg {self.name} ports={self.rtp_port}/{self.rtcp_port} "
+                f"remote={self.rtp_dst} latched={self.latched} nat={self.nat}>")
+
+    # -- internals -----------------------------------------------------------------------
+
+    @property
+    def other(self) -> RelayLeg:
+        return self.session.b if self is self.session.a else self.session.a
+
+    def _set_rtp_dst(self, dst: Address | None) -> None:
+        self.rtp_dst = dst
+        self.other.rtp_proto.dst = dst  # the other leg's protocol sends to this leg's peer
+
+    def _set_rtcp_dst(self, dst: Address | None) -> None:
+        self.rtcp_dst = dst
+        self.other.rtcp_proto.dst = dst
+
+    def admissible(self, addr: Address) -> bool:
+        """May ``addr`` send on this leg? (Before latching: NAT leg any, else the SDP's IP.)"""
+        if self.latched:
+            return addr == self.src
+        if self.nat:
+            return True
+        sdp = self.sdp_rtp
+        return sdp is not None and addr[0] == sdp[0]
+
+    def _admit_rtp(self, addr: Address) -> bool:
+        # Called for a well-formed RTP packet from a source other than ``self.src``.
+        if self.latched or not self.admissible(addr):
+            return False
+        self.src = addr
+        if self.session.latching:
+            self.latched = True
+            self._set_rtp_dst(addr)
+            if not self.rtcp_latched and isinstance(addr[1], int) and addr[1] < 65535:
+                self._set_rtcp_dst((addr[0], addr[1] + 1, *addr[2:]))
+        return True
+
+    def _admit_rtcp(self, addr: Address) -> bool:
+        if self.rtcp_latched:
+            return False
+        if not self.nat:
+            ips = {a[0] for a in (self.sdp_rtp, self.sdp_rtcp, self.src) if a is not None}
+            if addr[0] not in ips:
+                return False
+        self.rtcp_src = addr
+        if self.session.latching:
+            self.rtcp_latched = True
+            self._set_rtcp_dst(addr)
+        return True
+
+    async def _bind(self, loop: asyncio.AbstractEventLoop, host: str,
+                    allocator: PortAllocator, rcvbuf: int | None) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        last_error: OSError | None = None
+        for _ in range(MAX_BIND_ATTEMPTS):
+            port = allocator.allocate()
+            socks: list[socket.socket] = []
+            try:
+                for p in (port, port + 1):
+                    sock = socket.socket(family, socket.SOCK_DGRAM)
+                    socks.append(sock)
+                    if rcvbuf:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+                    sock.setblocking(False)
+                    sock.bind((host, p))
+            except OSError as exc:
+                last_error = exc
+                for sock in socks:
+                    sock.close()
+                allocator.release(port)
+                continue
+            try:
+                rtp_t, _ = await loop.create_datagram_endpoint(
+                    lambda: self.rtp_proto, sock=socks[0])
+                try:
+                    rtcp_t, _ = await loop.create_datagram_endpoint(
+                        lambda: self.rtcp_proto, sock=socks[1])
+                except BaseException:
+                    rtp_t.close()
+                    raise
+            except BaseException:
+                for sock in socks:
+                    sock.close()
+                allocator.release(port)
+                raise
+            self.rtp_port, self.rtcp_port = port, port + 1
+            self._rtp_transport, self._rtcp_transport = rtp_t, rtcp_t
+            self._open = 2
+            self._allocator = allocator
+            return
+        raise PortExhausted(
+            f"could not bind an RTP/RTCP pair on {host} after {MAX_BIND_ATTEMPTS} tries: "
+            f"{last_error}"
+        )
+
+    def _close(self) -> None:
+        transports = [t for t in (self._rtp_transport, self._rtcp_transport) if t is not None]
+        self._rtp_transport = self._rtcp_transport = None
+        self.rtp_proto.out = self.rtcp_proto.out = None
+        self.rtp_proto.dst = self.rtcp_proto.dst = None
+        if not transports:
+            self._release()
+        for t in transports:
+            t.close()  # connection_lost -> _transport_lost -> _release
+
+    def _transport_lost(self) -> None:
+        self._open -= 1
+        if self._open <= 0:
+            self._release()
+
+    def _release(self) -> None:
+        # The port pair goes back only once both sockets are closed, so the next session
+        # handed this pair can bind it.
+        allocator, self._allocator = self._allocator, None
+        if allocator is not None:
+            allocator.release(self.rtp_port)
+            self.session._leg_released()
+
+
+class RelaySession:
+    """Two relay legs, ``a`` and ``b``, for one media stream; four local UDP ports.
+
+    ``on_rtp_start`` is called (once, with no arguments) when the first RTP packet is
+    accepted on the leg named by ``start_leg`` ("b" by default: the destination side of
+    a call). Exceptions from it are logged and swallowed.
+    """
+
+    def __init__(self, allocator: PortAllocator, host: str = "127.0.0.1", *,
+                 advertised_host: str | None = None, latching: bool = True,
+                 a_nat: bool = False, b_nat: bool = False,
+                 a_cipher: PayloadCipher | None = None, b_cipher: PayloadCipher | None = None,
+                 on_rtp_start: Callable[[], object] | None = None, start_leg: str = "b",
+                 rcvbuf: int | None = None) -> None:
+        if start_leg not in ("a", "b"):
+            raise ValueError("start_leg must be 'a' or 'b'")
+        self.allocator = allocator
+        self.host = _normalise_host(host)
+        self.advertised_host = advertised_host or self.host
+        self.latching = latching
+        self.on_rtp_start = on_rtp_start
+        self.start_leg = start_leg
+        self.rcvbuf = rcvbuf
+        self.rtp_started_at: float | None = None
+        self._released_waiter: asyncio.Future[None] | None = None
+        self.started = False
+        self.closed = False
+        self.a = RelayLeg(self, "a", nat=a_nat, cipher=a_cipher)
+        self.b = RelayLeg(self, "b", nat=b_nat, cipher=b_cipher)
+        self._update_transforms()
+
+    async def start(self) -> None:
+        """Bind both legs' RTP/RTCP sockets. Raises ``PortExhausted`` when no pair is free."""
+        if self.started or self.closed:
+            raise RuntimeError("a relay session starts once")
+        loop = asyncio.get_running_loop()
+        try:
+            await self.a._bind(loop, self.host, self.allocator, self.rcvbuf)
+            await self.b._bind(loop, self.host, self.allocator, self.rcvbuf)
+        except BaseException:
+            self.close()
+            raise
+        a, b = self.a, self.b
+        a.rtp_proto.out, b.rtp_proto.out = b._rtp_transport, a._rtp_transport
+        a.rtcp_proto.out, b.rtcp_proto.out = b._rtcp_transport, a._rtcp_transport
+        a.rtp_proto.dst, b.rtp_proto.dst = b.rtp_dst, a.rtp_dst
+        a.rtcp_proto.dst, b.rtcp_proto.dst = b.rtcp_dst, a.rtcp_dst
+        self.started = True
+
+    def close(self) -> None:
+        """Close the four sockets; the ports go back to the allocator as the sockets finish
+        closing (on the loop's next iteration: see :meth:`wait_closed`). Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self.a._close()
+        self.b._close()
+
+    @property
+    def released(self) -> bool:
+        """True once both legs' port pairs are back in the allocator."""
+        return self.a._allocator is None and self.b._allocator is None
+
+    async def wait_closed(self, timeout: float = 5.0) -> None:
+        """Close, and wait (bounded) until the ports are back in the allocator."""
+        self.close()
+        if self.released:
+            return
+        loop = asyncio.get_running_loop()
+        self._released_waiter = loop.create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._released_waiter), timeout)
+        finally:
+            self._released_waiter = None
+
+    def _leg_released(self) -> None:
+        waiter = self._released_waiter
+        if waiter is not None and self.released and not waiter.done():
+            waiter.set_result(None)
+
+    @property
+    def ports(self) -> tuple[int, int]:
+        """The RTP ports of legs a and b (RTCP is each + 1); 0 before ``start``."""
+        return self.a.rtp_port, self.b.rtp_port
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Counters per direction: ``a_to_b`` is what leg a received and relayed toward b."""
+        return {"a_to_b": self.a.counters(), "b_to_a": self.b.counters()}
+
+    def _first_rtp(self, leg: RelayLeg) -> None:
+        if leg.name != self.start_leg or self.rtp_started_at is not None:
+            return
+        self.rtp_started_at = leg.first_rtp_at
+        if self.on_rtp_start is not None:
+            try:
+                self.on_rtp_start()
+            except Exception:
+                log.exception("on_rtp_start callback failed")
+
+    def _update_transforms(self) -> None:
+        self.a.rtp_proto.xf = _compose(self.a.cipher, self.b.cipher)
+        self.b.rtp_proto.xf = _compose(self.b.cipher, self.a.cipher)
+
+    def __enter__(self) -> RelaySession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _compose(rx: PayloadCipher | None, tx: PayloadCipher | None) -> Transform | None:
+    """Decrypt with ``rx`` (the receiving leg's cipher), then encrypt with ``tx``."""
+    if rx is not None and rx.identity:
+        rx = None
+    if tx is not None and tx.identity:
+        tx = None
+    if rx is None and tx is None:
+        return None
+    if rx is None:
+        assert tx is not None
+        return tx.apply
+    if tx is None:
+        return rx.apply
+    if rx.same_keystream(tx):
+        return None  # the same keystream XORed twice: the packet passes unchanged
+    rx_apply, tx_apply = rx.apply, tx.apply
+
+    def both(packet: bytes, offset: int) -> bytes:
+        return tx_apply(rx_apply(packet, offset), offset)
+
+    return both
