@@ -78,7 +78,11 @@ class Engine:
         self.control = ControlServer(options.control_path)
         self.control.register("status", self._status)
         self.control.register("calls", lambda _r: self._b2bua().active_calls())
-        self.control.register("stats", lambda _r: self._b2bua().stats_snapshot())
+        self.control.register("stats", lambda _r: {
+            **self._b2bua().stats_snapshot(),
+            "media_ports_in_use": self.ports.in_use,
+            "media_ports_free": self.ports.available,
+        })
         self.control.register("gateways", lambda _r: self._b2bua().gateway_status())
         self.control.register("security", lambda _r: self.policy.snapshot(time.time()))
         self.control.register("suspensions", self._suspensions)

@@ -278,6 +278,16 @@ class B2bua:
     def forget_leg(self, call_id: str) -> None:
         self.legs.pop(call_id, None)
 
+    def origin_media_check(self, origin: Origin) -> str:
+        """The ``media_check`` of the gateway a call came from ("none" for phones)."""
+        if origin.kind == "gateway":
+            gw = self.gateways.mapping.get(origin.id)
+            return gw.media_check if gw is not None else "none"
+        if origin.kind == "vendor":
+            vendor = self.gateways.routing.get(origin.id)
+            return vendor.media_check if vendor is not None else "none"
+        return "none"
+
     def new_media(self, call: Call) -> CallMedia | None:
         return self.media_factory(call) if self.media_factory is not None else None
 

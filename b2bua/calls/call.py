@@ -113,6 +113,9 @@ class Call:
         self._late_offer = not invite.body
         self._reinvite: PendingReinvite | None = None
         self.media: CallMedia | None = None
+        self.origin_media_check = b2bua.origin_media_check(origin)
+        self._media_checks: dict[str, str] = {}
+        self._check_since = 0.0
 
     @staticmethod
     def behind_nat(invite: Request, source: Peer) -> bool:
@@ -352,6 +355,35 @@ class Call:
         self.answer_at = time.time()
         self.state = CallState.ANSWERED
         self._reply_caller(200, response.reason, response)
+        self._start_media_check(attempt)
+
+    def _start_media_check(self, attempt: Attempt) -> None:
+        """RTP interruption check per the gateways' ``media_check`` (relayed calls only)."""
+        if self.media is None:
+            return
+        checks = {}
+        if self.origin.kind != "phone" and self.origin_media_check != "none":
+            checks["a"] = self.origin_media_check
+        gw = attempt.destination.gateway
+        if gw is not None and gw.media_check != "none":
+            checks["b"] = gw.media_check
+        if checks:
+            self._media_checks = checks
+            self._check_since = time.monotonic()
+            self.b2bua.timers.call_later(1.0, self._check_media)
+
+    def _check_media(self) -> None:
+        if self.ended or self.media is None:
+            return
+        timeout = float(self.b2bua.params.integer("SS_MEDIA_CHECK_TIMEOUT"))
+        silent = self.media.silent_direction(self._media_checks, self._check_since, timeout)
+        if silent is not None:
+            log.info("call %d: no RTP %s for %.0f s; hanging up", self.no, silent, timeout)
+            self._bye(Side.CALLER)
+            self._bye(Side.CALLEE)
+            self._finish("system", f"RTP interruption ({silent})")
+            return
+        self.b2bua.timers.call_later(1.0, self._check_media)
 
     def on_stray_response(self, call_id: str, response: Response) -> None:
         """A retransmitted 2xx from a destination (our ACK was lost): ACK it again."""

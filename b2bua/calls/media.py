@@ -9,6 +9,7 @@ its leg, and the body the other side receives points at the other leg's ports.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -91,6 +92,31 @@ class CallMedia:
         ports = [receiver.rtp_port] + [0] * (len(info.media) - 1)
         rewritten = rewrite_sdp(body, self.advertised_host, ports)
         return rewritten.body if rewritten.ok else body
+
+    def silent_direction(self, checks: dict[str, str], since: float, timeout: float
+                         ) -> str | None:
+        """The first checked direction silent for ``timeout`` seconds, or None.
+
+        ``checks`` maps a leg ("a" caller side, "b" destination side) to its gateway's
+        ``media_check``: ``from_remote`` watches what the leg's peer sends us,
+        ``to_remote`` what we relay toward it (what the other leg receives), ``both``
+        both. ``since`` (monotonic) is when the check started: silence is counted from
+        it while nothing has arrived yet.
+        """
+        now = time.monotonic()
+        legs = {"a": self.session.a, "b": self.session.b}
+        for name, check in checks.items():
+            leg = legs[name]
+            watched = []
+            if check in ("from_remote", "both"):
+                watched.append(("from_remote", leg))
+            if check in ("to_remote", "both"):
+                watched.append(("to_remote", leg.other))
+            for direction, source in watched:
+                last = source.last_rx if source.last_rx is not None else since
+                if now - max(last, since) >= timeout:
+                    return f"{'caller' if name == 'a' else 'callee'} {direction}"
+        return None
 
     def close(self) -> None:
         self.session.close()

@@ -4,6 +4,7 @@ softswitches with each payload cipher between them, a key mismatch, and latching
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +192,80 @@ def test_latching_follows_the_real_source_port(softswitch: Softswitch) -> None:
         actual.close()
     assert actual.payloads() == [payload_of(s) for s in range(1, PACKETS + 1)]
     assert advertised.received == []
+
+
+@pytest.mark.parametrize(("check", "silent_side", "reason"), [
+    ("from_remote", "vendor", "callee from_remote"),
+    ("to_remote", "caller", "callee to_remote"),
+])
+def test_rtp_interruption_hangs_up(softswitch: Softswitch, check: str, silent_side: str,
+                                   reason: str) -> None:
+    """The vendor's gateway checks one direction; only the other direction has RTP."""
+    vendor_port = free_port(VENDOR_IP)
+    caller_rtp, vendor_rtp = RtpEndpoint(CUSTOMER_IP), RtpEndpoint(VENDOR_IP)
+    vendor = AnsweringVendor(VENDOR_IP, vendor_port, vendor_rtp)
+    api = softswitch.api
+    try:
+        api.put("/api/v1/parameters/SS_MEDIA_CHECK_TIMEOUT", {"value": 5})
+        api.put("/api/v1/parameters/SS_MEDIAPROXYMODE", {"value": "On"})
+        api.post("/api/v1/mapping-gateways", {"name": "in", "ips": [CUSTOMER_IP]})
+        api.post("/api/v1/routing-gateways", {"name": "out", "host": VENDOR_IP,
+                                              "port": vendor_port, "media_check": check})
+        assert wait_until(lambda: api.get("/api/v1/engine")["routing_gateways"] == 1,
+                          timeout=2)
+
+        def media(answer_sdp: str) -> None:
+            # Only the side that is not silent talks, for 8 s (the timeout is 5 s).
+            for _ in range(40):
+                if silent_side == "vendor":
+                    caller_rtp.send(media_address(answer_sdp), 1)
+                else:
+                    vendor_rtp.send(vendor.offered(), 1)
+                time.sleep(0.2)
+
+        started = time.monotonic()
+        result = place_call(CUSTOMER_IP, ("127.0.0.1", softswitch.sip_port), "4420001",
+                            offer=sdp(CUSTOMER_IP, caller_rtp.port), on_answer=media,
+                            hold=0.1, timeout=30)
+        assert result.final == 200
+        cdrs = wait_until(lambda: api.get("/api/v1/cdrs")["items"], timeout=5)
+        assert cdrs
+        (cdr,) = cdrs
+        assert cdr["termination_reason"] == f"RTP interruption ({reason})"
+        assert 4.5 <= cdr["duration"] <= 7.5
+        assert vendor.byes == 1
+        assert time.monotonic() - started < 15
+    finally:
+        vendor.close()
+        caller_rtp.close()
+        vendor_rtp.close()
+
+
+def test_relay_ports_come_back_after_many_calls(tmp_path: Path, softswitch: Softswitch
+                                                ) -> None:
+    from sippctl import sipp
+
+    vendor_port = free_port(VENDOR_IP)
+    api = softswitch.api
+    api.put("/api/v1/parameters/SS_MEDIAPROXYMODE", {"value": "On"})
+    api.post("/api/v1/mapping-gateways", {"name": "in", "ips": [CUSTOMER_IP]})
+    api.post("/api/v1/routing-gateways", {"name": "out", "host": VENDOR_IP,
+                                          "port": vendor_port})
+    assert wait_until(lambda: api.get("/api/v1/engine")["routing_gateways"] == 1, timeout=2)
+    calls = 300
+    vendor = sipp("uas_answer.xml", tmp_path, VENDOR_IP, vendor_port, calls=calls)
+    caller = sipp("uac_call.xml", tmp_path, CUSTOMER_IP, free_port(CUSTOMER_IP),
+                  f"127.0.0.1:{softswitch.sip_port}", calls=calls, rate=100, hold_ms=200)
+    try:
+        assert caller.wait(60) == 0, caller.output()
+        assert vendor.wait(60) == 0
+    finally:
+        caller.stop()
+        vendor.stop()
+    assert wait_until(lambda: api.get("/api/v1/stats")["counters"]["media_ports_in_use"] == 0,
+                      timeout=5), api.get("/api/v1/stats")
+    cdrs = wait_until(lambda: len(api.get("/api/v1/cdrs?limit=1000")["items"]) == calls,
+                      timeout=5)
+    assert cdrs
+    items = api.get("/api/v1/cdrs?limit=1000")["items"]
+    assert all(json.loads(c["media"])["relayed"] for c in items)
