@@ -149,6 +149,9 @@ class Engine:
 
     async def run(self) -> None:
         await self.start()
+        await self.wait_and_stop()
+
+    async def wait_and_stop(self) -> None:
         await self._stop.wait()
         await self.shutdown()
 

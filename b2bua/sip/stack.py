@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -75,6 +76,8 @@ class SipStack:
         self.app = app
         self.layer = TransactionLayer(loop)
         await loop.create_datagram_endpoint(lambda: self.udp, local_addr=(self.host, self.port))
+        assert self.udp.transport is not None
+        _enlarge_buffers(self.udp.transport.get_extra_info("socket"))
         if self.port == 0:
             assert self.udp.transport is not None
             self.port = int(self.udp.transport.get_extra_info("sockname")[1])
@@ -202,3 +205,26 @@ class SipStack:
 
     def via(self, transport: str, branch: str) -> str:
         return f"SIP/2.0/{transport.upper()} {self.sent_by};branch={branch};rport"
+
+
+# A SIP socket's default receive buffer (~208 KiB) holds well under a second of a busy
+# switch's datagrams; a pause of the event loop (a full garbage collection) longer than
+# that loses responses and turns into retransmissions and failed calls. 4 MiB holds
+# seconds of traffic. As root the system limit does not apply (SO_RCVBUFFORCE).
+SIP_SOCKET_BUFFER = 4 << 20
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+_SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+
+
+def _enlarge_buffers(sock: socket.socket | None) -> None:
+    if sock is None:
+        return
+    for forced, plain in ((_SO_RCVBUFFORCE, socket.SO_RCVBUF),
+                          (_SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, forced, SIP_SOCKET_BUFFER)
+        except OSError:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, plain, SIP_SOCKET_BUFFER)
+            except OSError:
+                log.warning("could not enlarge the SIP socket buffers")
