@@ -80,7 +80,9 @@ class RtpEndpoint:
 class AnsweringVendor:
     """Answers an INVITE with 200 and its own SDP; records the INVITE; answers BYE."""
 
-    def __init__(self, ip: str, port: int, media: RtpEndpoint) -> None:
+    def __init__(self, ip: str, port: int, media: RtpEndpoint,
+                 session_timer: int | None = None, update_codes: list[int] | None = None
+                 ) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((ip, port))
         self.sock.settimeout(0.05)
@@ -88,6 +90,9 @@ class AnsweringVendor:
         self.media = media
         self.invite = ""
         self.byes = 0
+        self.session_timer = session_timer
+        self.update_codes = list(update_codes or [])  # answers to UPDATEs, in order
+        self.updates: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -100,7 +105,7 @@ class AnsweringVendor:
                 continue
             text = data.decode(errors="replace")
             method = text.split(" ", 1)[0]
-            if method not in ("INVITE", "BYE"):
+            if method not in ("INVITE", "BYE", "UPDATE"):
                 continue
             lines = text.split("\r\n")
             keep = [ln for ln in lines if ln.split(":", 1)[0].lower()
@@ -109,10 +114,18 @@ class AnsweringVendor:
             if method == "INVITE":
                 self.invite = text
                 body = sdp(self.ip, self.media.port)
+                timer = [f"Session-Expires: {self.session_timer};refresher=uac",
+                         "Require: timer"] if self.session_timer else []
                 reply = ["SIP/2.0 200 OK", *keep, to + ";tag=v1",
                          f"Contact: <sip:vendor@{self.ip}:{self.sock.getsockname()[1]}>",
+                         "Allow: INVITE, ACK, BYE, CANCEL, UPDATE", *timer,
                          "Content-Type: application/sdp", f"Content-Length: {len(body)}",
                          "", body]
+            elif method == "UPDATE":
+                self.updates.append(time.monotonic())
+                code = self.update_codes.pop(0) if self.update_codes else 200
+                reason = "OK" if code == 200 else "Call/Transaction Does Not Exist"
+                reply = [f"SIP/2.0 {code} {reason}", *keep, to, "Content-Length: 0", "", ""]
             else:
                 self.byes += 1
                 reply = ["SIP/2.0 200 OK", *keep, to, "Content-Length: 0", "", ""]

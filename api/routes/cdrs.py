@@ -64,19 +64,23 @@ class CdrSchema(Schema):
     origin_vendor = fields.String(
         allow_none=True,
         metadata={"description": "the vendor that sent the call to our registered contact"})
+    media = fields.String(allow_none=True, metadata={
+        "description": "JSON text: relayed, encryption_mode, packets and bytes each way, "
+                       "malformed packets dropped, relay ports (docs/media.md)"})
 
 
 MAX_ID = 2**62
 CSV_DEFAULT_LIMIT = 10_000
 CSV_MAX_LIMIT = 100_000
-# The CSV export's columns, in this order, whatever columns the table gains later.
+# The CSV export's columns, in this order, whatever columns the table gains later
+# (a new one is only ever appended).
 CSV_COLUMNS = (
     "id", "start_at", "ringing_at", "answer_at", "end_at", "duration",
     "caller", "callee", "caller_routed", "callee_routed", "caller_sent", "callee_sent",
     "source", "mapping_gateway_id", "mapping_gateway", "routing_gateway_id",
     "routing_gateway", "phone", "callee_phone", "origin_vendor",
     "final_code", "final_reason", "hangup_by", "termination_reason",
-    "call_id_in", "call_id_out",
+    "call_id_in", "call_id_out", "media",
 )
 _NUMBER_MAX = 128
 

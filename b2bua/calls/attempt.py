@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from b2bua.calls.endpoints import Destination
 from b2bua.calls.failover import SwitchRules, Timer
+from b2bua.calls.liveness import outbound_headers
 from b2bua.sip.dialog import Dialog, new_call_id, new_tag
 from b2bua.sip.message import Request, Response
 from b2bua.sip.transaction import TIMER_64T1, ClientTransaction, TimerHandle
@@ -74,7 +75,7 @@ class Attempt:
             contact=stack.contact(dest.peer.transport),
             pinned=dest.pinned,
         )
-        extra = [("Allow", ALLOW)]
+        extra = [("Allow", ALLOW), *outbound_headers(call.b2bua.params)]
         if dest.pai is not None:
             extra.append(("P-Asserted-Identity", f"<sip:{dest.pai}@{stack.advertised_host}>"))
         request = self.dialog.create_request(

@@ -20,6 +20,7 @@ from b2bua.calls.attempt import ALLOW, Attempt
 from b2bua.calls.cdr import CdrRecord
 from b2bua.calls.endpoints import Destination, Origin
 from b2bua.calls.failover import Next, SwitchRules, Timer
+from b2bua.calls.liveness import LegTimer, answer_headers, leg_timer
 from b2bua.calls.media import CallMedia, relay_wanted
 from b2bua.routing.gateways import RoutingGateway
 from b2bua.sip.dialog import Dialog
@@ -113,6 +114,9 @@ class Call:
         self._late_offer = not invite.body
         self._reinvite: PendingReinvite | None = None
         self.media: CallMedia | None = None
+        self._to_caller_last = b""  # the last SDP each leg got from us (liveness re-INVITE)
+        self._to_callee_last = invite.body
+        self._sdp_sent: dict[Side, bytes] = {}
         self.origin_media_check = b2bua.origin_media_check(origin)
         self._media_checks: dict[str, str] = {}
         self._check_since = 0.0
@@ -217,16 +221,23 @@ class Call:
 
     def offer_body(self, destination: Destination) -> bytes:
         """The caller's SDP as the destination receives it."""
-        if self.media is None:
-            return self.invite.body
-        self.media.set_destination(destination.nat, destination.encrypted)
-        return self.media.from_caller(self.invite.body)
+        if self.media is not None:
+            self.media.set_destination(destination.nat, destination.encrypted)
+        return self._to_callee(self.invite.body)
 
     def _to_caller(self, body: bytes) -> bytes:
-        return self.media.from_callee(body) if self.media is not None and body else body
+        out = self.media.from_callee(body) if self.media is not None and body else body
+        if out:
+            self._to_caller_last = out
+            self._sdp_sent[Side.CALLER] = out
+        return out
 
     def _to_callee(self, body: bytes) -> bytes:
-        return self.media.from_caller(body) if self.media is not None and body else body
+        out = self.media.from_caller(body) if self.media is not None and body else body
+        if out:
+            self._to_callee_last = out
+            self._sdp_sent[Side.CALLEE] = out
+        return out
 
     def _destination(self, hop: Destination | RoutingGateway) -> Destination:
         """A vendor's numbers are computed for each attempt, from the platform numbers."""
@@ -356,6 +367,47 @@ class Call:
         self.state = CallState.ANSWERED
         self._reply_caller(200, response.reason, response)
         self._start_media_check(attempt)
+        self._sdp_sent = {Side.CALLER: self._to_caller_last, Side.CALLEE: self._to_callee_last}
+        self._arm_refresh(Side.CALLER, leg_timer(self.b2bua.params, self.invite))
+        self._arm_refresh(Side.CALLEE, leg_timer(self.b2bua.params, response))
+
+    def _arm_refresh(self, side: Side, timer: LegTimer) -> None:
+        self.b2bua.timers.call_later(timer.interval, lambda: self._refresh(side, timer))
+
+    def _refresh(self, side: Side, timer: LegTimer) -> None:
+        """Keep one leg alive (docs/media.md, call liveness); a dead peer ends the call."""
+        dialog = self._dialog(side)
+        if self.ended or dialog is None or self.state != CallState.CONFIRMED:
+            return
+        method = "UPDATE" if timer.use_update else "INVITE"
+        body = b"" if timer.use_update else self._sdp_sent.get(side, b"")
+        extra = [("Session-Expires", f"{int(timer.interval * 2)};refresher=uac")] \
+            if timer.supported else []
+        request = dialog.create_request(method, body, "application/sdp" if body else None,
+                                        extra=extra)
+
+        def answered(response: Response) -> None:
+            if response.status < 200:
+                return
+            if method == "INVITE" and response.status < 300:
+                ack = dialog.create_request("ACK", cseq=request.cseq.number)
+                self.b2bua.stack.send(ack.to_bytes(), dialog.next_peer())
+            if response.status in (408, 481):
+                self._refresh_failed(side, str(response.status))
+            else:
+                self._arm_refresh(side, timer)
+
+        self.b2bua.stack.client_transaction(request, dialog.next_peer(), answered,
+                                            lambda: self._refresh_failed(side, "no answer"))
+
+    def _refresh_failed(self, side: Side, why: str) -> None:
+        if self.ended:
+            return
+        log.info("call %d: %s did not answer the session refresh (%s)", self.no, side.value,
+                 why)
+        self._bye(Side.CALLER)
+        self._bye(Side.CALLEE)
+        self._finish("system", f"session refresh failed ({side.value} {why})")
 
     def _start_media_check(self, attempt: Attempt) -> None:
         """RTP interruption check per the gateways' ``media_check`` (relayed calls only)."""
@@ -405,6 +457,9 @@ class Call:
         if status >= 200:
             self.final_code = status
             self.final_reason = response.reason
+        if 200 <= status < 300:
+            for name, value in answer_headers(self.b2bua.params, self.invite):
+                response.add(name, value)
         self.server.respond(response)
         if 200 <= status < 300:
             self._ok_to_caller = response.to_bytes()

@@ -269,3 +269,34 @@ def test_relay_ports_come_back_after_many_calls(tmp_path: Path, softswitch: Soft
     assert cdrs
     items = api.get("/api/v1/cdrs?limit=1000")["items"]
     assert all(json.loads(c["media"])["relayed"] for c in items)
+
+
+def test_session_timer_refreshes_and_a_dead_dialog_ends_the_call(softswitch: Softswitch
+                                                                 ) -> None:
+    """TTL 90 s, refresh at TTL/10 = 9 s: the first UPDATE is answered, the second gets
+    481 (the vendor lost the dialog): the call ends with its CDR."""
+    vendor_port = free_port(VENDOR_IP)
+    caller_rtp, vendor_rtp = RtpEndpoint(CUSTOMER_IP), RtpEndpoint(VENDOR_IP)
+    vendor = AnsweringVendor(VENDOR_IP, vendor_port, vendor_rtp, session_timer=90,
+                             update_codes=[200, 481])
+    api = softswitch.api
+    try:
+        api.put("/api/v1/parameters/SS_SIP_SESSION_TTL", {"value": 90})
+        api.put("/api/v1/parameters/SS_SIP_SESSION_UPDATE_SEGMENT", {"value": 10})
+        _configure(softswitch, CUSTOMER_IP, VENDOR_IP, vendor_port, relay="Off")
+        started = time.monotonic()
+        result = place_call(CUSTOMER_IP, ("127.0.0.1", softswitch.sip_port), "4420001",
+                            offer=sdp(CUSTOMER_IP, caller_rtp.port), hold=25, timeout=40)
+        assert result.final == 200
+        cdrs = wait_until(lambda: api.get("/api/v1/cdrs")["items"], timeout=5)
+        assert cdrs
+    finally:
+        vendor.close()
+        caller_rtp.close()
+        vendor_rtp.close()
+    assert "Session-Expires: 90;refresher=uac" in vendor.invite
+    assert "Supported: timer" in vendor.invite
+    assert [round(t - started) for t in vendor.updates] in ([9, 18], [9, 19], [10, 19])
+    (cdr,) = cdrs
+    assert cdr["termination_reason"] == "session refresh failed (callee 481)"
+    assert 17 <= cdr["duration"] <= 21

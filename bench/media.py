@@ -1,0 +1,1269 @@
+"""Media relay capacity: the softswitch relay (cipher modes 0-3) against rtpengine.
+
+Run from the repository root::
+
+    .venv/bin/python bench/media.py            # full run, ~15-20 min
+    .venv/bin/python bench/media.py --quick    # 5 s steps, coarser bisection, ~8 min
+
+Method (``/work/shared/research/anchors.md``, "Media relay"; ``docs/performance.md``):
+
+* a *call* is two RTP streams, one each way, of G.711-sized packets (12-byte header,
+  160-byte payload) at 50 packets/s per stream, so a call is 100 packets/s through the
+  relay;
+* a *step* is N concurrent calls for ``--step-seconds`` (10 s; 5 s with ``--quick``),
+  then a 1 s drain. It passes when under 0.1% of the packets sent are lost, a packet
+  arriving more than 200 ms after it was sent counting as lost;
+* the number of calls climbs a ladder until a step fails, then is bisected between the
+  last passing and the first failing step; "repeatable" is 90% of that ceiling passing
+  twice (80% is tried when 90% does not);
+* the system under test is pinned to core 0 (``taskset -c 0``), the load generator to
+  core 1 (``taskset -c 1``); CPU per packet is utime+stime of the system's process
+  (``/proc/PID/stat``, all threads) over the step divided by the packets sent through it.
+
+Systems:
+
+* ``rig``: the generator sending to itself (no relay): the generator's own ceiling;
+* ``ours-<mode>``: N :class:`b2bua.media.relay.RelaySession` in one uvloop process (this
+  file's ``_relay`` sub-command), the real classes, no SIP. For modes 1-3 leg b carries
+  ``make_cipher(mode, key)``: what the relay sends out of leg b is encrypted, what it
+  receives on leg b is decrypted, one cipher operation per packet in each direction;
+* ``rtpengine``: rtpengine userspace only (``--table=-1``), one worker thread, driven by
+  its ng control protocol (bencode over UDP: ``offer``/``answer`` per call, 4 ports per
+  call, ``delete`` after the step). It has no such payload ciphers: it is compared as a
+  plain relay with every mode of ours.
+
+The generator (this file's ``_gen`` sub-command) is one process with raw non-blocking
+sockets and batched ``sendmmsg``/``recvmmsg`` (ctypes). The measurement data lives in the
+RTP header, which the ciphers leave alone: SSRC = stream number (a fresh range per step,
+so stragglers of an earlier step are recognised), SEQ = packet number, TS = send time in
+microseconds. The payload is a fixed 160-byte pattern; the first packet of every receive
+batch is checked against it (after applying the same cipher with ``make_cipher`` for modes
+1-3: the generator's b side sends plaintext, which the relay "decrypts", and receives
+what the relay encrypted; XOR keystreams being their own inverse, applying the cipher
+once to what arrives gives the pattern back in both directions).
+
+Only loopback addresses are used: the generator on 127.0.0.2, our relay on 127.0.0.3,
+rtpengine on 127.0.0.4. Every step is bounded in time and size; only processes started
+here are stopped, by pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import datetime as dt
+import errno
+import gc
+import json
+import os
+import platform
+import random
+import re
+import resource
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+GEN_HOST = "127.0.0.2"
+OUR_HOST = "127.0.0.3"
+RTPE_HOST = "127.0.0.4"
+RTPE_NG = (RTPE_HOST, 22223)
+OUR_PORTS = (20000, 32767)  # below the ephemeral range (32768-60999 here)
+RTPE_PORTS = (8000, 19999)  # distinct from ours; 4 ports per call -> 3000 calls
+
+PPS_PER_STREAM = 50
+STREAMS_PER_CALL = 2
+PAYLOAD_LEN = 160
+HEADER_LEN = 12
+PACKET_LEN = HEADER_LEN + PAYLOAD_LEN
+PAYLOAD = bytes((i * 7 + 3) & 0xFF for i in range(PAYLOAD_LEN))
+LATE_US = 200_000  # later than this counts as lost
+LOSS_LIMIT = 0.001  # a step passes under 0.1% loss
+CIPHER_KEYS = {1: b"VosKey-bench", 2: b"0123456789abcdef", 3: b"0123456789abcdef"}
+MODE_NAMES = {0: "none", 1: "XOR", 2: "RC4", 3: "AES128"}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+NOFILE = 65536
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# --------------------------------------------------------------------------------------
+# sendmmsg / recvmmsg through ctypes (Linux, x86-64 layouts via ctypes alignment)
+# --------------------------------------------------------------------------------------
+
+class Iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+class Msghdr(ctypes.Structure):
+    _fields_ = [
+        ("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
+        ("iov", ctypes.c_void_p), ("iovlen", ctypes.c_size_t),
+        ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+        ("flags", ctypes.c_int),
+    ]
+
+
+class Mmsghdr(ctypes.Structure):
+    _fields_ = [("hdr", Msghdr), ("len", ctypes.c_uint)]
+
+
+MSG_SIZE = ctypes.sizeof(Mmsghdr)
+IOV_SIZE = ctypes.sizeof(Iovec)
+MAX_VLEN = 1024  # UIO_MAXIOV
+MSG_DONTWAIT = 0x40
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_sendmmsg = _libc.sendmmsg
+_sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
+_sendmmsg.restype = ctypes.c_int
+_recvmmsg = _libc.recvmmsg
+_recvmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int,
+                      ctypes.c_void_p]
+_recvmmsg.restype = ctypes.c_int
+
+
+def sockaddr_in(host: str, port: int) -> bytes:
+    return (struct.pack("=H", socket.AF_INET) + struct.pack("!H", port)
+            + socket.inet_aton(host) + bytes(8))
+
+
+# --------------------------------------------------------------------------------------
+# The load generator (runs as ``media.py _gen``, pinned to core 1)
+# --------------------------------------------------------------------------------------
+
+RX_SLOT = 176  # >= PACKET_LEN, multiple of 8
+RX_BATCH = 256
+RX_FMT = struct.Struct(">BBHII" + f"{RX_SLOT - HEADER_LEN}x")
+LAT_BUCKET_SHIFT = 9  # latency histogram buckets of 512 us
+
+
+class Sender:
+    """The streams one socket sends (one per call of its group), as prebuilt mmsghdrs.
+
+    Each message has three iovecs: an 8-byte header shared by the whole batch (V/PT,
+    SEQ, TS: the same for every stream in one send), the stream's SSRC, and the shared
+    payload. So a batch costs one ``pack_into`` and one ``sendmmsg``, nothing per packet
+    in Python.
+    """
+
+    def __init__(self, sock: socket.socket, dests: list[tuple[str, int]],
+                 ssrcs: list[int], payload_buf: ctypes.Array[ctypes.c_char],
+                 packets_per_stream: int) -> None:
+        n = len(dests)
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.n = n
+        self.total = n * packets_per_stream
+        self.rate = n * PPS_PER_STREAM  # packets/s
+        self.sent = 0
+        self.eagain = 0
+        self.errors = 0
+        self.max_lag_ns = 0
+        self.hdr = ctypes.create_string_buffer(8)
+        self.hdr[0] = b"\x80"  # V=2
+        self.hdr[1] = b"\x00"  # PT 0 (PCMU), no marker
+        self.names = ctypes.create_string_buffer(b"".join(sockaddr_in(h, p) for h, p in dests),
+                                                 16 * n)
+        self.ssrc_buf = ctypes.create_string_buffer(b"".join(struct.pack("!I", s)
+                                                             for s in ssrcs), 4 * n)
+        self.iovs = (Iovec * (3 * n))()
+        self.msgs = (Mmsghdr * n)()
+        hdr_addr = ctypes.addressof(self.hdr)
+        ssrc_addr = ctypes.addressof(self.ssrc_buf)
+        names_addr = ctypes.addressof(self.names)
+        iov_addr = ctypes.addressof(self.iovs)
+        pay_addr = ctypes.addressof(payload_buf)
+        for j in range(n):
+            iv = self.iovs
+            iv[3 * j].base, iv[3 * j].len = hdr_addr, 8
+            iv[3 * j + 1].base, iv[3 * j + 1].len = ssrc_addr + 4 * j, 4
+            iv[3 * j + 2].base, iv[3 * j + 2].len = pay_addr, PAYLOAD_LEN
+            m = self.msgs[j].hdr
+            m.name, m.namelen = names_addr + 16 * j, 16
+            m.iov, m.iovlen = iov_addr + 3 * j * IOV_SIZE, 3
+        self.msgs_addr = ctypes.addressof(self.msgs)
+
+    def pump(self, el_ns: int, ts_us: int) -> int:
+        """Send every packet due by ``el_ns`` (ns since the start); returns packets sent."""
+        n = self.n
+        due = min(self.total, el_ns * self.rate // 1_000_000_000)
+        sent = self.sent
+        if due <= sent:
+            return 0
+        lag = el_ns - sent * 1_000_000_000 // self.rate
+        if lag > self.max_lag_ns:
+            self.max_lag_ns = lag
+        start = sent
+        hdr = self.hdr
+        while sent < due:
+            j0 = sent % n
+            m = min(n - j0, due - sent, MAX_VLEN)
+            struct.pack_into("!HI", hdr, 2, (sent // n) & 0xFFFF, ts_us)
+            r = _sendmmsg(self.fd, self.msgs_addr + j0 * MSG_SIZE, m, 0)
+            if r <= 0:
+                err = ctypes.get_errno()
+                if err in (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS):
+                    self.eagain += 1
+                else:
+                    self.errors += 1
+                break
+            sent += r
+        self.sent = sent
+        return sent - start
+
+    def sent_per_stream(self) -> list[int]:
+        q, r = divmod(self.sent, self.n)
+        return [q + (1 if j < r else 0) for j in range(self.n)]
+
+
+class Receiver:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.buf = ctypes.create_string_buffer(RX_SLOT * RX_BATCH)
+        self.view = memoryview(self.buf).cast("B")
+        self.iovs = (Iovec * RX_BATCH)()
+        self.msgs = (Mmsghdr * RX_BATCH)()
+        base = ctypes.addressof(self.buf)
+        iov_addr = ctypes.addressof(self.iovs)
+        for i in range(RX_BATCH):
+            self.iovs[i].base, self.iovs[i].len = base + RX_SLOT * i, RX_SLOT
+            h = self.msgs[i].hdr
+            h.iov, h.iovlen = iov_addr + i * IOV_SIZE, 1
+        self.msgs_addr = ctypes.addressof(self.msgs)
+
+    def recv(self) -> int:
+        r = _recvmmsg(self.fd, self.msgs_addr, RX_BATCH, MSG_DONTWAIT, None)
+        return r if r > 0 else 0
+
+
+@dataclass
+class RunStats:
+    calls: int
+    seconds: float
+    scheduled: int = 0
+    sent: int = 0
+    on_time: int = 0
+    late: int = 0
+    missing: int = 0
+    lost: int = 0  # missing + late
+    loss: float = 0.0
+    streams_with_loss: int = 0
+    stale: int = 0  # packets of an earlier step, or not ours
+    payload_checked: int = 0
+    payload_bad: int = 0
+    send_eagain: int = 0
+    send_errors: int = 0
+    max_send_lag_ms: float = 0.0
+    send_seconds: float = 0.0
+    achieved_pps: float = 0.0
+    lat_p50_ms: float = 0.0
+    lat_p99_ms: float = 0.0
+    lat_p999_ms: float = 0.0
+    lat_max_ms: float = 0.0
+    gen_cpu_s: float = 0.0
+
+
+class Generator:
+    def __init__(self, groups: int, rcvbuf: int) -> None:
+        self.groups = groups
+        self.a_socks: list[socket.socket] = []
+        self.b_socks: list[socket.socket] = []
+        for lst in (self.a_socks, self.b_socks):
+            for _ in range(groups):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                try:
+                    s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+                    s.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 4 << 20)
+                except OSError:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+                s.bind((GEN_HOST, 0))
+                s.setblocking(False)
+                lst.append(s)
+        self.receivers = [Receiver(s) for s in self.a_socks + self.b_socks]
+        self.payload_buf = ctypes.create_string_buffer(PAYLOAD, PAYLOAD_LEN)
+
+    def addresses(self) -> dict[str, list[list[Any]]]:
+        return {"a": [list(s.getsockname()) for s in self.a_socks],
+                "b": [list(s.getsockname()) for s in self.b_socks]}
+
+    def drain(self) -> int:
+        n = 0
+        for rx in self.receivers:
+            for _ in range(10_000):
+                got = rx.recv()
+                if not got:
+                    break
+                n += got
+        return n
+
+    def run(self, a_dests: list[list[Any]], b_dests: list[list[Any]], seconds: float,
+            drain_s: float, ssrc_base: int, mode: int, key: bytes) -> RunStats:
+        """Call c (group c % groups): stream 2c goes a-socket -> a_dests[c] and arrives on
+        the b-socket; stream 2c+1 goes b-socket -> b_dests[c] and arrives on the a-socket."""
+        calls = len(a_dests)
+        st = RunStats(calls=calls, seconds=seconds)
+        st.stale = self.drain()
+        pps_stream = round(seconds * PPS_PER_STREAM)
+        nstreams = 2 * calls
+        cipher = None
+        if mode:
+            sys.path.insert(0, str(REPO))
+            from b2bua.media.cipher import make_cipher
+            cipher = make_cipher(mode, key)
+        senders: list[Sender] = []
+        sender_streams: list[list[int]] = []  # stream index per sender slot
+        k = self.groups
+        for g in range(k):
+            cs = list(range(g, calls, k))
+            if not cs:
+                continue
+            for sock, dests, off in ((self.a_socks[g], a_dests, 0), (self.b_socks[g], b_dests, 1)):
+                streams = [2 * c + off for c in cs]
+                senders.append(Sender(sock, [(d[0], int(d[1])) for d in (dests[c] for c in cs)],
+                                      [ssrc_base + s for s in streams], self.payload_buf,
+                                      pps_stream))
+                sender_streams.append(streams)
+        st.scheduled = sum(s.total for s in senders)
+        counts = [0] * nstreams
+        hist = [0] * ((LATE_US >> LAT_BUCKET_SHIFT) + 1)
+        late = 0
+        stale = 0
+        max_lat = 0
+        checked = bad = 0
+        unpack = RX_FMT.iter_unpack
+        receivers = self.receivers
+        mono = time.monotonic_ns
+        ru0 = resource.getrusage(resource.RUSAGE_SELF)
+        t0 = mono()
+        send_end = t0 + int(seconds * 1e9)
+        hard_send_end = send_end + 2_000_000_000
+        last_send = t0
+        sending = True
+        end = send_end + int(drain_s * 1e9)
+        while True:
+            now = mono()
+            el = now - t0
+            ts_us = (el // 1000) & 0xFFFFFFFF
+            sent_now = 0
+            if sending:
+                for s in senders:
+                    sent_now += s.pump(el, ts_us)
+                if sent_now:
+                    last_send = now
+                if all(s.sent >= s.total for s in senders) or now >= hard_send_end:
+                    sending = False
+                    end = max(now, send_end) + int(drain_s * 1e9)
+            got_total = 0
+            for rx in receivers:
+                for _ in range(16):
+                    got = rx.recv()
+                    if not got:
+                        break
+                    got_total += got
+                    now_us = ((mono() - t0) // 1000) & 0xFFFFFFFF
+                    view = rx.view
+                    for _b0, _b1, _seq, ts, ssrc in unpack(view[:got * RX_SLOT]):
+                        idx = ssrc - ssrc_base
+                        if idx < 0 or idx >= nstreams:
+                            stale += 1
+                            continue
+                        lat = (now_us - ts) & 0xFFFFFFFF
+                        if lat < LATE_US:
+                            counts[idx] += 1
+                            hist[lat >> LAT_BUCKET_SHIFT] += 1
+                        else:
+                            late += 1
+                            if lat < 0x80000000 and lat > max_lat:
+                                max_lat = lat
+                    # Check the payload of the batch's first packet.
+                    pkt = bytes(view[:PACKET_LEN])
+                    if ssrc_base <= struct.unpack_from("!I", pkt, 8)[0] < ssrc_base + nstreams:
+                        checked += 1
+                        if cipher is not None:
+                            pkt = cipher.apply(pkt, HEADER_LEN)
+                        if pkt[HEADER_LEN:] != PAYLOAD:
+                            bad += 1
+                    if got < RX_BATCH:
+                        break
+            if not sending and now >= end:
+                break
+            if got_total < 32 and not sent_now:
+                time.sleep(0.0005)
+        ru1 = resource.getrusage(resource.RUSAGE_SELF)
+        st.gen_cpu_s = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+        st.sent = sum(s.sent for s in senders)
+        st.send_seconds = (last_send - t0) / 1e9
+        st.achieved_pps = st.sent / max(st.send_seconds, 1e-9)
+        st.send_eagain = sum(s.eagain for s in senders)
+        st.send_errors = sum(s.errors for s in senders)
+        st.max_send_lag_ms = max(s.max_lag_ns for s in senders) / 1e6
+        missing_total = 0
+        on_time = 0
+        with_loss = 0
+        for s, streams in zip(senders, sender_streams, strict=True):
+            for sent_j, idx in zip(s.sent_per_stream(), streams, strict=True):
+                got = min(counts[idx], sent_j)
+                on_time += got
+                if got < sent_j:
+                    with_loss += 1
+                    missing_total += sent_j - got
+        st.on_time = on_time
+        st.late = late
+        st.lost = missing_total
+        st.missing = max(0, missing_total - late)
+        st.loss = missing_total / st.sent if st.sent else 1.0
+        st.streams_with_loss = with_loss
+        st.stale += stale
+        st.payload_checked = checked
+        st.payload_bad = bad
+        total_h = sum(hist)
+        if total_h:
+            for q, attr in ((0.5, "lat_p50_ms"), (0.99, "lat_p99_ms"), (0.999, "lat_p999_ms")):
+                target = q * (total_h + late)
+                acc = 0
+                value = LATE_US / 1000
+                for i, c in enumerate(hist):
+                    acc += c
+                    if acc >= target:
+                        value = ((i + 1) << LAT_BUCKET_SHIFT) / 1000
+                        break
+                setattr(st, attr, value)
+            top = max(i for i, c in enumerate(hist) if c)
+            st.lat_max_ms = max(((top + 1) << LAT_BUCKET_SHIFT), max_lat) / 1000
+        return st
+
+
+def gen_main(args: argparse.Namespace) -> int:
+    gen = Generator(args.groups, args.rcvbuf)
+    out = sys.stdout
+    for line in sys.stdin:
+        req = json.loads(line)
+        cmd = req["cmd"]
+        if cmd == "addrs":
+            reply: dict[str, Any] = gen.addresses()
+        elif cmd == "run":
+            st = gen.run(req["a_dests"], req["b_dests"], req["seconds"], req["drain"],
+                         req["ssrc_base"], req["mode"], bytes.fromhex(req["key"]))
+            reply = asdict(st)
+        elif cmd == "quit":
+            break
+        else:
+            reply = {"error": f"unknown command {cmd}"}
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# The softswitch relay under test (runs as ``media.py _relay``, pinned to core 0)
+# --------------------------------------------------------------------------------------
+
+async def relay_serve(args: argparse.Namespace) -> None:
+    sys.path.insert(0, str(REPO))
+    from b2bua.media.cipher import make_cipher
+    from b2bua.media.relay import PortAllocator, RelaySession
+
+    loop = asyncio.get_running_loop()
+    allocator = PortAllocator(args.port_low, args.port_high)
+    cipher = make_cipher(args.mode, bytes.fromhex(args.key)) if args.mode else None
+    sessions: list[RelaySession] = []
+    reader = asyncio.StreamReader(limit=1 << 24)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    # As the engine does after start-up (b2bua/runner.py tune_gc).
+    gc.freeze()
+    gen0, gen1, _gen2 = gc.get_threshold()
+    gc.set_threshold(max(gen0, 10_000), gen1, 100)
+
+    async def close_all() -> None:
+        old = sessions[:]
+        sessions.clear()
+        for i in range(0, len(old), 500):
+            await asyncio.gather(*(s.wait_closed() for s in old[i:i + 500]))
+
+    def reply(obj: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    while True:
+        line = await reader.readline()
+        if not line:
+            break
+        req = json.loads(line)
+        cmd = req["cmd"]
+        if cmd == "setup":
+            await close_all()
+            a_rem, b_rem = req["a_remotes"], req["b_remotes"]
+            new: list[RelaySession] = []
+            try:
+                for c in range(req["calls"]):
+                    s = RelaySession(allocator, args.host, latching=True, b_cipher=cipher)
+                    new.append(s)
+                    await s.start()
+                    s.a.set_remote(*a_rem[c % len(a_rem)])
+                    s.b.set_remote(*b_rem[c % len(b_rem)])
+            except Exception as exc:
+                sessions.extend(new)
+                await close_all()
+                reply({"error": repr(exc)})
+                continue
+            sessions.extend(new)
+            reply({"ports": [[s.a.rtp_port, s.b.rtp_port] for s in sessions]})
+        elif cmd == "stats":
+            tot: dict[str, int] = {}
+            for s in sessions:
+                for leg in (s.a, s.b):
+                    for k, v in leg.counters().items():
+                        tot[k] = tot.get(k, 0) + v
+            reply(tot)
+        elif cmd == "close":
+            await close_all()
+            reply({"ok": True})
+        elif cmd == "quit":
+            await close_all()
+            reply({"ok": True})
+            break
+        else:
+            reply({"error": f"unknown command {cmd}"})
+
+
+def relay_main(args: argparse.Namespace) -> int:
+    import uvloop
+
+    uvloop.run(relay_serve(args))
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# Orchestration
+# --------------------------------------------------------------------------------------
+
+def raise_nofile() -> None:
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
+
+
+class Child:
+    """A helper process spoken to in JSON lines on stdin/stdout."""
+
+    def __init__(self, name: str, argv: list[str], work: Path) -> None:
+        self.name = name
+        self.err_path = work / f"{name}.stderr"
+        self.err = self.err_path.open("ab")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.err, preexec_fn=raise_nofile, cwd=REPO)
+        self.pid = self.proc.pid
+
+    def request(self, obj: dict[str, Any], timeout: float) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write((json.dumps(obj) + "\n").encode())
+        self.proc.stdin.flush()
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        buf = b""
+        while not buf.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{self.name}: no reply to {obj.get('cmd')} in {timeout} s")
+            r, _, _ = select.select([fd], [], [], left)
+            if r:
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    raise RuntimeError(f"{self.name} exited (see {self.err_path})")
+                buf += chunk
+        result: dict[str, Any] = json.loads(buf)
+        return result
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(Exception):
+                self.request({"cmd": "quit"}, 15)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(5)
+        self.err.close()
+
+
+def proc_cpu_s(pid: int) -> float:
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    fields = raw[raw.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def cpu_times(cpu: int) -> tuple[float, float]:
+    """(busy, total) seconds of one CPU from /proc/stat."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            v = [int(x) for x in line.split()[1:]]
+            total = sum(v[:8])
+            idle = v[3] + v[4]
+            return (total - idle) / CLK_TCK, total / CLK_TCK
+    return 0.0, 0.0
+
+
+def _hex_ip(host: str) -> str:
+    return socket.inet_aton(host)[::-1].hex().upper()
+
+
+def udp_drops(host: str, ports: set[int] | None = None) -> tuple[int, int]:
+    """(sockets, summed drop counters) of UDP sockets bound to ``host`` (and ``ports``)."""
+    want = _hex_ip(host)
+    n = drops = 0
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+            f = line.split()
+            ip, _, port = f[1].partition(":")
+            if ip != want or (ports is not None and int(port, 16) not in ports):
+                continue
+            n += 1
+            drops += int(f[-1])
+    return n, drops
+
+
+def packet_sockets() -> int:
+    """AF_PACKET sockets open on the machine (a capture on lo costs every packet)."""
+    try:
+        return max(0, len(Path("/proc/net/packet").read_text().splitlines()) - 1)
+    except OSError:
+        return -1
+
+
+# -- bencode for rtpengine's ng protocol -------------------------------------------------
+
+def bencode(x: Any) -> bytes:
+    if isinstance(x, bytes):
+        return str(len(x)).encode() + b":" + x
+    if isinstance(x, str):
+        return bencode(x.encode())
+    if isinstance(x, bool):
+        return bencode(int(x))
+    if isinstance(x, int):
+        return b"i" + str(x).encode() + b"e"
+    if isinstance(x, list):
+        return b"l" + b"".join(bencode(v) for v in x) + b"e"
+    if isinstance(x, dict):
+        items = sorted((k.encode() if isinstance(k, str) else k, v) for k, v in x.items())
+        return b"d" + b"".join(bencode(k) + bencode(v) for k, v in items) + b"e"
+    raise TypeError(f"cannot bencode {type(x)}")
+
+
+def bdecode(data: bytes) -> Any:
+    def dec(i: int) -> tuple[Any, int]:
+        c = data[i:i + 1]
+        if c == b"i":
+            j = data.index(b"e", i)
+            return int(data[i + 1:j]), j + 1
+        if c == b"l":
+            i += 1
+            out: list[Any] = []
+            while data[i:i + 1] != b"e":
+                v, i = dec(i)
+                out.append(v)
+            return out, i + 1
+        if c == b"d":
+            i += 1
+            d: dict[Any, Any] = {}
+            while data[i:i + 1] != b"e":
+                k, i = dec(i)
+                v, i = dec(i)
+                d[k.decode() if isinstance(k, bytes) else k] = v
+            return d, i + 1
+        j = data.index(b":", i)
+        n = int(data[i:j])
+        return data[j + 1:j + 1 + n], j + 1 + n
+
+    value, _ = dec(0)
+    return value
+
+
+class NgClient:
+    def __init__(self, addr: tuple[str, int]) -> None:
+        self.addr = addr
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+
+    def request(self, msg: dict[str, Any], timeout: float = 1.0, tries: int = 3) -> Any:
+        cookie = random.getrandbits(64).to_bytes(8, "big").hex().encode()
+        data = cookie + b" " + bencode(msg)
+        for _ in range(tries):
+            self.sock.sendto(data, self.addr)
+            deadline = time.monotonic() + timeout
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.sock.settimeout(left)
+                try:
+                    reply = self.sock.recv(65535)
+                except TimeoutError:
+                    break
+                c, _, body = reply.partition(b" ")
+                if c == cookie:
+                    return bdecode(body)
+        raise TimeoutError(f"rtpengine: no reply to {msg.get('command')}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+SDP_TMPL = ("v=0\r\no=- {sid} 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n"
+            "m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n")
+M_PORT = re.compile(rb"^m=audio (\d+) ", re.M)
+C_ADDR = re.compile(rb"^c=IN IP4 ([0-9.]+)", re.M)
+
+
+# -- systems under test ----------------------------------------------------------------
+
+class System:
+    name = ""
+    pid: int | None = None
+    host = ""
+
+    def setup(self, calls: int, a_rem: list[list[Any]], b_rem: list[list[Any]], step: int
+              ) -> tuple[list[list[Any]], list[list[Any]]]:
+        """Set up ``calls`` calls; returns the per-call destinations (a side, b side)."""
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+    def teardown(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class Rig(System):
+    name = "rig"
+
+    def setup(self, calls: int, a_rem: list[list[Any]], b_rem: list[list[Any]], step: int
+              ) -> tuple[list[list[Any]], list[list[Any]]]:
+        k = len(a_rem)
+        # The a socket sends straight to the b socket of its group and back.
+        return [b_rem[c % k] for c in range(calls)], [a_rem[c % k] for c in range(calls)]
+
+
+class OurRelay(System):
+    host = OUR_HOST
+
+    def __init__(self, mode: int, work: Path) -> None:
+        self.mode = mode
+        self.name = f"ours-{MODE_NAMES[mode]}"
+        key = CIPHER_KEYS.get(mode, b"")
+        argv = ["taskset", "-c", "0", sys.executable, str(Path(__file__).resolve()), "_relay",
+                "--host", OUR_HOST, "--port-low", str(OUR_PORTS[0]),
+                "--port-high", str(OUR_PORTS[1]), "--mode", str(mode), "--key", key.hex()]
+        self.child = Child(self.name, argv, work)
+        self.pid = self.child.pid
+
+    def setup(self, calls: int, a_rem: list[list[Any]], b_rem: list[list[Any]], step: int
+              ) -> tuple[list[list[Any]], list[list[Any]]]:
+        r = self.child.request({"cmd": "setup", "calls": calls, "a_remotes": a_rem,
+                                "b_remotes": b_rem}, 120)
+        if "error" in r:
+            raise RuntimeError(f"{self.name} setup: {r['error']}")
+        ports = r["ports"]
+        return [[OUR_HOST, a] for a, _ in ports], [[OUR_HOST, b] for _, b in ports]
+
+    def stats(self) -> dict[str, Any]:
+        return self.child.request({"cmd": "stats"}, 60)
+
+    def teardown(self) -> None:
+        self.child.request({"cmd": "close"}, 120)
+
+    def stop(self) -> None:
+        self.child.stop()
+
+
+class RtpEngine(System):
+    name = "rtpengine"
+    host = RTPE_HOST
+
+    def __init__(self, work: Path, binary: str) -> None:
+        self.work = work
+        self.err_path = work / "rtpengine.stderr"
+        self.err = self.err_path.open("ab")
+        argv = ["taskset", "-c", "0", binary, "--config-file=none", "--table=-1",
+                "--foreground", "--log-stderr", "--log-level=4",
+                f"--interface={RTPE_HOST}", f"--listen-ng={RTPE_NG[0]}:{RTPE_NG[1]}",
+                f"--port-min={RTPE_PORTS[0]}", f"--port-max={RTPE_PORTS[1]}",
+                "--num-threads=1", "--delete-delay=0", "--timeout=60"]
+        self.argv = argv
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.err,
+                                     stderr=self.err, preexec_fn=raise_nofile)
+        self.pid = self.proc.pid
+        self.ng = NgClient(RTPE_NG)
+        self.calls: list[tuple[str, str, str]] = []
+        deadline = time.monotonic() + 15
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"rtpengine exited with {self.proc.returncode} "
+                                   f"(see {self.err_path})")
+            try:
+                if self.ng.request({"command": "ping"}, 0.5, 1).get("result") == b"pong":
+                    break
+            except TimeoutError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("rtpengine did not answer ping in 15 s")
+
+    def setup(self, calls: int, a_rem: list[list[Any]], b_rem: list[list[Any]], step: int
+              ) -> tuple[list[list[Any]], list[list[Any]]]:
+        self.teardown()
+        k = len(a_rem)
+        a_dst: list[list[Any]] = []
+        b_dst: list[list[Any]] = []
+        for c in range(calls):
+            cid, ft, tt = f"bench-{step}-{c}-{random.getrandbits(32):x}", f"f{c}", f"t{c}"
+            a_ip, a_port = a_rem[c % k]
+            b_ip, b_port = b_rem[c % k]
+            offer = self.ng.request({
+                "command": "offer", "call-id": cid, "from-tag": ft,
+                "sdp": SDP_TMPL.format(sid=c + 1, ip=a_ip, port=a_port)})
+            self.calls.append((cid, ft, tt))
+            if offer.get("result") != b"ok":
+                raise RuntimeError(f"rtpengine offer: {offer}")
+            answer = self.ng.request({
+                "command": "answer", "call-id": cid, "from-tag": ft, "to-tag": tt,
+                "sdp": SDP_TMPL.format(sid=c + 100000, ip=b_ip, port=b_port)})
+            if answer.get("result") != b"ok":
+                raise RuntimeError(f"rtpengine answer: {answer}")
+            for sdp, dst in ((offer["sdp"], b_dst), (answer["sdp"], a_dst)):
+                m = M_PORT.search(sdp)
+                ca = C_ADDR.search(sdp)
+                if not m or not ca:
+                    raise RuntimeError(f"rtpengine SDP without port/address: {sdp!r}")
+                dst.append([ca.group(1).decode(), int(m.group(1))])
+        return a_dst, b_dst
+
+    def teardown(self) -> None:
+        for cid, ft, _tt in self.calls:
+            with contextlib.suppress(TimeoutError):
+                self.ng.request({"command": "delete", "call-id": cid, "from-tag": ft}, 1.0, 2)
+        self.calls.clear()
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.teardown()
+        self.ng.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.err.close()
+
+
+# -- steps and the search ---------------------------------------------------------------
+
+@dataclass
+class Step:
+    system: str
+    calls: int
+    pps: int
+    passed: bool
+    why: str
+    loss: float
+    late: int
+    missing: int
+    sent: int
+    achieved_pps: float
+    cpu_s: float
+    cpu_us_per_packet: float
+    cpu_share: float  # of one core over the window
+    core0_busy: float
+    core1_busy: float
+    gen_cpu_share: float
+    lat_p50_ms: float
+    lat_p99_ms: float
+    lat_max_ms: float
+    system_udp_drops: int
+    gen_udp_drops: int
+    max_send_lag_ms: float
+    payload_checked: int
+    payload_bad: int
+    stale: int
+    relay: dict[str, Any] = field(default_factory=dict)
+    purpose: str = ""
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        self.args = args
+        self.work = work
+        self.steps: list[Step] = []
+        self.step_no = 0
+        self.deadline = time.monotonic() + args.max_minutes * 60
+        gen_argv = ["taskset", "-c", "1", sys.executable, str(Path(__file__).resolve()),
+                    "_gen", "--groups", str(args.groups), "--rcvbuf", str(args.gen_rcvbuf)]
+        self.gen = Child("generator", gen_argv, work)
+        addrs = self.gen.request({"cmd": "addrs"}, 30)
+        self.a_rem: list[list[Any]] = addrs["a"]
+        self.b_rem: list[list[Any]] = addrs["b"]
+        self.gen_ports = {int(p) for _h, p in self.a_rem + self.b_rem}
+
+    def out_of_time(self) -> bool:
+        return time.monotonic() > self.deadline
+
+    def step(self, system: System, calls: int, mode: int, purpose: str) -> Step:
+        self.step_no += 1
+        seconds = self.args.step_seconds
+        drain = 1.0
+        a_dst, b_dst = system.setup(calls, self.a_rem, self.b_rem, self.step_no)
+        time.sleep(0.3)
+        _n, gdrops0 = udp_drops(GEN_HOST, self.gen_ports)
+        c0b, c0t = cpu_times(0)
+        c1b, c1t = cpu_times(1)
+        cpu0 = proc_cpu_s(system.pid) if system.pid else 0.0
+        t0 = time.monotonic()
+        r = self.gen.request({
+            "cmd": "run", "a_dests": a_dst, "b_dests": b_dst, "seconds": seconds,
+            "drain": drain, "ssrc_base": (self.step_no << 20) & 0xFFFFFFFF, "mode": mode,
+            "key": CIPHER_KEYS.get(mode, b"").hex()}, seconds + drain + 60)
+        wall = time.monotonic() - t0
+        cpu1 = proc_cpu_s(system.pid) if system.pid else 0.0
+        c0b2, c0t2 = cpu_times(0)
+        c1b2, c1t2 = cpu_times(1)
+        _n, gdrops1 = udp_drops(GEN_HOST, self.gen_ports)
+        _n, sdrops = udp_drops(system.host) if system.host else (0, 0)
+        relay_stats = system.stats()
+        system.teardown()
+        cpu = cpu1 - cpu0
+        sent = r["sent"]
+        loss = r["loss"]
+        why = []
+        if loss >= LOSS_LIMIT:
+            why.append(f"loss {loss:.3%} (late {r['late']}, missing {r['missing']})")
+        if r["payload_bad"]:
+            why.append(f"{r['payload_bad']} payloads wrong")
+        if sent < 0.99 * r["scheduled"] or r["send_errors"]:
+            why.append(f"generator sent {sent}/{r['scheduled']} (errors {r['send_errors']})")
+        st = Step(
+            system=system.name, calls=calls, pps=calls * STREAMS_PER_CALL * PPS_PER_STREAM,
+            passed=not why, why="; ".join(why) or "ok", loss=loss, late=r["late"],
+            missing=r["missing"], sent=sent, achieved_pps=r["achieved_pps"], cpu_s=cpu,
+            cpu_us_per_packet=(cpu / sent * 1e6) if sent and system.pid else 0.0,
+            cpu_share=cpu / wall if system.pid else 0.0,
+            core0_busy=(c0b2 - c0b) / max(c0t2 - c0t, 1e-9),
+            core1_busy=(c1b2 - c1b) / max(c1t2 - c1t, 1e-9),
+            gen_cpu_share=r["gen_cpu_s"] / wall,
+            lat_p50_ms=r["lat_p50_ms"], lat_p99_ms=r["lat_p99_ms"], lat_max_ms=r["lat_max_ms"],
+            system_udp_drops=sdrops, gen_udp_drops=gdrops1 - gdrops0,
+            max_send_lag_ms=r["max_send_lag_ms"], payload_checked=r["payload_checked"],
+            payload_bad=r["payload_bad"], stale=r["stale"], relay=relay_stats, purpose=purpose)
+        self.steps.append(st)
+        log(f"  {system.name:>13} {calls:5d} calls {st.pps:7d} pps: "
+            f"{'PASS' if st.passed else 'FAIL'} loss {loss:.4%} late {st.late} "
+            f"p99 {st.lat_p99_ms:.1f} ms max {st.lat_max_ms:.0f} ms | cpu "
+            f"{st.cpu_share:.0%} {st.cpu_us_per_packet:.2f} us/pkt | core0 "
+            f"{st.core0_busy:.0%} gen {st.gen_cpu_share:.0%} lag {st.max_send_lag_ms:.0f} ms"
+            f" | drops sys {sdrops} gen {st.gen_udp_drops}"
+            + ("" if st.passed else f" | {st.why}"))
+        time.sleep(1.0)
+        return st
+
+    def search(self, system: System, mode: int, ladder: list[int], max_calls: int
+               ) -> dict[str, Any]:
+        args = self.args
+        lo, hi = 0, None
+        first_fail: Step | None = None
+        for calls in ladder:
+            if calls > max_calls or self.out_of_time():
+                break
+            st = self.step(system, calls, mode, "ladder")
+            if st.passed:
+                lo = calls
+            else:
+                hi, first_fail = calls, st
+                break
+        if hi is None and ladder[-1] < max_calls and lo == ladder[-1] and not self.out_of_time():
+            st = self.step(system, max_calls, mode, "ladder")
+            if st.passed:
+                lo = max_calls
+            else:
+                hi, first_fail = max_calls, st
+        while hi is not None and hi - lo > max(args.min_gap, args.gap * lo):
+            if self.out_of_time():
+                break
+            mid = (lo + hi) // 2 // 5 * 5
+            if mid <= lo:
+                break
+            st = self.step(system, mid, mode, "bisect")
+            if st.passed:
+                lo = mid
+            else:
+                hi, first_fail = mid, st
+        repeatable = 0
+        rep_steps: list[Step] = []
+        for share in (0.9, 0.8):
+            if lo <= 0 or self.out_of_time():
+                break
+            calls = max(1, int(lo * share) // 5 * 5)
+            runs = []
+            for _ in range(2):
+                st = self.step(system, calls, mode, f"repeat {share:.0%}")
+                runs.append(st)
+                if not st.passed:
+                    break
+            rep_steps = runs
+            if all(s.passed for s in runs) and len(runs) == 2:
+                repeatable = calls
+                break
+        at_ceiling = next((s for s in reversed(self.steps)
+                           if s.system == system.name and s.calls == lo and s.passed), None)
+        return {
+            "system": system.name, "mode": mode, "ceiling_calls": lo,
+            "first_fail_calls": hi, "capped": hi is None,
+            "repeatable_calls": repeatable,
+            "repeatable_pps": repeatable * STREAMS_PER_CALL * PPS_PER_STREAM,
+            "cpu_us_per_packet": (sum(s.cpu_us_per_packet for s in rep_steps) / len(rep_steps)
+                                  if rep_steps and repeatable else None),
+            "cpu_share": (sum(s.cpu_share for s in rep_steps) / len(rep_steps)
+                          if rep_steps and repeatable else None),
+            "p99_ms": max((s.lat_p99_ms for s in rep_steps), default=None)
+            if repeatable else None,
+            "ceiling_cpu_us_per_packet": at_ceiling.cpu_us_per_packet if at_ceiling else None,
+            "ceiling_cpu_share": at_ceiling.cpu_share if at_ceiling else None,
+            "first_fail": asdict(first_fail) if first_fail else None,
+        }
+
+
+def machine_info() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem_gb = 0.0
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem_gb = int(line.split()[1]) / 1024 / 1024
+    info: dict[str, Any] = {
+        "cores": os.cpu_count(), "cpu": model, "mem_gb": round(mem_gb, 1),
+        "kernel": platform.release(), "python": platform.python_version(),
+        "rmem_default": Path("/proc/sys/net/core/rmem_default").read_text().strip(),
+    }
+    with contextlib.suppress(Exception):
+        import uvloop
+
+        info["uvloop"] = uvloop.__version__
+    return info
+
+
+def rtpengine_binary() -> tuple[str | None, str]:
+    path = shutil.which("rtpengine")
+    if not path:
+        return None, ("rtpengine not installed (apt-get install rtpengine-daemon; "
+                      "the benchmark does not install it itself)")
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
+        return path, (out.stdout + out.stderr).strip()
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"rtpengine --version failed: {exc}"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    if not a or not b:
+        return "-"
+    return f"{a / b:.2f}"
+
+
+def print_table(results: list[dict[str, Any]]) -> str:
+    lines = ["| system | cipher | ceiling calls (bisection) | repeatable calls | "
+             "repeatable packets/s | CPU us/packet | CPU share of core 0 | p99 ms "
+             "| ours/rtpengine |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    ref = next((r for r in results if r["system"] == "rtpengine"), None)
+    ref_pps = ref["repeatable_pps"] if ref else None
+    for r in results:
+        ceil = f"{r['ceiling_calls']}" + (" (capped)" if r["capped"] else "")
+        cpu = f"{r['cpu_us_per_packet']:.2f}" if r["cpu_us_per_packet"] else "-"
+        share = f"{r['cpu_share']:.0%}" if r["cpu_share"] else "-"
+        p99 = f"{r['p99_ms']:.1f}" if r["p99_ms"] is not None else "-"
+        rat = ratio(r["repeatable_pps"], ref_pps) if r["system"].startswith("ours") else "-"
+        cipher = MODE_NAMES.get(r["mode"], "none") if r["system"] != "rig" else "-"
+        lines.append(f"| {r['system']} | {cipher} | {ceil} | {r['repeatable_calls']} | "
+                     f"{r['repeatable_pps']:,} | {cpu} | {share} | {p99} | {rat} |")
+    return "\n".join(lines)
+
+
+GOALS = {0: 1.0, 1: 0.7, 3: 0.5, 2: 0.3}
+
+
+def orchestrate(args: argparse.Namespace) -> int:
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench-media-"))
+    work.mkdir(parents=True, exist_ok=True)
+    raise_nofile()
+    started = dt.datetime.now(dt.UTC)
+    t_start = time.monotonic()
+    log(f"work folder {work}")
+    info = machine_info()
+    info["packet_sockets_at_start"] = packet_sockets()
+    rtpe_path, rtpe_version = rtpengine_binary()
+    info["rtpengine"] = rtpe_version
+    log(f"machine {info}")
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    modes = [int(m) for m in args.modes.split(",") if m.strip()]
+    ladder = [int(x) for x in args.ladder.split(",")]
+    results: list[dict[str, Any]] = []
+    problems: list[str] = []
+    bench = Bench(args, work)
+    order: list[tuple[str, int]] = []
+    if "rig" in systems:
+        order.append(("rig", 0))
+    if "ours" in systems and 0 in modes:
+        order.append(("ours", 0))
+    if "rtpengine" in systems:
+        order.append(("rtpengine", 0))
+    if "ours" in systems:
+        order += [("ours", m) for m in (1, 3, 2) if m in modes]
+    try:
+        for kind, mode in order:
+            if bench.out_of_time():
+                problems.append(f"time budget reached: {kind} mode {mode} not run")
+                log(problems[-1])
+                continue
+            system: System
+            if kind == "rig":
+                system = Rig()
+                log("rig: the generator against itself, the highest ladder step first")
+                st = bench.step(system, args.max_calls, 0, "rig")
+                if st.passed:
+                    results.append({"system": "rig", "mode": 0,
+                                    "ceiling_calls": args.max_calls, "first_fail_calls": None,
+                                    "capped": True, "repeatable_calls": args.max_calls,
+                                    "repeatable_pps": st.pps, "cpu_us_per_packet": None,
+                                    "cpu_share": None, "p99_ms": st.lat_p99_ms,
+                                    "ceiling_cpu_us_per_packet": None,
+                                    "ceiling_cpu_share": None, "first_fail": None})
+                else:
+                    results.append(bench.search(system, 0, ladder, args.max_calls))
+                continue
+            if kind == "rtpengine":
+                if rtpe_path is None:
+                    problems.append(f"rtpengine not run: {rtpe_version}")
+                    log(problems[-1])
+                    continue
+                try:
+                    system = RtpEngine(work, rtpe_path)
+                except Exception as exc:
+                    problems.append(f"rtpengine could not be started: {exc}")
+                    log(problems[-1])
+                    continue
+            else:
+                system = OurRelay(mode, work)
+            log(f"{system.name}: pid {system.pid}")
+            try:
+                results.append(bench.search(system, mode, ladder, args.max_calls))
+            finally:
+                system.stop()
+    finally:
+        bench.gen.stop()
+    info["packet_sockets_at_end"] = packet_sockets()
+    elapsed = time.monotonic() - t_start
+    table = print_table(results)
+    ref = next((r for r in results if r["system"] == "rtpengine"), None)
+    goal_lines = []
+    for r in results:
+        if not r["system"].startswith("ours"):
+            continue
+        goal = GOALS[r["mode"]]
+        if ref and ref["repeatable_pps"]:
+            x = r["repeatable_pps"] / ref["repeatable_pps"]
+            goal_lines.append(f"{r['system']}: {x:.2f}x rtpengine (goal >= {goal}x): "
+                              f"{'met' if x >= goal else 'NOT met'}")
+        else:
+            goal_lines.append(f"{r['system']}: no rtpengine figure to compare with")
+    summary = {
+        "started": started.isoformat(timespec="seconds"), "elapsed_s": round(elapsed),
+        "argv": sys.argv, "args": vars(args), "machine": info, "results": results,
+        "goals": goal_lines, "problems": problems, "steps": [asdict(s) for s in bench.steps],
+    }
+    (work / "results.json").write_text(json.dumps(summary, indent=1))
+    print()
+    print(table)
+    print()
+    for line in goal_lines + problems:
+        print(line)
+    log(f"done in {elapsed / 60:.1f} min; results in {work / 'results.json'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_gen":
+        ap = argparse.ArgumentParser()
+        ap.add_argument("--groups", type=int, default=4)
+        ap.add_argument("--rcvbuf", type=int, default=32 << 20)
+        return gen_main(ap.parse_args(argv[1:]))
+    if argv and argv[0] == "_relay":
+        ap = argparse.ArgumentParser()
+        ap.add_argument("--host", default=OUR_HOST)
+        ap.add_argument("--port-low", type=int, default=OUR_PORTS[0])
+        ap.add_argument("--port-high", type=int, default=OUR_PORTS[1])
+        ap.add_argument("--mode", type=int, default=0)
+        ap.add_argument("--key", default="")
+        return relay_main(ap.parse_args(argv[1:]))
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="5 s steps, 8%% bisection gap, shorter ladder")
+    ap.add_argument("--systems", default="rig,ours,rtpengine")
+    ap.add_argument("--modes", default="0,1,2,3")
+    ap.add_argument("--step-seconds", type=float, default=None)
+    ap.add_argument("--ladder", default="250,500,1000,1500,2000,2500")
+    ap.add_argument("--max-calls", type=int, default=3000,
+                    help="upper bound on concurrent calls (port ranges hold ~3000)")
+    ap.add_argument("--gap", type=float, default=None,
+                    help="bisect until the gap is under this share of the ceiling")
+    ap.add_argument("--min-gap", type=int, default=25)
+    ap.add_argument("--groups", type=int, default=4,
+                    help="generator sockets per side (calls are spread over them)")
+    ap.add_argument("--gen-rcvbuf", type=int, default=32 << 20)
+    ap.add_argument("--max-minutes", type=float, default=24.0)
+    ap.add_argument("--work", default=None, help="work folder (default: a new temp dir)")
+    args = ap.parse_args(argv)
+    if args.step_seconds is None:
+        args.step_seconds = 5.0 if args.quick else 10.0
+    if args.gap is None:
+        args.gap = 0.08 if args.quick else 0.03
+    if args.quick and args.max_minutes == 24.0:
+        args.max_minutes = 12.0
+    return orchestrate(args)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    sys.exit(main())
+
