@@ -138,3 +138,50 @@ class AnsweringVendor:
         self._stop.set()
         self._thread.join(2)
         self.sock.close()
+
+
+class EarlyMediaVendor:
+    """183 with SDP, RTP toward the offered address, then a final 503 after ``delay``."""
+
+    def __init__(self, ip: str, port: int, media: RtpEndpoint, delay: float = 0.6,
+                 send_rtp: bool = True) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((ip, port))
+        self.sock.settimeout(0.05)
+        self.ip, self.media, self.delay, self.send_rtp = ip, media, delay, send_rtp
+        self.invites = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except (TimeoutError, OSError):
+                continue
+            text = data.decode(errors="replace")
+            if not text.startswith("INVITE ") or self.invites:
+                continue
+            self.invites += 1
+            lines = text.split("\r\n")
+            keep = [ln for ln in lines if ln.split(":", 1)[0].lower()
+                    in ("via", "from", "call-id", "cseq")]
+            to = next(ln for ln in lines if ln.lower().startswith("to:")) + ";tag=em1"
+            body = sdp(self.ip, self.media.port)
+            progress = ["SIP/2.0 183 Session Progress", *keep, to,
+                        f"Contact: <sip:vendor@{self.ip}:{self.sock.getsockname()[1]}>",
+                        "Content-Type: application/sdp", f"Content-Length: {len(body)}",
+                        "", body]
+            self.sock.sendto("\r\n".join(progress).encode(), addr)
+            if self.send_rtp:
+                self.media.send(media_address(text.split("\r\n\r\n", 1)[1]), 10)
+            time.sleep(self.delay)
+            final = ["SIP/2.0 503 Service Unavailable", *keep, to, "Content-Length: 0", "",
+                     ""]
+            self.sock.sendto("\r\n".join(final).encode(), addr)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()

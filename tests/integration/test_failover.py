@@ -342,3 +342,39 @@ def test_caller_cancel_during_an_attempt(tmp_path: Path, softswitch: Softswitch)
     assert result.final == 487
     assert attempts(detail) == [("v1", "cancelled", None)]
     assert detail["hangup_by"] == "caller"
+
+
+@pytest.mark.parametrize(("rtp_stops", "final", "tried"),
+                         [("On", 503, ["v1"]), ("Off", 200, ["v1", "v2"])])
+def test_rtp_start_commits_when_on(tmp_path: Path, softswitch: Softswitch, rtp_stops: str,
+                                   final: int, tried: list[str]) -> None:
+    """v1: 183 with SDP and early RTP, then 503. SDP alone does not commit (Off here);
+    the RTP from v1 through the relay does when the parameter is On."""
+    from rtppeer import EarlyMediaVendor, RtpEndpoint
+
+    api = softswitch.api
+    api.post("/api/v1/mapping-gateways", {"name": "customer", "ips": [CUSTOMER_IP]})
+    v1_port, v2_port = free_port(VENDOR_IPS[0]), free_port(VENDOR_IPS[1])
+    api.post("/api/v1/routing-gateways", {"name": "v1", "host": VENDOR_IPS[0],
+                                          "port": v1_port, "priority": 1})
+    api.post("/api/v1/routing-gateways", {"name": "v2", "host": VENDOR_IPS[1],
+                                          "port": v2_port, "priority": 2})
+    for name, value in (("SS_MEDIAPROXYMODE", "On"), ("SS_SIP_STOP_SWITCH_AFTER_SDP", "Off"),
+                        ("SS_GATEWAY_SWITCH_STOP_AFTER_RTP_START", rtp_stops)):
+        api.put(f"/api/v1/parameters/{name}", {"value": value})
+    assert wait_until(lambda: api.get("/api/v1/engine")["routing_gateways"] == 2, timeout=2)
+    media = RtpEndpoint(VENDOR_IPS[0])
+    v1 = EarlyMediaVendor(VENDOR_IPS[0], v1_port, media)
+    v2 = sipp("uas_answer.xml", tmp_path, VENDOR_IPS[1], v2_port)
+    try:
+        result = place_call(CUSTOMER_IP, ("127.0.0.1", softswitch.sip_port), "4420001")
+        if final == 200:
+            assert v2.wait(20) == 0
+    finally:
+        v2.stop()
+        v1.close()
+        media.close()
+    assert result.final == final
+    items = wait_until(lambda: api.get("/api/v1/cdrs")["items"], timeout=5)
+    detail = api.get(f"/api/v1/cdrs/{items[0]['id']}")
+    assert [a[0] for a in attempts(detail)] == tried
