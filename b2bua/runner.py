@@ -135,13 +135,10 @@ async def _serve(engine: Engine, api: subprocess.Popen[bytes]) -> None:
 
 
 def tune_gc() -> None:
-    """Fewer full garbage collections: they pause the event loop for a time that grows
-    with the live objects (docs/performance.md). What exists after start-up (modules,
-    configuration) is frozen out of every collection, and full collections run a tenth
-    as often; reference cycles are still collected."""
+    """Shorter full garbage collections: they pause the event loop for a time that grows
+    with the tracked objects (docs/performance.md), so what exists after start-up
+    (modules, configuration) is frozen out of every collection."""
     gc.freeze()
-    gen0, gen1, _gen2 = gc.get_threshold()
-    gc.set_threshold(max(gen0, 10_000), gen1, 100)
 
 
 class _StopDuringStartup(Exception):

@@ -280,6 +280,7 @@ class RunStats:
     lat_p999_ms: float = 0.0
     lat_max_ms: float = 0.0
     gen_cpu_s: float = 0.0
+    late_timeline: list[list[int]] = field(default_factory=list)  # [ms, late, max lat ms]
 
 
 class Generator:
@@ -346,6 +347,7 @@ class Generator:
         counts = [0] * nstreams
         hist = [0] * ((LATE_US >> LAT_BUCKET_SHIFT) + 1)
         late = 0
+        timeline: dict[int, list[int]] = {}  # 100 ms of receive time -> [late, max lat us]
         stale = 0
         max_lat = 0
         checked = bad = 0
@@ -381,6 +383,7 @@ class Generator:
                     got_total += got
                     now_us = ((mono() - t0) // 1000) & 0xFFFFFFFF
                     view = rx.view
+                    bmax = blate = 0
                     for _b0, _b1, _seq, ts, ssrc in unpack(view[:got * RX_SLOT]):
                         idx = ssrc - ssrc_base
                         if idx < 0 or idx >= nstreams:
@@ -390,10 +393,24 @@ class Generator:
                         if lat < LATE_US:
                             counts[idx] += 1
                             hist[lat >> LAT_BUCKET_SHIFT] += 1
-                        else:
-                            late += 1
-                            if lat < 0x80000000 and lat > max_lat:
-                                max_lat = lat
+                            if lat > bmax:
+                                bmax = lat
+                        elif lat < 0x80000000:
+                            blate += 1
+                            if lat > bmax:
+                                bmax = lat
+                        else:  # sent "after" it arrived: not ours
+                            stale += 1
+                    tl = timeline.get(now_us // 100_000)
+                    if tl is None:
+                        tl = timeline[now_us // 100_000] = [0, 0]
+                    if blate:
+                        late += blate
+                        tl[0] += blate
+                    if bmax > tl[1]:
+                        tl[1] = bmax
+                        if bmax > max_lat:
+                            max_lat = bmax
                     # Check the payload of the batch's first packet.
                     pkt = bytes(view[:PACKET_LEN])
                     if ssrc_base <= struct.unpack_from("!I", pkt, 8)[0] < ssrc_base + nstreams:
@@ -433,6 +450,7 @@ class Generator:
         st.loss = missing_total / st.sent if st.sent else 1.0
         st.streams_with_loss = with_loss
         st.stale += stale
+        st.late_timeline = [[k * 100, v[0], v[1] // 1000] for k, v in sorted(timeline.items())]
         st.payload_checked = checked
         st.payload_bad = bad
         total_h = sum(hist)
@@ -492,6 +510,21 @@ async def relay_serve(args: argparse.Namespace) -> None:
     gc.freeze()
     gen0, gen1, _gen2 = gc.get_threshold()
     gc.set_threshold(max(gen0, 10_000), gen1, 100)
+    # Collections during a step: generation -> [count, total s, longest s].
+    gc_log: dict[int, list[float]] = {}
+    gc_start = [0.0]
+
+    def gc_cb(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_start[0] = time.perf_counter()
+            return
+        d = time.perf_counter() - gc_start[0]
+        e = gc_log.setdefault(info["generation"], [0, 0.0, 0.0])
+        e[0] += 1
+        e[1] += d
+        e[2] = max(e[2], d)
+
+    gc.callbacks.append(gc_cb)
 
     async def close_all() -> None:
         old = sessions[:]
@@ -526,6 +559,7 @@ async def relay_serve(args: argparse.Namespace) -> None:
                 reply({"error": repr(exc)})
                 continue
             sessions.extend(new)
+            gc_log.clear()
             reply({"ports": [[s.a.rtp_port, s.b.rtp_port] for s in sessions]})
         elif cmd == "stats":
             tot: dict[str, int] = {}
@@ -533,7 +567,12 @@ async def relay_serve(args: argparse.Namespace) -> None:
                 for leg in (s.a, s.b):
                     for k, v in leg.counters().items():
                         tot[k] = tot.get(k, 0) + v
-            reply(tot)
+            out: dict[str, Any] = dict(tot)
+            out["gc"] = {f"gen{g}": {"count": int(e[0]), "total_ms": round(e[1] * 1e3, 1),
+                                     "max_ms": round(e[2] * 1e3, 1)}
+                         for g, e in sorted(gc_log.items())}
+            out["gc_tracked"] = len(gc.get_objects())
+            reply(out)
         elif cmd == "close":
             await close_all()
             reply({"ok": True})
@@ -555,6 +594,12 @@ def relay_main(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------
 # Orchestration
 # --------------------------------------------------------------------------------------
+
+def pinned(core: int, nice: int) -> list[str]:
+    """Command prefix: pinned to ``core``, at ``nice`` when not 0."""
+    prefix = ["nice", "-n", str(nice)] if nice else []
+    return [*prefix, "taskset", "-c", str(core)]
+
 
 def raise_nofile() -> None:
     with contextlib.suppress(ValueError, OSError):
@@ -614,15 +659,15 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def cpu_times(cpu: int) -> tuple[float, float]:
-    """(busy, total) seconds of one CPU from /proc/stat."""
+def cpu_times(cpu: int) -> tuple[float, float, float]:
+    """(busy, softirq, total) seconds of one CPU from /proc/stat."""
     for line in Path("/proc/stat").read_text().splitlines():
         if line.startswith(f"cpu{cpu} "):
             v = [int(x) for x in line.split()[1:]]
             total = sum(v[:8])
             idle = v[3] + v[4]
-            return (total - idle) / CLK_TCK, total / CLK_TCK
-    return 0.0, 0.0
+            return (total - idle) / CLK_TCK, v[6] / CLK_TCK, total / CLK_TCK
+    return 0.0, 0.0, 0.0
 
 
 def _hex_ip(host: str) -> str:
@@ -771,11 +816,11 @@ class Rig(System):
 class OurRelay(System):
     host = OUR_HOST
 
-    def __init__(self, mode: int, work: Path) -> None:
+    def __init__(self, mode: int, work: Path, nice: int) -> None:
         self.mode = mode
         self.name = f"ours-{MODE_NAMES[mode]}"
         key = CIPHER_KEYS.get(mode, b"")
-        argv = ["taskset", "-c", "0", sys.executable, str(Path(__file__).resolve()), "_relay",
+        argv = pinned(0, nice) + [sys.executable, str(Path(__file__).resolve()), "_relay",
                 "--host", OUR_HOST, "--port-low", str(OUR_PORTS[0]),
                 "--port-high", str(OUR_PORTS[1]), "--mode", str(mode), "--key", key.hex()]
         self.child = Child(self.name, argv, work)
@@ -804,11 +849,11 @@ class RtpEngine(System):
     name = "rtpengine"
     host = RTPE_HOST
 
-    def __init__(self, work: Path, binary: str) -> None:
+    def __init__(self, work: Path, binary: str, nice: int) -> None:
         self.work = work
         self.err_path = work / "rtpengine.stderr"
         self.err = self.err_path.open("ab")
-        argv = ["taskset", "-c", "0", binary, "--config-file=none", "--table=-1",
+        argv = pinned(0, nice) + [binary, "--config-file=none", "--table=-1",
                 "--foreground", "--log-stderr", "--log-level=4",
                 f"--interface={RTPE_HOST}", f"--listen-ng={RTPE_NG[0]}:{RTPE_NG[1]}",
                 f"--port-min={RTPE_PORTS[0]}", f"--port-max={RTPE_PORTS[1]}",
@@ -903,6 +948,8 @@ class Step:
     cpu_share: float  # of one core over the window
     core0_busy: float
     core1_busy: float
+    core0_softirq: float
+    core1_softirq: float
     gen_cpu_share: float
     lat_p50_ms: float
     lat_p99_ms: float
@@ -915,6 +962,7 @@ class Step:
     stale: int
     relay: dict[str, Any] = field(default_factory=dict)
     purpose: str = ""
+    late_timeline: list[list[int]] = field(default_factory=list)
 
 
 class Bench:
@@ -924,7 +972,7 @@ class Bench:
         self.steps: list[Step] = []
         self.step_no = 0
         self.deadline = time.monotonic() + args.max_minutes * 60
-        gen_argv = ["taskset", "-c", "1", sys.executable, str(Path(__file__).resolve()),
+        gen_argv = pinned(1, args.nice) + [sys.executable, str(Path(__file__).resolve()),
                     "_gen", "--groups", str(args.groups), "--rcvbuf", str(args.gen_rcvbuf)]
         self.gen = Child("generator", gen_argv, work)
         addrs = self.gen.request({"cmd": "addrs"}, 30)
@@ -942,8 +990,8 @@ class Bench:
         a_dst, b_dst = system.setup(calls, self.a_rem, self.b_rem, self.step_no)
         time.sleep(0.3)
         _n, gdrops0 = udp_drops(GEN_HOST, self.gen_ports)
-        c0b, c0t = cpu_times(0)
-        c1b, c1t = cpu_times(1)
+        c0b, c0s, c0t = cpu_times(0)
+        c1b, c1s, c1t = cpu_times(1)
         cpu0 = proc_cpu_s(system.pid) if system.pid else 0.0
         t0 = time.monotonic()
         r = self.gen.request({
@@ -952,8 +1000,8 @@ class Bench:
             "key": CIPHER_KEYS.get(mode, b"").hex()}, seconds + drain + 60)
         wall = time.monotonic() - t0
         cpu1 = proc_cpu_s(system.pid) if system.pid else 0.0
-        c0b2, c0t2 = cpu_times(0)
-        c1b2, c1t2 = cpu_times(1)
+        c0b2, c0s2, c0t2 = cpu_times(0)
+        c1b2, c1s2, c1t2 = cpu_times(1)
         _n, gdrops1 = udp_drops(GEN_HOST, self.gen_ports)
         _n, sdrops = udp_drops(system.host) if system.host else (0, 0)
         relay_stats = system.stats()
@@ -976,6 +1024,9 @@ class Bench:
             cpu_share=cpu / wall if system.pid else 0.0,
             core0_busy=(c0b2 - c0b) / max(c0t2 - c0t, 1e-9),
             core1_busy=(c1b2 - c1b) / max(c1t2 - c1t, 1e-9),
+            core0_softirq=(c0s2 - c0s) / max(c0t2 - c0t, 1e-9),
+            core1_softirq=(c1s2 - c1s) / max(c1t2 - c1t, 1e-9),
+            late_timeline=r["late_timeline"],
             gen_cpu_share=r["gen_cpu_s"] / wall,
             lat_p50_ms=r["lat_p50_ms"], lat_p99_ms=r["lat_p99_ms"], lat_max_ms=r["lat_max_ms"],
             system_udp_drops=sdrops, gen_udp_drops=gdrops1 - gdrops0,
@@ -986,15 +1037,28 @@ class Bench:
             f"{'PASS' if st.passed else 'FAIL'} loss {loss:.4%} late {st.late} "
             f"p99 {st.lat_p99_ms:.1f} ms max {st.lat_max_ms:.0f} ms | cpu "
             f"{st.cpu_share:.0%} {st.cpu_us_per_packet:.2f} us/pkt | core0 "
-            f"{st.core0_busy:.0%} gen {st.gen_cpu_share:.0%} lag {st.max_send_lag_ms:.0f} ms"
+            f"{st.core0_busy:.0%} (si {st.core0_softirq:.0%}) core1 {st.core1_busy:.0%} "
+            f"gen {st.gen_cpu_share:.0%} "
+            f"lag {st.max_send_lag_ms:.0f} ms"
             f" | drops sys {sdrops} gen {st.gen_udp_drops}"
             + ("" if st.passed else f" | {st.why}"))
         time.sleep(1.0)
         return st
 
+    def warm_up(self, system: System, mode: int) -> None:
+        """A short unrecorded step at low load: imports, first allocations, caches."""
+        saved = self.args.step_seconds
+        self.args.step_seconds = 2.0
+        try:
+            st = self.step(system, 100, mode, "warm-up")
+            self.steps.remove(st)
+        finally:
+            self.args.step_seconds = saved
+
     def search(self, system: System, mode: int, ladder: list[int], max_calls: int
                ) -> dict[str, Any]:
         args = self.args
+        self.warm_up(system, mode)
         lo, hi = 0, None
         first_fail: Step | None = None
         for calls in ladder:
@@ -1159,6 +1223,7 @@ def orchestrate(args: argparse.Namespace) -> int:
             if kind == "rig":
                 system = Rig()
                 log("rig: the generator against itself, the highest ladder step first")
+                bench.warm_up(system, 0)
                 st = bench.step(system, args.max_calls, 0, "rig")
                 if st.passed:
                     results.append({"system": "rig", "mode": 0,
@@ -1177,13 +1242,13 @@ def orchestrate(args: argparse.Namespace) -> int:
                     log(problems[-1])
                     continue
                 try:
-                    system = RtpEngine(work, rtpe_path)
+                    system = RtpEngine(work, rtpe_path, args.nice)
                 except Exception as exc:
                     problems.append(f"rtpengine could not be started: {exc}")
                     log(problems[-1])
                     continue
             else:
-                system = OurRelay(mode, work)
+                system = OurRelay(mode, work, args.nice)
             log(f"{system.name}: pid {system.pid}")
             try:
                 results.append(bench.search(system, mode, ladder, args.max_calls))
@@ -1252,6 +1317,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="generator sockets per side (calls are spread over them)")
     ap.add_argument("--gen-rcvbuf", type=int, default=32 << 20)
     ap.add_argument("--max-minutes", type=float, default=24.0)
+    ap.add_argument("--nice", type=int, default=0,
+                    help="run the system under test and the generator at this nice value "
+                         "(e.g. -10 on a machine shared with other work)")
     ap.add_argument("--work", default=None, help="work folder (default: a new temp dir)")
     args = ap.parse_args(argv)
     if args.step_seconds is None:

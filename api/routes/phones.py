@@ -52,7 +52,7 @@ phones = Resource(
 bp = Blueprint("registrations", __name__)
 
 
-class RegistrationSchema(Schema):
+class PhoneRegistrationSchema(Schema):
     id = fields.String(required=True)
     username = fields.String(required=True)
     contact = fields.String(required=True)
@@ -65,7 +65,7 @@ class RegistrationSchema(Schema):
 
 
 class RegistrationListSchema(Schema):
-    items = fields.List(fields.Nested(RegistrationSchema), required=True)
+    items = fields.List(fields.Nested(PhoneRegistrationSchema), required=True)
 
 
 class RemovedSchema(Schema):

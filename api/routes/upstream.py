@@ -29,7 +29,7 @@ def _host_port(value: str) -> None:
         raise ValidationError("registrar is IP[:PORT]") from None
 
 
-class RegistrationSchema(Schema):
+class UpstreamRegistrationSchema(Schema):
     enabled = fields.Boolean(load_default=True)
     registrar = fields.String(load_default=None, allow_none=True, validate=_host_port,
                               metadata={"description": "IP[:PORT]; null: the gateway's"})
@@ -86,7 +86,7 @@ def _row(gateway_id: int) -> dict[str, Any] | None:
 
 
 @bp.get(URL)
-@operation("get", "A routing gateway's registration settings", response=RegistrationSchema,
+@operation("get", "A routing gateway's registration settings", response=UpstreamRegistrationSchema,
            errors=(404,))
 def get_registration(gateway_id: int) -> Any:
     routing_gateways.fetch(context.conn(), gateway_id)
@@ -98,12 +98,12 @@ def get_registration(gateway_id: int) -> Any:
 
 @bp.put(URL)
 @operation("put", "Set a routing gateway's registration (acts at once; disabling "
-           "unregisters)", request=RegistrationSchema, response=RegistrationSchema,
+           "unregisters)", request=UpstreamRegistrationSchema, response=UpstreamRegistrationSchema,
            errors=(404,))
 def put_registration(gateway_id: int) -> Any:
     conn = context.conn()
     routing_gateways.fetch(conn, gateway_id)
-    data = RegistrationSchema().load(json_body())
+    data = UpstreamRegistrationSchema().load(json_body())
     current = conn.execute("SELECT password FROM gateway_registrations WHERE "
                            "routing_gateway_id = ?", (gateway_id,)).fetchone()
     if data["password"] is None and current is not None:

@@ -102,7 +102,6 @@ class ServerTransaction(_Transaction):
         self.key = server_key(request)
         self.is_invite = request.method == "INVITE"
         self.state = State.PROCEEDING if self.is_invite else State.TRYING
-        self.last_response: Response | None = None
         self._last_bytes = b""
         self.on_ack_timeout: Callable[[], None] | None = None
 
@@ -114,7 +113,6 @@ class ServerTransaction(_Transaction):
             if 200 <= response.status < 300:
                 self._send(response.to_bytes())
             return
-        self.last_response = response
         self._last_bytes = response.to_bytes()
         self._send(self._last_bytes)
         status = response.status
@@ -197,6 +195,7 @@ class ClientTransaction(_Transaction):
         self.resend = list(resend) if resend is not None else None
         self.sends = 0
         self._bytes = b""
+        self._ack_bytes = b""
         self.state = State.CALLING if self.is_invite else State.TRYING
 
     def start(self) -> None:
@@ -258,14 +257,15 @@ class ClientTransaction(_Transaction):
             elif status < 300:
                 # The TU ACKs a 2xx itself; retransmitted 2xx reach it through the dialog.
                 self._terminate()
-                self.on_response(response)
+                self._deliver_final(response)
             else:
                 self.state = State.COMPLETED
-                self._send_ack(response)
+                self._ack_bytes = self._build_ack(response)
+                self._send(self._ack_bytes)
                 self._later(0 if self.reliable else 32.0, self._terminate)  # Timer D
-                self.on_response(response)
-        elif self.state == State.COMPLETED and status >= 300:
-            self._send_ack(response)
+                self._deliver_final(response)
+        elif self.state == State.COMPLETED and status >= 300 and self._ack_bytes:
+            self._send(self._ack_bytes)
 
     def _receive_non_invite(self, response: Response, status: int) -> None:
         if self.state not in (State.TRYING, State.PROCEEDING):
@@ -277,9 +277,19 @@ class ClientTransaction(_Transaction):
         self._cancel_timers()
         self.state = State.COMPLETED
         self._later(0 if self.reliable else T4, self._terminate)  # Timer K
-        self.on_response(response)
+        self._deliver_final(response)
 
-    def _send_ack(self, response: Response) -> None:
+    def _deliver_final(self, response: Response) -> None:
+        """Hand the final response up, then let go of what only the exchange needed: the
+        transaction lingers for its wait timer, and whatever it still references stays
+        alive (and is walked by every garbage collection) until then."""
+        on_response = self.on_response
+        self.on_response = _ignore_response
+        self.on_timeout = _ignore
+        self._bytes = b""
+        on_response(response)
+
+    def _build_ack(self, response: Response) -> bytes:
         """ACK of a non-2xx final response: same branch, To from the response (17.1.1.3)."""
         req = self.request
         headers: list[tuple[str, str]] = [("Via", req.get("Via") or "")]
@@ -292,11 +302,19 @@ class ClientTransaction(_Transaction):
             ("Call-ID", req.call_id),
             ("CSeq", f"{req.cseq.number} ACK"),
         ]
-        self._send(Request("ACK", req.uri, headers).to_bytes())
+        return Request("ACK", req.uri, headers).to_bytes()
 
     def cancel_timers(self) -> None:
         """Stop retransmitting (e.g. the attempt is abandoned and a CANCEL follows)."""
         self._cancel_timers()
+
+
+def _ignore() -> None:
+    return None
+
+
+def _ignore_response(_response: Response) -> None:
+    return None
 
 
 def _doubling_schedule() -> list[float]:

@@ -368,7 +368,7 @@ def test_openapi_documents_the_cdr_filters(env: Env) -> None:
     get = _spec(env)["paths"][URL]["get"]
     params = {p["name"]: p for p in get["parameters"]}
     assert set(params) == {"limit", "after_id", "since", "until", "mapping_gateway_id",
-                           "routing_gateway_id"}
+                           "routing_gateway_id", "since_id", "caller", "callee", "tail"}
     assert all(p["in"] == "query" and p["required"] is False for p in params.values())
     assert params["since"]["schema"]["type"] == "number"
     assert params["until"]["schema"]["type"] == "number"

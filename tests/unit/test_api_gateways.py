@@ -48,6 +48,7 @@ NUMBER_DEFAULTS = {
     "caller_dial_plan": "", "callee_dial_plan": "", "caller_transform": False,
     "callee_transform": False, "caller_groups": [], "caller_groups_mode": "deny",
     "callee_groups": [], "callee_groups_mode": "deny",
+    "media_relay": "auto", "rtp_encryption": False, "media_check": "none",
 }
 
 MAPPING = Kind(
@@ -258,7 +259,7 @@ def test_bad_paging_arguments_are_422(
 def test_openapi_documents_the_list_parameters_and_their_422(env: Env, kind: Kind) -> None:
     spec = env.client.get("/api/v1/openapi.json", headers=auth(env.admin)).get_json()
     get = spec["paths"][kind.url]["get"]
-    assert {p["name"] for p in get["parameters"]} == {"limit", "after_id"}
+    assert {"limit", "after_id"} <= {p["name"] for p in get["parameters"]}
     # a bad limit or after_id answers 422, so the document must say so
     assert "422" in get["responses"], sorted(get["responses"])
 
