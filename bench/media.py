@@ -820,7 +820,7 @@ class OurRelay(System):
         self.mode = mode
         self.name = f"ours-{MODE_NAMES[mode]}"
         key = CIPHER_KEYS.get(mode, b"")
-        argv = pinned(0, nice) + [sys.executable, str(Path(__file__).resolve()), "_relay",
+        argv = [*pinned(0, nice), sys.executable, str(Path(__file__).resolve()), "_relay",
                 "--host", OUR_HOST, "--port-low", str(OUR_PORTS[0]),
                 "--port-high", str(OUR_PORTS[1]), "--mode", str(mode), "--key", key.hex()]
         self.child = Child(self.name, argv, work)
@@ -853,7 +853,7 @@ class RtpEngine(System):
         self.work = work
         self.err_path = work / "rtpengine.stderr"
         self.err = self.err_path.open("ab")
-        argv = pinned(0, nice) + [binary, "--config-file=none", "--table=-1",
+        argv = [*pinned(0, nice), binary, "--config-file=none", "--table=-1",
                 "--foreground", "--log-stderr", "--log-level=4",
                 f"--interface={RTPE_HOST}", f"--listen-ng={RTPE_NG[0]}:{RTPE_NG[1]}",
                 f"--port-min={RTPE_PORTS[0]}", f"--port-max={RTPE_PORTS[1]}",
@@ -972,7 +972,7 @@ class Bench:
         self.steps: list[Step] = []
         self.step_no = 0
         self.deadline = time.monotonic() + args.max_minutes * 60
-        gen_argv = pinned(1, args.nice) + [sys.executable, str(Path(__file__).resolve()),
+        gen_argv = [*pinned(1, args.nice), sys.executable, str(Path(__file__).resolve()),
                     "_gen", "--groups", str(args.groups), "--rcvbuf", str(args.gen_rcvbuf)]
         self.gen = Child("generator", gen_argv, work)
         addrs = self.gen.request({"cmd": "addrs"}, 30)

@@ -143,7 +143,9 @@ class B2bua:
         response = make_response(request, outcome.status)
         for name, value in outcome.headers:
             response.add(name, value)
-        self.stack.server_transaction(request, source).respond(response)
+        # Statelessly: a refusal keeps no transaction (no memory, no retransmissions to
+        # a scanner); a retransmitted request is simply refused again.
+        self.stack.respond_stateless(request, source, response)
 
     def _unknown(self, request: Request, source: Peer) -> None:
         """A stray request that matches no dialog: 481 for known sources, else policy."""

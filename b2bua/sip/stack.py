@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from b2bua.sip.errors import SipParseError
-from b2bua.sip.message import Request, Response, make_response
+from b2bua.sip.message import Request, Response
 from b2bua.sip.parser import MAX_MESSAGE_SIZE, parse_message
 from b2bua.sip.transaction import (
     TIMER_64T1,
@@ -173,10 +173,8 @@ class SipStack:
         peer = self.response_peer(request, source)
         return self.layer.new_server(request, lambda data: self.send(data, peer), peer.reliable)
 
-    def reply_stateless(self, request: Request, source: Peer, status: int,
-                        reason: str | None = None) -> None:
-        """A response without a transaction (e.g. 481 to a stray in-dialog ACK-less request)."""
-        response = make_response(request, status, reason)
+    def respond_stateless(self, request: Request, source: Peer, response: Response) -> None:
+        """A response without a transaction (refusals: nothing to keep)."""
         self.send(response.to_bytes(), self.response_peer(request, source))
 
     def client_transaction(
