@@ -9,6 +9,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from udppeer import UdpPeer, response
+
 HEADER = struct.Struct("!BBHII")
 
 
@@ -77,111 +79,64 @@ class RtpEndpoint:
         self.sock.close()
 
 
-class AnsweringVendor:
-    """Answers an INVITE with 200 and its own SDP; records the INVITE; answers BYE."""
+class AnsweringVendor(UdpPeer):
+    """Answers an INVITE with 200 and its own SDP; records the INVITE; answers BYE and
+    UPDATE (with ``update_codes`` in order, then 200)."""
 
     def __init__(self, ip: str, port: int, media: RtpEndpoint,
                  session_timer: int | None = None, update_codes: list[int] | None = None
                  ) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((ip, port))
-        self.sock.settimeout(0.05)
-        self.ip = ip
         self.media = media
         self.invite = ""
         self.byes = 0
         self.session_timer = session_timer
-        self.update_codes = list(update_codes or [])  # answers to UPDATEs, in order
+        self.update_codes = list(update_codes or [])
         self.updates: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__(ip, port)
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, addr = self.sock.recvfrom(65535)
-            except (TimeoutError, OSError):
-                continue
-            text = data.decode(errors="replace")
-            method = text.split(" ", 1)[0]
-            if method not in ("INVITE", "BYE", "UPDATE"):
-                continue
-            lines = text.split("\r\n")
-            keep = [ln for ln in lines if ln.split(":", 1)[0].lower()
-                    in ("via", "from", "call-id", "cseq")]
-            to = next(ln for ln in lines if ln.lower().startswith("to:"))
-            if method == "INVITE":
-                self.invite = text
-                body = sdp(self.ip, self.media.port)
-                timer = [f"Session-Expires: {self.session_timer};refresher=uac",
-                         "Require: timer"] if self.session_timer else []
-                reply = ["SIP/2.0 200 OK", *keep, to + ";tag=v1",
-                         f"Contact: <sip:vendor@{self.ip}:{self.sock.getsockname()[1]}>",
-                         "Allow: INVITE, ACK, BYE, CANCEL, UPDATE", *timer,
-                         "Content-Type: application/sdp", f"Content-Length: {len(body)}",
-                         "", body]
-            elif method == "UPDATE":
-                self.updates.append(time.monotonic())
-                code = self.update_codes.pop(0) if self.update_codes else 200
-                reason = "OK" if code == 200 else "Call/Transaction Does Not Exist"
-                reply = [f"SIP/2.0 {code} {reason}", *keep, to, "Content-Length: 0", "", ""]
-            else:
-                self.byes += 1
-                reply = ["SIP/2.0 200 OK", *keep, to, "Content-Length: 0", "", ""]
-            self.sock.sendto("\r\n".join(reply).encode(), addr)
+    def handle(self, text: str, addr: tuple[str, int]) -> None:
+        method = text.split(" ", 1)[0]
+        if method == "INVITE":
+            self.invite = text
+            timer = [f"Session-Expires: {self.session_timer};refresher=uac",
+                     "Require: timer"] if self.session_timer else []
+            reply = response(text, 200, "OK", to_tag="v1", headers=[
+                f"Contact: <sip:vendor@{self.ip}:{self.sock.getsockname()[1]}>",
+                "Allow: INVITE, ACK, BYE, CANCEL, UPDATE", *timer],
+                body=sdp(self.ip, self.media.port))
+        elif method == "UPDATE":
+            self.updates.append(time.monotonic())
+            code = self.update_codes.pop(0) if self.update_codes else 200
+            reply = response(text, code, "OK" if code == 200 else "Dialog Gone")
+        elif method == "BYE":
+            self.byes += 1
+            reply = response(text, 200, "OK")
+        else:
+            return
+        self.sock.sendto(reply, addr)
 
     def offered(self) -> tuple[str, int]:
         return media_address(self.invite.split("\r\n\r\n", 1)[1])
 
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
 
-
-class EarlyMediaVendor:
+class EarlyMediaVendor(UdpPeer):
     """183 with SDP, RTP toward the offered address, then a final 503 after ``delay``."""
 
     def __init__(self, ip: str, port: int, media: RtpEndpoint, delay: float = 0.6,
                  send_rtp: bool = True) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((ip, port))
-        self.sock.settimeout(0.05)
-        self.ip, self.media, self.delay, self.send_rtp = ip, media, delay, send_rtp
+        self.media, self.delay, self.send_rtp = media, delay, send_rtp
         self.invites = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__(ip, port)
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, addr = self.sock.recvfrom(65535)
-            except (TimeoutError, OSError):
-                continue
-            text = data.decode(errors="replace")
-            if not text.startswith("INVITE ") or self.invites:
-                continue
-            self.invites += 1
-            lines = text.split("\r\n")
-            keep = [ln for ln in lines if ln.split(":", 1)[0].lower()
-                    in ("via", "from", "call-id", "cseq")]
-            to = next(ln for ln in lines if ln.lower().startswith("to:")) + ";tag=em1"
-            body = sdp(self.ip, self.media.port)
-            progress = ["SIP/2.0 183 Session Progress", *keep, to,
-                        f"Contact: <sip:vendor@{self.ip}:{self.sock.getsockname()[1]}>",
-                        "Content-Type: application/sdp", f"Content-Length: {len(body)}",
-                        "", body]
-            self.sock.sendto("\r\n".join(progress).encode(), addr)
-            if self.send_rtp:
-                self.media.send(media_address(text.split("\r\n\r\n", 1)[1]), 10)
-            time.sleep(self.delay)
-            final = ["SIP/2.0 503 Service Unavailable", *keep, to, "Content-Length: 0", "",
-                     ""]
-            self.sock.sendto("\r\n".join(final).encode(), addr)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
+    def handle(self, text: str, addr: tuple[str, int]) -> None:
+        if not text.startswith("INVITE ") or self.invites:
+            return
+        self.invites += 1
+        contact = f"Contact: <sip:vendor@{self.ip}:{self.sock.getsockname()[1]}>"
+        self.sock.sendto(response(text, 183, "Session Progress", to_tag="em1",
+                                  headers=[contact], body=sdp(self.ip, self.media.port)),
+                         addr)
+        if self.send_rtp:
+            self.media.send(media_address(text.split("\r\n\r\n", 1)[1]), 10)
+        time.sleep(self.delay)
+        self.sock.sendto(response(text, 503, "Service Unavailable", to_tag="em1"), addr)

@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from udppeer import UdpPeer, response
+
 SDP = ("v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n"
        "m=audio 40000 RTP/AVP 0\r\n")
 
@@ -142,41 +144,22 @@ class SilentVendor:
         self.sock.close()
 
 
-class RecordingVendor:
+class RecordingVendor(UdpPeer):
     """A vendor that records each INVITE and refuses it with 486 (ACK absorbed)."""
 
     def __init__(self, ip: str, port: int) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((ip, port))
-        self.sock.settimeout(0.05)
         self.invites: list[str] = []
-        self._stop = False
+        super().__init__(ip, port)
 
-    def serve(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end and not self._stop:
-            try:
-                data, addr = self.sock.recvfrom(65535)
-            except (TimeoutError, OSError):
-                continue
-            if not data.startswith(b"INVITE "):
-                continue
-            text = data.decode()
-            if text not in self.invites:
-                self.invites.append(text)
-            head = [line for line in text.split("\r\n")
-                    if line.split(":", 1)[0].lower() in ("via", "from", "call-id", "cseq")]
-            to = next(line for line in text.split("\r\n") if line.lower().startswith("to:"))
-            reply = "\r\n".join(["SIP/2.0 486 Busy Here", *head, to + ";tag=rec1",
-                                 "Content-Length: 0", "", ""])
-            self.sock.sendto(reply.encode(), addr)
+    def handle(self, text: str, addr: tuple[str, int]) -> None:
+        if not text.startswith("INVITE "):
+            return
+        if text not in self.invites:
+            self.invites.append(text)
+        self.sock.sendto(response(text, 486, "Busy Here", to_tag="rec1"), addr)
 
     def header(self, name: str, index: int = 0) -> str:
         return _header(self.invites[index].encode(), name.encode())
 
     def request_uri(self, index: int = 0) -> str:
         return self.invites[index].split(" ", 2)[1]
-
-    def close(self) -> None:
-        self._stop = True
-        self.sock.close()

@@ -73,39 +73,37 @@ def list_numbers(group_id: int) -> Any:
     return {"items": items, "next_after": items[-1] if len(rows) > limit else None}
 
 
-@bp.post(BASE)
-@operation("post", "Add numbers to a group (bulk; numbers already there are kept)",
-           request=GroupNumbersSchema, response=GroupNumbersChangedSchema, errors=(404,))
-def add_numbers(group_id: int) -> Any:
+def _change_members(group_id: int, action: str, sql: str) -> int:
+    """Apply ``sql`` to every number of the request body; returns how many changed."""
     _group(group_id)
     numbers = GroupNumbersSchema().load(json_body())["numbers"]
     conn = context.conn()
     with transaction(conn):
         before = _count(group_id)
-        conn.executemany(
-            "INSERT OR IGNORE INTO number_group_members (group_id, number) VALUES (?, ?)",
-            [(group_id, n) for n in numbers])
-        total = _count(group_id)
-        audit.record(conn, context.actor(), "add", f"number-groups/{group_id}/numbers",
-                     {"count": total - before})
-    return {"changed": total - before, "total": total}
+        conn.executemany(sql, [(group_id, n) for n in numbers])
+        changed = abs(_count(group_id) - before)
+        audit.record(conn, context.actor(), action, f"number-groups/{group_id}/numbers",
+                     {"count": changed})
+    return changed
+
+
+@bp.post(BASE)
+@operation("post", "Add numbers to a group (bulk; numbers already there are kept)",
+           request=GroupNumbersSchema, response=GroupNumbersChangedSchema, errors=(404,))
+def add_numbers(group_id: int) -> Any:
+    changed = _change_members(
+        group_id, "add",
+        "INSERT OR IGNORE INTO number_group_members (group_id, number) VALUES (?, ?)")
+    return {"changed": changed, "total": _count(group_id)}
 
 
 @bp.delete(BASE)
 @operation("delete", "Remove numbers from a group", request=GroupNumbersSchema,
            response=GroupNumbersChangedSchema, errors=(404,))
 def remove_numbers(group_id: int) -> Any:
-    _group(group_id)
-    numbers = GroupNumbersSchema().load(json_body())["numbers"]
-    conn = context.conn()
-    with transaction(conn):
-        before = _count(group_id)
-        conn.executemany(
-            "DELETE FROM number_group_members WHERE group_id = ? AND number = ?",
-            [(group_id, n) for n in numbers])
-        total = _count(group_id)
-        audit.record(conn, context.actor(), "remove", f"number-groups/{group_id}/numbers",
-                     {"count": before - total})
-    if before == total:
+    changed = _change_members(
+        group_id, "remove",
+        "DELETE FROM number_group_members WHERE group_id = ? AND number = ?")
+    if not changed:
         raise ApiError(404, "none of these numbers is in the group")
-    return {"changed": before - total, "total": total}
+    return {"changed": changed, "total": _count(group_id)}

@@ -3,7 +3,6 @@ black/white lists and the technical-prefix recipe, against a real softswitch."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,21 +17,14 @@ VENDOR_IPS = ("127.0.0.3", "127.0.0.4")
 @contextmanager
 def vendors(count: int) -> Iterator[list[tuple[RecordingVendor, int]]]:
     running = []
-    threads = []
     for ip in VENDOR_IPS[:count]:
         port = free_port(ip)
-        vendor = RecordingVendor(ip, port)
-        thread = threading.Thread(target=vendor.serve, args=(15.0,), daemon=True)
-        thread.start()
-        running.append((vendor, port))
-        threads.append(thread)
+        running.append((RecordingVendor(ip, port), port))
     try:
         yield running
     finally:
         for vendor, _ in running:
             vendor.close()
-        for thread in threads:
-            thread.join(5)
 
 
 def configure(switch: Softswitch, mapping: dict[str, Any],
