@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from apitest import assert_problem, auth, make_api
 from flask.testing import FlaskClient
 
-from api.app import create_app
-from b2bua.storage import db, migrate, tokens
+from b2bua.storage import db
 
 SECRET = "Sup3r-s3cret-digest-pw"
 
@@ -86,26 +86,8 @@ KINDS = pytest.mark.parametrize("kind", [MAPPING, ROUTING], ids=["mapping", "rou
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
-    path = tmp_path / "s.db"
-    conn = db.connect(path)
-    migrate.migrate(conn)
-    admin = tokens.create_token(conn, "ops", "admin")
-    reader = tokens.create_token(conn, "billing", "read")
-    conn.close()
-    app = create_app(path, tmp_path / "no-engine.sock")
-    yield Env(app.test_client(), admin, reader, path)
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def assert_problem(resp: Any, status: int) -> dict[str, Any]:
-    assert resp.status_code == status, resp.get_data(as_text=True)
-    assert resp.content_type == "application/problem+json"
-    body: dict[str, Any] = resp.get_json(force=True)
-    assert body["status"] == status and body["title"] and body["detail"]
-    return body
+    setup = make_api(tmp_path)
+    yield Env(setup.client, setup.admin, setup.reader, setup.path)
 
 
 def query(path: Path, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
