@@ -5,7 +5,7 @@ Run from the repository root::
     .venv/bin/python bench/cps.py            # full run, ~15 min
     .venv/bin/python bench/cps.py --quick    # short steps, coarse bisection, ~5 min
 
-Method (see /work/shared/research/anchors.md and docs/performance.md):
+Method (see ../shared/research/anchors.md and docs/performance.md):
 
 * a step is ``rate`` calls/s for ``--step-seconds`` (sipp ``-m rate*step -r rate``) with a
   1 s hold (``-d 1000``); every step is bounded by sipp ``-timeout`` and

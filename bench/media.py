@@ -5,7 +5,7 @@ Run from the repository root::
     .venv/bin/python bench/media.py            # full run, ~15-20 min
     .venv/bin/python bench/media.py --quick    # 5 s steps, coarser bisection, ~8 min
 
-Method (``/work/shared/research/anchors.md``, "Media relay"; ``docs/performance.md``):
+Method (``../shared/research/anchors.md``, "Media relay"; ``docs/performance.md``):
 
 * a *call* is two RTP streams, one each way, of G.711-sized packets (12-byte header,
   160-byte payload) at 50 packets/s per stream, so a call is 100 packets/s through the

@@ -295,7 +295,7 @@ class SipMessage:
 
     def start_line(self) -> str:
         """Request-Line or Status-Line without the CRLF."""
-        raise NotImplementedError
+        raise TypeError("a bare SipMessage has no start line: use Request or Response")
 
     def to_bytes(self) -> bytes:
         """Wire form; Content-Length is always rewritten to match ``body``."""
