@@ -14,6 +14,7 @@ from b2bua.calls.b2bua import B2bua
 from b2bua.calls.call import Call
 from b2bua.calls.cdr import CdrWriter
 from b2bua.calls.media import CallMedia
+from b2bua.calls.recovery import recover
 from b2bua.config.live import ConfigWatcher, Params
 from b2bua.control import ControlServer
 from b2bua.media.relay import PortAllocator
@@ -128,6 +129,7 @@ class Engine:
                            self.phones, self.bindings, self.registrar, self.numbers)
         self.b2bua.upstream_vendor = self.upstream.vendor_for_call
         self.b2bua.media_factory = self._new_media
+        recover(self.conn)
         restored = self.bindings.load(self.conn, time.time())
         if restored:
             log.info("restored %d registrations", restored)

@@ -33,7 +33,11 @@ Systems:
   plain relay with every mode of ours.
 
 The generator (this file's ``_gen`` sub-command) is one process with raw non-blocking
-sockets and batched ``sendmmsg``/``recvmmsg`` (ctypes). The measurement data lives in the
+sockets and batched ``sendmmsg``/``recvmmsg``: its hot loop is ``bench/media/gen.c``
+(built with ``cc`` into the work folder and loaded with ctypes; ~500,000 packets/s each
+way at half a core here), or the same loop in Python with ctypes when no compiler is
+found (``--generator python``; ~300,000 packets/s at a full core). The measurement data
+lives in the
 RTP header, which the ciphers leave alone: SSRC = stream number (a fresh range per step,
 so stragglers of an earlier step are recognised), SEQ = packet number, TS = send time in
 microseconds. The payload is a fixed 160-byte pattern; the first packet of every receive
@@ -42,9 +46,15 @@ batch is checked against it (after applying the same cipher with ``make_cipher``
 what the relay encrypted; XOR keystreams being their own inverse, applying the cipher
 once to what arrives gives the pattern back in both directions).
 
+On a machine shared with other work, a failed step during which other processes took
+more than ``--disturbed`` (10%) of core 0 (or twice that of core 1) is run again, up to
+``--retries`` (2) times; ``--nice -10`` runs the system under test and the generator at a
+higher priority (the same for every system).
+
 Only loopback addresses are used: the generator on 127.0.0.2, our relay on 127.0.0.3,
 rtpengine on 127.0.0.4. Every step is bounded in time and size; only processes started
-here are stopped, by pid.
+here are stopped, by pid. Results (every step, with latency timelines, relay counters and
+GC pauses) go to ``results.json`` in the work folder.
 """
 
 from __future__ import annotations

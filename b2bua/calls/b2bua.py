@@ -15,6 +15,7 @@ from b2bua.calls.call import ALLOW, Call, Side
 from b2bua.calls.cdr import CdrWriter
 from b2bua.calls.endpoints import Destination, Origin
 from b2bua.calls.media import CallMedia
+from b2bua.calls.recovery import note_started
 from b2bua.config.live import Params
 from b2bua.numbers.rules import NumberTables
 from b2bua.policy import Action, Outcome, Policy, SourceKind, classify_by_address
@@ -214,6 +215,7 @@ class B2bua:
         self.calls[call.no] = call
         self.legs[invite.call_id] = (call, Side.CALLER)
         self.origin_calls[origin.key] += 1
+        note_started(self.cdrs.writer, call.cdr_record(call.start_at, "", ""))
         call.trying()
         call.route_and_dial()
 

@@ -22,6 +22,7 @@ from b2bua.calls.endpoints import Destination, Origin
 from b2bua.calls.failover import Next, SwitchRules, Timer
 from b2bua.calls.liveness import LegTimer, answer_headers, leg_timer
 from b2bua.calls.media import CallMedia, relay_wanted
+from b2bua.calls.recovery import note_answered, note_ended
 from b2bua.routing.gateways import RoutingGateway
 from b2bua.sip.dialog import Dialog
 from b2bua.sip.message import Request, Response, make_response
@@ -365,6 +366,7 @@ class Call:
         self.committed = True
         self.answer_at = time.time()
         self.state = CallState.ANSWERED
+        note_answered(self.b2bua.cdrs.writer, self.invite.call_id, self.answer_at)
         self._reply_caller(200, response.reason, response)
         self._start_media_check(attempt)
         self._sdp_sent = {Side.CALLER: self._to_caller_last, Side.CALLEE: self._to_callee_last}
@@ -629,9 +631,18 @@ class Call:
         media = self.media.stats() if self.media is not None else {"relayed": False}
         if self.media is not None:
             self.media.close()
-        duration = round(end - self.answer_at, 3) if self.answer_at else 0.0
+        record = self.cdr_record(end, hangup_by, why)
+        record.media = json.dumps(media)
+        self.b2bua.cdrs.submit(record, [a.record() for a in self.attempts])
+        note_ended(self.b2bua.cdrs.writer, self.invite.call_id)
+        log.info("call %d ended caller=%s callee=%s code=%d by=%s reason=%s attempts=%d "
+                 "call-id=%s", self.no, self.caller, self.callee, self.final_code, hangup_by,
+                 why, len(self.attempts), self.invite.call_id)
+
+    def cdr_record(self, end: float, hangup_by: str, why: str) -> CdrRecord:
+        """The call's CDR as it stands (also noted at start, for crash recovery)."""
         gw = self.gateway
-        self.b2bua.cdrs.submit(CdrRecord(
+        return CdrRecord(
             call_id_in=self.invite.call_id,
             call_id_out=self.outbound.call_id if self.outbound else None,
             caller=self.caller,
@@ -645,7 +656,7 @@ class Call:
             ringing_at=self.ringing_at,
             answer_at=self.answer_at,
             end_at=end,
-            duration=duration,
+            duration=round(end - self.answer_at, 3) if self.answer_at else 0.0,
             final_code=self.final_code,
             final_reason=self.final_reason,
             hangup_by=hangup_by,
@@ -657,11 +668,7 @@ class Call:
             caller_sent=self.attempt.caller_sent if self.attempt else None,
             callee_sent=self.attempt.callee_sent if self.attempt else None,
             origin_vendor=self.origin.name if self.origin.kind == "vendor" else None,
-            media=json.dumps(media),
-        ), [a.record() for a in self.attempts])
-        log.info("call %d ended caller=%s callee=%s code=%d by=%s reason=%s attempts=%d "
-                 "call-id=%s", self.no, self.caller, self.callee, self.final_code, hangup_by,
-                 why, len(self.attempts), self.invite.call_id)
+        )
 
     def snapshot(self) -> dict[str, object]:
         return {
