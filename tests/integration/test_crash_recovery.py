@@ -47,3 +47,33 @@ def test_calls_up_at_kill_9_get_interrupted_cdrs(tmp_path: Path) -> None:
         assert len({c["call_id_in"] for c in cdrs}) == len(cdrs) == 5 + UP
     finally:
         assert restarted.stop() == 0
+
+
+def test_a_vendor_that_vanished_mid_call_leaks_nothing(softswitch: Softswitch) -> None:
+    """The vendor disappears (its BYE is never answered): the call still ends at once."""
+    from rtppeer import AnsweringVendor, RtpEndpoint
+    from sipcaller import place_call
+
+    api = softswitch.api
+    vendor_port = free_port(VENDOR_IP)
+    api.post("/api/v1/mapping-gateways", {"name": "customer", "ips": [CUSTOMER_IP]})
+    api.post("/api/v1/routing-gateways", {"name": "vendor", "host": VENDOR_IP,
+                                          "port": vendor_port, "capacity": 1})
+    assert wait_until(lambda: api.get("/api/v1/engine")["routing_gateways"] == 1, timeout=2)
+    media = RtpEndpoint(VENDOR_IP)
+    vendor = AnsweringVendor(VENDOR_IP, vendor_port, media)
+
+    def vanish(_answer: str) -> None:
+        vendor.close()
+
+    try:
+        result = place_call(CUSTOMER_IP, ("127.0.0.1", softswitch.sip_port), "4420001",
+                            on_answer=vanish, hold=0.3)
+    finally:
+        media.close()
+    assert result.final == 200
+    assert wait_until(lambda: api.get("/api/v1/calls")["items"] == [], timeout=3)
+    (status,) = api.get("/api/v1/routing-gateways/status")["items"]
+    assert status["current_calls"] == 0  # the capacity of 1 is free again
+    (cdr,) = api.get("/api/v1/cdrs")["items"]
+    assert cdr["termination_reason"] == "caller BYE"
