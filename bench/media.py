@@ -76,6 +76,7 @@ import select
 import shutil
 import signal
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -1195,6 +1196,36 @@ class Bench:
         finally:
             self.args.step_seconds = saved
 
+    def paired(self, systems: list[tuple[System, int]], calls: int, rounds: int,
+               seconds: float) -> dict[str, dict[str, Any]]:
+        """Every system at the same load, in turn, ``rounds`` times (forward, then backward
+        order): CPU per packet compared under the same background, step by step."""
+        saved = self.args.step_seconds
+        per: dict[str, list[Step]] = {s.name: [] for s, _ in systems}
+        try:
+            for system, mode in systems:
+                self.warm_up(system, mode)
+            self.args.step_seconds = seconds
+            for r in range(rounds):
+                order = systems if r % 2 == 0 else systems[::-1]
+                for system, mode in order:
+                    if self.out_of_time():
+                        break
+                    per[system.name].append(self._step(system, calls, mode, f"paired {r + 1}"))
+        finally:
+            self.args.step_seconds = saved
+        out: dict[str, dict[str, Any]] = {}
+        for name, steps in per.items():
+            good = [s for s in steps if s.passed and not s.disturbed] or steps
+            vals = [s.cpu_us_per_packet for s in good]
+            out[name] = {
+                "calls": calls, "steps": len(steps), "used": len(good),
+                "cpu_us_per_packet": statistics.median(vals) if vals else None,
+                "all": [round(s.cpu_us_per_packet, 2) for s in steps],
+                "passed": sum(s.passed for s in steps),
+            }
+        return out
+
     def search(self, system: System, mode: int, ladder: list[int], max_calls: int
                ) -> dict[str, Any]:
         args = self.args
@@ -1343,6 +1374,7 @@ def orchestrate(args: argparse.Namespace) -> int:
     ladder = [int(x) for x in args.ladder.split(",")]
     results: list[dict[str, Any]] = []
     problems: list[str] = []
+    paired: dict[str, dict[str, Any]] = {}
     clib: Path | None = None
     if args.generator in ("auto", "c"):
         clib, why = build_c_generator(work)
@@ -1404,6 +1436,22 @@ def orchestrate(args: argparse.Namespace) -> int:
                 results.append(bench.search(system, mode, ladder, args.max_calls))
             finally:
                 system.stop()
+        if args.paired_rounds and not bench.out_of_time():
+            log(f"paired: every system at {args.paired_calls} calls in turn, "
+                f"{args.paired_rounds} rounds")
+            started_systems: list[tuple[System, int]] = []
+            try:
+                for kind, mode in order:
+                    if kind == "ours":
+                        started_systems.append((OurRelay(mode, work, args.nice), mode))
+                    elif kind == "rtpengine" and rtpe_path is not None:
+                        with contextlib.suppress(Exception):
+                            started_systems.append((RtpEngine(work, rtpe_path, args.nice), 0))
+                paired = bench.paired(started_systems, args.paired_calls, args.paired_rounds,
+                                      args.paired_seconds)
+            finally:
+                for system, _mode in started_systems:
+                    system.stop()
     finally:
         bench.gen.stop()
     info["packet_sockets_at_end"] = packet_sockets()
@@ -1421,16 +1469,27 @@ def orchestrate(args: argparse.Namespace) -> int:
                               f"{'met' if x >= goal else 'NOT met'}")
         else:
             goal_lines.append(f"{r['system']}: no rtpengine figure to compare with")
+    paired_lines = []
+    ref_cpu = paired.get("rtpengine", {}).get("cpu_us_per_packet")
+    for name, p in paired.items():
+        cpu = p["cpu_us_per_packet"]
+        rel = (f"; rtpengine/{name} = {ref_cpu / cpu:.2f}"
+               if ref_cpu and cpu and name != "rtpengine" else "")
+        paired_lines.append(
+            f"paired at {p['calls']} calls: {name} CPU {cpu:.2f} us/packet (median of "
+            f"{p['used']}; all {p['all']}; passed {p['passed']}/{p['steps']}){rel}"
+            if cpu else f"paired: {name}: no figure")
     summary = {
         "started": started.isoformat(timespec="seconds"), "elapsed_s": round(elapsed),
         "argv": sys.argv, "args": vars(args), "machine": info, "results": results,
-        "goals": goal_lines, "problems": problems, "steps": [asdict(s) for s in bench.steps],
+        "goals": goal_lines, "paired": paired, "paired_lines": paired_lines,
+        "problems": problems, "steps": [asdict(s) for s in bench.steps],
     }
     (work / "results.json").write_text(json.dumps(summary, indent=1))
     print()
     print(table)
     print()
-    for line in goal_lines + problems:
+    for line in goal_lines + paired_lines + problems:
         print(line)
     log(f"done in {elapsed / 60:.1f} min; results in {work / 'results.json'}")
     return 0
@@ -1468,6 +1527,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="a failed step is disturbed when other work took more than this "
                          "share of core 0 (twice this of core 1) and is run again")
     ap.add_argument("--retries", type=int, default=2)
+    ap.add_argument("--paired-calls", type=int, default=800,
+                    help="load of the paired CPU-per-packet comparison (0 rounds: skip it)")
+    ap.add_argument("--paired-rounds", type=int, default=3)
+    ap.add_argument("--paired-seconds", type=float, default=5.0)
     ap.add_argument("--groups", type=int, default=4,
                     help="generator sockets per side (calls are spread over them)")
     ap.add_argument("--gen-rcvbuf", type=int, default=32 << 20)

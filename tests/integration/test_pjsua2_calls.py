@@ -33,7 +33,7 @@ def test_pjsua2_caller_reaches_pjsua2_callee(
             ["call", "--local", f"{CUSTOMER_IP}:{free_port(CUSTOMER_IP)}",
              "--transport", transport,
              "--target", f"sip:4455@127.0.0.1:{softswitch.sip_port}",
-             "--hold", "1.5", "--timeout", "20"],
+             "--hold", "3", "--timeout", "25"],
             tmp_path / "caller.err",
         )
         peers.append(caller)
