@@ -102,7 +102,9 @@ class Softswitch:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         cmd = [*SOFTSWITCH, "run", "--db", str(self.db_path),
                "--sip-listen", f"{self.sip_host}:{self.sip_port}",
-               "--api-listen", f"127.0.0.1:{self.api_port}", *self.extra_args]
+               "--api-listen", f"127.0.0.1:{self.api_port}",
+               # Relay ports apart from the pjsua2 peers' RTP ports (20000-30000).
+               "--media-ports", "40000-49999", *self.extra_args]
         env = dict(os.environ, PYTHONPATH=str(REPO))
         self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=log, stderr=log, env=env)
         deadline = time.monotonic() + timeout
