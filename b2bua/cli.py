@@ -9,7 +9,13 @@ from pathlib import Path
 
 from b2bua import logs, opcli
 from b2bua.config.registry import PARAMETERS, ParamError, format_value, lookup
-from b2bua.options import EngineOptions, HostPort, PortRange, control_path_for
+from b2bua.options import (
+    EngineOptions,
+    HostPort,
+    PortRange,
+    control_path_for,
+    default_media_workers,
+)
 from b2bua.storage import audit, db, migrate, params_store, tokens
 from b2bua.storage.db import DEFAULT_DB_PATH
 
@@ -17,6 +23,13 @@ from b2bua.storage.db import DEFAULT_DB_PATH
 def _add_db(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", type=Path, default=DEFAULT_DB_PATH,
                         help=f"SQLite database (default {DEFAULT_DB_PATH})")
+
+
+def _workers(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 64:
+        raise ValueError("relay workers must be 0 to 64")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="REST API address (default 127.0.0.1:8088)")
     run.add_argument("--media-ports", type=PortRange.parse, default=PortRange(20000, 40000),
                      help="RTP relay port range (default 20000-40000)")
+    run.add_argument("--media-workers", type=_workers, default=None,
+                     help="relay worker processes (default: one per core, none on one "
+                          "core; 0 relays in the engine process)")
     run.add_argument("--public-address", default=None,
                      help="address advertised in SIP and SDP (default: the SIP address)")
     run.add_argument("--log-level", default="INFO")
@@ -74,6 +90,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         media_ports=args.media_ports,
         public_address=args.public_address,
         control_path=control_path_for(args.db),
+        media_workers=(default_media_workers() if args.media_workers is None
+                       else args.media_workers),
     )
     return runner.run(options, args.api_listen)
 

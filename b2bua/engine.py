@@ -13,11 +13,13 @@ from typing import Any
 from b2bua.calls.b2bua import B2bua
 from b2bua.calls.call import Call
 from b2bua.calls.cdr import CdrWriter
-from b2bua.calls.media import CallMedia
+from b2bua.calls.media import CallMedia, MediaTotals
 from b2bua.calls.recovery import recover
 from b2bua.config.live import ConfigWatcher, Params
 from b2bua.control import ControlServer
-from b2bua.media.relay import PortAllocator
+from b2bua.looplag import LoopLag
+from b2bua.media.plane import LocalMediaPlane, MediaPlane
+from b2bua.media.pool import RelayWorkerPool
 from b2bua.numbers.rules import NumberTables
 from b2bua.options import EngineOptions
 from b2bua.policy import Account, Policy
@@ -59,7 +61,9 @@ class Engine:
         self.stack = SipStack(options.sip_listen.host, options.sip_listen.port,
                               options.advertised_host())
         self.writer = DbWriter(options.db_path)
-        self.ports = PortAllocator(options.media_ports.low, options.media_ports.high)
+        self.loop_lag = LoopLag()
+        self.media_totals = MediaTotals()
+        self.media = self._media_plane(options)
         self.cdrs = CdrWriter(self.writer)
         self.numbers = NumberTables()
         self.watcher.register("number_transforms", self.numbers.load_transforms)
@@ -81,9 +85,10 @@ class Engine:
         self.control.register("calls", lambda _r: self._b2bua().active_calls())
         self.control.register("stats", lambda _r: {
             **self._b2bua().stats_snapshot(),
-            "media_ports_in_use": self.ports.in_use,
-            "media_ports_free": self.ports.available,
+            "media_ports_in_use": self.media.in_use,
+            "media_ports_free": self.media.available,
         })
+        self.control.register("media", self._media_status)
         self.control.register("gateways", lambda _r: self._b2bua().gateway_status())
         self.control.register("security", lambda _r: self.policy.snapshot(time.time()))
         self.control.register("suspensions", self._suspensions)
@@ -129,11 +134,13 @@ class Engine:
                            self.phones, self.bindings, self.registrar, self.numbers)
         self.b2bua.upstream_vendor = self.upstream.vendor_for_call
         self.b2bua.media_factory = self._new_media
+        self.b2bua.overloaded = self._overloaded
         recover(self.conn)
         restored = self.bindings.load(self.conn, time.time())
         if restored:
             log.info("restored %d registrations", restored)
         self.writer.start()
+        await self.media.start()
         await self.stack.start(self.b2bua)
         self.upstream.start()
         self.on_shutdown(self.upstream.shutdown)
@@ -143,6 +150,7 @@ class Engine:
         self.on_shutdown(self._stop_calls)
         await self.control.start()
         self.spawn(self.watcher.run())
+        self.spawn(self.loop_lag.run())
         log.info("engine started sip=%s control=%s", self.options.sip_listen,
                  self.options.control_path)
 
@@ -171,17 +179,38 @@ class Engine:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.control.close()
         await self.stack.close()
+        await self.media.close()  # after the last CDRs got their final media counters
         self.writer.close()
         self.conn.close()
         log.info("engine stopped")
 
+    def _media_plane(self, options: EngineOptions) -> MediaPlane:
+        ports = options.media_ports
+        host, advertised = options.sip_listen.host, options.advertised_host()
+        if options.media_workers > 0:
+            return RelayWorkerPool(host, advertised, ports.low, ports.high,
+                                   options.media_workers, max_lag=self._lag_limit,
+                                   log_level=logging.getLevelName(log.getEffectiveLevel()))
+        return LocalMediaPlane(host, advertised, ports.low, ports.high)
+
+    def _lag_limit(self) -> float:
+        return self.params.integer("SS_OVERLOAD_LOOP_LAG") / 1000
+
+    def _overloaded(self) -> bool:
+        """Admission by load (SS_OVERLOAD_LOOP_LAG): this loop, or every relay, behind."""
+        limit = self._lag_limit()
+        return limit > 0 and (self.loop_lag.mean >= limit or self.media.overloaded())
+
+    def _media_status(self, _request: dict[str, Any]) -> dict[str, Any]:
+        return {**self.media.snapshot(), "engine_loop_lag": self.loop_lag.snapshot(),
+                "totals": self.media_totals.snapshot()}
+
     def _new_media(self, call: Call) -> CallMedia:
-        opts = self.options
         return CallMedia(
-            self.params, self.ports, opts.sip_listen.host, opts.advertised_host(),
+            self.params, self.media, self.options.advertised_host(),
             caller_nat=call.behind_nat(call.invite, call.source),
             caller_encrypted=call.origin.rtp_encryption,
-            on_rtp_start=call.on_rtp_started,
+            on_rtp_start=call.on_rtp_started, totals=self.media_totals,
         )
 
     def _load_routing(self, conn: sqlite3.Connection) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,7 @@ class EngineOptions:
     media_ports: PortRange
     public_address: str | None
     control_path: Path
+    media_workers: int = 0  # relay worker processes; 0: relay in the engine's own loop
 
     def advertised_host(self) -> str:
         """The address put in Via, Contact and SDP when none was given explicitly."""
@@ -59,6 +61,13 @@ class EngineOptions:
         if self.sip_listen.host in ("0.0.0.0", "::"):
             return "127.0.0.1"
         return self.sip_listen.host
+
+
+def default_media_workers() -> int:
+    """One relay worker per core; none on a single core, where a worker could only
+    compete with the signalling for the same CPU."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    return cores if cores > 1 else 0
 
 
 def control_path_for(db_path: Path) -> Path:

@@ -24,6 +24,11 @@ class CallResult:
     final: int | None = None
     final_at: float | None = None
     started: float = 0.0
+    final_message: bytes = b""
+
+    def header(self, name: str) -> str:
+        """A header of the final response ("" when absent)."""
+        return _header(self.final_message, name.encode())
 
     @property
     def provisional(self) -> list[int]:
@@ -94,6 +99,7 @@ def place_call(src_ip: str, switch: tuple[str, int], callee: str, *, timeout: fl
                 continue
             result.final = status
             result.final_at = time.monotonic()
+            result.final_message = data
             to_tag = _header(data, b"To").partition(";tag=")[2].split(";")[0] or None
             if status >= 300:
                 sock.sendto(request("ACK", 1, to_tag), switch)

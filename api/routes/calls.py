@@ -57,6 +57,41 @@ def stats() -> Any:
     return {**head, "counters": snapshot}
 
 
+class RelayWorkerSchema(Schema):
+    index = fields.Integer(required=True)
+    pid = fields.Integer(allow_none=True)
+    alive = fields.Boolean(required=True)
+    ports = fields.String(required=True, metadata={"description": "its slice of --media-ports"})
+    sessions = fields.Integer(required=True)
+    ports_in_use = fields.Integer(required=True, metadata={"description": "RTP/RTCP pairs"})
+    loop_lag_ms = fields.Float(required=True, metadata={"description": "mean over 2 s"})
+    starts = fields.Integer(required=True, metadata={"description": "more than 1: restarted"})
+
+
+class LoopLagSchema(Schema):
+    mean_ms = fields.Float(required=True)
+    peak_ms = fields.Float(required=True)
+    worst_ms = fields.Float(required=True)
+
+
+class MediaStatusSchema(Schema):
+    workers = fields.List(fields.Nested(RelayWorkerSchema), required=True,
+                          metadata={"description": "empty when the relay runs in the engine"})
+    ports_in_use = fields.Integer(required=True)
+    ports_free = fields.Integer(required=True)
+    engine_loop_lag = fields.Nested(LoopLagSchema, required=True)
+    totals = fields.Dict(keys=fields.String(), values=fields.Dict(
+        keys=fields.String(), values=fields.Integer()), required=True,
+        metadata={"description": "finished calls' relayed media by payload cipher"})
+
+
+@bp.get("/api/v1/media")
+@operation("get", "Media relay: workers, ports, event-loop lag, relayed totals by cipher",
+           response=MediaStatusSchema, errors=(503,))
+def media_status() -> Any:
+    return engine_request("media")
+
+
 class GatewayStatusSchema(Schema):
     id = fields.Integer(required=True)
     name = fields.String(required=True)

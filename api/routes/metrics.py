@@ -153,7 +153,7 @@ def collect(metrics: Exposition) -> bool:
     snapshots: tuple[tuple[str, type, Callable[[Exposition, Any], None]], ...] = (
         ("stats", dict, _stats), ("security", dict, _security),
         ("keepalive", dict, _keepalive), ("registrations", list, _registrations),
-        ("gateways", list, _gateways),
+        ("gateways", list, _gateways), ("media", dict, _media),
     )
     for op, shape, render in snapshots:
         try:
@@ -236,6 +236,43 @@ def _gateways(metrics: Exposition, gateways: Iterable[dict[str, Any]]) -> None:
         metrics.add("gateway_retry_after", "gauge",
                     "1 while the routing gateway is out of routing for a Retry-After",
                     int(gw.get("retry_after_until") is not None), labels)
+
+
+def _media(metrics: Exposition, media: dict[str, Any]) -> None:
+    lag = media.get("engine_loop_lag") or {}
+    metrics.add("engine_loop_lag_seconds", "gauge",
+                "Engine event-loop lag, mean over the last 2 s (admission control's measure)",
+                (lag.get("mean_ms") or 0) / 1000)
+    metrics.add("engine_loop_lag_peak_seconds", "gauge",
+                "Engine event-loop lag, worst in the last 2 s", (lag.get("peak_ms") or 0) / 1000)
+    workers = media.get("workers") or []
+    metrics.add("relay_workers_up", "gauge", "Relay worker processes running",
+                sum(1 for w in workers if w.get("alive")))
+    for w in workers:
+        labels = {"worker": str(w.get("index"))}
+        metrics.add("relay_worker_sessions", "gauge", "Relay sessions open on a relay worker",
+                    w.get("sessions"), labels)
+        metrics.add("relay_worker_loop_lag_seconds", "gauge",
+                    "Relay worker event-loop lag, mean over the last 2 s",
+                    (w.get("loop_lag_ms") or 0) / 1000, labels)
+        metrics.add("relay_worker_starts_total", "counter",
+                    "Times a relay worker was started (more than 1: it was restarted)",
+                    w.get("starts"), labels)
+    totals = media.get("totals") or {}
+    for family, help_text in _RELAY_TOTALS.items():
+        for cipher, row in sorted(totals.items()):
+            metrics.add(f"relay_{family}_total", "counter", help_text, row.get(family),
+                        {"cipher": cipher})
+
+
+_RELAY_TOTALS = {
+    "calls": "Finished calls whose media went through the relay, by payload cipher",
+    "packets": "RTP packets relayed (both directions) in finished calls, by payload cipher",
+    "bytes": "RTP bytes relayed (both directions) in finished calls, by payload cipher",
+    "malformed": "Malformed RTP packets dropped by the relay in finished calls, by cipher",
+    "foreign": "RTP packets from a source other than the latched one, dropped, by cipher",
+    "dropped": "RTP packets lost to a full send buffer toward a party, by cipher",
+}
 
 
 @bp.get("/api/v1/metrics")

@@ -32,6 +32,8 @@ from b2bua.sip.transport import Peer
 
 log = logging.getLogger("b2bua.calls")
 
+OVERLOAD_RETRY_AFTER = 2  # seconds a caller is asked to wait while the engine is overloaded
+
 
 @dataclass
 class CallStats:
@@ -43,6 +45,7 @@ class CallStats:
     dropped_unknown: int = 0
     loops: int = 0
     too_many_hops: int = 0
+    rejected_overload: int = 0
     refused_by_lists: int = 0
 
 
@@ -59,6 +62,8 @@ class B2bua:
         self.upstream_vendor: Callable[[Peer, str | None], int | None] | None = None
         # Set by the engine: a relay session for a call, None when the relay is off.
         self.media_factory: Callable[[Call], CallMedia | None] | None = None
+        # Set by the engine: True while new calls must wait (SS_OVERLOAD_LOOP_LAG).
+        self.overloaded: Callable[[], bool] = lambda: False
         self._tasks: set[asyncio.Task[None]] = set()
         self.params = params
         self.gateways = gateways
@@ -209,6 +214,13 @@ class B2bua:
         if origin.capacity is not None and self.origin_calls[origin.key] >= origin.capacity:
             self.stats.rejected_capacity += 1
             self._reply(invite, source, 503)
+            return
+        if self.overloaded():
+            # Stateless and early: an overloaded engine spends nothing more on the call.
+            self.stats.rejected_overload += 1
+            refusal = make_response(invite, 503)
+            refusal.add("Retry-After", str(OVERLOAD_RETRY_AFTER))
+            self.stack.respond_stateless(invite, source, refusal)
             return
         server = self.stack.server_transaction(invite, source)
         call = Call(self, next(self._numbers), invite, source, server, origin, callee)

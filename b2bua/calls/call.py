@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from b2bua.calls import failover
 from b2bua.calls.attempt import ALLOW, Attempt
@@ -628,13 +628,20 @@ class Call:
             attempt.finish("answered" if attempt.final_code == 200 else "abandoned")
             attempt.ended_at = attempt.ended_at or end
         self.b2bua.call_ended(self)
-        media = self.media.stats() if self.media is not None else {"relayed": False}
-        if self.media is not None:
-            self.media.close()
         record = self.cdr_record(end, hangup_by, why)
-        record.media = json.dumps(media)
-        self.b2bua.cdrs.submit(record, [a.record() for a in self.attempts])
-        note_ended(self.b2bua.cdrs.writer, self.invite.call_id)
+        attempts = [a.record() for a in self.attempts]
+
+        def write_cdr(media: dict[str, Any]) -> None:
+            record.media = json.dumps(media)
+            self.b2bua.cdrs.submit(record, attempts)
+            note_ended(self.b2bua.cdrs.writer, self.invite.call_id)
+
+        if self.media is not None:
+            # The CDR carries the relay's final counters (a relay worker reports them
+            # once the session's sockets are closed; bounded wait in the pool).
+            self.media.finish(write_cdr)
+        else:
+            write_cdr({"relayed": False})
         log.info("call %d ended caller=%s callee=%s code=%d by=%s reason=%s attempts=%d "
                  "call-id=%s", self.no, self.caller, self.callee, self.final_code, hangup_by,
                  why, len(self.attempts), self.invite.call_id)

@@ -14,8 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from b2bua.config.live import Params
-from b2bua.media.cipher import PayloadCipher, make_cipher
-from b2bua.media.relay import PortAllocator, RelayLeg, RelaySession
+from b2bua.media.plane import CipherSpec, Counters, MediaPlane
 from b2bua.media.sdp import parse_sdp, rewrite_sdp
 
 log = logging.getLogger("b2bua.media")
@@ -39,43 +38,47 @@ def relay_wanted(system: str, legs: list[str], nat: bool, encrypted: bool) -> bo
 
 
 class CallMedia:
-    def __init__(self, params: Params, allocator: PortAllocator, host: str,
-                 advertised_host: str, *, caller_nat: bool, caller_encrypted: bool,
-                 on_rtp_start: Callable[[], None]) -> None:
+    """The relay session of one call (in this process or a relay worker: see
+    :mod:`b2bua.media.plane`) and the SDP that crosses it."""
+
+    def __init__(self, params: Params, plane: MediaPlane, advertised_host: str, *,
+                 caller_nat: bool, caller_encrypted: bool,
+                 on_rtp_start: Callable[[], None], totals: MediaTotals | None = None
+                 ) -> None:
         self.params = params
         self.advertised_host = advertised_host
-        self.session = RelaySession(
-            allocator, host, advertised_host=advertised_host,
+        self.totals = totals
+        self.session = plane.new_session(
             latching=params.flag("SS_MEDIA_PROXY_BEHIND_NAT"), a_nat=caller_nat,
             a_cipher=self._cipher() if caller_encrypted else None,
-            on_rtp_start=on_rtp_start, start_leg="b",
+            on_rtp_start=on_rtp_start,
         )
         self.mode = int(params["SS_RTPENCRYPTIONMODE"])
         self.caller_encrypted = caller_encrypted
         self.callee_encrypted = False
 
-    def _cipher(self) -> PayloadCipher | None:
+    def _cipher(self) -> CipherSpec | None:
         mode = int(self.params["SS_RTPENCRYPTIONMODE"])
         if mode == 0:
             return None
-        return make_cipher(mode, str(self.params["SS_RTPENCRYPTIONKEY"]))
+        return mode, str(self.params["SS_RTPENCRYPTIONKEY"])
 
     async def start(self) -> None:
         await self.session.start()
 
     def set_destination(self, nat: bool, encrypted: bool) -> None:
         """A new attempt: its leg's NAT and encryption (the peer address comes with SDP)."""
-        self.session.b.nat = nat
+        self.session.set_nat("b", nat)
         self.callee_encrypted = encrypted
-        self.session.b.set_cipher(self._cipher() if encrypted else None)
+        self.session.set_cipher("b", self._cipher() if encrypted else None)
 
     def from_caller(self, body: bytes) -> bytes:
-        return self._cross(body, self.session.a, self.session.b)
+        return self._cross(body, "a", self.session.ports[1])
 
     def from_callee(self, body: bytes) -> bytes:
-        return self._cross(body, self.session.b, self.session.a)
+        return self._cross(body, "b", self.session.ports[0])
 
-    def _cross(self, body: bytes, sender: RelayLeg, receiver: RelayLeg) -> bytes:
+    def _cross(self, body: bytes, sender: str, receiver_port: int) -> bytes:
         if not body:
             return body
         info = parse_sdp(body)
@@ -84,12 +87,12 @@ class CallMedia:
         first = info.media[0]
         if first.address is not None:
             try:
-                sender.set_remote(first.address, first.port, first.rtcp_port,
-                                  first.rtcp_address)
+                self.session.set_remote(sender, first.address, first.port, first.rtcp_port,
+                                        first.rtcp_address)
             except ValueError:
                 log.info("media address %s not usable; stream not relayed", first.address)
         # One relayed stream per call: further m= lines are disabled (port 0).
-        ports = [receiver.rtp_port] + [0] * (len(info.media) - 1)
+        ports = [receiver_port] + [0] * (len(info.media) - 1)
         rewritten = rewrite_sdp(body, self.advertised_host, ports)
         return rewritten.body if rewritten.ok else body
 
@@ -104,16 +107,15 @@ class CallMedia:
         it while nothing has arrived yet.
         """
         now = time.monotonic()
-        legs = {"a": self.session.a, "b": self.session.b}
         for name, check in checks.items():
-            leg = legs[name]
             watched = []
             if check in ("from_remote", "both"):
-                watched.append(("from_remote", leg))
+                watched.append(("from_remote", name))
             if check in ("to_remote", "both"):
-                watched.append(("to_remote", leg.other))
+                watched.append(("to_remote", "b" if name == "a" else "a"))
             for direction, source in watched:
-                last = source.last_rx if source.last_rx is not None else since
+                last_rx = self.session.last_rx(source)
+                last = last_rx if last_rx is not None else since
                 if now - max(last, since) >= timeout:
                     return f"{'caller' if name == 'a' else 'callee'} {direction}"
         return None
@@ -121,8 +123,21 @@ class CallMedia:
     def close(self) -> None:
         self.session.close()
 
-    def stats(self) -> dict[str, Any]:
-        counters = self.session.stats()
+    def finish(self, on_final: Callable[[dict[str, Any]], None]) -> None:
+        """Close, and hand ``on_final`` the call's media stats once the relay's final
+        counters are in (at once in process; after the worker's last report otherwise)."""
+
+        def final(counters: Counters) -> None:
+            stats = self.stats(counters)
+            if self.totals is not None:
+                self.totals.add(stats)
+            on_final(stats)
+
+        self.session.close(final)
+
+    def stats(self, counters: Counters | None = None) -> dict[str, Any]:
+        if counters is None:
+            counters = self.session.stats()
         return {
             "relayed": True,
             "encryption_mode": self.mode if (self.caller_encrypted or self.callee_encrypted)
@@ -134,5 +149,32 @@ class CallMedia:
             "callee_to_caller_packets": counters["b_to_a"]["rx_packets"],
             "callee_to_caller_bytes": counters["b_to_a"]["rx_bytes"],
             "malformed": counters["a_to_b"]["rx_malformed"] + counters["b_to_a"]["rx_malformed"],
+            "foreign": counters["a_to_b"]["rx_foreign"] + counters["b_to_a"]["rx_foreign"],
+            "dropped": counters["a_to_b"]["send_dropped"] + counters["b_to_a"]["send_dropped"],
             "ports": list(self.session.ports),
         }
+
+
+CIPHER_NAMES = {0: "none", 1: "xor", 2: "rc4", 3: "aes128"}
+_TOTALS = ("calls", "packets", "bytes", "malformed", "foreign", "dropped")
+
+
+class MediaTotals:
+    """Relayed media of finished calls by cipher, for /api/v1/metrics: packets and bytes
+    relayed, and what the relay refused or lost (malformed, foreign source, dropped on a
+    full send buffer)."""
+
+    def __init__(self) -> None:
+        self.by_cipher: dict[str, dict[str, int]] = {}
+
+    def add(self, stats: dict[str, Any]) -> None:
+        name = CIPHER_NAMES.get(int(stats.get("encryption_mode", 0)), "other")
+        row = self.by_cipher.setdefault(name, dict.fromkeys(_TOTALS, 0))
+        row["calls"] += 1
+        row["packets"] += stats["caller_to_callee_packets"] + stats["callee_to_caller_packets"]
+        row["bytes"] += stats["caller_to_callee_bytes"] + stats["callee_to_caller_bytes"]
+        for key in ("malformed", "foreign", "dropped"):
+            row[key] += int(stats.get(key, 0))
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        return {name: dict(row) for name, row in self.by_cipher.items()}

@@ -609,6 +609,17 @@ PARAMETERS: tuple[Param, ...] = (
         "Log every SIP message sent and received (one line each, with Call-ID).",
     ),
     _int(
+        "SS_OVERLOAD_LOOP_LAG",
+        500,
+        0,
+        10000,
+        ENGINE,
+        "Admission by load: new calls get 503 with Retry-After while the engine's event "
+        "loop, or every relay worker's, runs this late (0: never refuse). Calls already up "
+        "are not touched.",
+        unit="ms",
+    ),
+    _int(
         "SS_SECURITY_LOG_INTERVAL",
         60,
         1,

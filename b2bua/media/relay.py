@@ -48,6 +48,7 @@ import ipaddress
 import logging
 import socket
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -71,6 +72,17 @@ Transform = Callable[[bytes, int], bytes]  # (packet, payload offset) -> packet
 MAX_BIND_ATTEMPTS = 32  # ports tried per leg when the allocated one is taken by another process
 
 _monotonic = time.monotonic
+
+
+COUNTERS = ("rx_packets", "rx_bytes", "rx_malformed", "rx_foreign", "no_peer",
+            "rtcp_packets", "rtcp_malformed", "rtcp_foreign", "send_errors", "send_dropped")
+
+
+def counters_dict(values: tuple[int, ...]) -> dict[str, int]:
+    """A leg's counters by name from :meth:`RelayLeg.counter_values`, plus ``forwarded``."""
+    out = dict(zip(COUNTERS, values, strict=True))
+    out["forwarded"] = out["rx_packets"] - out["no_peer"]
+    return out
 
 
 class PortExhausted(RuntimeError):
@@ -135,6 +147,24 @@ def _normalise_host(host: str) -> str:
         return str(ipaddress.ip_address(host))
     except ValueError as exc:
         raise ValueError(f"media address {host!r} is not an IP address") from exc
+
+
+def check_remote(relay_host: str, host: str, port: int,
+                 rtcp_host: str | None = None) -> tuple[str, str]:
+    """A peer's SDP media address, normalised, as ``set_remote`` accepts it: raises
+    ``ValueError`` for a bad port, a non-IP host or one of the other address family.
+    Shared by the relay and by the engine side of relay workers (which must refuse an
+    address before sending it to a worker)."""
+    if not 0 <= port <= 65535:
+        raise ValueError(f"bad RTP port {port}")
+    host = _normalise_host(host)
+    rtcp_host = host if rtcp_host is None else _normalise_host(rtcp_host)
+    for h in (host, rtcp_host):
+        if (":" in h) != (":" in relay_host):
+            raise ValueError(
+                f"media address {h} is not of the relay address family ({relay_host})"
+            )
+    return host, rtcp_host
 
 
 class _Dropper:
@@ -288,7 +318,9 @@ class RelayLeg:
 
     def __init__(self, session: RelaySession, name: str, *, nat: bool = False,
                  cipher: PayloadCipher | None = None) -> None:
-        self.session = session
+        # Weak: a leg must not keep its session alive, so a closed session is freed by
+        # reference counting alone, without waiting for a garbage collection.
+        self._session = weakref.ref(session)
         self.name = name
         self.nat = nat
         self.cipher: PayloadCipher | None = cipher
@@ -336,15 +368,7 @@ class RelayLeg:
         than before re-opens latching; the same address keeps the latched one.
         Raises ``ValueError`` when ``host`` is not an IP address of the relay's family.
         """
-        if not 0 <= port <= 65535:
-            raise ValueError(f"bad RTP port {port}")
-        host = _normalise_host(host)
-        rtcp_host = host if rtcp_host is None else _normalise_host(rtcp_host)
-        for h in (host, rtcp_host):
-            if (":" in h) != (":" in self.session.host):
-                raise ValueError(
-                    f"media address {h} is not of the relay address family ({self.session.host})"
-                )
+        host, rtcp_host = check_remote(self.session.host, host, port, rtcp_host)
         if rtcp_port is None:
             rtcp_port = port + 1 if 0 < port < 65535 else 0
         if _unspecified(host) or port == 0:
@@ -382,21 +406,15 @@ class RelayLeg:
     def remote_rtcp(self) -> Address | None:
         return self.rtcp_dst
 
+    def counter_values(self) -> tuple[int, ...]:
+        """The counters in :data:`COUNTERS` order (compact, for relay workers' reports)."""
+        return (self.rx_packets, self.rx_bytes, self.rx_malformed, self.rx_foreign,
+                self.no_peer, self.rtcp_packets, self.rtcp_malformed, self.rtcp_foreign,
+                self.send_errors, self.send_dropped)
+
     def counters(self) -> dict[str, int]:
         """The counters by attribute name, plus ``forwarded`` (rx_packets - no_peer)."""
-        return {
-            "rx_packets": self.rx_packets,
-            "rx_bytes": self.rx_bytes,
-            "rx_malformed": self.rx_malformed,
-            "rx_foreign": self.rx_foreign,
-            "no_peer": self.no_peer,
-            "forwarded": self.rx_packets - self.no_peer,
-            "rtcp_packets": self.rtcp_packets,
-            "rtcp_malformed": self.rtcp_malformed,
-            "rtcp_foreign": self.rtcp_foreign,
-            "send_errors": self.send_errors,
-            "send_dropped": self.send_dropped,
-        }
+        return counters_dict(self.counter_values())
 
     def silent_for(self, now: float | None = None) -> float | None:
         """Seconds since the last accepted RTP packet (None: none received yet)."""
@@ -411,8 +429,16 @@ class RelayLeg:
     # -- internals -----------------------------------------------------------------------
 
     @property
+    def session(self) -> RelaySession:
+        session = self._session()
+        if session is None:
+            raise RuntimeError("relay session already freed")
+        return session
+
+    @property
     def other(self) -> RelayLeg:
-        return self.session.b if self is self.session.a else self.session.a
+        session = self.session
+        return session.b if self is session.a else session.a
 
     def _set_rtp_dst(self, dst: Address | None) -> None:
         self.rtp_dst = dst
@@ -522,7 +548,15 @@ class RelayLeg:
         allocator, self._allocator = self._allocator, None
         if allocator is not None:
             allocator.release(self.rtp_port)
-            self.session._leg_released()
+            session = self._session()
+            if session is not None:
+                session._leg_released()
+        # Both sockets are gone, so no callback can reach the protocols again: cut their
+        # back-references (leg <-> protocol cycles would otherwise wait for the GC).
+        for proto in (self.rtp_proto, self.rtcp_proto):
+            proto.out = proto.dst = None
+            if hasattr(proto, "leg"):
+                del proto.leg
 
 
 class RelaySession:
@@ -580,6 +614,7 @@ class RelaySession:
         if self.closed:
             return
         self.closed = True
+        self.on_rtp_start = None  # usually a bound method of the call: no cycle through it
         self.a._close()
         self.b._close()
 

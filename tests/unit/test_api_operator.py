@@ -570,6 +570,16 @@ def engine(env: Env) -> Iterator[_FakeEngine]:
                       "total_calls": 6, "retry_after_until": None},
                      {"id": 4, "name": "vend-b", "enabled": False, "current_calls": 0,
                       "total_calls": 0, "retry_after_until": 1700000000.0}],
+        "media": {"workers": [{"index": 0, "pid": 11, "alive": True, "ports": "20000-29999",
+                               "sessions": 3, "ports_in_use": 6, "loop_lag_ms": 1.5,
+                               "starts": 1},
+                              {"index": 1, "pid": 12, "alive": False, "ports": "30000-39999",
+                               "sessions": 0, "ports_in_use": 0, "loop_lag_ms": 0.0,
+                               "starts": 2}],
+                  "ports_in_use": 6, "ports_free": 9994,
+                  "engine_loop_lag": {"mean_ms": 2.0, "peak_ms": 40.0, "worst_ms": 250.0},
+                  "totals": {"aes128": {"calls": 2, "packets": 400, "bytes": 68800,
+                                        "malformed": 1, "foreign": 0, "dropped": 3}}},
     }
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -608,6 +618,15 @@ def test_metrics_from_the_engine(env: Env, engine: _FakeEngine) -> None:
         '{gateway="vend \\"A\\"",gateway_id="3"}': 1, '{gateway="vend-b",gateway_id="4"}': 0}
     assert m["softswitch_gateway_retry_after"]['{gateway="vend-b",gateway_id="4"}'] == 1
     assert m["softswitch_gateway_enabled"]['{gateway="vend-b",gateway_id="4"}'] == 0
+    assert m["softswitch_engine_loop_lag_seconds"] == {"": 0.002}
+    assert m["softswitch_engine_loop_lag_peak_seconds"] == {"": 0.04}
+    assert m["softswitch_relay_workers_up"] == {"": 1}
+    assert m["softswitch_relay_worker_sessions"] == {'{worker="0"}': 3, '{worker="1"}': 0}
+    assert m["softswitch_relay_worker_starts_total"]['{worker="1"}'] == 2
+    assert m["softswitch_relay_worker_loop_lag_seconds"]['{worker="0"}'] == 0.0015
+    assert m["softswitch_relay_packets_total"] == {'{cipher="aes128"}': 400}
+    assert m["softswitch_relay_dropped_total"] == {'{cipher="aes128"}': 3}
+    assert m["softswitch_relay_malformed_total"] == {'{cipher="aes128"}': 1}
 
 
 def test_metrics_survive_one_engine_op_failing(env: Env, engine: _FakeEngine) -> None:

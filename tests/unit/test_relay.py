@@ -602,3 +602,41 @@ def test_paused_transport_sheds_packets_and_counts() -> None:
     s.b.rtp_proto.resume_writing()
     s.a.rtp_proto.datagram_received(packet, ("127.0.0.1", 1000))
     assert sink.sent == [packet]
+
+
+def test_closed_session_is_freed_without_the_garbage_collector() -> None:
+    """Relay sessions are created and dropped at call rate: a closed one must go by
+    reference counting alone (cycles would wait for, and lengthen, the GC's pauses)."""
+    import gc
+    import weakref
+
+    async def body() -> None:
+        a, b = await peer(), await peer()
+        allocator = alloc(45000)
+        fired: list[int] = []
+        s = await relay(allocator, on_rtp_start=lambda: fired.append(1),
+                        b_cipher=make_cipher(3, KEYS[3]))
+        s.a.set_remote(HOST, a.port)
+        s.b.set_remote(HOST, b.port)
+        for i in range(3):
+            a.send(rtp(i, payload(i)), (HOST, s.a.rtp_port))
+            b.send(rtp(i, payload(i)), (HOST, s.b.rtp_port))
+        await a.recv(3)
+        await b.recv(3)
+        assert fired == [1]
+        refs = [weakref.ref(o) for o in (s, s.a, s.b, s.a.rtp_proto, s.b.rtcp_proto)]
+        await s.wait_closed()
+        stats = s.stats()  # still readable after close
+        assert stats["a_to_b"]["rx_packets"] == 3 and stats["b_to_a"]["rx_packets"] == 3
+        gc.disable()
+        try:
+            del s
+            await asyncio.sleep(0.05)  # let the loop drop the closed transports
+            assert [r() is None for r in refs] == [True] * len(refs)
+        finally:
+            gc.enable()
+        assert allocator.in_use == 0
+        a.close()
+        b.close()
+
+    run(body)
