@@ -9,6 +9,7 @@ from pathlib import Path
 
 from b2bua import logs, opcli
 from b2bua.config.registry import PARAMETERS, ParamError, format_value, lookup
+from b2bua.lab import cli as lab
 from b2bua.options import (
     EngineOptions,
     HostPort,
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     put.add_argument("value")
     _add_db(put)
     opcli.register(sub)  # gw, phone, cdr, calls: over the REST API
+    lab.register(sub)  # lab up|down|status|call: network namespaces (docs/lab.md)
     return parser
 
 
@@ -153,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"run": cmd_run, "migrate": cmd_migrate, "token": cmd_token, "param": cmd_param}
     handlers.update(opcli.HANDLERS)
+    handlers.update(lab.HANDLERS)
     try:
         return handlers[args.command](args)
     except migrate.SchemaTooNewError as exc:
