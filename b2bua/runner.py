@@ -130,14 +130,15 @@ async def _serve(engine: Engine, api: subprocess.Popen[bytes]) -> None:
 
     engine.spawn(watch_api())
     await engine.start()
-    tune_gc()
+    # Full collections on memory growth only (b2bua/collector.py).
+    engine.collector.install()
+    engine.spawn(engine.collector.run())
     await engine.wait_and_stop()
 
 
 def tune_gc() -> None:
-    """Shorter full garbage collections: they pause the event loop for a time that grows
-    with the tracked objects (docs/performance.md), so what exists after start-up
-    (modules, configuration) is frozen out of every collection."""
+    """What a process relaying media does after start-up (the relay workers, the media
+    benchmark): freeze what exists out of every collection."""
     gc.freeze()
 
 

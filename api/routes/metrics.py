@@ -150,6 +150,13 @@ def collect(metrics: Exposition) -> bool:
     if isinstance(status, dict):
         metrics.add("engine_uptime_seconds", "gauge", "Seconds since the engine started",
                     status.get("uptime"))
+        collector = status.get("gc") or {}
+        metrics.add("gc_full_collections_total", "counter",
+                    "Full garbage collections run by the engine (on memory growth only)",
+                    collector.get("full_collections"))
+        metrics.add("gc_last_full_pause_seconds", "gauge",
+                    "How long the last full garbage collection paused the engine",
+                    collector.get("last_full_pause_seconds"))
     snapshots: tuple[tuple[str, type, Callable[[Exposition, Any], None]], ...] = (
         ("stats", dict, _stats), ("security", dict, _security),
         ("keepalive", dict, _keepalive), ("registrations", list, _registrations),

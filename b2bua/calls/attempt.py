@@ -24,7 +24,9 @@ class Attempt:
 
     def __init__(self, call: Call, seq: int, destination: Destination,
                  rules: SwitchRules) -> None:
-        self.call = call
+        # No reference back to the call: call -> attempt only, so a finished call is
+        # freed by reference counting (b2bua/collector.py). The call is handed to start().
+        self.b2bua = call.b2bua
         self.seq = seq
         self.destination = destination
         self.rules = rules
@@ -54,9 +56,8 @@ class Attempt:
 
     # -- sending ---------------------------------------------------------------------------
 
-    def start(self, on_response: Callable[[Response], None],
+    def start(self, call: Call, on_response: Callable[[Response], None],
               on_timeout: Callable[[], None]) -> None:
-        call = self.call
         stack = call.b2bua.stack
         dest = self.destination
         display = call.invite.from_.display
@@ -108,7 +109,7 @@ class Attempt:
             self.cancel_pending = True
         # A destination that answers neither the CANCEL nor the INVITE must not hold
         # its capacity for ever.
-        self.call.b2bua.timers.call_later(TIMER_64T1, self.close)
+        self.b2bua.timers.call_later(TIMER_64T1, self.close)
 
     def send_cancel(self) -> None:
         """CANCEL (RFC 3261 9.1): the INVITE's branch, Request-URI, From, To and CSeq."""
@@ -126,25 +127,25 @@ class Attempt:
             ("CSeq", f"{inv.cseq.number} CANCEL"),
         ]
         cancel = Request("CANCEL", inv.uri, headers)
-        self.call.b2bua.stack.client_transaction(cancel, self.destination.peer,
+        self.b2bua.stack.client_transaction(cancel, self.destination.peer,
                                                  lambda _r: None, lambda: None)
 
     def ack(self, body: bytes = b"", content_type: str | None = None) -> None:
         assert self.dialog is not None
         ack = self.dialog.create_request("ACK", body, content_type, cseq=1)
         self._ack = ack.to_bytes()
-        self.call.b2bua.stack.send(self._ack, self.dialog.next_peer())
+        self.b2bua.stack.send(self._ack, self.dialog.next_peer())
 
     def re_ack(self) -> None:
         """Our ACK was lost and the 2xx came again."""
         if self._ack is not None and self.dialog is not None:
-            self.call.b2bua.stack.send(self._ack, self.dialog.next_peer())
+            self.b2bua.stack.send(self._ack, self.dialog.next_peer())
 
     def bye(self) -> None:
         if self.dialog is None or self.dialog.remote_tag is None:
             return
         request = self.dialog.create_request("BYE")
-        self.call.b2bua.stack.client_transaction(request, self.dialog.next_peer(),
+        self.b2bua.stack.client_transaction(request, self.dialog.next_peer(),
                                                  lambda _r: None, lambda: None)
         self.close()
 
@@ -153,7 +154,7 @@ class Attempt:
     def arm(self, timer: Timer, on_expiry: Callable[[Attempt, Timer], None]) -> None:
         self.disarm()
         self.timer = timer
-        self._timer_handle = self.call.b2bua.timers.call_later(
+        self._timer_handle = self.b2bua.timers.call_later(
             self.rules.timers[timer], lambda: on_expiry(self, timer))
 
     def disarm(self) -> None:
@@ -183,7 +184,7 @@ class Attempt:
         self.disarm()
         if self.open:
             self.open = False
-            self.call.b2bua.leg_ended(self.destination)
+            self.b2bua.leg_ended(self.destination)
 
     def record(self) -> dict[str, Any]:
         gw = self.destination.gateway

@@ -274,7 +274,7 @@ class Call:
         self.attempt = attempt
         if self.state == CallState.ROUTING:
             self.state = CallState.PROCEEDING
-        attempt.start(lambda r: self._on_response(attempt, r),
+        attempt.start(self, lambda r: self._on_response(attempt, r),
                       lambda: self._on_invite_timeout(attempt))
 
     def _on_response(self, attempt: Attempt, response: Response) -> None:

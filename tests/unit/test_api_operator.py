@@ -551,7 +551,8 @@ class _Handler(socketserver.StreamRequestHandler):
 def engine(env: Env) -> Iterator[_FakeEngine]:
     server = _FakeEngine(str(env.control), _Handler)
     server.replies = {
-        "status": {"uptime": 12.5},
+        "status": {"uptime": 12.5, "gc": {"full_collections": 2,
+                                          "last_full_pause_seconds": 0.125}},
         "stats": {"attempts": 7, "answered": 5, "failed": 1, "rejected_capacity": 2,
                   "loops": 0, "active": 1, "legs": 1, "future_counter": 4,
                   "sip": {"requests": 40, "parse_errors": 1},
@@ -595,6 +596,8 @@ def test_metrics_from_the_engine(env: Env, engine: _FakeEngine) -> None:
     m = parse_exposition(text)
     assert m["softswitch_engine_up"] == {"": 1.0}
     assert m["softswitch_engine_uptime_seconds"] == {"": 12.5}
+    assert m["softswitch_gc_full_collections_total"] == {"": 2}
+    assert m["softswitch_gc_last_full_pause_seconds"] == {"": 0.125}
     assert m["softswitch_call_attempts_total"] == {"": 7}
     assert m["softswitch_calls_answered_total"] == {"": 5}
     assert m["softswitch_calls_failed_total"] == {"": 1}

@@ -1,0 +1,104 @@
+"""When the engine runs CPython's full garbage collections.
+
+A full (generation 2) collection stops the event loop for about 1 us per tracked object,
+and at a few hundred calls per second the engine holds hundreds of thousands of them:
+finished transactions are kept for 64*T1 (32 s) as RFC 3261 requires. Left to the
+interpreter, full collections come every few seconds and pause the loop for hundreds of
+milliseconds: callers retransmit, and above some rate calls fail
+(``docs/performance.md``).
+
+A call leaves no reference cycles behind (every object of a finished call is freed by
+reference counting; ``tests/integration/test_memory.py`` checks it), so full
+collections find nothing to free in normal operation. The policy:
+
+* after start-up, everything that exists (modules, configuration) is frozen out of
+  collections (``gc.freeze``);
+* young collections (generations 0 and 1) stay as the interpreter runs them: they are
+  short, since they look at new objects only;
+* automatic full collections are off; instead :meth:`FullCollections.run` runs one when
+  the process's resident memory has doubled since the last one (and grown by at least
+  :data:`GROWTH_BYTES`), as Go's collector paces itself: if some path ever leaks cycles,
+  memory stays within twice what is live at the cost of a rare pause, a rising load
+  costs a logarithmic number of them, and a steady load without leaks costs none. Each
+  one is logged with its pause and counted (``/api/v1/metrics``:
+  ``softswitch_gc_full_collections_total``, ``softswitch_gc_last_full_pause_seconds``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import time
+from collections import Counter
+
+log = logging.getLogger("b2bua.gc")
+
+GROWTH_BYTES = 64 * 1024 * 1024
+CHECK_INTERVAL = 5.0
+NEVER = 1_000_000_000  # a generation-2 threshold the generation-1 count never reaches
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/statm", "rb") as statm:
+        return int(statm.read().split()[1]) * _PAGE
+
+
+class FullCollections:
+    def __init__(self, growth: int = GROWTH_BYTES) -> None:
+        self.growth = growth
+        self.baseline = 0
+        self.count = 0
+        self.last_pause = 0.0
+        self.last_collected = 0
+
+    def install(self) -> None:
+        """Freeze what start-up made and stop the interpreter's own full collections."""
+        gc.collect()
+        gc.freeze()
+        gen0, gen1, _ = gc.get_threshold()
+        gc.set_threshold(gen0, gen1, NEVER)
+        self.baseline = resident_bytes()
+
+    def check(self) -> bool:
+        """Collect if memory doubled (and grew by ``growth``) since the last collection."""
+        if resident_bytes() - self.baseline < max(self.growth, self.baseline):
+            return False
+        self.collect()
+        return True
+
+    def collect(self, garbage: Counter[str] | None = None) -> int:
+        """A full collection now; the objects freed. With ``garbage``, also counts them
+        by type (the control channel's ``collect``: a diagnostic of what leaked)."""
+        started = time.perf_counter()
+        if garbage is None:
+            collected = gc.collect()
+        else:
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            try:
+                collected = gc.collect()
+                garbage.update(f"{type(o).__module__}.{type(o).__qualname__}"
+                               for o in gc.garbage)
+            finally:
+                gc.garbage.clear()
+                gc.set_debug(0)
+        self.last_pause = time.perf_counter() - started
+        self.last_collected = collected
+        self.count += 1
+        self.baseline = resident_bytes()
+        log.info("full garbage collection: %d objects freed, loop paused %.0f ms, "
+                 "resident %.0f MB", collected, self.last_pause * 1000, self.baseline / 2**20)
+        return collected
+
+    def snapshot(self) -> dict[str, float]:
+        return {"full_collections": self.count,
+                "last_full_pause_seconds": round(self.last_pause, 4),
+                "last_full_collected": self.last_collected,
+                "resident_baseline_bytes": self.baseline}
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(CHECK_INTERVAL)
+            self.check()

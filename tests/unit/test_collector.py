@@ -1,0 +1,60 @@
+"""The engine's full-collection pacing (b2bua/collector.py)."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+from b2bua import collector
+from b2bua.collector import FullCollections
+
+
+@pytest.fixture
+def restore_gc() -> object:
+    threshold = gc.get_threshold()
+    yield None
+    gc.set_threshold(*threshold)
+    gc.unfreeze()
+
+
+def test_install_turns_automatic_full_collections_off(restore_gc: object) -> None:
+    policy = FullCollections()
+    policy.install()
+    assert gc.get_threshold()[2] == collector.NEVER
+    assert gc.get_freeze_count() > 0
+    assert policy.baseline > 0
+
+
+def test_collects_only_when_memory_doubled(monkeypatch: pytest.MonkeyPatch) -> None:
+    resident = [100 << 20]
+    monkeypatch.setattr(collector, "resident_bytes", lambda: resident[0])
+    policy = FullCollections(growth=64 << 20)
+    policy.baseline = 100 << 20
+    resident[0] = 190 << 20
+    assert not policy.check() and policy.count == 0
+    resident[0] = 201 << 20
+    assert policy.check() and policy.count == 1
+    assert policy.baseline == 201 << 20  # the next one at twice this
+    resident[0] = 390 << 20
+    assert not policy.check()
+    policy.baseline = 10 << 20  # small processes: at least ``growth`` between two
+    resident[0] = 60 << 20
+    assert not policy.check()
+
+
+def test_collect_counts_what_cycles_it_freed() -> None:
+    from collections import Counter
+
+    class Node:
+        def __init__(self) -> None:
+            self.other: Node | None = None
+
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    del a, b
+    garbage: Counter[str] = Counter()
+    freed = FullCollections().collect(garbage)
+    assert freed >= 2
+    assert garbage[f"{__name__}.test_collect_counts_what_cycles_it_freed.<locals>.Node"] == 2
+    assert not gc.garbage and gc.get_debug() == 0
