@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
-import gc
 import logging
 import os
 import signal
@@ -36,6 +35,7 @@ from typing import Any
 
 import uvloop
 
+from b2bua.collector import FullCollections
 from b2bua.looplag import LoopLag
 from b2bua.media.ipc import REPORT_INTERVAL, frame, read_message
 from b2bua.media.plane import build_cipher
@@ -153,8 +153,13 @@ async def _main(args: argparse.Namespace) -> None:
     sock = socket.socket(fileno=args.fd)
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     worker = RelayWorker(writer, args.host, PortAllocator(args.low, args.high))
-    gc.freeze()  # what exists now lives for the process: keep it out of collections
+    # Relay sessions hold no reference cycles: full collections, whose pauses would
+    # delay every packet, run only if memory doubles (b2bua/collector.py).
+    collector = FullCollections()
+    collector.install()
+    pacing = asyncio.ensure_future(collector.run())
     await worker.serve(reader)
+    pacing.cancel()
     with contextlib.suppress(ConnectionError):
         writer.close()
 
