@@ -212,8 +212,12 @@ class Engine:
         # Also what every collection since start freed (young ones included: a cycle
         # freed there never shows in a full collection).
         total = sum(generation["collected"] for generation in gc.get_stats())
+        # Call-layer objects alive now: after the calls end (and their transactions'
+        # 32 s), none should be left.
+        live = Counter(type(o).__qualname__ for o in gc.get_objects()
+                       if type(o).__module__.startswith("b2bua.calls."))
         return {"collected": collected, "collected_since_start": total,
-                "types": dict(garbage.most_common(30))}
+                "types": dict(garbage.most_common(30)), "live_call_objects": dict(live)}
 
     def _media_status(self, _request: dict[str, Any]) -> dict[str, Any]:
         return {**self.media.snapshot(), "engine_loop_lag": self.loop_lag.snapshot(),

@@ -26,7 +26,7 @@ from b2bua.calls.recovery import note_answered, note_ended
 from b2bua.routing.gateways import RoutingGateway
 from b2bua.sip.dialog import Dialog
 from b2bua.sip.message import Request, Response, make_response
-from b2bua.sip.transaction import T1, T2, TIMER_64T1, ServerTransaction
+from b2bua.sip.transaction import T1, T2, TIMER_64T1, ServerTransaction, TimerHandle
 from b2bua.sip.transport import Peer
 
 if TYPE_CHECKING:
@@ -121,6 +121,10 @@ class Call:
         self.origin_media_check = b2bua.origin_media_check(origin)
         self._media_checks: dict[str, str] = {}
         self._check_since = 0.0
+        # Timers that live as long as the call (session refresh per leg, media check):
+        # cancelled when it ends, or a refresh due in 2 hours would hold the call's
+        # objects that long.
+        self._call_timers: dict[str, TimerHandle] = {}
 
     @staticmethod
     def behind_nat(invite: Request, source: Peer) -> bool:
@@ -374,7 +378,10 @@ class Call:
         self._arm_refresh(Side.CALLEE, leg_timer(self.b2bua.params, response))
 
     def _arm_refresh(self, side: Side, timer: LegTimer) -> None:
-        self.b2bua.timers.call_later(timer.interval, lambda: self._refresh(side, timer))
+        if self.ended:
+            return
+        self._call_timers[f"refresh-{side.value}"] = self.b2bua.timers.call_later(
+            timer.interval, lambda: self._refresh(side, timer))
 
     def _refresh(self, side: Side, timer: LegTimer) -> None:
         """Keep one leg alive (docs/media.md, call liveness); a dead peer ends the call."""
@@ -424,7 +431,8 @@ class Call:
         if checks:
             self._media_checks = checks
             self._check_since = time.monotonic()
-            self.b2bua.timers.call_later(1.0, self._check_media)
+            self._call_timers["media-check"] = self.b2bua.timers.call_later(
+                1.0, self._check_media)
 
     def _check_media(self) -> None:
         if self.ended or self.media is None:
@@ -437,7 +445,7 @@ class Call:
             self._bye(Side.CALLEE)
             self._finish("system", f"RTP interruption ({silent})")
             return
-        self.b2bua.timers.call_later(1.0, self._check_media)
+        self._call_timers["media-check"] = self.b2bua.timers.call_later(1.0, self._check_media)
 
     def on_stray_response(self, call_id: str, response: Response) -> None:
         """A retransmitted 2xx from a destination (our ACK was lost): ACK it again."""
@@ -621,6 +629,9 @@ class Call:
             return
         self.ended = True
         self.state = CallState.ENDED
+        for handle in self._call_timers.values():
+            handle.cancel()
+        self._call_timers.clear()
         self.hangup_by = hangup_by
         self.termination = why
         end = time.time()

@@ -70,6 +70,7 @@ Address = tuple[Any, ...]  # (host, port) as the event loop reports it
 Transform = Callable[[bytes, int], bytes]  # (packet, payload offset) -> packet
 
 MAX_BIND_ATTEMPTS = 32  # ports tried per leg when the allocated one is taken by another process
+EARLY_PACKETS = 16  # RTP kept per direction until the destination's first SDP is known
 
 _monotonic = time.monotonic
 
@@ -189,6 +190,30 @@ class _RtpProtocol(asyncio.DatagramProtocol):
         self.out: Any = None  # the other leg's RTP transport
         self.dst: Address | None = None  # the other leg's peer
         self.xf: Transform | None = None  # decrypt-from-this-leg then encrypt-to-other
+        # Packets that came before the other leg had any SDP address (None once it has):
+        # the answer's address can reach a relay worker a moment after the first RTP.
+        self.early: list[tuple[bytes, int]] | None = []
+
+    def point(self, dst: Address | None) -> None:
+        """The other leg's peer address is known (or on hold): send what waited for it."""
+        self.dst = dst
+        early, self.early = self.early, None
+        if not early:
+            return
+        if dst is None or self.out is None:
+            self.leg.no_peer += len(early)
+            return
+        for data, off in early:
+            if self.xf is not None:
+                data = self.xf(data, off)
+            self.out.sendto(data, dst)
+
+    def _no_peer(self, data: bytes, off: int) -> None:
+        early = self.early
+        if early is not None and len(early) < EARLY_PACKETS:
+            early.append((data, off))
+        else:
+            self.leg.no_peer += 1
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         leg = self.leg
@@ -214,7 +239,7 @@ class _RtpProtocol(asyncio.DatagramProtocol):
         leg.rx_bytes += n
         dst = self.dst
         if dst is None:
-            leg.no_peer += 1
+            self._no_peer(data, off)
             return
         xf = self.xf
         if xf is not None:
@@ -245,7 +270,7 @@ class _RtpProtocol(asyncio.DatagramProtocol):
             leg.session._first_rtp(leg)
         dst = self.dst
         if dst is None:
-            leg.no_peer += 1
+            self._no_peer(data, off)
             return
         if self.xf is not None:
             data = self.xf(data, off)
@@ -380,7 +405,10 @@ class RelayLeg:
         else:
             rtcp = (rtcp_host, rtcp_port)
         if rtp == self.sdp_rtp and rtcp == self.sdp_rtcp:
-            return  # an SDP refresh with the same address: keep what was latched
+            # An SDP refresh with the same address (or a first SDP on hold): keep what
+            # was latched; packets kept for the first SDP go out, or are dropped on hold.
+            self.other.rtp_proto.point(self.rtp_dst)
+            return
         self.sdp_rtp = rtp
         self.sdp_rtcp = rtcp
         self.latched = False
@@ -442,7 +470,7 @@ class RelayLeg:
 
     def _set_rtp_dst(self, dst: Address | None) -> None:
         self.rtp_dst = dst
-        self.other.rtp_proto.dst = dst  # the other leg's protocol sends to this leg's peer
+        self.other.rtp_proto.point(dst)  # the other leg's protocol sends to this leg's peer
 
     def _set_rtcp_dst(self, dst: Address | None) -> None:
         self.rtcp_dst = dst

@@ -71,3 +71,21 @@ def test_finished_calls_leave_no_cycles(tmp_path: Path, softswitch: Softswitch) 
     garbage = _collect(softswitch)
     freed = garbage["collected_since_start"] - before["collected_since_start"]
     assert freed <= SLACK, str(garbage)
+
+
+def test_nothing_of_a_call_outlives_its_transactions(tmp_path: Path, softswitch: Softswitch
+                                                     ) -> None:
+    """Once a call has ended and its transactions have expired (64*T1 = 32 s), none of its
+    objects is left: e.g. no session-refresh timer, due in up to 2 hours, holding it."""
+    api = softswitch.api
+    vendor_port = free_port(VENDOR_IP)
+    api.post("/api/v1/routing-gateways", {"name": "vendor", "host": VENDOR_IP,
+                                          "port": vendor_port})
+    api.post("/api/v1/mapping-gateways", {"name": "customer", "ips": [CUSTOMER_IP]})
+    api.put("/api/v1/parameters/SS_MEDIAPROXYMODE", {"value": "On"})
+    assert wait_until(lambda: api.get("/api/v1/engine")["routing_gateways"] == 1, timeout=2)
+    _run(tmp_path, softswitch, "uac_call.xml", CUSTOMER_IP, "uas_answer.xml", vendor_port,
+         calls=20)
+    assert _collect(softswitch)["live_call_objects"].get("Call", 0) > 0  # still in Timer J
+    assert wait_until(lambda: not _collect(softswitch)["live_call_objects"], timeout=45,
+                      interval=1.0), _collect(softswitch)["live_call_objects"]

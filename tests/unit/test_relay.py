@@ -640,3 +640,36 @@ def test_closed_session_is_freed_without_the_garbage_collector() -> None:
         b.close()
 
     run(body)
+
+
+def test_rtp_before_the_other_legs_first_sdp_waits_for_it() -> None:
+    """A relay worker may see the first RTP a moment before the SDP answer's address:
+    up to EARLY_PACKETS wait and go out (through the cipher) once it is known; after
+    that, or on hold, nothing is kept."""
+    from b2bua.media.relay import EARLY_PACKETS
+
+    async def body() -> None:
+        a, b = await peer(), await peer()
+        s = await relay(alloc(46200), b_cipher=make_cipher(1, KEYS[1]))
+        s.a.set_remote(HOST, a.port)
+        for i in range(EARLY_PACKETS + 2):
+            a.send(rtp(i, payload(i)), (HOST, s.a.rtp_port))
+        await asyncio.sleep(0.1)
+        assert s.a.rx_packets == EARLY_PACKETS + 2 and s.a.no_peer == 2
+        s.b.set_remote(HOST, b.port)
+        got = await b.recv(EARLY_PACKETS)
+        xor = make_cipher(1, KEYS[1])
+        assert [xor.apply(d, 12) for d, _ in got] == [rtp(i, payload(i))
+                                                      for i in range(EARLY_PACKETS)]
+        assert s.stats()["a_to_b"]["forwarded"] == EARLY_PACKETS
+        s.b.set_remote("0.0.0.0", 0)  # hold: no longer kept for later
+        a.send(rtp(99, payload(99)), (HOST, s.a.rtp_port))
+        await asyncio.sleep(0.05)
+        s.b.set_remote(HOST, b.port + 0)
+        s.b.set_remote(HOST, b.port)
+        assert await b.nothing(0.1)
+        s.close()
+        a.close()
+        b.close()
+
+    run(body)
