@@ -15,8 +15,10 @@ Method (see ../shared/research/anchors.md and docs/performance.md):
 * the rate is stepped up a ladder until a step fails, then bisected between the last
   clean and the first failing rate;
 * systems: (a) sipp UAC -> sipp UAS directly (the rig ceiling), (b) sipp UAC ->
-  softswitch -> sipp UAS (IP-authenticated trunk, one routing gateway), (c) optionally
-  Sippy B2BUA run as anchors.md says;
+  softswitch -> sipp UAS (IP-authenticated trunk, one routing gateway), (b') the same
+  with the trunk in password mode (``softswitch-password``: every call is challenged
+  with a 401 and the UAC answers with digest credentials, two INVITEs per call), (c)
+  optionally Sippy B2BUA run as anchors.md says;
 * the system's CPU time per call is utime+stime of its process (/proc/<pid>/stat, all
   threads) over the step divided by the calls of the step;
 * diagnostics after the searches (skip with ``--no-diagnostics``): a py-spy profile of the
@@ -25,7 +27,12 @@ Method (see ../shared/research/anchors.md and docs/performance.md):
   the engine's CPU alone allows), profiled too;
 * ``--code head`` (or any git revision) runs the softswitch from ``git archive`` of that
   revision instead of the working tree, so that edits made by others during the run do
-  not change what is measured.
+  not change what is measured;
+* ``--profile-at RATE`` skips the searches: one step at RATE per softswitch system with
+  py-spy attached, and where the time goes.
+* ``--fresh-each-step`` restarts the system before every step: the softswitch keeps
+  finished calls in memory for a while (docs/performance.md, Soak), so without it a step
+  inherits the heap, and the garbage-collection pauses, of the steps before it.
 
 Only loopback addresses are used; only processes started here are stopped, by pid.
 """
@@ -65,6 +72,12 @@ UAS_XML = SCENARIOS / "uas_answer.xml"
 UAS_LATE_XML = SCENARIOS / "uas_late_1xx.xml"
 GC_PROBE = Path(__file__).resolve().parent / "gc_probe.py"
 
+# Password mode: the UAC's credentials for the customer trunk (a password-mode mapping
+# gateway); its first INVITE is answered 401 and it retries with Authorization.
+TRUNK_USER = "bench"
+TRUNK_PASSWORD = "bench-secret"
+UAC_AUTH_NAME = "uac_auth_txn.xml"
+
 CUSTOMER_IP = "127.0.0.2"  # the sipp UAC (customer trunk)
 VENDOR_IP = "127.0.0.3"  # the sipp UAS (vendor)
 SWITCH_IP = "127.0.0.1"  # the system under test
@@ -79,6 +92,114 @@ FAILURE_COLUMNS = (
     "FailedTimeoutOnSend", "OutOfCallMsgs", "DeadCallMsgs", "FatalErrors",
     "WatchdogMajor", "WatchdogMinor",
 )
+
+
+# Like uac_txn.xml, with the challenge round first: INVITE, 401/407, ACK, INVITE with
+# credentials in a new transaction; then 200, ACK, hold, BYE. Written into the work
+# folder at the start of a run that measures password mode.
+UAC_AUTH_XML = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="bench_uac_auth_txn">
+  <send retrans="500" start_txn="invite">
+    <![CDATA[
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:[caller]@[local_ip]:[local_port];transport=udp>
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=- 1 1 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0 8
+      a=rtpmap:0 PCMU/8000
+      a=rtpmap:8 PCMA/8000
+    ]]>
+  </send>
+  <recv response="100" optional="true" response_txn="invite"/>
+  <recv response="407" auth="true" optional="true" response_txn="invite" next="challenged"/>
+  <recv response="401" auth="true" response_txn="invite"/>
+  <label id="challenged"/>
+  <send ack_txn="invite">
+    <![CDATA[
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      [last_Via:]
+      From: <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <send retrans="500" start_txn="auth">
+    <![CDATA[
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 2 INVITE
+      Contact: <sip:[caller]@[local_ip]:[local_port];transport=udp>
+      [authentication]
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=- 1 1 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0 8
+      a=rtpmap:0 PCMU/8000
+      a=rtpmap:8 PCMA/8000
+    ]]>
+  </send>
+  <recv response="100" optional="true" response_txn="auth"/>
+  <recv response="180" optional="true" response_txn="auth"/>
+  <recv response="183" optional="true" response_txn="auth"/>
+  <recv response="200" rtd="true" response_txn="auth">
+    <action>
+      <ereg regexp="sip:[^>]*" search_in="hdr" header="Contact:" assign_to="peer"/>
+    </action>
+  </recv>
+  <send ack_txn="auth">
+    <![CDATA[
+      ACK [$peer] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 ACK
+      Contact: <sip:[caller]@[local_ip]:[local_port];transport=udp>
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <pause/>
+  <send retrans="500" start_txn="bye">
+    <![CDATA[
+      BYE [$peer] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 3 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv response="200" crlf="true" response_txn="bye"/>
+  <ResponseTimeRepartition value="10, 20, 50, 100, 200, 500, 1000"/>
+</scenario>
+"""
 
 
 def log(msg: str) -> None:
@@ -182,18 +303,20 @@ class SippRun:
 
 def start_sipp(role: str, run_dir: Path, scenario: Path, local_ip: str, local_port: int,
                calls: int, rate: float, hold_ms: int, timeout_s: int,
-               remote: str | None = None) -> SippRun:
+               remote: str | None = None, extra: list[str] | None = None,
+               recv_timeout_ms: int = RECV_TIMEOUT_MS) -> SippRun:
     run_dir.mkdir(parents=True, exist_ok=True)
     cmd = [
         "sipp", "-sf", str(scenario), "-i", local_ip, "-p", str(local_port), "-t", "u1",
         "-m", str(calls), "-d", str(hold_ms), "-s", "200",
-        "-timeout", f"{timeout_s}s", "-timeout_error", "-recv_timeout", str(RECV_TIMEOUT_MS),
+        "-timeout", f"{timeout_s}s", "-timeout_error", "-recv_timeout", str(recv_timeout_ms),
         "-nostdin", "-trace_stat", "-stf", str(run_dir / "stats.csv"), "-fd", "1",
         "-trace_err", "-error_file", str(run_dir / "errors.log"), "-trace_screen",
         "-screen_file", str(run_dir / "screen.log"),
     ]
     if role == "uac":
         cmd += ["-r", str(rate)]
+    cmd += extra or []
     if remote:
         cmd.append(remote)
     (run_dir / "cmd.txt").write_text(" ".join(cmd) + "\n")
@@ -284,6 +407,12 @@ class System(Protocol):
 
     def diagnostics(self, t0: float, t1: float) -> dict[str, Any]: ...
 
+    @property
+    def uac_scenario(self) -> Path | None: ...  # None: uac_txn.xml
+
+    @property
+    def uac_args(self) -> list[str]: ...  # extra sipp arguments for the UAC
+
 
 @dataclass
 class Rig:
@@ -329,6 +458,14 @@ class Rig:
     def diagnostics(self, t0: float, t1: float) -> dict[str, Any]:
         return {}
 
+    @property
+    def uac_scenario(self) -> Path | None:
+        return None
+
+    @property
+    def uac_args(self) -> list[str]:
+        return []
+
 
 @dataclass
 class SoftswitchSystem:
@@ -343,8 +480,27 @@ class SoftswitchSystem:
     name: str = "softswitch"
     gc_mode: str | None = None
     code_root: Path | None = None  # a snapshot of b2bua/api/migrations to run instead
+    auth_mode: str = "ip"  # the customer trunk: "ip" or "password" (digest on every call)
+    params: dict[str, Any] = field(default_factory=dict)  # set through the API at start
+    extra_args: list[str] = field(default_factory=list)  # for ``softswitch run``
     switch: Softswitch | None = None
     _vendor_port: int = 0
+
+    @property
+    def uac_scenario(self) -> Path | None:
+        if self.auth_mode != "password":
+            return None
+        path = self.workdir / UAC_AUTH_NAME
+        if not path.exists():
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            path.write_text(UAC_AUTH_XML)
+        return path
+
+    @property
+    def uac_args(self) -> list[str]:
+        if self.auth_mode != "password":
+            return []
+        return ["-au", TRUNK_USER, "-ap", TRUNK_PASSWORD, "-key", "caller", TRUNK_USER]
 
     @property
     def gc_log(self) -> Path:
@@ -391,13 +547,20 @@ class SoftswitchSystem:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._vendor_port = free_port(VENDOR_IP, socket.SOCK_DGRAM)
         self.switch = Softswitch(self.workdir, sip_host=SWITCH_IP,
-                                 extra_args=["--log-level", self.log_level])
+                                 extra_args=["--log-level", self.log_level, *self.extra_args])
         with self._launcher():
             self.switch.start()
         api = self.switch.api
-        api.post("/api/v1/mapping-gateways", {"name": "customer", "ips": [CUSTOMER_IP]})
+        if self.auth_mode == "password":
+            api.post("/api/v1/mapping-gateways", {
+                "name": "customer", "auth_mode": "password", "username": TRUNK_USER,
+                "password": TRUNK_PASSWORD})
+        else:
+            api.post("/api/v1/mapping-gateways", {"name": "customer", "ips": [CUSTOMER_IP]})
         api.post("/api/v1/routing-gateways", {"name": "vendor", "host": VENDOR_IP,
                                               "port": self.vendor_port, "transport": "udp"})
+        for name, value in self.params.items():
+            api.put(f"/api/v1/parameters/{name}", {"value": value})
         self._wait_gateways()
 
     def _wait_gateways(self) -> None:
@@ -406,7 +569,8 @@ class SoftswitchSystem:
 
         def ready() -> bool:
             status = api.get("/api/v1/engine")
-            return bool(status["mapping_gateways"] == 1 and status["routing_gateways"] == 1)
+            return bool(status["mapping_gateways"] == 1 and status["routing_gateways"] == 1
+                        and all(status["params"][k] == v for k, v in self.params.items()))
 
         if not wait_until(ready, timeout=10):
             raise RuntimeError("softswitch did not load the gateways")
@@ -573,6 +737,14 @@ class SippySystem:
     def diagnostics(self, t0: float, t1: float) -> dict[str, Any]:
         return {}
 
+    @property
+    def uac_scenario(self) -> Path | None:
+        return None
+
+    @property
+    def uac_args(self) -> list[str]:
+        return []
+
 
 # ---------------------------------------------------------------------------- steps
 
@@ -610,7 +782,7 @@ class Bench:
     step_no: int = 0
 
     def run_step(self, system: System, rate: int, *, profile: bool = False,
-                 uac_xml: Path = UAC_XML, uas_xml: Path = UAS_XML,
+                 uac_xml: Path | None = None, uas_xml: Path = UAS_XML,
                  calls: int | None = None, seconds: int | None = None) -> Step:
         self.step_no += 1
         calls = calls or max(int(rate * (seconds or self.step_s)), 1)
@@ -625,8 +797,9 @@ class Bench:
         if not wait_bound(VENDOR_IP, system.vendor_port):
             log("warning: UAS did not bind in 3 s")
         uac_port = free_port(CUSTOMER_IP, socket.SOCK_DGRAM)
-        uac = start_sipp("uac", run_dir / "uac", uac_xml, CUSTOMER_IP, uac_port, calls, rate,
-                         self.hold_ms, timeout_s, remote=system.target)
+        uac = start_sipp("uac", run_dir / "uac", uac_xml or system.uac_scenario or UAC_XML,
+                         CUSTOMER_IP, uac_port, calls, rate, self.hold_ms, timeout_s,
+                         remote=system.target, extra=system.uac_args)
         spy: subprocess.Popen[bytes] | None = None
         profile_path = run_dir / "py-spy.txt"
         if profile and system.pid and shutil.which("py-spy", path=_venv_bin()):
@@ -904,6 +1077,41 @@ def machine() -> str:
             f"Python {platform.python_version()}, {version}")
 
 
+def _at_ceiling(c: Ceiling) -> Step | None:
+    """The clean step at the ceiling's rate (the last one, e.g. its confirmation)."""
+    return next((s for s in reversed(c.steps) if s.clean and s.rate == c.clean), None)
+
+
+def profile_only(bench: Bench, root: Path, code_root: Path | None, wanted: set[str],
+                 rate: int, profile_s: int) -> int:
+    """One profiled step per softswitch system at the same rate: where the time goes."""
+    profiles: list[Profile] = []
+    for mode in ("ip", "password"):
+        name = "softswitch" if mode == "ip" else "softswitch-password"
+        if name not in wanted:
+            continue
+        system = SoftswitchSystem(root / f"profile-{mode}", code_root=code_root,
+                                  auth_mode=mode, name=name)
+        system.start()
+        try:
+            prof = profile_step(bench, system, rate, name)
+            if prof:
+                profiles.append(prof)
+        finally:
+            system.stop()
+    for p in profiles:
+        st = p.step
+        share = "-" if st.system_cpu_share is None else f"{st.system_cpu_share:.0%}"
+        print(f"\n{p.label} at {p.rate} cps: step {'clean' if st.clean else 'FAILED'}, "
+              f"CPU {st.cpu_ms_per_call} ms/call ({share} of a core)")
+        print_profile(p, 200, profile_s)
+    (root / "profiles.json").write_text(json.dumps(
+        [{"label": p.label, "rate": p.rate, "summary": p.summary, "step": asdict(p.step)}
+         for p in profiles], indent=1, default=str))
+    print(f"\nprofiles and raw py-spy output: {root}")
+    return 0
+
+
 def table(ceilings: list[Ceiling], rig: Ceiling | None, sippy: Ceiling | None) -> str:
     rows = ["| system | highest clean calls/s | lowest failing calls/s | confirmed | "
             "CPU ms/call at ceiling | CPU of one core at ceiling | vs rig | vs Sippy |",
@@ -941,6 +1149,17 @@ def export_rev(rev: str, dest: Path) -> str:
                               "migrations"], cwd=REPO, capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
     return f"{rev} = {sha} exported to {dest}"
+
+
+def resolve_code(arg: str, root: Path) -> tuple[Path | None, str]:
+    """``--code``: 'tree' (the working tree as it is), a folder holding b2bua/api/migrations
+    (e.g. a candidate fix), or a git revision exported into ``root``."""
+    if arg == "tree":
+        return None, f"working tree ({git_state()})"
+    if (Path(arg) / "b2bua").is_dir():
+        return Path(arg).resolve(), f"the code in {Path(arg).resolve()}"
+    dest = root / "code"
+    return dest, export_rev("HEAD" if arg == "head" else arg, dest)
 
 
 @dataclass
@@ -1019,7 +1238,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--step-seconds", type=int, default=None, help="seconds per step (15)")
     ap.add_argument("--hold-ms", type=int, default=1000, help="call hold, sipp -d (1000)")
     ap.add_argument("--systems", default="rig,softswitch,sippy",
-                    help="comma-separated subset of rig,softswitch,sippy")
+                    help="comma-separated subset of rig,softswitch,softswitch-password,sippy "
+                         "(softswitch-password: the customer trunk in digest mode)")
     ap.add_argument("--no-diagnostics", action="store_true",
                     help="skip the py-spy profiles and the GC diagnostic runs")
     ap.add_argument("--soak-seconds", type=int, default=None,
@@ -1031,9 +1251,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-min", type=float, default=22.0,
                     help="start no new step after this many minutes (22)")
     ap.add_argument("--code", default="tree",
-                    help="softswitch code: 'tree', the working tree as it is (default), or "
-                         "a git revision such as 'head', exported once with git archive "
-                         "(a consistent snapshot while others edit the tree)")
+                    help="softswitch code: 'tree', the working tree as it is (default); a "
+                         "git revision such as 'head', exported once with git archive (a "
+                         "consistent snapshot while others edit the tree); or a folder "
+                         "holding b2bua/, api/ and migrations/")
+    ap.add_argument("--fresh-each-step", action="store_true",
+                    help="restart the system under test before every step, so that what "
+                         "one step leaves in memory does not weigh on the next")
+    ap.add_argument("--profile-at", type=int, default=0, metavar="RATE",
+                    help="no searches: one step at RATE cps per softswitch system in "
+                         "--systems with py-spy attached (--step-seconds long)")
     ap.add_argument("--workdir", type=Path, default=None,
                     help="where sipp/softswitch files go (default: a new /tmp folder)")
     args = ap.parse_args(argv)
@@ -1053,17 +1280,15 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(root, step_s, args.hold_ms, profile_s=profile_s)
     started = dt.datetime.now().astimezone()
     log(f"cps bench: {step_s} s steps, hold {args.hold_ms} ms, work dir {root}")
-    code_root: Path | None = None
-    code = f"working tree ({git_state()})"
-    if args.code != "tree":
-        code_root = root / "code"
-        code = export_rev("HEAD" if args.code == "head" else args.code, code_root)
+    code_root, code = resolve_code(args.code, root)
     log(f"machine: {machine()}; softswitch code: {code}")
 
     if args.soak_at:
         return soak_only(bench, root, code_root,
                          [int(r) for r in args.soak_at.split(",") if r.strip()],
                          args.soak_seconds or 60)
+    if args.profile_at:
+        return profile_only(bench, root, code_root, wanted, args.profile_at, profile_s)
 
     if not self_check(bench, root):
         log("self-check FAILED: uac_txn.xml does not absorb a late 1xx; see " + str(root))
@@ -1073,12 +1298,13 @@ def main(argv: list[str] | None = None) -> int:
     ladders = {
         "rig": [500, 1000, 2000, 3000, 4000, 5000, 6000],
         "softswitch": [50, 100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500, 2000, 2500],
+        "softswitch-password": [50, 100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500],
         "sippy": [50, 100, 200, 300, 400, 500, 600, 800, 1000],
     }
     if args.quick:
         ladders["rig"] = [500, 1000, 2000, 3000, 4000]
     ceilings: list[Ceiling] = []
-    rig_c = sippy_c = ss_c = None
+    rig_c = sippy_c = ss_c = pw_c = None
     sippy_note = ""
     profiles: list[Profile] = []
     gc_steps: list[Step] = []
@@ -1093,10 +1319,21 @@ def main(argv: list[str] | None = None) -> int:
         ss = SoftswitchSystem(root / "softswitch", code_root=code_root)
         ss.start()
         try:
-            ss_c = find_ceiling(bench, ss, ladders["softswitch"], max_bisect, deadline, confirm)
+            ss_c = find_ceiling(bench, ss, ladders["softswitch"], max_bisect, deadline, confirm,
+                                fresh_each_step=args.fresh_each_step)
             ceilings.append(ss_c)
         finally:
             ss.stop()
+    if "softswitch-password" in wanted:
+        pw = SoftswitchSystem(root / "softswitch-password", code_root=code_root,
+                              auth_mode="password", name="softswitch-password")
+        pw.start()
+        try:
+            pw_c = find_ceiling(bench, pw, ladders["softswitch-password"], max_bisect, deadline,
+                                confirm, fresh_each_step=args.fresh_each_step)
+            ceilings.append(pw_c)
+        finally:
+            pw.stop()
     if "sippy" in wanted:
         if not sippy_available():
             sippy_note = "sippy is not importable in this venv (pip install sippy==2.5.0)"
@@ -1108,7 +1345,7 @@ def main(argv: list[str] | None = None) -> int:
             sippy.start()
             try:
                 sippy_c = find_ceiling(bench, sippy, ladders["sippy"], max_bisect, deadline,
-                                       confirm)
+                                       confirm, fresh_each_step=args.fresh_each_step)
                 ceilings.append(sippy_c)
             finally:
                 sippy.stop()
@@ -1175,6 +1412,15 @@ def main(argv: list[str] | None = None) -> int:
     if ss_c and sippy_c and sippy_c.clean:
         print(f"softswitch / Sippy = {ss_c.clean} / {sippy_c.clean} = "
               f"{ss_c.clean / sippy_c.clean:.2f}")
+    if pw_c and ss_c and ss_c.clean:
+        print(f"password mode / IP mode = {pw_c.clean} / {ss_c.clean} = "
+              f"{pw_c.clean / ss_c.clean:.2f}")
+        pw_at = _at_ceiling(pw_c)
+        ip_at = _at_ceiling(ss_c)
+        if pw_at and ip_at and pw_at.cpu_ms_per_call and ip_at.cpu_ms_per_call:
+            print(f"CPU per call, password / IP = {pw_at.cpu_ms_per_call:.2f} / "
+                  f"{ip_at.cpu_ms_per_call:.2f} ms = "
+                  f"{pw_at.cpu_ms_per_call / ip_at.cpu_ms_per_call:.2f}")
     if sippy_note:
         print(f"Sippy: {sippy_note}")
     for c in ceilings:

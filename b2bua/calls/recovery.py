@@ -12,7 +12,7 @@ import json
 import logging
 import sqlite3
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any
 
 from b2bua.calls.cdr import INSERT, CdrRecord
@@ -27,8 +27,15 @@ _DONE = "DELETE FROM active_calls WHERE call_id_in = ?"
 REASON = "interrupted: the softswitch stopped while the call was up"
 
 
+_FIELDS = tuple(f.name for f in fields(CdrRecord))
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def note_started(writer: DbWriter, record: CdrRecord) -> None:
-    writer.submit(_NOTE, (record.call_id_in, json.dumps(asdict(record)), record.start_at))
+    # Every field is a str, number or None: a flat dict, not dataclasses.asdict's deep
+    # copy (which cost a tenth of the engine's CPU per call).
+    flat = {name: getattr(record, name) for name in _FIELDS}
+    writer.submit(_NOTE, (record.call_id_in, _encode(flat), record.start_at))
 
 
 def note_answered(writer: DbWriter, call_id_in: str, at: float) -> None:

@@ -27,7 +27,9 @@ ALGORITHMS = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
 
 
 def _h(algorithm: str, data: str) -> str:
-    return ALGORITHMS[algorithm](data.encode()).hexdigest()
+    # Credentials come off the wire: a non-UTF-8 byte (kept as a surrogate by the
+    # parser) must hash, not raise.
+    return ALGORITHMS[algorithm](data.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def response_digest(algorithm: str, username: str, realm: str, password: str, method: str,
@@ -155,7 +157,7 @@ class DigestVerifier:
     def __init__(self, minter: NonceMinter | None = None,
                  counts: NonceCounts | None = None) -> None:
         self.minter = minter or NonceMinter()
-        self.counts = counts or NonceCounts()
+        self.counts = counts if counts is not None else NonceCounts()
 
     def verify(self, creds: Credentials, method: str, realm: str, password: str,
                now: float) -> Verdict:

@@ -4,6 +4,12 @@ The event loop only queues statements, so a slow disk or an operator's long quer
 holding the database lock never stalls signalling. Statements run in submission
 order, a batch per transaction; ``close`` drains the queue, so a graceful stop loses
 nothing.
+
+A batch that finds the database locked by another connection (an operator's
+transaction, a backup) is retried until the lock goes, however long that takes: the
+lock is someone else's and temporary, and giving up would lose CDRs. Meanwhile the
+queue grows by about 2 KB per call (its four or five statements). Any other error is
+retried ``ATTEMPTS`` times, then the batch is dropped and counted in ``failed``.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +29,9 @@ log = logging.getLogger("b2bua.storage")
 
 BATCH = 500
 ATTEMPTS = 5
+# While the database stays locked, one warning per this many busy timeouts.
+LOCKED_LOG_EVERY = 12
+LOCKED_PAUSE = 0.05
 
 Statement = tuple[str, Sequence[Any]]
 
@@ -78,17 +88,43 @@ class DbWriter:
     def _write(self, conn: sqlite3.Connection, batch: list[Statement]) -> None:
         markers = [params[0] for sql, params in batch if not sql]
         statements = [(sql, params) for sql, params in batch if sql]
-        for attempt in range(ATTEMPTS):
+        failures = locked = 0
+        while True:
             try:
                 with db.transaction(conn):
                     for sql, params in statements:
                         conn.execute(sql, params)
                 self.written += len(statements)
+                if locked:
+                    log.info("database lock released; %d writes applied", len(statements))
                 break
-            except sqlite3.OperationalError as exc:
-                log.warning("database write failed (attempt %d): %s", attempt + 1, exc)
-        else:
-            self.failed += len(statements)
-            log.error("dropped %d database writes after repeated failures", len(statements))
+            except sqlite3.Error as exc:
+                # Never retry inside a transaction left open (e.g. a failed COMMIT): the
+                # batch would be applied twice.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if _is_locked(exc):
+                    # A try waits up to the busy timeout inside SQLite; the pause only
+                    # keeps a lock that fails at once (SQLITE_LOCKED) from spinning.
+                    if locked % LOCKED_LOG_EVERY == 0:
+                        log.warning("database locked by another connection; %d writes "
+                                    "waiting (%s)", len(statements), exc)
+                    locked += 1
+                    time.sleep(LOCKED_PAUSE)
+                    continue
+                failures += 1
+                log.warning("database write failed (attempt %d): %s", failures, exc)
+                if failures >= ATTEMPTS:
+                    self.failed += len(statements)
+                    log.error("dropped %d database writes after repeated failures",
+                              len(statements))
+                    break
         for marker in markers:
             marker.set()
+
+
+def _is_locked(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return "locked" in str(exc) or "busy" in str(exc)
+    return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)

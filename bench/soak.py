@@ -1,0 +1,267 @@
+"""Soak: a share (80%) of the softswitch's highest clean CPS for minutes on end; no call
+may fail, and the engine's memory must stay flat.
+
+Run from the repository root::
+
+    .venv/bin/python bench/soak.py --code head                 # measure the max, 10 min at 80%
+    .venv/bin/python bench/soak.py --max-cps 500 --minutes 10  # 80% of a max measured before
+    .venv/bin/python bench/soak.py --rate 100 --minutes 2      # a given rate
+
+Without ``--rate`` or ``--max-cps`` the highest clean rate is measured first in the same
+run, as ``bench/cps.py`` does (15 s steps up a ladder, then bisection), on a fresh
+softswitch. The soak is one sipp UAC placing ``rate`` calls/s for ``--minutes`` (1 s hold,
+BYE from the caller) through the softswitch (IP-authenticated trunk) to a sipp vendor,
+on another fresh softswitch.
+
+It passes when both sipp sides exit 0 with every call successful and none failed,
+every call has exactly one CDR once the load is over, and the least-squares slope of the
+engine's resident memory after the warm-up (``--warmup-min``: the live heap grows until
+finished transactions start expiring, 64*T1 = 32 s after the start) is at most
+``--max-slope`` MB/min. RSS (VmRSS of the engine process, and of its relay workers) is
+sampled every ``--sample-s`` seconds; the slope over the whole run is printed too. Exit
+status 0 only when it passes.
+
+Bounded: sipp ``-m rate*seconds`` with ``-timeout``, and a wall-clock limit per step.
+Only loopback addresses; only processes started here are stopped, by pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from concurrency import relay_workers, rss_kib
+from cps import (
+    Bench,
+    Ceiling,
+    SoftswitchSystem,
+    Step,
+    find_ceiling,
+    log,
+    machine,
+    resolve_code,
+)
+
+LADDER = [50, 100, 200, 300, 400, 500, 600, 700, 800, 1000, 1200, 1500, 2000]
+
+
+@dataclass
+class Sample:
+    t_s: float
+    engine_kib: int
+    workers_kib: int
+
+
+def slope_mb_per_min(samples: list[Sample], since_s: float = 0.0) -> float | None:
+    """Least-squares slope of the engine's RSS against time, MB per minute."""
+    pts = [(s.t_s / 60, s.engine_kib / 1024) for s in samples if s.t_s >= since_s]
+    if len(pts) < 3:
+        return None
+    n = len(pts)
+    mx = sum(x for x, _ in pts) / n
+    my = sum(y for _, y in pts) / n
+    sxx = sum((x - mx) ** 2 for x, _ in pts)
+    if sxx == 0:
+        return None
+    return sum((x - mx) * (y - my) for x, y in pts) / sxx
+
+
+class Sampler(threading.Thread):
+    """RSS of the engine and its relay workers every ``interval`` s until stopped. On a
+    shared machine a leak must not take it down: past ``limit_kib`` the engine is sent
+    SIGTERM (the calls then fail and the soak ends within sipp's receive timeout)."""
+
+    def __init__(self, pid: int, interval: float, limit_kib: int) -> None:
+        super().__init__(name="rss-sampler", daemon=True)
+        self.pid = pid
+        self.interval = interval
+        self.limit_kib = limit_kib
+        self.samples: list[Sample] = []
+        self.stopped_at: float | None = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        while not self.done.is_set():
+            sample = Sample(round(time.monotonic() - t0, 1), rss_kib(self.pid),
+                            sum(rss_kib(w) for w in relay_workers(self.pid)))
+            self.samples.append(sample)
+            if sample.engine_kib > self.limit_kib and self.stopped_at is None:
+                self.stopped_at = sample.t_s
+                log(f"engine RSS {sample.engine_kib // 1024} MB over the limit: stopping it")
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGTERM)
+            self.done.wait(self.interval)
+
+
+def cdr_counts(db_path: Path) -> tuple[int, int, int]:
+    """(CDRs, distinct caller Call-IDs, calls still noted as active)."""
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
+    try:
+        rows, distinct = conn.execute(
+            "SELECT count(*), count(DISTINCT call_id_in) FROM cdrs").fetchone()
+        active = conn.execute("SELECT count(*) FROM active_calls").fetchone()[0]
+        return int(rows), int(distinct), int(active)
+    finally:
+        conn.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--rate", type=int, default=0, help="soak at this many calls/s")
+    ap.add_argument("--max-cps", type=int, default=0,
+                    help="soak at --share of this (instead of measuring the max first)")
+    ap.add_argument("--share", type=float, default=0.8, help="of the max CPS (0.8)")
+    ap.add_argument("--minutes", type=float, default=10.0, help="soak length (10)")
+    ap.add_argument("--sample-s", type=float, default=5.0, help="RSS sampling interval (5)")
+    ap.add_argument("--warmup-min", type=float, default=2.0,
+                    help="minutes left out of the memory slope (2)")
+    ap.add_argument("--max-slope", type=float, default=1.0,
+                    help="pass bound on the slope after the warm-up, MB/min (1.0)")
+    ap.add_argument("--max-rss-mb", type=int, default=8192,
+                    help="stop the engine (and fail) if its RSS passes this (8192)")
+    ap.add_argument("--step-seconds", type=int, default=15,
+                    help="step length of the max-CPS search (15)")
+    ap.add_argument("--code", default="tree",
+                    help="softswitch code: 'tree', a git revision such as 'head', or a "
+                         "folder (see cps.py)")
+    ap.add_argument("--workdir", type=Path, default=None)
+    args = ap.parse_args(argv)
+    if shutil.which("sipp") is None:
+        print("sipp not found on PATH", file=sys.stderr)
+        return 2
+    root = args.workdir or Path(tempfile.mkdtemp(prefix="bench-soak-"))
+    root.mkdir(parents=True, exist_ok=True)
+    started = dt.datetime.now().astimezone()
+    t_start = time.monotonic()
+    code_root, code = resolve_code(args.code, root)
+    log(f"soak bench: work dir {root}")
+    log(f"machine: {machine()}; softswitch code: {code}")
+    bench = Bench(root, args.step_seconds, 1000)
+
+    ceiling: Ceiling | None = None
+    max_cps = args.max_cps
+    if not args.rate and not max_cps:
+        log("measuring the highest clean rate first")
+        search = SoftswitchSystem(root / "softswitch-search", code_root=code_root)
+        search.start()
+        try:
+            ceiling = find_ceiling(bench, search, LADDER, 3, time.monotonic() + 20 * 60,
+                                   confirm=True)
+        finally:
+            search.stop()
+        max_cps = ceiling.clean
+        if not max_cps:
+            log("no clean rate found; nothing to soak")
+            return 1
+    rate = args.rate or max(1, round(args.share * max_cps))
+    seconds = int(args.minutes * 60)
+
+    system = SoftswitchSystem(root / "softswitch-soak", code_root=code_root)
+    system.start()
+    try:
+        pid = system.pid
+        assert pid is not None and system.switch is not None
+        time.sleep(2.0)
+        sampler = Sampler(pid, args.sample_s, args.max_rss_mb * 1024)
+        sampler.start()
+        log(f"soak: {rate} calls/s for {seconds} s")
+        try:
+            step: Step = bench.run_step(system, rate, seconds=seconds)
+        finally:
+            sampler.done.set()
+            sampler.join(args.sample_s + 5)
+        system.settle()
+        db_path = system.switch.db_path
+        cdrs = (0, 0, 0)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the writer catches up in batches
+            cdrs = cdr_counts(db_path)
+            if cdrs[0] >= step.calls:
+                break
+            time.sleep(1.0)
+        time.sleep(2.0)
+        cdrs = cdr_counts(db_path)
+    finally:
+        system.stop()
+
+    samples = sampler.samples
+    warmup_s = args.warmup_min * 60
+    slope_all = slope_mb_per_min(samples)
+    slope_after = slope_mb_per_min(samples, warmup_s)
+    after = [s for s in samples if s.t_s >= warmup_s] or samples
+    reasons = list(step.reasons)
+    if sampler.stopped_at is not None:
+        reasons.insert(0, f"engine stopped at {sampler.stopped_at / 60:.1f} min: RSS over "
+                          f"{args.max_rss_mb} MB")
+    if cdrs != (step.calls, step.calls, 0):
+        reasons.append(f"CDRs (rows, distinct calls, still active) = {cdrs}, "
+                       f"expected ({step.calls}, {step.calls}, 0)")
+    if slope_after is None:
+        reasons.append("too few memory samples after the warm-up")
+    elif slope_after > args.max_slope:
+        reasons.append(f"memory slope {slope_after:.3f} MB/min > {args.max_slope}")
+    passed = not reasons
+    elapsed = (time.monotonic() - t_start) / 60
+
+    def mb(kib: int) -> str:
+        return f"{kib / 1024:.1f}"
+
+    print()
+    print(f"# soak, {started:%Y-%m-%d %H:%M %Z}, {elapsed:.1f} min")
+    print(f"# machine: {machine()}")
+    print(f"# softswitch code: {code}")
+    if ceiling is not None:
+        print(f"highest clean rate measured in this run: {ceiling.clean} cps "
+              f"(lowest failing {ceiling.failed}, confirmed {ceiling.confirmed})")
+    if max_cps:
+        print(f"soak rate / max = {rate} / {max_cps} = {rate / max_cps:.2f}")
+    print(f"calls: {step.calls} at {rate} cps for {seconds} s; achieved "
+          f"{step.uac.achieved_rate} cps; successful UAC/UAS {step.uac.successful}/"
+          f"{step.uas.successful}; failed {step.uac.failed}/{step.uas.failed}; "
+          f"retransmissions {step.uac.retransmissions}/{step.uas.retransmissions}; "
+          f"UDP drops {step.udp_drops or 0}")
+    print(f"CDRs: {cdrs[0]} rows, {cdrs[1]} distinct calls, {cdrs[2]} still noted active")
+    if step.cpu_ms_per_call is not None and step.system_cpu_share is not None:
+        print(f"engine CPU: {step.cpu_ms_per_call:.2f} ms/call, "
+              f"{step.system_cpu_share:.0%} of a core")
+    if samples:
+        peak = max(samples, key=lambda s: s.engine_kib)
+        print(f"engine RSS MB: start {mb(samples[0].engine_kib)}, after the warm-up "
+              f"{mb(after[0].engine_kib)}, end {mb(samples[-1].engine_kib)}, peak "
+              f"{mb(peak.engine_kib)} at {peak.t_s / 60:.1f} min; relay workers "
+              f"{mb(samples[0].workers_kib)} -> {mb(samples[-1].workers_kib)}")
+    print(f"memory slope: {slope_after if slope_after is None else round(slope_after, 3)} "
+          f"MB/min after the first {args.warmup_min:g} min "
+          f"({len(after)} samples), "
+          f"{slope_all if slope_all is None else round(slope_all, 3)} MB/min over the run")
+    print("PASS" if passed else "FAIL: " + "; ".join(reasons))
+    out = root / "results.json"
+    out.write_text(json.dumps({
+        "started": started.isoformat(), "machine": machine(), "code": code,
+        "max_cps": max_cps, "rate": rate, "seconds": seconds, "passed": passed,
+        "reasons": reasons, "cdrs": cdrs, "slope_after_warmup": slope_after,
+        "slope_all": slope_all, "samples": [asdict(s) for s in samples],
+        "ceiling": None if ceiling is None else {
+            **asdict(ceiling), "steps": [asdict(s) for s in ceiling.steps]},
+        "step": asdict(step)}, indent=1, default=str))
+    print(f"all files: {root}")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""An operator's connection holding the SQLite database does not stall call processing.
+
+The engine queues its writes (CDRs, active-call notes) to a background thread, so while
+another connection holds the write lock, or runs a long read, calls are set up and torn
+down at full speed; once the lock is released every CDR is written, exactly once.
+"""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sippctl import CUSTOMER_IP, VENDOR_IP, Sipp, sipp
+from support import Softswitch, free_port, wait_until
+
+from b2bua.storage import db
+from b2bua.storage.writer import DbWriter
+
+CALLS = 30
+RATE = 15  # calls/s: the batch takes ~2 s, well inside the lock
+HOLD_MS = 300
+LOCK_S = 9.0  # longer than the engine's busy timeout (5 s): its writer has to retry
+READ_S = 6.0
+
+
+def _configure(switch: Softswitch) -> int:
+    api = switch.api
+    vendor_port = free_port(VENDOR_IP)
+    api.post("/api/v1/mapping-gateways", {"name": "customer", "ips": [CUSTOMER_IP]})
+    api.post("/api/v1/routing-gateways", {"name": "vendor", "host": VENDOR_IP,
+                                          "port": vendor_port})
+    assert wait_until(lambda: api.get("/api/v1/engine")["routing_gateways"] == 1, timeout=5)
+    return vendor_port
+
+
+def _place_calls(switch: Softswitch, workdir: Path, vendor_port: int) -> tuple[Sipp, Sipp]:
+    vendor = sipp("uas_answer.xml", workdir, VENDOR_IP, vendor_port, calls=CALLS)
+    caller = sipp("uac_call.xml", workdir, CUSTOMER_IP, free_port(CUSTOMER_IP),
+                  f"127.0.0.1:{switch.sip_port}", calls=CALLS, rate=RATE, hold_ms=HOLD_MS)
+    return caller, vendor
+
+
+def _sipp_totals(run: Sipp) -> dict[str, int]:
+    with (run.workdir / "stats.csv").open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh, delimiter=";") if r.get("StartTime")]
+    last = rows[-1]
+    return {k: int(last[f"{k}(C)"]) for k in ("SuccessfulCall", "FailedCall",
+                                              "Retransmissions")}
+
+
+def _assert_clean(caller: Sipp, vendor: Sipp, timeout: float) -> None:
+    assert caller.wait(timeout) == 0, caller.output()
+    assert vendor.wait(10) == 0, vendor.output()
+    for run in (caller, vendor):
+        totals = _sipp_totals(run)
+        # A stalled engine shows first as retransmitted INVITEs or 200s (T1 = 500 ms).
+        assert totals == {"SuccessfulCall": CALLS, "FailedCall": 0, "Retransmissions": 0}, (
+            run.name, totals)
+
+
+def _cdr_counts(db_path: Path) -> tuple[int, int, int]:
+    """(CDR rows, distinct caller Call-IDs, active-call notes) read by a separate reader."""
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
+    try:
+        rows, distinct = conn.execute(
+            "SELECT count(*), count(DISTINCT call_id_in) FROM cdrs").fetchone()
+        active = conn.execute("SELECT count(*) FROM active_calls").fetchone()[0]
+        return int(rows), int(distinct), int(active)
+    finally:
+        conn.close()
+
+
+def test_exclusive_lock_does_not_stall_calls_and_loses_no_cdr(tmp_path: Path,
+                                                             softswitch: Softswitch) -> None:
+    vendor_port = _configure(softswitch)
+    db_path = softswitch.db_path
+    assert _cdr_counts(db_path) == (0, 0, 0)
+    operator = sqlite3.connect(db_path, timeout=1, isolation_level=None)
+    operator.execute("BEGIN EXCLUSIVE")
+    locked_at = time.monotonic()
+    try:
+        caller, vendor = _place_calls(softswitch, tmp_path, vendor_port)
+        _assert_clean(caller, vendor, timeout=LOCK_S)
+        calls_done = time.monotonic() - locked_at
+        assert wait_until(lambda: softswitch.api.get("/api/v1/calls")["items"] == [],
+                          timeout=2)
+        # Still locked: the calls completed without a single CDR reaching the database,
+        # so the writes really were held back, and signalling did not wait for them.
+        assert time.monotonic() - locked_at < LOCK_S, calls_done
+        assert _cdr_counts(db_path) == (0, 0, 0)
+        time.sleep(max(0.0, LOCK_S - (time.monotonic() - locked_at)))
+    finally:
+        operator.execute("ROLLBACK")
+        operator.close()
+    assert wait_until(lambda: _cdr_counts(db_path)[0] >= CALLS, timeout=15), \
+        _cdr_counts(db_path)
+    time.sleep(1.0)  # a duplicate written by a retried batch would show by now
+    assert _cdr_counts(db_path) == (CALLS, CALLS, 0)
+    cdrs = softswitch.api.get("/api/v1/cdrs?limit=100")["items"]
+    assert len(cdrs) == CALLS
+    assert all(c["final_code"] == 200 and c["termination_reason"] == "caller BYE"
+               for c in cdrs)
+    log = softswitch.log()
+    # The writer waited out the lock (at least one busy timeout) and dropped nothing.
+    assert "database locked by another connection" in log
+    assert "database write failed" not in log and "after repeated failures" not in log
+
+
+def test_long_read_query_does_not_hold_back_calls_or_cdrs(tmp_path: Path,
+                                                         softswitch: Softswitch) -> None:
+    vendor_port = _configure(softswitch)
+    db_path = softswitch.db_path
+    reader = sqlite3.connect(db_path, timeout=1, isolation_level=None,
+                             check_same_thread=False)
+
+    def pause(seconds: float) -> int:
+        time.sleep(seconds)
+        return 0
+
+    # A query that runs for READ_S inside SQLite, holding its read snapshot throughout.
+    reader.create_function("pause", 1, pause)
+    started = threading.Event()
+    seen: list[int] = []
+
+    def long_read() -> None:
+        started.set()
+        row = reader.execute(
+            "WITH RECURSIVE t(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM t WHERE i < ?) "
+            "SELECT (SELECT count(*) FROM cdrs), sum(pause(?)) FROM t",
+            (int(READ_S / 0.25), 0.25)).fetchone()
+        seen.append(int(row[0]))
+
+    query = threading.Thread(target=long_read, daemon=True)
+    query.start()
+    assert started.wait(2)
+    t0 = time.monotonic()
+    try:
+        caller, vendor = _place_calls(softswitch, tmp_path, vendor_port)
+        _assert_clean(caller, vendor, timeout=READ_S)
+        # In WAL mode a reader blocks no writer: every CDR is in while the query runs.
+        assert wait_until(lambda: _cdr_counts(db_path)[0] >= CALLS, timeout=3)
+        assert query.is_alive(), "the read query ended before the calls: lengthen it"
+        assert time.monotonic() - t0 < READ_S
+    finally:
+        query.join(READ_S + 5)
+        reader.close()
+    assert seen == [0]  # its snapshot predates every CDR: it really was one long read
+    assert _cdr_counts(db_path) == (CALLS, CALLS, 0)
+    assert "database locked" not in softswitch.log()
+
+
+def test_writer_outlasts_a_lock_longer_than_all_its_retries(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine's writer against a lock held 40 busy timeouts (it used to give up after
+    five, dropping the batch: CDRs lost). Scaled down: 50 ms busy timeout, 2 s lock."""
+    monkeypatch.setattr(db, "BUSY_TIMEOUT_MS", 50)
+    path = tmp_path / "writer.db"
+    setup = db.connect(path)
+    setup.execute("CREATE TABLE rows (k INTEGER NOT NULL)")
+    setup.close()
+    writer = DbWriter(path)
+    writer.start()
+    operator = sqlite3.connect(path, timeout=1, isolation_level=None)
+    try:
+        operator.execute("BEGIN EXCLUSIVE")
+        for k in range(50):
+            writer.submit("INSERT INTO rows (k) VALUES (?)", (k,))
+        time.sleep(1.0)
+        for k in range(50, 100):  # queued behind the blocked batch
+            writer.submit("INSERT INTO rows (k) VALUES (?)", (k,))
+        time.sleep(1.0)
+        assert operator.execute("SELECT count(*) FROM rows").fetchone()[0] == 0
+        assert writer.written == writer.failed == 0
+        operator.execute("ROLLBACK")
+        assert writer.flush(5)
+        total, distinct = operator.execute(
+            "SELECT count(*), count(DISTINCT k) FROM rows").fetchone()
+        assert (total, distinct, writer.written, writer.failed) == (100, 100, 100, 0)
+    finally:
+        operator.close()
+        writer.close()
