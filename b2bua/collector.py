@@ -19,7 +19,9 @@ collections find nothing to free in normal operation. The policy:
   the process's resident memory has doubled since the last one (and grown by at least
   :data:`GROWTH_BYTES`), as Go's collector paces itself: if some path ever leaks cycles,
   memory stays within twice what is live at the cost of a rare pause, a rising load
-  costs a logarithmic number of them, and a steady load without leaks costs none. Each
+  costs a logarithmic number of them, and a steady load without leaks costs none. A
+  collection that frees next to nothing (memory grew with live transactions, not
+  garbage) doubles the factor for the next one, up to 16. Each
   one is logged with its pause and counted (``/api/v1/metrics``:
   ``softswitch_gc_full_collections_total``, ``softswitch_gc_last_full_pause_seconds``).
 """
@@ -37,6 +39,8 @@ log = logging.getLogger("b2bua.gc")
 
 GROWTH_BYTES = 64 * 1024 * 1024
 CHECK_INTERVAL = 5.0
+MAX_FACTOR = 16
+FRUITLESS = 10_000  # objects: a full collection freeing fewer was not worth its pause
 NEVER = 1_000_000_000  # a generation-2 threshold the generation-1 count never reaches
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -49,6 +53,7 @@ def resident_bytes() -> int:
 class FullCollections:
     def __init__(self, growth: int = GROWTH_BYTES) -> None:
         self.growth = growth
+        self.factor = 2
         self.baseline = 0
         self.count = 0
         self.last_pause = 0.0
@@ -63,10 +68,16 @@ class FullCollections:
         self.baseline = resident_bytes()
 
     def check(self) -> bool:
-        """Collect if memory doubled (and grew by ``growth``) since the last collection."""
-        if resident_bytes() - self.baseline < max(self.growth, self.baseline):
+        """Collect if memory grew ``factor`` times (and by ``growth``) since the last
+        collection. A collection that frees next to nothing doubles the factor (up to
+        :data:`MAX_FACTOR`): memory grew with live objects (a rising load's
+        transactions), not garbage, and the next pause would be as useless and longer."""
+        grown = resident_bytes() - self.baseline
+        if grown < max(self.growth, self.baseline * (self.factor - 1)):
             return False
-        self.collect()
+        freed = self.collect()
+        fruitless = freed < FRUITLESS
+        self.factor = min(self.factor * 2, MAX_FACTOR) if fruitless else 2
         return True
 
     def collect(self, garbage: Counter[str] | None = None) -> int:
@@ -93,7 +104,7 @@ class FullCollections:
         return collected
 
     def snapshot(self) -> dict[str, float]:
-        return {"full_collections": self.count,
+        return {"full_collections": self.count, "next_at_factor": self.factor,
                 "last_full_pause_seconds": round(self.last_pause, 4),
                 "last_full_collected": self.last_collected,
                 "resident_baseline_bytes": self.baseline}

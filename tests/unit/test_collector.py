@@ -34,13 +34,23 @@ def test_collects_only_when_memory_doubled(monkeypatch: pytest.MonkeyPatch) -> N
     resident[0] = 190 << 20
     assert not policy.check() and policy.count == 0
     resident[0] = 201 << 20
-    assert policy.check() and policy.count == 1
-    assert policy.baseline == 201 << 20  # the next one at twice this
+    monkeypatch.setattr(policy, "collect", lambda: 50_000)  # it found garbage
+    assert policy.check() and policy.factor == 2
+    assert policy.baseline == 100 << 20  # collect() is stubbed: baseline unchanged
+    policy.baseline = 201 << 20  # the next one at twice this
     resident[0] = 390 << 20
     assert not policy.check()
-    policy.baseline = 10 << 20  # small processes: at least ``growth`` between two
+    resident[0] = 410 << 20
+    monkeypatch.setattr(policy, "collect", lambda: 3)  # nothing to free: back off
+    assert policy.check() and policy.factor == 4
+    resident[0] = 201 * 3 << 20
+    assert not policy.check()  # now only at 4x
+    resident[0] = 201 * 4 << 20
+    assert policy.check() and policy.factor == 8
+    small = FullCollections(growth=64 << 20)
+    small.baseline = 10 << 20  # small processes: at least ``growth`` between two
     resident[0] = 60 << 20
-    assert not policy.check()
+    assert not small.check()
 
 
 def test_collect_counts_what_cycles_it_freed() -> None:
