@@ -4,6 +4,8 @@ Run from the repository root::
 
     .venv/bin/python bench/media.py --nice -10            # full run, ~15-20 min
     .venv/bin/python bench/media.py --quick --nice -10    # 5 s steps, coarser, ~6-10 min
+    # both cores: relay workers against rtpengine's one thread (and ours on one core)
+    .venv/bin/python bench/media.py --quick --nice -10 --systems ours,rtpengine,ours-workers
 
 Method (``../shared/research/anchors.md``, "Media relay"; ``docs/performance.md``):
 
@@ -18,7 +20,15 @@ Method (``../shared/research/anchors.md``, "Media relay"; ``docs/performance.md`
   twice (80%, 70% ... 50% are tried, and reported, when 90% does not);
 * the system under test is pinned to core 0 (``taskset -c 0``), the load generator to
   core 1 (``taskset -c 1``); CPU per packet is utime+stime of the system's process
-  (``/proc/PID/stat``, all threads) over the step divided by the packets sent through it;
+  (``/proc/PID/stat``, all threads) over the step divided by the packets sent through it.
+  The exceptions are the both-cores systems (``ours-workers``, ``rtpengine-threads``):
+  they are not pinned, so they share core 1 with the generator, and their CPU is that of
+  every process of the system (the relay's control process and its workers);
+* after the searches, with ``--head-to-head CALLS,...``: rtpengine and every
+  ``ours-workers`` mode of the run take turns at each of those loads,
+  ``--head-to-head-rounds`` (3) rounds (forward, backward, forward order): which passes
+  at equal load under the same background (the searches run minutes apart, and the
+  background of a shared machine changes in minutes);
 * after the searches, a paired comparison: every system at the same load
   (``--paired-calls``, 800) in turn, ``--paired-rounds`` (3) rounds, for CPU per packet
   measured under the same background.
@@ -30,10 +40,26 @@ Systems:
   file's ``_relay`` sub-command), the real classes, no SIP. For modes 1-3 leg b carries
   ``make_cipher(mode, key)``: what the relay sends out of leg b is encrypted, what it
   receives on leg b is decrypted, one cipher operation per packet in each direction;
+* ``ours-workers-<mode>``: a :class:`b2bua.media.pool.RelayWorkerPool` of ``--workers``
+  (2) relay worker processes, what the engine runs by default (``--media-workers``, one
+  per core): this file's ``_relay --workers N`` is the engine's side (it opens the
+  sessions through the pool, which spreads them over the workers, and sets each leg's
+  remote and leg b's cipher ``(mode, key)`` as the call layer does), the workers relay.
+  Not pinned: the workers may use both cores, core 1 shared with the generator. Its port
+  range holds ``--workers-max-calls`` (6000) calls;
 * ``rtpengine``: rtpengine userspace only (``--table=-1``), one worker thread, driven by
   its ng control protocol (bencode over UDP: ``offer``/``answer`` per call, 4 ports per
   call, ``delete`` after the step). It has no such payload ciphers: it is compared as a
-  plain relay with every mode of ours.
+  plain relay with every mode of ours;
+* ``rtpengine-threads`` (not in the default set): the same with ``--num-threads`` =
+  ``--workers``, not pinned: rtpengine on both cores, for the same footing as
+  ``ours-workers``.
+
+The ratios printed: every ``ours`` system against ``rtpengine`` (one thread on core 0):
+for ``ours-<mode>`` one core against one core, for ``ours-workers-<mode>`` both cores
+against rtpengine's one thread (the question of the issue: does the relay carry more
+calls on a 2-core machine than rtpengine's single thread); and, when run, against
+``rtpengine-threads`` and against ``ours-<mode>`` (what the second core adds).
 
 The generator (this file's ``_gen`` sub-command) is one process with raw non-blocking
 sockets and batched ``sendmmsg``/``recvmmsg``: its hot loop is ``bench/media/gen.c``
@@ -53,10 +79,10 @@ more than ``--disturbed`` (10%) of core 0 (or twice that of core 1) is run again
 ``--retries`` (2) times; ``--nice -10`` runs the system under test and the generator at a
 higher priority (the same for every system).
 
-Only loopback addresses are used: the generator on 127.0.0.2, our relay on 127.0.0.3,
-rtpengine on 127.0.0.4. Every step is bounded in time and size; only processes started
-here are stopped, by pid. Results (every step, with latency timelines, relay counters and
-GC pauses) go to ``results.json`` in the work folder.
+Only loopback addresses are used: the generator on 127.0.0.2, our relay (and workers)
+on 127.0.0.3, rtpengine on 127.0.0.4. Every step is bounded in time and size; only
+processes started here are stopped, by pid. Results (every step, with latency timelines,
+relay counters and GC pauses) go to ``results.json`` in the work folder.
 """
 
 from __future__ import annotations
@@ -94,8 +120,9 @@ GEN_HOST = "127.0.0.2"
 OUR_HOST = "127.0.0.3"
 RTPE_HOST = "127.0.0.4"
 RTPE_NG = (RTPE_HOST, 22223)
-OUR_PORTS = (20000, 35999)  # 4 ports per call: 4000 calls
-RTPE_PORTS = (4000, 19999)  # distinct from ours; 4 ports per call: 4000 calls
+OUR_PORTS = (20000, 37999)  # 4 ports per call: 4500 calls
+WORKERS_PORT_LOW = 20000  # relay workers: 4 ports per call from here (--workers-max-calls)
+RTPE_PORTS = (2000, 19999)  # distinct from ours; 4 ports per call: 4500 calls
 
 PPS_PER_STREAM = 50
 STREAMS_PER_CALL = 2
@@ -359,7 +386,7 @@ class Generator:
             fn.restype = ctypes.c_int
             self.c_run = fn
 
-    def addresses(self) -> dict[str, list[list[Any]]]:
+    def addresses(self) -> dict[str, Any]:
         return {"a": [list(s.getsockname()) for s in self.a_socks],
                 "b": [list(s.getsockname()) for s in self.b_socks],
                 "impl": "c" if self.c_run else "python"}
@@ -423,8 +450,8 @@ class Generator:
         st.send_errors = raw.errors
         st.max_send_lag_ms = raw.max_lag_ns / 1e6
         missing_total = on_time = with_loss = 0
-        for (_sock, dests, streams), sent in zip(plan, raw.sent, strict=True):
-            q, r = divmod(sent, len(dests))
+        for (_sock, sent_to, streams), sent in zip(plan, raw.sent, strict=True):
+            q, r = divmod(sent, len(sent_to))
             for j, idx in enumerate(streams):
                 sent_j = q + (1 if j < r else 0)
                 got = min(raw.counts[idx], sent_j)
@@ -444,8 +471,9 @@ class Generator:
         hist = raw.hist
         total_h = sum(hist)
         if total_h:
-            for q, attr in ((0.5, "lat_p50_ms"), (0.99, "lat_p99_ms"), (0.999, "lat_p999_ms")):
-                target = q * (total_h + raw.late)
+            for share, attr in ((0.5, "lat_p50_ms"), (0.99, "lat_p99_ms"),
+                                (0.999, "lat_p999_ms")):
+                target = share * (total_h + raw.late)
                 acc = 0
                 value = LATE_US / 1000
                 for i, c in enumerate(hist):
@@ -706,10 +734,136 @@ async def relay_serve(args: argparse.Namespace) -> None:
             reply({"error": f"unknown command {cmd}"})
 
 
+async def relay_serve_workers(args: argparse.Namespace) -> None:
+    """``_relay --workers N``: the engine's side of relay workers, as in the engine.
+
+    The sessions are opened through a :class:`RelayWorkerPool` (which spreads them over
+    its workers), each leg's remote and leg b's cipher are set as the call layer sets
+    them. Replies carry the workers' pids (for the CPU of the whole system). ``stats``
+    closes the step's sessions and sums their final counters (exact, as for a CDR;
+    the counters mirrored every 0.5 s may lag behind an overloaded worker), so it is
+    asked once per step, before ``close``, as the orchestrator does.
+    """
+    sys.path.insert(0, str(REPO))
+    from b2bua.media.plane import CipherSpec, Counters
+    from b2bua.media.pool import RelayWorkerPool, RemoteMediaSession
+
+    loop = asyncio.get_running_loop()
+    # (mode, key) as the call layer passes it: the key as text (make_cipher encodes it as
+    # UTF-8, so the generator's check with the same bytes holds).
+    spec: CipherSpec | None = ((args.mode, bytes.fromhex(args.key).decode("utf-8"))
+                               if args.mode else None)
+    pool = RelayWorkerPool(args.host, args.host, args.port_low, args.port_high, args.workers)
+    sessions: list[RemoteMediaSession] = []
+    reader = asyncio.StreamReader(limit=1 << 24)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    try:
+        from b2bua.runner import tune_gc
+    except ImportError:
+        tune_gc = gc.freeze
+
+    def reply(obj: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    def worker_pids() -> list[int]:
+        return [w.proc.pid for w in pool.workers if w.proc is not None and w.alive]
+
+    async def close_all() -> dict[str, int]:
+        """Close every session; the summed final counters (bounded wait)."""
+        old = sessions[:]
+        sessions.clear()
+        tot: dict[str, int] = {}
+        pending = [len(old)]
+        done: asyncio.Future[None] = loop.create_future()
+
+        def on_final(c: Counters) -> None:
+            for d in c.values():
+                for k, v in d.items():
+                    tot[k] = tot.get(k, 0) + v
+            pending[0] -= 1
+            if pending[0] <= 0 and not done.done():
+                done.set_result(None)
+
+        for s in old:
+            s.close(on_final=on_final)
+        if pending[0] > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done, 10.0)
+        tot["finals_missing"] = max(0, pending[0])
+        return tot
+
+    async def open_sessions(n: int) -> list[RemoteMediaSession]:
+        new: list[RemoteMediaSession] = []
+        try:
+            for i in range(0, n, 500):
+                batch = [pool.new_session(latching=True, a_nat=False, a_cipher=None,
+                                          on_rtp_start=lambda: None)
+                         for _ in range(min(500, n - i))]
+                new.extend(batch)
+                await asyncio.gather(*(s.start() for s in batch))
+        except BaseException:
+            for s in new:
+                s.close()
+            raise
+        return new
+
+    await pool.start()
+    tune_gc()
+    try:
+        while True:
+            line = await reader.readline()
+            if not line:
+                break
+            req = json.loads(line)
+            cmd = req["cmd"]
+            if cmd == "pids":
+                reply({"pids": worker_pids()})
+            elif cmd == "setup":
+                await close_all()
+                a_rem, b_rem = req["a_remotes"], req["b_remotes"]
+                try:
+                    new = await open_sessions(req["calls"])
+                    sessions.extend(new)
+                    for c, s in enumerate(new):
+                        s.set_remote("a", *a_rem[c % len(a_rem)])
+                        s.set_remote("b", *b_rem[c % len(b_rem)])
+                        if spec is not None:
+                            s.set_cipher("b", spec)
+                    # A worker handles its requests in order: once one more session per
+                    # worker is open, every remote and cipher above is in place.
+                    probes = await open_sessions(len(pool.workers))
+                    for s in probes:
+                        s.close()
+                except Exception as exc:
+                    await close_all()
+                    reply({"error": repr(exc)})
+                    continue
+                per_worker = [len(w.sessions) for w in pool.workers]
+                reply({"ports": [list(s.ports) for s in sessions], "pids": worker_pids(),
+                       "per_worker": per_worker})
+            elif cmd == "stats":
+                out: dict[str, Any] = dict(await close_all())
+                out["pool"] = pool.snapshot()
+                out["pids"] = worker_pids()
+                reply(out)
+            elif cmd == "close":
+                await close_all()
+                reply({"ok": True})
+            elif cmd == "quit":
+                await close_all()
+                reply({"ok": True})
+                break
+            else:
+                reply({"error": f"unknown command {cmd}"})
+    finally:
+        await pool.close()
+
+
 def relay_main(args: argparse.Namespace) -> int:
     import uvloop
 
-    uvloop.run(relay_serve(args))
+    uvloop.run(relay_serve_workers(args) if args.workers else relay_serve(args))
     return 0
 
 
@@ -910,6 +1064,12 @@ class System:
     name = ""
     pid: int | None = None
     host = ""
+    pinned = True  # to core 0; False: may use both cores (core 1 shared with the generator)
+    cores = "0"  # where it runs, for the table
+
+    def cpu_s(self) -> float:
+        """utime+stime so far of every process of the system (0 when it has none)."""
+        return proc_cpu_s(self.pid) if self.pid else 0.0
 
     def setup(self, calls: int, a_rem: list[list[Any]], b_rem: list[list[Any]], step: int
               ) -> tuple[list[list[Any]], list[list[Any]]]:
@@ -928,6 +1088,7 @@ class System:
 
 class Rig(System):
     name = "rig"
+    cores = "1 (generator)"
 
     def setup(self, calls: int, a_rem: list[list[Any]], b_rem: list[list[Any]], step: int
               ) -> tuple[list[list[Any]], list[list[Any]]]:
@@ -968,19 +1129,107 @@ class OurRelay(System):
         self.child.stop()
 
 
+class OurWorkers(OurRelay):
+    """Relay workers (:class:`b2bua.media.pool.RelayWorkerPool`), not pinned."""
+
+    pinned = False
+
+    def __init__(self, mode: int, work: Path, nice: int, workers: int,
+                 ports: tuple[int, int]) -> None:
+        self.mode = mode
+        self.name = f"ours-workers-{MODE_NAMES[mode]}"
+        self.cores = f"0-1 ({workers} workers)"
+        key = CIPHER_KEYS.get(mode, b"")
+        prefix = ["nice", "-n", str(nice)] if nice else []
+        argv = [*prefix, sys.executable, str(Path(__file__).resolve()), "_relay",
+                "--host", OUR_HOST, "--port-low", str(ports[0]), "--port-high", str(ports[1]),
+                "--mode", str(mode), "--key", key.hex(), "--workers", str(workers)]
+        self.child = Child(self.name, argv, work)
+        self.pid = self.child.pid
+        self.worker_pids: list[int] = self.child.request({"cmd": "pids"}, 60)["pids"]
+        self.per_worker: list[int] = []
+        self._split0: dict[str, tuple[float, int, int]] = {}
+        if len(self.worker_pids) != workers:
+            self.child.stop()
+            raise RuntimeError(f"{self.name}: {len(self.worker_pids)} of {workers} "
+                               f"workers running (see {self.child.err_path})")
+
+    def _note_pids(self, pids: list[int]) -> None:
+        if pids != self.worker_pids:
+            log(f"  {self.name}: worker pids {self.worker_pids} -> {pids} (a worker was "
+                "started again: its CPU before that is not counted)")
+            self.worker_pids = pids
+
+    def cpu_s(self) -> float:
+        total = 0.0
+        for pid in [self.pid or 0, *self.worker_pids]:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += proc_cpu_s(pid)
+        return total
+
+    def setup(self, calls: int, a_rem: list[list[Any]], b_rem: list[list[Any]], step: int
+              ) -> tuple[list[list[Any]], list[list[Any]]]:
+        r = self.child.request({"cmd": "setup", "calls": calls, "a_remotes": a_rem,
+                                "b_remotes": b_rem}, 180)
+        if "error" in r:
+            raise RuntimeError(f"{self.name} setup: {r['error']}")
+        self._note_pids(r["pids"])
+        self.per_worker = r["per_worker"]
+        self._split0 = self._split()
+        ports = r["ports"]
+        return [[OUR_HOST, a] for a, _ in ports], [[OUR_HOST, b] for _, b in ports]
+
+    def _split(self) -> dict[str, tuple[float, int, int]]:
+        """Per process: (CPU seconds, voluntary, involuntary context switches)."""
+        out: dict[str, tuple[float, int, int]] = {}
+        for what, pid in [("control", self.pid or 0),
+                          *((f"worker{i}", p) for i, p in enumerate(self.worker_pids))]:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                sw = {k: int(v) for k, _, v in (line.partition(":\t") for line in
+                      Path(f"/proc/{pid}/status").read_text().splitlines())
+                      if k.endswith("ctxt_switches")}
+                out[what] = (proc_cpu_s(pid), sw.get("voluntary_ctxt_switches", 0),
+                             sw.get("nonvoluntary_ctxt_switches", 0))
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        # From the end of the setup to now (the step, its drain and the pauses around it):
+        # which process took the CPU, and how often each was switched out.
+        split1 = self._split()
+        r = self.child.request({"cmd": "stats"}, 60)
+        r["sessions_per_worker"] = self.per_worker
+        r["per_process"] = {
+            k: {"cpu_s": round(v[0] - self._split0[k][0], 3),
+                "voluntary_switches": v[1] - self._split0[k][1],
+                "involuntary_switches": v[2] - self._split0[k][2]}
+            for k, v in split1.items() if k in self._split0}
+        return r
+
+
 class RtpEngine(System):
     name = "rtpengine"
     host = RTPE_HOST
+    cores = "0 (1 thread)"
 
-    def __init__(self, work: Path, binary: str, nice: int) -> None:
+    def __init__(self, work: Path, binary: str, nice: int, threads: int = 0,
+                 ports: tuple[int, int] = RTPE_PORTS) -> None:
+        """``threads`` 0: one worker thread pinned to core 0 (the reference); N: N worker
+        threads, not pinned (both cores, core 1 shared with the generator)."""
         self.work = work
-        self.err_path = work / "rtpengine.stderr"
+        if threads:
+            self.name = f"rtpengine-{threads}threads"
+            self.pinned = False
+            self.cores = f"0-1 ({threads} threads)"
+            prefix = ["nice", "-n", str(nice)] if nice else []
+        else:
+            prefix = pinned(0, nice)
+        self.err_path = work / f"{self.name}.stderr"
         self.err = self.err_path.open("ab")
-        argv = [*pinned(0, nice), binary, "--config-file=none", "--table=-1",
+        argv = [*prefix, binary, "--config-file=none", "--table=-1",
                 "--foreground", "--log-stderr", "--log-level=4",
                 f"--interface={RTPE_HOST}", f"--listen-ng={RTPE_NG[0]}:{RTPE_NG[1]}",
-                f"--port-min={RTPE_PORTS[0]}", f"--port-max={RTPE_PORTS[1]}",
-                "--num-threads=1", "--delete-delay=0", "--timeout=60"]
+                f"--port-min={ports[0]}", f"--port-max={ports[1]}",
+                f"--num-threads={threads or 1}", "--delete-delay=0", "--timeout=60"]
         self.argv = argv
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.err,
                                      stderr=self.err, preexec_fn=raise_nofile)
@@ -1096,13 +1345,17 @@ class Step:
     disturbed: bool = False
 
 
+class SetupFailed(RuntimeError):
+    """A system could not set up a step's calls (e.g. out of ports): no capacity figure."""
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, work: Path, clib: Path | None) -> None:
         self.args = args
         self.work = work
         self.steps: list[Step] = []
         self.step_no = 0
-        self.deadline = time.monotonic() + args.max_minutes * 60
+        self.deadline: float = time.monotonic() + args.max_minutes * 60
         gen_argv = [*pinned(1, args.nice), sys.executable, str(Path(__file__).resolve()),
                     "_gen", "--groups", str(args.groups), "--rcvbuf", str(args.gen_rcvbuf)]
         if clib is not None:
@@ -1134,19 +1387,24 @@ class Bench:
         self.step_no += 1
         seconds = self.args.step_seconds
         drain = 1.0
-        a_dst, b_dst = system.setup(calls, self.a_rem, self.b_rem, self.step_no)
+        try:
+            a_dst, b_dst = system.setup(calls, self.a_rem, self.b_rem, self.step_no)
+        except (RuntimeError, TimeoutError) as exc:
+            with contextlib.suppress(Exception):
+                system.teardown()
+            raise SetupFailed(str(exc)) from exc
         time.sleep(0.3)
         _n, gdrops0 = udp_drops(GEN_HOST, self.gen_ports)
         c0b, c0s, c0st, c0t = cpu_times(0)
         c1b, c1s, c1st, c1t = cpu_times(1)
-        cpu0 = proc_cpu_s(system.pid) if system.pid else 0.0
+        cpu0 = system.cpu_s()
         t0 = time.monotonic()
         r = self.gen.request({
             "cmd": "run", "a_dests": a_dst, "b_dests": b_dst, "seconds": seconds,
             "drain": drain, "ssrc_base": (self.step_no << 20) & 0xFFFFFFFF, "mode": mode,
             "key": CIPHER_KEYS.get(mode, b"").hex()}, seconds + drain + 60)
         wall = time.monotonic() - t0
-        cpu1 = proc_cpu_s(system.pid) if system.pid else 0.0
+        cpu1 = system.cpu_s()
         c0b2, c0s2, c0st2, c0t2 = cpu_times(0)
         c1b2, c1s2, c1st2, c1t2 = cpu_times(1)
         _n, gdrops1 = udp_drops(GEN_HOST, self.gen_ports)
@@ -1154,8 +1412,18 @@ class Bench:
         relay_stats = system.stats()
         system.teardown()
         cpu = cpu1 - cpu0
-        others0 = ((c0b2 - c0b) - cpu) / max(c0t2 - c0t, 1e-9)
-        others1 = ((c1b2 - c1b) - r["gen_cpu_s"]) / max(c1t2 - c1t, 1e-9)
+        if system.pinned:
+            others0 = ((c0b2 - c0b) - cpu) / max(c0t2 - c0t, 1e-9)
+            others1 = ((c1b2 - c1b) - r["gen_cpu_s"]) / max(c1t2 - c1t, 1e-9)
+            disturbed = others0 > self.args.disturbed or others1 > 2 * self.args.disturbed
+        else:
+            # On both cores: which core the system's CPU was spent on is not known, so
+            # what other work took is counted over both (in shares of one core), and is
+            # recorded as half on each core.
+            both = ((c0b2 - c0b) + (c1b2 - c1b) - cpu - r["gen_cpu_s"]) / max(
+                (c0t2 - c0t + c1t2 - c1t) / 2, 1e-9)
+            others0 = others1 = both / 2
+            disturbed = both > 2 * self.args.disturbed
         sent = r["sent"]
         loss = r["loss"]
         why = []
@@ -1179,18 +1447,21 @@ class Bench:
             core1_steal=(c1st2 - c1st) / max(c1t2 - c1t, 1e-9),
             late_timeline=r["late_timeline"], wall_s=wall,
             others_core0=others0, others_core1=others1,
-            disturbed=others0 > self.args.disturbed or others1 > 2 * self.args.disturbed,
+            disturbed=disturbed,
             gen_cpu_share=r["gen_cpu_s"] / seconds,
             lat_p50_ms=r["lat_p50_ms"], lat_p99_ms=r["lat_p99_ms"], lat_max_ms=r["lat_max_ms"],
             system_udp_drops=sdrops, gen_udp_drops=gdrops1 - gdrops0,
             max_send_lag_ms=r["max_send_lag_ms"], payload_checked=r["payload_checked"],
             payload_bad=r["payload_bad"], stale=r["stale"], relay=relay_stats, purpose=purpose)
         self.steps.append(st)
-        log(f"  {system.name:>13} {calls:5d} calls {st.pps:7d} pps: "
+        cores = (f"core0 {st.core0_busy:.0%} (others {st.others_core0:.0%}) core1 "
+                 f"{st.core1_busy:.0%}" if system.pinned else
+                 f"core0 {st.core0_busy:.0%} core1 {st.core1_busy:.0%} (others "
+                 f"{st.others_core0 + st.others_core1:.0%})")
+        log(f"  {system.name:>19} {calls:5d} calls {st.pps:7d} pps: "
             f"{'PASS' if st.passed else 'FAIL'} loss {loss:.4%} late {st.late} "
             f"p99 {st.lat_p99_ms:.1f} ms max {st.lat_max_ms:.0f} ms | cpu "
-            f"{st.cpu_share:.0%} {st.cpu_us_per_packet:.2f} us/pkt | core0 "
-            f"{st.core0_busy:.0%} (others {st.others_core0:.0%}) core1 {st.core1_busy:.0%} "
+            f"{st.cpu_share:.0%} {st.cpu_us_per_packet:.2f} us/pkt | {cores} "
             f"gen {st.gen_cpu_share:.0%} "
             f"lag {st.max_send_lag_ms:.0f} ms"
             f" | drops sys {sdrops} gen {st.gen_udp_drops}"
@@ -1209,9 +1480,9 @@ class Bench:
             self.args.step_seconds = saved
 
     def paired(self, systems: list[tuple[System, int]], calls: int, rounds: int,
-               seconds: float) -> dict[str, dict[str, Any]]:
+               seconds: float, purpose: str = "paired") -> dict[str, dict[str, Any]]:
         """Every system at the same load, in turn, ``rounds`` times (forward, then backward
-        order): CPU per packet compared under the same background, step by step."""
+        order): CPU per packet, and passing, compared under the same background."""
         saved = self.args.step_seconds
         per: dict[str, list[Step]] = {s.name: [] for s, _ in systems}
         try:
@@ -1223,7 +1494,12 @@ class Bench:
                 for system, mode in order:
                     if self.out_of_time():
                         break
-                    per[system.name].append(self._step(system, calls, mode, f"paired {r + 1}"))
+                    try:
+                        st = self._step(system, calls, mode, f"{purpose} {r + 1}")
+                    except SetupFailed as exc:
+                        log(f"  {system.name}: {calls} calls could not be set up ({exc})")
+                        continue
+                    per[system.name].append(st)
         finally:
             self.args.step_seconds = saved
         out: dict[str, dict[str, Any]] = {}
@@ -1235,6 +1511,9 @@ class Bench:
                 "cpu_us_per_packet": statistics.median(vals) if vals else None,
                 "all": [round(s.cpu_us_per_packet, 2) for s in steps],
                 "passed": sum(s.passed for s in steps),
+                "disturbed": sum(s.disturbed for s in steps),
+                "loss": [round(s.loss, 5) for s in steps],
+                "p99_ms": [s.lat_p99_ms for s in steps],
             }
         return out
 
@@ -1244,20 +1523,36 @@ class Bench:
         self.warm_up(system, mode)
         lo, hi = 0, None
         first_fail: Step | None = None
+        setup_errors: list[str] = []
+
+        def try_step(calls: int, purpose: str) -> Step | None:
+            """A step, or None when its calls could not be set up (the search stops
+            there: a capacity above the last passing step is then not known)."""
+            try:
+                return self.step(system, calls, mode, purpose)
+            except SetupFailed as exc:
+                setup_errors.append(f"{calls} calls: {exc}")
+                log(f"  {system.name}: {calls} calls could not be set up ({exc}): "
+                    "the search stops there")
+                return None
+
         for calls in ladder:
             if calls > max_calls or self.out_of_time():
                 break
-            st = self.step(system, calls, mode, "ladder")
+            st = try_step(calls, "ladder")
+            if st is None:
+                break
             if st.passed:
                 lo = calls
             else:
                 hi, first_fail = calls, st
                 break
-        if hi is None and ladder[-1] < max_calls and lo == ladder[-1] and not self.out_of_time():
-            st = self.step(system, max_calls, mode, "ladder")
-            if st.passed:
+        if (hi is None and not setup_errors and ladder[-1] < max_calls and lo == ladder[-1]
+                and not self.out_of_time()):
+            st = try_step(max_calls, "ladder")
+            if st is not None and st.passed:
                 lo = max_calls
-            else:
+            elif st is not None:
                 hi, first_fail = max_calls, st
         while hi is not None and hi - lo > max(args.min_gap, args.gap * lo):
             if self.out_of_time():
@@ -1265,7 +1560,9 @@ class Bench:
             mid = (lo + hi) // 2 // 5 * 5
             if mid <= lo:
                 break
-            st = self.step(system, mid, mode, "bisect")
+            st = try_step(mid, "bisect")
+            if st is None:
+                break
             if st.passed:
                 lo = mid
             else:
@@ -1279,9 +1576,11 @@ class Bench:
             calls = max(1, int(lo * share) // 5 * 5)
             runs = []
             for _ in range(2):
-                st = self.step(system, calls, mode, f"repeat {share:.0%}")
-                runs.append(st)
-                if not st.passed:
+                rst = try_step(calls, f"repeat {share:.0%}")
+                if rst is None:
+                    break
+                runs.append(rst)
+                if not rst.passed:
                     break
             rep_steps = runs
             if all(s.passed for s in runs) and len(runs) == 2:
@@ -1291,7 +1590,7 @@ class Bench:
         at_ceiling = next((s for s in reversed(self.steps)
                            if s.system == system.name and s.calls == lo and s.passed), None)
         return {
-            "system": system.name, "mode": mode, "ceiling_calls": lo,
+            "system": system.name, "cores": system.cores, "mode": mode, "ceiling_calls": lo,
             "first_fail_calls": hi, "capped": hi is None,
             "repeatable_calls": repeatable, "repeatable_share": rep_share,
             "repeatable_pps": repeatable * STREAMS_PER_CALL * PPS_PER_STREAM,
@@ -1304,6 +1603,7 @@ class Bench:
             "ceiling_cpu_us_per_packet": at_ceiling.cpu_us_per_packet if at_ceiling else None,
             "ceiling_cpu_share": at_ceiling.cpu_share if at_ceiling else None,
             "first_fail": asdict(first_fail) if first_fail else None,
+            "setup_errors": setup_errors,
         }
 
 
@@ -1327,7 +1627,7 @@ def machine_info() -> dict[str, Any]:
     with contextlib.suppress(Exception):
         import uvloop
 
-        info["uvloop"] = uvloop.__version__
+        info["uvloop"] = getattr(uvloop, "__version__", "?")
     return info
 
 
@@ -1350,10 +1650,10 @@ def ratio(a: float | None, b: float | None) -> str:
 
 
 def print_table(results: list[dict[str, Any]]) -> str:
-    lines = ["| system | cipher | ceiling calls (bisection) | repeatable calls | "
-             "repeatable packets/s | CPU us/packet | CPU share of core 0 | p99 ms "
+    lines = ["| system | cores | cipher | ceiling calls (bisection) | repeatable calls | "
+             "repeatable packets/s | CPU us/packet | CPU (share of one core) | p99 ms "
              "| ours/rtpengine (repeatable) | ours/rtpengine (ceiling) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     ref = next((r for r in results if r["system"] == "rtpengine"), None)
     ref_pps = ref["repeatable_pps"] if ref else None
     for r in results:
@@ -1368,12 +1668,39 @@ def print_table(results: list[dict[str, Any]]) -> str:
                                              else "")
         cr = (ratio(r["ceiling_calls"], ref["ceiling_calls"])
               if ref and r["system"].startswith("ours") else "-")
-        lines.append(f"| {r['system']} | {cipher} | {ceil} | {rep} | "
+        lines.append(f"| {r['system']} | {r.get('cores', '-')} | {cipher} | {ceil} | {rep} | "
                      f"{r['repeatable_pps']:,} | {cpu} | {share} | {p99} | {rat} | {cr} |")
     return "\n".join(lines)
 
 
 GOALS = {0: 1.0, 1: 0.7, 3: 0.5, 2: 0.3}
+
+
+def both_cores_lines(results: list[dict[str, Any]]) -> list[str]:
+    """Relay workers (both cores) against rtpengine's one thread on core 0 (the issue's
+    comparison), against rtpengine on both cores when run, and against ours on core 0."""
+    out: list[str] = []
+    ref = next((r for r in results if r["system"] == "rtpengine"), None)
+    ref2 = next((r for r in results if r["system"].startswith("rtpengine-")), None)
+    for r in results:
+        if not r["system"].startswith("ours-workers"):
+            continue
+        name = r["system"]
+        cap = " (capped: at least)" if r["capped"] else ""
+        for other, what in ((ref, "rtpengine, 1 thread on core 0"),
+                            (ref2, f"{ref2['system'] if ref2 else ''}, both cores"),
+                            (next((o for o in results
+                                   if o["system"] == name.replace("-workers", "")), None),
+                             "ours on core 0")):
+            if other is None:
+                continue
+            out.append(
+                f"{name} ({r.get('cores', '')}) vs {other['system']} ({what}): max calls "
+                f"repeatable {r['repeatable_calls']} / {other['repeatable_calls']} = "
+                f"{ratio(r['repeatable_calls'], other['repeatable_calls'])}, ceiling "
+                f"{r['ceiling_calls']} / {other['ceiling_calls']} = "
+                f"{ratio(r['ceiling_calls'], other['ceiling_calls'])}{cap}")
+    return out
 
 
 def orchestrate(args: argparse.Namespace) -> int:
@@ -1389,11 +1716,16 @@ def orchestrate(args: argparse.Namespace) -> int:
     info["rtpengine"] = rtpe_version
     log(f"machine {info}")
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    known = {"rig", "ours", "rtpengine", "ours-workers", "rtpengine-threads"}
+    if set(systems) - known:
+        raise SystemExit(f"unknown systems {sorted(set(systems) - known)}; "
+                         f"known: {', '.join(sorted(known))}")
     modes = [int(m) for m in args.modes.split(",") if m.strip()]
     ladder = [int(x) for x in args.ladder.split(",")]
     results: list[dict[str, Any]] = []
     problems: list[str] = []
     paired: dict[str, dict[str, Any]] = {}
+    head_to_head: dict[int, dict[str, dict[str, Any]]] = {}
     clib: Path | None = None
     if args.generator in ("auto", "c"):
         clib, why = build_c_generator(work)
@@ -1405,6 +1737,13 @@ def orchestrate(args: argparse.Namespace) -> int:
     bench = Bench(args, work, clib)
     info["generator"] = bench.gen_impl
     log(f"generator: {bench.gen_impl}")
+    # 4 ports per call, and room for the probe session per worker of every setup.
+    wports = (WORKERS_PORT_LOW,
+              min(WORKERS_PORT_LOW + 4 * (args.workers_max_calls + 4 * args.workers) - 1,
+                  65535))
+    workers_max = min(args.workers_max_calls,
+                      (wports[1] - wports[0] + 1) // 4 - 4 * args.workers)
+    # Each system's searches next to each other in time, mode by mode (passthrough first).
     order: list[tuple[str, int]] = []
     if "rig" in systems:
         order.append(("rig", 0))
@@ -1412,8 +1751,13 @@ def orchestrate(args: argparse.Namespace) -> int:
         order.append(("ours", 0))
     if "rtpengine" in systems:
         order.append(("rtpengine", 0))
-    if "ours" in systems:
-        order += [("ours", m) for m in (1, 3, 2) if m in modes]
+    if "ours-workers" in systems and 0 in modes:
+        order.append(("ours-workers", 0))
+    if "rtpengine-threads" in systems:
+        order.append(("rtpengine-threads", 0))
+    for m in (1, 3, 2):
+        if m in modes:
+            order += [(k, m) for k in ("ours", "ours-workers") if k in systems]
     try:
         for kind, mode in order:
             if bench.out_of_time():
@@ -1437,24 +1781,70 @@ def orchestrate(args: argparse.Namespace) -> int:
                 else:
                     results.append(bench.search(system, 0, ladder, args.max_calls))
                 continue
-            if kind == "rtpengine":
+            max_calls, sys_ladder = args.max_calls, ladder
+            if kind.startswith("rtpengine"):
                 if rtpe_path is None:
-                    problems.append(f"rtpengine not run: {rtpe_version}")
+                    problems.append(f"{kind} not run: {rtpe_version}")
                     log(problems[-1])
                     continue
                 try:
-                    system = RtpEngine(work, rtpe_path, args.nice)
+                    if kind == "rtpengine-threads":
+                        # Never running beside ours-workers: the same (larger) port range.
+                        system = RtpEngine(work, rtpe_path, args.nice, args.workers, wports)
+                        max_calls = workers_max
+                        sys_ladder = ladder + list(range(ladder[-1] + 500, max_calls, 500))
+                    else:
+                        system = RtpEngine(work, rtpe_path, args.nice)
                 except Exception as exc:
-                    problems.append(f"rtpengine could not be started: {exc}")
+                    problems.append(f"{kind} could not be started: {exc}")
                     log(problems[-1])
                     continue
+            elif kind == "ours-workers":
+                try:
+                    system = OurWorkers(mode, work, args.nice, args.workers, wports)
+                except Exception as exc:
+                    problems.append(f"{kind} mode {mode} could not be started: {exc}")
+                    log(problems[-1])
+                    continue
+                max_calls = workers_max
+                sys_ladder = ladder + list(range(ladder[-1] + 500, max_calls, 500))
             else:
                 system = OurRelay(mode, work, args.nice)
-            log(f"{system.name}: pid {system.pid}")
+            extra = (f", workers {system.worker_pids}" if isinstance(system, OurWorkers)
+                     else "")
+            log(f"{system.name}: pid {system.pid}{extra}; cores {system.cores}")
             try:
-                results.append(bench.search(system, mode, ladder, args.max_calls))
+                res = bench.search(system, mode, sys_ladder, max_calls)
+                results.append(res)
+                problems += [f"{system.name}: could not set up {e}; its ceiling is at least "
+                             f"the last step that passed" for e in res["setup_errors"]]
             finally:
                 system.stop()
+        h2h_loads = [int(x) for x in args.head_to_head.split(",") if x.strip()]
+        h2h_kinds = [(k, m) for k, m in order if k in ("rtpengine", "ours-workers")]
+        if h2h_loads and h2h_kinds and not bench.out_of_time():
+            log(f"head-to-head: {', '.join(f'{k} {m}' for k, m in h2h_kinds)} in turn at "
+                f"{h2h_loads} calls, {args.head_to_head_rounds} rounds")
+            h2h_systems: list[tuple[System, int]] = []
+            try:
+                for kind, mode in h2h_kinds:
+                    if kind == "ours-workers":
+                        h2h_systems.append((OurWorkers(mode, work, args.nice, args.workers,
+                                                       wports), mode))
+                    elif rtpe_path is not None:
+                        with contextlib.suppress(Exception):
+                            h2h_systems.append((RtpEngine(work, rtpe_path, args.nice), 0))
+                for calls in h2h_loads:
+                    if bench.out_of_time():
+                        problems.append(f"time budget reached: head-to-head at {calls} "
+                                        "calls not run")
+                        break
+                    head_to_head[calls] = bench.paired(
+                        h2h_systems, calls, args.head_to_head_rounds, args.step_seconds,
+                        "head-to-head")
+            finally:
+                for system, _mode in h2h_systems:
+                    system.stop()
         if args.paired_rounds and not bench.out_of_time():
             log(f"paired: every system at {args.paired_calls} calls in turn, "
                 f"{args.paired_rounds} rounds")
@@ -1463,6 +1853,9 @@ def orchestrate(args: argparse.Namespace) -> int:
                 for kind, mode in order:
                     if kind == "ours":
                         started_systems.append((OurRelay(mode, work, args.nice), mode))
+                    elif kind == "ours-workers":
+                        started_systems.append((OurWorkers(mode, work, args.nice,
+                                                           args.workers, wports), mode))
                     elif kind == "rtpengine" and rtpe_path is not None:
                         with contextlib.suppress(Exception):
                             started_systems.append((RtpEngine(work, rtpe_path, args.nice), 0))
@@ -1479,7 +1872,7 @@ def orchestrate(args: argparse.Namespace) -> int:
     ref = next((r for r in results if r["system"] == "rtpengine"), None)
     goal_lines = []
     for r in results:
-        if not r["system"].startswith("ours"):
+        if not r["system"].startswith("ours") or r["system"].startswith("ours-workers"):
             continue
         goal = GOALS[r["mode"]]
         if ref and ref["repeatable_pps"]:
@@ -1488,6 +1881,7 @@ def orchestrate(args: argparse.Namespace) -> int:
                               f"{'met' if x >= goal else 'NOT met'}")
         else:
             goal_lines.append(f"{r['system']}: no rtpengine figure to compare with")
+    goal_lines += both_cores_lines(results)
     paired_lines = []
     ref_cpu = paired.get("rtpengine", {}).get("cpu_us_per_packet")
     for name, p in paired.items():
@@ -1498,17 +1892,28 @@ def orchestrate(args: argparse.Namespace) -> int:
             f"paired at {p['calls']} calls: {name} CPU {cpu:.2f} us/packet (median of "
             f"{p['used']}; all {p['all']}; passed {p['passed']}/{p['steps']}){rel}"
             if cpu else f"paired: {name}: no figure")
+    h2h_lines = []
+    for calls, per in head_to_head.items():
+        parts = []
+        for name, p in per.items():
+            losses = ", ".join(f"{x:.2%}" for x in p["loss"])
+            parts.append(f"{name} passed {p['passed']}/{p['steps']} (loss {losses}; "
+                         f"disturbed {p['disturbed']})")
+        h2h_lines.append(f"head-to-head at {calls} calls ({calls * 100:,} packets/s): "
+                         + "; ".join(parts))
     summary = {
         "started": started.isoformat(timespec="seconds"), "elapsed_s": round(elapsed),
         "argv": sys.argv, "args": vars(args), "machine": info, "results": results,
         "goals": goal_lines, "paired": paired, "paired_lines": paired_lines,
+        "head_to_head": {str(k): v for k, v in head_to_head.items()},
+        "head_to_head_lines": h2h_lines,
         "problems": problems, "steps": [asdict(s) for s in bench.steps],
     }
     (work / "results.json").write_text(json.dumps(summary, indent=1))
     print()
     print(table)
     print()
-    for line in goal_lines + paired_lines + problems:
+    for line in goal_lines + h2h_lines + paired_lines + problems:
         print(line)
     log(f"done in {elapsed / 60:.1f} min; results in {work / 'results.json'}")
     return 0
@@ -1528,27 +1933,47 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument("--port-low", type=int, default=OUR_PORTS[0])
         ap.add_argument("--port-high", type=int, default=OUR_PORTS[1])
         ap.add_argument("--mode", type=int, default=0)
-        ap.add_argument("--key", default="")
+        ap.add_argument("--key", default="", help="the cipher key, hex")
+        ap.add_argument("--workers", type=int, default=0,
+                        help="relay worker processes (0: sessions in this process)")
         return relay_main(ap.parse_args(argv[1:]))
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--quick", action="store_true",
                     help="5 s steps, 8%% bisection gap, shorter ladder")
-    ap.add_argument("--systems", default="rig,ours,rtpengine")
+    ap.add_argument("--systems", default="rig,ours,rtpengine",
+                    help="any of rig, ours (one process on core 0), rtpengine (one thread "
+                         "on core 0), ours-workers (--workers relay worker processes, not "
+                         "pinned), rtpengine-threads (--workers threads, not pinned)")
     ap.add_argument("--modes", default="0,1,2,3")
     ap.add_argument("--step-seconds", type=float, default=None)
     ap.add_argument("--ladder", default="500,1000,1500,2000,2500,3000,3500")
     ap.add_argument("--max-calls", type=int, default=4000,
-                    help="upper bound on concurrent calls (the port ranges hold 4000)")
+                    help="upper bound on concurrent calls of ours and rtpengine (their port "
+                         "ranges hold 4500)")
+    ap.add_argument("--workers", type=int, default=2,
+                    help="relay worker processes of ours-workers (threads of "
+                         "rtpengine-threads)")
+    ap.add_argument("--workers-max-calls", type=int, default=6000,
+                    help="upper bound on concurrent calls of ours-workers and "
+                         "rtpengine-threads (their port range, from 20000, is sized to it: "
+                         "4 ports per call)")
     ap.add_argument("--gap", type=float, default=None,
                     help="bisect until the gap is under this share of the ceiling")
     ap.add_argument("--min-gap", type=int, default=25)
     ap.add_argument("--disturbed", type=float, default=0.10,
                     help="a failed step is disturbed when other work took more than this "
-                         "share of core 0 (twice this of core 1) and is run again")
+                         "share of core 0 (twice this of core 1; for the systems on both "
+                         "cores, twice this of one core over both) and is run again")
     ap.add_argument("--retries", type=int, default=2)
     ap.add_argument("--paired-calls", type=int, default=800,
                     help="load of the paired CPU-per-packet comparison (0 rounds: skip it)")
     ap.add_argument("--paired-rounds", type=int, default=3)
+    ap.add_argument("--head-to-head", default="",
+                    help="comma-separated loads (calls) at which rtpengine and every "
+                         "ours-workers mode of the run take turns, --head-to-head-rounds "
+                         "rounds, after the searches: passes at equal load under the same "
+                         "background (empty: skip)")
+    ap.add_argument("--head-to-head-rounds", type=int, default=3)
     ap.add_argument("--paired-seconds", type=float, default=5.0)
     ap.add_argument("--groups", type=int, default=4,
                     help="generator sockets per side (calls are spread over them)")
