@@ -40,6 +40,16 @@ class ParameterUpdateSchema(Schema):
     value = fields.Raw(required=True, allow_none=True)
 
 
+class GarbageCollectionSchema(Schema):
+    full_collections = fields.Integer(required=True)
+    next_at_factor = fields.Integer(required=True, metadata={
+        "description": "the next full collection when resident memory has grown this many "
+                       "times since the last"})
+    last_full_pause_seconds = fields.Float(required=True)
+    last_full_collected = fields.Integer(required=True)
+    resident_baseline_bytes = fields.Integer(required=True)
+
+
 class EngineStatusSchema(Schema):
     uptime = fields.Float(required=True)
     sip_listen = fields.String(required=True)
@@ -48,6 +58,7 @@ class EngineStatusSchema(Schema):
     config_reloads = fields.Integer(required=True)
     mapping_gateways = fields.Integer(required=True)
     routing_gateways = fields.Integer(required=True)
+    gc = fields.Nested(GarbageCollectionSchema, required=True)
 
 
 _PAGES: dict[str, type[Schema]] = {}
