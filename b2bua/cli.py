@@ -27,9 +27,12 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
 
 
 def _workers(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of workers: {text!r}") from None
     if not 0 <= value <= 64:
-        raise ValueError("relay workers must be 0 to 64")
+        raise argparse.ArgumentTypeError("relay workers must be 0 to 64")
     return value
 
 
@@ -95,6 +98,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         media_workers=(default_media_workers() if args.media_workers is None
                        else args.media_workers),
     )
+    if options.media_workers:
+        from b2bua.media.pool import split_range
+
+        try:  # each worker needs its own slice of the media ports
+            split_range(options.media_ports.low, options.media_ports.high,
+                        options.media_workers)
+        except ValueError as exc:
+            print(f"softswitch: {exc}", file=sys.stderr)
+            return 2
     return runner.run(options, args.api_listen)
 
 

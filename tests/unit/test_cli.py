@@ -79,3 +79,15 @@ def test_param_get_set_and_refusals(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert migrate.current_version(conn) == migrate.latest_version()
     actions = [r[0] for r in conn.execute("SELECT resource FROM audit_log")]
     assert actions == ["parameter/SS_SIP_TIMEOUT_INVITE", "parameter/SS_SIP_RESEND_INTERVAL"]
+
+
+def test_run_refuses_more_relay_workers_than_port_pairs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "run", "--db", str(tmp_path / "s.db"),
+                       "--media-ports", "20000-20003", "--media-workers", "4")
+    assert code == 2 and "too few for 4 relay workers" in err
+    assert not (tmp_path / "s.db").exists()  # refused before anything started
+    with pytest.raises(SystemExit):
+        main(["run", "--media-workers", "many"])
+    assert "not a number of workers" in capsys.readouterr().err
