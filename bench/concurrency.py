@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import shutil
 import socket
 import statistics
 import sys
@@ -52,6 +51,8 @@ from cps import (
     VENDOR_IP,
     SippySystem,
     SoftswitchSystem,
+    add_code_and_workdir,
+    have_sipp,
     judge,
     log,
     machine,
@@ -221,13 +222,9 @@ def main(argv: list[str] | None = None) -> int:
                          "4 relay ports per call")
     ap.add_argument("--media-ports", default="40000-49999",
                     help="softswitch relay port range (40000-49999: 2500 relayed calls)")
-    ap.add_argument("--code", default="tree",
-                    help="softswitch code: 'tree', a git revision such as 'head', or a "
-                         "folder (see cps.py)")
-    ap.add_argument("--workdir", type=Path, default=None)
+    add_code_and_workdir(ap)
     args = ap.parse_args(argv)
-    if shutil.which("sipp") is None:
-        print("sipp not found on PATH", file=sys.stderr)
+    if not have_sipp():
         return 2
     ladder = sorted(int(n) for n in args.ladder.split(",") if n.strip())
     wanted = [s.strip() for s in args.systems.split(",") if s.strip()]

@@ -1231,6 +1231,24 @@ def soak_only(bench: Bench, root: Path, code_root: Path | None, rates: list[int]
     return 0
 
 
+def add_code_and_workdir(ap: argparse.ArgumentParser) -> None:
+    """The options every signalling benchmark shares (cps, soak, concurrency)."""
+    ap.add_argument("--code", default="tree",
+                    help="softswitch code: 'tree', the working tree as it is (default); a "
+                         "git revision such as 'head', exported once with git archive (a "
+                         "consistent snapshot while others edit the tree); or a folder "
+                         "holding b2bua/, api/ and migrations/")
+    ap.add_argument("--workdir", type=Path, default=None,
+                    help="where sipp/softswitch files go (default: a new /tmp folder)")
+
+
+def have_sipp() -> bool:
+    if shutil.which("sipp") is None:
+        print("sipp not found on PATH", file=sys.stderr)
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--quick", action="store_true",
@@ -1250,23 +1268,16 @@ def main(argv: list[str] | None = None) -> int:
                          "--soak-seconds (60 here) with the GC logged; no searches")
     ap.add_argument("--budget-min", type=float, default=22.0,
                     help="start no new step after this many minutes (22)")
-    ap.add_argument("--code", default="tree",
-                    help="softswitch code: 'tree', the working tree as it is (default); a "
-                         "git revision such as 'head', exported once with git archive (a "
-                         "consistent snapshot while others edit the tree); or a folder "
-                         "holding b2bua/, api/ and migrations/")
     ap.add_argument("--fresh-each-step", action="store_true",
                     help="restart the system under test before every step, so that what "
                          "one step leaves in memory does not weigh on the next")
     ap.add_argument("--profile-at", type=int, default=0, metavar="RATE",
                     help="no searches: one step at RATE cps per softswitch system in "
                          "--systems with py-spy attached (--step-seconds long)")
-    ap.add_argument("--workdir", type=Path, default=None,
-                    help="where sipp/softswitch files go (default: a new /tmp folder)")
+    add_code_and_workdir(ap)
     args = ap.parse_args(argv)
 
-    if shutil.which("sipp") is None:
-        print("sipp not found on PATH", file=sys.stderr)
+    if not have_sipp():
         return 2
     step_s = args.step_seconds or (8 if args.quick else 15)
     max_bisect = 2 if args.quick else 4

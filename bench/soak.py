@@ -32,7 +32,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import sys
@@ -50,7 +49,9 @@ from cps import (
     Ceiling,
     SoftswitchSystem,
     Step,
+    add_code_and_workdir,
     find_ceiling,
+    have_sipp,
     log,
     machine,
     resolve_code,
@@ -136,13 +137,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="stop the engine (and fail) if its RSS passes this (8192)")
     ap.add_argument("--step-seconds", type=int, default=15,
                     help="step length of the max-CPS search (15)")
-    ap.add_argument("--code", default="tree",
-                    help="softswitch code: 'tree', a git revision such as 'head', or a "
-                         "folder (see cps.py)")
-    ap.add_argument("--workdir", type=Path, default=None)
+    add_code_and_workdir(ap)
     args = ap.parse_args(argv)
-    if shutil.which("sipp") is None:
-        print("sipp not found on PATH", file=sys.stderr)
+    if not have_sipp():
         return 2
     root = args.workdir or Path(tempfile.mkdtemp(prefix="bench-soak-"))
     root.mkdir(parents=True, exist_ok=True)
