@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -271,11 +272,13 @@ def test_latching_to_another_port_than_sdp() -> None:
         (d, src), = await real.recv()
         assert d == rtp(2, payload(2), ssrc=5) and src == (HOST, s.a.rtp_port)
         assert await sdp_socket.nothing()
-        # Anti-hijack: once latched, another source on the same IP is dropped...
+        # Anti-hijack: once latched, another source on the same IP is dropped (by the
+        # kernel: the leg's socket is connected to the latched source)...
+        assert s.a.connected_to == real.addr
         intruder = await peer()
         intruder.send(rtp(3, b"evil" * 40), (HOST, s.a.rtp_port))
         await asyncio.sleep(0.1)
-        assert s.a.rx_foreign == 1
+        assert s.a.rx_packets == 1 and s.a.rx_foreign == 0
         assert await b.nothing(0.05)
         # ...and cannot move the latch: media still goes to the latched source.
         b.send(rtp(3, payload(3), ssrc=5), (HOST, s.b.rtp_port))
@@ -289,6 +292,37 @@ def test_latching_to_another_port_than_sdp() -> None:
         assert not s.a.latched and s.a.remote == intruder.addr
         s.close()
         for p in (sdp_socket, real, b, intruder):
+            p.close()
+
+    run(body)
+
+
+def test_packets_queued_before_the_latch_are_checked_one_by_one() -> None:
+    """The first packet latches (and connects) the leg; a foreign packet that was already
+    queued behind it is still read with its source, refused and counted."""
+    async def body() -> None:
+        real, intruder, b = await peer(), await peer(), await peer()
+        s = await relay(alloc(44150))
+        s.a.set_remote(HOST, real.port)
+        s.b.set_remote(HOST, b.port)
+        real.send(rtp(1, payload(1)), (HOST, s.a.rtp_port))
+        intruder.send(rtp(2, b"evil" * 40), (HOST, s.a.rtp_port))  # no await between
+        real.send(rtp(3, payload(3)), (HOST, s.a.rtp_port))
+        got = await b.recv(2)
+        assert [d for d, _ in got] == [rtp(1, payload(1)), rtp(3, payload(3))]
+        assert s.a.rx_foreign == 1 and s.a.rx_packets == 2
+        assert s.a.connected_to == real.addr
+        # A new SDP address dissolves the association: the leg latches again.
+        s.a.set_remote(HOST, intruder.port)
+        assert s.a.connected_to is None
+        intruder.send(rtp(4, payload(4)), (HOST, s.a.rtp_port))
+        (d, _), = await b.recv()
+        assert d == rtp(4, payload(4)) and s.a.connected_to == intruder.addr
+        b.send(rtp(5, payload(5)), (HOST, s.b.rtp_port))
+        (d, _), = await intruder.recv()
+        assert d == rtp(5, payload(5))
+        s.close()
+        for p in (real, intruder, b):
             p.close()
 
     run(body)
@@ -462,9 +496,10 @@ def test_malformed_counted_and_dropped() -> None:
         ]
         for d in bad:
             a.send(d, (HOST, s.a.rtp_port))
-        raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        raw.sendto(b"", (HOST, s.a.rtp_port))  # an empty datagram (from another port)
-        raw.close()
+        # An empty datagram from the latched source (asyncio's sendto skips empty data).
+        fd = os.dup(a.transport.get_extra_info("socket").fileno())
+        with socket.socket(fileno=fd) as raw:
+            raw.sendto(b"", (HOST, s.a.rtp_port))
         # RTCP ports drop junk too.
         a.send(b"\x00" * 3, (HOST, s.a.rtcp_port))
         a.send(good, (HOST, s.a.rtp_port))
@@ -585,21 +620,35 @@ def test_fast_path_agrees_with_parser(data: bytes) -> None:
     assert leg.rx_malformed == (0 if relayed else 1)
 
 
-def test_paused_transport_sheds_packets_and_counts() -> None:
+class _FullSink(_Sink):
+    """A socket whose send buffer is full, then one whose peer sent an ICMP error."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.error: OSError | None = BlockingIOError(11, "full")
+
+    def sendto(self, data: bytes, addr: Any) -> None:
+        if self.error is not None:
+            raise self.error
+        super().sendto(data, addr)
+
+
+def test_full_send_buffer_sheds_packets_and_counts() -> None:
     s = RelaySession(PortAllocator(50000, 50003), HOST)
-    sink = _Sink()
+    sink = _FullSink()
     s.a.src = ("127.0.0.1", 1000)
     s.a.latched = True
-    s.b._rtp_transport = sink  # b's socket: what a's protocol sends through
-    s.a.rtp_proto.out = sink
+    s.a.rtp_proto.out = sink  # b's socket: what a's protocol sends through
     s.a.rtp_proto.dst = ("127.0.0.1", 2000)
     packet = rtp(1, payload(1))
-    s.b.rtp_proto.pause_writing()  # b's send buffer over the high-water mark
     for _ in range(3):
         s.a.rtp_proto.datagram_received(packet, ("127.0.0.1", 1000))
-    assert sink.sent == [] and s.b.send_dropped == 3
+    assert sink.sent == [] and s.b.send_dropped == 3 and s.b.send_errors == 0
     assert s.stats()["b_to_a"]["send_dropped"] == 3 and s.a.rx_packets == 3
-    s.b.rtp_proto.resume_writing()
+    sink.error = ConnectionRefusedError(111, "refused")
+    s.a.rtp_proto.datagram_received(packet, ("127.0.0.1", 1000))
+    assert s.b.send_errors == 1
+    sink.error = None
     s.a.rtp_proto.datagram_received(packet, ("127.0.0.1", 1000))
     assert sink.sent == [packet]
 
