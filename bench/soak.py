@@ -6,6 +6,8 @@ Run from the repository root::
     .venv/bin/python bench/soak.py --code head                 # measure the max, 10 min at 80%
     .venv/bin/python bench/soak.py --max-cps 500 --minutes 10  # 80% of a max measured before
     .venv/bin/python bench/soak.py --rate 100 --minutes 2      # a given rate
+    # the max as sustained for a minute (60 s steps from 600 calls/s up), then 10 min at 80%
+    .venv/bin/python bench/soak.py --code head --step-seconds 60 --ladder 600,800,1000,1200,1400
 
 Without ``--rate`` or ``--max-cps`` the highest clean rate is measured first in the same
 run, as ``bench/cps.py`` does (15 s steps up a ladder, then bisection), on a fresh
@@ -65,6 +67,59 @@ class Sample:
     t_s: float
     engine_kib: int
     workers_kib: int
+    # Cumulative CPU seconds: the engine's event-loop (main) thread, its other threads
+    # (the database writer), and its relay workers.
+    loop_cpu_s: float = 0.0
+    threads_cpu_s: float = 0.0
+    workers_cpu_s: float = 0.0
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_cpu_s(path: str) -> float:
+    """utime + stime of a /proc .../stat file, seconds (0 when it is gone)."""
+    try:
+        with open(path) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def thread_cpu_s(pid: int) -> tuple[float, float]:
+    """(main thread, all other threads) CPU seconds of process ``pid``."""
+    main = other = 0.0
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            cpu = _stat_cpu_s(f"/proc/{pid}/task/{tid}/stat")
+            if int(tid) == pid:
+                main = cpu
+            else:
+                other += cpu
+    return main, other
+
+
+def cpu_per_call_by_window(samples: list[Sample], rate: int, window_s: float = 60.0
+                           ) -> list[tuple[float, float, float, float]]:
+    """Per window of the soak: (start minute, loop thread, other threads, workers) CPU in
+    ms per call at the offered ``rate``: does a call cost more as the run goes on?"""
+    out = []
+    i = 0
+    while i < len(samples):
+        j = i
+        while j + 1 < len(samples) and samples[j + 1].t_s - samples[i].t_s <= window_s:
+            j += 1
+        if j == i:
+            break
+        a, b = samples[i], samples[j]
+        calls = rate * (b.t_s - a.t_s)
+        out.append((round(a.t_s / 60, 1),
+                    round(1000 * (b.loop_cpu_s - a.loop_cpu_s) / calls, 3),
+                    round(1000 * (b.threads_cpu_s - a.threads_cpu_s) / calls, 3),
+                    round(1000 * (b.workers_cpu_s - a.workers_cpu_s) / calls, 3)))
+        i = j
+    return out
 
 
 def slope_mb_per_min(samples: list[Sample], since_s: float = 0.0) -> float | None:
@@ -98,8 +153,11 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         t0 = time.monotonic()
         while not self.done.is_set():
+            workers = relay_workers(self.pid)
+            loop_s, threads_s = thread_cpu_s(self.pid)
             sample = Sample(round(time.monotonic() - t0, 1), rss_kib(self.pid),
-                            sum(rss_kib(w) for w in relay_workers(self.pid)))
+                            sum(rss_kib(w) for w in workers), loop_s, threads_s,
+                            sum(_stat_cpu_s(f"/proc/{w}/stat") for w in workers))
             self.samples.append(sample)
             if sample.engine_kib > self.limit_kib and self.stopped_at is None:
                 self.stopped_at = sample.t_s
@@ -136,7 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-rss-mb", type=int, default=8192,
                     help="stop the engine (and fail) if its RSS passes this (8192)")
     ap.add_argument("--step-seconds", type=int, default=15,
-                    help="step length of the max-CPS search (15)")
+                    help="step length of the max-CPS search (15); longer steps measure the "
+                         "rate the engine sustains")
+    ap.add_argument("--ladder", type=lambda v: [int(x) for x in v.split(",")], default=LADDER,
+                    help="rates tried up to the first failure, then bisected (default "
+                         + ",".join(map(str, LADDER)) + ")")
     add_code_and_workdir(ap)
     args = ap.parse_args(argv)
     if not have_sipp():
@@ -157,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         search = SoftswitchSystem(root / "softswitch-search", code_root=code_root)
         search.start()
         try:
-            ceiling = find_ceiling(bench, search, LADDER, 3, time.monotonic() + 20 * 60,
+            ceiling = find_ceiling(bench, search, args.ladder, 3, time.monotonic() + 20 * 60,
                                    confirm=True)
         finally:
             search.stop()
@@ -246,6 +308,12 @@ def main(argv: list[str] | None = None) -> int:
           f"MB/min after the first {args.warmup_min:g} min "
           f"({len(after)} samples), "
           f"{slope_all if slope_all is None else round(slope_all, 3)} MB/min over the run")
+    windows = cpu_per_call_by_window(samples, rate)
+    if windows:
+        print("engine CPU per call by minute (ms at the offered rate): minute, event loop, "
+              "other threads (database writer), relay workers")
+        for w in windows:
+            print(f"  {w[0]:5.1f}  {w[1]:.3f}  {w[2]:.3f}  {w[3]:.3f}")
     print("PASS" if passed else "FAIL: " + "; ".join(reasons))
     out = root / "results.json"
     out.write_text(json.dumps({
@@ -253,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_cps": max_cps, "rate": rate, "seconds": seconds, "passed": passed,
         "reasons": reasons, "cdrs": cdrs, "slope_after_warmup": slope_after,
         "slope_all": slope_all, "samples": [asdict(s) for s in samples],
+        "cpu_per_call_by_minute": windows,
         "ceiling": None if ceiling is None else {
             **asdict(ceiling), "steps": [asdict(s) for s in ceiling.steps]},
         "step": asdict(step)}, indent=1, default=str))
