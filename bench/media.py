@@ -63,9 +63,13 @@ calls on a 2-core machine than rtpengine's single thread); and, when run, agains
 
 The generator (this file's ``_gen`` sub-command) is one process with raw non-blocking
 sockets and batched ``sendmmsg``/``recvmmsg``: its hot loop is ``bench/media/gen.c``
-(built with ``cc`` into the work folder and loaded with ctypes; ~500,000 packets/s each
-way at half a core here), or the same loop in Python with ctypes when no compiler is
-found (``--generator python``; ~300,000 packets/s at a full core). The measurement data
+(built with ``cc`` into the work folder and loaded with ctypes), or the same loop in
+Python with ctypes when no compiler is found (``--generator python``). Both run in
+ticks of ``--gen-tick-ms`` (0.97 ms; see ``GEN_TICK_MS``): each tick sends every packet
+that is due, drains every socket, then sleeps to the next tick, so the generator's CPU
+is almost all the kernel's per-packet work (``rig`` here: C ~0.24 of core 1 at 300,000
+packets/s each way and ~0.33 at 400,000; Python ~0.32 and ~0.40), and latencies are
+measured to about one tick (the late threshold is 200 ms). The measurement data
 lives in the RTP header, which the ciphers leave alone: SSRC = stream number (a fresh
 range per step, so stragglers of an earlier step are recognised), SEQ = packet number,
 TS = send time in microseconds. The payload is a fixed 160-byte pattern; the first
@@ -193,9 +197,21 @@ def sockaddr_in(host: str, port: int) -> bytes:
 # --------------------------------------------------------------------------------------
 
 RX_SLOT = 176  # >= PACKET_LEN, multiple of 8
+# Sent with DF (IP_PMTUDISC_DO): the kernel then sets IP ID 0 instead of hashing one per
+# packet for the unconnected send sockets (__ip_select_ident); 200-byte packets on
+# loopback never need fragments.
+IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
+IP_PMTUDISC_DO = getattr(socket, "IP_PMTUDISC_DO", 2)
 RX_BATCH = 256
 RX_FMT = struct.Struct(">BBHII" + f"{RX_SLOT - HEADER_LEN}x")
 LAT_BUCKET_SHIFT = 9  # latency histogram buckets of 512 us
+# The generator's tick (--gen-tick-ms), deliberately not a divisor of the kernel's tick
+# (4 ms at HZ=250 here; 1, 4 and 10 ms are the usual ones): with an exact 1 ms the
+# generator's bursts, and through the relay those of the system under test, fall at the
+# same phase of every scheduler tick, and the tick-sampled busy time of /proc/stat
+# (core busy, "others", the disturbed test) reads all or none of them. At 0.97 ms the
+# phase sweeps the whole tick every ~30 ms.
+GEN_TICK_MS = 0.97
 
 
 class Sender:
@@ -244,8 +260,10 @@ class Sender:
             m.iov, m.iovlen = iov_addr + 3 * j * IOV_SIZE, 3
         self.msgs_addr = ctypes.addressof(self.msgs)
 
-    def pump(self, el_ns: int, ts_us: int) -> int:
-        """Send every packet due by ``el_ns`` (ns since the start); returns packets sent."""
+    def pump(self, el_ns: int, t0_ns: int) -> int:
+        """Send every packet due by ``el_ns`` (ns since ``t0_ns``, the start); returns
+        packets sent. TS is the send time of each ``sendmmsg`` batch (us since the start).
+        """
         n = self.n
         due = min(self.total, el_ns * self.rate // 1_000_000_000)
         sent = self.sent
@@ -256,10 +274,12 @@ class Sender:
             self.max_lag_ns = lag
         start = sent
         hdr = self.hdr
+        mono = time.monotonic_ns
         while sent < due:
             j0 = sent % n
             m = min(n - j0, due - sent, MAX_VLEN)
-            struct.pack_into("!HI", hdr, 2, (sent // n) & 0xFFFF, ts_us)
+            struct.pack_into("!HI", hdr, 2, (sent // n) & 0xFFFF,
+                             ((mono() - t0_ns) // 1000) & 0xFFFFFFFF)
             r = _sendmmsg(self.fd, self.msgs_addr + j0 * MSG_SIZE, m, 0)
             if r <= 0:
                 err = ctypes.get_errno()
@@ -363,8 +383,26 @@ def build_c_generator(out_dir: Path) -> tuple[Path | None, str]:
 
 
 class Generator:
-    def __init__(self, groups: int, rcvbuf: int, clib: str | None) -> None:
+    """The load generator's sockets and hot loop (C, or Python when ``clib`` is None).
+
+    The hot loop runs in ticks of ``tick_ns`` (``GEN_TICK_MS``, about 1 ms, by default):
+    at each tick it sends every packet that is due (``sendmmsg`` batches), then drains
+    every receive socket until it is empty (``recvmmsg``), then sleeps until the next
+    tick; a tick that overruns is followed at once by the next. So it makes a few
+    syscalls per socket per tick instead of polling, and its CPU is almost all the
+    kernel's per-packet work. The cost is resolution: a packet is sent up to one tick
+    after it is due (the max send lag shows it; TS carries the actual send time, so it
+    does not count as latency), and waits in its socket up to one tick before it is
+    read, so latencies are measured to about one tick (far below the 200 ms late
+    threshold, so a step's pass or fail does not depend on it). ``tick_ns`` 0: no
+    sleeping (a busy poll). The sockets send with DF set (``IP_PMTUDISC_DO``), which
+    spares the kernel an IP ID hash per packet.
+    """
+
+    def __init__(self, groups: int, rcvbuf: int, clib: str | None,
+                 tick_ns: int = round(GEN_TICK_MS * 1e6)) -> None:
         self.groups = groups
+        self.tick_ns = tick_ns
         self.a_socks: list[socket.socket] = []
         self.b_socks: list[socket.socket] = []
         for lst in (self.a_socks, self.b_socks):
@@ -375,6 +413,8 @@ class Generator:
                     s.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 4 << 20)
                 except OSError:
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+                with contextlib.suppress(OSError):
+                    s.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
                 s.bind((GEN_HOST, 0))
                 s.setblocking(False)
                 lst.append(s)
@@ -511,7 +551,8 @@ class Generator:
             ctypes.c_int(per_stream), ctypes.c_int(len(self.receivers)), rfds,
             ctypes.c_uint32(ssrc_base), ctypes.c_int(nstreams),
             ctypes.c_int64(int(seconds * 1e9)), ctypes.c_int64(int(drain_s * 1e9)),
-            ctypes.c_int64(2_000_000_000), ctypes.c_uint32(LATE_US),
+            ctypes.c_int64(2_000_000_000), ctypes.c_int64(self.tick_ns),
+            ctypes.c_uint32(LATE_US),
             counts, hist, ctypes.c_int(LAT_BUCKET_SHIFT), ctypes.c_int(HIST_BUCKETS),
             timeline, ctypes.c_int(TIMELINE_SLOTS), out, sent, samples,
             ctypes.c_int(MAX_SAMPLES))
@@ -543,32 +584,34 @@ class Generator:
         unpack = RX_FMT.iter_unpack
         receivers = self.receivers
         mono = time.monotonic_ns
+        sleep = time.sleep
+        tick_ns = self.tick_ns
         t0 = mono()
         send_end = t0 + int(seconds * 1e9)
         hard_send_end = send_end + 2_000_000_000
         last_send = t0
         sending = True
         end = send_end + int(drain_s * 1e9)
+        next_tick = t0
+        # One tick: send what is due, drain every socket, sleep until the next tick (as
+        # in gen.c).
         while True:
             now = mono()
-            el = now - t0
-            ts_us = (el // 1000) & 0xFFFFFFFF
-            sent_now = 0
             if sending:
+                el = now - t0
+                sent_now = 0
                 for s in senders:
-                    sent_now += s.pump(el, ts_us)
+                    sent_now += s.pump(el, t0)
                 if sent_now:
                     last_send = now
                 if all(s.sent >= s.total for s in senders) or now >= hard_send_end:
                     sending = False
                     end = max(now, send_end) + int(drain_s * 1e9)
-            got_total = 0
             for rx in receivers:
-                for _ in range(16):
+                while True:  # until empty: a failed (EAGAIN) or short batch
                     got = rx.recv()
                     if not got:
                         break
-                    got_total += got
                     batches += 1
                     now_us = ((mono() - t0) // 1000) & 0xFFFFFFFF
                     view = rx.view
@@ -607,8 +650,13 @@ class Generator:
                         break
             if not sending and now >= end:
                 break
-            if got_total < 32 and not sent_now:
-                time.sleep(0.0005)
+            if tick_ns > 0:
+                next_tick += tick_ns
+                after = mono()
+                if next_tick <= after:  # overrun: the next tick at once
+                    next_tick = after
+                else:
+                    sleep((next_tick - after) / 1e9)
         raw.sent = [s.sent for s in senders]
         raw.late, raw.stale, raw.max_lat_us = late, stale, max_lat
         raw.eagain = sum(s.eagain for s in senders)
@@ -619,7 +667,7 @@ class Generator:
 
 
 def gen_main(args: argparse.Namespace) -> int:
-    gen = Generator(args.groups, args.rcvbuf, args.clib)
+    gen = Generator(args.groups, args.rcvbuf, args.clib, round(args.tick_ms * 1e6))
     out = sys.stdout
     for line in sys.stdin:
         req = json.loads(line)
@@ -1357,7 +1405,8 @@ class Bench:
         self.step_no = 0
         self.deadline: float = time.monotonic() + args.max_minutes * 60
         gen_argv = [*pinned(1, args.nice), sys.executable, str(Path(__file__).resolve()),
-                    "_gen", "--groups", str(args.groups), "--rcvbuf", str(args.gen_rcvbuf)]
+                    "_gen", "--groups", str(args.groups), "--rcvbuf", str(args.gen_rcvbuf),
+                    "--tick-ms", str(args.gen_tick_ms)]
         if clib is not None:
             gen_argv += ["--clib", str(clib)]
         self.gen = Child("generator", gen_argv, work)
@@ -1736,7 +1785,7 @@ def orchestrate(args: argparse.Namespace) -> int:
             log(why)
     bench = Bench(args, work, clib)
     info["generator"] = bench.gen_impl
-    log(f"generator: {bench.gen_impl}")
+    log(f"generator: {bench.gen_impl}, tick {args.gen_tick_ms:g} ms")
     # 4 ports per call, and room for the probe session per worker of every setup.
     wports = (WORKERS_PORT_LOW,
               min(WORKERS_PORT_LOW + 4 * (args.workers_max_calls + 4 * args.workers) - 1,
@@ -1926,6 +1975,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument("--groups", type=int, default=4)
         ap.add_argument("--rcvbuf", type=int, default=32 << 20)
         ap.add_argument("--clib", default=None)
+        ap.add_argument("--tick-ms", type=float, default=GEN_TICK_MS)
         return gen_main(ap.parse_args(argv[1:]))
     if argv and argv[0] == "_relay":
         ap = argparse.ArgumentParser()
@@ -1978,6 +2028,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--groups", type=int, default=4,
                     help="generator sockets per side (calls are spread over them)")
     ap.add_argument("--gen-rcvbuf", type=int, default=32 << 20)
+    ap.add_argument("--gen-tick-ms", type=float, default=GEN_TICK_MS,
+                    help="the generator's tick: each tick it sends what is due, reads what "
+                         "arrived, then sleeps to the next (latency resolution about one "
+                         "tick; 0: no sleeping, a busy poll). Best not a divisor of the "
+                         "kernel's tick (1, 4, 10 ms): see GEN_TICK_MS")
     ap.add_argument("--max-minutes", type=float, default=24.0)
     ap.add_argument("--generator", choices=("auto", "c", "python"), default="auto",
                     help="the generator's hot loop: C (bench/media/gen.c, built with cc) "
