@@ -16,11 +16,11 @@ Latching and the anti-hijack rule (``docs/media.md`` has the long form). Per leg
 * The first well-formed RTP packet received on the leg from an *admissible* source
   latches the leg (with latching on, the session default): from then on the peer is sent
   to that source address and only that exact source (IP and port) is accepted on the
-  leg: the leg's RTP socket is connected to it, so the kernel drops everything else
-  (packets from others already queued at that moment are read, refused and counted in
-  ``rx_foreign``, as are foreign packets before the latch). It latches once: no
-  later packet can move it (no hijack by a third party spraying packets after the call
-  is set up). A new, different SDP address (``set_remote``) re-opens latching.
+  leg; everything else is dropped: counted in ``rx_foreign`` until the latch, and from
+  then on refused by the kernel, as the leg's RTP socket is connected to the latched
+  source (which also lets the other direction ``send`` without an address). It latches
+  once: no later packet can move it (no hijack by a third party spraying packets after
+  the call is set up). A new, different SDP address (``set_remote``) re-opens latching.
 * Admissible: any source when the leg is marked ``nat`` (NAT rewrites the IP, nothing
   can be checked); otherwise only a source with the SDP's IP (any port).
 * With latching off, admissible sources are accepted and media still goes to the SDP
@@ -35,11 +35,11 @@ packets sent to an encrypted leg are encrypted; the two transforms of a directio
 composed once per session (``None`` when both legs use no cipher or the same keystream,
 which cancels out). RTCP is never touched.
 
-The receive path is minimal: on a latched leg one ``recv`` on the connected socket, the RTP
-header-length check inline, counters, one timestamp, an optional precomputed transform
-and one ``send`` on the other leg's connected socket (``sendto`` while that one is not
-latched). Anything unusual (first packet, foreign source, RTCP multiplexed on
-the RTP port, malformed packet) takes a slower path. Malformed packets (short, version
+The receive path is minimal: one source comparison, the RTP header-length check inline,
+counters, one timestamp, an optional precomputed transform and ``send`` on the other
+leg's connected socket (``sendto`` toward a precomputed target until it is latched).
+Anything unusual (first packet, foreign source, RTCP multiplexed on the RTP port,
+malformed packet) takes a slower path. Malformed packets (short, version
 not 2, CSRC list or header extension longer than the packet) are dropped and counted in
 ``rx_malformed``; nothing in the receive path raises on packet content.
 """
@@ -79,8 +79,6 @@ EARLY_PACKETS = 16  # RTP kept per direction until the destination's first SDP i
 
 _monotonic = time.monotonic
 _libc = ctypes.CDLL(None, use_errno=True)
-RECV_SIZE = 65536  # a datagram up to UDP's maximum is read whole
-SETTLE_MAX = 4096  # packets read, source checked, right after a leg connects
 
 
 COUNTERS = ("rx_packets", "rx_bytes", "rx_malformed", "rx_foreign", "no_peer",
@@ -177,41 +175,42 @@ def check_remote(relay_host: str, host: str, port: int,
 
 
 def _disconnect(sock: socket.socket) -> None:
-    """Dissolve a UDP socket's association (``connect`` to an ``AF_UNSPEC`` address,
-    which Python's socket API cannot express)."""
+    """Dissolve a UDP socket's association: ``connect`` to an ``AF_UNSPEC`` address,
+    which Python's socket API cannot express."""
     addr = (ctypes.c_ubyte * 16)()  # sa_family 0: AF_UNSPEC
     if _libc.connect(sock.fileno(), addr, ctypes.sizeof(addr)) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
 
 
-class _RtpProtocol:
-    """Receives RTP on one leg's socket and sends it out of the other leg's RTP socket.
+class _Dropper:
+    """Stands in for a leg's transport while its send buffer is over the high-water mark:
+    packets toward that leg's party are dropped and counted instead of queued without
+    bound (flow control costs the receive path nothing)."""
 
-    The sockets are read with ``loop.add_reader``, not through a datagram transport:
-    once a leg is latched its socket is ``connect()``-ed to the latched peer, so the
-    kernel does the source check (anything else never reaches the relay), ``recv``
-    needs no source address and the other direction ``send``s without a destination
-    (no per-packet address conversion or route lookup). That makes a relayed packet
-    about a third cheaper than a datagram protocol's callback and ``sendto``.
-    """
-
-    __slots__ = ("__weakref__", "_reading", "dst", "early", "leg", "out", "send", "sock", "xf")
+    __slots__ = ("leg",)
 
     def __init__(self, leg: RelayLeg) -> None:
         self.leg = leg
-        self.sock: socket.socket | None = None  # this leg's RTP socket
-        self.out: Any = None  # the other leg's RTP socket (anything with sendto)
+
+    def sendto(self, data: bytes, addr: Address) -> None:
+        self.leg.send_dropped += 1
+
+
+class _RtpProtocol(asyncio.DatagramProtocol):
+    """Receives RTP on one leg and sends it out of the other leg's RTP socket."""
+
+    def __init__(self, leg: RelayLeg) -> None:
+        self.leg = leg
+        self.out: Any = None  # the other leg's RTP transport
         self.dst: Address | None = None  # the other leg's peer
-        # ``out.send`` when the other leg's socket is connected to ``dst``, else None.
+        # The other leg's socket's ``send`` while that socket is connected to ``dst``
+        # (its latched peer): no destination to convert, no per-packet route lookup.
         self.send: Callable[[bytes], object] | None = None
         self.xf: Transform | None = None  # decrypt-from-this-leg then encrypt-to-other
         # Packets that came before the other leg had any SDP address (None once it has):
         # the answer's address can reach a relay worker a moment after the first RTP.
         self.early: list[tuple[bytes, int]] | None = []
-        self._reading: Callable[[], None] | None = None
-
-    # -- wiring --------------------------------------------------------------------------
 
     def point(self, dst: Address | None) -> None:
         """The other leg's peer address is known (or on hold): send what waited for it."""
@@ -226,111 +225,39 @@ class _RtpProtocol:
         for data, off in early:
             if self.xf is not None:
                 data = self.xf(data, off)
-            self._send(data)
+            self.out.sendto(data, dst)
 
     def refresh_send(self) -> None:
-        """Send with ``send()`` only while the other leg's socket is connected to ``dst``."""
+        """Send with ``send()`` only while the other leg's socket is connected to ``dst``
+        and not paused (flow control keeps its own path)."""
         send = None
-        out = self.out
-        if out is not None and self.dst is not None:
-            try:
-                other = self.leg.other
-            except (AttributeError, RuntimeError):  # released, or the session is gone
-                other = None
-            if other is not None and other.connected_to == self.dst:
-                send = getattr(out, "send", None)
+        if self.dst is not None and self.out is not None and not isinstance(self.out, _Dropper):
+            session = self.leg._session()
+            if session is not None:
+                other = session.b if self.leg is session.a else session.a
+                if other.connected_to == self.dst and other._rtp_sock is not None:
+                    send = other._rtp_sock.send
         self.send = send
 
-    def listen(self, loop: asyncio.AbstractEventLoop, connected: bool) -> None:
-        """(Re)register the socket's reader: the connected one when the socket is
-        connected to the latched peer, the general one otherwise."""
-        sock = self.sock
-        if sock is None:
+    def _send_failed(self, exc: OSError) -> None:
+        # A full send buffer sheds the packet (counted on the leg whose socket sent, as
+        # flow control does); anything else is an error (an ICMP unreachable reported
+        # on the connected socket).
+        session = self.leg._session()
+        if session is None:
             return
-        reader = self._read_connected if connected else self._read_any
-        if self._reading is not None:
-            loop.remove_reader(sock.fileno())
-        loop.add_reader(sock.fileno(), reader)
-        self._reading = reader
+        other = session.b if self.leg is session.a else session.a
+        if isinstance(exc, BlockingIOError):
+            other.send_dropped += 1
+        else:
+            other.send_errors += 1
 
-    def settle(self) -> None:
-        """After a connect: read what was queued before it (checking each source), then
-        switch to the connected reader if the leg is still connected."""
-        sock = self.sock
-        if sock is None:
-            return
-        for _ in range(SETTLE_MAX):
-            try:
-                data, addr = sock.recvfrom(RECV_SIZE)
-            except BlockingIOError:
-                break
-            except OSError:
-                self.leg.send_errors += 1
-                break
-            self.datagram_received(data, addr)
-            if self.sock is None:
-                return  # the session closed meanwhile
-        leg = self.leg
-        if leg._loop is not None and leg.connected_to is not None and leg.connected_to == leg.src:
-            self.listen(leg._loop, connected=True)
-
-    def stop(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._reading is not None and self.sock is not None:
-            loop.remove_reader(self.sock.fileno())
-        self._reading = None
-
-    # -- receive -------------------------------------------------------------------------
-
-    def _read_any(self) -> None:
-        try:
-            data, addr = self.sock.recvfrom(RECV_SIZE)  # type: ignore[union-attr]
-        except BlockingIOError:
-            return
-        except OSError:
-            self.leg.send_errors += 1  # an ICMP error after a send from this socket
-            return
-        self.datagram_received(data, addr)
-
-    def _read_connected(self) -> None:
-        # Only the latched peer's packets reach a connected socket.
-        try:
-            data = self.sock.recv(RECV_SIZE)  # type: ignore[union-attr]
-        except BlockingIOError:
-            return
-        except OSError:
-            self.leg.send_errors += 1
-            return
-        leg = self.leg
-        n = len(data)
-        if n < 12:
-            self._slow(data, leg.src)  # type: ignore[arg-type]
-            return
-        b0 = data[0]
-        off = 12 + ((b0 & 15) << 2)
-        if b0 & 0x10:
-            if n < off + 4:
-                self._slow(data, leg.src)  # type: ignore[arg-type]
-                return
-            off += 4 + (((data[off + 2] << 8) | data[off + 3]) << 2)
-        if off > n or b0 & 0xC0 != 0x80 or 192 <= data[1] <= 223:
-            self._slow(data, leg.src)  # type: ignore[arg-type]
-            return
-        leg.last_rx = _monotonic()
-        leg.rx_packets += 1
-        leg.rx_bytes += n
-        xf = self.xf
-        if xf is not None:
-            data = xf(data, off)
-        send = self.send
-        try:
-            if send is not None:
-                send(data)
-            elif self.dst is not None:
-                self.out.sendto(data, self.dst)
-            else:
-                self._no_peer(data, off)
-        except OSError as exc:
-            self._send_failed(exc)
+    def _no_peer(self, data: bytes, off: int) -> None:
+        early = self.early
+        if early is not None and len(early) < EARLY_PACKETS:
+            early.append((data, off))
+        else:
+            self.leg.no_peer += 1
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         leg = self.leg
@@ -354,13 +281,24 @@ class _RtpProtocol:
         leg.last_rx = _monotonic()
         leg.rx_packets += 1
         leg.rx_bytes += n
-        if self.dst is None:
+        send = self.send
+        if send is not None:
+            xf = self.xf
+            if xf is not None:
+                data = xf(data, off)
+            try:
+                send(data)
+            except OSError as exc:
+                self._send_failed(exc)
+            return
+        dst = self.dst
+        if dst is None:
             self._no_peer(data, off)
             return
         xf = self.xf
         if xf is not None:
             data = xf(data, off)
-        self._send(data)
+        self.out.sendto(data, dst)
 
     def _slow(self, data: bytes, addr: Address) -> None:
         leg = self.leg
@@ -370,7 +308,7 @@ class _RtpProtocol:
                 # RTCP multiplexed on the RTP port (RFC 5761): relayed untouched.
                 leg.rtcp_packets += 1
                 if self.dst is not None:
-                    self._send(data)
+                    self.out.sendto(data, self.dst)
             else:
                 leg.rx_malformed += 1
             return
@@ -384,43 +322,32 @@ class _RtpProtocol:
         if leg.first_rtp_at is None:
             leg.first_rtp_at = now
             leg.session._first_rtp(leg)
-        if self.dst is None:
+        dst = self.dst
+        if dst is None:
             self._no_peer(data, off)
             return
         if self.xf is not None:
             data = self.xf(data, off)
-        self._send(data)
+        self.out.sendto(data, dst)
 
-    # -- send ----------------------------------------------------------------------------
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and the like after a send from this socket.
+        self.leg.send_errors += 1
 
-    def _send(self, data: bytes) -> None:
-        try:
-            if self.send is not None:
-                self.send(data)
-            elif self.out is not None and self.dst is not None:
-                self.out.sendto(data, self.dst)
-        except OSError as exc:
-            self._send_failed(exc)
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.leg._transport_lost()
 
-    def _send_failed(self, exc: OSError) -> None:
-        # Counted on the leg whose socket sent: a full send buffer sheds the packet
-        # (overload drops instead of queueing without bound); anything else is an error
-        # (an ICMP unreachable from an earlier packet, reported on a connected socket).
-        try:
-            other = self.leg.other
-        except (AttributeError, RuntimeError):
-            return
-        if isinstance(exc, BlockingIOError):
-            other.send_dropped += 1
-        else:
-            other.send_errors += 1
+    # This leg's socket is the one the *other* leg's protocol sends through.
+    def pause_writing(self) -> None:
+        proto = self.leg.other.rtp_proto
+        proto.out = _Dropper(self.leg)
+        proto.send = None
 
-    def _no_peer(self, data: bytes, off: int) -> None:
-        early = self.early
-        if early is not None and len(early) < EARLY_PACKETS:
-            early.append((data, off))
-        else:
-            self.leg.no_peer += 1
+    def resume_writing(self) -> None:
+        if self.leg._rtp_transport is not None:
+            proto = self.leg.other.rtp_proto
+            proto.out = self.leg._rtp_transport
+            proto.refresh_send()
 
 
 class _RtcpProtocol(asyncio.DatagramProtocol):
@@ -449,6 +376,13 @@ class _RtcpProtocol(asyncio.DatagramProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.leg._transport_lost()
+
+    def pause_writing(self) -> None:
+        self.leg.other.rtcp_proto.out = _Dropper(self.leg)
+
+    def resume_writing(self) -> None:
+        if self.leg._rtcp_transport is not None:
+            self.leg.other.rtcp_proto.out = self.leg._rtcp_transport
 
 
 class RelayLeg:
@@ -501,12 +435,12 @@ class RelayLeg:
         self.last_rx: float | None = None
         self.rtp_proto = _RtpProtocol(self)
         self.rtcp_proto = _RtcpProtocol(self)
-        self._rtp_sock: socket.socket | None = None
+        self._rtp_transport: Any = None
         self._rtcp_transport: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._rtp_sock: socket.socket | None = None  # the RTP transport's socket
         # The latched peer this leg's RTP socket is connect()-ed to (None: unconnected).
         self.connected_to: Address | None = None
-        self._open = 0  # sockets not yet closed
+        self._open = 0  # transports not yet reported lost
         self._allocator: PortAllocator | None = None  # set while holding a port pair
 
     # -- configuration -------------------------------------------------------------------
@@ -597,12 +531,12 @@ class RelayLeg:
         return session.b if self is session.a else session.a
 
     def _connect(self, peer: Address | None) -> None:
-        """Connect this leg's RTP socket to its latched peer (None: dissolve): the kernel
-        then delivers only that peer's packets and the other leg sends without an
-        address. Without a socket, or if the kernel refuses, the leg stays unconnected
-        and the general path (source compared per packet) carries on."""
+        """Connect this leg's RTP socket to its latched peer (None: dissolve). The kernel
+        then delivers only that peer's packets (the latch enforced below the relay) and
+        the other leg's protocol sends to it with ``send``. If the kernel refuses, the
+        leg stays unconnected and ``sendto`` carries on."""
         sock = self._rtp_sock
-        if sock is None or peer == self.connected_to:
+        if sock is None or sock.fileno() < 0 or peer == self.connected_to:
             return
         try:
             if peer is None:
@@ -614,13 +548,6 @@ class RelayLeg:
                         "disconnect" if peer is None else "connect to", peer, exc)
             return
         self.connected_to = peer
-        if self._loop is not None:
-            if peer is None:
-                self.rtp_proto.listen(self._loop, connected=False)
-            else:
-                # Packets queued before the connect may come from anyone: they are read
-                # with their source first; then the connected reader takes over.
-                self._loop.call_soon(self.rtp_proto.settle)
         self.other.rtp_proto.refresh_send()
 
     def _set_rtp_dst(self, dst: Address | None) -> None:
@@ -688,18 +615,22 @@ class RelayLeg:
                 allocator.release(port)
                 continue
             try:
-                rtcp_t, _ = await loop.create_datagram_endpoint(
-                    lambda: self.rtcp_proto, sock=socks[1])
+                rtp_t, _ = await loop.create_datagram_endpoint(
+                    lambda: self.rtp_proto, sock=socks[0])
+                try:
+                    rtcp_t, _ = await loop.create_datagram_endpoint(
+                        lambda: self.rtcp_proto, sock=socks[1])
+                except BaseException:
+                    rtp_t.close()
+                    raise
             except BaseException:
                 for sock in socks:
                     sock.close()
                 allocator.release(port)
                 raise
             self.rtp_port, self.rtcp_port = port, port + 1
-            self._rtp_sock, self._rtcp_transport = socks[0], rtcp_t
-            self._loop = loop
-            self.rtp_proto.sock = socks[0]
-            self.rtp_proto.listen(loop, connected=False)
+            self._rtp_transport, self._rtcp_transport = rtp_t, rtcp_t
+            self._rtp_sock = socks[0]
             self._open = 2
             self._allocator = allocator
             return
@@ -709,23 +640,17 @@ class RelayLeg:
         )
 
     def _close(self) -> None:
-        sock, rtcp_t = self._rtp_sock, self._rtcp_transport
-        self._rtp_sock = self._rtcp_transport = None
+        transports = [t for t in (self._rtp_transport, self._rtcp_transport) if t is not None]
+        self._rtp_transport = self._rtcp_transport = None
+        self._rtp_sock = None
+        self.connected_to = None
         self.rtp_proto.out = self.rtcp_proto.out = None
         self.rtp_proto.dst = self.rtcp_proto.dst = None
         self.rtp_proto.send = None
-        self.connected_to = None
-        if sock is None and rtcp_t is None:
+        if not transports:
             self._release()
-            return
-        if sock is not None:
-            if self._loop is not None:
-                self.rtp_proto.stop(self._loop)
-            self.rtp_proto.sock = None
-            sock.close()
-            self._transport_lost()
-        if rtcp_t is not None:
-            rtcp_t.close()  # connection_lost -> _transport_lost -> _release
+        for t in transports:
+            t.close()  # connection_lost -> _transport_lost -> _release
 
     def _transport_lost(self) -> None:
         self._open -= 1
@@ -743,6 +668,7 @@ class RelayLeg:
                 session._leg_released()
         # Both sockets are gone, so no callback can reach the protocols again: cut their
         # back-references (leg <-> protocol cycles would otherwise wait for the GC).
+        self.rtp_proto.send = None
         for proto in (self.rtp_proto, self.rtcp_proto):
             proto.out = proto.dst = None
             if hasattr(proto, "leg"):
@@ -792,9 +718,11 @@ class RelaySession:
             self.close()
             raise
         a, b = self.a, self.b
-        a.rtp_proto.out, b.rtp_proto.out = b._rtp_sock, a._rtp_sock
+        a.rtp_proto.out, b.rtp_proto.out = b._rtp_transport, a._rtp_transport
         a.rtcp_proto.out, b.rtcp_proto.out = b._rtcp_transport, a._rtcp_transport
         a.rtp_proto.dst, b.rtp_proto.dst = b.rtp_dst, a.rtp_dst
+        a.rtp_proto.refresh_send()
+        b.rtp_proto.refresh_send()
         a.rtcp_proto.dst, b.rtcp_proto.dst = b.rtcp_dst, a.rtcp_dst
         self.started = True
 

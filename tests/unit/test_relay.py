@@ -620,37 +620,52 @@ def test_fast_path_agrees_with_parser(data: bytes) -> None:
     assert leg.rx_malformed == (0 if relayed else 1)
 
 
-class _FullSink(_Sink):
-    """A socket whose send buffer is full, then one whose peer sent an ICMP error."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.error: OSError | None = BlockingIOError(11, "full")
-
-    def sendto(self, data: bytes, addr: Any) -> None:
-        if self.error is not None:
-            raise self.error
-        super().sendto(data, addr)
-
-
-def test_full_send_buffer_sheds_packets_and_counts() -> None:
+def test_paused_transport_sheds_packets_and_counts() -> None:
     s = RelaySession(PortAllocator(50000, 50003), HOST)
-    sink = _FullSink()
+    sink = _Sink()
     s.a.src = ("127.0.0.1", 1000)
     s.a.latched = True
-    s.a.rtp_proto.out = sink  # b's socket: what a's protocol sends through
+    s.b._rtp_transport = sink  # b's socket: what a's protocol sends through
+    s.a.rtp_proto.out = sink
     s.a.rtp_proto.dst = ("127.0.0.1", 2000)
+    packet = rtp(1, payload(1))
+    s.b.rtp_proto.pause_writing()  # b's send buffer over the high-water mark
+    for _ in range(3):
+        s.a.rtp_proto.datagram_received(packet, ("127.0.0.1", 1000))
+    assert sink.sent == [] and s.b.send_dropped == 3
+    assert s.stats()["b_to_a"]["send_dropped"] == 3 and s.a.rx_packets == 3
+    s.b.rtp_proto.resume_writing()
+    s.a.rtp_proto.datagram_received(packet, ("127.0.0.1", 1000))
+    assert sink.sent == [packet]
+
+
+def test_connected_send_sheds_on_a_full_buffer_and_counts_errors() -> None:
+    """Toward a latched (connected) peer the packet goes out with ``send``: a full send
+    buffer drops it (send_dropped), an ICMP error reported on the socket counts in
+    send_errors; neither escapes."""
+    s = RelaySession(PortAllocator(50000, 50003), HOST)
+    sent: list[bytes] = []
+    error: list[OSError | None] = [BlockingIOError(11, "full")]
+
+    def send(data: bytes) -> None:
+        if error[0] is not None:
+            raise error[0]
+        sent.append(data)
+
+    s.a.src = ("127.0.0.1", 1000)
+    s.a.latched = True
+    s.a.rtp_proto.dst = ("127.0.0.1", 2000)
+    s.a.rtp_proto.send = send
     packet = rtp(1, payload(1))
     for _ in range(3):
         s.a.rtp_proto.datagram_received(packet, ("127.0.0.1", 1000))
-    assert sink.sent == [] and s.b.send_dropped == 3 and s.b.send_errors == 0
-    assert s.stats()["b_to_a"]["send_dropped"] == 3 and s.a.rx_packets == 3
-    sink.error = ConnectionRefusedError(111, "refused")
+    assert sent == [] and s.b.send_dropped == 3 and s.b.send_errors == 0
+    error[0] = ConnectionRefusedError(111, "refused")
     s.a.rtp_proto.datagram_received(packet, ("127.0.0.1", 1000))
-    assert s.b.send_errors == 1
-    sink.error = None
+    assert s.b.send_errors == 1 and s.a.rx_packets == 4
+    error[0] = None
     s.a.rtp_proto.datagram_received(packet, ("127.0.0.1", 1000))
-    assert sink.sent == [packet]
+    assert sent == [packet]
 
 
 def test_closed_session_is_freed_without_the_garbage_collector() -> None:
