@@ -42,6 +42,9 @@ class ParameterUpdateSchema(Schema):
 
 class GarbageCollectionSchema(Schema):
     full_collections = fields.Integer(required=True)
+    skipped_live_growth = fields.Integer(required=True, metadata={
+        "description": "times memory had grown enough for a full collection but the live "
+                       "SIP state (transactions, calls) had grown with it, so none ran"})
     next_at_factor = fields.Integer(required=True, metadata={
         "description": "the next full collection when resident memory has grown this many "
                        "times since the last"})

@@ -21,7 +21,14 @@ collections find nothing to free in normal operation. The policy:
   memory stays within twice what is live at the cost of a rare pause, a rising load
   costs a logarithmic number of them, and a steady load without leaks costs none. A
   collection that frees next to nothing (memory grew with live transactions, not
-  garbage) doubles the factor for the next one, up to 16. Each
+  garbage) doubles the factor for the next one, up to 16;
+* memory that grew *with the live SIP state* is not collected for: the engine reports
+  its live units (transactions and calls), and when they grew by at least half as much
+  as memory did since the last anchor, the growth is taken as live (a rising load, the
+  32 s transaction window filling after a start) and the anchor moves up instead of
+  walking the heap: every full collection over live objects frees nothing and pauses
+  the loop about 1 us per object (1.7 s at 1168 calls/s). A leak, memory growing while
+  the live state does not, is still collected once memory doubles from the anchor. Each
   one is logged with its pause and counted (``/api/v1/metrics``:
   ``softswitch_gc_full_collections_total``, ``softswitch_gc_last_full_pause_seconds``).
 """
@@ -34,6 +41,7 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 
 log = logging.getLogger("b2bua.gc")
 
@@ -41,6 +49,7 @@ GROWTH_BYTES = 64 * 1024 * 1024
 CHECK_INTERVAL = 5.0
 MAX_FACTOR = 16
 FRUITLESS = 10_000  # objects: a full collection freeing fewer was not worth its pause
+LIVE_FLOOR = 1_000  # live units added to both sides of the ratio (an idle engine is not 0)
 NEVER = 1_000_000_000  # a generation-2 threshold the generation-1 count never reaches
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -51,11 +60,15 @@ def resident_bytes() -> int:
 
 
 class FullCollections:
-    def __init__(self, growth: int = GROWTH_BYTES) -> None:
+    def __init__(self, growth: int = GROWTH_BYTES,
+                 live: Callable[[], int] = lambda: 0) -> None:
         self.growth = growth
+        self.live = live  # the live units (transactions, calls) memory grows with
         self.factor = 2
         self.baseline = 0
+        self.baseline_live = 0
         self.count = 0
+        self.skipped = 0
         self.last_pause = 0.0
         self.last_collected = 0
 
@@ -66,14 +79,24 @@ class FullCollections:
         gen0, gen1, _ = gc.get_threshold()
         gc.set_threshold(gen0, gen1, NEVER)
         self.baseline = resident_bytes()
+        self.baseline_live = self.live()
 
     def check(self) -> bool:
         """Collect if memory grew ``factor`` times (and by ``growth``) since the last
         collection. A collection that frees next to nothing doubles the factor (up to
         :data:`MAX_FACTOR`): memory grew with live objects (a rising load's
         transactions), not garbage, and the next pause would be as useless and longer."""
-        grown = resident_bytes() - self.baseline
+        resident = resident_bytes()
+        grown = resident - self.baseline
         if grown < max(self.growth, self.baseline * (self.factor - 1)):
+            return False
+        live = self.live()
+        if live + LIVE_FLOOR >= (self.baseline_live + LIVE_FLOOR) * (1 + grown / self.baseline / 2):
+            # The live state grew along with memory: move the anchor, walk nothing.
+            self.skipped += 1
+            self.baseline, self.baseline_live = resident, live
+            log.info("memory grew with the live state (%d units): no full collection, "
+                     "resident %.0f MB", live, resident / 2**20)
             return False
         freed = self.collect()
         fruitless = freed < FRUITLESS
@@ -99,12 +122,14 @@ class FullCollections:
         self.last_collected = collected
         self.count += 1
         self.baseline = resident_bytes()
+        self.baseline_live = self.live()
         log.info("full garbage collection: %d objects freed, loop paused %.0f ms, "
                  "resident %.0f MB", collected, self.last_pause * 1000, self.baseline / 2**20)
         return collected
 
     def snapshot(self) -> dict[str, float]:
-        return {"full_collections": self.count, "next_at_factor": self.factor,
+        return {"full_collections": self.count, "skipped_live_growth": self.skipped,
+                "next_at_factor": self.factor,
                 "last_full_pause_seconds": round(self.last_pause, 4),
                 "last_full_collected": self.last_collected,
                 "resident_baseline_bytes": self.baseline}

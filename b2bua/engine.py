@@ -65,7 +65,7 @@ class Engine:
                               options.advertised_host())
         self.writer = DbWriter(options.db_path)
         self.loop_lag = LoopLag()
-        self.collector = FullCollections()
+        self.collector = FullCollections(live=self._live_units)
         self.media_totals = MediaTotals()
         self.media = self._media_plane(options)
         self.cdrs = CdrWriter(self.writer)
@@ -200,6 +200,14 @@ class Engine:
 
     def _lag_limit(self) -> float:
         return self.params.integer("SS_OVERLOAD_LOOP_LAG") / 1000
+
+    def _live_units(self) -> int:
+        """What the engine's memory grows with: lingering SIP transactions and calls."""
+        layer = self.stack.layer
+        transactions = 0 if layer is None else len(layer.servers) + len(layer.clients)
+        b2bua = getattr(self, "b2bua", None)
+        calls = 0 if b2bua is None else len(b2bua.calls)
+        return transactions + calls
 
     def _overloaded(self) -> bool:
         """Admission by load (SS_OVERLOAD_LOOP_LAG): this loop, or every relay, behind."""

@@ -154,6 +154,9 @@ def collect(metrics: Exposition) -> bool:
         metrics.add("gc_full_collections_total", "counter",
                     "Full garbage collections run by the engine (on memory growth only)",
                     collector.get("full_collections"))
+        metrics.add("gc_full_collections_skipped_total", "counter",
+                    "Full collections not run because memory grew with the live SIP state",
+                    collector.get("skipped_live_growth"))
         metrics.add("gc_last_full_pause_seconds", "gauge",
                     "How long the last full garbage collection paused the engine",
                     collector.get("last_full_pause_seconds"))

@@ -98,7 +98,9 @@ class ServerTransaction(_Transaction):
     def __init__(self, layer: TransactionLayer, request: Request, send: Send,
                  reliable: bool) -> None:
         super().__init__(layer, send, reliable)
-        self.request = request
+        # Kept until the final response; then only its key and the response's bytes are
+        # needed, and the transaction lingers 32 s (Timers L and J) at call rate.
+        self.request: Request | None = request
         self.key = server_key(request)
         self.is_invite = request.method == "INVITE"
         self.state = State.PROCEEDING if self.is_invite else State.TRYING
@@ -120,6 +122,7 @@ class ServerTransaction(_Transaction):
             if not self.is_invite:
                 self.state = State.PROCEEDING
             return
+        self.request = None
         if self.is_invite:
             if status < 300:
                 self.state = State.ACCEPTED
@@ -182,7 +185,7 @@ class ClientTransaction(_Transaction):
         resend: Sequence[float] | None = None,
     ) -> None:
         super().__init__(layer, send, reliable)
-        self.request = request
+        self.request: Request | None = request  # let go with the final response
         branch = request.top_via.branch
         if branch is None:
             raise SipParseError("client request without a branch")
@@ -199,6 +202,8 @@ class ClientTransaction(_Transaction):
         self.state = State.CALLING if self.is_invite else State.TRYING
 
     def start(self) -> None:
+        if self.request is None:
+            raise RuntimeError("a client transaction starts once, before its final response")
         self._bytes = self.request.to_bytes()
         self._transmit()
         if not self.reliable:
@@ -287,11 +292,14 @@ class ClientTransaction(_Transaction):
         self.on_response = _ignore_response
         self.on_timeout = _ignore
         self._bytes = b""
+        self.request = None
         on_response(response)
 
     def _build_ack(self, response: Response) -> bytes:
         """ACK of a non-2xx final response: same branch, To from the response (17.1.1.3)."""
         req = self.request
+        if req is None:  # built before the final response is handed up, never after
+            raise RuntimeError("ACK built after the transaction let go of its request")
         headers: list[tuple[str, str]] = [("Via", req.get("Via") or "")]
         for name in ("Route",):
             headers.extend((name, v) for v in req.get_all(name))

@@ -53,6 +53,30 @@ def test_collects_only_when_memory_doubled(monkeypatch: pytest.MonkeyPatch) -> N
     assert not small.check()
 
 
+def test_growth_with_the_live_state_moves_the_anchor_instead(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start-up or a rising load fills memory with live transactions: walking them
+    frees nothing. Memory that grows while the live state does not is still collected."""
+    resident = [100 << 20]
+    live = [0]
+    monkeypatch.setattr(collector, "resident_bytes", lambda: resident[0])
+    policy = FullCollections(growth=64 << 20, live=lambda: live[0])
+    policy.baseline = 100 << 20
+    collected: list[int] = []
+    monkeypatch.setattr(policy, "collect", lambda: collected.append(1) or 50_000)
+    # Warm-up: memory x2.5 while the transactions went from 0 to 20,000.
+    resident[0], live[0] = 250 << 20, 20_000
+    assert not policy.check() and collected == [] and policy.skipped == 1
+    assert policy.baseline == 250 << 20 and policy.baseline_live == 20_000
+    # Steady load, then a leak: memory doubles from the new anchor, the live state flat.
+    resident[0], live[0] = 520 << 20, 21_000
+    assert policy.check() and collected == [1]
+    # Live state grown by less than half of memory's growth: collected too.
+    policy.baseline, policy.baseline_live = 100 << 20, 10_000
+    resident[0], live[0] = 300 << 20, 15_000  # memory x3, live x1.5 (needs x2 to skip)
+    assert policy.check() and collected == [1, 1]
+
+
 def test_collect_counts_what_cycles_it_freed() -> None:
     from collections import Counter
 

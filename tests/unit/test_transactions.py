@@ -753,3 +753,25 @@ def test_client_transaction_needs_a_branch() -> None:
         layer.new_client(make_request("INVITE", None), Wire(clock), False,
                          upper.on_response, upper.on_timeout)
     assert layer.clients == {}
+
+
+def test_finished_transactions_let_go_of_their_requests() -> None:
+    """A transaction lingers for its wait timer (32 s for an accepted INVITE or a
+    non-INVITE server transaction over UDP, at call rate): after the final response it
+    must not keep the parsed request alive, only what retransmissions need."""
+    import sys
+
+    _clock, _layer, out, request, txn = server()
+    txn.respond(respond(request, 180))
+    assert txn.request is request
+    ok = respond(request, 200)
+    held = sys.getrefcount(request)
+    txn.respond(ok)
+    assert txn.request is None and sys.getrefcount(request) == held - 1
+    assert state(txn) == State.ACCEPTED
+    txn.respond(ok)  # the TU's 2xx retransmission still goes out
+    assert out.sent[-1][1] == ok.to_bytes()
+
+    _clock, _layer, _out, _upper, bye, ctxn = client("BYE")
+    ctxn.receive(respond(bye, 200))
+    assert ctxn.request is None and state(ctxn) == State.COMPLETED
