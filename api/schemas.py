@@ -53,6 +53,15 @@ class GarbageCollectionSchema(Schema):
     resident_baseline_bytes = fields.Integer(required=True)
 
 
+class DbWriterSchema(Schema):
+    pending = fields.Integer(required=True, metadata={
+        "description": "CDR and state writes queued for the database, not yet applied"})
+    written = fields.Integer(required=True)
+    failed = fields.Integer(required=True, metadata={
+        "description": "writes dropped after repeated errors (a locked database is waited "
+                       "for, not counted here)"})
+
+
 class EngineStatusSchema(Schema):
     uptime = fields.Float(required=True)
     sip_listen = fields.String(required=True)
@@ -62,6 +71,7 @@ class EngineStatusSchema(Schema):
     mapping_gateways = fields.Integer(required=True)
     routing_gateways = fields.Integer(required=True)
     gc = fields.Nested(GarbageCollectionSchema, required=True)
+    db_writer = fields.Nested(DbWriterSchema, required=True)
 
 
 _PAGES: dict[str, type[Schema]] = {}

@@ -289,4 +289,5 @@ class Engine:
             "mapping_gateways": len(self.gateways.mapping),
             "routing_gateways": len(self.gateways.routing),
             "gc": self.collector.snapshot(),
+            "db_writer": self.writer.snapshot(),
         }

@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 from concurrency import relay_workers, rss_kib
 from cps import (
@@ -59,6 +60,8 @@ from cps import (
     resolve_code,
 )
 
+from b2bua import control
+
 LADDER = [50, 100, 200, 300, 400, 500, 600, 700, 800, 1000, 1200, 1500, 2000]
 
 
@@ -72,6 +75,7 @@ class Sample:
     loop_cpu_s: float = 0.0
     threads_cpu_s: float = 0.0
     workers_cpu_s: float = 0.0
+    writes_pending: int = -1  # the engine's database write queue (-1: not reachable)
 
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -141,14 +145,25 @@ class Sampler(threading.Thread):
     shared machine a leak must not take it down: past ``limit_kib`` the engine is sent
     SIGTERM (the calls then fail and the soak ends within sipp's receive timeout)."""
 
-    def __init__(self, pid: int, interval: float, limit_kib: int) -> None:
+    def __init__(self, pid: int, interval: float, limit_kib: int,
+                 control_path: Path | None = None) -> None:
         super().__init__(name="rss-sampler", daemon=True)
         self.pid = pid
+        self.control_path = control_path
         self.interval = interval
         self.limit_kib = limit_kib
         self.samples: list[Sample] = []
         self.stopped_at: float | None = None
         self.done = threading.Event()
+
+    def _writes_pending(self) -> int:
+        if self.control_path is None:
+            return -1
+        try:
+            status = control.request(self.control_path, "status", timeout=1.0)
+            return int(status["db_writer"]["pending"])
+        except (control.ControlError, KeyError, TypeError, ValueError):
+            return -1
 
     def run(self) -> None:
         t0 = time.monotonic()
@@ -157,7 +172,8 @@ class Sampler(threading.Thread):
             loop_s, threads_s = thread_cpu_s(self.pid)
             sample = Sample(round(time.monotonic() - t0, 1), rss_kib(self.pid),
                             sum(rss_kib(w) for w in workers), loop_s, threads_s,
-                            sum(_stat_cpu_s(f"/proc/{w}/stat") for w in workers))
+                            sum(_stat_cpu_s(f"/proc/{w}/stat") for w in workers),
+                            self._writes_pending())
             self.samples.append(sample)
             if sample.engine_kib > self.limit_kib and self.stopped_at is None:
                 self.stopped_at = sample.t_s
@@ -236,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         pid = system.pid
         assert pid is not None and system.switch is not None
         time.sleep(2.0)
-        sampler = Sampler(pid, args.sample_s, args.max_rss_mb * 1024)
+        sampler = Sampler(pid, args.sample_s, args.max_rss_mb * 1024,
+                          system.switch.db_path.parent / "engine.sock")
         sampler.start()
         log(f"soak: {rate} calls/s for {seconds} s")
         try:
@@ -309,6 +326,10 @@ def main(argv: list[str] | None = None) -> int:
           f"({len(after)} samples), "
           f"{slope_all if slope_all is None else round(slope_all, 3)} MB/min over the run")
     windows = cpu_per_call_by_window(samples, rate)
+    pending = [s.writes_pending for s in samples if s.writes_pending >= 0]
+    if pending:
+        print(f"database writes queued: peak {max(pending)}, at the end of the load "
+              f"{pending[-1]}")
     if windows:
         print("engine CPU per call by minute (ms at the offered rate): minute, event loop, "
               "other threads (database writer), relay workers")

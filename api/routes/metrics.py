@@ -157,6 +157,14 @@ def collect(metrics: Exposition) -> bool:
         metrics.add("gc_full_collections_skipped_total", "counter",
                     "Full collections not run because memory grew with the live SIP state",
                     collector.get("skipped_live_growth"))
+        writer = status.get("db_writer") or {}
+        metrics.add("db_writes_pending", "gauge",
+                    "Database writes (CDRs, call and registration state) queued, not yet applied",
+                    writer.get("pending"))
+        metrics.add("db_writes_total", "counter", "Database writes applied",
+                    writer.get("written"))
+        metrics.add("db_writes_failed_total", "counter",
+                    "Database writes dropped after repeated errors", writer.get("failed"))
         metrics.add("gc_last_full_pause_seconds", "gauge",
                     "How long the last full garbage collection paused the engine",
                     collector.get("last_full_pause_seconds"))

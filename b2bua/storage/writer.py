@@ -51,6 +51,15 @@ class DbWriter:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def pending(self) -> int:
+        """Writes queued and not yet applied (a backlog that grows: the disk or the
+        database cannot keep up, or another connection holds the lock)."""
+        return self._queue.qsize()
+
+    def snapshot(self) -> dict[str, int]:
+        return {"pending": self.pending, "written": self.written, "failed": self.failed}
+
     def submit(self, sql: str, params: Sequence[Any]) -> None:
         self._queue.put((sql, params))
 

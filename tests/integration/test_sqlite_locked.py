@@ -175,8 +175,13 @@ def test_writer_outlasts_a_lock_longer_than_all_its_retries(
         time.sleep(1.0)
         assert operator.execute("SELECT count(*) FROM rows").fetchone()[0] == 0
         assert writer.written == writer.failed == 0
+        # The backlog is visible (GET /api/v1/engine "db_writer", the metrics): at least
+        # the second fifty wait in the queue behind the blocked batch.
+        snapshot = writer.snapshot()
+        assert 50 <= snapshot["pending"] <= 100 and snapshot["written"] == 0
         operator.execute("ROLLBACK")
         assert writer.flush(5)
+        assert writer.pending == 0
         total, distinct = operator.execute(
             "SELECT count(*), count(DISTINCT k) FROM rows").fetchone()
         assert (total, distinct, writer.written, writer.failed) == (100, 100, 100, 0)
