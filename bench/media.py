@@ -771,13 +771,11 @@ async def relay_serve(args: argparse.Namespace) -> None:
                          for g, e in sorted(gc_log.items())}
             out["gc_tracked"] = len(gc.get_objects())
             reply(out)
-        elif cmd == "close":
+        elif cmd in ("close", "quit"):
             await close_all()
             reply({"ok": True})
-        elif cmd == "quit":
-            await close_all()
-            reply({"ok": True})
-            break
+            if cmd == "quit":
+                break
         else:
             reply({"error": f"unknown command {cmd}"})
 
@@ -895,13 +893,11 @@ async def relay_serve_workers(args: argparse.Namespace) -> None:
                 out["pool"] = pool.snapshot()
                 out["pids"] = worker_pids()
                 reply(out)
-            elif cmd == "close":
+            elif cmd in ("close", "quit"):
                 await close_all()
                 reply({"ok": True})
-            elif cmd == "quit":
-                await close_all()
-                reply({"ok": True})
-                break
+                if cmd == "quit":
+                    break
             else:
                 reply({"error": f"unknown command {cmd}"})
     finally:
