@@ -313,7 +313,11 @@ class _RtpProtocol(asyncio.DatagramProtocol):
                 leg.rx_malformed += 1
             return
         if addr != leg.src and not leg._admit_rtp(addr):
-            leg.rx_foreign += 1
+            unvetted = leg.unvetted
+            if unvetted is not None and len(unvetted) < EARLY_PACKETS:
+                unvetted.append((data, addr))  # this leg's SDP may still be on its way
+            else:
+                leg.rx_foreign += 1
             return
         now = _monotonic()
         leg.last_rx = now
@@ -433,6 +437,10 @@ class RelayLeg:
         self.send_dropped = 0
         self.first_rtp_at: float | None = None
         self.last_rx: float | None = None
+        # RTP that came before this leg's first SDP address, which the relay needs to
+        # vet the source: a relay worker can read a packet before the engine's message
+        # with the SDP when both are waiting. Checked once that SDP is known (then None).
+        self.unvetted: list[tuple[bytes, Address]] | None = []
         self.rtp_proto = _RtpProtocol(self)
         self.rtcp_proto = _RtcpProtocol(self)
         self._rtp_transport: Any = None
@@ -469,16 +477,19 @@ class RelayLeg:
             # An SDP refresh with the same address (or a first SDP on hold): keep what
             # was latched; packets kept for the first SDP go out, or are dropped on hold.
             self.other.rtp_proto.point(self.rtp_dst)
-            return
-        self.sdp_rtp = rtp
-        self.sdp_rtcp = rtcp
-        self.latched = False
-        self.rtcp_latched = False
-        self.src = None
-        self._connect(None)
-        self.rtcp_src = None
-        self._set_rtp_dst(rtp)
-        self._set_rtcp_dst(rtcp)
+        else:
+            self.sdp_rtp = rtp
+            self.sdp_rtcp = rtcp
+            self.latched = False
+            self.rtcp_latched = False
+            self.src = None
+            self._connect(None)
+            self.rtcp_src = None
+            self._set_rtp_dst(rtp)
+            self._set_rtcp_dst(rtcp)
+        unvetted, self.unvetted = self.unvetted, None
+        for data, addr in unvetted or ():
+            self.rtp_proto.datagram_received(data, addr)
 
     def set_cipher(self, cipher: PayloadCipher | None) -> None:
         """The cipher on the wire between the relay and this leg's peer (None: plain)."""

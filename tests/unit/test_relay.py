@@ -737,3 +737,39 @@ def test_rtp_before_the_other_legs_first_sdp_waits_for_it() -> None:
         b.close()
 
     run(body)
+
+
+def test_rtp_before_its_own_legs_first_sdp_is_vetted_once_it_comes() -> None:
+    """A worker may read the caller's first RTP before the message with the caller's own
+    SDP: up to EARLY_PACKETS are kept and checked once the SDP is known (the SDP's IP
+    latches and is relayed, another IP is foreign); beyond that they count as foreign."""
+    from b2bua.media.relay import EARLY_PACKETS
+
+    async def body() -> None:
+        a, b, stranger = await peer(), await peer(), await peer("127.0.0.9")
+        s = await relay(alloc(46300))
+        stranger.send(rtp(500, payload(500)), (HOST, s.a.rtp_port))
+        for i in range(3):
+            a.send(rtp(i, payload(i)), (HOST, s.a.rtp_port))
+        await asyncio.sleep(0.1)
+        assert s.a.rx_foreign == 0 and s.a.rx_packets == 0
+        s.a.set_remote(HOST, a.port)
+        s.b.set_remote(HOST, b.port)
+        got = await b.recv(3)
+        assert [d for d, _ in got] == [rtp(i, payload(i)) for i in range(3)]
+        assert s.a.rx_foreign == 1 and s.a.rx_packets == 3 and s.a.src == (HOST, a.port)
+        assert s.a.unvetted is None
+
+        s2 = await relay(alloc(46400))
+        for i in range(EARLY_PACKETS + 3):
+            stranger.send(rtp(i, payload(i)), (HOST, s2.a.rtp_port))
+        await asyncio.sleep(0.1)
+        assert s2.a.rx_foreign == 3
+        s2.a.set_remote(HOST, a.port)
+        assert s2.a.rx_foreign == EARLY_PACKETS + 3 and s2.a.rx_packets == 0
+        s.close()
+        s2.close()
+        for p in (a, b, stranger):
+            p.close()
+
+    run(body)
