@@ -17,6 +17,7 @@ from b2bua.calls.call import Call
 from b2bua.calls.cdr import CdrWriter
 from b2bua.calls.media import CallMedia, MediaTotals
 from b2bua.calls.recovery import recover
+from b2bua.census import census
 from b2bua.collector import FullCollections
 from b2bua.config.live import ConfigWatcher, Params
 from b2bua.control import ControlServer
@@ -94,6 +95,7 @@ class Engine:
         })
         self.control.register("media", self._media_status)
         self.control.register("collect", self._collect)
+        self.control.register("census", lambda _r: census())
         self.control.register("gateways", lambda _r: self._b2bua().gateway_status())
         self.control.register("security", lambda _r: self.policy.snapshot(time.time()))
         self.control.register("suspensions", self._suspensions)

@@ -42,6 +42,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
@@ -61,6 +62,7 @@ from cps import (
 )
 
 from b2bua import control
+from b2bua.census import growth
 
 LADDER = [50, 100, 200, 300, 400, 500, 600, 700, 800, 1000, 1200, 1500, 2000]
 
@@ -183,6 +185,47 @@ class Sampler(threading.Thread):
             self.done.wait(self.interval)
 
 
+class CensusTaker(threading.Thread):
+    """Takes an object census of the engine (control op ``census``) at given minutes."""
+
+    def __init__(self, control_path: Path, minutes: list[float], out_dir: Path) -> None:
+        super().__init__(name="census", daemon=True)
+        self.control_path = control_path
+        self.minutes = sorted(minutes)
+        self.out_dir = out_dir
+        self.taken: list[tuple[float, dict[str, Any]]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        for minute in self.minutes:
+            if self.done.wait(max(0.0, t0 + minute * 60 - time.monotonic())):
+                return
+            started = time.monotonic()
+            try:
+                result = control.request(self.control_path, "census", timeout=30.0)
+            except control.ControlError as exc:
+                log(f"census at {minute} min failed: {exc}")
+                continue
+            took = time.monotonic() - started
+            log(f"census at {minute} min: {result['tracked']} tracked objects ({took:.1f} s)")
+            (self.out_dir / f"census-{minute:g}.json").write_text(json.dumps(result, indent=1))
+            self.taken.append((minute, result))
+
+    def report(self) -> None:
+        if len(self.taken) < 2:
+            return
+        (m0, first), (m1, last) = self.taken[0], self.taken[-1]
+        print(f"  census, minute {m0:g} -> {m1:g}: tracked objects "
+              f"{first['tracked']} -> {last['tracked']}, allocated blocks "
+              f"{first['allocated_blocks']} -> {last['allocated_blocks']}")
+        for name, before, after in growth(first, last):
+            print(f"    {name:<60} {before:>9} -> {after:>9}")
+        print("  largest containers at the last census:")
+        for c in last["containers"][:10]:
+            print(f"    {c['type']:<12} {c['len']:>9}  {c['owner']}")
+
+
 def cdr_counts(db_path: Path) -> tuple[int, int, int]:
     """(CDRs, distinct caller Call-IDs, calls still noted as active)."""
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
@@ -212,6 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--step-seconds", type=int, default=15,
                     help="step length of the max-CPS search (15); longer steps measure the "
                          "rate the engine sustains")
+    ap.add_argument("--census-at", type=lambda v: [float(x) for x in v.split(",")],
+                    default=[], help="minutes into the soak at which to take an object "
+                    "census of the engine (e.g. 2,9): saved as census-<minute>.json in the "
+                    "work dir, and the types that grew most are printed (each census "
+                    "pauses the engine for a fraction of a second)")
     ap.add_argument("--ladder", type=lambda v: [int(x) for x in v.split(",")], default=LADDER,
                     help="rates tried up to the first failure, then bisected (default "
                          + ",".join(map(str, LADDER)) + ")")
@@ -255,12 +303,17 @@ def main(argv: list[str] | None = None) -> int:
         sampler = Sampler(pid, args.sample_s, args.max_rss_mb * 1024,
                           system.switch.db_path.parent / "engine.sock")
         sampler.start()
+        censuses = CensusTaker(system.switch.db_path.parent / "engine.sock", args.census_at,
+                               root)
+        censuses.start()
         log(f"soak: {rate} calls/s for {seconds} s")
         try:
             step: Step = bench.run_step(system, rate, seconds=seconds)
         finally:
             sampler.done.set()
+            censuses.done.set()
             sampler.join(args.sample_s + 5)
+            censuses.join(35)
         system.settle()
         db_path = system.switch.db_path
         cdrs = (0, 0, 0)
@@ -335,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
               "other threads (database writer), relay workers")
         for w in windows:
             print(f"  {w[0]:5.1f}  {w[1]:.3f}  {w[2]:.3f}  {w[3]:.3f}")
+    censuses.report()
     print("PASS" if passed else "FAIL: " + "; ".join(reasons))
     out = root / "results.json"
     out.write_text(json.dumps({

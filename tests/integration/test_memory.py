@@ -71,6 +71,10 @@ def test_finished_calls_leave_no_cycles(tmp_path: Path, softswitch: Softswitch) 
     garbage = _collect(softswitch)
     freed = garbage["collected_since_start"] - before["collected_since_start"]
     assert freed <= SLACK, str(garbage)
+    # The census a soak takes (bench/soak.py --census-at) answers over the same channel.
+    census = control.request(softswitch.db_path.parent / "engine.sock", "census", timeout=10)
+    assert census["tracked"] > 1000
+    assert any(name.startswith("b2bua.") for name in census["types"]), census["types"]
 
 
 def test_nothing_of_a_call_outlives_its_transactions(tmp_path: Path, softswitch: Softswitch
