@@ -18,10 +18,13 @@ from typing import Any
 CONTAINERS = (dict, list, set, deque, frozenset, tuple)
 
 
-def _type_name(obj: object) -> str:
-    cls = type(obj)
+def _class_name(cls: type) -> str:
     module = cls.__module__
     return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+def _type_name(obj: object) -> str:
+    return _class_name(type(obj))
 
 
 def _attribute(ref: object, container: object) -> str | None:
@@ -87,18 +90,23 @@ def census(top: int = 60, large: int = 1000, owners: int = 20) -> dict[str, Any]
     """``types``: the ``top`` most numerous tracked types; ``containers``: the
     ``owners`` largest containers with at least ``large`` items, each with its owner."""
     objects = gc.get_objects()
-    types = Counter(_type_name(o) for o in objects)
+    by_type = Counter(map(type, objects))
+    kinds = set(CONTAINERS)
+    candidates = [o for o in objects if type(o) in kinds and len(o) >= large]
     # Containers of atomic values only (a dict of str to int) are not tracked by the
     # collector: they are found among the referents of the tracked objects.
     untracked = {id(o): o for o in gc.get_referents(*objects)
-                 if isinstance(o, CONTAINERS) and len(o) >= large and not gc.is_tracked(o)}
-    candidates = [o for o in objects if isinstance(o, CONTAINERS) and len(o) >= large]
+                 if type(o) in kinds and len(o) >= large and not gc.is_tracked(o)}
+    del objects
     big = sorted([*candidates, *untracked.values()], key=len, reverse=True)[:owners]
-    del objects, candidates, untracked
+    del candidates, untracked
     names = _owners(big) if big else []
     containers = [{"type": _type_name(c), "len": len(c), "owner": n}
                   for c, n in zip(big, names, strict=True)]
-    return {"tracked": sum(types.values()), "allocated_blocks": sys.getallocatedblocks(),
+    types: Counter[str] = Counter()
+    for cls, count in by_type.items():
+        types[_class_name(cls)] += count
+    return {"tracked": sum(by_type.values()), "allocated_blocks": sys.getallocatedblocks(),
             "types": dict(types.most_common(top)), "containers": containers}
 
 
