@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -474,8 +475,24 @@ class Call:
         if 200 <= status < 300:
             self._ok_to_caller = response.to_bytes()
             if not self.source.reliable:
-                self.b2bua.timers.call_later(T1, lambda: self._retransmit_ok(T1, T1))
-            self.b2bua.timers.call_later(TIMER_64T1, self._ack_deadline)
+                self._schedule("ok-retransmit", T1, lambda: self._retransmit_ok(T1, T1))
+            # Cancelled by the ACK: a pending timer holds the whole call (its dialogs,
+            # attempts, messages) in memory for its 32 s, at call rate.
+            self._schedule("ack-deadline", TIMER_64T1, self._ack_deadline)
+
+    def _schedule(self, name: str, delay: float, callback: Callable[[], None]) -> None:
+        """A call timer by name (replacing one of that name), cancelled when the call
+        ends."""
+        old = self._call_timers.pop(name, None)
+        if old is not None:
+            old.cancel()
+        self._call_timers[name] = self.b2bua.timers.call_later(delay, callback)
+
+    def _unschedule(self, *names: str) -> None:
+        for name in names:
+            handle = self._call_timers.pop(name, None)
+            if handle is not None:
+                handle.cancel()
 
     def _retransmit_ok(self, interval: float, elapsed: float) -> None:
         if self.state != CallState.ANSWERED or self._ok_to_caller is None:
@@ -483,7 +500,8 @@ class Call:
         self.b2bua.stack.send(self._ok_to_caller, self._ok_peer)
         nxt = min(interval * 2, T2)
         if elapsed + nxt < TIMER_64T1:
-            self.b2bua.timers.call_later(nxt, lambda: self._retransmit_ok(nxt, elapsed + nxt))
+            self._schedule("ok-retransmit", nxt,
+                           lambda: self._retransmit_ok(nxt, elapsed + nxt))
 
     def _ack_deadline(self) -> None:
         if self.state == CallState.ANSWERED:
@@ -515,6 +533,7 @@ class Call:
         if side == Side.CALLER and self.state == CallState.ANSWERED:
             self.state = CallState.CONFIRMED
             self._ok_to_caller = None
+            self._unschedule("ok-retransmit", "ack-deadline")
             if self._late_offer and self.attempt is not None:
                 self.attempt.ack(self._to_callee(request.body), request.get("Content-Type"))
             return
