@@ -51,6 +51,11 @@ class GarbageCollectionSchema(Schema):
     last_full_pause_seconds = fields.Float(required=True)
     last_full_collected = fields.Integer(required=True)
     resident_baseline_bytes = fields.Integer(required=True)
+    python_allocated_blocks = fields.Integer(required=True, metadata={
+        "description": "memory blocks Python's allocator has handed out (live objects); "
+                       "resident memory growing while this stays flat is fragmentation"})
+    resident_bytes = fields.Integer(required=True, metadata={
+        "description": "the engine process's resident memory now"})
 
 
 class DbWriterSchema(Schema):

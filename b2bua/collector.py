@@ -39,6 +39,7 @@ import asyncio
 import gc
 import logging
 import os
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -132,7 +133,11 @@ class FullCollections:
                 "next_at_factor": self.factor,
                 "last_full_pause_seconds": round(self.last_pause, 4),
                 "last_full_collected": self.last_collected,
-                "resident_baseline_bytes": self.baseline}
+                "resident_baseline_bytes": self.baseline,
+                # Python's own blocks against the process's resident memory: the second
+                # growing while the first does not is the allocator, not live objects.
+                "python_allocated_blocks": sys.getallocatedblocks(),
+                "resident_bytes": resident_bytes()}
 
     async def run(self) -> None:
         while True:

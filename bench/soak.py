@@ -78,6 +78,9 @@ class Sample:
     threads_cpu_s: float = 0.0
     workers_cpu_s: float = 0.0
     writes_pending: int = -1  # the engine's database write queue (-1: not reachable)
+    # Python's allocated blocks in the engine (live objects; -1: not reachable): RSS
+    # growing while these do not is the allocator's fragmentation, not a leak.
+    py_blocks: int = -1
 
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -158,14 +161,16 @@ class Sampler(threading.Thread):
         self.stopped_at: float | None = None
         self.done = threading.Event()
 
-    def _writes_pending(self) -> int:
+    def _engine_status(self) -> tuple[int, int]:
+        """(database writes pending, Python allocated blocks), -1 each when unknown."""
         if self.control_path is None:
-            return -1
+            return -1, -1
         try:
             status = control.request(self.control_path, "status", timeout=1.0)
-            return int(status["db_writer"]["pending"])
-        except (control.ControlError, KeyError, TypeError, ValueError):
-            return -1
+            return (int(status["db_writer"]["pending"]),
+                    int(status["gc"].get("python_allocated_blocks", -1)))
+        except (control.ControlError, KeyError, TypeError, ValueError, AttributeError):
+            return -1, -1
 
     def run(self) -> None:
         t0 = time.monotonic()
@@ -175,7 +180,7 @@ class Sampler(threading.Thread):
             sample = Sample(round(time.monotonic() - t0, 1), rss_kib(self.pid),
                             sum(rss_kib(w) for w in workers), loop_s, threads_s,
                             sum(_stat_cpu_s(f"/proc/{w}/stat") for w in workers),
-                            self._writes_pending())
+                            *self._engine_status())
             self.samples.append(sample)
             if sample.engine_kib > self.limit_kib and self.stopped_at is None:
                 self.stopped_at = sample.t_s
@@ -383,6 +388,11 @@ def main(argv: list[str] | None = None) -> int:
     if pending:
         print(f"database writes queued: peak {max(pending)}, at the end of the load "
               f"{pending[-1]}")
+    blocks = [s for s in after if s.py_blocks >= 0]
+    if blocks:
+        print(f"Python allocated blocks (live objects) after the warm-up: "
+              f"{blocks[0].py_blocks} -> {blocks[-1].py_blocks}, end of the run "
+              f"{[s for s in samples if s.py_blocks >= 0][-1].py_blocks}")
     if windows:
         print("engine CPU per call by minute (ms at the offered rate): minute, event loop, "
               "other threads (database writer), relay workers")
