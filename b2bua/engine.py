@@ -35,7 +35,7 @@ from b2bua.routing.gateways import GatewayDirectory
 from b2bua.sip.stack import SipStack
 from b2bua.sip.transport import Peer
 from b2bua.storage import db
-from b2bua.storage.writer import DbWriter
+from b2bua.storage.writer import DbWriter, replay
 from b2bua.upstream.manager import UpstreamManager
 
 log = logging.getLogger("b2bua.engine")
@@ -142,6 +142,9 @@ class Engine:
         self.b2bua.upstream_vendor = self.upstream.vendor_for_call
         self.b2bua.media_factory = self._new_media
         self.b2bua.overloaded = self._overloaded
+        # Writes a stop could not apply (the database was locked) first: a finished
+        # call's CDR there must exist before recovery looks for interrupted calls.
+        replay(self.conn, self.options.db_path)
         recover(self.conn)
         restored = self.bindings.load(self.conn, time.time())
         if restored:

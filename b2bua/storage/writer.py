@@ -11,10 +11,16 @@ transaction, a backup) is retried until the lock goes, however long that takes: 
 lock is someone else's and temporary, and giving up would lose CDRs. Meanwhile the
 queue grows by about 2 KB per call (its four or five statements). Any other error is
 retried ``ATTEMPTS`` times, then the batch is dropped and counted in ``failed``.
+
+A stop that finds the database still locked after ``close``'s wait does not lose the
+queue either: the writes not committed go, in order, to a file beside the database
+(``<db>.unwritten-<time>.jsonl``, one ``[sql, params]`` per line), and the next start
+applies every such file before anything else touches the database (:func:`replay`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import sqlite3
@@ -50,6 +56,9 @@ class DbWriter:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.written = 0
         self.failed = 0
+        # Set by ``close`` when the lock outlasts its wait: stop retrying, hand back.
+        self._abandon = threading.Event()
+        self._unwritten: list[Statement] = []
 
     def start(self) -> None:
         self._thread.start()
@@ -66,10 +75,23 @@ class DbWriter:
     def submit(self, sql: str, params: Sequence[Any]) -> None:
         self._queue.put((sql, params))
 
-    def close(self, timeout: float = 10.0) -> None:
+    def close(self, timeout: float = 10.0) -> Path | None:
+        """Write what is queued and stop. If the database is still locked after
+        ``timeout`` seconds, what is not written goes to a file the next start applies;
+        returns that file (None when everything was written)."""
         self._queue.put(None)
         if self._thread.is_alive():
             self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._abandon.set()
+            # The try under way ends within SQLite's busy timeout.
+            self._thread.join(db.BUSY_TIMEOUT_MS / 1000 + 1.0)
+        left = list(self._unwritten)
+        if self._thread.is_alive():
+            # Hung in a write that may still commit: only the queue is surely unwritten.
+            log.error("database writer did not stop; the batch it holds may be lost")
+        left += _drain(self._queue)
+        return spill(self._db_path, left) if left else None
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything queued so far is written (tests and shutdown)."""
@@ -99,7 +121,10 @@ class DbWriter:
                         stop = True
                         break
                     batch.append(item)
-                self._write(conn, batch)
+                if not self._write(conn, batch):
+                    self._unwritten += [item for item in batch if item[0]]
+                    self._unwritten += _drain(self._queue)
+                    return
                 busy = len(batch) >= GROUP_MIN
                 next_commit = time.monotonic() + COMMIT_INTERVAL if busy else 0.0
                 if stop:
@@ -107,7 +132,9 @@ class DbWriter:
         finally:
             conn.close()
 
-    def _write(self, conn: sqlite3.Connection, batch: list[Statement]) -> None:
+    def _write(self, conn: sqlite3.Connection, batch: list[Statement]) -> bool:
+        """Apply one batch in one transaction; False when abandoned unwritten (locked at
+        a stop that could not wait longer)."""
         markers = [params[0] for sql, params in batch if not sql]
         statements = [(sql, params) for sql, params in batch if sql]
         failures = locked = 0
@@ -126,6 +153,10 @@ class DbWriter:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 if _is_locked(exc):
+                    if self._abandon.is_set():
+                        for marker in markers:
+                            marker.set()
+                        return False
                     # A try waits up to the busy timeout inside SQLite; the pause only
                     # keeps a lock that fails at once (SQLITE_LOCKED) from spinning.
                     if locked % LOCKED_LOG_EVERY == 0:
@@ -143,6 +174,58 @@ class DbWriter:
                     break
         for marker in markers:
             marker.set()
+        return True
+
+
+def _drain(q: queue.SimpleQueue[Statement | None]) -> list[Statement]:
+    out: list[Statement] = []
+    while True:
+        try:
+            item = q.get_nowait()
+        except queue.Empty:
+            return out
+        if item is not None and item[0]:  # not the stop mark nor a flush marker
+            out.append(item)
+
+
+def spill(db_path: Path, statements: list[Statement]) -> Path:
+    """Save statements not written (in order) for :func:`replay` at the next start."""
+    path = db_path.with_name(f"{db_path.name}.unwritten-{time.time():.6f}.jsonl")
+    kept = 0
+    with open(path, "w", encoding="utf-8") as out:
+        for sql, params in statements:
+            try:
+                line = json.dumps([sql, list(params)])
+            except (TypeError, ValueError):
+                log.error("database write not saved (parameters not serialisable): %s", sql)
+                continue
+            out.write(line + "\n")
+            kept += 1
+    log.error("database still locked at stop: %d writes saved to %s; the next start "
+              "applies them", kept, path)
+    return path
+
+
+def replay(conn: sqlite3.Connection, db_path: Path) -> int:
+    """Apply, oldest first, the files of writes a locked stop left (one transaction per
+    file, then the file is removed); returns the number of statements applied. A file
+    that fails stays for the next start."""
+    applied = 0
+    for path in sorted(db_path.parent.glob(f"{db_path.name}.unwritten-*.jsonl")):
+        try:
+            statements = [json.loads(line) for line in
+                          path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            with db.transaction(conn):
+                for sql, params in statements:
+                    conn.execute(sql, params)
+        except (OSError, ValueError, sqlite3.Error) as exc:
+            log.error("could not apply the saved writes in %s: %s", path, exc)
+            continue
+        path.unlink()
+        applied += len(statements)
+        log.warning("applied %d database writes saved at a locked stop (%s)",
+                    len(statements), path.name)
+    return applied
 
 
 def _is_locked(exc: sqlite3.Error) -> bool:

@@ -18,7 +18,7 @@ from sippctl import CUSTOMER_IP, VENDOR_IP, Sipp, sipp
 from support import Softswitch, free_port, wait_until
 
 from b2bua.storage import db
-from b2bua.storage.writer import DbWriter
+from b2bua.storage.writer import DbWriter, replay
 
 CALLS = 30
 RATE = 15  # calls/s: the batch takes ~2 s, well inside the lock
@@ -188,3 +188,92 @@ def test_writer_outlasts_a_lock_longer_than_all_its_retries(
     finally:
         operator.close()
         writer.close()
+
+
+def test_writes_a_locked_stop_cannot_apply_are_saved_and_applied_at_the_next_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database still locked when the writer stops: nothing queued is lost. The writes
+    go, in order, to a file beside the database, which ``replay`` (run by the engine at
+    start) applies once and removes."""
+    monkeypatch.setattr(db, "BUSY_TIMEOUT_MS", 50)
+    path = tmp_path / "writer.db"
+    setup = db.connect(path)
+    setup.execute("CREATE TABLE rows (k INTEGER NOT NULL, v TEXT)")
+    setup.close()
+    writer = DbWriter(path)
+    writer.start()
+    operator = sqlite3.connect(path, timeout=1, isolation_level=None)
+    try:
+        operator.execute("BEGIN EXCLUSIVE")
+        for k in range(30):
+            writer.submit("INSERT INTO rows (k, v) VALUES (?, ?)", (k, f"cdr {k}"))
+        time.sleep(0.3)  # the first batch is blocked in the thread, the rest queued
+        for k in range(30, 60):
+            writer.submit("INSERT INTO rows (k, v) VALUES (?, ?)", (k, None))
+        saved = writer.close(timeout=0.5)
+        assert saved is not None and saved.parent == tmp_path
+        assert len(saved.read_text().splitlines()) == 60
+        assert writer.written == 0
+    finally:
+        operator.execute("ROLLBACK")
+        operator.close()
+    conn = db.connect(path)
+    try:
+        assert replay(conn, path) == 60
+        rows = conn.execute("SELECT k, v FROM rows ORDER BY rowid").fetchall()
+        assert [tuple(r) for r in rows] == [(k, f"cdr {k}" if k < 30 else None)
+                                            for k in range(60)]
+        assert not saved.exists()
+        assert replay(conn, path) == 0  # applied once
+    finally:
+        conn.close()
+
+
+def test_a_stop_with_nothing_left_saves_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "writer.db"
+    setup = db.connect(path)
+    setup.execute("CREATE TABLE rows (k INTEGER NOT NULL)")
+    setup.close()
+    writer = DbWriter(path)
+    writer.start()
+    writer.submit("INSERT INTO rows (k) VALUES (?)", (1,))
+    assert writer.close() is None
+    assert not list(tmp_path.glob("*.unwritten-*"))
+
+
+def test_engine_stopped_while_locked_loses_no_cdr(tmp_path: Path) -> None:
+    """The engine is stopped (SIGTERM) while an operator still holds the lock: its
+    writer gives up waiting after 10 s and saves the queued writes; the next start
+    applies them before recovery, so every call has its CDR, once, and none is taken
+    for a call interrupted by the stop."""
+    switch = Softswitch(tmp_path).start()
+    db_path = switch.db_path
+    operator = sqlite3.connect(db_path, timeout=1, isolation_level=None)
+    locked = False
+    try:
+        vendor_port = _configure(switch)
+        operator.execute("BEGIN EXCLUSIVE")
+        locked = True
+        vendor = sipp("uas_answer.xml", tmp_path, VENDOR_IP, vendor_port, calls=5)
+        caller = sipp("uac_call.xml", tmp_path, CUSTOMER_IP, free_port(CUSTOMER_IP),
+                      f"127.0.0.1:{switch.sip_port}", calls=5, rate=10, hold_ms=100)
+        assert caller.wait(10) == 0, caller.output()
+        assert vendor.wait(10) == 0, vendor.output()
+        assert switch.stop(timeout=40) == 0, switch.log()[-3000:]
+        saved = list(db_path.parent.glob(f"{db_path.name}.unwritten-*.jsonl"))
+        assert len(saved) == 1, switch.log()[-3000:]
+        assert "writes saved to" in switch.log()
+    finally:
+        if locked:
+            operator.execute("ROLLBACK")
+        operator.close()
+        switch.stop()
+    again = Softswitch(tmp_path, sip_port=switch.sip_port).start()
+    try:
+        assert not saved[0].exists()
+        rows = again.api.get("/api/v1/cdrs")["items"]
+        assert len(rows) == 5 and len({r["call_id_in"] for r in rows}) == 5
+        assert {r["termination_reason"] for r in rows} == {"caller BYE"}, rows
+        assert _cdr_counts(db_path) == (5, 5, 0)
+    finally:
+        assert again.stop() == 0
