@@ -159,3 +159,13 @@ def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.05) -> 
         if time.monotonic() > deadline:
             return result
         time.sleep(interval)
+
+
+def ip_trunks(switch: Softswitch, customer_ip: str, vendor_ip: str, vendor_port: int) -> None:
+    """A mapping gateway "in" authenticated by ``customer_ip`` and a routing gateway "out"
+    to ``vendor_ip:vendor_port``, loaded by the engine when this returns."""
+    api = switch.api
+    api.post("/api/v1/mapping-gateways", {"name": "in", "ips": [customer_ip]})
+    api.post("/api/v1/routing-gateways", {"name": "out", "host": vendor_ip,
+                                          "port": vendor_port})
+    assert wait_until(lambda: api.get("/api/v1/engine")["routing_gateways"] == 1, timeout=2)

@@ -12,16 +12,8 @@ from pathlib import Path
 
 from rtppeer import AnsweringVendor, RtpEndpoint
 from sippctl import CUSTOMER_IP, VENDOR_IP
-from support import Softswitch, free_port, wait_until
+from support import Softswitch, free_port, ip_trunks, wait_until
 from udppeer import response
-
-
-def _trunks(switch: Softswitch, vendor_port: int) -> None:
-    api = switch.api
-    api.post("/api/v1/mapping-gateways", {"name": "in", "ips": [CUSTOMER_IP]})
-    api.post("/api/v1/routing-gateways", {"name": "out", "host": VENDOR_IP,
-                                          "port": vendor_port})
-    assert wait_until(lambda: api.get("/api/v1/engine")["routing_gateways"] == 1, timeout=2)
 
 
 def _invite(src_ip: str, port: int, switch: tuple[str, int]) -> bytes:
@@ -50,7 +42,7 @@ def test_unacknowledged_answer_is_retransmitted_then_hung_up(tmp_path: Path,
     sock.settimeout(0.2)
     switch = ("127.0.0.1", softswitch.sip_port)
     try:
-        _trunks(softswitch, vendor_port)
+        ip_trunks(softswitch, CUSTOMER_IP, VENDOR_IP, vendor_port)
         sock.sendto(_invite(CUSTOMER_IP, sock.getsockname()[1], switch), switch)
         oks: list[float] = []
         bye, bye_at = "", 0.0

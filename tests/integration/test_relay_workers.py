@@ -15,7 +15,7 @@ import pytest
 from rtppeer import AnsweringVendor, RtpEndpoint, media_address, payload_of, sdp
 from sipcaller import place_call
 from sippctl import CUSTOMER_IP, VENDOR_IP, sipp
-from support import Softswitch, free_port, wait_until
+from support import Softswitch, free_port, ip_trunks, wait_until
 
 PACKETS = 40
 
@@ -35,14 +35,6 @@ def two_workers(tmp_path: Path) -> Iterator[Softswitch]:
     finally:
         code = switch.stop()
         assert code == 0, f"softswitch exit code {code}\n{switch.log()[-3000:]}"
-
-
-def _trunks(switch: Softswitch, vendor_port: int) -> None:
-    api = switch.api
-    api.post("/api/v1/mapping-gateways", {"name": "in", "ips": [CUSTOMER_IP]})
-    api.post("/api/v1/routing-gateways", {"name": "out", "host": VENDOR_IP,
-                                          "port": vendor_port})
-    assert wait_until(lambda: api.get("/api/v1/engine")["routing_gateways"] == 1, timeout=2)
 
 
 def _workers(switch: Softswitch) -> list[dict[str, Any]]:
@@ -83,7 +75,7 @@ def test_sessions_spread_over_worker_processes(tmp_path: Path, two_workers: Soft
                                                ) -> None:
     switch = two_workers
     vendor_port = free_port(VENDOR_IP)
-    _trunks(switch, vendor_port)
+    ip_trunks(switch, CUSTOMER_IP, VENDOR_IP, vendor_port)
     workers = _workers(switch)
     assert len(workers) == 2 and all(w["alive"] for w in workers)
     assert switch.proc is not None
@@ -129,7 +121,7 @@ def test_audio_and_final_counters_with_and_without_workers(tmp_path: Path, worke
     vendor_port = free_port(VENDOR_IP)
     vendor = AnsweringVendor(VENDOR_IP, vendor_port, vendor_rtp)
     try:
-        _trunks(switch, vendor_port)
+        ip_trunks(switch, CUSTOMER_IP, VENDOR_IP, vendor_port)
         _relayed_call(switch, vendor, caller_rtp, vendor_rtp)
         assert wait_until(lambda: len(vendor_rtp.payloads()) == PACKETS, timeout=3)
         assert vendor_rtp.payloads() == [payload_of(i) for i in range(1, PACKETS + 1)]
@@ -159,7 +151,7 @@ def test_killed_worker_is_restarted_and_calls_go_on(tmp_path: Path, two_workers:
     vendor_port = free_port(VENDOR_IP)
     vendor = AnsweringVendor(VENDOR_IP, vendor_port, vendor_rtp)
     try:
-        _trunks(switch, vendor_port)
+        ip_trunks(switch, CUSTOMER_IP, VENDOR_IP, vendor_port)
         victim = _workers(switch)[0]
         os.kill(victim["pid"], signal.SIGKILL)
         restarted = wait_until(
@@ -207,7 +199,7 @@ def test_new_calls_refused_while_every_relay_worker_is_behind(tmp_path: Path,
     vendor = AnsweringVendor(VENDOR_IP, vendor_port, vendor_rtp)
     workers = _workers(switch)
     try:
-        _trunks(switch, vendor_port)
+        ip_trunks(switch, CUSTOMER_IP, VENDOR_IP, vendor_port)
         switch.api.put("/api/v1/parameters/SS_OVERLOAD_LOOP_LAG", {"value": 300})
         for w in workers:
             os.kill(w["pid"], signal.SIGSTOP)  # a worker that cannot keep up at all

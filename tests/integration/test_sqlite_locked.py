@@ -153,18 +153,25 @@ def test_long_read_query_does_not_hold_back_calls_or_cdrs(tmp_path: Path,
     assert "database locked" not in softswitch.log()
 
 
+def _writer_and_operator(tmp_path: Path, columns: str) -> tuple[Path, DbWriter,
+                                                                  sqlite3.Connection]:
+    """A table ``rows`` with ``columns``, the engine's writer on it (started), and an
+    operator's connection to hold locks with."""
+    path = tmp_path / "writer.db"
+    setup = db.connect(path)
+    setup.execute(f"CREATE TABLE rows ({columns})")
+    setup.close()
+    writer = DbWriter(path)
+    writer.start()
+    return path, writer, sqlite3.connect(path, timeout=1, isolation_level=None)
+
+
 def test_writer_outlasts_a_lock_longer_than_all_its_retries(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The engine's writer against a lock held 40 busy timeouts (it used to give up after
     five, dropping the batch: CDRs lost). Scaled down: 50 ms busy timeout, 2 s lock."""
     monkeypatch.setattr(db, "BUSY_TIMEOUT_MS", 50)
-    path = tmp_path / "writer.db"
-    setup = db.connect(path)
-    setup.execute("CREATE TABLE rows (k INTEGER NOT NULL)")
-    setup.close()
-    writer = DbWriter(path)
-    writer.start()
-    operator = sqlite3.connect(path, timeout=1, isolation_level=None)
+    _, writer, operator = _writer_and_operator(tmp_path, "k INTEGER NOT NULL")
     try:
         operator.execute("BEGIN EXCLUSIVE")
         for k in range(50):
@@ -196,13 +203,7 @@ def test_writes_a_locked_stop_cannot_apply_are_saved_and_applied_at_the_next_sta
     go, in order, to a file beside the database, which ``replay`` (run by the engine at
     start) applies once and removes."""
     monkeypatch.setattr(db, "BUSY_TIMEOUT_MS", 50)
-    path = tmp_path / "writer.db"
-    setup = db.connect(path)
-    setup.execute("CREATE TABLE rows (k INTEGER NOT NULL, v TEXT)")
-    setup.close()
-    writer = DbWriter(path)
-    writer.start()
-    operator = sqlite3.connect(path, timeout=1, isolation_level=None)
+    path, writer, operator = _writer_and_operator(tmp_path, "k INTEGER NOT NULL, v TEXT")
     try:
         operator.execute("BEGIN EXCLUSIVE")
         for k in range(30):
@@ -230,12 +231,8 @@ def test_writes_a_locked_stop_cannot_apply_are_saved_and_applied_at_the_next_sta
 
 
 def test_a_stop_with_nothing_left_saves_nothing(tmp_path: Path) -> None:
-    path = tmp_path / "writer.db"
-    setup = db.connect(path)
-    setup.execute("CREATE TABLE rows (k INTEGER NOT NULL)")
-    setup.close()
-    writer = DbWriter(path)
-    writer.start()
+    _, writer, operator = _writer_and_operator(tmp_path, "k INTEGER NOT NULL")
+    operator.close()
     writer.submit("INSERT INTO rows (k) VALUES (?)", (1,))
     assert writer.close() is None
     assert not list(tmp_path.glob("*.unwritten-*"))
