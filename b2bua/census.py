@@ -89,6 +89,21 @@ def _owners(big: list[Any]) -> list[str]:
 def census(top: int = 60, large: int = 1000, owners: int = 20) -> dict[str, Any]:
     """``types``: the ``top`` most numerous tracked types; ``containers``: the
     ``owners`` largest containers with at least ``large`` items, each with its owner."""
+    # The collector does not show frozen objects (``gc.freeze``: what existed at
+    # start-up, b2bua/collector.py), and they own the engine's long-lived tables: thaw
+    # them for the census and freeze again (the same objects, plus what is live now,
+    # which reference counting still frees).
+    frozen = gc.get_freeze_count()
+    if frozen:
+        gc.unfreeze()
+    try:
+        return _census(top, large, owners, frozen)
+    finally:
+        if frozen:
+            gc.freeze()
+
+
+def _census(top: int, large: int, owners: int, frozen: int) -> dict[str, Any]:
     objects = gc.get_objects()
     by_type = Counter(map(type, objects))
     kinds = set(CONTAINERS)
@@ -106,7 +121,8 @@ def census(top: int = 60, large: int = 1000, owners: int = 20) -> dict[str, Any]
     types: Counter[str] = Counter()
     for cls, count in by_type.items():
         types[_class_name(cls)] += count
-    return {"tracked": sum(by_type.values()), "allocated_blocks": sys.getallocatedblocks(),
+    return {"tracked": sum(by_type.values()), "frozen_at_start": frozen,
+            "allocated_blocks": sys.getallocatedblocks(),
             "types": dict(types.most_common(top)), "containers": containers}
 
 

@@ -38,3 +38,20 @@ def test_growth_ranks_the_types_that_grew() -> None:
     after = {"types": {"a.Call": 900, "dict": 520, "new.Type": 30}}
     assert growth(before, after) == [("a.Call", 10, 900), ("new.Type", 0, 30),
                                      ("dict", 500, 520)]
+
+
+def test_census_sees_frozen_owners_and_freezes_them_again() -> None:
+    import gc
+
+    holder = Holder()  # frozen with everything else: invisible to gc.get_objects()
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        result = census(large=2000)
+        owners = {(c["type"], c["len"]): c["owner"] for c in result["containers"]}
+        assert owners[("list", 3000)].endswith("test_census.Holder.pending")
+        assert result["frozen_at_start"] == frozen
+        assert gc.get_freeze_count() >= frozen
+    finally:
+        gc.unfreeze()
+    del holder
