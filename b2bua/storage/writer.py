@@ -188,19 +188,26 @@ def _drain(q: queue.SimpleQueue[Statement | None]) -> list[Statement]:
             out.append(item)
 
 
-def spill(db_path: Path, statements: list[Statement]) -> Path:
-    """Save statements not written (in order) for :func:`replay` at the next start."""
+def spill(db_path: Path, statements: list[Statement]) -> Path | None:
+    """Save statements not written (in order) for :func:`replay` at the next start;
+    None when the file cannot be written (they are lost: logged)."""
     path = db_path.with_name(f"{db_path.name}.unwritten-{time.time():.6f}.jsonl")
     kept = 0
-    with open(path, "w", encoding="utf-8") as out:
-        for sql, params in statements:
-            try:
-                line = json.dumps([sql, list(params)])
-            except (TypeError, ValueError):
-                log.error("database write not saved (parameters not serialisable): %s", sql)
-                continue
-            out.write(line + "\n")
-            kept += 1
+    try:
+        with open(path, "w", encoding="utf-8") as out:
+            for sql, params in statements:
+                try:
+                    line = json.dumps([sql, list(params)])
+                except (TypeError, ValueError):
+                    log.error("database write not saved (parameters not serialisable): %s",
+                              sql)
+                    continue
+                out.write(line + "\n")
+                kept += 1
+    except OSError as exc:
+        log.error("database still locked at stop and %s not writable (%s): %d writes lost",
+                  path, exc, len(statements))
+        return None
     log.error("database still locked at stop: %d writes saved to %s; the next start "
               "applies them", kept, path)
     return path

@@ -18,7 +18,7 @@ from sippctl import CUSTOMER_IP, VENDOR_IP, Sipp, sipp
 from support import Softswitch, free_port, wait_until
 
 from b2bua.storage import db
-from b2bua.storage.writer import DbWriter, replay
+from b2bua.storage.writer import DbWriter, replay, spill
 
 CALLS = 30
 RATE = 15  # calls/s: the batch takes ~2 s, well inside the lock
@@ -274,3 +274,9 @@ def test_engine_stopped_while_locked_loses_no_cdr(tmp_path: Path) -> None:
         assert _cdr_counts(db_path) == (5, 5, 0)
     finally:
         assert again.stop() == 0
+
+
+def test_a_save_that_cannot_be_written_is_logged_not_raised(tmp_path: Path) -> None:
+    """A full or read-only disk at a locked stop: the stop still completes."""
+    assert spill(tmp_path / "gone" / "softswitch.db", [("INSERT INTO rows VALUES (?)",
+                                                         (1,))]) is None
