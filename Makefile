@@ -10,7 +10,7 @@ CODE ?= tree
 # call (60 s steps from 600 calls/s up, then bisected), measured first in the same run
 # (~24 min): no failed call, every CDR written, engine memory flat (slope printed, MB/min).
 reliability:
-	$(PYTHON) bench/soak.py --code $(CODE) --step-seconds 60 --ladder 600,800,1000,1200,1400
+	$(PYTHON) bench/soak.py --code $(CODE) --step-seconds 60 --ladder 600,800,1000,1200,1400,1600,1800,2000
 
 # Signalling benchmarks: CPS against the sipp rig and Sippy, password mode against IP
 # mode, then simultaneous calls and memory per call (~40 min).
