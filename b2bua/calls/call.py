@@ -122,9 +122,10 @@ class Call:
         self.origin_media_check = b2bua.origin_media_check(origin)
         self._media_checks: dict[str, str] = {}
         self._check_since = 0.0
-        # Timers that live as long as the call (session refresh per leg, media check):
-        # cancelled when it ends, or a refresh due in 2 hours would hold the call's
-        # objects that long.
+        # The call's timers by name (session refresh per leg, media check, the 200's
+        # retransmission and ACK deadline), set through ``_schedule``: cancelled when
+        # they are done or the call ends, as a pending timer holds all of the call's
+        # objects until it fires (a refresh in up to 2 hours, the ACK deadline 32 s).
         self._call_timers: dict[str, TimerHandle] = {}
 
     @staticmethod
@@ -381,8 +382,8 @@ class Call:
     def _arm_refresh(self, side: Side, timer: LegTimer) -> None:
         if self.ended:
             return
-        self._call_timers[f"refresh-{side.value}"] = self.b2bua.timers.call_later(
-            timer.interval, lambda: self._refresh(side, timer))
+        self._schedule(f"refresh-{side.value}", timer.interval,
+                       lambda: self._refresh(side, timer))
 
     def _refresh(self, side: Side, timer: LegTimer) -> None:
         """Keep one leg alive (docs/media.md, call liveness); a dead peer ends the call."""
@@ -432,8 +433,7 @@ class Call:
         if checks:
             self._media_checks = checks
             self._check_since = time.monotonic()
-            self._call_timers["media-check"] = self.b2bua.timers.call_later(
-                1.0, self._check_media)
+            self._schedule("media-check", 1.0, self._check_media)
 
     def _check_media(self) -> None:
         if self.ended or self.media is None:
@@ -446,7 +446,7 @@ class Call:
             self._bye(Side.CALLEE)
             self._finish("system", f"RTP interruption ({silent})")
             return
-        self._call_timers["media-check"] = self.b2bua.timers.call_later(1.0, self._check_media)
+        self._schedule("media-check", 1.0, self._check_media)
 
     def on_stray_response(self, call_id: str, response: Response) -> None:
         """A retransmitted 2xx from a destination (our ACK was lost): ACK it again."""
@@ -648,9 +648,7 @@ class Call:
             return
         self.ended = True
         self.state = CallState.ENDED
-        for handle in self._call_timers.values():
-            handle.cancel()
-        self._call_timers.clear()
+        self._unschedule(*self._call_timers)
         self.hangup_by = hangup_by
         self.termination = why
         end = time.time()
