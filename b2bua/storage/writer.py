@@ -215,8 +215,13 @@ def spill(db_path: Path, statements: list[Statement]) -> Path | None:
 
 def replay(conn: sqlite3.Connection, db_path: Path) -> int:
     """Apply, oldest first, the files of writes a locked stop left (one transaction per
-    file, then the file is removed); returns the number of statements applied. A file
-    that fails stays for the next start."""
+    file, then the file is removed); returns the number of statements applied.
+
+    A database still locked raises, as crash recovery would next: the start fails and is
+    retried with the files intact. A file that cannot be applied (damaged, or refused by
+    the schema) is renamed ``*.rejected`` and logged, so that a later start does not
+    apply it after recovery has already turned its calls into interrupted CDRs.
+    """
     applied = 0
     for path in sorted(db_path.parent.glob(f"{db_path.name}.unwritten-*.jsonl")):
         try:
@@ -225,14 +230,29 @@ def replay(conn: sqlite3.Connection, db_path: Path) -> int:
             with db.transaction(conn):
                 for sql, params in statements:
                     conn.execute(sql, params)
-        except (OSError, ValueError, sqlite3.Error) as exc:
-            log.error("could not apply the saved writes in %s: %s", path, exc)
+        except sqlite3.Error as exc:
+            if _is_locked(exc):
+                raise
+            _reject(path, exc)
+            continue
+        except (OSError, ValueError, TypeError) as exc:
+            _reject(path, exc)
             continue
         path.unlink()
         applied += len(statements)
         log.warning("applied %d database writes saved at a locked stop (%s)",
                     len(statements), path.name)
     return applied
+
+
+def _reject(path: Path, exc: Exception) -> None:
+    rejected = path.with_name(path.name + ".rejected")
+    try:
+        path.rename(rejected)
+    except OSError:
+        rejected = path
+    log.error("could not apply the saved database writes in %s (%s); left as %s",
+              path.name, exc, rejected)
 
 
 def _is_locked(exc: sqlite3.Error) -> bool:

@@ -280,3 +280,30 @@ def test_a_save_that_cannot_be_written_is_logged_not_raised(tmp_path: Path) -> N
     """A full or read-only disk at a locked stop: the stop still completes."""
     assert spill(tmp_path / "gone" / "softswitch.db", [("INSERT INTO rows VALUES (?)",
                                                          (1,))]) is None
+
+
+def test_a_saved_file_that_cannot_be_applied_is_set_aside(tmp_path: Path) -> None:
+    """A damaged file (or one the schema refuses) is renamed ``.rejected`` and the next
+    one is still applied; a database still locked stops the start instead."""
+    path, writer, operator = _writer_and_operator(tmp_path, "k INTEGER NOT NULL")
+    writer.close()
+    bad = path.with_name(f"{path.name}.unwritten-1.000000.jsonl")
+    bad.write_text('["INSERT INTO rows (k) VALUES (?)", [null]]\n')  # NOT NULL refuses it
+    good = path.with_name(f"{path.name}.unwritten-2.000000.jsonl")
+    good.write_text('["INSERT INTO rows (k) VALUES (?)", [7]]\n')
+    conn = db.connect(path)
+    try:
+        assert replay(conn, path) == 1
+        assert not bad.exists() and bad.with_name(bad.name + ".rejected").exists()
+        assert not good.exists()
+        assert [r[0] for r in conn.execute("SELECT k FROM rows")] == [7]
+        good.write_text('["INSERT INTO rows (k) VALUES (?)", [8]]\n')
+        operator.execute("BEGIN EXCLUSIVE")
+        conn.execute("PRAGMA busy_timeout = 50")
+        with pytest.raises(sqlite3.OperationalError):
+            replay(conn, path)
+        assert good.exists()
+    finally:
+        operator.execute("ROLLBACK")
+        operator.close()
+        conn.close()
