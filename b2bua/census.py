@@ -44,9 +44,10 @@ def _attribute(ref: object, container: object) -> str | None:
 def _holds(ref: object, target: object) -> bool:
     if any(r is target for r in gc.get_referents(ref)):
         return True
+    if isinstance(ref, (*CONTAINERS, type)):
+        return False
     # An instance whose attributes dict was materialised while checking another one.
-    return any(v is target for v in getattr(ref, "__dict__", {}).values()) if not \
-        isinstance(ref, (*CONTAINERS, type)) else False
+    return any(v is target for v in getattr(ref, "__dict__", {}).values())
 
 
 def _owners(big: list[Any]) -> list[str]:

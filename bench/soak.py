@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                     default=[], help="minutes into the soak at which to take an object "
                     "census of the engine (e.g. 2,9): saved as census-<minute>.json in the "
                     "work dir, and the types that grew most are printed (each census "
-                    "pauses the engine for a fraction of a second)")
+                    "pauses the engine ~1.5 s per million objects)")
     ap.add_argument("--ladder", type=lambda v: [int(x) for x in v.split(",")], default=LADDER,
                     help="rates tried up to the first failure, then bisected (default "
                          + ",".join(map(str, LADDER)) + ")")
@@ -305,11 +305,10 @@ def main(argv: list[str] | None = None) -> int:
         pid = system.pid
         assert pid is not None and system.switch is not None
         time.sleep(2.0)
-        sampler = Sampler(pid, args.sample_s, args.max_rss_mb * 1024,
-                          system.switch.db_path.parent / "engine.sock")
+        control_path = system.switch.db_path.parent / "engine.sock"
+        sampler = Sampler(pid, args.sample_s, args.max_rss_mb * 1024, control_path)
         sampler.start()
-        censuses = CensusTaker(system.switch.db_path.parent / "engine.sock", args.census_at,
-                               root)
+        censuses = CensusTaker(control_path, args.census_at, root)
         censuses.start()
         log(f"soak: {rate} calls/s for {seconds} s")
         try:
@@ -391,8 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     blocks = [s for s in after if s.py_blocks >= 0]
     if blocks:
         print(f"Python allocated blocks (live objects) after the warm-up: "
-              f"{blocks[0].py_blocks} -> {blocks[-1].py_blocks}, end of the run "
-              f"{[s for s in samples if s.py_blocks >= 0][-1].py_blocks}")
+              f"{blocks[0].py_blocks} -> {blocks[-1].py_blocks}")
     if windows:
         print("engine CPU per call by minute (ms at the offered rate): minute, event loop, "
               "other threads (database writer), relay workers")
