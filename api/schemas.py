@@ -56,6 +56,12 @@ class GarbageCollectionSchema(Schema):
                        "resident memory growing while this stays flat is fragmentation"})
     resident_bytes = fields.Integer(required=True, metadata={
         "description": "the engine process's resident memory now"})
+    heap_trims = fields.Integer(required=True, metadata={
+        "description": "times the C heap's free pages were given back to the kernel "
+                       "(once a minute)"})
+    last_trim_pause_seconds = fields.Float(required=True)
+    last_trim_released_bytes = fields.Integer(required=True, metadata={
+        "description": "resident memory the last trim gave back"})
 
 
 class DbWriterSchema(Schema):
