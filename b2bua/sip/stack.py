@@ -17,6 +17,7 @@ from typing import Protocol
 from b2bua.sip.errors import SipParseError
 from b2bua.sip.message import Request, Response
 from b2bua.sip.parser import MAX_MESSAGE_SIZE, parse_message
+from b2bua.sip.swept_timers import SweptTimers
 from b2bua.sip.transaction import (
     TIMER_64T1,
     ClientTransaction,
@@ -74,7 +75,7 @@ class SipStack:
     async def start(self, app: Application) -> None:
         loop = asyncio.get_running_loop()
         self.app = app
-        self.layer = TransactionLayer(loop)
+        self.layer = TransactionLayer(SweptTimers(loop))
         await loop.create_datagram_endpoint(lambda: self.udp, local_addr=(self.host, self.port))
         assert self.udp.transport is not None
         _enlarge_buffers(self.udp.transport.get_extra_info("socket"))
