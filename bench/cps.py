@@ -52,6 +52,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections import Counter
@@ -1148,7 +1149,21 @@ def export_rev(rev: str, dest: Path) -> str:
     archive = subprocess.run(["git", "archive", "--format=tar", sha, "b2bua", "api",
                               "migrations"], cwd=REPO, capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    if (dest / PUMP_SOURCE).exists():
+        build_pump(dest)
     return f"{rev} = {sha} exported to {dest}"
+
+
+PUMP_SOURCE = "b2bua/media/_pump.c"
+
+
+def build_pump(dest: Path) -> None:
+    """The relay's C receive loop, compiled in place for this interpreter (what the
+    editable install does for the working tree)."""
+    paths = sysconfig.get_paths()
+    target = Path(PUMP_SOURCE).with_suffix(sysconfig.get_config_var("EXT_SUFFIX"))
+    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", f"-I{paths['include']}",
+                    PUMP_SOURCE, "-o", str(target)], cwd=dest, check=True)
 
 
 def resolve_code(arg: str, root: Path) -> tuple[Path | None, str]:

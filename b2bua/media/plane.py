@@ -96,7 +96,9 @@ class LocalMediaSession:
         self._leg(leg).set_cipher(build_cipher(spec))
 
     def last_rx(self, leg: str) -> float | None:
-        return self._leg(leg).last_rx
+        relay_leg = self._leg(leg)
+        relay_leg.sync()
+        return relay_leg.last_rx
 
     def stats(self) -> Counters:
         return self.session.stats()

@@ -35,7 +35,13 @@ packets sent to an encrypted leg are encrypted; the two transforms of a directio
 composed once per session (``None`` when both legs use no cipher or the same keystream,
 which cancels out). RTCP is never touched.
 
-The receive path is minimal: one source comparison, the RTP header-length check inline,
+The RTP sockets of all sessions of an event loop are read by one C receive loop
+(:mod:`b2bua.media._pump`: epoll and ``recvmmsg``, one Python call per wake-up). Once
+both legs are latched and a direction needs no cipher, that direction is relayed in C:
+well-formed RTP from the connected peer goes out of the other leg's connected socket
+without reaching Python, and is only counted (the counts are folded into the legs'
+counters whenever they are read: :meth:`RelayLeg.sync`). Every other packet goes to the
+leg's protocol here: one source comparison, the RTP header-length check inline,
 counters, one timestamp, an optional precomputed transform and ``send`` on the other
 leg's connected socket (``sendto`` toward a precomputed target until it is latched).
 Anything unusual (first packet, foreign source, RTCP multiplexed on the RTP port,
@@ -58,6 +64,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from b2bua.media._pump import Pump
 from b2bua.media.cipher import PayloadCipher
 from b2bua.media.rtp import is_rtcp, payload_offset
 
@@ -76,6 +83,7 @@ Transform = Callable[[bytes, int], bytes]  # (packet, payload offset) -> packet
 
 MAX_BIND_ATTEMPTS = 32  # ports tried per leg when the allocated one is taken by another process
 EARLY_PACKETS = 16  # RTP kept per direction until the destination's first SDP is known
+PUMP_BUDGET = 4096  # datagrams per wake-up of the receive loop before other work runs
 
 _monotonic = time.monotonic
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -174,6 +182,20 @@ def check_remote(relay_host: str, host: str, port: int,
     return host, rtcp_host
 
 
+_pumps: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pump] = (
+    weakref.WeakKeyDictionary())
+
+
+def _pump_for(loop: asyncio.AbstractEventLoop) -> Pump:
+    """The event loop's receive loop over its relay sockets, watched by the loop."""
+    pump = _pumps.get(loop)
+    if pump is None:
+        pump = Pump()
+        loop.add_reader(pump.fileno(), pump.run, PUMP_BUDGET)
+        _pumps[loop] = pump
+    return pump
+
+
 def _disconnect(sock: socket.socket) -> None:
     """Dissolve a UDP socket's association: ``connect`` to an ``AF_UNSPEC`` address,
     which Python's socket API cannot express."""
@@ -183,10 +205,31 @@ def _disconnect(sock: socket.socket) -> None:
         raise OSError(err, os.strerror(err))
 
 
+class _RtpSender:
+    """Sends out of a leg's RTP socket toward that leg's party. The socket does not
+    block: a full send buffer drops the packet (``send_dropped``) instead of queueing
+    media without bound; other errors (an ICMP unreachable reported on the socket) count
+    in ``send_errors``."""
+
+    __slots__ = ("leg", "sock")
+
+    def __init__(self, leg: RelayLeg, sock: socket.socket) -> None:
+        self.leg = leg
+        self.sock = sock
+
+    def sendto(self, data: bytes, addr: Address) -> None:
+        try:
+            self.sock.sendto(data, addr)
+        except BlockingIOError:
+            self.leg.send_dropped += 1
+        except OSError:
+            self.leg.send_errors += 1
+
+
 class _Dropper:
-    """Stands in for a leg's transport while its send buffer is over the high-water mark:
-    packets toward that leg's party are dropped and counted instead of queued without
-    bound (flow control costs the receive path nothing)."""
+    """Stands in for a leg's RTCP transport while its send buffer is over the high-water
+    mark: packets toward that leg's party are dropped and counted instead of queued
+    without bound."""
 
     __slots__ = ("leg",)
 
@@ -197,12 +240,13 @@ class _Dropper:
         self.leg.send_dropped += 1
 
 
-class _RtpProtocol(asyncio.DatagramProtocol):
-    """Receives RTP on one leg and sends it out of the other leg's RTP socket."""
+class _RtpProtocol:
+    """Receives RTP on one leg (from the receive loop) and sends it out of the other
+    leg's RTP socket."""
 
     def __init__(self, leg: RelayLeg) -> None:
         self.leg = leg
-        self.out: Any = None  # the other leg's RTP transport
+        self.out: Any = None  # the other leg's _RtpSender
         self.dst: Address | None = None  # the other leg's peer
         # The other leg's socket's ``send`` while that socket is connected to ``dst``
         # (its latched peer): no destination to convert, no per-packet route lookup.
@@ -228,16 +272,23 @@ class _RtpProtocol(asyncio.DatagramProtocol):
             self.out.sendto(data, dst)
 
     def refresh_send(self) -> None:
-        """Send with ``send()`` only while the other leg's socket is connected to ``dst``
-        and not paused (flow control keeps its own path)."""
+        """Send with ``send()`` only while the other leg's socket is connected to ``dst``;
+        relay in C (the receive loop) when, besides, this leg is latched and connected
+        to its peer and the direction needs no cipher."""
         send = None
-        if self.dst is not None and self.out is not None and not isinstance(self.out, _Dropper):
-            session = self.leg._session()
+        fast: socket.socket | None = None
+        leg = self.leg
+        if self.dst is not None and self.out is not None:
+            session = leg._session()
             if session is not None:
-                other = session.b if self.leg is session.a else session.a
+                other = session.b if leg is session.a else session.a
                 if other.connected_to == self.dst and other._rtp_sock is not None:
                     send = other._rtp_sock.send
+                    if (self.xf is None and leg.latched and leg.connected_to is not None
+                            and leg.connected_to == leg.src):
+                        fast = other._rtp_sock
         self.send = send
+        leg._forward(fast)
 
     def _send_failed(self, exc: OSError) -> None:
         # A full send buffer sheds the packet (counted on the leg whose socket sent, as
@@ -334,24 +385,6 @@ class _RtpProtocol(asyncio.DatagramProtocol):
             data = self.xf(data, off)
         self.out.sendto(data, dst)
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable and the like after a send from this socket.
-        self.leg.send_errors += 1
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.leg._transport_lost()
-
-    # This leg's socket is the one the *other* leg's protocol sends through.
-    def pause_writing(self) -> None:
-        proto = self.leg.other.rtp_proto
-        proto.out = _Dropper(self.leg)
-        proto.send = None
-
-    def resume_writing(self) -> None:
-        if self.leg._rtp_transport is not None:
-            proto = self.leg.other.rtp_proto
-            proto.out = self.leg._rtp_transport
-            proto.refresh_send()
 
 
 class _RtcpProtocol(asyncio.DatagramProtocol):
@@ -443,9 +476,12 @@ class RelayLeg:
         self.unvetted: list[tuple[bytes, Address]] | None = []
         self.rtp_proto = _RtpProtocol(self)
         self.rtcp_proto = _RtcpProtocol(self)
-        self._rtp_transport: Any = None
         self._rtcp_transport: Any = None
-        self._rtp_sock: socket.socket | None = None  # the RTP transport's socket
+        self._rtp_sock: socket.socket | None = None  # read by the receive loop
+        self._rtp_sender: _RtpSender | None = None  # sends out of _rtp_sock
+        self._pump: Pump | None = None
+        self._slot = -1  # this leg's RTP socket in the receive loop
+        self._fast_fd = -1  # the socket the receive loop relays this leg's RTP out of
         # The latched peer this leg's RTP socket is connect()-ed to (None: unconnected).
         self.connected_to: Address | None = None
         self._open = 0  # transports not yet reported lost
@@ -507,8 +543,27 @@ class RelayLeg:
     def remote_rtcp(self) -> Address | None:
         return self.rtcp_dst
 
+    def sync(self) -> None:
+        """Fold what the receive loop relayed on its own since the last call into the
+        counters and ``last_rx`` (done by every reader below)."""
+        if self._pump is not None and self._slot >= 0:
+            self._fold(self._pump.take(self._slot))
+
+    def _fold(self, counted: tuple[int, int, int, int, int, float | None]) -> None:
+        packets, octets, sock_errors, out_errors, out_dropped, last_rx = counted
+        self.rx_packets += packets
+        self.rx_bytes += octets
+        self.send_errors += sock_errors
+        if out_errors or out_dropped:
+            other = self.other  # what failed was the send out of the other leg's socket
+            other.send_errors += out_errors
+            other.send_dropped += out_dropped
+        if last_rx is not None and (self.last_rx is None or last_rx > self.last_rx):
+            self.last_rx = last_rx
+
     def counter_values(self) -> tuple[int, ...]:
         """The counters in :data:`COUNTERS` order (compact, for relay workers' reports)."""
+        self.sync()
         return (self.rx_packets, self.rx_bytes, self.rx_malformed, self.rx_foreign,
                 self.no_peer, self.rtcp_packets, self.rtcp_malformed, self.rtcp_foreign,
                 self.send_errors, self.send_dropped)
@@ -519,6 +574,7 @@ class RelayLeg:
 
     def silent_for(self, now: float | None = None) -> float | None:
         """Seconds since the last accepted RTP packet (None: none received yet)."""
+        self.sync()
         if self.last_rx is None:
             return None
         return (_monotonic() if now is None else now) - self.last_rx
@@ -559,7 +615,22 @@ class RelayLeg:
                         "disconnect" if peer is None else "connect to", peer, exc)
             return
         self.connected_to = peer
+        self.rtp_proto.refresh_send()
         self.other.rtp_proto.refresh_send()
+
+    def _forward(self, out: socket.socket | None) -> None:
+        """Have the receive loop relay this leg's RTP out of ``out`` (None: every packet
+        comes to the protocol)."""
+        fd = -1 if out is None else out.fileno()
+        if fd == self._fast_fd or self._pump is None or self._slot < 0:
+            return
+        try:
+            self._pump.forward(self._slot, fd)
+        except OSError as exc:  # not connected after all: stay on the protocol
+            log.warning("relay leg %s: no relaying in C: %s", self.name, exc)
+            self._pump.forward(self._slot, -1)
+            fd = -1
+        self._fast_fd = fd
 
     def _set_rtp_dst(self, dst: Address | None) -> None:
         self.rtp_dst = dst
@@ -625,23 +696,21 @@ class RelayLeg:
                     sock.close()
                 allocator.release(port)
                 continue
+            pump = _pump_for(loop)
             try:
-                rtp_t, _ = await loop.create_datagram_endpoint(
-                    lambda: self.rtp_proto, sock=socks[0])
-                try:
-                    rtcp_t, _ = await loop.create_datagram_endpoint(
-                        lambda: self.rtcp_proto, sock=socks[1])
-                except BaseException:
-                    rtp_t.close()
-                    raise
+                rtcp_t, _ = await loop.create_datagram_endpoint(
+                    lambda: self.rtcp_proto, sock=socks[1])
             except BaseException:
                 for sock in socks:
                     sock.close()
                 allocator.release(port)
                 raise
+            self._slot = pump.add(socks[0].fileno(), self.rtp_proto.datagram_received)
+            self._pump = pump
             self.rtp_port, self.rtcp_port = port, port + 1
-            self._rtp_transport, self._rtcp_transport = rtp_t, rtcp_t
+            self._rtcp_transport = rtcp_t
             self._rtp_sock = socks[0]
+            self._rtp_sender = _RtpSender(self, socks[0])
             self._open = 2
             self._allocator = allocator
             return
@@ -651,17 +720,23 @@ class RelayLeg:
         )
 
     def _close(self) -> None:
-        transports = [t for t in (self._rtp_transport, self._rtcp_transport) if t is not None]
-        self._rtp_transport = self._rtcp_transport = None
-        self._rtp_sock = None
+        pump, slot, sock = self._pump, self._slot, self._rtp_sock
+        rtcp, self._rtcp_transport = self._rtcp_transport, None
+        self._pump, self._slot, self._fast_fd = None, -1, -1
+        self._rtp_sock = self._rtp_sender = None
         self.connected_to = None
         self.rtp_proto.out = self.rtcp_proto.out = None
         self.rtp_proto.dst = self.rtcp_proto.dst = None
         self.rtp_proto.send = None
-        if not transports:
+        if pump is not None and slot >= 0:
+            self._fold(pump.remove(slot))  # before the close: the loop never sees a reused fd
+        if sock is not None:
+            sock.close()
+            self._transport_lost()
+        if rtcp is not None:
+            rtcp.close()  # connection_lost -> _transport_lost -> _release
+        elif sock is None:
             self._release()
-        for t in transports:
-            t.close()  # connection_lost -> _transport_lost -> _release
 
     def _transport_lost(self) -> None:
         self._open -= 1
@@ -729,7 +804,7 @@ class RelaySession:
             self.close()
             raise
         a, b = self.a, self.b
-        a.rtp_proto.out, b.rtp_proto.out = b._rtp_transport, a._rtp_transport
+        a.rtp_proto.out, b.rtp_proto.out = b._rtp_sender, a._rtp_sender
         a.rtcp_proto.out, b.rtcp_proto.out = b._rtcp_transport, a._rtcp_transport
         a.rtp_proto.dst, b.rtp_proto.dst = b.rtp_dst, a.rtp_dst
         a.rtp_proto.refresh_send()
@@ -791,6 +866,9 @@ class RelaySession:
     def _update_transforms(self) -> None:
         self.a.rtp_proto.xf = _compose(self.a.cipher, self.b.cipher)
         self.b.rtp_proto.xf = _compose(self.b.cipher, self.a.cipher)
+        if self.started and not self.closed:
+            self.a.rtp_proto.refresh_send()  # a cipher takes a direction back from C
+            self.b.rtp_proto.refresh_send()
 
     def __enter__(self) -> RelaySession:
         return self

@@ -103,13 +103,11 @@ class RelayWorker:
         changes = []
         for sid, s in self.sessions.items():
             a, b = s.a, s.b
-            sig = (a.rx_packets + b.rx_packets + a.rx_malformed + b.rx_malformed
-                   + a.rx_foreign + b.rx_foreign + a.rtcp_packets + b.rtcp_packets
-                   + a.send_dropped + b.send_dropped)
+            av, bv = a.counter_values(), b.counter_values()  # first: they fold in C's counts
+            sig = sum(av) + sum(bv)
             if self._signatures.get(sid) != sig:
                 self._signatures[sid] = sig
-                changes.append((sid, a.last_rx, b.last_rx, a.counter_values(),
-                                b.counter_values()))
+                changes.append((sid, a.last_rx, b.last_rx, av, bv))
         self.send("report", round(self.lag.mean, 4), self.allocator.in_use, changes)
 
     async def reporter(self) -> None:

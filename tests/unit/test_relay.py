@@ -14,7 +14,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from b2bua.media.cipher import make_cipher
-from b2bua.media.relay import PortAllocator, PortExhausted, RelaySession
+from b2bua.media.relay import PortAllocator, PortExhausted, RelaySession, _RtpSender
 from b2bua.media.rtp import is_rtcp, payload_offset
 
 HOST = "127.0.0.1"
@@ -517,6 +517,68 @@ def test_malformed_counted_and_dropped() -> None:
     run(body)
 
 
+def test_latched_passthrough_is_relayed_in_c_and_counted() -> None:
+    """Once both legs latched and no cipher applies, the receive loop relays RTP in C:
+    it never reaches the protocol, yet counts in the stats and ``last_rx``. RTCP on the
+    RTP port and malformed packets still go through the protocol; a cipher, or a new
+    SDP address, takes the direction back."""
+    async def body() -> None:
+        a, b, moved = await peer(), await peer(), await peer()
+        s = await relay(alloc(44800))
+        s.a.set_remote(HOST, a.port)
+        s.b.set_remote(HOST, b.port)
+        a.send(rtp(0, payload(0)), (HOST, s.a.rtp_port))
+        await b.recv()
+        assert s.a._fast_fd == -1  # b not latched yet: a's RTP goes through Python
+        b.send(rtp(0, payload(0), ssrc=5), (HOST, s.b.rtp_port))
+        await a.recv()
+        assert s.a._rtp_sock is not None and s.b._rtp_sock is not None
+        assert s.a._fast_fd == s.b._rtp_sock.fileno()
+        assert s.b._fast_fd == s.a._rtp_sock.fileno()
+        first = s.a.last_rx
+        sent = [rtp(i, payload(i)) for i in range(1, 201)]
+        for p in sent:
+            a.send(p, (HOST, s.a.rtp_port))
+        got = await b.recv(200)
+        assert [d for d, _ in got] == sent
+        assert {src for _, src in got} == {(HOST, s.b.rtp_port)}
+        assert s.a.rx_packets == 1  # the attribute: only the latching packet was Python's
+        stats = s.stats()["a_to_b"]
+        assert stats["rx_packets"] == 201 and stats["forwarded"] == 201
+        assert stats["rx_bytes"] == len(rtp(0, payload(0))) + sum(map(len, sent))
+        assert s.a.last_rx is not None and first is not None and s.a.last_rx > first
+        # RTCP multiplexed on the RTP port and a malformed packet: through the protocol.
+        a.send(RTCP_RR, (HOST, s.a.rtp_port))
+        (d, _), = await b.recv()
+        assert d == RTCP_RR
+        a.send(b"\x80\x00\x00", (HOST, s.a.rtp_port))
+        a.send(rtp(300, payload(3)), (HOST, s.a.rtp_port))
+        await b.recv()
+        stats = s.stats()["a_to_b"]
+        assert (stats["rtcp_packets"], stats["rx_malformed"], stats["rx_packets"]) == (1, 1, 202)
+        # A cipher toward b: both directions back in Python, and encrypted.
+        s.b.set_cipher(make_cipher(1, KEYS[1]))
+        assert s.a._fast_fd == -1 and s.b._fast_fd == -1
+        plain = rtp(301, payload(4))
+        a.send(plain, (HOST, s.a.rtp_port))
+        (d, _), = await b.recv()
+        assert d[:12] == plain[:12] and d != plain and len(d) == len(plain)
+        s.b.set_cipher(None)
+        assert s.a._fast_fd == s.b._rtp_sock.fileno()
+        # A new SDP address for b: b must latch again before C relays toward it.
+        s.b.set_remote(HOST, moved.port)
+        assert s.a._fast_fd == -1 and s.b._fast_fd == -1
+        a.send(plain, (HOST, s.a.rtp_port))
+        (d, _), = await moved.recv()
+        assert d == plain
+        await s.wait_closed()
+        assert s.stats()["a_to_b"]["rx_packets"] == 204
+        for p_ in (a, b, moved):
+            p_.close()
+
+    run(body)
+
+
 def test_on_rtp_start_fires_once_for_destination_leg() -> None:
     async def body() -> None:
         a, b = await peer(), await peer()
@@ -620,23 +682,37 @@ def test_fast_path_agrees_with_parser(data: bytes) -> None:
     assert leg.rx_malformed == (0 if relayed else 1)
 
 
-def test_paused_transport_sheds_packets_and_counts() -> None:
+def test_unconnected_send_sheds_on_a_full_buffer_and_counts_errors() -> None:
+    """Toward a peer not latched yet the packet goes out with ``sendto`` on the other
+    leg's non-blocking socket: a full send buffer drops it (send_dropped) instead of
+    queueing media without bound, another error counts in send_errors."""
+    class Sock:
+        def __init__(self) -> None:
+            self.error: OSError | None = BlockingIOError(11, "full")
+            self.sent: list[bytes] = []
+
+        def sendto(self, data: bytes, addr: Any) -> None:
+            if self.error is not None:
+                raise self.error
+            self.sent.append(data)
+
     s = RelaySession(PortAllocator(50000, 50003), HOST)
-    sink = _Sink()
+    sock = Sock()
     s.a.src = ("127.0.0.1", 1000)
     s.a.latched = True
-    s.b._rtp_transport = sink  # b's socket: what a's protocol sends through
-    s.a.rtp_proto.out = sink
+    s.a.rtp_proto.out = _RtpSender(s.b, sock)  # type: ignore[arg-type]
     s.a.rtp_proto.dst = ("127.0.0.1", 2000)
     packet = rtp(1, payload(1))
-    s.b.rtp_proto.pause_writing()  # b's send buffer over the high-water mark
     for _ in range(3):
         s.a.rtp_proto.datagram_received(packet, ("127.0.0.1", 1000))
-    assert sink.sent == [] and s.b.send_dropped == 3
+    assert sock.sent == [] and s.b.send_dropped == 3
     assert s.stats()["b_to_a"]["send_dropped"] == 3 and s.a.rx_packets == 3
-    s.b.rtp_proto.resume_writing()
+    sock.error = ConnectionRefusedError(111, "refused")
     s.a.rtp_proto.datagram_received(packet, ("127.0.0.1", 1000))
-    assert sink.sent == [packet]
+    assert s.b.send_errors == 1
+    sock.error = None
+    s.a.rtp_proto.datagram_received(packet, ("127.0.0.1", 1000))
+    assert sock.sent == [packet]
 
 
 def test_connected_send_sheds_on_a_full_buffer_and_counts_errors() -> None:
