@@ -197,7 +197,8 @@ class Policy:
             # An account that does not exist goes through the same checks with a
             # password nobody knows, so its answers cannot be told apart.
             verdict = self.verifier.verify(creds, request.method, self.realm,
-                                           account.password or secrets.token_hex(16), now)
+                                           account.password or secrets.token_hex(16), now,
+                                           request_uri=request.uri)
             if verdict == Verdict.OK and not account.password:
                 verdict = Verdict.WRONG
             if verdict == Verdict.OK:

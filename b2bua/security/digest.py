@@ -21,6 +21,7 @@ from enum import Enum
 
 from b2bua.sip.errors import SipParseError
 from b2bua.sip.headers import format_auth_params, parse_auth_params
+from b2bua.sip.uri import SipUri
 
 NONCE_LIFETIME = 30.0
 ALGORITHMS = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
@@ -153,6 +154,25 @@ def challenge_header(realm: str, nonce: str, algorithm: str, stale: bool = False
     return format_auth_params("Digest", params, quoted={"realm", "nonce", "qop"})
 
 
+def same_target(digest_uri: str, request_uri: str) -> bool:
+    """Does the digest's ``uri`` name the request's target (RFC 3261 22.4: the server
+    checks it)? Compared as URIs, not strings: same scheme, host (any letter case) and
+    port (absent means the scheme's default), and the same user when the digest's uri
+    names one. Some clients leave the user out (sipp sends ``uri="sip:host:port"`` for
+    an INVITE to ``sip:100@host:port``), so a uri without a user still passes; one with
+    a user must name the request's. Parameters and headers are not compared, as proxies
+    and phones add and drop them."""
+    try:
+        a, b = SipUri.parse(digest_uri), SipUri.parse(request_uri)
+    except SipParseError:
+        return False
+    if a.scheme != b.scheme or (a.user is not None and a.user != b.user):
+        return False
+    default = 5061 if a.scheme == "sips" else 5060
+    return (a.host.lower() == b.host.lower()
+            and (a.port or default) == (b.port or default))
+
+
 class DigestVerifier:
     def __init__(self, minter: NonceMinter | None = None,
                  counts: NonceCounts | None = None) -> None:
@@ -160,8 +180,12 @@ class DigestVerifier:
         self.counts = counts if counts is not None else NonceCounts()
 
     def verify(self, creds: Credentials, method: str, realm: str, password: str,
-               now: float) -> Verdict:
+               now: float, request_uri: str | None = None) -> Verdict:
         if creds.realm != realm:
+            return Verdict.INVALID
+        if request_uri is not None and not same_target(creds.uri, request_uri):
+            # Credentials computed for another target (a Request-URI changed on the way):
+            # re-challenged, and not a password guess (no password was checked).
             return Verdict.INVALID
         state = self.minter.check(creds.nonce, realm, now)
         if state == NonceState.INVALID:

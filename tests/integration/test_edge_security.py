@@ -3,6 +3,7 @@ timeouts and suspensions. Distinct loopback addresses stand for distinct hosts."
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from pathlib import Path
@@ -11,9 +12,11 @@ from typing import Any
 import pytest
 from capture import Capture
 from pjpeer import PeerProcess
-from rawsip import exchange, probe, request
+from rawsip import exchange, probe, request, status_codes
 from sippctl import CUSTOMER_IP, VENDOR_IP, sipp
 from support import Softswitch, free_port, wait_until
+
+from b2bua.security.digest import response_digest
 
 STRANGER_IP = "127.0.0.9"
 NATTED_IP = "127.0.0.5"
@@ -257,3 +260,63 @@ def test_reply_unauthorized_on_answers_with_the_documented_codes(softswitch: Sof
     replies, tcp_bytes, _ = _probe_everything(softswitch.sip_port)
     assert b"SIP/2.0 403" in tcp_bytes
     assert sorted(int(r.split(b" ")[1]) for r in replies) == [401, 403, 403]
+
+
+# -- the digest's uri (RFC 3261 22.4) ------------------------------------------------------
+
+REALM_RE = re.compile(rb'realm="([^"]+)"')
+NONCE_RE = re.compile(rb'nonce="([^"]+)"')
+
+
+def _send(sock: socket.socket, data: bytes, dst: tuple[str, int]) -> list[bytes]:
+    sock.sendto(data, dst)
+    replies = []
+    sock.settimeout(1.0)
+    try:
+        while True:
+            replies.append(sock.recv(65535))
+            sock.settimeout(0.3)
+    except TimeoutError:
+        pass
+    return replies
+
+
+def _authorization(reply: bytes, digest_uri: str, nc: str) -> str:
+    realm_m, nonce_m = REALM_RE.search(reply), NONCE_RE.search(reply)
+    assert realm_m and nonce_m
+    realm, nonce = realm_m.group(1).decode(), nonce_m.group(1).decode()
+    response = response_digest("MD5", "gw1", realm, "s3cret", "INVITE", digest_uri, nonce,
+                               nc, "c0ffee", "auth")
+    return (f'Authorization: Digest username="gw1", realm="{realm}", nonce="{nonce}", '
+            f'uri="{digest_uri}", response="{response}", algorithm=MD5, qop=auth, '
+            f'nc={nc}, cnonce="c0ffee"')
+
+
+def test_digest_for_another_target_is_rechallenged(softswitch: Softswitch) -> None:
+    vendor_and(softswitch, PASSWORD_GW)
+    dst = ("127.0.0.1", softswitch.sip_port)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((NATTED_IP, 0))
+        port = int(sock.getsockname()[1])
+
+        def invite(user: str, auth: str = "") -> list[bytes]:
+            return _send(sock, request("INVITE", "127.0.0.1", softswitch.sip_port, NATTED_IP,
+                                       port, user=user, from_user="gw1", extra=auth), dst)
+
+        (challenge,) = invite("100")
+        assert status_codes([challenge]) == [401]
+        # Right password, but computed for 100 while the request goes to 900.
+        wrong_target = _authorization(challenge, f"sip:100@127.0.0.1:{softswitch.sip_port}",
+                                      "00000001")
+        replies = invite("900", wrong_target)
+        assert status_codes(replies) == [401]  # challenged again: not authorised
+        before = security(softswitch)
+        assert before["authenticated"].get("gateway", 0) == 0
+        assert softswitch.api.get("/api/v1/suspensions")["items"] == []  # not a guess
+        # The same password for the request's own target passes (the host and port in
+        # the uri compared as a host and a port: default port, letter case).
+        right = _authorization(replies[0], f"sip:900@127.0.0.1:{softswitch.sip_port}",
+                               "00000001")
+        passed = invite("900", right)
+        assert 401 not in status_codes(passed)
+        assert security(softswitch)["authenticated"]["gateway"] == 1

@@ -20,6 +20,7 @@ from b2bua.security.digest import (
     Verdict,
     challenge_header,
     response_digest,
+    same_target,
 )
 from b2bua.sip.errors import SipParseError
 from b2bua.sip.headers import parse_auth_params
@@ -475,3 +476,31 @@ def test_nonce_counts_flood_stays_bounded() -> None:
     for i in range(20_000):
         counts.accept(f"n{i}", 1)
     assert len(counts) == 1000
+
+
+@pytest.mark.parametrize(("digest_uri", "request_uri", "same"), [
+    ("sip:100@example.com", "sip:100@example.com", True),
+    ("sip:100@EXAMPLE.com:5060", "sip:100@example.com", True),  # host case, default port
+    ("sip:100@example.com;transport=udp", "sip:100@example.com;user=phone", True),
+    ("sips:100@example.com:5061", "sips:100@example.com", True),
+    ("sip:100@example.com", "sip:900@example.com", False),  # another number
+    ("sip:100@example.com", "sip:100@other.example", False),
+    ("sip:100@example.com:5070", "sip:100@example.com", False),
+    ("sip:100@example.com", "sips:100@example.com", False),
+    ("sip:example.com", "sip:example.com", True),  # REGISTER
+    ("sip:example.com:5060", "sip:100@example.com", True),  # sipp leaves the user out
+    ("sip:example.com:5070", "sip:100@example.com", False),
+    ("not a uri", "sip:100@example.com", False),
+])
+def test_same_target(digest_uri: str, request_uri: str, same: bool) -> None:
+    assert same_target(digest_uri, request_uri) is same
+
+
+def test_credentials_for_another_target_are_invalid_not_wrong() -> None:
+    verifier, nonce = fresh()
+    creds = make_creds(nonce)  # computed for URI
+    assert verifier.verify(creds, "INVITE", REALM, PASSWORD, T0 + 1,
+                           request_uri="sip:+4930999@sw.example") == Verdict.INVALID
+    # Nothing was consumed: the same credentials for their own target pass.
+    assert verifier.verify(creds, "INVITE", REALM, PASSWORD, T0 + 1,
+                           request_uri=URI) == Verdict.OK
