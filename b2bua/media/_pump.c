@@ -14,6 +14,10 @@
  * The event loop watches the epoll descriptor with add_reader(fd, pump.run): one Python
  * call per wake-up, however many packets are ready. Level-triggered: a socket with more
  * packets than one batch, or a run that stops at its budget, is simply ready again.
+ *
+ * The pump holds descriptor numbers, not sockets: the Python side removes a socket
+ * before closing it, and takes back (forward -1) every direction that sends out of a
+ * socket before closing that one, so no number here is ever stale.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -31,6 +35,7 @@
 #define BATCH 8           /* datagrams read per recvmmsg */
 #define BUFSIZE 65536     /* a whole UDP datagram always fits: never truncated */
 #define EVENTS 256        /* sockets per epoll_wait */
+#define ROUNDS 64         /* epoll_wait calls per run at most, whatever they yield */
 
 typedef struct {
     int fd;               /* -1: free */
@@ -296,11 +301,10 @@ Pump_remove(Pump *self, PyObject *args)
     Slot *s = get_slot(self, idx);
     if (s == NULL)
         return NULL;
-    PyObject *counters = take_counters(s);
-    if (counters == NULL)
-        return NULL;
-    /* Fails only if the socket was closed first, which dropped it from the set anyway. */
+    /* Unregister first: whatever happens next, the socket is never read again. Fails
+     * only if the socket was closed first, which dropped it from the set anyway. */
     epoll_ctl(self->epfd, EPOLL_CTL_DEL, s->fd, NULL);
+    PyObject *counters = take_counters(s);
     s->fd = -1;
     s->out_fd = -1;
     s->gen++;
@@ -308,10 +312,12 @@ Pump_remove(Pump *self, PyObject *args)
     Py_CLEAR(s->last_addr);
     self->free_slots[self->nfree++] = (uint32_t)idx;
     self->active--;
-    return counters;
+    return counters;  /* NULL (MemoryError) only after the slot is gone */
 }
 
-static void
+/* Returns -1 when the callback raised something that is not an Exception
+ * (KeyboardInterrupt, SystemExit): that must reach the event loop. */
+static int
 deliver(Pump *self, uint32_t idx, const unsigned char *data, size_t len,
         const struct sockaddr_storage *name, socklen_t namelen)
 {
@@ -324,12 +330,18 @@ deliver(Pump *self, uint32_t idx, const unsigned char *data, size_t len,
         PyObject *argv[2] = {bytes, addr};
         result = PyObject_Vectorcall(callback, argv, 2, NULL);
     }
-    if (result == NULL)
-        PyErr_WriteUnraisable(callback);  /* one bad packet must not stop the others */
+    int status = 0;
+    if (result == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_Exception))
+            PyErr_WriteUnraisable(callback);  /* one bad packet must not stop the others */
+        else
+            status = -1;
+    }
     Py_XDECREF(result);
     Py_XDECREF(bytes);
     Py_XDECREF(addr);
     Py_DECREF(callback);
+    return status;
 }
 
 /* Read and relay what is ready, up to about `budget` datagrams; returns how many. */
@@ -344,7 +356,9 @@ Pump_run(Pump *self, PyObject *args)
     self->running = 1;
     struct epoll_event events[EVENTS];
     long handled = 0;
-    while (handled < budget) {
+    /* Bounded by rounds too: a socket that stays ready but yields nothing (an error
+     * repeated on every read) must not hold the loop. */
+    for (int round = 0; round < ROUNDS && handled < budget; round++) {
         int n = epoll_wait(self->epfd, events, EVENTS, 0);
         if (n <= 0)
             break;
@@ -394,7 +408,10 @@ Pump_run(Pump *self, PyObject *args)
                     }
                     continue;
                 }
-                deliver(self, idx, data, len, &self->names[j], namelen);
+                if (deliver(self, idx, data, len, &self->names[j], namelen) < 0) {
+                    self->running = 0;
+                    return NULL;
+                }
             }
         }
     }

@@ -610,11 +610,12 @@ class RelayLeg:
                 _disconnect(sock)
             else:
                 sock.connect(peer)
+            self.connected_to = peer
         except OSError as exc:
             log.warning("relay leg %s: %s %s failed: %s", self.name,
                         "disconnect" if peer is None else "connect to", peer, exc)
-            return
-        self.connected_to = peer
+        # Either way the latch state changed: re-decide both directions (a leg no longer
+        # latched must not stay relayed in C from its old peer).
         self.rtp_proto.refresh_send()
         self.other.rtp_proto.refresh_send()
 
@@ -696,16 +697,20 @@ class RelayLeg:
                     sock.close()
                 allocator.release(port)
                 continue
-            pump = _pump_for(loop)
+            rtcp_t = None
             try:
+                pump = _pump_for(loop)
                 rtcp_t, _ = await loop.create_datagram_endpoint(
                     lambda: self.rtcp_proto, sock=socks[1])
+                slot = pump.add(socks[0].fileno(), self.rtp_proto.datagram_received)
             except BaseException:
+                if rtcp_t is not None:
+                    rtcp_t.abort()
                 for sock in socks:
                     sock.close()
                 allocator.release(port)
                 raise
-            self._slot = pump.add(socks[0].fileno(), self.rtp_proto.datagram_received)
+            self._slot = slot
             self._pump = pump
             self.rtp_port, self.rtcp_port = port, port + 1
             self._rtcp_transport = rtcp_t
@@ -724,6 +729,11 @@ class RelayLeg:
         rtcp, self._rtcp_transport = self._rtcp_transport, None
         self._pump, self._slot, self._fast_fd = None, -1, -1
         self._rtp_sock = self._rtp_sender = None
+        # The receive loop holds descriptor numbers: the other leg's direction, which
+        # sends out of this socket, goes back to Python before the socket closes.
+        session = self._session()
+        if session is not None and hasattr(self.other.rtp_proto, "leg"):
+            self.other.rtp_proto.refresh_send()
         self.connected_to = None
         self.rtp_proto.out = self.rtcp_proto.out = None
         self.rtp_proto.dst = self.rtcp_proto.dst = None
@@ -788,6 +798,7 @@ class RelaySession:
         self._released_waiter: asyncio.Future[None] | None = None
         self.started = False
         self.closed = False
+        self._starting = False
         self.a = RelayLeg(self, "a", nat=a_nat, cipher=a_cipher)
         self.b = RelayLeg(self, "b", nat=b_nat, cipher=b_cipher)
         self._update_transforms()
@@ -797,12 +808,22 @@ class RelaySession:
         if self.started or self.closed:
             raise RuntimeError("a relay session starts once")
         loop = asyncio.get_running_loop()
+        self._starting = True
         try:
             await self.a._bind(loop, self.host, self.allocator, self.rcvbuf)
             await self.b._bind(loop, self.host, self.allocator, self.rcvbuf)
         except BaseException:
-            self.close()
+            self._starting = False
+            self.closed = True
+            self.on_rtp_start = None
+            self.a._close()
+            self.b._close()
             raise
+        self._starting = False
+        if self.closed:  # closed while binding: close() left the legs to this
+            self.a._close()
+            self.b._close()
+            raise RuntimeError("relay session closed while it was starting")
         a, b = self.a, self.b
         a.rtp_proto.out, b.rtp_proto.out = b._rtp_sender, a._rtp_sender
         a.rtcp_proto.out, b.rtcp_proto.out = b._rtcp_transport, a._rtcp_transport
@@ -819,6 +840,8 @@ class RelaySession:
             return
         self.closed = True
         self.on_rtp_start = None  # usually a bound method of the call: no cycle through it
+        if self._starting:
+            return  # a bind is awaiting: start() closes the legs when it ends
         self.a._close()
         self.b._close()
 
@@ -849,8 +872,15 @@ class RelaySession:
         """The RTP ports of legs a and b (RTCP is each + 1); 0 before ``start``."""
         return self.a.rtp_port, self.b.rtp_port
 
+    def sync(self) -> None:
+        """Fold what the receive loop counted on both legs (a leg's fold also updates the
+        other leg's send counters, so both go before either is read)."""
+        self.a.sync()
+        self.b.sync()
+
     def stats(self) -> dict[str, dict[str, int]]:
         """Counters per direction: ``a_to_b`` is what leg a received and relayed toward b."""
+        self.sync()
         return {"a_to_b": self.a.counters(), "b_to_a": self.b.counters()}
 
     def _first_rtp(self, leg: RelayLeg) -> None:

@@ -103,7 +103,8 @@ class RelayWorker:
         changes = []
         for sid, s in self.sessions.items():
             a, b = s.a, s.b
-            av, bv = a.counter_values(), b.counter_values()  # first: they fold in C's counts
+            s.sync()  # first: C's counts, of both legs before either is read
+            av, bv = a.counter_values(), b.counter_values()
             sig = sum(av) + sum(bv)
             if self._signatures.get(sid) != sig:
                 self._signatures[sid] = sig

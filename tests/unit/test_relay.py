@@ -849,3 +849,23 @@ def test_rtp_before_its_own_legs_first_sdp_is_vetted_once_it_comes() -> None:
             p.close()
 
     run(body)
+
+
+def test_close_while_starting_releases_the_ports() -> None:
+    """A call cancelled while its relay session binds: start() fails, nothing is left
+    bound or allocated, and no packet reaches a protocol cut from its leg."""
+    async def body() -> None:
+        allocator = alloc(44950)
+        s = RelaySession(allocator, HOST)
+        starting = asyncio.ensure_future(s.start())
+        for _ in range(20):  # until the first leg's bind is under way
+            await asyncio.sleep(0)
+            if s.a.rtp_port or starting.done():
+                break
+        s.close()
+        with pytest.raises(RuntimeError):
+            await starting
+        await asyncio.sleep(0.05)
+        assert s.released and allocator.in_use == 0
+
+    run(body)

@@ -1,0 +1,139 @@
+"""The relay's C receive loop (b2bua/media/_pump.c) driven directly, on real sockets."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from b2bua.media._pump import Pump
+
+RTP = bytes([0x80, 0]) + bytes(10) + b"x" * 160
+
+
+@pytest.fixture
+def sockets() -> Iterator[list[socket.socket]]:
+    made: list[socket.socket] = []
+    for _ in range(3):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        s.setblocking(False)
+        made.append(s)
+    yield made
+    for s in made:
+        s.close()
+
+
+def _settle() -> None:
+    time.sleep(0.05)  # loopback delivery is immediate; leave it a moment anyway
+
+
+def test_slow_mode_delivers_each_datagram_with_its_source(sockets: list[socket.socket]
+                                                           ) -> None:
+    relay, peer, _ = sockets
+    pump = Pump()
+    got: list[tuple[bytes, Any]] = []
+    slot = pump.add(relay.fileno(), lambda data, addr: got.append((data, addr)))
+    for i in range(20):  # more than one recvmmsg batch
+        peer.sendto(bytes([i]), relay.getsockname())
+    _settle()
+    assert pump.run() == 20
+    assert [d for d, _ in got] == [bytes([i]) for i in range(20)]
+    assert {a for _, a in got} == {peer.getsockname()}
+    assert pump.run() == 0  # nothing left
+    pump.remove(slot)
+    peer.sendto(b"late", relay.getsockname())
+    _settle()
+    assert pump.run() == 0 and len(got) == 20  # removed: never read again
+    assert pump.active() == 0
+
+
+def test_forward_mode_relays_rtp_from_the_connected_peer_only_in_c(
+        sockets: list[socket.socket]) -> None:
+    relay_in, caller, callee = sockets
+    relay_out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    relay_out.bind(("127.0.0.1", 0))
+    relay_out.connect(callee.getsockname())
+    got: list[bytes] = []
+    pump = Pump()
+    slot = pump.add(relay_in.fileno(), lambda data, addr: got.append(data))
+    with pytest.raises(OSError):  # only from a connected (latched) source
+        pump.forward(slot, relay_out.fileno())
+    relay_in.connect(caller.getsockname())
+    pump.forward(slot, relay_out.fileno())
+    for _ in range(5):
+        caller.sendto(RTP, relay_in.getsockname())
+    caller.sendto(b"\x80\xc9" + bytes(6), relay_in.getsockname())  # RTCP on the RTP port
+    caller.sendto(b"\x40" + RTP[1:], relay_in.getsockname())  # version 1
+    _settle()
+    assert pump.run() == 7
+    _settle()
+    relayed = []
+    while True:
+        try:
+            relayed.append(callee.recv(2048))
+        except BlockingIOError:
+            break
+    assert relayed == [RTP] * 5
+    assert got == [b"\x80\xc9" + bytes(6), b"\x40" + RTP[1:]]  # not RTP: to Python
+    packets, octets, sock_errors, out_errors, out_dropped, last_rx = pump.take(slot)
+    assert (packets, octets, sock_errors, out_errors, out_dropped) == (5, 5 * len(RTP), 0, 0, 0)
+    assert last_rx is not None and abs(last_rx - time.monotonic()) < 5
+    assert pump.take(slot)[:5] == (0, 0, 0, 0, 0)  # taken: zeroed
+    pump.forward(slot, -1)  # back to Python
+    caller.sendto(RTP, relay_in.getsockname())
+    _settle()
+    pump.run()
+    assert got[-1] == RTP
+    pump.remove(slot)
+    relay_out.close()
+
+
+def test_a_raising_callback_does_not_stop_the_others_but_an_interrupt_does(
+        sockets: list[socket.socket]) -> None:
+    relay, peer, _ = sockets
+    pump = Pump()
+    seen: list[bytes] = []
+    unraisable: list[Any] = []
+
+    def callback(data: bytes, addr: Any) -> None:
+        seen.append(data)
+        if data == b"bug":
+            raise ValueError("a bug in the protocol")
+        if data == b"stop":
+            raise KeyboardInterrupt
+
+    slot = pump.add(relay.fileno(), callback)
+    for data in (b"bug", b"after"):
+        peer.sendto(data, relay.getsockname())
+    _settle()
+    with pytest.MonkeyPatch.context() as mp:
+        import sys
+        mp.setattr(sys, "unraisablehook", unraisable.append)
+        assert pump.run() == 2
+    assert seen == [b"bug", b"after"] and len(unraisable) == 1
+    peer.sendto(b"stop", relay.getsockname())
+    _settle()
+    with pytest.raises(KeyboardInterrupt):
+        pump.run()
+    peer.sendto(b"again", relay.getsockname())
+    _settle()
+    assert pump.run() == 1 and seen[-1] == b"again"  # usable after the interrupt
+    pump.remove(slot)
+
+
+def test_slots_are_reused_and_unknown_slots_refused(sockets: list[socket.socket]) -> None:
+    a, b, _ = sockets
+    pump = Pump()
+    first = pump.add(a.fileno(), lambda data, addr: None)
+    pump.remove(first)
+    with pytest.raises(KeyError):
+        pump.take(first)
+    with pytest.raises(KeyError):
+        pump.remove(first)
+    assert pump.add(b.fileno(), lambda data, addr: None) == first
+    with pytest.raises(KeyError):
+        pump.forward(99, -1)
