@@ -7,7 +7,8 @@
  * decides (latching, ciphers, counters). When the Python side has latched both legs and
  * the direction needs no cipher, it switches the socket to "forward" mode with the
  * other leg's socket: from then on a well-formed RTP packet from the connected peer is
- * sent out of that socket here, in C, without a Python call, and only counted. Anything
+ * sent out of that socket here, in C, without a Python call, and only counted (with up to
+ * two XOR keys applied to the payload, for the XOR payload cipher). Anything
  * else (RTCP multiplexed on the port, a malformed packet, a packet queued from another
  * source before the latch) still goes to the callback.
  *
@@ -40,6 +41,7 @@
 typedef struct {
     int fd;               /* -1: free */
     int out_fd;           /* -1: slow mode, every packet to the callback */
+    PyObject *xor_keys[2];  /* forward mode: bytes XORed, cyclically, onto the payload */
     uint32_t gen;         /* bumped on remove, so a stale epoll event is ignored */
     PyObject *callback;
     struct sockaddr_storage peer;  /* forward mode: the connected source */
@@ -66,21 +68,43 @@ typedef struct {
     struct sockaddr_storage names[BATCH];
 } Pump;
 
-static int
-is_rtp(const unsigned char *d, size_t n)
+/* The payload offset of a well-formed RTP packet; -1 for anything else. */
+static long
+rtp_payload(const unsigned char *d, size_t n)
 {
     if (n < 12)
-        return 0;
+        return -1;
     unsigned b0 = d[0];
     if ((b0 & 0xC0) != 0x80 || (d[1] >= 192 && d[1] <= 223))
-        return 0;  /* not version 2, or RTCP multiplexed on the RTP port */
+        return -1;  /* not version 2, or RTCP multiplexed on the RTP port */
     size_t off = 12 + ((size_t)(b0 & 15) << 2);
     if (b0 & 0x10) {
         if (n < off + 4)
-            return 0;
+            return -1;
         off += 4 + ((((size_t)d[off + 2] << 8) | d[off + 3]) << 2);
     }
-    return off <= n;
+    return off <= n ? (long)off : -1;
+}
+
+/* The XOR payload cipher (docs/rtp-encryption.md, mode 1): the key repeated from the
+ * first payload byte. */
+static void
+xor_payload(unsigned char *payload, size_t n, PyObject *key)
+{
+    const unsigned char *k = (const unsigned char *)PyBytes_AS_STRING(key);
+    size_t klen = (size_t)PyBytes_GET_SIZE(key);
+    for (size_t i = 0, j = 0; i < n; i++) {
+        payload[i] ^= k[j];
+        if (++j == klen)
+            j = 0;
+    }
+}
+
+static void
+clear_keys(Slot *s)
+{
+    Py_CLEAR(s->xor_keys[0]);
+    Py_CLEAR(s->xor_keys[1]);
 }
 
 static int
@@ -180,6 +204,7 @@ Pump_dealloc(Pump *self)
     for (uint32_t i = 0; i < self->nslots; i++) {
         Py_CLEAR(self->slots[i].callback);
         Py_CLEAR(self->slots[i].last_addr);
+        clear_keys(&self->slots[i]);
     }
     if (self->epfd >= 0)
         close(self->epfd);
@@ -247,11 +272,24 @@ Pump_forward(Pump *self, PyObject *args)
 {
     unsigned long idx;
     int out_fd;
-    if (!PyArg_ParseTuple(args, "ki:forward", &idx, &out_fd))
+    PyObject *keys = NULL;
+    if (!PyArg_ParseTuple(args, "ki|O!:forward", &idx, &out_fd, &PyTuple_Type, &keys))
         return NULL;
     Slot *s = get_slot(self, idx);
     if (s == NULL)
         return NULL;
+    Py_ssize_t nkeys = keys == NULL ? 0 : PyTuple_GET_SIZE(keys);
+    if (nkeys > 2) {
+        PyErr_SetString(PyExc_ValueError, "at most two XOR keys");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < nkeys; i++) {
+        PyObject *key = PyTuple_GET_ITEM(keys, i);
+        if (!PyBytes_Check(key) || PyBytes_GET_SIZE(key) == 0) {
+            PyErr_SetString(PyExc_TypeError, "an XOR key is non-empty bytes");
+            return NULL;
+        }
+    }
     if (out_fd >= 0) {
         struct sockaddr_storage peer;
         socklen_t len = sizeof peer;
@@ -261,6 +299,9 @@ Pump_forward(Pump *self, PyObject *args)
         s->peer_len = len;
     }
     s->out_fd = out_fd < 0 ? -1 : out_fd;
+    clear_keys(s);
+    for (Py_ssize_t i = 0; i < nkeys && s->out_fd >= 0; i++)
+        s->xor_keys[i] = Py_NewRef(PyTuple_GET_ITEM(keys, i));
     Py_RETURN_NONE;
 }
 
@@ -310,6 +351,7 @@ Pump_remove(Pump *self, PyObject *args)
     s->gen++;
     Py_CLEAR(s->callback);
     Py_CLEAR(s->last_addr);
+    clear_keys(s);
     self->free_slots[self->nfree++] = (uint32_t)idx;
     self->active--;
     return counters;  /* NULL (MemoryError) only after the slot is gone */
@@ -391,12 +433,15 @@ Pump_run(Pump *self, PyObject *args)
                 Slot *s = &self->slots[idx];  /* re-read: a callback may grow the table */
                 if (s->fd < 0 || s->gen != gen)
                     break;
-                const unsigned char *data = self->iov[j].iov_base;
+                unsigned char *data = self->iov[j].iov_base;
                 size_t len = self->msgs[j].msg_len;
                 socklen_t namelen = self->msgs[j].msg_hdr.msg_namelen;
                 handled++;
-                if (s->out_fd >= 0 && is_rtp(data, len)
+                long off;
+                if (s->out_fd >= 0 && (off = rtp_payload(data, len)) >= 0
                     && same_source(s, &self->names[j], namelen)) {
+                    for (int k = 0; k < 2 && s->xor_keys[k] != NULL; k++)
+                        xor_payload(data + off, len - (size_t)off, s->xor_keys[k]);
                     s->rx_packets++;
                     s->rx_bytes += len;
                     s->last_rx = now;
@@ -430,8 +475,9 @@ static PyMethodDef Pump_methods[] = {
     {"add", (PyCFunction)Pump_add, METH_VARARGS,
      "add(fd, callback) -> slot: read this socket; packets go to callback(data, addr)."},
     {"forward", (PyCFunction)Pump_forward, METH_VARARGS,
-     "forward(slot, out_fd): relay well-formed RTP from the connected peer out of out_fd "
-     "(-1: every packet to the callback)."},
+     "forward(slot, out_fd[, xor_keys]): relay well-formed RTP from the connected peer out "
+     "of out_fd, the payload XORed with each key in turn (-1: every packet to the "
+     "callback)."},
     {"take", (PyCFunction)Pump_take, METH_VARARGS,
      "take(slot) -> (rx_packets, rx_bytes, socket_errors, out_errors, out_dropped, last_rx):"
      " counted since the last take."},

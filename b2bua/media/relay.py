@@ -65,7 +65,7 @@ from collections.abc import Callable
 from typing import Any
 
 from b2bua.media._pump import Pump
-from b2bua.media.cipher import PayloadCipher
+from b2bua.media.cipher import MODE_XOR, PayloadCipher
 from b2bua.media.rtp import is_rtcp, payload_offset
 
 __all__ = [
@@ -252,6 +252,8 @@ class _RtpProtocol:
         # (its latched peer): no destination to convert, no per-packet route lookup.
         self.send: Callable[[bytes], object] | None = None
         self.xf: Transform | None = None  # decrypt-from-this-leg then encrypt-to-other
+        # The same transform as XOR keys for the C receive loop (None: it cannot do it).
+        self.xor_keys: tuple[bytes, ...] | None = ()
         # Packets that came before the other leg had any SDP address (None once it has):
         # the answer's address can reach a relay worker a moment after the first RTP.
         self.early: list[tuple[bytes, int]] | None = []
@@ -277,6 +279,7 @@ class _RtpProtocol:
         to its peer and the direction needs no cipher."""
         send = None
         fast: socket.socket | None = None
+        keys = self.xor_keys
         leg = self.leg
         if self.dst is not None and self.out is not None:
             session = leg._session()
@@ -284,11 +287,11 @@ class _RtpProtocol:
                 other = session.b if leg is session.a else session.a
                 if other.connected_to == self.dst and other._rtp_sock is not None:
                     send = other._rtp_sock.send
-                    if (self.xf is None and leg.latched and leg.connected_to is not None
+                    if (keys is not None and leg.latched and leg.connected_to is not None
                             and leg.connected_to == leg.src):
                         fast = other._rtp_sock
         self.send = send
-        leg._forward(fast)
+        leg._forward(fast, keys or ())
 
     def _send_failed(self, exc: OSError) -> None:
         # A full send buffer sheds the packet (counted on the leg whose socket sent, as
@@ -482,6 +485,7 @@ class RelayLeg:
         self._pump: Pump | None = None
         self._slot = -1  # this leg's RTP socket in the receive loop
         self._fast_fd = -1  # the socket the receive loop relays this leg's RTP out of
+        self._fast_keys: tuple[bytes, ...] = ()  # and the XOR keys it applies
         # The latched peer this leg's RTP socket is connect()-ed to (None: unconnected).
         self.connected_to: Address | None = None
         self._open = 0  # transports not yet reported lost
@@ -619,19 +623,22 @@ class RelayLeg:
         self.rtp_proto.refresh_send()
         self.other.rtp_proto.refresh_send()
 
-    def _forward(self, out: socket.socket | None) -> None:
-        """Have the receive loop relay this leg's RTP out of ``out`` (None: every packet
-        comes to the protocol)."""
+    def _forward(self, out: socket.socket | None, keys: tuple[bytes, ...] = ()) -> None:
+        """Have the receive loop relay this leg's RTP out of ``out``, XORing the payload
+        with ``keys`` (None: every packet comes to the protocol)."""
         fd = -1 if out is None else out.fileno()
-        if fd == self._fast_fd or self._pump is None or self._slot < 0:
+        if fd < 0:
+            keys = ()
+        if (fd, keys) == (self._fast_fd, self._fast_keys) or self._pump is None \
+                or self._slot < 0:
             return
         try:
-            self._pump.forward(self._slot, fd)
+            self._pump.forward(self._slot, fd, keys)
         except OSError as exc:  # not connected after all: stay on the protocol
             log.warning("relay leg %s: no relaying in C: %s", self.name, exc)
             self._pump.forward(self._slot, -1)
-            fd = -1
-        self._fast_fd = fd
+            fd, keys = -1, ()
+        self._fast_fd, self._fast_keys = fd, keys
 
     def _set_rtp_dst(self, dst: Address | None) -> None:
         self.rtp_dst = dst
@@ -727,7 +734,7 @@ class RelayLeg:
     def _close(self) -> None:
         pump, slot, sock = self._pump, self._slot, self._rtp_sock
         rtcp, self._rtcp_transport = self._rtcp_transport, None
-        self._pump, self._slot, self._fast_fd = None, -1, -1
+        self._pump, self._slot, self._fast_fd, self._fast_keys = None, -1, -1, ()
         self._rtp_sock = self._rtp_sender = None
         # The receive loop holds descriptor numbers: the other leg's direction, which
         # sends out of this socket, goes back to Python before the socket closes.
@@ -896,6 +903,8 @@ class RelaySession:
     def _update_transforms(self) -> None:
         self.a.rtp_proto.xf = _compose(self.a.cipher, self.b.cipher)
         self.b.rtp_proto.xf = _compose(self.b.cipher, self.a.cipher)
+        self.a.rtp_proto.xor_keys = _xor_keys(self.a.cipher, self.b.cipher)
+        self.b.rtp_proto.xor_keys = _xor_keys(self.b.cipher, self.a.cipher)
         if self.started and not self.closed:
             self.a.rtp_proto.refresh_send()  # a cipher takes a direction back from C
             self.b.rtp_proto.refresh_send()
@@ -905,6 +914,18 @@ class RelaySession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _xor_keys(rx: PayloadCipher | None, tx: PayloadCipher | None) -> tuple[bytes, ...] | None:
+    """The transform of :func:`_compose` as XOR keys for the C receive loop: () for
+    none, one or two keys for the XOR cipher on one or both legs; None when RC4 or
+    AES128 is involved (their keystreams stay in Python)."""
+    ciphers = [c for c in (rx, tx) if c is not None and not c.identity]
+    if len(ciphers) == 2 and ciphers[0].same_keystream(ciphers[1]):
+        return ()
+    if any(c.mode != MODE_XOR for c in ciphers):
+        return None
+    return tuple(c.key for c in ciphers)
 
 
 def _compose(rx: PayloadCipher | None, tx: PayloadCipher | None) -> Transform | None:

@@ -83,6 +83,15 @@ def test_forward_mode_relays_rtp_from_the_connected_peer_only_in_c(
     assert (packets, octets, sock_errors, out_errors, out_dropped) == (5, 5 * len(RTP), 0, 0, 0)
     assert last_rx is not None and abs(last_rx - time.monotonic()) < 5
     assert pump.take(slot)[:5] == (0, 0, 0, 0, 0)  # taken: zeroed
+    # XOR keys, applied in turn to the payload only (docs/rtp-encryption.md, mode 1).
+    pump.forward(slot, relay_out.fileno(), (b"\x01\x02\x03", b"\xff"))
+    caller.sendto(RTP, relay_in.getsockname())
+    _settle()
+    pump.run()
+    _settle()
+    body = RTP[12:]
+    expected = RTP[:12] + bytes(c ^ (1, 2, 3)[i % 3] ^ 0xFF for i, c in enumerate(body))
+    assert callee.recv(2048) == expected
     pump.forward(slot, -1)  # back to Python
     caller.sendto(RTP, relay_in.getsockname())
     _settle()

@@ -518,10 +518,10 @@ def test_malformed_counted_and_dropped() -> None:
 
 
 def test_latched_passthrough_is_relayed_in_c_and_counted() -> None:
-    """Once both legs latched and no cipher applies, the receive loop relays RTP in C:
-    it never reaches the protocol, yet counts in the stats and ``last_rx``. RTCP on the
-    RTP port and malformed packets still go through the protocol; a cipher, or a new
-    SDP address, takes the direction back."""
+    """Once both legs latched and no cipher but XOR applies, the receive loop relays RTP
+    in C: it never reaches the protocol, yet counts in the stats and ``last_rx``. RTCP
+    on the RTP port and malformed packets still go through the protocol; RC4 or AES128,
+    or a new SDP address, takes the direction back."""
     async def body() -> None:
         a, b, moved = await peer(), await peer(), await peer()
         s = await relay(alloc(44800))
@@ -556,15 +556,26 @@ def test_latched_passthrough_is_relayed_in_c_and_counted() -> None:
         await b.recv()
         stats = s.stats()["a_to_b"]
         assert (stats["rtcp_packets"], stats["rx_malformed"], stats["rx_packets"]) == (1, 1, 202)
-        # A cipher toward b: both directions back in Python, and encrypted.
-        s.b.set_cipher(make_cipher(1, KEYS[1]))
-        assert s.a._fast_fd == -1 and s.b._fast_fd == -1
+        # XOR toward b stays in C: the payload XORed with the key, both ways.
+        xor = make_cipher(1, KEYS[1])
+        s.b.set_cipher(xor)
+        assert s.a._fast_fd == s.b._rtp_sock.fileno() and s.a._fast_keys == (KEYS[1],)
         plain = rtp(301, payload(4))
         a.send(plain, (HOST, s.a.rtp_port))
         (d, _), = await b.recv()
-        assert d[:12] == plain[:12] and d != plain and len(d) == len(plain)
+        assert d == xor.encrypt(plain) and d != plain
+        b.send(xor.encrypt(plain), (HOST, s.b.rtp_port))
+        (d, _), = await a.recv()
+        assert d == plain
+        # AES128 toward b: both directions back in Python, and encrypted.
+        aes = make_cipher(3, KEYS[3])
+        s.b.set_cipher(aes)
+        assert s.a._fast_fd == -1 and s.b._fast_fd == -1
+        a.send(plain, (HOST, s.a.rtp_port))
+        (d, _), = await b.recv()
+        assert d == aes.encrypt(plain) and d != plain
         s.b.set_cipher(None)
-        assert s.a._fast_fd == s.b._rtp_sock.fileno()
+        assert s.a._fast_fd == s.b._rtp_sock.fileno() and s.a._fast_keys == ()
         # A new SDP address for b: b must latch again before C relays toward it.
         s.b.set_remote(HOST, moved.port)
         assert s.a._fast_fd == -1 and s.b._fast_fd == -1
@@ -572,7 +583,7 @@ def test_latched_passthrough_is_relayed_in_c_and_counted() -> None:
         (d, _), = await moved.recv()
         assert d == plain
         await s.wait_closed()
-        assert s.stats()["a_to_b"]["rx_packets"] == 204
+        assert s.stats()["a_to_b"]["rx_packets"] == 205
         for p_ in (a, b, moved):
             p_.close()
 
