@@ -276,7 +276,7 @@ class _RtpProtocol:
     def refresh_send(self) -> None:
         """Send with ``send()`` only while the other leg's socket is connected to ``dst``;
         relay in C (the receive loop) when, besides, this leg is latched and connected
-        to its peer and the direction needs no cipher."""
+        to its peer and the direction needs no cipher but XOR."""
         send = None
         fast: socket.socket | None = None
         keys = self.xor_keys
@@ -387,7 +387,6 @@ class _RtpProtocol:
         if self.xf is not None:
             data = self.xf(data, off)
         self.out.sendto(data, dst)
-
 
 
 class _RtcpProtocol(asyncio.DatagramProtocol):
@@ -549,7 +548,8 @@ class RelayLeg:
 
     def sync(self) -> None:
         """Fold what the receive loop relayed on its own since the last call into the
-        counters and ``last_rx`` (done by every reader below)."""
+        counters and ``last_rx``. Folding a leg also adds to the other leg's send
+        counters, so readers of counters sync the session (:meth:`RelaySession.sync`)."""
         if self._pump is not None and self._slot >= 0:
             self._fold(self._pump.take(self._slot))
 
@@ -566,14 +566,18 @@ class RelayLeg:
             self.last_rx = last_rx
 
     def counter_values(self) -> tuple[int, ...]:
-        """The counters in :data:`COUNTERS` order (compact, for relay workers' reports)."""
-        self.sync()
+        """The counters in :data:`COUNTERS` order (compact, for relay workers' reports),
+        as folded so far: call :meth:`RelaySession.sync` first for a live reading."""
         return (self.rx_packets, self.rx_bytes, self.rx_malformed, self.rx_foreign,
                 self.no_peer, self.rtcp_packets, self.rtcp_malformed, self.rtcp_foreign,
                 self.send_errors, self.send_dropped)
 
     def counters(self) -> dict[str, int]:
-        """The counters by attribute name, plus ``forwarded`` (rx_packets - no_peer)."""
+        """The counters by attribute name, plus ``forwarded`` (rx_packets - no_peer),
+        live (the session synced first)."""
+        session = self._session()
+        if session is not None:
+            session.sync()
         return counters_dict(self.counter_values())
 
     def silent_for(self, now: float | None = None) -> float | None:
@@ -888,7 +892,8 @@ class RelaySession:
     def stats(self) -> dict[str, dict[str, int]]:
         """Counters per direction: ``a_to_b`` is what leg a received and relayed toward b."""
         self.sync()
-        return {"a_to_b": self.a.counters(), "b_to_a": self.b.counters()}
+        return {"a_to_b": counters_dict(self.a.counter_values()),
+                "b_to_a": counters_dict(self.b.counter_values())}
 
     def _first_rtp(self, leg: RelayLeg) -> None:
         if leg.name != self.start_leg or self.rtp_started_at is not None:
@@ -920,9 +925,9 @@ def _xor_keys(rx: PayloadCipher | None, tx: PayloadCipher | None) -> tuple[bytes
     """The transform of :func:`_compose` as XOR keys for the C receive loop: () for
     none, one or two keys for the XOR cipher on one or both legs; None when RC4 or
     AES128 is involved (their keystreams stay in Python)."""
+    if _compose(rx, tx) is None:
+        return ()  # no cipher, or the same keystream both ways
     ciphers = [c for c in (rx, tx) if c is not None and not c.identity]
-    if len(ciphers) == 2 and ciphers[0].same_keystream(ciphers[1]):
-        return ()
     if any(c.mode != MODE_XOR for c in ciphers):
         return None
     return tuple(c.key for c in ciphers)

@@ -103,7 +103,7 @@ class RelayWorker:
         changes = []
         for sid, s in self.sessions.items():
             a, b = s.a, s.b
-            s.sync()  # first: C's counts, of both legs before either is read
+            s.sync()  # C's counts, of both legs before either is read
             av, bv = a.counter_values(), b.counter_values()
             sig = sum(av) + sum(bv)
             if self._signatures.get(sid) != sig:
