@@ -7,9 +7,9 @@ an event-loop timer (uvloop: a ``TimerHandle``, a libuv timer and a ``Context``)
 and, most of the time, cancelled. Their deadlines only ever grow (the same delay added
 to a monotonic clock), so a queue per delay keeps them in order: scheduling is an
 append, cancelling drops the callback, and one sweep every :data:`SWEEP` seconds fires
-what is due. A swept timer fires at most one sweep late: nothing in SIP needs a 32 s wait to the
-millisecond. Only the delay of exactly 64*T1 is swept; every other delay (the
-retransmissions, T4, an INVITE timeout an operator set) stays exact on the loop.
+what is due. A swept timer fires at most one sweep late: nothing in SIP needs a 32 s
+wait to the millisecond. Only the delay of exactly 64*T1 is swept; every other delay
+(the retransmissions, T4, an INVITE timeout an operator set) stays exact on the loop.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
-SWEPT = (32.0,)  # seconds: the delays swept (64*T1: Timers B, D, F, H, J, L)
+from b2bua.sip.transaction import TIMER_64T1
+
+SWEPT = (TIMER_64T1,)  # the delays swept (Timers B, D, F, H, J, L)
 SWEEP = 0.25  # seconds between sweeps while any long timer is pending
 
 
