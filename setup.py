@@ -1,7 +1,12 @@
-"""Builds the relay's C receive loop (``b2bua/media/_pump.c``); everything else is in
-``pyproject.toml``."""
+"""Builds the C parts: the relay's receive loop (``b2bua/media/_pump.c``) and the SIP
+dispatcher (``b2bua/sip/_dispatch.c``); everything else is in ``pyproject.toml``."""
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("b2bua.media._pump", ["b2bua/media/_pump.c"],
-                             extra_compile_args=["-O2", "-Wall", "-Wextra"])])
+FLAGS = ["-O2", "-Wall", "-Wextra"]
+
+setup(ext_modules=[
+    Extension("b2bua.media._pump", ["b2bua/media/_pump.c"], extra_compile_args=FLAGS),
+    Extension("b2bua.sip._dispatch", ["b2bua/sip/_dispatch.c"], extra_compile_args=FLAGS,
+              libraries=["pthread"]),
+])

@@ -73,6 +73,29 @@ class DbWriterSchema(Schema):
                        "for, not counted here)"})
 
 
+class DispatcherSchema(Schema):
+    received = fields.Integer(required=True, metadata={
+        "description": "SIP UDP datagrams read by the dispatcher"})
+    read_errors = fields.Integer(required=True)
+    no_call_id = fields.Integer(required=True, metadata={
+        "description": "datagrams without a readable Call-ID (sent to worker 0, whose "
+                       "parser counts them)"})
+    dispatched = fields.List(fields.Integer(), required=True, metadata={
+        "description": "datagrams passed to each signalling worker, worker 0 first"})
+    dropped = fields.List(fields.Integer(), required=True, metadata={
+        "description": "datagrams lost because a worker's channel was full"})
+    running = fields.Boolean(required=True)
+
+
+class SignallingSchema(Schema):
+    workers = fields.Integer(required=True, metadata={
+        "description": "engine processes sharing SIP by Call-ID (--signalling-workers)"})
+    dispatcher = fields.Nested(DispatcherSchema, required=True, allow_none=True, metadata={
+        "description": "null with one worker: the engine reads the SIP socket itself"})
+    restarts = fields.List(fields.Integer(), required=True, metadata={
+        "description": "times each of workers 1..N-1 was started again after exiting"})
+
+
 class EngineStatusSchema(Schema):
     uptime = fields.Float(required=True)
     sip_listen = fields.String(required=True)
@@ -83,6 +106,7 @@ class EngineStatusSchema(Schema):
     routing_gateways = fields.Integer(required=True)
     gc = fields.Nested(GarbageCollectionSchema, required=True)
     db_writer = fields.Nested(DbWriterSchema, required=True)
+    signalling = fields.Nested(SignallingSchema, required=True)
 
 
 _PAGES: dict[str, type[Schema]] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from b2bua import logs, opcli
@@ -16,6 +17,7 @@ from b2bua.options import (
     PortRange,
     control_path_for,
     default_media_workers,
+    split_ports,
 )
 from b2bua.storage import audit, db, migrate, params_store, tokens
 from b2bua.storage.db import DEFAULT_DB_PATH
@@ -26,14 +28,19 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
                         help=f"SQLite database (default {DEFAULT_DB_PATH})")
 
 
-def _workers(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of workers: {text!r}") from None
-    if not 0 <= value <= 64:
-        raise argparse.ArgumentTypeError("relay workers must be 0 to 64")
-    return value
+def _count(what: str, low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of workers: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{what} must be {low} to {high}")
+        return value
+    return parse
+
+
+_workers = _count("relay workers", 0, 64)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--media-workers", type=_workers, default=None,
                      help="relay worker processes (default: one per core, none on one "
                           "core; 0 relays in the engine process)")
+    run.add_argument("--signalling-workers", type=_count("signalling workers", 1, 16),
+                     default=1,
+                     help="engine processes sharing SIP signalling by Call-ID (default 1; "
+                          "see docs/scaling.md for what is not shared yet)")
     run.add_argument("--public-address", default=None,
                      help="address advertised in SIP and SDP (default: the SIP address)")
     run.add_argument("--log-level", default="INFO")
@@ -97,16 +108,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         control_path=control_path_for(args.db),
         media_workers=(default_media_workers() if args.media_workers is None
                        else args.media_workers),
+        signalling_workers=args.signalling_workers,
     )
-    if options.media_workers:
-        from b2bua.media.pool import split_range
-
-        try:  # each worker needs its own slice of the media ports
-            split_range(options.media_ports.low, options.media_ports.high,
-                        options.media_workers)
-        except ValueError as exc:
-            print(f"softswitch: {exc}", file=sys.stderr)
-            return 2
+    if options.signalling_workers > 1:
+        logs.setup(args.log_level, worker=0)
+    try:  # each signalling worker, and each relay worker, needs its own media ports
+        for index in range(options.signalling_workers):
+            mine = options.for_worker(index)
+            if mine.media_workers:
+                split_ports(mine.media_ports.low, mine.media_ports.high, mine.media_workers)
+    except ValueError as exc:
+        print(f"softswitch: {exc}", file=sys.stderr)
+        return 2
     return runner.run(options, args.api_listen)
 
 

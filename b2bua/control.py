@@ -80,6 +80,22 @@ class ControlServer:
         return {"ok": True, "result": result}
 
 
+async def ask(path: Path | str, op: str, timeout: float = 2.0, **args: Any) -> Any:
+    """Asynchronous client, for one engine asking another (signalling workers)."""
+    payload = json.dumps({"op": op, **args}).encode() + b"\n"
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_unix_connection(str(path), limit=MAX_LINE * 16), timeout)
+        try:
+            writer.write(payload)
+            line = await asyncio.wait_for(reader.readline(), timeout)
+        finally:
+            writer.close()
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ControlError(f"engine not reachable: {exc}") from exc
+    return _result(line)
+
+
 def request(path: Path | str, op: str, timeout: float = 2.0, **args: Any) -> Any:
     """Synchronous client for the API processes; raises ControlError when unreachable."""
     payload = json.dumps({"op": op, **args}).encode() + b"\n"
@@ -98,6 +114,10 @@ def request(path: Path | str, op: str, timeout: float = 2.0, **args: Any) -> Any
                     raise ControlError("engine reply too large")
     except OSError as exc:
         raise ControlError(f"engine not reachable: {exc}") from exc
+    return _result(buf)
+
+
+def _result(buf: bytes) -> Any:
     try:
         reply = json.loads(buf)
     except ValueError as exc:

@@ -32,6 +32,9 @@ from b2bua.registrar.keepalive import KeepAlive
 from b2bua.registrar.phones import PhoneDirectory
 from b2bua.registrar.registrar import Registrar
 from b2bua.routing.gateways import GatewayDirectory
+from b2bua.signalling import SignallingWorkers, sum_counters
+from b2bua.sip.dialog import call_ids
+from b2bua.sip.dispatched import DispatchedSip
 from b2bua.sip.stack import SipStack
 from b2bua.sip.transport import Peer
 from b2bua.storage import db
@@ -54,8 +57,19 @@ class _LoopTimers:
 
 
 class Engine:
-    def __init__(self, options: EngineOptions) -> None:
+    def __init__(self, options: EngineOptions, dispatched: DispatchedSip | None = None) -> None:
+        """``dispatched``: this engine is signalling worker ``options.worker_index`` > 0,
+        fed by worker 0's dispatcher (b2bua/signalling.py)."""
         self.options = options
+        # Worker 0 (the only one, by default) also holds what exists once per switch:
+        # start-up recovery, the registrar, upstream registrations, the API's socket.
+        self.primary = options.worker_index == 0
+        call_ids.index, call_ids.count = options.worker_index, options.signalling_workers
+        self.workers: SignallingWorkers | None = None
+        if self.primary and options.signalling_workers > 1:
+            self.workers = SignallingWorkers(options)
+            dispatched = self.workers.own()
+        self.dispatched = dispatched
         self.conn = db.connect(options.db_path)
         self.params = Params()
         self.watcher = ConfigWatcher(self.conn)
@@ -87,12 +101,8 @@ class Engine:
         self.b2bua: B2bua | None = None
         self.control = ControlServer(options.control_path)
         self.control.register("status", self._status)
-        self.control.register("calls", lambda _r: self._b2bua().active_calls())
-        self.control.register("stats", lambda _r: {
-            **self._b2bua().stats_snapshot(),
-            "media_ports_in_use": self.media.in_use,
-            "media_ports_free": self.media.available,
-        })
+        self.control.register("calls", self._calls)
+        self.control.register("stats", self._stats)
         self.control.register("media", self._media_status)
         self.control.register("collect", self._collect)
         self.control.register("census", lambda _r: census())
@@ -142,22 +152,28 @@ class Engine:
         self.b2bua.upstream_vendor = self.upstream.vendor_for_call
         self.b2bua.media_factory = self._new_media
         self.b2bua.overloaded = self._overloaded
-        # Writes a stop could not apply (the database was locked) first: a finished
-        # call's CDR there must exist before recovery looks for interrupted calls.
-        replay(self.conn, self.options.db_path)
-        recover(self.conn)
-        restored = self.bindings.load(self.conn, time.time())
-        if restored:
-            log.info("restored %d registrations", restored)
+        self.b2bua.number_calls(self.options.worker_index + 1, self.options.signalling_workers)
+        if self.primary:
+            # Writes a stop could not apply (the database was locked) first: a finished
+            # call's CDR there must exist before recovery looks for interrupted calls.
+            replay(self.conn, self.options.db_path)
+            recover(self.conn)
+            restored = self.bindings.load(self.conn, time.time())
+            if restored:
+                log.info("restored %d registrations", restored)
         self.writer.start()
         await self.media.start()
-        await self.stack.start(self.b2bua)
-        self.upstream.start()
-        self.on_shutdown(self.upstream.shutdown)
-        # Only once the SIP socket exists: keep-alives go out from it.
-        self.spawn(self._expire_bindings())
-        self.spawn(self.keepalive.run())
+        await self.stack.start(self.b2bua, self.dispatched)
+        if self.primary:
+            self.upstream.start()
+            self.on_shutdown(self.upstream.shutdown)
+            # Only once the SIP socket exists: keep-alives go out from it.
+            self.spawn(self._expire_bindings())
+            self.spawn(self.keepalive.run())
         self.on_shutdown(self._stop_calls)
+        if self.workers is not None:
+            self.workers.start(self.stack.port)
+            self.on_shutdown(self.workers.stop)
         await self.control.start()
         self.spawn(self.watcher.run())
         self.spawn(self.loop_lag.run())
@@ -189,6 +205,8 @@ class Engine:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.control.close()
         await self.stack.close()
+        if self.workers is not None:
+            self.workers.close()
         await self.media.close()  # after the last CDRs got their final media counters
         self.writer.close()
         self.conn.close()
@@ -284,6 +302,23 @@ class Engine:
             self.b2bua.hang_up_all("shutdown")
             await asyncio.sleep(0.2)
 
+    async def _calls(self, _request: dict[str, Any]) -> list[dict[str, Any]]:
+        calls = self._b2bua().active_calls()
+        if self.workers is not None:
+            for more in await self.workers.ask("calls"):
+                calls.extend(more)
+        return calls
+
+    async def _stats(self, _request: dict[str, Any]) -> dict[str, Any]:
+        mine = {
+            **self._b2bua().stats_snapshot(),
+            "media_ports_in_use": self.media.in_use,
+            "media_ports_free": self.media.available,
+        }
+        if self.workers is None:
+            return mine
+        return sum_counters([mine, *await self.workers.ask("stats")])
+
     def _status(self, _request: dict[str, Any]) -> dict[str, Any]:
         return {
             "uptime": round(time.time() - self.started_at, 3),
@@ -295,4 +330,6 @@ class Engine:
             "routing_gateways": len(self.gateways.routing),
             "gc": self.collector.snapshot(),
             "db_writer": self.writer.snapshot(),
+            "signalling": (self.workers.snapshot() if self.workers is not None
+                           else {"workers": 1, "dispatcher": None, "restarts": []}),
         }

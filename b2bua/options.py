@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 
@@ -53,6 +53,21 @@ class EngineOptions:
     public_address: str | None
     control_path: Path
     media_workers: int = 0  # relay worker processes; 0: relay in the engine's own loop
+    signalling_workers: int = 1  # engine processes sharing SIP by Call-ID (docs/scaling.md)
+    worker_index: int = 0  # this engine's place among them; 0 reads the socket and the API
+
+    def for_worker(self, index: int) -> EngineOptions:
+        """What signalling worker ``index`` runs with: its share of the relay workers, its
+        slice of the media ports, and (all but worker 0) a control socket of its own."""
+        count = self.signalling_workers
+        if count == 1:
+            return self
+        low, high = split_ports(self.media_ports.low, self.media_ports.high, count)[index]
+        relays = self.media_workers // count + (1 if index < self.media_workers % count else 0)
+        control = self.control_path if index == 0 else worker_control_path(self.control_path,
+                                                                         index)
+        return replace(self, media_ports=PortRange(low, high), media_workers=relays,
+                       control_path=control, worker_index=index)
 
     def advertised_host(self) -> str:
         """The address put in Via, Contact and SDP when none was given explicitly."""
@@ -73,3 +88,24 @@ def default_media_workers() -> int:
 def control_path_for(db_path: Path) -> Path:
     """The engine's control socket lives beside its database."""
     return db_path.parent / "engine.sock"
+
+
+def worker_control_path(control_path: Path, index: int) -> Path:
+    """Signalling worker ``index``'s own control socket, beside worker 0's."""
+    return control_path.with_name(f"{control_path.stem}-{index}{control_path.suffix}")
+
+
+def split_ports(low: int, high: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` contiguous slices of ``[low, high]``, each starting on an even port so no
+    RTP/RTCP pair straddles two of them; every slice holds at least one pair."""
+    first = low + (low & 1)
+    pairs = (high - first + 1) // 2
+    if parts < 1 or pairs < parts:
+        raise ValueError(f"media ports {low}-{high} hold {pairs} pairs: too few for "
+                         f"{parts} slices")
+    out = []
+    for i in range(parts):
+        start = first + 2 * (pairs * i // parts)
+        end = first + 2 * (pairs * (i + 1) // parts) - 1
+        out.append((start, end))
+    return out

@@ -17,10 +17,13 @@ Method (see ../shared/research/anchors.md and docs/performance.md):
 * systems: (a) sipp UAC -> sipp UAS directly (the rig ceiling), (b) sipp UAC ->
   softswitch -> sipp UAS (IP-authenticated trunk, one routing gateway), (b') the same
   with the trunk in password mode (``softswitch-password``: every call is challenged
-  with a 401 and the UAC answers with digest credentials, two INVITEs per call), (c)
-  optionally Sippy B2BUA run as anchors.md says;
+  with a 401 and the UAC answers with digest credentials, two INVITEs per call), (b'')
+  the same as (b) with two signalling workers sharing the calls by Call-ID
+  (``softswitch-2w``, ``--signalling-workers 2``), (c) optionally Sippy B2BUA run as
+  anchors.md says;
 * the system's CPU time per call is utime+stime of its process (/proc/<pid>/stat, all
-  threads) over the step divided by the calls of the step;
+  threads; with signalling workers, theirs added) over the step divided by the calls of
+  the step;
 * diagnostics after the searches (skip with ``--no-diagnostics``): a py-spy profile of the
   softswitch at its ceiling, its cyclic-GC pauses there and at the first failing rate
   (through ``bench/gc_probe.py``), and its ceiling with the cyclic GC switched off (what
@@ -352,6 +355,23 @@ def proc_cpu_s(pid: int | None) -> float | None:
         return None
     fields = raw[raw.rindex(")") + 2:].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def engine_cpu_s(pid: int | None) -> float | None:
+    """A system's CPU: its process, plus the softswitch's signalling workers (children
+    running ``b2bua.signalling``) when it has them."""
+    own = proc_cpu_s(pid)
+    if own is None or pid is None:
+        return own
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return own
+    for child in children:
+        with contextlib.suppress(OSError):
+            if b"b2bua.signalling" in Path(f"/proc/{child}/cmdline").read_bytes():
+                own += proc_cpu_s(int(child)) or 0.0
+    return own
 
 
 def _port(hostport: str) -> int:
@@ -791,7 +811,7 @@ class Bench:
         timeout_s = int(calls / max(rate, 1)) + self.hold_ms // 1000 + RECV_TIMEOUT_MS // 1000 + 15
         before = system.counters()
         log_off = system.log_size()
-        cpu0, kids0 = proc_cpu_s(system.pid), children_cpu_s()
+        cpu0, kids0 = engine_cpu_s(system.pid), children_cpu_s()
         t0, t0_epoch = time.monotonic(), time.time()
         uas = start_sipp("uas", run_dir / "uas", uas_xml, VENDOR_IP, system.vendor_port,
                          calls, rate, self.hold_ms, timeout_s + 5)
@@ -834,7 +854,7 @@ class Bench:
         else:
             uas_note = ""
         # Before reaping py-spy, so RUSAGE_CHILDREN counts only the two sipps.
-        cpu1, kids1 = proc_cpu_s(system.pid), children_cpu_s()
+        cpu1, kids1 = engine_cpu_s(system.pid), children_cpu_s()
         t1_epoch = time.time()
         if spy is not None:
             try:
@@ -1149,21 +1169,22 @@ def export_rev(rev: str, dest: Path) -> str:
     archive = subprocess.run(["git", "archive", "--format=tar", sha, "b2bua", "api",
                               "migrations"], cwd=REPO, capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
-    if (dest / PUMP_SOURCE).exists():
-        build_pump(dest)
+    for source in C_SOURCES:
+        if (dest / source).exists():
+            build_c_module(dest, source)
     return f"{rev} = {sha} exported to {dest}"
 
 
-PUMP_SOURCE = "b2bua/media/_pump.c"
+C_SOURCES = ("b2bua/media/_pump.c", "b2bua/sip/_dispatch.c")
 
 
-def build_pump(dest: Path) -> None:
-    """The relay's C receive loop, compiled in place for this interpreter (what the
-    editable install does for the working tree)."""
+def build_c_module(dest: Path, source: str) -> None:
+    """One C module, compiled in place for this interpreter (what the editable install
+    does for the working tree)."""
     paths = sysconfig.get_paths()
-    target = Path(PUMP_SOURCE).with_suffix(sysconfig.get_config_var("EXT_SUFFIX"))
+    target = Path(source).with_suffix(sysconfig.get_config_var("EXT_SUFFIX"))
     subprocess.run(["gcc", "-O2", "-shared", "-fPIC", f"-I{paths['include']}",
-                    PUMP_SOURCE, "-o", str(target)], cwd=dest, check=True)
+                    source, "-o", str(target), "-lpthread"], cwd=dest, check=True)
 
 
 def resolve_code(arg: str, root: Path) -> tuple[Path | None, str]:
@@ -1271,8 +1292,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--step-seconds", type=int, default=None, help="seconds per step (15)")
     ap.add_argument("--hold-ms", type=int, default=1000, help="call hold, sipp -d (1000)")
     ap.add_argument("--systems", default="rig,softswitch,sippy",
-                    help="comma-separated subset of rig,softswitch,softswitch-password,sippy "
-                         "(softswitch-password: the customer trunk in digest mode)")
+                    help="comma-separated subset of rig,softswitch,softswitch-2w,"
+                         "softswitch-password,sippy (softswitch-password: the customer trunk "
+                         "in digest mode; softswitch-2w: two signalling workers)")
     ap.add_argument("--no-diagnostics", action="store_true",
                     help="skip the py-spy profiles and the GC diagnostic runs")
     ap.add_argument("--soak-seconds", type=int, default=None,
@@ -1325,12 +1347,13 @@ def main(argv: list[str] | None = None) -> int:
         "rig": [500, 1000, 2000, 3000, 4000, 5000, 6000],
         "softswitch": [50, 100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500, 2000, 2500],
         "softswitch-password": [50, 100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500],
+        "softswitch-2w": [200, 500, 1000, 1500, 2000, 2500, 3000, 3500, 4000],
         "sippy": [50, 100, 200, 300, 400, 500, 600, 800, 1000],
     }
     if args.quick:
         ladders["rig"] = [500, 1000, 2000, 3000, 4000]
     ceilings: list[Ceiling] = []
-    rig_c = sippy_c = ss_c = pw_c = None
+    rig_c = sippy_c = ss_c = pw_c = w2_c = None
     sippy_note = ""
     profiles: list[Profile] = []
     gc_steps: list[Step] = []
@@ -1350,6 +1373,16 @@ def main(argv: list[str] | None = None) -> int:
             ceilings.append(ss_c)
         finally:
             ss.stop()
+    if "softswitch-2w" in wanted:
+        w2 = SoftswitchSystem(root / "softswitch-2w", code_root=code_root, name="softswitch-2w",
+                              extra_args=["--signalling-workers", "2"])
+        w2.start()
+        try:
+            w2_c = find_ceiling(bench, w2, ladders["softswitch-2w"], max_bisect, deadline,
+                                confirm, fresh_each_step=args.fresh_each_step)
+            ceilings.append(w2_c)
+        finally:
+            w2.stop()
     if "softswitch-password" in wanted:
         pw = SoftswitchSystem(root / "softswitch-password", code_root=code_root,
                               auth_mode="password", name="softswitch-password")
@@ -1438,6 +1471,13 @@ def main(argv: list[str] | None = None) -> int:
     if ss_c and sippy_c and sippy_c.clean:
         print(f"softswitch / Sippy = {ss_c.clean} / {sippy_c.clean} = "
               f"{ss_c.clean / sippy_c.clean:.2f}")
+    if w2_c and w2_c.clean:
+        if ss_c and ss_c.clean:
+            print(f"2 signalling workers / 1 = {w2_c.clean} / {ss_c.clean} = "
+                  f"{w2_c.clean / ss_c.clean:.2f}")
+        if sippy_c and sippy_c.clean:
+            print(f"softswitch-2w / Sippy = {w2_c.clean} / {sippy_c.clean} = "
+                  f"{w2_c.clean / sippy_c.clean:.2f}")
     if pw_c and ss_c and ss_c.clean:
         print(f"password mode / IP mode = {pw_c.clean} / {ss_c.clean} = "
               f"{pw_c.clean / ss_c.clean:.2f}")

@@ -80,6 +80,11 @@ class B2bua:
         self.stats = CallStats()
         self._numbers = itertools.count(1)
 
+    def number_calls(self, first: int, step: int) -> None:
+        """Call numbers ``first``, ``first + step``...: with several signalling workers,
+        each its own residue, so a number names one call across the switch."""
+        self._numbers = itertools.count(first, step)
+
     # -- incoming requests -----------------------------------------------------------------
 
     def on_request(self, request: Request, source: Peer) -> None:

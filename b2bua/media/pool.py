@@ -31,6 +31,7 @@ from typing import Any
 from b2bua.media.ipc import REPORT_INTERVAL, frame, read_message
 from b2bua.media.plane import CipherSpec, Counters, FinalStats
 from b2bua.media.relay import COUNTERS, PortAllocator, PortExhausted, check_remote, counters_dict
+from b2bua.options import split_ports
 
 log = logging.getLogger("b2bua.media.pool")
 
@@ -39,22 +40,6 @@ FINAL_TIMEOUT = 2.0  # a CDR waits at most this long for a session's final count
 RESPAWN_DELAY = 1.0
 STOP_TIMEOUT = 3.0
 _ZERO = (0,) * len(COUNTERS)
-
-
-def split_range(low: int, high: int, parts: int) -> list[tuple[int, int]]:
-    """``parts`` contiguous slices of ``[low, high]``, each starting on an even port so no
-    RTP/RTCP pair straddles two workers; every slice holds at least one pair."""
-    pairs = PortAllocator(low, high).capacity
-    if parts < 1 or pairs < parts:
-        raise ValueError(f"media ports {low}-{high} hold {pairs} pairs: too few for "
-                         f"{parts} relay workers")
-    first = low + (low & 1)
-    out = []
-    for i in range(parts):
-        start = first + 2 * (pairs * i // parts)
-        end = first + 2 * (pairs * (i + 1) // parts) - 1
-        out.append((start, end))
-    return out
 
 
 class RemoteMediaSession:
@@ -304,7 +289,7 @@ class RelayWorkerPool:
         self.max_lag = max_lag  # seconds; 0 = no limit
         self.log_level = log_level
         self.workers = [_Worker(self, i, lo, hi)
-                        for i, (lo, hi) in enumerate(split_range(low, high, workers))]
+                        for i, (lo, hi) in enumerate(split_ports(low, high, workers))]
         self.closing = False
         self._next_sid = 0
         self._respawns: set[asyncio.Task[None]] = set()

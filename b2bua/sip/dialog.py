@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
+from b2bua.sip._dispatch import call_id_hash
 from b2bua.sip.errors import SipParseError
 from b2bua.sip.headers import NameAddr
 from b2bua.sip.message import Request, Response
@@ -17,8 +18,30 @@ def new_tag() -> str:
     return secrets.token_hex(6)
 
 
+class CallIds:
+    """New Call-IDs that the dispatcher routes back to this worker.
+
+    A B-leg's Call-ID is ours, so the vendor's BYE, re-INVITE and responses carry it;
+    the dispatcher must send them to the worker that holds the call. A random Call-ID
+    lands on worker ``index`` one time in ``count``: draw until it does.
+    """
+
+    def __init__(self, index: int = 0, count: int = 1) -> None:
+        self.index = index
+        self.count = count
+
+    def new(self, host: str) -> str:
+        while True:
+            call_id = f"{secrets.token_hex(12)}@{host}"
+            if self.count == 1 or call_id_hash(call_id.encode()) % self.count == self.index:
+                return call_id
+
+
+call_ids = CallIds()  # this process's place among the signalling workers (b2bua.signalling)
+
+
 def new_call_id(host: str) -> str:
-    return f"{secrets.token_hex(12)}@{host}"
+    return call_ids.new(host)
 
 
 @dataclass(slots=True)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from b2bua.sip.dispatched import ChannelReceiver, DispatchedSip, SipSocketTransport
 from b2bua.sip.errors import SipParseError
 from b2bua.sip.message import Request, Response
 from b2bua.sip.parser import MAX_MESSAGE_SIZE, parse_message
@@ -26,7 +26,13 @@ from b2bua.sip.transaction import (
     TimeoutHandler,
     TransactionLayer,
 )
-from b2bua.sip.transport import Peer, TcpTransport, TransportStats, UdpTransport
+from b2bua.sip.transport import (
+    Peer,
+    TcpTransport,
+    TransportStats,
+    UdpTransport,
+    enlarge_buffers,
+)
 
 log = logging.getLogger("b2bua.sip")
 trace = logging.getLogger("b2bua.sip.trace")
@@ -62,6 +68,7 @@ class SipStack:
         self.udp = UdpTransport(self.on_bytes, self.transport_stats, max_size)
         self.tcp = TcpTransport(self.on_bytes, self.transport_stats, max_size)
         self.layer: TransactionLayer | None = None
+        self._channel: ChannelReceiver | None = None
         self.trace_enabled = False
 
     @property
@@ -72,19 +79,29 @@ class SipStack:
         suffix = ";transport=tcp" if transport == "tcp" else ""
         return f"<sip:{user}@{self.sent_by}{suffix}>"
 
-    async def start(self, app: Application) -> None:
+    async def start(self, app: Application, dispatched: DispatchedSip | None = None) -> None:
+        """Bind and read the SIP socket; or, as one of several signalling workers
+        (``dispatched``), read what the dispatcher passes and send on the shared socket."""
         loop = asyncio.get_running_loop()
         self.app = app
         self.layer = TransactionLayer(SweptTimers(loop))
-        await loop.create_datagram_endpoint(lambda: self.udp, local_addr=(self.host, self.port))
+        if dispatched is None:
+            await loop.create_datagram_endpoint(lambda: self.udp,
+                                                local_addr=(self.host, self.port))
+        else:
+            self.udp.connection_made(SipSocketTransport(dispatched.sip_socket, self.udp))
+            self._channel = ChannelReceiver(dispatched.channel, self.udp)
+            self._channel.start(loop)
         assert self.udp.transport is not None
-        _enlarge_buffers(self.udp.transport.get_extra_info("socket"))
+        enlarge_buffers(self.udp.transport.get_extra_info("socket"))
         if self.port == 0:
-            assert self.udp.transport is not None
             self.port = int(self.udp.transport.get_extra_info("sockname")[1])
-        await self.tcp.listen(self.host, self.port)
+        if dispatched is None or dispatched.listen_tcp:
+            await self.tcp.listen(self.host, self.port)
 
     async def close(self) -> None:
+        if self._channel is not None:
+            self._channel.stop(asyncio.get_running_loop())
         if self.udp.transport is not None:
             self.udp.transport.close()
         await self.tcp.close()
@@ -204,26 +221,3 @@ class SipStack:
 
     def via(self, transport: str, branch: str) -> str:
         return f"SIP/2.0/{transport.upper()} {self.sent_by};branch={branch};rport"
-
-
-# A SIP socket's default receive buffer (~208 KiB) holds well under a second of a busy
-# switch's datagrams; a pause of the event loop (a full garbage collection) longer than
-# that loses responses and turns into retransmissions and failed calls. 4 MiB holds
-# seconds of traffic. As root the system limit does not apply (SO_RCVBUFFORCE).
-SIP_SOCKET_BUFFER = 4 << 20
-_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
-_SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
-
-
-def _enlarge_buffers(sock: socket.socket | None) -> None:
-    if sock is None:
-        return
-    for forced, plain in ((_SO_RCVBUFFORCE, socket.SO_RCVBUF),
-                          (_SO_SNDBUFFORCE, socket.SO_SNDBUF)):
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, forced, SIP_SOCKET_BUFFER)
-        except OSError:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, plain, SIP_SOCKET_BUFFER)
-            except OSError:
-                log.warning("could not enlarge the SIP socket buffers")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -237,3 +238,26 @@ class TcpTransport:
             self._server.close()
         for conn in list(self.connections.values()):
             conn.close()
+
+
+# A SIP socket's default receive buffer (~208 KiB) holds well under a second of a busy
+# switch's datagrams; a pause of the event loop (a full garbage collection) longer than
+# that loses responses and turns into retransmissions and failed calls. 4 MiB holds
+# seconds of traffic. As root the system limit does not apply (SO_RCVBUFFORCE).
+SIP_SOCKET_BUFFER = 4 << 20
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+_SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+
+
+def enlarge_buffers(sock: socket.socket | None, size: int = SIP_SOCKET_BUFFER) -> None:
+    if sock is None:
+        return
+    for forced, plain in ((_SO_RCVBUFFORCE, socket.SO_RCVBUF),
+                          (_SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, forced, size)
+        except OSError:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, plain, size)
+            except OSError:
+                log.warning("could not enlarge a SIP socket's buffers")

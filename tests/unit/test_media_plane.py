@@ -11,12 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from b2bua.looplag import WINDOW, LoopLag
-from b2bua.media.pool import split_range
 from b2bua.media.relay import PortAllocator
+from b2bua.options import split_ports
 
 
 @given(st.integers(1024, 60000), st.integers(1, 5000), st.integers(1, 8))
-def test_split_range_gives_disjoint_even_slices_covering_every_pair(
+def test_split_ports_gives_disjoint_even_slices_covering_every_pair(
         low: int, span: int, parts: int) -> None:
     high = min(65535, low + span)
     try:
@@ -25,9 +25,9 @@ def test_split_range_gives_disjoint_even_slices_covering_every_pair(
         pairs = 0
     if pairs < parts:
         with pytest.raises(ValueError):
-            split_range(low, high, parts)
+            split_ports(low, high, parts)
         return
-    slices = split_range(low, high, parts)
+    slices = split_ports(low, high, parts)
     assert len(slices) == parts
     allocated: list[int] = []
     for lo, hi in slices:
