@@ -15,6 +15,7 @@ from typing import Any
 from b2bua.calls.b2bua import B2bua
 from b2bua.calls.call import Call
 from b2bua.calls.cdr import CdrWriter
+from b2bua.calls.counts import CallCounts
 from b2bua.calls.media import CallMedia, MediaTotals
 from b2bua.calls.recovery import recover
 from b2bua.census import census
@@ -70,6 +71,11 @@ class Engine:
             self.workers = SignallingWorkers(options)
             dispatched = self.workers.own()
         self.dispatched = dispatched
+        # Capacities and vendors' Retry-After holds, exact across the workers.
+        self.counts = CallCounts(dispatched.counts_fd if dispatched else None,
+                                 options.signalling_workers, options.worker_index)
+        if self.workers is not None:
+            self.workers.on_worker_down = self.counts.clear_worker
         self.conn = db.connect(options.db_path)
         self.params = Params()
         self.watcher = ConfigWatcher(self.conn)
@@ -148,7 +154,8 @@ class Engine:
         self.watcher.load_all()
         loop = asyncio.get_running_loop()
         self.b2bua = B2bua(self.stack, self.params, self.gateways, self.cdrs, loop, self.policy,
-                           self.phones, self.bindings, self.registrar, self.numbers)
+                           self.phones, self.bindings, self.registrar, self.numbers,
+                           self.counts)
         self.b2bua.upstream_vendor = self.upstream.vendor_for_call
         self.b2bua.media_factory = self._new_media
         self.b2bua.overloaded = self._overloaded

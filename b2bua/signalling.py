@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from typing import Any
 import uvloop
 
 from b2bua import logs
+from b2bua.calls.counts import shared_memory
 from b2bua.control import ControlError, ask
 from b2bua.options import EngineOptions, HostPort, PortRange
 from b2bua.sip._dispatch import Dispatcher
@@ -86,13 +88,17 @@ class SignallingWorkers:
         self.channels = [channel_pair() for _ in range(self.count)]
         self.dispatcher = Dispatcher(self.sip_socket.fileno(),
                                      [ours.fileno() for ours, _ in self.channels])
+        self.counts_fd = shared_memory(self.count)
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.restarts = dict.fromkeys(range(1, self.count), 0)
+        # What a worker counted in the shared tables dies with it (b2bua/calls/counts.py).
+        self.on_worker_down: Callable[[int], None] = lambda index: None
         self._supervisor: asyncio.Task[None] | None = None
 
     def own(self) -> DispatchedSip:
         """Worker 0's SIP: the shared socket to send on, channel 0 to read."""
-        return DispatchedSip(self.sip_socket, self.channels[0][1], listen_tcp=True)
+        return DispatchedSip(self.sip_socket, self.channels[0][1], listen_tcp=True,
+                             counts_fd=self.counts_fd)
 
     def start(self, sip_port: int) -> None:
         """Once worker 0's stack is up (``sip_port``: the bound port, when 0 was asked)."""
@@ -109,9 +115,11 @@ class SignallingWorkers:
             options = _with_port(options, self._sip_port)
         cmd = [sys.executable, "-m", "b2bua.signalling", "--index", str(index),
                "--sip-fd", str(self.sip_socket.fileno()), "--channel-fd", str(theirs.fileno()),
+               "--counts-fd", str(self.counts_fd),
                "--parent", str(os.getpid()), "--options", encode_options(options),
                "--log-level", logging.getLevelName(logging.getLogger().getEffectiveLevel())]
-        proc = subprocess.Popen(cmd, pass_fds=(self.sip_socket.fileno(), theirs.fileno()))
+        proc = subprocess.Popen(cmd, pass_fds=(self.sip_socket.fileno(), theirs.fileno(),
+                                               self.counts_fd))
         self.procs[index] = proc
         log.info("signalling worker %d started (pid %d)", index, proc.pid)
 
@@ -124,6 +132,7 @@ class SignallingWorkers:
                     continue
                 log.error("signalling worker %d (pid %d) exited with %s; starting it again",
                           index, proc.pid, code)
+                self.on_worker_down(index)
                 await asyncio.sleep(RESPAWN_DELAY)
                 self.restarts[index] += 1
                 self._spawn(index)
@@ -156,6 +165,7 @@ class SignallingWorkers:
             ours.close()
             theirs.close()
         self.sip_socket.close()
+        os.close(self.counts_fd)
 
     async def ask(self, op: str) -> list[Any]:
         """Every other worker's answer to a control request; a worker that does not answer
@@ -233,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--sip-fd", type=int, required=True)
     parser.add_argument("--channel-fd", type=int, required=True)
+    parser.add_argument("--counts-fd", type=int, required=True)
     parser.add_argument("--parent", type=int, required=True)
     parser.add_argument("--options", required=True)
     parser.add_argument("--log-level", default="INFO")
@@ -243,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     options = decode_options(args.options).for_worker(args.index)
     dispatched = DispatchedSip(socket.socket(fileno=args.sip_fd),
-                               socket.socket(fileno=args.channel_fd), listen_tcp=False)
+                               socket.socket(fileno=args.channel_fd), listen_tcp=False,
+                               counts_fd=args.counts_fd)
     uvloop.run(_serve(options, dispatched))
     return 0
 

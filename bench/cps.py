@@ -1175,7 +1175,7 @@ def export_rev(rev: str, dest: Path) -> str:
     return f"{rev} = {sha} exported to {dest}"
 
 
-C_SOURCES = ("b2bua/media/_pump.c", "b2bua/sip/_dispatch.c")
+C_SOURCES = ("b2bua/media/_pump.c", "b2bua/sip/_dispatch.c", "b2bua/_tally.c")
 
 
 def build_c_module(dest: Path, source: str) -> None:

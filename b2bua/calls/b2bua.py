@@ -6,13 +6,13 @@ import asyncio
 import itertools
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from b2bua.calls.call import ALLOW, Call, Side
 from b2bua.calls.cdr import CdrWriter
+from b2bua.calls.counts import CallCounts
 from b2bua.calls.endpoints import Destination, Origin
 from b2bua.calls.media import CallMedia
 from b2bua.calls.recovery import note_started
@@ -52,7 +52,8 @@ class CallStats:
 class B2bua:
     def __init__(self, stack: SipStack, params: Params, gateways: GatewayDirectory,
                  cdrs: CdrWriter, timers: Timers, policy: Policy, phones: PhoneDirectory,
-                 bindings: BindingStore, registrar: Registrar, numbers: NumberTables) -> None:
+                 bindings: BindingStore, registrar: Registrar, numbers: NumberTables,
+                 counts: CallCounts | None = None) -> None:
         self.stack = stack
         self.policy = policy
         self.phones = phones
@@ -71,12 +72,10 @@ class B2bua:
         self.timers = timers
         self.calls: dict[int, Call] = {}
         self.legs: dict[str, tuple[Call, Side]] = {}
-        # Concurrent calls per origin (("gateway", id) or ("phone", id)), per vendor, and
-        # per phone as a callee (phones count both directions against their capacity).
-        self.origin_calls: Counter[tuple[str, int]] = Counter()
-        self.routing_calls: Counter[int] = Counter()
-        self.routing_totals: Counter[int] = Counter()
-        self.gateway_retry_at: dict[int, float] = {}
+        # Concurrent calls per origin (("gateway", id) or ("phone", id)), per vendor
+        # ("routing"), and per phone as a callee (phones count both directions against
+        # their capacity); shared by the signalling workers.
+        self.counts = counts or CallCounts()
         self.stats = CallStats()
         self._numbers = itertools.count(1)
 
@@ -216,10 +215,6 @@ class B2bua:
             self.stats.loops += 1
             self._reply(invite, source, 482)
             return
-        if origin.capacity is not None and self.origin_calls[origin.key] >= origin.capacity:
-            self.stats.rejected_capacity += 1
-            self._reply(invite, source, 503)
-            return
         if self.overloaded():
             # Stateless and early: an overloaded engine spends nothing more on the call.
             self.stats.rejected_overload += 1
@@ -227,11 +222,14 @@ class B2bua:
             refusal.add("Retry-After", str(OVERLOAD_RETRY_AFTER))
             self.stack.respond_stateless(invite, source, refusal)
             return
+        if not self.counts.admit(origin.key, origin.capacity):  # counted from here
+            self.stats.rejected_capacity += 1
+            self._reply(invite, source, 503)
+            return
         server = self.stack.server_transaction(invite, source)
         call = Call(self, next(self._numbers), invite, source, server, origin, callee)
         self.calls[call.no] = call
         self.legs[invite.call_id] = (call, Side.CALLER)
-        self.origin_calls[origin.key] += 1
         note_started(self.cdrs.writer, call.cdr_record(call.start_at, "", ""))
         call.trying()
         call.route_and_dial()
@@ -249,8 +247,10 @@ class B2bua:
         )
 
     def plan_route(self, callee: str) -> RoutePlan:
+        counts = self.counts
         return plan_route(callee, self.gateways.routing.values(),
-                          self.routing_calls.__getitem__, self.routing_totals.__getitem__,
+                          lambda gw_id: counts[("routing", gw_id)],
+                          lambda gw_id: counts[("routing_total", gw_id)],
                           self._suspended_gateway)
 
     # -- bookkeeping called by calls -------------------------------------------------------
@@ -263,23 +263,17 @@ class B2bua:
         current = self.gateways.routing.get(gw.id)
         if current is None or not current.enabled:
             return False
-        if current.capacity is not None and self.routing_calls[gw.id] >= current.capacity:
+        if current.capacity is not None and self.counts[("routing", gw.id)] >= current.capacity:
             return False
         return not self._suspended_gateway(gw.id)
 
     def suspend_gateway(self, gw: RoutingGateway, seconds: int) -> None:
         """A vendor's 503 with Retry-After takes it out of routing for that long."""
-        self.gateway_retry_at[gw.id] = time.time() + seconds
+        self.counts.hold(("retry_ms", gw.id), time.time() + seconds)
         log.info("routing gateway %s out of routing for %d s (Retry-After)", gw.name, seconds)
 
     def _suspended_gateway(self, gw_id: int) -> bool:
-        until = self.gateway_retry_at.get(gw_id)
-        if until is None:
-            return False
-        if until <= time.time():
-            del self.gateway_retry_at[gw_id]
-            return False
-        return True
+        return self.counts.held_until(("retry_ms", gw_id)) > time.time()
 
     def gateway_status(self) -> list[dict[str, Any]]:
         now = time.time()
@@ -288,10 +282,10 @@ class B2bua:
                 "id": gw.id,
                 "name": gw.name,
                 "enabled": gw.enabled,
-                "current_calls": self.routing_calls[gw.id],
-                "total_calls": self.routing_totals[gw.id],
-                "retry_after_until": until if (until := self.gateway_retry_at.get(gw.id))
-                and until > now else None,
+                "current_calls": self.counts[("routing", gw.id)],
+                "total_calls": self.counts[("routing_total", gw.id)],
+                "retry_after_until": until if (until := self.counts.held_until(
+                    ("retry_ms", gw.id))) > now else None,
             }
             for gw in self.gateways.routing.values()
         ]
@@ -326,33 +320,32 @@ class B2bua:
         bindings = self.bindings.of(callee, time.time())
         if not bindings:
             return None, 480, "phone not registered"
-        if phone.capacity is not None and self.origin_calls[("phone", phone.id)] >= \
-                phone.capacity:
+        if phone.capacity is not None and self.counts[("phone", phone.id)] >= phone.capacity:
             return None, 486, "phone at capacity"
         return Destination.phone(bindings[0], callee, self.stack.advertised_host), 0, ""
 
     def leg_started(self, destination: Destination) -> None:
         if destination.gateway is not None:
-            self.routing_calls[destination.gateway.id] += 1
-            self.routing_totals[destination.gateway.id] += 1
+            self.counts.add(("routing", destination.gateway.id), 1)
+            self.counts.add(("routing_total", destination.gateway.id), 1)
         elif destination.binding is not None:
             phone = self.phones.get(destination.binding.username)
             if phone is not None:
-                self.origin_calls[("phone", phone.id)] += 1
+                self.counts.add(("phone", phone.id), 1)
 
     def leg_ended(self, destination: Destination) -> None:
         if destination.gateway is not None:
-            _decrement(self.routing_calls, destination.gateway.id)
+            self.counts.add(("routing", destination.gateway.id), -1)
         elif destination.binding is not None:
             phone = self.phones.get(destination.binding.username)
             if phone is not None:
-                _decrement(self.origin_calls, ("phone", phone.id))
+                self.counts.add(("phone", phone.id), -1)
 
     def call_ended(self, call: Call) -> None:
         if self.calls.pop(call.no, None) is None:
             return
         self.legs.pop(call.invite.call_id, None)
-        _decrement(self.origin_calls, call.origin.key)
+        self.counts.add(call.origin.key, -1)
         for attempt in call.attempts:
             attempt.close()
             if attempt.dialog is not None:
@@ -380,8 +373,3 @@ class B2bua:
             "transport": asdict(self.stack.transport_stats),
         }
 
-
-def _decrement(counter: Counter[Any], key: Any) -> None:
-    counter[key] -= 1
-    if counter[key] <= 0:
-        del counter[key]

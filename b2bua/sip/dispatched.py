@@ -41,6 +41,7 @@ class DispatchedSip:
     sip_socket: socket.socket  # shared: sent on, never read
     channel: socket.socket  # the worker's end of its channel from the dispatcher
     listen_tcp: bool  # worker 0 only
+    counts_fd: int  # the shared memory of the call counters (b2bua/calls/counts.py)
 
 
 class SipSocketTransport(asyncio.DatagramTransport):

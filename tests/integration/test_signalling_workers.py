@@ -1,0 +1,227 @@
+"""Two signalling workers (``--signalling-workers 2``) with real sipp peers: calls shared
+by Call-ID, each handled whole by one worker, the API seeing all of them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sippctl import CUSTOMER_IP, VENDOR_IP, sipp
+from support import Softswitch, free_port, wait_until
+
+from b2bua.sip._dispatch import route
+
+
+def call_id_message(call_id: str) -> bytes:
+    return f"BYE sip:x SIP/2.0\r\nCall-ID: {call_id}\r\n\r\n".encode()
+
+
+def worker_of(call_id: str) -> int:
+    return route(call_id_message(call_id), 2)
+
+
+def worker_pids(switch: Softswitch) -> list[int]:
+    assert switch.proc is not None
+    pid = switch.proc.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children
+            if b"b2bua.signalling" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def switch(tmp_path: Path) -> Iterator[Softswitch]:
+    running = Softswitch(tmp_path, extra_args=["--signalling-workers", "2"]).start()
+    try:
+        yield running
+    finally:
+        code = running.stop()
+        assert code == 0, f"softswitch exit code {code}\n{running.log()[-3000:]}"
+
+
+def configure(switch: Softswitch) -> int:
+    vendor_port = free_port(VENDOR_IP)
+    api = switch.api
+    api.post("/api/v1/mapping-gateways", {"name": "customer", "ips": [CUSTOMER_IP]})
+    api.post("/api/v1/routing-gateways", {"name": "vendor", "host": VENDOR_IP,
+                                          "port": vendor_port, "transport": "udp"})
+    # Each worker reloads the configuration on its own: wait until both route.
+    assert wait_until(lambda: _both_route(switch, vendor_port), timeout=10)
+    return vendor_port
+
+
+def _both_route(switch: Softswitch, vendor_port: int) -> bool:
+    status = switch.api.get("/api/v1/engine")
+    return bool(status["routing_gateways"] == 1) and _probe_calls(switch, vendor_port)
+
+
+def _probe_calls(switch: Softswitch, vendor_port: int) -> bool:
+    """Both workers have the gateways once a few calls all succeed (they spread)."""
+    before = switch.api.get("/api/v1/stats")["answered"]
+    uas = sipp("uas_answer.xml", switch.workdir, VENDOR_IP, vendor_port, calls=6)
+    uac = sipp("uac_call.xml", switch.workdir, CUSTOMER_IP, free_port(CUSTOMER_IP),
+               f"127.0.0.1:{switch.sip_port}", calls=6, rate=50, timeout_s=5)
+    ok = uac.wait() == 0 and uas.wait() == 0
+    uac.stop()
+    uas.stop()
+    return ok and switch.api.get("/api/v1/stats")["answered"] == before + 6
+
+
+def run_calls(switch: Softswitch, vendor_port: int, uac: str, uas: str, calls: int, *,
+              uac_hold: int = 0, uas_hold: int = 0) -> None:
+    vendor = sipp(uas, switch.workdir, VENDOR_IP, vendor_port, calls=calls, hold_ms=uas_hold)
+    customer = sipp(uac, switch.workdir, CUSTOMER_IP, free_port(CUSTOMER_IP),
+                    f"127.0.0.1:{switch.sip_port}", calls=calls, rate=40, hold_ms=uac_hold)
+    try:
+        assert customer.wait() == 0, customer.output() + switch.log()[-3000:]
+        assert vendor.wait() == 0, vendor.output() + switch.log()[-3000:]
+    finally:
+        customer.stop()
+        vendor.stop()
+
+
+def all_cdrs(switch: Softswitch, expected: int) -> list[dict[str, Any]]:
+    def fetch() -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = switch.api.get("/api/v1/cdrs?limit=500")["items"]
+        return items
+
+    wait_until(lambda: len(fetch()) >= expected, timeout=10)
+    return fetch()
+
+
+def test_calls_are_shared_by_call_id_and_each_is_handled_whole(switch: Softswitch) -> None:
+    vendor_port = configure(switch)
+    probes = len(all_cdrs(switch, 0))
+    # The vendor hangs up: its BYE carries the B-leg's Call-ID, which the worker chose.
+    run_calls(switch, vendor_port, "uac_wait_bye.xml", "uas_hangup.xml", 30, uas_hold=300)
+    run_calls(switch, vendor_port, "uac_call.xml", "uas_answer.xml", 30, uac_hold=300)
+    cdrs = all_cdrs(switch, probes + 60)
+    assert len(cdrs) == probes + 60
+    assert all(c["final_code"] == 200 for c in cdrs)
+    assert sum(c["hangup_by"] == "callee" for c in cdrs) == 30
+    for cdr in cdrs:  # both legs of a call on the worker that took its INVITE
+        assert worker_of(cdr["call_id_out"]) == worker_of(cdr["call_id_in"])
+    assert {worker_of(c["call_id_in"]) for c in cdrs} == {0, 1}
+
+    signalling = switch.api.get("/api/v1/engine")["signalling"]
+    assert signalling["workers"] == 2 and signalling["restarts"] == [0]
+    dispatcher = signalling["dispatcher"]
+    assert all(n > 0 for n in dispatcher["dispatched"]) and dispatcher["dropped"] == [0, 0]
+    assert dispatcher["received"] == sum(dispatcher["dispatched"])
+    stats = switch.api.get("/api/v1/stats")  # both workers' counters, added
+    assert (stats["attempts"], stats["answered"], stats["active"]) == (len(cdrs),) * 2 + (0,)
+
+
+def test_active_calls_of_every_worker_are_listed(switch: Softswitch) -> None:
+    vendor_port = configure(switch)
+    vendor = sipp("uas_answer.xml", switch.workdir, VENDOR_IP, vendor_port, calls=12)
+    customer = sipp("uac_call.xml", switch.workdir, CUSTOMER_IP, free_port(CUSTOMER_IP),
+                    f"127.0.0.1:{switch.sip_port}", calls=12, rate=40, hold_ms=3000)
+    try:
+        assert wait_until(lambda: len(switch.api.get("/api/v1/calls")["items"]) == 12,
+                          timeout=5)
+        calls = switch.api.get("/api/v1/calls")["items"]
+        assert len({c["id"] for c in calls}) == 12  # numbers unique across workers
+        assert {worker_of(c["call_id_in"]) for c in calls} == {0, 1}
+        assert customer.wait() == 0 and vendor.wait() == 0
+    finally:
+        customer.stop()
+        vendor.stop()
+    assert switch.api.get("/api/v1/calls")["items"] == []
+
+
+def test_a_worker_that_dies_is_started_again(switch: Softswitch) -> None:
+    vendor_port = configure(switch)
+    (pid,) = worker_pids(switch)
+    os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: switch.api.get("/api/v1/engine")["signalling"]["restarts"] == [1],
+                      timeout=10)
+    assert wait_until(lambda: worker_pids(switch) not in ([], [pid]), timeout=5)
+    assert wait_until(lambda: _probe_calls(switch, vendor_port), timeout=15)
+    probes = len(all_cdrs(switch, 0))
+    run_calls(switch, vendor_port, "uac_wait_bye.xml", "uas_hangup.xml", 20, uas_hold=200)
+    cdrs = all_cdrs(switch, probes + 20)
+    assert len(cdrs) == probes + 20 and all(c["final_code"] == 200 for c in cdrs)
+    assert {worker_of(c["call_id_in"]) for c in cdrs[:20]} == {0, 1}
+
+
+def test_a_graceful_stop_ends_every_workers_calls_with_a_cdr(tmp_path: Path) -> None:
+    switch = Softswitch(tmp_path, extra_args=["--signalling-workers", "2"]).start()
+    customer = vendor = None
+    try:
+        vendor_port = configure(switch)
+        probes = len(all_cdrs(switch, 0))
+        vendor = sipp("uas_answer.xml", tmp_path, VENDOR_IP, vendor_port, calls=10)
+        customer = sipp("uac_call.xml", tmp_path, CUSTOMER_IP, free_port(CUSTOMER_IP),
+                        f"127.0.0.1:{switch.sip_port}", calls=10, rate=40, hold_ms=20000)
+        assert wait_until(lambda: len(switch.api.get("/api/v1/calls")["items"]) == 10,
+                          timeout=5)
+        workers = worker_pids(switch)
+        started = time.monotonic()
+        assert switch.stop() == 0, switch.log()[-3000:]
+        assert time.monotonic() - started < 15
+        assert wait_until(lambda: not any(_alive(pid) for pid in workers), timeout=5)
+    finally:
+        for peer in (customer, vendor):
+            if peer is not None:
+                peer.stop()
+        switch.stop()
+    conn = sqlite3.connect(switch.db_path)
+    rows = conn.execute("SELECT final_code, termination_reason, call_id_in FROM cdrs "
+                        "ORDER BY id").fetchall()[probes:]
+    conn.close()
+    assert len(rows) == 10
+    assert all(code == 200 and reason == "shutdown" for code, reason, _ in rows), rows
+    assert {worker_of(call_id) for _, _, call_id in rows} == {0, 1}
+
+
+def _hold_calls(switch: Softswitch, vendor_port: int, calls: int) -> tuple[Any, Any]:
+    vendor = sipp("uas_answer.xml", switch.workdir, VENDOR_IP, vendor_port, calls=calls)
+    customer = sipp("uac_call.xml", switch.workdir, CUSTOMER_IP, free_port(CUSTOMER_IP),
+                    f"127.0.0.1:{switch.sip_port}", calls=calls, rate=50, hold_ms=4000)
+    return customer, vendor
+
+
+@pytest.mark.parametrize("limited", ["mapping", "routing"])
+def test_capacities_are_exact_across_workers(switch: Softswitch, limited: str) -> None:
+    vendor_port = configure(switch)
+    api = switch.api
+    kind = "mapping-gateways" if limited == "mapping" else "routing-gateways"
+    (gateway,) = api.get(f"/api/v1/{kind}")["items"]
+    api.put(f"/api/v1/{kind}/{gateway['id']}", {**_writable(gateway), "capacity": 4})
+    time.sleep(1.0)  # both workers reload within 0.2 s
+    customer, vendor = _hold_calls(switch, vendor_port, 12)
+    try:
+        assert wait_until(lambda: api.get("/api/v1/stats")["attempts"] >= 12 + 6, timeout=5)
+        time.sleep(0.5)
+        calls = api.get("/api/v1/calls")["items"]
+        assert len(calls) == 4
+        (status,) = api.get("/api/v1/routing-gateways/status")["items"]
+        assert status["current_calls"] == 4
+        stats = api.get("/api/v1/stats")
+        if limited == "mapping":
+            assert stats["counters"]["rejected_capacity"] == 8
+        # The 12 INVITEs spread over both workers, and both admitted or refused some.
+        assert all(n > 0 for n in api.get("/api/v1/engine")["signalling"]["dispatcher"][
+            "dispatched"])
+    finally:
+        customer.stop()
+        vendor.stop()
+
+
+def _writable(gateway: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in gateway.items()
+            if k not in ("id", "created_at", "updated_at", "registration")}
