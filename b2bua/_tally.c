@@ -12,6 +12,11 @@
  * Keys are inserted by compare-and-swap into open addressing and never removed: they are
  * configuration ids (gateways, phones), so the table only holds as many as are configured.
  * Key 0 marks a free slot and is refused.
+ *
+ * An "evicting" table (security state keyed by hashes of what sources send) is direct
+ * mapped instead: a key has one slot, and a new key takes it over from the old one, whose
+ * counts are dropped. So a flood of distinct keys costs no memory beyond the table, as
+ * with the engine's bounded maps; under such a flood an entry can be replaced early.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -29,6 +34,7 @@ typedef struct {
     uint64_t mask;        /* slots - 1 */
     unsigned workers;
     unsigned worker;
+    int evicting;
 } Tally;
 
 static uint64_t mix(uint64_t k) {  /* splitmix64's finaliser: ids are sequential */
@@ -39,8 +45,28 @@ static uint64_t mix(uint64_t k) {  /* splitmix64's finaliser: ids are sequential
     return k ^ (k >> 31);
 }
 
+static int64_t *column(Tally *t, int64_t slot, unsigned worker);
+
+/* Evicting tables: the key's one slot, taken over from another key when `insert`. */
+static int64_t own_slot(Tally *t, int64_t key, int insert) {
+    uint64_t i = mix((uint64_t)key) & t->mask;
+    for (int tries = 0; tries < 4; tries++) {
+        int64_t seen = __atomic_load_n(&t->keys[i], __ATOMIC_ACQUIRE);
+        if (seen == key) return (int64_t)i;
+        if (!insert) return -1;
+        if (__atomic_compare_exchange_n(&t->keys[i], &seen, key, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE)) {
+            for (unsigned w = 0; w < t->workers; w++)
+                __atomic_store_n(column(t, (int64_t)i, w), 0, __ATOMIC_RELEASE);
+            return (int64_t)i;
+        }
+    }
+    return -1;  /* contended by other keys: the caller counts it as a full table */
+}
+
 /* The slot of key, inserted when `insert`; -1 when absent (or the table is full). */
 static int64_t slot_of(Tally *t, int64_t key, int insert) {
+    if (t->evicting) return own_slot(t, key, insert);
     uint64_t i = mix((uint64_t)key) & t->mask;
     for (uint64_t probes = 0; probes <= t->mask; probes++, i = (i + 1) & t->mask) {
         int64_t seen = __atomic_load_n(&t->keys[i], __ATOMIC_ACQUIRE);
@@ -82,10 +108,12 @@ static int64_t slot_for_write(Tally *t, int64_t key) {
 }
 
 static int Tally_init(Tally *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"memory", "workers", "worker", NULL};
+    static char *kwlist[] = {"memory", "workers", "worker", "evicting", NULL};
     PyObject *memory;
     unsigned workers, worker;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OII", kwlist, &memory, &workers, &worker))
+    int evicting = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OII|p", kwlist, &memory, &workers, &worker,
+                                     &evicting))
         return -1;
     if (workers < 1 || workers > MAX_WORKERS || worker >= workers) {
         PyErr_SetString(PyExc_ValueError, "worker must be below workers, 1 to 64 workers");
@@ -110,6 +138,7 @@ static int Tally_init(Tally *self, PyObject *args, PyObject *kwds) {
     self->mask = slots - 1;
     self->workers = workers;
     self->worker = worker;
+    self->evicting = evicting;
     return 0;
 }
 
@@ -182,6 +211,16 @@ static PyObject *Tally_store(Tally *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *Tally_reset(Tally *self, PyObject *key_obj) {
+    if (!ready(self)) return NULL;
+    int64_t key = key_arg(key_obj);
+    if (PyErr_Occurred()) return NULL;
+    int64_t slot = slot_of(self, key, 0);
+    for (unsigned w = 0; slot >= 0 && w < self->workers; w++)
+        __atomic_store_n(column(self, slot, w), 0, __ATOMIC_RELEASE);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Tally_clear_column(Tally *self, PyObject *arg) {
     if (!ready(self)) return NULL;
     long worker = PyLong_AsLong(arg);
@@ -217,6 +256,7 @@ static PyMethodDef Tally_methods[] = {
     {"total", (PyCFunction)Tally_total, METH_O, "Sum of every worker's column."},
     {"maximum", (PyCFunction)Tally_maximum, METH_O, "Largest column (a deadline)."},
     {"store", (PyCFunction)Tally_store, METH_VARARGS, "store(key, value): this column."},
+    {"reset", (PyCFunction)Tally_reset, METH_O, "Zero every worker's column of a key."},
     {"clear_column", (PyCFunction)Tally_clear_column, METH_O,
      "Zero a worker's column, every key (the worker is down)."},
     {"used", (PyCFunction)Tally_used, METH_NOARGS, "(slots used, slots)."},

@@ -33,6 +33,8 @@ from b2bua.registrar.keepalive import KeepAlive
 from b2bua.registrar.phones import PhoneDirectory
 from b2bua.registrar.registrar import Registrar
 from b2bua.routing.gateways import GatewayDirectory
+from b2bua.security.state import SECURITY_SLOTS
+from b2bua.shared_tables import map_table
 from b2bua.signalling import SignallingWorkers, sum_counters
 from b2bua.sip.dialog import call_ids
 from b2bua.sip.dispatched import DispatchedSip
@@ -104,6 +106,13 @@ class Engine:
         self.policy = Policy(self.params, self.gateways, self.stack.advertised_host,
                              phone_accounts=self._phone_account,
                              registered_user=self._registered_user)
+        if dispatched is not None:
+            self.policy.suspensions.share(map_table(
+                dispatched.security_fd, options.signalling_workers, options.worker_index,
+                SECURITY_SLOTS, evicting=True))
+        if not self.primary:
+            # Worker 0 takes every REGISTER; the others follow its bindings in SQLite.
+            self.watcher.register("registrations", self._reload_bindings)
         self.b2bua: B2bua | None = None
         self.control = ControlServer(options.control_path)
         self.control.register("status", self._status)
@@ -113,7 +122,7 @@ class Engine:
         self.control.register("collect", self._collect)
         self.control.register("census", lambda _r: census())
         self.control.register("gateways", lambda _r: self._b2bua().gateway_status())
-        self.control.register("security", lambda _r: self.policy.snapshot(time.time()))
+        self.control.register("security", self._security)
         self.control.register("suspensions", self._suspensions)
         self.control.register("lift", self._lift)
         self.control.register("registrations", self._registrations)
@@ -135,16 +144,35 @@ class Engine:
         self.params.load(conn)
         self.stack.trace_enabled = self.params.flag("SS_SIP_TRACE")
 
-    def _suspensions(self, _request: dict[str, Any]) -> list[dict[str, Any]]:
-        return [asdict(s) for s in self.policy.suspensions.active(time.time())]
+    async def _suspensions(self, request: dict[str, Any]) -> list[dict[str, Any]]:
+        mine = [asdict(s) for s in self.policy.suspensions.active(time.time())]
+        for more in await self._ask_workers(request):
+            mine.extend(more)
+        return mine
 
-    def _lift(self, request: dict[str, Any]) -> dict[str, int]:
+    async def _lift(self, request: dict[str, Any]) -> dict[str, int]:
         username = str(request.get("username", ""))
         source_ip = request.get("source_ip")
         lifted = self.policy.suspensions.lift(username, str(source_ip) if source_ip else None)
         if lifted:
             log.info("suspension of %s lifted by the API", username)
+        lifted += sum(int(more["lifted"]) for more in await self._ask_workers(request))
         return {"lifted": lifted}
+
+    async def _security(self, request: dict[str, Any]) -> dict[str, Any]:
+        mine = self.policy.snapshot(time.time())
+        return sum_counters([mine, *await self._ask_workers(request)])
+
+    async def _ask_workers(self, request: dict[str, Any]) -> list[Any]:
+        """The other signalling workers' answers to the same control request (none when
+        this engine is the only one, or is not worker 0)."""
+        if self.workers is None:
+            return []
+        args = {k: v for k, v in request.items() if k != "op"}
+        return await self.workers.ask(str(request["op"]), **args)
+
+    def _reload_bindings(self, conn: sqlite3.Connection) -> None:
+        self.bindings.reload(conn, time.time())
 
     def _b2bua(self) -> B2bua:
         assert self.b2bua is not None
@@ -309,22 +337,19 @@ class Engine:
             self.b2bua.hang_up_all("shutdown")
             await asyncio.sleep(0.2)
 
-    async def _calls(self, _request: dict[str, Any]) -> list[dict[str, Any]]:
+    async def _calls(self, request: dict[str, Any]) -> list[dict[str, Any]]:
         calls = self._b2bua().active_calls()
-        if self.workers is not None:
-            for more in await self.workers.ask("calls"):
-                calls.extend(more)
+        for more in await self._ask_workers(request):
+            calls.extend(more)
         return calls
 
-    async def _stats(self, _request: dict[str, Any]) -> dict[str, Any]:
+    async def _stats(self, request: dict[str, Any]) -> dict[str, Any]:
         mine = {
             **self._b2bua().stats_snapshot(),
             "media_ports_in_use": self.media.in_use,
             "media_ports_free": self.media.available,
         }
-        if self.workers is None:
-            return mine
-        return sum_counters([mine, *await self.workers.ask("stats")])
+        return sum_counters([mine, *await self._ask_workers(request)])
 
     def _status(self, _request: dict[str, Any]) -> dict[str, Any]:
         return {

@@ -62,7 +62,8 @@ class EngineOptions:
         count = self.signalling_workers
         if count == 1:
             return self
-        low, high = split_ports(self.media_ports.low, self.media_ports.high, count)[index]
+        low, high = split_ports(self.media_ports.low, self.media_ports.high, count,
+                                "signalling workers")[index]
         relays = self.media_workers // count + (1 if index < self.media_workers % count else 0)
         control = self.control_path if index == 0 else worker_control_path(self.control_path,
                                                                          index)
@@ -95,14 +96,15 @@ def worker_control_path(control_path: Path, index: int) -> Path:
     return control_path.with_name(f"{control_path.stem}-{index}{control_path.suffix}")
 
 
-def split_ports(low: int, high: int, parts: int) -> list[tuple[int, int]]:
+def split_ports(low: int, high: int, parts: int, what: str = "relay workers"
+                ) -> list[tuple[int, int]]:
     """``parts`` contiguous slices of ``[low, high]``, each starting on an even port so no
     RTP/RTCP pair straddles two of them; every slice holds at least one pair."""
     first = low + (low & 1)
     pairs = (high - first + 1) // 2
     if parts < 1 or pairs < parts:
         raise ValueError(f"media ports {low}-{high} hold {pairs} pairs: too few for "
-                         f"{parts} slices")
+                         f"{parts} {what}")
     out = []
     for i in range(parts):
         start = first + 2 * (pairs * i // parts)

@@ -36,9 +36,11 @@ from typing import Any
 import uvloop
 
 from b2bua import logs
-from b2bua.calls.counts import shared_memory
+from b2bua.calls.counts import SLOTS
 from b2bua.control import ControlError, ask
 from b2bua.options import EngineOptions, HostPort, PortRange
+from b2bua.security.state import SECURITY_SLOTS
+from b2bua.shared_tables import shared_memory, table_size
 from b2bua.sip._dispatch import Dispatcher
 from b2bua.sip.dispatched import DispatchedSip, channel_pair
 
@@ -88,7 +90,8 @@ class SignallingWorkers:
         self.channels = [channel_pair() for _ in range(self.count)]
         self.dispatcher = Dispatcher(self.sip_socket.fileno(),
                                      [ours.fileno() for ours, _ in self.channels])
-        self.counts_fd = shared_memory(self.count)
+        self.counts_fd = shared_memory(table_size(self.count, SLOTS))
+        self.security_fd = shared_memory(table_size(self.count, SECURITY_SLOTS))
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.restarts = dict.fromkeys(range(1, self.count), 0)
         # What a worker counted in the shared tables dies with it (b2bua/calls/counts.py).
@@ -98,7 +101,7 @@ class SignallingWorkers:
     def own(self) -> DispatchedSip:
         """Worker 0's SIP: the shared socket to send on, channel 0 to read."""
         return DispatchedSip(self.sip_socket, self.channels[0][1], listen_tcp=True,
-                             counts_fd=self.counts_fd)
+                             counts_fd=self.counts_fd, security_fd=self.security_fd)
 
     def start(self, sip_port: int) -> None:
         """Once worker 0's stack is up (``sip_port``: the bound port, when 0 was asked)."""
@@ -115,11 +118,11 @@ class SignallingWorkers:
             options = _with_port(options, self._sip_port)
         cmd = [sys.executable, "-m", "b2bua.signalling", "--index", str(index),
                "--sip-fd", str(self.sip_socket.fileno()), "--channel-fd", str(theirs.fileno()),
-               "--counts-fd", str(self.counts_fd),
+               "--counts-fd", str(self.counts_fd), "--security-fd", str(self.security_fd),
                "--parent", str(os.getpid()), "--options", encode_options(options),
                "--log-level", logging.getLevelName(logging.getLogger().getEffectiveLevel())]
         proc = subprocess.Popen(cmd, pass_fds=(self.sip_socket.fileno(), theirs.fileno(),
-                                               self.counts_fd))
+                                               self.counts_fd, self.security_fd))
         self.procs[index] = proc
         log.info("signalling worker %d started (pid %d)", index, proc.pid)
 
@@ -166,13 +169,14 @@ class SignallingWorkers:
             theirs.close()
         self.sip_socket.close()
         os.close(self.counts_fd)
+        os.close(self.security_fd)
 
-    async def ask(self, op: str) -> list[Any]:
+    async def ask(self, op: str, **args: Any) -> list[Any]:
         """Every other worker's answer to a control request; a worker that does not answer
         (restarting) is left out."""
         async def one(index: int) -> Any:
             path = self.options.for_worker(index).control_path
-            return await ask(path, op, ASK_TIMEOUT)
+            return await ask(path, op, ASK_TIMEOUT, **args)
 
         results = await asyncio.gather(*(one(i) for i in range(1, self.count)),
                                        return_exceptions=True)
@@ -244,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sip-fd", type=int, required=True)
     parser.add_argument("--channel-fd", type=int, required=True)
     parser.add_argument("--counts-fd", type=int, required=True)
+    parser.add_argument("--security-fd", type=int, required=True)
     parser.add_argument("--parent", type=int, required=True)
     parser.add_argument("--options", required=True)
     parser.add_argument("--log-level", default="INFO")
@@ -255,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     options = decode_options(args.options).for_worker(args.index)
     dispatched = DispatchedSip(socket.socket(fileno=args.sip_fd),
                                socket.socket(fileno=args.channel_fd), listen_tcp=False,
-                               counts_fd=args.counts_fd)
+                               counts_fd=args.counts_fd, security_fd=args.security_fd)
     uvloop.run(_serve(options, dispatched))
     return 0
 

@@ -9,10 +9,8 @@ same code runs. A key is a kind and a configuration id.
 from __future__ import annotations
 
 import logging
-import mmap
-import os
 
-from b2bua._tally import Tally
+from b2bua.shared_tables import map_table
 
 log = logging.getLogger("b2bua.counts")
 
@@ -24,23 +22,9 @@ _ID_BITS = 56
 Key = tuple[str, int]
 
 
-def table_size(workers: int) -> int:
-    return SLOTS * 8 * (1 + workers)
-
-
-def shared_memory(workers: int) -> int:
-    """A memfd for the table, to map in every worker (its descriptor is inherited)."""
-    fd = os.memfd_create("softswitch-counts", 0)  # not CLOEXEC: passed to the workers
-    os.ftruncate(fd, table_size(workers))
-    return fd
-
-
 class CallCounts:
     def __init__(self, fd: int | None = None, workers: int = 1, worker: int = 0) -> None:
-        size = table_size(workers)
-        # Pages are touched only where keys land: a few per configured gateway or phone.
-        self._memory = mmap.mmap(-1 if fd is None else fd, size)
-        self._tally = Tally(self._memory, workers, worker)
+        self._tally = map_table(fd, workers, worker, SLOTS)
         self.overflows = 0
 
     @staticmethod

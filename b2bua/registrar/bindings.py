@@ -80,6 +80,13 @@ class BindingStore:
             count += 1
         return count
 
+    def reload(self, conn: sqlite3.Connection, now: float) -> int:
+        """Replace what is in memory with what the database holds (a signalling worker
+        following worker 0's registrations)."""
+        self.by_user.clear()
+        self.by_source.clear()
+        return self.load(conn, now)
+
     def of(self, username: str, now: float) -> list[Binding]:
         """Live bindings of an account, most recent registration first."""
         live = [b for b in self.by_user.get(username, {}).values() if b.expires_at > now]

@@ -7,9 +7,13 @@ What eviction means is documented per table in docs/security.md.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+from b2bua._tally import Tally
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -18,6 +22,9 @@ SESSION_LIMIT = 50_000
 FAILURE_LIMIT = 50_000
 SUSPENSION_LIMIT = 50_000
 LOG_LIMIT = 10_000
+# With several signalling workers: failure counts and suspensions in shared memory, one
+# slot per terminal and kind (b2bua/_tally.c, direct mapped: a flood replaces entries).
+SECURITY_SLOTS = 1 << 17
 
 
 class BoundedMap(Generic[K, V]):
@@ -86,43 +93,82 @@ class SuspensionTable:
         self.failures: BoundedMap[tuple[str, Terminal], int] = BoundedMap(FAILURE_LIMIT)
         self.suspended: BoundedMap[Terminal, Suspension] = BoundedMap(SUSPENSION_LIMIT)
         self.created = 0
+        self.shared: Tally | None = None
+
+    def share(self, table: Tally) -> None:
+        """Count failures and suspensions in a table every signalling worker sees (a
+        guesser's new Call-IDs land on every worker). The local maps keep what this
+        worker decided, for the API."""
+        self.shared = table
 
     def check(self, terminal: Terminal, now: float) -> Suspension | None:
         entry = self.suspended.get(terminal)
-        if entry is None:
-            return None
-        if entry.until <= now:
+        if entry is not None and entry.until <= now:
             self.suspended.pop(terminal)
-            return None
+            entry = None
+        if entry is None and self.shared is not None:
+            until = self.shared.maximum(_shared_key("suspended", *terminal)) / 1000
+            if until > now:  # decided by another worker, which lists it
+                return Suspension(terminal[0], terminal[1], "authentication", now, until, 0)
         return entry
 
     def fail(self, kind: str, terminal: Terminal, max_failures: int, suspend_for: float,
              now: float) -> Suspension | None:
         """Count one failure; returns the new suspension when the limit is passed."""
         key = (kind, terminal)
-        count = (self.failures.get(key) or 0) + 1
+        shared_key = _shared_key("failures", kind, *terminal)
+        count = self._count_shared(shared_key)
+        if count is None:
+            count = (self.failures.get(key) or 0) + 1
         if count <= max_failures or suspend_for <= 0:
             self.failures.put(key, count)
             return None
         self.failures.pop(key)
         entry = Suspension(terminal[0], terminal[1], kind, now, now + suspend_for, count)
         self.suspended.put(terminal, entry)
+        if self.shared is not None:
+            self.shared.reset(shared_key)
+            # A contended slot: the suspension holds on this worker alone.
+            with contextlib.suppress(OverflowError):
+                self.shared.store(_shared_key("suspended", *terminal), int(entry.until * 1000))
         self.created += 1
         return entry
 
     def succeed(self, kind: str, terminal: Terminal) -> None:
         self.failures.pop((kind, terminal))
+        if self.shared is not None:
+            self.shared.reset(_shared_key("failures", kind, *terminal))
 
     def lift(self, username: str, source_ip: str | None = None) -> int:
+        """Lift what this worker decided (the API asks every worker)."""
         lifted = 0
         for terminal, _entry in self.suspended.items():
             if terminal[0] == username and (source_ip is None or terminal[1] == source_ip):
                 self.suspended.pop(terminal)
+                if self.shared is not None:
+                    self.shared.reset(_shared_key("suspended", *terminal))
                 lifted += 1
         return lifted
 
+    def _count_shared(self, key: int) -> int | None:
+        """One more failure under ``key``: the total over every worker, or None when
+        there is no shared table or its slot is contended (then counted here alone)."""
+        if self.shared is None:
+            return None
+        try:
+            return int(self.shared.add(key, 1))
+        except OverflowError:
+            return None
+
     def active(self, now: float) -> list[Suspension]:
         return [s for _t, s in self.suspended.items() if s.until > now]
+
+
+def _shared_key(*parts: str) -> int:
+    """A terminal's key in the shared table: 64 bits of a hash of what identifies it."""
+    text = "\0".join(parts).encode("utf-8", "surrogateescape")
+    digest = hashlib.blake2b(text, digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True) or 1
 
 
 class LogThrottle:

@@ -42,6 +42,7 @@ class DispatchedSip:
     channel: socket.socket  # the worker's end of its channel from the dispatcher
     listen_tcp: bool  # worker 0 only
     counts_fd: int  # the shared memory of the call counters (b2bua/calls/counts.py)
+    security_fd: int  # ... and of failure counts and suspensions (b2bua/security/state.py)
 
 
 class SipSocketTransport(asyncio.DatagramTransport):

@@ -4,7 +4,9 @@ by Call-ID, each handled whole by one worker, the API seeing all of them."""
 from __future__ import annotations
 
 import os
+import secrets
 import signal
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -12,9 +14,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rawsip import request, status_codes
 from sippctl import CUSTOMER_IP, VENDOR_IP, sipp
 from support import Softswitch, free_port, wait_until
+from test_edge_security import (
+    NATTED_IP,
+    NONCE_RE,
+    PASSWORD_GW,
+    REALM_RE,
+    _send,
+    security,
+    vendor_and,
+)
+from test_registrar import PHONE_IP, register
+from test_registrar import setup as setup_phones
 
+from b2bua.security.digest import response_digest
 from b2bua.sip._dispatch import route
 
 
@@ -225,3 +240,100 @@ def test_capacities_are_exact_across_workers(switch: Softswitch, limited: str) -
 def _writable(gateway: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in gateway.items()
             if k not in ("id", "created_at", "updated_at", "registration")}
+
+
+def _token_for(worker: int, host: str) -> str:
+    """A Call-ID (as rawsip writes it: token@host) that the dispatcher sends to worker."""
+    return next(token for token in (secrets.token_hex(8) for _ in range(1000))
+                if worker_of(f"{token}@{host}") == worker)
+
+
+def _guess(sock: socket.socket, switch: Softswitch, worker: int, password: str) -> list[int]:
+    """One new call from NATTED_IP landing on ``worker``: challenged, then answered with
+    ``password``; the codes of the answer."""
+    dst = ("127.0.0.1", switch.sip_port)
+    port = int(sock.getsockname()[1])
+    token = _token_for(worker, NATTED_IP)
+
+    def invite(auth: str = "") -> list[bytes]:
+        return _send(sock, request("INVITE", "127.0.0.1", switch.sip_port, NATTED_IP, port,
+                                   user="100", from_user="gw1", extra=auth, call_id=token),
+                     dst)
+
+    challenge = invite()
+    if status_codes(challenge) != [401]:
+        return status_codes(challenge)
+    realm_m, nonce_m = REALM_RE.search(challenge[0]), NONCE_RE.search(challenge[0])
+    assert realm_m and nonce_m
+    realm, nonce = realm_m.group(1).decode(), nonce_m.group(1).decode()
+    uri = f"sip:100@127.0.0.1:{switch.sip_port}"
+    response = response_digest("MD5", "gw1", realm, password, "INVITE", uri, nonce,
+                               "00000001", "c0ffee", "auth")
+    return status_codes(invite(
+        f'Authorization: Digest username="gw1", realm="{realm}", nonce="{nonce}", '
+        f'uri="{uri}", response="{response}", algorithm=MD5, qop=auth, nc=00000001, '
+        f'cnonce="c0ffee"'))
+
+
+def test_guesses_on_every_worker_count_toward_one_suspension(switch: Softswitch) -> None:
+    vendor_and(switch, PASSWORD_GW, SS_AUTHENTICATION_MAX_RETRY=2)
+    api = switch.api
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((NATTED_IP, 0))
+        # Three wrong answers on three calls, on both workers: the third passes the
+        # limit of 2, as it would on one worker.
+        assert _guess(sock, switch, 0, "guess") == [401]
+        assert _guess(sock, switch, 1, "guess") == [401]
+        assert _guess(sock, switch, 0, "guess") == [403]
+        (suspension,) = api.get("/api/v1/suspensions")["items"]
+        assert (suspension["terminal"], suspension["source_ip"]) == ("gw1", NATTED_IP)
+        assert suspension["failures"] == 3
+        # Suspended on every worker: no challenge, whichever worker a call lands on.
+        for worker in (1, 0):
+            assert _guess(sock, switch, worker, "s3cret") == [403]
+        assert security(switch)["suspended"]["authentication"] == 1
+        assert security(switch)["rejected"]["suspended"] == 3  # the third guess's too
+        status, _, _ = api.call("DELETE", f"/api/v1/suspensions/gw1?source_ip={NATTED_IP}")
+        assert status == 200 and api.get("/api/v1/suspensions")["items"] == []
+        for worker in (1, 0):  # lifted everywhere: the right password passes
+            assert 401 not in _guess(sock, switch, worker, "s3cret")
+            assert 403 not in _guess(sock, switch, worker, "s3cret")
+
+
+def test_every_worker_follows_the_registrations(switch: Softswitch, tmp_path: Path) -> None:
+    vendor_port = setup_phones(switch, {"username": "1001"}, vendor=True)
+    assert vendor_port is not None
+    port = free_port(PHONE_IP)
+    assert register(tmp_path, switch, "1001", port=port) == 0  # REGISTER: worker 0
+    # Worker 1 follows within a write batch and a 0.2 s poll (docs/scaling.md).
+    time.sleep(1.0)
+    # Calls from the binding's address: recognised by every worker, no challenge.
+    vendor = sipp("uas_answer.xml", tmp_path, VENDOR_IP, vendor_port, calls=10)
+    caller = sipp("uac_call.xml", tmp_path, PHONE_IP, port, f"127.0.0.1:{switch.sip_port}",
+                  service="00441234", calls=10, rate=20, hold_ms=200,
+                  extra=["-key", "caller", "1001"])
+    try:
+        assert caller.wait() == 0, caller.output() + switch.log()[-3000:]
+        assert vendor.wait() == 0
+    finally:
+        caller.stop()
+        vendor.stop()
+    # Calls to the phone, which answers at its registered contact, from both workers.
+    phone = sipp("uas_answer.xml", tmp_path, PHONE_IP, port, calls=10)
+    customer = sipp("uac_call.xml", tmp_path, CUSTOMER_IP, free_port(CUSTOMER_IP),
+                    f"127.0.0.1:{switch.sip_port}", service="1001", calls=10, rate=20,
+                    hold_ms=200)
+    try:
+        assert customer.wait() == 0, customer.output() + switch.log()[-3000:]
+        assert phone.wait() == 0
+    finally:
+        customer.stop()
+        phone.stop()
+    cdrs = all_cdrs(switch, 20)
+    outgoing = [c for c in cdrs if c["phone"] == "1001"]
+    incoming = [c for c in cdrs if c["callee_phone"] == "1001"]
+    assert len(outgoing) == len(incoming) == 10
+    assert all(c["final_code"] == 200 for c in cdrs)
+    for calls in (outgoing, incoming):
+        assert {worker_of(c["call_id_in"]) for c in calls} == {0, 1}
+    assert switch.api.get("/api/v1/security/stats")["challenged"] == {"phone": 1}

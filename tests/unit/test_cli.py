@@ -91,3 +91,18 @@ def test_run_refuses_more_relay_workers_than_port_pairs(
     with pytest.raises(SystemExit):
         main(["run", "--media-workers", "many"])
     assert "not a number of workers" in capsys.readouterr().err
+
+
+def test_run_checks_signalling_workers(tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "run", "--db", str(tmp_path / "s.db"),
+                       "--media-ports", "20000-20001", "--signalling-workers", "2")
+    assert code == 2 and "too few for 2 signalling workers" in err
+    code, _, err = run(capsys, "run", "--db", str(tmp_path / "s.db"),
+                       "--media-ports", "20000-20007", "--signalling-workers", "2",
+                       "--media-workers", "6")  # two pairs per worker, three relays each
+    assert code == 2 and "too few for 3 relay workers" in err
+    assert not (tmp_path / "s.db").exists()
+    for bad in ("0", "17", "two"):
+        with pytest.raises(SystemExit):
+            main(["run", "--signalling-workers", bad])

@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from b2bua._tally import Tally
-from b2bua.calls.counts import CallCounts, shared_memory
+from b2bua.calls.counts import SLOTS, CallCounts
+from b2bua.shared_tables import shared_memory, table_size
 
 
 def test_capacity_is_admitted_up_to_the_limit_and_released() -> None:
@@ -28,7 +29,7 @@ def test_capacity_is_admitted_up_to_the_limit_and_released() -> None:
 
 
 def test_holds_keep_the_latest_deadline_of_any_worker() -> None:
-    fd = shared_memory(2)
+    fd = shared_memory(table_size(2, SLOTS))
     try:
         first, second = CallCounts(fd, 2, 0), CallCounts(fd, 2, 1)
         assert first.held_until(("retry_ms", 1)) == 0
@@ -40,7 +41,7 @@ def test_holds_keep_the_latest_deadline_of_any_worker() -> None:
 
 
 def test_workers_see_one_total_and_a_dead_workers_share_is_cleared() -> None:
-    fd = shared_memory(2)
+    fd = shared_memory(table_size(2, SLOTS))
     try:
         first, second = CallCounts(fd, 2, 0), CallCounts(fd, 2, 1)
         key = ("routing", 3)
@@ -66,7 +67,7 @@ print(admitted)
 
 
 def test_racing_processes_never_admit_past_the_capacity() -> None:
-    fd = shared_memory(2)
+    fd = shared_memory(table_size(2, SLOTS))
     try:
         procs = [subprocess.Popen([sys.executable, "-c", RACER, str(fd), str(worker)],
                                   pass_fds=(fd,), stdout=subprocess.PIPE, text=True)

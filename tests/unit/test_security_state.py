@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from b2bua.security.state import (
@@ -16,6 +18,7 @@ from b2bua.security.state import (
     Suspension,
     SuspensionTable,
 )
+from b2bua.shared_tables import map_table, shared_memory, table_size
 
 T0 = 1_700_000_000.0
 AUTH = "authentication"
@@ -296,3 +299,50 @@ def test_flood_against_one_account_from_many_sources(kind: str) -> None:
     assert len(table.suspended) == 0
     # Lifting walks a bounded table.
     assert table.lift("acme") == 0
+
+
+def _shared_pair() -> tuple[SuspensionTable, SuspensionTable]:
+    fd = shared_memory(table_size(2, 64))
+    try:
+        tables = []
+        for worker in (0, 1):
+            table = SuspensionTable()
+            table.share(map_table(fd, 2, worker, 64, evicting=True))
+            tables.append(table)
+    finally:
+        os.close(fd)  # the mappings stay
+    return tables[0], tables[1]
+
+
+def test_workers_count_failures_together_and_see_each_others_suspensions() -> None:
+    first, second = _shared_pair()
+    terminal = ("gw1", "198.18.0.9")
+    assert first.fail(AUTH, terminal, 2, 60, T0) is None
+    assert second.fail(AUTH, terminal, 2, 60, T0) is None
+    entry = first.fail(AUTH, terminal, 2, 60, T0)
+    assert entry is not None and entry.failures == 3
+    seen = second.check(terminal, T0 + 1)
+    assert seen is not None and seen.until == pytest.approx(T0 + 60, abs=0.001)
+    assert second.active(T0 + 1) == []  # listed by the worker that decided it
+    assert second.lift("gw1") == 0 and second.check(terminal, T0 + 1) is not None
+    assert first.lift("gw1") == 1
+    assert second.check(terminal, T0 + 1) is None and first.check(terminal, T0 + 1) is None
+    # A success on one worker resets the count the other was adding to.
+    assert first.fail(AUTH, terminal, 2, 60, T0) is None
+    second.succeed(AUTH, terminal)
+    assert first.fail(AUTH, terminal, 2, 60, T0) is None
+    assert first.fail(AUTH, terminal, 2, 60, T0) is None
+    assert second.check(("gw1", "198.18.0.10"), T0) is None  # per source IP
+
+
+def test_a_flood_of_terminals_stays_in_the_shared_table() -> None:
+    first, second = _shared_pair()
+    for i in range(5000):  # far more terminals than the 64 slots
+        first.fail(AUTH, (f"user{i}", "198.18.0.9"), 5, 60, T0)
+    assert first.shared is not None and first.shared.used() == (64, 64)
+    # New guesses still count, on both workers.
+    terminal = ("victim", "198.18.0.9")
+    assert first.fail(AUTH, terminal, 2, 60, T0) is None
+    assert second.fail(AUTH, terminal, 2, 60, T0) is None
+    assert first.fail(AUTH, terminal, 2, 60, T0) is not None
+    assert second.check(terminal, T0) is not None
