@@ -50,6 +50,8 @@ ShutdownHook = Callable[[], Awaitable[None]]
 
 # Upper bound on all graceful-stop duties together (e.g. unregistering upstream).
 SHUTDOWN_BUDGET = 8.0
+# How often worker 0 tells the other signalling workers which upstream registrations hold.
+UPSTREAM_PUBLISH_INTERVAL = 0.5
 
 
 class _LoopTimers:
@@ -61,17 +63,20 @@ class _LoopTimers:
 
 class Engine:
     def __init__(self, options: EngineOptions, dispatched: DispatchedSip | None = None) -> None:
-        """``dispatched``: this engine is signalling worker ``options.worker_index`` > 0,
-        fed by worker 0's dispatcher (b2bua/signalling.py)."""
+        """``options`` as given to ``softswitch run`` (this engine takes its share below);
+        ``dispatched``: this engine is signalling worker ``options.worker_index`` > 0, fed
+        by worker 0's dispatcher (b2bua/signalling.py)."""
+        if options.signalling_workers > 1 and options.worker_index == 0:
+            self.workers: SignallingWorkers | None = SignallingWorkers(options)  # all of it
+            dispatched = self.workers.own()
+        else:
+            self.workers = None
+        options = options.for_worker(options.worker_index)
         self.options = options
         # Worker 0 (the only one, by default) also holds what exists once per switch:
         # start-up recovery, the registrar, upstream registrations, the API's socket.
         self.primary = options.worker_index == 0
         call_ids.index, call_ids.count = options.worker_index, options.signalling_workers
-        self.workers: SignallingWorkers | None = None
-        if self.primary and options.signalling_workers > 1:
-            self.workers = SignallingWorkers(options)
-            dispatched = self.workers.own()
         self.dispatched = dispatched
         # Capacities and vendors' Retry-After holds, exact across the workers.
         self.counts = CallCounts(dispatched.counts_fd if dispatched else None,
@@ -113,6 +118,9 @@ class Engine:
         if not self.primary:
             # Worker 0 takes every REGISTER; the others follow its bindings in SQLite.
             self.watcher.register("registrations", self._reload_bindings)
+            # ... and registers to vendors; the others read whether that holds.
+            self.upstream.registered_elsewhere = \
+                lambda gw_id: self.counts[("upstream", gw_id)] > 0
         self.b2bua: B2bua | None = None
         self.control = ControlServer(options.control_path)
         self.control.register("status", self._status)
@@ -171,6 +179,18 @@ class Engine:
         args = {k: v for k, v in request.items() if k != "op"}
         return await self.workers.ask(str(request["op"]), **args)
 
+    async def _publish_upstream(self) -> None:
+        """Which upstream registrations hold, for the other signalling workers (calls from
+        a vendor to our registered contact can land on any of them)."""
+        published: set[int] = set()
+        while True:
+            holding = {gw_id for gw_id in self.upstream.registrations
+                       if self.upstream.registered(gw_id)}
+            for gw_id in holding | published:
+                self.counts.publish(("upstream", gw_id), int(gw_id in holding))
+            published = holding
+            await asyncio.sleep(UPSTREAM_PUBLISH_INTERVAL)
+
     def _reload_bindings(self, conn: sqlite3.Connection) -> None:
         self.bindings.reload(conn, time.time())
 
@@ -209,6 +229,7 @@ class Engine:
         if self.workers is not None:
             self.workers.start(self.stack.port)
             self.on_shutdown(self.workers.stop)
+            self.spawn(self._publish_upstream())
         await self.control.start()
         self.spawn(self.watcher.run())
         self.spawn(self.loop_lag.run())
@@ -285,9 +306,20 @@ class Engine:
         return {"collected": collected, "collected_since_start": total,
                 "types": dict(garbage.most_common(30)), "live_call_objects": dict(live)}
 
-    def _media_status(self, _request: dict[str, Any]) -> dict[str, Any]:
-        return {**self.media.snapshot(), "engine_loop_lag": self.loop_lag.snapshot(),
+    async def _media_status(self, request: dict[str, Any]) -> dict[str, Any]:
+        mine = {**self.media.snapshot(), "engine_loop_lag": self.loop_lag.snapshot(),
                 "totals": self.media_totals.snapshot()}
+        others = await self._ask_workers(request)
+        if not others:
+            return mine
+        reports = [mine, *others]
+        merged = sum_counters(reports)
+        # Relay workers numbered across the switch; the lag of the most loaded engine.
+        for index, worker in enumerate(merged["workers"]):
+            worker["index"] = index
+        merged["engine_loop_lag"] = max((r["engine_loop_lag"] for r in reports),
+                                        key=lambda lag: lag["mean_ms"])
+        return merged
 
     def _new_media(self, call: Call) -> CallMedia:
         return CallMedia(

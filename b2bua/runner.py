@@ -172,7 +172,7 @@ def _run(options: EngineOptions, api_listen: HostPort) -> int:
     api = start_api(options, api_listen)
     try:
         wait_for_api(api, api_listen)
-        engine = Engine(options.for_worker(0))
+        engine = Engine(options)
         print(
             f"softswitch: SIP on {options.sip_listen} (udp, tcp), "
             f"API on http://{api_listen}/api/v1, database {options.db_path}",

@@ -48,7 +48,7 @@ log = logging.getLogger("b2bua.signalling")
 
 RESPAWN_DELAY = 1.0
 STOP_TIMEOUT = 6.0  # a worker's graceful stop: hang up its calls, flush its CDRs
-ASK_TIMEOUT = 2.0
+ASK_TIMEOUT = 1.0  # under the API's own 2 s wait for worker 0
 PR_SET_PDEATHSIG = 1
 
 
@@ -97,10 +97,12 @@ class SignallingWorkers:
         # What a worker counted in the shared tables dies with it (b2bua/calls/counts.py).
         self.on_worker_down: Callable[[int], None] = lambda index: None
         self._supervisor: asyncio.Task[None] | None = None
+        self._sip_port = options.sip_listen.port
 
     def own(self) -> DispatchedSip:
         """Worker 0's SIP: the shared socket to send on, channel 0 to read."""
         return DispatchedSip(self.sip_socket, self.channels[0][1], listen_tcp=True,
+                             tcp_for=[ours for ours, _ in self.channels],
                              counts_fd=self.counts_fd, security_fd=self.security_fd)
 
     def start(self, sip_port: int) -> None:
@@ -203,15 +205,18 @@ def _with_port(options: EngineOptions, port: int) -> EngineOptions:
 
 
 def sum_counters(reports: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counters of several workers added key by key (nested dicts too); anything that is
-    not a number is taken from the first report."""
+    """Counters of several workers added key by key (nested dicts too), lists joined;
+    anything else is taken from the first report."""
     out: dict[str, Any] = {}
     for report in reports:
         for key, value in report.items():
             if key not in out:
-                out[key] = sum_counters([value]) if isinstance(value, dict) else value
+                out[key] = (sum_counters([value]) if isinstance(value, dict)
+                            else list(value) if isinstance(value, list) else value)
             elif isinstance(value, dict) and isinstance(out[key], dict):
                 out[key] = sum_counters([out[key], value])
+            elif isinstance(value, list) and isinstance(out[key], list):
+                out[key].extend(value)
             elif isinstance(value, int | float) and not isinstance(value, bool):
                 out[key] += value
     return out
@@ -257,9 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     _die_with_parent(args.parent)
     # Ctrl-C reaches the whole process group; worker 0 decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    options = decode_options(args.options).for_worker(args.index)
+    options = replace(decode_options(args.options), worker_index=args.index)
     dispatched = DispatchedSip(socket.socket(fileno=args.sip_fd),
                                socket.socket(fileno=args.channel_fd), listen_tcp=False,
+                               tcp_for=None,
                                counts_fd=args.counts_fd, security_fd=args.security_fd)
     uvloop.run(_serve(options, dispatched))
     return 0

@@ -392,6 +392,22 @@ def udp_drops(ports: dict[str, int]) -> dict[str, int]:
     return out
 
 
+DISPATCHER_THREAD = "sip-dispatch"  # the name b2bua/sip/_dispatch.c gives its thread
+
+
+def thread_cpu_s(pid: int | None, name: str) -> float | None:
+    """utime+stime of the thread of ``pid`` called ``name``; None when there is none."""
+    if pid is None:
+        return None
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            if (task / "comm").read_text().strip() == name:
+                raw = (task / "stat").read_text()
+                fields = raw[raw.rindex(")") + 2:].split()
+                return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return None
+
+
 def children_cpu_s() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
@@ -624,9 +640,16 @@ class SoftswitchSystem:
         assert self.switch is not None
         try:
             stats = self.switch.api.get("/api/v1/stats")
-        except (OSError, AssertionError):
+            dispatcher = self.switch.api.get("/api/v1/engine")["signalling"]["dispatcher"]
+        except (OSError, AssertionError, KeyError):
             return {}
-        return dict(_flatten(stats))
+        out = dict(_flatten(stats))
+        cpu = thread_cpu_s(self.pid, DISPATCHER_THREAD)
+        if dispatcher is not None and cpu is not None:
+            # With signalling workers: what the dispatcher thread read, and its CPU.
+            out["dispatcher.received"] = dispatcher["received"]
+            out["dispatcher.cpu_s"] = cpu
+        return out
 
     def log_size(self) -> int:
         path = self.switch.log_path if self.switch else None
@@ -943,7 +966,12 @@ def describe(step: Step) -> str:
             f" sipp {step.sipp_cpu_share:.0%}{drops}")
     if step.reasons:
         head += "\n    " + "; ".join(step.reasons)
-    routine = ("attempts", "answered", "requests", "responses", "received", "sent")
+    datagrams = step.counters.get("dispatcher.received")
+    if datagrams:
+        head += (f"\n    dispatcher: {datagrams:g} datagrams, "
+                 f"{1e6 * step.counters.get('dispatcher.cpu_s', 0) / datagrams:.1f} us of CPU "
+                 f"each (its thread)")
+    routine = ("attempts", "answered", "requests", "responses", "received", "sent", "cpu_s")
     odd = {k: v for k, v in step.counters.items() if not k.endswith(routine)}
     if odd:
         head += "\n    system counters: " + ", ".join(f"{k}={v:g}" for k, v in odd.items())
@@ -1364,35 +1392,28 @@ def main(argv: list[str] | None = None) -> int:
         rig_c = find_ceiling(bench, rig, ladders["rig"], max_bisect, deadline, confirm)
         ceilings.append(rig_c)
 
+    def search(system: System, ladder: str) -> Ceiling:
+        """The system's ceiling, started and stopped around the search."""
+        system.start()
+        try:
+            ceiling = find_ceiling(bench, system, ladders[ladder], max_bisect, deadline,
+                                   confirm, fresh_each_step=args.fresh_each_step)
+            ceilings.append(ceiling)
+            return ceiling
+        finally:
+            system.stop()
+
     if "softswitch" in wanted:
-        ss = SoftswitchSystem(root / "softswitch", code_root=code_root)
-        ss.start()
-        try:
-            ss_c = find_ceiling(bench, ss, ladders["softswitch"], max_bisect, deadline, confirm,
-                                fresh_each_step=args.fresh_each_step)
-            ceilings.append(ss_c)
-        finally:
-            ss.stop()
+        ss_c = search(SoftswitchSystem(root / "softswitch", code_root=code_root), "softswitch")
     if "softswitch-2w" in wanted:
-        w2 = SoftswitchSystem(root / "softswitch-2w", code_root=code_root, name="softswitch-2w",
-                              extra_args=["--signalling-workers", "2"])
-        w2.start()
-        try:
-            w2_c = find_ceiling(bench, w2, ladders["softswitch-2w"], max_bisect, deadline,
-                                confirm, fresh_each_step=args.fresh_each_step)
-            ceilings.append(w2_c)
-        finally:
-            w2.stop()
+        w2_c = search(SoftswitchSystem(root / "softswitch-2w", code_root=code_root,
+                                       name="softswitch-2w",
+                                       extra_args=["--signalling-workers", "2"]),
+                      "softswitch-2w")
     if "softswitch-password" in wanted:
-        pw = SoftswitchSystem(root / "softswitch-password", code_root=code_root,
-                              auth_mode="password", name="softswitch-password")
-        pw.start()
-        try:
-            pw_c = find_ceiling(bench, pw, ladders["softswitch-password"], max_bisect, deadline,
-                                confirm, fresh_each_step=args.fresh_each_step)
-            ceilings.append(pw_c)
-        finally:
-            pw.stop()
+        pw_c = search(SoftswitchSystem(root / "softswitch-password", code_root=code_root,
+                                       auth_mode="password", name="softswitch-password"),
+                      "softswitch-password")
     if "sippy" in wanted:
         if not sippy_available():
             sippy_note = "sippy is not importable in this venv (pip install sippy==2.5.0)"
@@ -1400,14 +1421,7 @@ def main(argv: list[str] | None = None) -> int:
         elif time.monotonic() > deadline:
             sippy_note = "skipped: time budget spent"
         else:
-            sippy = SippySystem(root / "sippy")
-            sippy.start()
-            try:
-                sippy_c = find_ceiling(bench, sippy, ladders["sippy"], max_bisect, deadline,
-                                       confirm, fresh_each_step=args.fresh_each_step)
-                ceilings.append(sippy_c)
-            finally:
-                sippy.stop()
+            sippy_c = search(SippySystem(root / "sippy"), "sippy")
 
     if (ss_c and ss_c.clean and not args.no_diagnostics
             and time.monotonic() < deadline):

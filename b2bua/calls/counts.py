@@ -1,5 +1,6 @@
-"""Concurrent calls per gateway and phone, calls per vendor, and vendors' Retry-After
-holds: what capacity and routing decide on, exact across the signalling workers.
+"""Concurrent calls per gateway and phone, calls per vendor, vendors' Retry-After holds
+and which upstream registrations hold: what admission and routing decide on, exact
+across the signalling workers.
 
 The numbers live in a :class:`~b2bua._tally.Tally`, a table in shared memory with one
 column per worker (``b2bua/_tally.c``). With one worker it is private memory and the
@@ -16,7 +17,7 @@ log = logging.getLogger("b2bua.counts")
 
 SLOTS = 1 << 18  # keys: every configured gateway and phone, once per kind
 _KINDS = {"gateway": 1, "phone": 2, "vendor": 3, "routing": 4, "routing_total": 5,
-          "retry_ms": 6}
+          "retry_ms": 6, "upstream": 7}
 _ID_BITS = 56
 
 Key = tuple[str, int]
@@ -57,6 +58,14 @@ class CallCounts:
         """Remember a deadline (a vendor's Retry-After); the latest any worker set wins."""
         try:
             self._tally.store(self._key(key), int(until * 1000))
+        except OverflowError:
+            self._overflow(key)
+
+    def publish(self, key: Key, value: int) -> None:
+        """Set this worker's value under ``key`` (a state only one worker knows, such as
+        an upstream registration's, for the others to read as the total)."""
+        try:
+            self._tally.store(self._key(key), value)
         except OverflowError:
             self._overflow(key)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -140,7 +141,8 @@ class SuspensionTable:
             self.shared.reset(_shared_key("failures", kind, *terminal))
 
     def lift(self, username: str, source_ip: str | None = None) -> int:
-        """Lift what this worker decided (the API asks every worker)."""
+        """Lift what this worker decided (the API asks every worker), and with a source
+        IP also a shared suspension whose worker has since restarted."""
         lifted = 0
         for terminal, _entry in self.suspended.items():
             if terminal[0] == username and (source_ip is None or terminal[1] == source_ip):
@@ -148,6 +150,11 @@ class SuspensionTable:
                 if self.shared is not None:
                     self.shared.reset(_shared_key("suspended", *terminal))
                 lifted += 1
+        if not lifted and self.shared is not None and source_ip is not None:
+            key = _shared_key("suspended", username, source_ip)
+            if self.shared.maximum(key) > time.time() * 1000:
+                self.shared.reset(key)
+                lifted = 1
         return lifted
 
     def _count_shared(self, key: int) -> int | None:

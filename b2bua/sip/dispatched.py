@@ -16,7 +16,15 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from b2bua.sip.transport import UdpTransport, enlarge_buffers
+from b2bua.sip._dispatch import route
+from b2bua.sip.transport import (
+    MessageHandler,
+    Peer,
+    TcpTransport,
+    TransportStats,
+    UdpTransport,
+    enlarge_buffers,
+)
 
 log = logging.getLogger("b2bua.sip.dispatched")
 
@@ -41,6 +49,7 @@ class DispatchedSip:
     sip_socket: socket.socket  # shared: sent on, never read
     channel: socket.socket  # the worker's end of its channel from the dispatcher
     listen_tcp: bool  # worker 0 only
+    tcp_for: list[socket.socket] | None  # worker 0: the others' channels, for their TCP
     counts_fd: int  # the shared memory of the call counters (b2bua/calls/counts.py)
     security_fd: int  # ... and of failure counts and suspensions (b2bua/security/state.py)
 
@@ -79,11 +88,14 @@ class SipSocketTransport(asyncio.DatagramTransport):
 
 class ChannelReceiver:
     """Reads a worker's channel and hands each datagram to the UDP transport above, as if
-    it had come from the SIP socket."""
+    it had come from the SIP socket; a message worker 0 received over TCP for this worker
+    (its line ends in `` tcp``) goes to ``on_tcp``, with the TCP peer as its source."""
 
-    def __init__(self, channel: socket.socket, udp: UdpTransport) -> None:
+    def __init__(self, channel: socket.socket, udp: UdpTransport, on_tcp: MessageHandler
+                 ) -> None:
         self.channel = channel
         self.udp = udp
+        self.on_tcp = on_tcp
         self.malformed = 0
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -104,8 +116,101 @@ class ChannelReceiver:
                 log.exception("dispatcher channel failed")
                 return
             head, _, payload = data.partition(b"\n")
-            host, _, port = head.partition(b" ")
+            host, _, rest = head.partition(b" ")
+            port, _, transport = rest.partition(b" ")
             try:
-                deliver(payload, (host.decode("ascii"), int(port)))
+                if transport == b"tcp":
+                    self.on_tcp(payload, Peer("tcp", host.decode("ascii"), int(port)))
+                else:
+                    deliver(payload, (host.decode("ascii"), int(port)))
             except ValueError:
+                self.malformed += 1
+
+
+# TCP with several workers: worker 0 holds every TCP connection (it alone listens, and it
+# opens the outgoing ones). A message it receives over TCP whose Call-ID is another
+# worker's goes to that worker's channel, marked ``tcp``; what the other workers send
+# over TCP, and their trust decisions about a connection, come back to worker 0 on the
+# same channel (a socketpair carries both ways) as ``<op> <host> <port>\n<message>``.
+
+
+class TcpThroughWorker0:
+    """A worker's TCP when it is not worker 0: every operation is posted to worker 0."""
+
+    def __init__(self, channel: socket.socket, stats: TransportStats) -> None:
+        self.channel = channel
+        self.stats = stats
+
+    def send(self, data: bytes, host: str, port: int) -> None:
+        self._post(b"send", host, port, data)
+
+    def trust(self, host: str, port: int) -> None:
+        self._post(b"trust", host, port)
+
+    def close_untrusted(self, host: str, port: int) -> None:
+        self._post(b"close", host, port)
+
+    async def close(self) -> None:
+        pass  # the connections are worker 0's
+
+    def _post(self, op: bytes, host: str, port: int, data: bytes = b"") -> None:
+        try:
+            self.channel.send(b"%s %s %d\n%s" % (op, host.encode(), port, data))
+        except OSError:
+            self.stats.send_errors += 1  # worker 0 not reading: as a lost datagram
+
+
+class TcpForWorkers:
+    """Worker 0's side: passes TCP messages to the worker their Call-ID routes to, and
+    carries out what the other workers post."""
+
+    def __init__(self, channels: list[socket.socket], tcp: TcpTransport) -> None:
+        self.channels = channels  # the dispatcher's ends; index 0 unused
+        self.tcp = tcp
+        self.malformed = 0
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        for index in range(1, len(self.channels)):
+            loop.add_reader(self.channels[index].fileno(), self.drain, index)
+
+    def stop(self, loop: asyncio.AbstractEventLoop) -> None:
+        for index in range(1, len(self.channels)):
+            loop.remove_reader(self.channels[index].fileno())
+
+    def pass_on(self, data: bytes, source: Peer) -> bool:
+        """True when the message is another worker's (and was sent to it)."""
+        target = route(data, len(self.channels))
+        if target == 0:
+            return False
+        try:
+            self.channels[target].send(b"%s %d tcp\n%s" % (source.host.encode(), source.port,
+                                                            data))
+        except OSError:
+            self.tcp.stats.send_errors += 1
+        return True
+
+    def drain(self, index: int) -> None:
+        channel = self.channels[index]
+        for _ in range(READ_BATCH):
+            try:
+                data = channel.recv(70000)
+            except BlockingIOError:
+                return
+            except OSError:
+                log.exception("channel of signalling worker %d failed", index)
+                return
+            head, _, payload = data.partition(b"\n")
+            try:
+                op, host_b, port_b = head.split(b" ")
+                host, port = host_b.decode("ascii"), int(port_b)
+            except ValueError:
+                self.malformed += 1
+                continue
+            if op == b"send":
+                self.tcp.send(payload, host, port)
+            elif op == b"trust":
+                self.tcp.trust(host, port)
+            elif op == b"close":
+                self.tcp.close_untrusted(host, port)
+            else:
                 self.malformed += 1

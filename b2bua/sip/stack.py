@@ -13,7 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from b2bua.sip.dispatched import ChannelReceiver, DispatchedSip, SipSocketTransport
+from b2bua.sip.dispatched import (
+    ChannelReceiver,
+    DispatchedSip,
+    SipSocketTransport,
+    TcpForWorkers,
+    TcpThroughWorker0,
+)
 from b2bua.sip.errors import SipParseError
 from b2bua.sip.message import Request, Response
 from b2bua.sip.parser import MAX_MESSAGE_SIZE, parse_message
@@ -66,7 +72,9 @@ class SipStack:
         self.stats = StackStats()
         self.app: Application | None = None
         self.udp = UdpTransport(self.on_bytes, self.transport_stats, max_size)
-        self.tcp = TcpTransport(self.on_bytes, self.transport_stats, max_size)
+        self.tcp: TcpTransport | TcpThroughWorker0 = TcpTransport(
+            self._on_tcp_bytes, self.transport_stats, max_size)
+        self._tcp_for: TcpForWorkers | None = None
         self.layer: TransactionLayer | None = None
         self._channel: ChannelReceiver | None = None
         self.trace_enabled = False
@@ -90,23 +98,35 @@ class SipStack:
                                                 local_addr=(self.host, self.port))
         else:
             self.udp.connection_made(SipSocketTransport(dispatched.sip_socket, self.udp))
-            self._channel = ChannelReceiver(dispatched.channel, self.udp)
+            self._channel = ChannelReceiver(dispatched.channel, self.udp, self.on_bytes)
             self._channel.start(loop)
+            if not dispatched.listen_tcp:  # worker 0 holds the TCP connections
+                self.tcp = TcpThroughWorker0(dispatched.channel, self.transport_stats)
+            elif dispatched.tcp_for is not None and isinstance(self.tcp, TcpTransport):
+                self._tcp_for = TcpForWorkers(dispatched.tcp_for, self.tcp)
+                self._tcp_for.start(loop)
         assert self.udp.transport is not None
         enlarge_buffers(self.udp.transport.get_extra_info("socket"))
         if self.port == 0:
             self.port = int(self.udp.transport.get_extra_info("sockname")[1])
-        if dispatched is None or dispatched.listen_tcp:
+        if isinstance(self.tcp, TcpTransport):
             await self.tcp.listen(self.host, self.port)
 
     async def close(self) -> None:
         if self._channel is not None:
             self._channel.stop(asyncio.get_running_loop())
+        if self._tcp_for is not None:
+            self._tcp_for.stop(asyncio.get_running_loop())
         if self.udp.transport is not None:
             self.udp.transport.close()
         await self.tcp.close()
 
     # -- incoming --------------------------------------------------------------------------
+
+    def _on_tcp_bytes(self, data: bytes, source: Peer) -> None:
+        if self._tcp_for is not None and self._tcp_for.pass_on(data, source):
+            return  # another signalling worker's call
+        self.on_bytes(data, source)
 
     def on_bytes(self, data: bytes, source: Peer) -> None:
         try:

@@ -42,6 +42,7 @@ class UpstreamManager:
         self.spawn = spawn
         self.registrations: dict[int, UpstreamRegistration] = {}
         self.started = False
+        self.registered_elsewhere: Callable[[int], bool] | None = None
 
     def load(self, conn: sqlite3.Connection) -> None:
         rows = conn.execute(
@@ -105,10 +106,18 @@ class UpstreamManager:
         """The routing gateway whose registrar sends a call to our registered contact."""
         for gw_id, registration in self.registrations.items():
             c = registration.config
-            if registration.state == "registered" and source.host == c.registrar.host and \
-                    user == c.username:
+            if source.host == c.registrar.host and user == c.username and \
+                    self.registered(gw_id):
                 return gw_id
         return None
+
+    def registered(self, gw_id: int) -> bool:
+        """Whether the registration to gateway ``gw_id`` holds. Signalling workers other
+        than worker 0, which alone registers, read worker 0's published state."""
+        if self.registered_elsewhere is not None:
+            return self.registered_elsewhere(gw_id)
+        registration = self.registrations.get(gw_id)
+        return registration is not None and registration.state == "registered"
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [r.snapshot() for r in self.registrations.values()]

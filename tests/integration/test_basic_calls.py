@@ -31,10 +31,10 @@ def _engine_has_gateways(switch: Softswitch, mapping: int, routing: int) -> bool
 
 def cdrs(switch: Softswitch, expected: int) -> list[dict[str, Any]]:
     def fetch() -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = switch.api.get("/api/v1/cdrs")["items"]
+        items: list[dict[str, Any]] = switch.api.get("/api/v1/cdrs?limit=500")["items"]
         return items
 
-    wait_until(lambda: len(fetch()) >= expected, timeout=5)
+    wait_until(lambda: len(fetch()) >= expected, timeout=10)
     return fetch()
 
 

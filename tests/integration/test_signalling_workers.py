@@ -3,6 +3,7 @@ by Call-ID, each handled whole by one worker, the API seeing all of them."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import secrets
 import signal
@@ -17,6 +18,7 @@ import pytest
 from rawsip import request, status_codes
 from sippctl import CUSTOMER_IP, VENDOR_IP, sipp
 from support import Softswitch, free_port, wait_until
+from test_basic_calls import cdrs as all_cdrs
 from test_edge_security import (
     NATTED_IP,
     NONCE_RE,
@@ -49,6 +51,30 @@ def worker_pids(switch: Softswitch) -> list[int]:
             if b"b2bua.signalling" in Path(f"/proc/{c}/cmdline").read_bytes()]
 
 
+def descendants(pid: int) -> list[int]:
+    try:
+        children = [int(c) for c in
+                    Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    return children + [d for c in children for d in descendants(c)]
+
+
+def relay_port_ranges(switch: Softswitch) -> list[tuple[int, int]]:
+    """The --ports of every relay worker of every signalling worker."""
+    assert switch.proc is not None
+    ranges = []
+    for pid in descendants(switch.proc.pid):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"b2bua.media.worker" in argv:
+            low, _, high = argv[argv.index(b"--ports") + 1].partition(b"-")
+            ranges.append((int(low), int(high)))
+    return sorted(ranges)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -67,26 +93,28 @@ def switch(tmp_path: Path) -> Iterator[Softswitch]:
         assert code == 0, f"softswitch exit code {code}\n{running.log()[-3000:]}"
 
 
-def configure(switch: Softswitch) -> int:
+def configure(switch: Softswitch, transport: str = "udp") -> int:
     vendor_port = free_port(VENDOR_IP)
     api = switch.api
     api.post("/api/v1/mapping-gateways", {"name": "customer", "ips": [CUSTOMER_IP]})
     api.post("/api/v1/routing-gateways", {"name": "vendor", "host": VENDOR_IP,
-                                          "port": vendor_port, "transport": "udp"})
+                                          "port": vendor_port, "transport": transport})
     # Each worker reloads the configuration on its own: wait until both route.
-    assert wait_until(lambda: _both_route(switch, vendor_port), timeout=10)
+    uas_t = "t1" if transport == "tcp" else "u1"
+    assert wait_until(lambda: _both_route(switch, vendor_port, uas_t), timeout=10)
     return vendor_port
 
 
-def _both_route(switch: Softswitch, vendor_port: int) -> bool:
+def _both_route(switch: Softswitch, vendor_port: int, uas_t: str) -> bool:
     status = switch.api.get("/api/v1/engine")
-    return bool(status["routing_gateways"] == 1) and _probe_calls(switch, vendor_port)
+    return bool(status["routing_gateways"] == 1) and _probe_calls(switch, vendor_port, uas_t)
 
 
-def _probe_calls(switch: Softswitch, vendor_port: int) -> bool:
+def _probe_calls(switch: Softswitch, vendor_port: int, uas_t: str = "u1") -> bool:
     """Both workers have the gateways once a few calls all succeed (they spread)."""
     before = switch.api.get("/api/v1/stats")["answered"]
-    uas = sipp("uas_answer.xml", switch.workdir, VENDOR_IP, vendor_port, calls=6)
+    uas = sipp("uas_answer.xml", switch.workdir, VENDOR_IP, vendor_port, calls=6,
+               transport=uas_t)
     uac = sipp("uac_call.xml", switch.workdir, CUSTOMER_IP, free_port(CUSTOMER_IP),
                f"127.0.0.1:{switch.sip_port}", calls=6, rate=50, timeout_s=5)
     ok = uac.wait() == 0 and uas.wait() == 0
@@ -96,25 +124,19 @@ def _probe_calls(switch: Softswitch, vendor_port: int) -> bool:
 
 
 def run_calls(switch: Softswitch, vendor_port: int, uac: str, uas: str, calls: int, *,
-              uac_hold: int = 0, uas_hold: int = 0) -> None:
-    vendor = sipp(uas, switch.workdir, VENDOR_IP, vendor_port, calls=calls, hold_ms=uas_hold)
+              uac_hold: int = 0, uas_hold: int = 0, uac_t: str = "u1", uas_t: str = "u1"
+              ) -> None:
+    vendor = sipp(uas, switch.workdir, VENDOR_IP, vendor_port, calls=calls, hold_ms=uas_hold,
+                  transport=uas_t)
     customer = sipp(uac, switch.workdir, CUSTOMER_IP, free_port(CUSTOMER_IP),
-                    f"127.0.0.1:{switch.sip_port}", calls=calls, rate=40, hold_ms=uac_hold)
+                    f"127.0.0.1:{switch.sip_port}", calls=calls, rate=40, hold_ms=uac_hold,
+                    transport=uac_t)
     try:
         assert customer.wait() == 0, customer.output() + switch.log()[-3000:]
         assert vendor.wait() == 0, vendor.output() + switch.log()[-3000:]
     finally:
         customer.stop()
         vendor.stop()
-
-
-def all_cdrs(switch: Softswitch, expected: int) -> list[dict[str, Any]]:
-    def fetch() -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = switch.api.get("/api/v1/cdrs?limit=500")["items"]
-        return items
-
-    wait_until(lambda: len(fetch()) >= expected, timeout=10)
-    return fetch()
 
 
 def test_calls_are_shared_by_call_id_and_each_is_handled_whole(switch: Softswitch) -> None:
@@ -138,18 +160,46 @@ def test_calls_are_shared_by_call_id_and_each_is_handled_whole(switch: Softswitc
     assert dispatcher["received"] == sum(dispatcher["dispatched"])
     stats = switch.api.get("/api/v1/stats")  # both workers' counters, added
     assert (stats["attempts"], stats["answered"], stats["active"]) == (len(cdrs),) * 2 + (0,)
+    # Each signalling worker relays on its own slice of --media-ports (40000-49999).
+    ranges = relay_port_ranges(switch)
+    assert len(ranges) >= 2 and ranges[0][0] >= 40000 and ranges[-1][1] <= 49999
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(ranges))
+    media = switch.api.get("/api/v1/media")  # every worker's relays, numbered across
+    assert [w["index"] for w in media["workers"]] == list(range(len(ranges)))
+    assert sorted(w["ports"] for w in media["workers"]) == [f"{a}-{b}" for a, b in ranges]
+
+
+@pytest.mark.parametrize(("uac_t", "uas_t", "gw_t"), [("t1", "u1", "udp"), ("u1", "t1", "tcp")])
+def test_tcp_legs_go_through_worker_0(switch: Softswitch, uac_t: str, uas_t: str,
+                                      gw_t: str) -> None:
+    """Worker 0 holds every TCP connection; the calls are still shared, and the TCP side
+    hangs up (its BYE over TCP reaches the worker that holds the call)."""
+    vendor_port = configure(switch, gw_t)
+    probes = len(all_cdrs(switch, 0))
+    if uas_t == "t1":  # the vendor over TCP hangs up
+        run_calls(switch, vendor_port, "uac_wait_bye.xml", "uas_hangup.xml", 16,
+                  uas_hold=300, uac_t=uac_t, uas_t=uas_t)
+    else:  # the customer over TCP hangs up
+        run_calls(switch, vendor_port, "uac_call.xml", "uas_answer.xml", 16, uac_hold=300,
+                  uac_t=uac_t, uas_t=uas_t)
+    cdrs = all_cdrs(switch, probes + 16)[probes:]
+    assert len(cdrs) == 16 and all(c["final_code"] == 200 for c in cdrs)
+    assert {c["hangup_by"] for c in cdrs} == {"callee" if uas_t == "t1" else "caller"}
+    assert {worker_of(c["call_id_in"]) for c in cdrs} == {0, 1}
+    for cdr in cdrs:
+        assert worker_of(cdr["call_id_out"]) == worker_of(cdr["call_id_in"])
 
 
 def test_active_calls_of_every_worker_are_listed(switch: Softswitch) -> None:
     vendor_port = configure(switch)
-    vendor = sipp("uas_answer.xml", switch.workdir, VENDOR_IP, vendor_port, calls=12)
+    vendor = sipp("uas_answer.xml", switch.workdir, VENDOR_IP, vendor_port, calls=16)
     customer = sipp("uac_call.xml", switch.workdir, CUSTOMER_IP, free_port(CUSTOMER_IP),
-                    f"127.0.0.1:{switch.sip_port}", calls=12, rate=40, hold_ms=3000)
+                    f"127.0.0.1:{switch.sip_port}", calls=16, rate=40, hold_ms=3000)
     try:
-        assert wait_until(lambda: len(switch.api.get("/api/v1/calls")["items"]) == 12,
+        assert wait_until(lambda: len(switch.api.get("/api/v1/calls")["items"]) == 16,
                           timeout=5)
         calls = switch.api.get("/api/v1/calls")["items"]
-        assert len({c["id"] for c in calls}) == 12  # numbers unique across workers
+        assert len({c["id"] for c in calls}) == 16  # numbers unique across workers
         assert {worker_of(c["call_id_in"]) for c in calls} == {0, 1}
         assert customer.wait() == 0 and vendor.wait() == 0
     finally:
@@ -170,7 +220,7 @@ def test_a_worker_that_dies_is_started_again(switch: Softswitch) -> None:
     run_calls(switch, vendor_port, "uac_wait_bye.xml", "uas_hangup.xml", 20, uas_hold=200)
     cdrs = all_cdrs(switch, probes + 20)
     assert len(cdrs) == probes + 20 and all(c["final_code"] == 200 for c in cdrs)
-    assert {worker_of(c["call_id_in"]) for c in cdrs[:20]} == {0, 1}
+    assert {worker_of(c["call_id_in"]) for c in cdrs[probes:]} == {0, 1}
 
 
 def test_a_graceful_stop_ends_every_workers_calls_with_a_cdr(tmp_path: Path) -> None:
@@ -179,10 +229,10 @@ def test_a_graceful_stop_ends_every_workers_calls_with_a_cdr(tmp_path: Path) -> 
     try:
         vendor_port = configure(switch)
         probes = len(all_cdrs(switch, 0))
-        vendor = sipp("uas_answer.xml", tmp_path, VENDOR_IP, vendor_port, calls=10)
+        vendor = sipp("uas_answer.xml", tmp_path, VENDOR_IP, vendor_port, calls=16)
         customer = sipp("uac_call.xml", tmp_path, CUSTOMER_IP, free_port(CUSTOMER_IP),
-                        f"127.0.0.1:{switch.sip_port}", calls=10, rate=40, hold_ms=20000)
-        assert wait_until(lambda: len(switch.api.get("/api/v1/calls")["items"]) == 10,
+                        f"127.0.0.1:{switch.sip_port}", calls=16, rate=40, hold_ms=20000)
+        assert wait_until(lambda: len(switch.api.get("/api/v1/calls")["items"]) == 16,
                           timeout=5)
         workers = worker_pids(switch)
         started = time.monotonic()
@@ -198,7 +248,7 @@ def test_a_graceful_stop_ends_every_workers_calls_with_a_cdr(tmp_path: Path) -> 
     rows = conn.execute("SELECT final_code, termination_reason, call_id_in FROM cdrs "
                         "ORDER BY id").fetchall()[probes:]
     conn.close()
-    assert len(rows) == 10
+    assert len(rows) == 16
     assert all(code == 200 and reason == "shutdown" for code, reason, _ in rows), rows
     assert {worker_of(call_id) for _, _, call_id in rows} == {0, 1}
 
@@ -308,9 +358,9 @@ def test_every_worker_follows_the_registrations(switch: Softswitch, tmp_path: Pa
     # Worker 1 follows within a write batch and a 0.2 s poll (docs/scaling.md).
     time.sleep(1.0)
     # Calls from the binding's address: recognised by every worker, no challenge.
-    vendor = sipp("uas_answer.xml", tmp_path, VENDOR_IP, vendor_port, calls=10)
+    vendor = sipp("uas_answer.xml", tmp_path, VENDOR_IP, vendor_port, calls=16)
     caller = sipp("uac_call.xml", tmp_path, PHONE_IP, port, f"127.0.0.1:{switch.sip_port}",
-                  service="00441234", calls=10, rate=20, hold_ms=200,
+                  service="00441234", calls=16, rate=20, hold_ms=200,
                   extra=["-key", "caller", "1001"])
     try:
         assert caller.wait() == 0, caller.output() + switch.log()[-3000:]
@@ -319,9 +369,9 @@ def test_every_worker_follows_the_registrations(switch: Softswitch, tmp_path: Pa
         caller.stop()
         vendor.stop()
     # Calls to the phone, which answers at its registered contact, from both workers.
-    phone = sipp("uas_answer.xml", tmp_path, PHONE_IP, port, calls=10)
+    phone = sipp("uas_answer.xml", tmp_path, PHONE_IP, port, calls=16)
     customer = sipp("uac_call.xml", tmp_path, CUSTOMER_IP, free_port(CUSTOMER_IP),
-                    f"127.0.0.1:{switch.sip_port}", service="1001", calls=10, rate=20,
+                    f"127.0.0.1:{switch.sip_port}", service="1001", calls=16, rate=20,
                     hold_ms=200)
     try:
         assert customer.wait() == 0, customer.output() + switch.log()[-3000:]
@@ -329,10 +379,10 @@ def test_every_worker_follows_the_registrations(switch: Softswitch, tmp_path: Pa
     finally:
         customer.stop()
         phone.stop()
-    cdrs = all_cdrs(switch, 20)
+    cdrs = all_cdrs(switch, 32)
     outgoing = [c for c in cdrs if c["phone"] == "1001"]
     incoming = [c for c in cdrs if c["callee_phone"] == "1001"]
-    assert len(outgoing) == len(incoming) == 10
+    assert len(outgoing) == len(incoming) == 16
     assert all(c["final_code"] == 200 for c in cdrs)
     for calls in (outgoing, incoming):
         assert {worker_of(c["call_id_in"]) for c in calls} == {0, 1}

@@ -15,6 +15,8 @@ from registrar_peer import RegistrarPeer
 from sippctl import sipp
 from support import Softswitch, free_port, wait_until
 
+from b2bua.sip._dispatch import route
+
 REGISTRAR_IP = "127.0.0.12"
 
 
@@ -135,9 +137,12 @@ def test_wrong_password_is_a_failure_and_a_new_password_acts_live(tmp_path: Path
         registrar.close()
 
 
-def test_call_from_the_vendor_to_the_registered_contact(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_call_from_the_vendor_to_the_registered_contact(tmp_path: Path, workers: int) -> None:
+    """With two signalling workers, worker 0 registers and both take the vendor's calls."""
+    calls = 16 if workers > 1 else 1  # enough that both workers get some
     registrar = RegistrarPeer(REGISTRAR_IP, free_port(REGISTRAR_IP), "acct77", "vendor-pw")
-    switch = Softswitch(tmp_path).start()
+    switch = Softswitch(tmp_path, extra_args=["--signalling-workers", str(workers)]).start()
     phone_port = free_port("127.0.0.7")
     try:
         api = switch.api
@@ -151,18 +156,25 @@ def test_call_from_the_vendor_to_the_registered_contact(tmp_path: Path) -> None:
                    extra=["-au", "2001", "-ap", "pw", "-key", "caller", "2001",
                           "-key", "expires", "300"])
         assert reg.wait() == 0
-        phone = sipp("uas_answer.xml", tmp_path, "127.0.0.7", phone_port)
+        time.sleep(1.0)  # the other workers follow the binding and the registration
+        phone = sipp("uas_answer.xml", tmp_path, "127.0.0.7", phone_port, calls=calls)
         registrar.close()  # free the vendor's address for its calling side
         vendor = sipp("uac_did_call.xml", tmp_path, REGISTRAR_IP, free_port(REGISTRAR_IP),
                       f"127.0.0.1:{switch.sip_port}", service="acct77", hold_ms=300,
-                      extra=["-key", "did", "2001"])
+                      calls=calls, rate=20, extra=["-key", "did", "2001"])
         assert vendor.wait() == 0, vendor.output() + switch.log()[-2000:]
         assert phone.wait() == 0
-        (cdr,) = wait_until(lambda: api.get("/api/v1/cdrs")["items"])
-        assert (cdr["origin_vendor"], cdr["callee"], cdr["callee_phone"]) == (
-            "carrier", "2001", "2001")
+        cdrs = wait_until(lambda: len(api.get("/api/v1/cdrs")["items"]) == calls and
+                          api.get("/api/v1/cdrs")["items"])
+        assert {(c["origin_vendor"], c["callee"], c["callee_phone"]) for c in cdrs} == {
+            ("carrier", "2001", "2001")}
+        assert len({route(_call_id(c["call_id_in"]), workers) for c in cdrs}) == workers
     finally:
         switch.stop()
+
+
+def _call_id(value: str) -> bytes:
+    return f"INVITE sip:x SIP/2.0\r\nCall-ID: {value}\r\n\r\n".encode()
 
 
 @pytest.mark.parametrize("code", [401, 407])

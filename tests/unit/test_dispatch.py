@@ -113,6 +113,8 @@ def test_the_thread_passes_each_datagram_to_its_worker_with_its_source(
         assert stats["received"] == 61 and stats["no_call_id"] == 1
         assert stats["dispatched"] == [len(g) for g in got] and stats["dropped"] == [0, 0, 0]
         assert stats["running"] is True
+        names = [p.read_text().strip() for p in Path("/proc/self/task").glob("*/comm")]
+        assert "sip-dispatch" in names  # visible to operators (top -H) and bench/cps.py
     finally:
         dispatcher.stop()
         sender.close()
@@ -159,12 +161,16 @@ def test_dispatcher_arguments_are_checked(sip_socket: socket.socket) -> None:
 
 
 def test_sum_counters_adds_numbers_at_every_depth() -> None:
+    first = {"attempts": 3, "sip": {"requests": 10, "errors": 1}, "name": "a", "flag": True,
+             "workers": [{"index": 0}]}
     merged = sum_counters([
-        {"attempts": 3, "sip": {"requests": 10, "errors": 1}, "name": "a", "flag": True},
-        {"attempts": 4, "sip": {"requests": 5}, "name": "b", "flag": False, "extra": 2.5},
+        first,
+        {"attempts": 4, "sip": {"requests": 5}, "name": "b", "flag": False, "extra": 2.5,
+         "workers": [{"index": 0}, {"index": 1}]},
     ])
     assert merged == {"attempts": 7, "sip": {"requests": 15, "errors": 1}, "name": "a",
-                      "flag": True, "extra": 2.5}
+                      "flag": True, "extra": 2.5, "workers": [{"index": 0}] * 2 + [{"index": 1}]}
+    assert first["workers"] == [{"index": 0}]  # the reports are left as they were
 
 
 def test_each_worker_gets_its_own_ports_relays_and_control_socket() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -346,3 +347,17 @@ def test_a_flood_of_terminals_stays_in_the_shared_table() -> None:
     assert second.fail(AUTH, terminal, 2, 60, T0) is None
     assert first.fail(AUTH, terminal, 2, 60, T0) is not None
     assert second.check(terminal, T0) is not None
+
+
+def test_a_suspension_whose_worker_restarted_can_still_be_lifted() -> None:
+    first, second = _shared_pair()
+    terminal = ("gw1", "198.18.0.9")
+    now = time.time()
+    for _ in range(3):
+        first.fail(AUTH, terminal, 2, 60, now)
+    first.suspended.pop(terminal)  # what a restart of the deciding worker loses
+    assert second.check(terminal, now) is not None
+    assert second.lift("gw1") == 0  # without the source: nothing to find it by
+    assert second.lift("gw1", "198.18.0.1") == 0
+    assert second.lift("gw1", "198.18.0.9") == 1
+    assert first.check(terminal, now) is None and second.check(terminal, now) is None
