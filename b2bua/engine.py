@@ -33,6 +33,7 @@ from b2bua.registrar.keepalive import KeepAlive
 from b2bua.registrar.phones import PhoneDirectory
 from b2bua.registrar.registrar import Registrar
 from b2bua.routing.gateways import GatewayDirectory
+from b2bua.security.digest import NONCE_SLOTS, NonceMinter
 from b2bua.security.state import SECURITY_SLOTS
 from b2bua.shared_tables import map_table
 from b2bua.signalling import SignallingWorkers, sum_counters
@@ -112,12 +113,16 @@ class Engine:
                              phone_accounts=self._phone_account,
                              registered_user=self._registered_user)
         if dispatched is not None:
+            workers, index = options.signalling_workers, options.worker_index
             self.policy.suspensions.share(map_table(
-                dispatched.security_fd, options.signalling_workers, options.worker_index,
-                SECURITY_SLOTS, evicting=True))
+                dispatched.security_fd, workers, index, SECURITY_SLOTS, evicting=True))
+            self.policy.verifier.minter = NonceMinter(dispatched.nonce_key)
+            self.policy.verifier.counts.share(map_table(
+                dispatched.nonces_fd, workers, index, NONCE_SLOTS, evicting=True))
         if not self.primary:
             # Worker 0 takes every REGISTER; the others follow its bindings in SQLite.
             self.watcher.register("registrations", self._reload_bindings)
+            self.bindings.on_miss = lambda user: self.bindings.load(self.conn, time.time(), user)
             # ... and registers to vendors; the others read whether that holds.
             self.upstream.registered_elsewhere = \
                 lambda gw_id: self.counts[("upstream", gw_id)] > 0
@@ -230,6 +235,7 @@ class Engine:
             self.workers.start(self.stack.port)
             self.on_shutdown(self.workers.stop)
             self.spawn(self._publish_upstream())
+            await self.workers.wait_ready()
         await self.control.start()
         self.spawn(self.watcher.run())
         self.spawn(self.loop_lag.run())
@@ -261,10 +267,12 @@ class Engine:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.control.close()
         await self.stack.close()
-        if self.workers is not None:
-            self.workers.close()
         await self.media.close()  # after the last CDRs got their final media counters
         self.writer.close()
+        if self.workers is not None:
+            # After this engine's own writer, so the others' CDR writers (which may be
+            # waiting out a locked database, as ours was) finish alongside it.
+            self.workers.close()
         self.conn.close()
         log.info("engine stopped")
 

@@ -23,6 +23,7 @@ import ctypes
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -39,6 +40,7 @@ from b2bua import logs
 from b2bua.calls.counts import SLOTS
 from b2bua.control import ControlError, ask
 from b2bua.options import EngineOptions, HostPort, PortRange
+from b2bua.security.digest import NONCE_SLOTS
 from b2bua.security.state import SECURITY_SLOTS
 from b2bua.shared_tables import shared_memory, table_size
 from b2bua.sip._dispatch import Dispatcher
@@ -47,7 +49,11 @@ from b2bua.sip.dispatched import DispatchedSip, channel_pair
 log = logging.getLogger("b2bua.signalling")
 
 RESPAWN_DELAY = 1.0
-STOP_TIMEOUT = 6.0  # a worker's graceful stop: hang up its calls, flush its CDRs
+READY_TIMEOUT = 15.0  # a worker's start: imports, database, relay workers
+STOP_TIMEOUT = 6.0  # a worker's calls hung up while the dispatcher still runs
+# ... and then its CDRs written: a writer waits up to 10 s for a locked database, then
+# SQLite's 5 s busy timeout, before saving what is left to a file (b2bua/storage/writer.py).
+CLOSE_TIMEOUT = 20.0
 ASK_TIMEOUT = 1.0  # under the API's own 2 s wait for worker 0
 PR_SET_PDEATHSIG = 1
 
@@ -92,6 +98,12 @@ class SignallingWorkers:
                                      [ours.fileno() for ours, _ in self.channels])
         self.counts_fd = shared_memory(table_size(self.count, SLOTS))
         self.security_fd = shared_memory(table_size(self.count, SECURITY_SLOTS))
+        self.nonces_fd = shared_memory(table_size(self.count, NONCE_SLOTS))
+        # A nonce any worker issued is good on all (a phone may reuse it for a call that
+        # lands elsewhere); the key reaches them in memory, never in a command line.
+        self.nonce_key = secrets.token_bytes(32)
+        self.key_fd = shared_memory(len(self.nonce_key))
+        os.pwrite(self.key_fd, self.nonce_key, 0)
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.restarts = dict.fromkeys(range(1, self.count), 0)
         # What a worker counted in the shared tables dies with it (b2bua/calls/counts.py).
@@ -103,7 +115,8 @@ class SignallingWorkers:
         """Worker 0's SIP: the shared socket to send on, channel 0 to read."""
         return DispatchedSip(self.sip_socket, self.channels[0][1], listen_tcp=True,
                              tcp_for=[ours for ours, _ in self.channels],
-                             counts_fd=self.counts_fd, security_fd=self.security_fd)
+                             counts_fd=self.counts_fd, security_fd=self.security_fd,
+                             nonces_fd=self.nonces_fd, nonce_key=self.nonce_key)
 
     def start(self, sip_port: int) -> None:
         """Once worker 0's stack is up (``sip_port``: the bound port, when 0 was asked)."""
@@ -121,12 +134,25 @@ class SignallingWorkers:
         cmd = [sys.executable, "-m", "b2bua.signalling", "--index", str(index),
                "--sip-fd", str(self.sip_socket.fileno()), "--channel-fd", str(theirs.fileno()),
                "--counts-fd", str(self.counts_fd), "--security-fd", str(self.security_fd),
+               "--nonces-fd", str(self.nonces_fd), "--key-fd", str(self.key_fd),
                "--parent", str(os.getpid()), "--options", encode_options(options),
                "--log-level", logging.getLevelName(logging.getLogger().getEffectiveLevel())]
         proc = subprocess.Popen(cmd, pass_fds=(self.sip_socket.fileno(), theirs.fileno(),
-                                               self.counts_fd, self.security_fd))
+                                               self.counts_fd, self.security_fd,
+                                               self.nonces_fd, self.key_fd))
         self.procs[index] = proc
         log.info("signalling worker %d started (pid %d)", index, proc.pid)
+
+    async def wait_ready(self, timeout: float = READY_TIMEOUT) -> bool:
+        """Until every other worker answers on its control socket (so the API, which
+        calls the engine up once worker 0 answers, never shows half the switch)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(await self.ask("status")) == self.count - 1:
+                return True
+            await asyncio.sleep(0.05)
+        log.warning("not every signalling worker was up within %.0f s", timeout)
+        return False
 
     async def _supervise(self) -> None:
         while True:
@@ -144,7 +170,8 @@ class SignallingWorkers:
 
     async def stop(self) -> None:
         """Each worker stops as an engine does (its calls hung up, its CDRs written) while
-        the dispatcher still brings their answers; then the dispatcher stops."""
+        the dispatcher still brings their answers. A worker still writing CDRs when this
+        returns is waited for in :meth:`close`."""
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -155,23 +182,27 @@ class SignallingWorkers:
         deadline = time.monotonic() + STOP_TIMEOUT
         while any(p.poll() is None for p in self.procs.values()):
             if time.monotonic() > deadline:
-                for proc in self.procs.values():
-                    if proc.poll() is None:
-                        log.warning("signalling worker pid %d did not stop; killed", proc.pid)
-                        proc.kill()
-                        proc.wait()
                 break
             await asyncio.sleep(0.05)
-        await asyncio.get_running_loop().run_in_executor(None, self.dispatcher.stop)
 
     def close(self) -> None:
+        """The end of worker 0's stop: wait for the other workers (killed only past
+        ``CLOSE_TIMEOUT``), then stop the dispatcher and close what they shared."""
+        deadline = time.monotonic() + CLOSE_TIMEOUT
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("signalling worker pid %d did not stop; killed", proc.pid)
+                proc.kill()
+                proc.wait()
         self.dispatcher.stop()  # before its descriptors close; a no-op when stopped
         for ours, theirs in self.channels:
             ours.close()
             theirs.close()
         self.sip_socket.close()
-        os.close(self.counts_fd)
-        os.close(self.security_fd)
+        for fd in (self.counts_fd, self.security_fd, self.nonces_fd, self.key_fd):
+            os.close(fd)
 
     async def ask(self, op: str, **args: Any) -> list[Any]:
         """Every other worker's answer to a control request; a worker that does not answer
@@ -254,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channel-fd", type=int, required=True)
     parser.add_argument("--counts-fd", type=int, required=True)
     parser.add_argument("--security-fd", type=int, required=True)
+    parser.add_argument("--nonces-fd", type=int, required=True)
+    parser.add_argument("--key-fd", type=int, required=True)
     parser.add_argument("--parent", type=int, required=True)
     parser.add_argument("--options", required=True)
     parser.add_argument("--log-level", default="INFO")
@@ -266,7 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     dispatched = DispatchedSip(socket.socket(fileno=args.sip_fd),
                                socket.socket(fileno=args.channel_fd), listen_tcp=False,
                                tcp_for=None,
-                               counts_fd=args.counts_fd, security_fd=args.security_fd)
+                               counts_fd=args.counts_fd, security_fd=args.security_fd,
+                               nonces_fd=args.nonces_fd,
+                               nonce_key=os.pread(args.key_fd, 32, 0))
+    os.close(args.key_fd)
     uvloop.run(_serve(options, dispatched))
     return 0
 

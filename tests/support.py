@@ -17,6 +17,10 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SOFTSWITCH = [sys.executable, "-m", "b2bua.cli"]
+# SOFTSWITCH_TEST_SIGNALLING_WORKERS=2 runs every softswitch of the suite with that many
+# signalling workers (a test's own --signalling-workers comes later and wins).
+SIGNALLING_WORKERS = (["--signalling-workers", os.environ["SOFTSWITCH_TEST_SIGNALLING_WORKERS"]]
+                      if os.environ.get("SOFTSWITCH_TEST_SIGNALLING_WORKERS") else [])
 
 
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
@@ -104,7 +108,7 @@ class Softswitch:
                "--sip-listen", f"{self.sip_host}:{self.sip_port}",
                "--api-listen", f"127.0.0.1:{self.api_port}",
                # Relay ports apart from the pjsua2 peers' RTP ports (20000-30000).
-               "--media-ports", "40000-49999", *self.extra_args]
+               "--media-ports", "40000-49999", *SIGNALLING_WORKERS, *self.extra_args]
         env = dict(os.environ, PYTHONPATH=str(REPO))
         self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=log, stderr=log, env=env)
         deadline = time.monotonic() + timeout

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
 
+from b2bua._tally import Tally
 from b2bua.sip.errors import SipParseError
 from b2bua.sip.headers import format_auth_params, parse_auth_params
 from b2bua.sip.uri import SipUri
@@ -78,6 +79,10 @@ class NonceMinter:
         return NonceState.VALID
 
 
+# With several signalling workers, nonce counts live in shared memory, one slot each.
+NONCE_SLOTS = 1 << 17
+
+
 class NonceCounts:
     """Highest nonce count per nonce; oldest nonces forgotten beyond ``capacity``.
 
@@ -89,8 +94,25 @@ class NonceCounts:
     def __init__(self, capacity: int = 100_000) -> None:
         self.capacity = capacity
         self._seen: OrderedDict[str, int] = OrderedDict()
+        self.shared: Tally | None = None
+
+    def share(self, table: Tally) -> None:
+        """With several signalling workers: counts every worker sees, since a phone may
+        reuse a nonce for a call that lands on another worker (direct mapped: a nonce
+        whose slot a newer one takes is forgotten, as at ``capacity``)."""
+        self.shared = table
 
     def accept(self, nonce: str, nc: int) -> bool:
+        if self.shared is not None:
+            key = int.from_bytes(hashlib.blake2b(nonce.encode(), digest_size=8).digest(),
+                                 "big", signed=True) or 1
+            try:
+                if nc <= self.shared.maximum(key):
+                    return False
+                self.shared.store(key, nc)
+                return True
+            except OverflowError:
+                pass  # a contended slot: counted here alone
         last = self._seen.get(nonce)
         if last is not None and nc <= last:
             return False
@@ -101,7 +123,7 @@ class NonceCounts:
         return True
 
     def __len__(self) -> int:
-        return len(self._seen)
+        return len(self._seen) if self.shared is None else self.shared.used()[0]
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,6 +52,8 @@ class DispatchedSip:
     tcp_for: list[socket.socket] | None  # worker 0: the others' channels, for their TCP
     counts_fd: int  # the shared memory of the call counters (b2bua/calls/counts.py)
     security_fd: int  # ... and of failure counts and suspensions (b2bua/security/state.py)
+    nonces_fd: int  # ... and of digest nonce counts (b2bua/security/digest.py)
+    nonce_key: bytes  # one key for every worker's nonces
 
 
 class SipSocketTransport(asyncio.DatagramTransport):

@@ -19,6 +19,7 @@ from rawsip import request, status_codes
 from sippctl import CUSTOMER_IP, VENDOR_IP, sipp
 from support import Softswitch, free_port, wait_until
 from test_basic_calls import cdrs as all_cdrs
+from test_basic_calls import run_pair
 from test_edge_security import (
     NATTED_IP,
     NONCE_RE,
@@ -30,6 +31,7 @@ from test_edge_security import (
 )
 from test_registrar import PHONE_IP, register
 from test_registrar import setup as setup_phones
+from test_sqlite_locked import _cdr_counts
 
 from b2bua.security.digest import response_digest
 from b2bua.sip._dispatch import route
@@ -123,28 +125,14 @@ def _probe_calls(switch: Softswitch, vendor_port: int, uas_t: str = "u1") -> boo
     return ok and switch.api.get("/api/v1/stats")["answered"] == before + 6
 
 
-def run_calls(switch: Softswitch, vendor_port: int, uac: str, uas: str, calls: int, *,
-              uac_hold: int = 0, uas_hold: int = 0, uac_t: str = "u1", uas_t: str = "u1"
-              ) -> None:
-    vendor = sipp(uas, switch.workdir, VENDOR_IP, vendor_port, calls=calls, hold_ms=uas_hold,
-                  transport=uas_t)
-    customer = sipp(uac, switch.workdir, CUSTOMER_IP, free_port(CUSTOMER_IP),
-                    f"127.0.0.1:{switch.sip_port}", calls=calls, rate=40, hold_ms=uac_hold,
-                    transport=uac_t)
-    try:
-        assert customer.wait() == 0, customer.output() + switch.log()[-3000:]
-        assert vendor.wait() == 0, vendor.output() + switch.log()[-3000:]
-    finally:
-        customer.stop()
-        vendor.stop()
-
-
 def test_calls_are_shared_by_call_id_and_each_is_handled_whole(switch: Softswitch) -> None:
     vendor_port = configure(switch)
     probes = len(all_cdrs(switch, 0))
     # The vendor hangs up: its BYE carries the B-leg's Call-ID, which the worker chose.
-    run_calls(switch, vendor_port, "uac_wait_bye.xml", "uas_hangup.xml", 30, uas_hold=300)
-    run_calls(switch, vendor_port, "uac_call.xml", "uas_answer.xml", 30, uac_hold=300)
+    run_pair(switch.workdir, switch, "uac_wait_bye.xml", "uas_hangup.xml", calls=30, rate=40,
+             uas_hold=300, vendor_port=vendor_port)
+    run_pair(switch.workdir, switch, "uac_call.xml", "uas_answer.xml", calls=30, rate=40,
+             uac_hold=300, vendor_port=vendor_port)
     cdrs = all_cdrs(switch, probes + 60)
     assert len(cdrs) == probes + 60
     assert all(c["final_code"] == 200 for c in cdrs)
@@ -177,11 +165,13 @@ def test_tcp_legs_go_through_worker_0(switch: Softswitch, uac_t: str, uas_t: str
     vendor_port = configure(switch, gw_t)
     probes = len(all_cdrs(switch, 0))
     if uas_t == "t1":  # the vendor over TCP hangs up
-        run_calls(switch, vendor_port, "uac_wait_bye.xml", "uas_hangup.xml", 16,
-                  uas_hold=300, uac_t=uac_t, uas_t=uas_t)
+        run_pair(switch.workdir, switch, "uac_wait_bye.xml", "uas_hangup.xml", calls=16,
+                 rate=40, uas_hold=300, uac_transport=uac_t, uas_transport=uas_t,
+                 vendor_port=vendor_port)
     else:  # the customer over TCP hangs up
-        run_calls(switch, vendor_port, "uac_call.xml", "uas_answer.xml", 16, uac_hold=300,
-                  uac_t=uac_t, uas_t=uas_t)
+        run_pair(switch.workdir, switch, "uac_call.xml", "uas_answer.xml", calls=16,
+                 rate=40, uac_hold=300, uac_transport=uac_t, uas_transport=uas_t,
+                 vendor_port=vendor_port)
     cdrs = all_cdrs(switch, probes + 16)[probes:]
     assert len(cdrs) == 16 and all(c["final_code"] == 200 for c in cdrs)
     assert {c["hangup_by"] for c in cdrs} == {"callee" if uas_t == "t1" else "caller"}
@@ -217,7 +207,8 @@ def test_a_worker_that_dies_is_started_again(switch: Softswitch) -> None:
     assert wait_until(lambda: worker_pids(switch) not in ([], [pid]), timeout=5)
     assert wait_until(lambda: _probe_calls(switch, vendor_port), timeout=15)
     probes = len(all_cdrs(switch, 0))
-    run_calls(switch, vendor_port, "uac_wait_bye.xml", "uas_hangup.xml", 20, uas_hold=200)
+    run_pair(switch.workdir, switch, "uac_wait_bye.xml", "uas_hangup.xml", calls=20, rate=40,
+             uas_hold=200, vendor_port=vendor_port)
     cdrs = all_cdrs(switch, probes + 20)
     assert len(cdrs) == probes + 20 and all(c["final_code"] == 200 for c in cdrs)
     assert {worker_of(c["call_id_in"]) for c in cdrs[probes:]} == {0, 1}
@@ -387,3 +378,34 @@ def test_every_worker_follows_the_registrations(switch: Softswitch, tmp_path: Pa
     for calls in (outgoing, incoming):
         assert {worker_of(c["call_id_in"]) for c in calls} == {0, 1}
     assert switch.api.get("/api/v1/security/stats")["challenged"] == {"phone": 1}
+
+
+def test_a_stop_while_the_database_is_locked_loses_no_workers_cdr(tmp_path: Path) -> None:
+    """Every worker's CDR writer waits out the lock, then saves what is left; worker 0
+    waits for them all before it exits, and the next start applies every saved file."""
+    switch = Softswitch(tmp_path, extra_args=["--signalling-workers", "2"]).start()
+    operator = sqlite3.connect(switch.db_path, timeout=1, isolation_level=None)
+    locked = False
+    try:
+        vendor_port = configure(switch)
+        probes = _cdr_counts(switch.db_path)[0]
+        operator.execute("BEGIN EXCLUSIVE")
+        locked = True
+        run_pair(tmp_path, switch, "uac_call.xml", "uas_answer.xml", calls=16, rate=40,
+                 uac_hold=100, vendor_port=vendor_port)
+        assert switch.stop(timeout=60) == 0, switch.log()[-3000:]
+        saved = list(tmp_path.glob("var/softswitch.db.unwritten-*.jsonl"))
+        assert len(saved) == 2, switch.log()[-3000:]  # one per worker
+    finally:
+        if locked:
+            operator.execute("ROLLBACK")
+        operator.close()
+        switch.stop()
+    again = Softswitch(tmp_path, sip_port=switch.sip_port,
+                       extra_args=["--signalling-workers", "2"]).start()
+    try:
+        assert not any(path.exists() for path in saved)
+        rows, distinct, active = _cdr_counts(switch.db_path)
+        assert (rows - probes, distinct - probes, active) == (16, 16, 0)
+    finally:
+        assert again.stop() == 0

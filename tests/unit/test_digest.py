@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+import os
 import struct
 
 import pytest
@@ -22,6 +23,7 @@ from b2bua.security.digest import (
     response_digest,
     same_target,
 )
+from b2bua.shared_tables import map_table, shared_memory, table_size
 from b2bua.sip.errors import SipParseError
 from b2bua.sip.headers import parse_auth_params
 
@@ -504,3 +506,18 @@ def test_credentials_for_another_target_are_invalid_not_wrong() -> None:
     # Nothing was consumed: the same credentials for their own target pass.
     assert verifier.verify(creds, "INVITE", REALM, PASSWORD, T0 + 1,
                            request_uri=URI) == Verdict.OK
+
+
+def test_nonce_counts_shared_by_workers_refuse_a_replay_on_either() -> None:
+    fd = shared_memory(table_size(2, 64))
+    try:
+        first, second = NonceCounts(), NonceCounts()
+        first.share(map_table(fd, 2, 0, 64, evicting=True))
+        second.share(map_table(fd, 2, 1, 64, evicting=True))
+    finally:
+        os.close(fd)
+    assert first.accept("n1", 1)
+    assert not second.accept("n1", 1)  # the same count on the other worker: a replay
+    assert second.accept("n1", 2) and not first.accept("n1", 2)
+    assert first.accept("n2", 1) and len(first) == len(second) == 2
+
