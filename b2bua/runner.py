@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import gc
 import logging
 import os
@@ -17,13 +16,13 @@ from pathlib import Path
 import uvloop
 
 from b2bua.engine import Engine
+from b2bua.lifeline import die_with_parent
 from b2bua.options import EngineOptions, HostPort
 from b2bua.storage import db, migrate, tokens
 
 log = logging.getLogger("b2bua.run")
 
 API_START_TIMEOUT = 15.0
-PR_SET_PDEATHSIG = 1
 API_STOP_TIMEOUT = 10.0
 
 
@@ -75,17 +74,10 @@ def start_api(options: EngineOptions, api_listen: HostPort) -> subprocess.Popen[
         "--log-level", "warning",
         "api.wsgi:app",
     ]
-    return subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
-
-
-def _die_with_parent() -> None:
-    """In the API child: get SIGTERM when the engine dies, even by ``kill -9``, so a
-    restarted softswitch never finds its API port held by an orphan."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
+    # The API gets SIGTERM when the engine dies, even by ``kill -9``, so a restarted
+    # softswitch never finds its API port held by an orphan.
+    engine = os.getpid()
+    return subprocess.Popen(cmd, env=env, preexec_fn=lambda: die_with_parent(engine))
 
 
 def wait_for_api(proc: subprocess.Popen[bytes], api_listen: HostPort) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -39,6 +38,7 @@ import uvloop
 from b2bua import logs
 from b2bua.calls.counts import SLOTS
 from b2bua.control import ControlError, ask
+from b2bua.lifeline import die_with_parent
 from b2bua.options import EngineOptions, HostPort, PortRange
 from b2bua.security.digest import NONCE_SLOTS
 from b2bua.security.state import SECURITY_SLOTS
@@ -55,7 +55,6 @@ STOP_TIMEOUT = 6.0  # a worker's calls hung up while the dispatcher still runs
 # SQLite's 5 s busy timeout, before saving what is left to a file (b2bua/storage/writer.py).
 CLOSE_TIMEOUT = 20.0
 ASK_TIMEOUT = 1.0  # under the API's own 2 s wait for worker 0
-PR_SET_PDEATHSIG = 1
 
 
 def bind_sip_socket(listen: HostPort) -> socket.socket:
@@ -256,16 +255,6 @@ def sum_counters(reports: list[dict[str, Any]]) -> dict[str, Any]:
 # ---------------------------------------------------------------- a worker's process
 
 
-def _die_with_parent(parent: int) -> None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:  # worker 0 died before the prctl took effect
-        sys.exit(0)
-
-
 async def _serve(options: EngineOptions, dispatched: DispatchedSip) -> None:
     from b2bua.engine import Engine
 
@@ -292,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logs.setup(args.log_level, worker=args.index)
-    _die_with_parent(args.parent)
+    die_with_parent(args.parent, signal.SIGKILL)
     # Ctrl-C reaches the whole process group; worker 0 decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     options = replace(decode_options(args.options), worker_index=args.index)

@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import logging
-import os
 import signal
 import socket
 import sys
@@ -36,6 +34,7 @@ from typing import Any
 import uvloop
 
 from b2bua.collector import FullCollections
+from b2bua.lifeline import die_with_parent
 from b2bua.looplag import LoopLag
 from b2bua.media.ipc import REPORT_INTERVAL, frame, read_message
 from b2bua.media.plane import build_cipher
@@ -43,7 +42,6 @@ from b2bua.media.relay import PortAllocator, RelaySession
 
 log = logging.getLogger("b2bua.media.worker")
 
-PR_SET_PDEATHSIG = 1
 
 
 class RelayWorker:
@@ -138,16 +136,6 @@ class RelayWorker:
                 session.close()
 
 
-def _die_with_parent(parent: int) -> None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:  # the parent died before the prctl took effect
-        sys.exit(0)
-
-
 async def _main(args: argparse.Namespace) -> None:
     sock = socket.socket(fileno=args.fd)
     reader, writer = await asyncio.open_unix_connection(sock=sock)
@@ -175,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     args.low, args.high = int(low), int(high)
     logging.basicConfig(level=args.log_level,
                         format="%(asctime)s %(levelname)s relay-worker %(message)s")
-    _die_with_parent(args.parent)
+    die_with_parent(args.parent)
     # Ctrl-C reaches the whole process group; the engine decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     uvloop.run(_main(args))
