@@ -94,19 +94,6 @@ static int64_t total_at(Tally *t, int64_t slot) {
     return sum;
 }
 
-static int64_t key_arg(PyObject *arg) {
-    int64_t key = PyLong_AsLongLong(arg);
-    if (key == 0 && !PyErr_Occurred())
-        PyErr_SetString(PyExc_ValueError, "key 0 is reserved");
-    return key;
-}
-
-static int64_t slot_for_write(Tally *t, int64_t key) {
-    int64_t slot = slot_of(t, key, 1);
-    if (slot < 0) PyErr_SetString(PyExc_OverflowError, "shared counter table is full");
-    return slot;
-}
-
 static int Tally_init(Tally *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"memory", "workers", "worker", "evicting", NULL};
     PyObject *memory;
@@ -150,14 +137,30 @@ static int ready(Tally *self) {
     return 1;
 }
 
+/* The slot of the key object; inserted when `insert` (OverflowError when the table has
+ * no room), else -1 when absent. Returns -1 with an exception set on error. */
+static int find(Tally *t, PyObject *key_obj, int insert, int64_t *slot) {
+    if (!ready(t)) return -1;
+    int64_t key = PyLong_AsLongLong(key_obj);
+    if (PyErr_Occurred()) return -1;
+    if (key == 0) {
+        PyErr_SetString(PyExc_ValueError, "key 0 is reserved");
+        return -1;
+    }
+    *slot = slot_of(t, key, insert);
+    if (insert && *slot < 0) {
+        PyErr_SetString(PyExc_OverflowError, "shared counter table is full");
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *Tally_add(Tally *self, PyObject *args) {
     PyObject *key_obj;
     long long delta;
-    if (!ready(self) || !PyArg_ParseTuple(args, "OL", &key_obj, &delta)) return NULL;
-    int64_t key = key_arg(key_obj);
-    if (PyErr_Occurred()) return NULL;
-    int64_t slot = slot_for_write(self, key);
-    if (slot < 0) return NULL;
+    int64_t slot;
+    if (!PyArg_ParseTuple(args, "OL", &key_obj, &delta) || find(self, key_obj, 1, &slot) < 0)
+        return NULL;
     __atomic_add_fetch(column(self, slot, self->worker), delta, __ATOMIC_ACQ_REL);
     return PyLong_FromLongLong(total_at(self, slot));
 }
@@ -165,11 +168,9 @@ static PyObject *Tally_add(Tally *self, PyObject *args) {
 static PyObject *Tally_admit(Tally *self, PyObject *args) {
     PyObject *key_obj;
     long long limit;
-    if (!ready(self) || !PyArg_ParseTuple(args, "OL", &key_obj, &limit)) return NULL;
-    int64_t key = key_arg(key_obj);
-    if (PyErr_Occurred()) return NULL;
-    int64_t slot = slot_for_write(self, key);
-    if (slot < 0) return NULL;
+    int64_t slot;
+    if (!PyArg_ParseTuple(args, "OL", &key_obj, &limit) || find(self, key_obj, 1, &slot) < 0)
+        return NULL;
     int64_t *mine = column(self, slot, self->worker);
     __atomic_add_fetch(mine, 1, __ATOMIC_ACQ_REL);
     if (total_at(self, slot) > limit) {
@@ -180,18 +181,15 @@ static PyObject *Tally_admit(Tally *self, PyObject *args) {
 }
 
 static PyObject *Tally_total(Tally *self, PyObject *key_obj) {
-    if (!ready(self)) return NULL;
-    int64_t key = key_arg(key_obj);
-    if (PyErr_Occurred()) return NULL;
-    int64_t slot = slot_of(self, key, 0);
+    int64_t slot;
+    if (find(self, key_obj, 0, &slot) < 0) return NULL;
     return PyLong_FromLongLong(slot < 0 ? 0 : total_at(self, slot));
 }
 
 static PyObject *Tally_maximum(Tally *self, PyObject *key_obj) {
-    if (!ready(self)) return NULL;
-    int64_t key = key_arg(key_obj);
-    if (PyErr_Occurred()) return NULL;
-    int64_t slot = slot_of(self, key, 0), best = 0;
+    int64_t slot;
+    if (find(self, key_obj, 0, &slot) < 0) return NULL;
+    int64_t best = 0;
     for (unsigned w = 0; slot >= 0 && w < self->workers; w++) {
         int64_t v = __atomic_load_n(column(self, slot, w), __ATOMIC_ACQUIRE);
         if (v > best) best = v;
@@ -202,20 +200,16 @@ static PyObject *Tally_maximum(Tally *self, PyObject *key_obj) {
 static PyObject *Tally_store(Tally *self, PyObject *args) {
     PyObject *key_obj;
     long long value;
-    if (!ready(self) || !PyArg_ParseTuple(args, "OL", &key_obj, &value)) return NULL;
-    int64_t key = key_arg(key_obj);
-    if (PyErr_Occurred()) return NULL;
-    int64_t slot = slot_for_write(self, key);
-    if (slot < 0) return NULL;
+    int64_t slot;
+    if (!PyArg_ParseTuple(args, "OL", &key_obj, &value) || find(self, key_obj, 1, &slot) < 0)
+        return NULL;
     __atomic_store_n(column(self, slot, self->worker), value, __ATOMIC_RELEASE);
     Py_RETURN_NONE;
 }
 
 static PyObject *Tally_reset(Tally *self, PyObject *key_obj) {
-    if (!ready(self)) return NULL;
-    int64_t key = key_arg(key_obj);
-    if (PyErr_Occurred()) return NULL;
-    int64_t slot = slot_of(self, key, 0);
+    int64_t slot;
+    if (find(self, key_obj, 0, &slot) < 0) return NULL;
     for (unsigned w = 0; slot >= 0 && w < self->workers; w++)
         __atomic_store_n(column(self, slot, w), 0, __ATOMIC_RELEASE);
     Py_RETURN_NONE;

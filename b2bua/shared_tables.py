@@ -3,6 +3,7 @@ made by worker 0 and inherited by the others, or private memory with one worker.
 
 from __future__ import annotations
 
+import hashlib
 import mmap
 import os
 
@@ -26,3 +27,11 @@ def map_table(fd: int | None, workers: int, worker: int, slots: int,
     only where keys land."""
     memory = mmap.mmap(-1 if fd is None else fd, table_size(workers, slots))
     return Tally(memory, workers, worker, evicting)  # holds the mapping
+
+
+def text_key(*parts: str) -> int:
+    """A table key for what a source sends (a terminal, a nonce): 64 bits of a hash,
+    never 0 (the table's free mark)."""
+    text = "\0".join(parts).encode("utf-8", "surrogateescape")
+    digest = hashlib.blake2b(text, digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True) or 1

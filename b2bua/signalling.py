@@ -112,7 +112,7 @@ class SignallingWorkers:
 
     def own(self) -> DispatchedSip:
         """Worker 0's SIP: the shared socket to send on, channel 0 to read."""
-        return DispatchedSip(self.sip_socket, self.channels[0][1], listen_tcp=True,
+        return DispatchedSip(self.sip_socket, self.channels[0][1],
                              tcp_for=[ours for ours, _ in self.channels],
                              counts_fd=self.counts_fd, security_fd=self.security_fd,
                              nonces_fd=self.nonces_fd, nonce_key=self.nonce_key)
@@ -286,8 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     options = replace(decode_options(args.options), worker_index=args.index)
     dispatched = DispatchedSip(socket.socket(fileno=args.sip_fd),
-                               socket.socket(fileno=args.channel_fd), listen_tcp=False,
-                               tcp_for=None,
+                               socket.socket(fileno=args.channel_fd), tcp_for=None,
                                counts_fd=args.counts_fd, security_fd=args.security_fd,
                                nonces_fd=args.nonces_fd,
                                nonce_key=os.pread(args.key_fd, 32, 0))

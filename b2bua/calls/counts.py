@@ -56,10 +56,7 @@ class CallCounts:
 
     def hold(self, key: Key, until: float) -> None:
         """Remember a deadline (a vendor's Retry-After); the latest any worker set wins."""
-        try:
-            self._tally.store(self._key(key), int(until * 1000))
-        except OverflowError:
-            self._overflow(key)
+        self.publish(key, int(until * 1000))
 
     def publish(self, key: Key, value: int) -> None:
         """Set this worker's value under ``key`` (a state only one worker knows, such as

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from b2bua._tally import Tally
+from b2bua.shared_tables import text_key
 from b2bua.sip.errors import SipParseError
 from b2bua.sip.headers import format_auth_params, parse_auth_params
 from b2bua.sip.uri import SipUri
@@ -104,8 +105,7 @@ class NonceCounts:
 
     def accept(self, nonce: str, nc: int) -> bool:
         if self.shared is not None:
-            key = int.from_bytes(hashlib.blake2b(nonce.encode(), digest_size=8).digest(),
-                                 "big", signed=True) or 1
+            key = text_key("nonce", nonce)
             try:
                 if nc <= self.shared.maximum(key):
                     return False

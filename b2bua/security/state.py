@@ -8,13 +8,13 @@ What eviction means is documented per table in docs/security.md.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from b2bua._tally import Tally
+from b2bua.shared_tables import text_key
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -108,7 +108,7 @@ class SuspensionTable:
             self.suspended.pop(terminal)
             entry = None
         if entry is None and self.shared is not None:
-            until = self.shared.maximum(_shared_key("suspended", *terminal)) / 1000
+            until = self.shared.maximum(text_key("suspended", *terminal)) / 1000
             if until > now:  # decided by another worker, which lists it
                 return Suspension(terminal[0], terminal[1], "authentication", now, until, 0)
         return entry
@@ -117,7 +117,7 @@ class SuspensionTable:
              now: float) -> Suspension | None:
         """Count one failure; returns the new suspension when the limit is passed."""
         key = (kind, terminal)
-        shared_key = _shared_key("failures", kind, *terminal)
+        shared_key = text_key("failures", kind, *terminal)
         count = self._count_shared(shared_key)
         if count is None:
             count = (self.failures.get(key) or 0) + 1
@@ -131,14 +131,14 @@ class SuspensionTable:
             self.shared.reset(shared_key)
             # A contended slot: the suspension holds on this worker alone.
             with contextlib.suppress(OverflowError):
-                self.shared.store(_shared_key("suspended", *terminal), int(entry.until * 1000))
+                self.shared.store(text_key("suspended", *terminal), int(entry.until * 1000))
         self.created += 1
         return entry
 
     def succeed(self, kind: str, terminal: Terminal) -> None:
         self.failures.pop((kind, terminal))
         if self.shared is not None:
-            self.shared.reset(_shared_key("failures", kind, *terminal))
+            self.shared.reset(text_key("failures", kind, *terminal))
 
     def lift(self, username: str, source_ip: str | None = None) -> int:
         """Lift what this worker decided (the API asks every worker), and with a source
@@ -148,10 +148,10 @@ class SuspensionTable:
             if terminal[0] == username and (source_ip is None or terminal[1] == source_ip):
                 self.suspended.pop(terminal)
                 if self.shared is not None:
-                    self.shared.reset(_shared_key("suspended", *terminal))
+                    self.shared.reset(text_key("suspended", *terminal))
                 lifted += 1
         if not lifted and self.shared is not None and source_ip is not None:
-            key = _shared_key("suspended", username, source_ip)
+            key = text_key("suspended", username, source_ip)
             if self.shared.maximum(key) > time.time() * 1000:
                 self.shared.reset(key)
                 lifted = 1
@@ -169,13 +169,6 @@ class SuspensionTable:
 
     def active(self, now: float) -> list[Suspension]:
         return [s for _t, s in self.suspended.items() if s.until > now]
-
-
-def _shared_key(*parts: str) -> int:
-    """A terminal's key in the shared table: 64 bits of a hash of what identifies it."""
-    text = "\0".join(parts).encode("utf-8", "surrogateescape")
-    digest = hashlib.blake2b(text, digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True) or 1
 
 
 class LogThrottle:

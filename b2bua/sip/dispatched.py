@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,8 +49,9 @@ class DispatchedSip:
 
     sip_socket: socket.socket  # shared: sent on, never read
     channel: socket.socket  # the worker's end of its channel from the dispatcher
-    listen_tcp: bool  # worker 0 only
-    tcp_for: list[socket.socket] | None  # worker 0: the others' channels, for their TCP
+    # Worker 0, which listens on TCP and holds every connection: the others' channels,
+    # for their TCP. None in the others.
+    tcp_for: list[socket.socket] | None
     counts_fd: int  # the shared memory of the call counters (b2bua/calls/counts.py)
     security_fd: int  # ... and of failure counts and suspensions (b2bua/security/state.py)
     nonces_fd: int  # ... and of digest nonce counts (b2bua/security/digest.py)
@@ -107,26 +109,19 @@ class ChannelReceiver:
         loop.remove_reader(self.channel.fileno())
 
     def drain(self) -> None:
-        recv = self.channel.recv
         deliver = self.udp.datagram_received
-        for _ in range(READ_BATCH):
-            try:
-                data = recv(70000)
-            except BlockingIOError:
-                return
-            except OSError:
-                log.exception("dispatcher channel failed")
-                return
-            head, _, payload = data.partition(b"\n")
-            host, _, rest = head.partition(b" ")
-            port, _, transport = rest.partition(b" ")
-            try:
-                if transport == b"tcp":
-                    self.on_tcp(payload, Peer("tcp", host.decode("ascii"), int(port)))
-                else:
-                    deliver(payload, (host.decode("ascii"), int(port)))
+        for head, payload in _read_batch(self.channel):
+            host_b, _, rest = head.partition(b" ")
+            port_b, _, transport = rest.partition(b" ")
+            try:  # only the line is checked here: what the stack raises is its own
+                host, port = host_b.decode("ascii"), int(port_b)
             except ValueError:
                 self.malformed += 1
+                continue
+            if transport == b"tcp":
+                self.on_tcp(payload, Peer("tcp", host, port))
+            else:
+                deliver(payload, (host, port))
 
 
 # TCP with several workers: worker 0 holds every TCP connection (it alone listens, and it
@@ -192,16 +187,7 @@ class TcpForWorkers:
         return True
 
     def drain(self, index: int) -> None:
-        channel = self.channels[index]
-        for _ in range(READ_BATCH):
-            try:
-                data = channel.recv(70000)
-            except BlockingIOError:
-                return
-            except OSError:
-                log.exception("channel of signalling worker %d failed", index)
-                return
-            head, _, payload = data.partition(b"\n")
+        for head, payload in _read_batch(self.channels[index]):
             try:
                 op, host_b, port_b = head.split(b" ")
                 host, port = host_b.decode("ascii"), int(port_b)
@@ -216,3 +202,18 @@ class TcpForWorkers:
                 self.tcp.close_untrusted(host, port)
             else:
                 self.malformed += 1
+
+
+def _read_batch(channel: socket.socket) -> Iterator[tuple[bytes, bytes]]:
+    """Up to READ_BATCH datagrams waiting on a channel, each split into its first line
+    and the message after it."""
+    for _ in range(READ_BATCH):
+        try:
+            data = channel.recv(70000)
+        except BlockingIOError:
+            return
+        except OSError:
+            log.exception("signalling worker channel failed")
+            return
+        head, _, payload = data.partition(b"\n")
+        yield head, payload

@@ -100,9 +100,9 @@ class SipStack:
             self.udp.connection_made(SipSocketTransport(dispatched.sip_socket, self.udp))
             self._channel = ChannelReceiver(dispatched.channel, self.udp, self.on_bytes)
             self._channel.start(loop)
-            if not dispatched.listen_tcp:  # worker 0 holds the TCP connections
+            if dispatched.tcp_for is None:  # worker 0 holds the TCP connections
                 self.tcp = TcpThroughWorker0(dispatched.channel, self.transport_stats)
-            elif dispatched.tcp_for is not None and isinstance(self.tcp, TcpTransport):
+            elif isinstance(self.tcp, TcpTransport):
                 self._tcp_for = TcpForWorkers(dispatched.tcp_for, self.tcp)
                 self._tcp_for.start(loop)
         assert self.udp.transport is not None
