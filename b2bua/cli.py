@@ -176,8 +176,17 @@ def cmd_param(args: argparse.Namespace) -> int:
         conn.close()
 
 
+def absolute_paths(args: argparse.Namespace) -> argparse.Namespace:
+    """Every path argument, given or defaulted, made absolute once against the folder the
+    command started in: no process the command starts depends on its working folder."""
+    for name, value in vars(args).items():
+        if isinstance(value, Path):
+            setattr(args, name, value.resolve())
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = absolute_paths(build_parser().parse_args(argv))
     handlers = {"run": cmd_run, "migrate": cmd_migrate, "token": cmd_token, "param": cmd_param}
     handlers.update(opcli.HANDLERS)
     handlers.update(lab.HANDLERS)

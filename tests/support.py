@@ -173,3 +173,18 @@ def ip_trunks(switch: Softswitch, customer_ip: str, vendor_ip: str, vendor_port:
     api.post("/api/v1/routing-gateways", {"name": "out", "host": vendor_ip,
                                           "port": vendor_port})
     assert wait_until(lambda: api.get("/api/v1/engine")["routing_gateways"] == 1, timeout=2)
+
+
+def clean_copy(dest: Path) -> Path:
+    """The repository as a fresh clone has it: the files git tracks (and new ones not
+    ignored), as they are in the working tree; no venv, no ``var/``, no build output."""
+    listing = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=REPO,
+                             capture_output=True, check=True, timeout=30).stdout
+    for name in filter(None, listing.decode().split("\0")):
+        source = REPO / name
+        if source.is_file():
+            target = dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source.read_bytes())
+            target.chmod(source.stat().st_mode & 0o777)
+    return dest

@@ -48,20 +48,18 @@ class CallMedia:
         self.params = params
         self.advertised_host = advertised_host
         self.totals = totals
+        # Mode and key are read once: a change applies to new calls, never to the next
+        # attempt of a call already up (both ends of that call must keep one cipher).
+        self.mode = int(params["SS_RTPENCRYPTIONMODE"])
+        self.cipher: CipherSpec | None = (
+            None if self.mode == 0 else (self.mode, str(params["SS_RTPENCRYPTIONKEY"])))
         self.session = plane.new_session(
             latching=params.flag("SS_MEDIA_PROXY_BEHIND_NAT"), a_nat=caller_nat,
-            a_cipher=self._cipher() if caller_encrypted else None,
+            a_cipher=self.cipher if caller_encrypted else None,
             on_rtp_start=on_rtp_start,
         )
-        self.mode = int(params["SS_RTPENCRYPTIONMODE"])
         self.caller_encrypted = caller_encrypted
         self.callee_encrypted = False
-
-    def _cipher(self) -> CipherSpec | None:
-        mode = int(self.params["SS_RTPENCRYPTIONMODE"])
-        if mode == 0:
-            return None
-        return mode, str(self.params["SS_RTPENCRYPTIONKEY"])
 
     async def start(self) -> None:
         await self.session.start()
@@ -70,7 +68,7 @@ class CallMedia:
         """A new attempt: its leg's NAT and encryption (the peer address comes with SDP)."""
         self.session.set_nat("b", nat)
         self.callee_encrypted = encrypted
-        self.session.set_cipher("b", self._cipher() if encrypted else None)
+        self.session.set_cipher("b", self.cipher if encrypted else None)
 
     def from_caller(self, body: bytes) -> bytes:
         return self._cross(body, "a", self.session.ports[1])

@@ -127,7 +127,7 @@ def _call(state: State, args: argparse.Namespace) -> int:
 
 
 def _state_arg(state: State) -> str:
-    return "" if state.root == DEFAULT_STATE_DIR else f" --state-dir {state.root}"
+    return "" if state.root == DEFAULT_STATE_DIR.resolve() else f" --state-dir {state.root}"
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {"lab": run}

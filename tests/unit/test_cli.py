@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from b2bua.cli import main
+from b2bua.cli import absolute_paths, build_parser, main
 from b2bua.storage import db, migrate, tokens
 
 
@@ -106,3 +106,21 @@ def test_run_checks_signalling_workers(tmp_path: Path,
     for bad in ("0", "17", "two"):
         with pytest.raises(SystemExit):
             main(["run", "--signalling-workers", bad])
+
+
+@pytest.mark.parametrize("argv, attribute, expected", [
+    (["lab", "status", "--state-dir", "x"], "state_dir", "x"),
+    (["lab", "call"], "state_dir", "var/lab"),
+    (["migrate"], "db", "var/softswitch.db"),
+    (["run", "--db", "d/s.db"], "db", "d/s.db"),
+    (["calls"], "token_file", "var/admin-token"),
+])
+def test_paths_are_absolute_from_the_starting_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str], attribute: str,
+    expected: str,
+) -> None:
+    """Given or defaulted, a path names a file under the folder the command started in,
+    whatever folder the processes it starts run in (the lab's sipp runs in a log folder)."""
+    monkeypatch.chdir(tmp_path)
+    args = absolute_paths(build_parser().parse_args(argv))
+    assert getattr(args, attribute) == tmp_path.resolve() / expected

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from b2bua.calls.media import CallMedia
+from b2bua.config.live import Params
 from b2bua.looplag import WINDOW, LoopLag
+from b2bua.media.plane import CipherSpec
 from b2bua.media.relay import PortAllocator
 from b2bua.options import split_ports
 
@@ -70,3 +74,40 @@ def test_loop_lag_measures_a_blocked_loop() -> None:
     calm, busy = asyncio.run(body())
     assert calm < 0.05
     assert busy >= 0.1
+
+
+class _RecordingSession:
+    """Records the ciphers a call asks its relay session for."""
+
+    def __init__(self, a_cipher: CipherSpec | None) -> None:
+        self.ciphers: dict[str, CipherSpec | None] = {"a": a_cipher}
+
+    def set_nat(self, leg: str, nat: bool) -> None:
+        pass
+
+    def set_cipher(self, leg: str, spec: CipherSpec | None) -> None:
+        self.ciphers[leg] = spec
+
+
+class _RecordingPlane:
+    def new_session(self, *, latching: bool, a_nat: bool, a_cipher: CipherSpec | None,
+                    on_rtp_start: Callable[[], None]) -> _RecordingSession:
+        self.session = _RecordingSession(a_cipher)
+        return self.session
+
+
+def test_a_key_or_mode_change_applies_to_new_calls_only() -> None:
+    """Both legs of a call, on every vendor attempt, keep the cipher in force when the
+    call started: the far end of that call keeps its own until the call ends."""
+    params = Params()
+    params.values.update(SS_RTPENCRYPTIONMODE=3, SS_RTPENCRYPTIONKEY="0123456789abcdef")
+    plane = _RecordingPlane()
+    media = CallMedia(params, plane, "127.0.0.1", caller_nat=False,  # type: ignore[arg-type]
+                      caller_encrypted=True, on_rtp_start=lambda: None)
+    params.values.update(SS_RTPENCRYPTIONMODE=2, SS_RTPENCRYPTIONKEY="fedcba9876543210")
+    media.set_destination(nat=False, encrypted=True)  # a failover attempt after the change
+    assert plane.session.ciphers == {"a": (3, "0123456789abcdef"), "b": (3, "0123456789abcdef")}
+    assert media.mode == 3  # what the CDR's media says
+    later = CallMedia(params, plane, "127.0.0.1", caller_nat=False,  # type: ignore[arg-type]
+                      caller_encrypted=True, on_rtp_start=lambda: None)
+    assert plane.session.ciphers["a"] == (2, "fedcba9876543210") and later.mode == 2
