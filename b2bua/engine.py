@@ -105,7 +105,8 @@ class Engine:
         self.watcher.register("phones", self.phones.load)
         self.bindings = BindingStore(self.writer)
         self.registrar = Registrar(self.params, self.bindings)
-        self.keepalive = KeepAlive(self.params, self.bindings, self.stack.udp.send)
+        self.keepalive = KeepAlive(self.params, self.bindings, self.stack.udp.send,
+                                   lambda: self.stack.sent_by)
         self.upstream = UpstreamManager(self.stack, self.params, _LoopTimers(), self.spawn)
         self.watcher.register("gateway_registrations", self.upstream.load)
         self.watcher.register("routing_gateways", self._load_routing)

@@ -295,6 +295,9 @@ class Peer:
             acc_cfg.regConfig.timeoutSec = args.expires
             acc_cfg.regConfig.retryIntervalSec = 0
             acc_cfg.regConfig.registerOnAdd = True
+            if args.proxy:
+                # An outbound proxy: every request, REGISTER included, gets it as Route.
+                acc_cfg.sipConfig.proxies.append(with_transport(args.proxy, args.transport))
         else:
             user = args.caller or args.username or "peer"
             acc_cfg.idUri = f"sip:{user}@{local}"
@@ -479,6 +482,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                           help="seconds to stay registered")
     register.add_argument("--answer", action="store_true",
                           help="answer incoming calls while registered")
+    register.add_argument("--proxy", help="outbound proxy URI, e.g. sip:127.0.0.23:5060;lr")
     answering(register, None)
 
     args = parser.parse_args(argv)

@@ -62,6 +62,9 @@ class PhoneRegistrationSchema(Schema):
     expires_at = fields.Float(required=True)
     registered_at = fields.Float(required=True)
     user_agent = fields.String(required=True)
+    path = fields.List(fields.String(), required=True, metadata={
+        "description": "the Path (RFC 3327) it registered through, nearest proxy first; "
+                       "calls and keep-alives to it take this route"})
 
 
 class RegistrationListSchema(Schema):

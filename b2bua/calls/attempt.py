@@ -75,6 +75,7 @@ class Attempt:
             via_host=stack.sent_by,
             contact=stack.contact(dest.peer.transport),
             pinned=dest.pinned,
+            route_set=list(dest.route),
         )
         extra = [("Allow", ALLOW), *outbound_headers(call.b2bua.params)]
         if dest.pai is not None:

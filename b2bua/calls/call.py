@@ -25,7 +25,7 @@ from b2bua.calls.liveness import LegTimer, answer_headers, leg_timer
 from b2bua.calls.media import CallMedia, relay_wanted
 from b2bua.calls.recovery import note_answered, note_ended
 from b2bua.routing.gateways import RoutingGateway
-from b2bua.sip.dialog import Dialog
+from b2bua.sip.dialog import Dialog, copy_record_route, origin_host
 from b2bua.sip.message import Request, Response, make_response
 from b2bua.sip.transaction import T1, T2, TIMER_64T1, ServerTransaction, TimerHandle
 from b2bua.sip.transport import Peer
@@ -130,14 +130,19 @@ class Call:
 
     @staticmethod
     def behind_nat(invite: Request, source: Peer) -> bool:
-        """The caller's Contact names another host than the one the INVITE came from."""
-        return source.host not in (invite.get("Contact") or "")
+        """The caller's Contact names another host than the one the INVITE was sent
+        from: the source address, or through proxies the bottom Via (the caller's own,
+        with the ``received`` its first proxy added)."""
+        return origin_host(invite, source) not in (invite.get("Contact") or "")
 
     @classmethod
     def _pin_to_source(cls, invite: Request, source: Peer) -> bool:
         """Send in-dialog requests back to the source address over TCP and when the
-        caller is behind NAT."""
-        return source.reliable or cls.behind_nat(invite, source)
+        caller is behind NAT; a record-routed caller is reached through its route set,
+        whose proxies handle its NAT."""
+        if source.reliable:
+            return True
+        return not invite.has("Record-Route") and cls.behind_nat(invite, source)
 
     @property
     def outbound(self) -> Dialog | None:
@@ -460,6 +465,7 @@ class Call:
     def _reply_caller(self, status: int, reason: str | None, source: Response | None) -> None:
         response = make_response(self.invite, status, reason, to_tag=self.inbound.local_tag)
         if 100 < status < 300:
+            copy_record_route(self.invite, response)
             response.add("Contact", self.inbound.contact)
             response.add("Allow", ALLOW)
         if source is not None and source.body:

@@ -8,6 +8,7 @@ from b2bua.numbers.rules import NO_RULES, NumberRules
 from b2bua.registrar.bindings import Binding
 from b2bua.registrar.phones import PhoneAccount
 from b2bua.routing.gateways import MappingGateway, RoutingGateway
+from b2bua.sip.dialog import first_hop
 from b2bua.sip.transport import Peer
 
 
@@ -53,6 +54,7 @@ class Destination:
     binding: Binding | None = None
     caller: str | None = None  # the caller number sent (None: the platform number)
     pai: str | None = None  # the P-Asserted-Identity number, if the gateway sends one
+    route: tuple[str, ...] = ()  # a preloaded route (a phone's Path), ``peer`` its first hop
 
     @property
     def media_relay(self) -> str:
@@ -68,8 +70,11 @@ class Destination:
 
     @property
     def pinned(self) -> bool:
-        """A phone behind NAT or on TCP is reached only at its binding's source."""
-        return self.binding is not None and (self.binding.nat or self.peer.reliable)
+        """A phone behind NAT or on TCP is reached only at its binding's source; one
+        behind proxies (a Path) through them, whose first hop handles its NAT."""
+        if self.binding is None:
+            return False
+        return self.peer.reliable or (self.binding.nat and not self.route)
 
     @classmethod
     def vendor(cls, gw: RoutingGateway, caller: str, callee: str,
@@ -82,6 +87,12 @@ class Destination:
     @classmethod
     def phone(cls, binding: Binding, callee: str, our_host: str) -> Destination:
         # The binding's source address is where the phone can be reached: through its
-        # NAT mapping (or TCP connection) when behind NAT, its own address otherwise.
-        return cls(binding.source, binding.contact, f"<sip:{callee}@{our_host}>",
-                   binding=binding)
+        # NAT mapping (or TCP connection) when behind NAT, its own address otherwise;
+        # through the proxies of its Path, the first of them (over its TCP connection
+        # when the REGISTER came on one).
+        to_uri = f"<sip:{callee}@{our_host}>"
+        if binding.path and not binding.source.reliable:
+            first = first_hop(binding.path[0], binding.source)
+            return cls(first, binding.contact, to_uri, binding=binding, route=binding.path)
+        return cls(binding.source, binding.contact, to_uri, binding=binding,
+                   route=binding.path)

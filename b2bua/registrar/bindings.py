@@ -7,6 +7,7 @@ restart, ``kill -9`` included (what was queued in the last few milliseconds asid
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,12 +17,13 @@ from b2bua.storage.writer import DbWriter
 
 _UPSERT = (
     "INSERT INTO registrations (username, contact, transport, source_host, source_port, nat, "
-    "expires_at, registered_at, user_agent, call_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "expires_at, registered_at, user_agent, call_id, path) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT(username, contact) DO UPDATE SET transport = excluded.transport, "
     "source_host = excluded.source_host, source_port = excluded.source_port, "
     "nat = excluded.nat, expires_at = excluded.expires_at, "
     "registered_at = excluded.registered_at, user_agent = excluded.user_agent, "
-    "call_id = excluded.call_id"
+    "call_id = excluded.call_id, path = excluded.path"
 )
 _DELETE = "DELETE FROM registrations WHERE username = ? AND contact = ?"
 _PURGE = "DELETE FROM registrations WHERE expires_at <= ?"
@@ -37,6 +39,9 @@ class Binding:
     registered_at: float
     user_agent: str
     call_id: str
+    # The Path (RFC 3327) it registered through, nearest proxy first: requests to the
+    # phone carry it as their Route and go to its first hop.
+    path: tuple[str, ...] = ()
 
     @property
     def key(self) -> tuple[str, str]:
@@ -53,6 +58,7 @@ class Binding:
             "expires_at": self.expires_at,
             "registered_at": self.registered_at,
             "user_agent": self.user_agent,
+            "path": list(self.path),
         }
 
 
@@ -82,6 +88,7 @@ class BindingStore:
                 registered_at=float(r["registered_at"] or 0),
                 user_agent=str(r["user_agent"] or ""),
                 call_id=str(r["call_id"] or ""),
+                path=tuple(json.loads(r["path"])) if r["path"] else (),
             )
             self._index(binding)
             count += 1
@@ -110,7 +117,10 @@ class BindingStore:
         if old is not None and self.by_source.get(old.source) is old:
             del self.by_source[old.source]
         self.by_user[binding.username][binding.contact] = binding
-        self.by_source[binding.source] = binding
+        if not binding.path:
+            # Through a proxy every phone behind it shares the proxy's address: the
+            # address tells nothing about who sends, so such phones authenticate.
+            self.by_source[binding.source] = binding
 
     def _unindex(self, binding: Binding) -> None:
         contacts = self.by_user.get(binding.username, {})
@@ -127,6 +137,7 @@ class BindingStore:
         self.writer.submit(_UPSERT, (
             binding.username, binding.contact, s.transport, s.host, s.port, int(binding.nat),
             binding.expires_at, binding.registered_at, binding.user_agent, binding.call_id,
+            json.dumps(list(binding.path)) if binding.path else "",
         ))
 
     def remove(self, username: str, contact: str) -> Binding | None:

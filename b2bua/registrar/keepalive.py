@@ -6,6 +6,12 @@ phones registered over UDP in batches of ``SS_SIP_NAT_KEEP_ALIVE_SEND_ONE_TIME``
 running when the next period starts is abandoned and the new cycle starts from the
 beginning (VOS3000's rule); the phones it did not reach are counted as missed. An
 empty ``SS_SIP_NAT_KEEP_ALIVE_MESSAGE`` disables it.
+
+A phone registered through proxies (a Path) sits behind the first of them, which holds
+its NAT mapping: a raw payload to that proxy would never reach the phone. It gets an
+OPTIONS routed through its Path instead, in the same batches; the answer is not needed
+(it comes back as a stray response and is dropped), the traffic is what keeps the
+mapping open.
 """
 
 from __future__ import annotations
@@ -17,7 +23,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from b2bua.config.live import Params
-from b2bua.registrar.bindings import BindingStore
+from b2bua.registrar.bindings import Binding, BindingStore
+from b2bua.sip.dialog import first_hop, new_tag, route_request
+from b2bua.sip.message import Request
+from b2bua.sip.transaction import new_branch
 
 log = logging.getLogger("b2bua.keepalive")
 
@@ -37,11 +46,31 @@ class KeepAliveStats:
     last_cycle_seconds: float = 0.0
 
 
+def options_through_path(binding: Binding, sent_by: str, transport: str = "UDP") -> Request:
+    """A keep-alive OPTIONS to a phone behind proxies: its Contact as the Request-URI,
+    its Path as the Route (RFC 3327 5.3)."""
+    request_uri, routes = route_request(list(binding.path), binding.contact)
+    host = sent_by.rsplit(":", 1)[0]
+    headers = [
+        ("Via", f"SIP/2.0/{transport} {sent_by};branch={new_branch()};rport"),
+        ("Max-Forwards", "70"),
+        *[("Route", r) for r in routes],
+        ("From", f"<sip:keepalive@{host}>;tag={new_tag()}"),
+        ("To", f"<{binding.contact}>"),
+        ("Call-ID", f"{new_tag()}{new_tag()}@{host}"),
+        ("CSeq", "1 OPTIONS"),
+        ("Content-Length", "0"),
+    ]
+    return Request("OPTIONS", request_uri, headers)
+
+
 class KeepAlive:
-    def __init__(self, params: Params, bindings: BindingStore, send: Send) -> None:
+    def __init__(self, params: Params, bindings: BindingStore, send: Send,
+                 sent_by: Callable[[], str] = lambda: "") -> None:
         self.params = params
         self.bindings = bindings
         self.send = send
+        self.sent_by = sent_by  # our Via sent-by, for the OPTIONS to phones behind proxies
         self.stats = KeepAliveStats()
 
     async def run(self) -> None:
@@ -61,7 +90,7 @@ class KeepAlive:
 
     async def cycle(self, message: bytes, deadline: float) -> None:
         now = time.time()
-        targets = [b.source for b in self.bindings.all()
+        targets = [b for b in self.bindings.all()
                    if b.nat and b.source.transport == "udp" and b.expires_at > now]
         per_batch = self.params.integer("SS_SIP_NAT_KEEP_ALIVE_SEND_ONE_TIME")
         interval = self.params.integer("SS_SIP_NAT_KEEP_ALIVE_SEND_INTERVAL") / 1000
@@ -73,8 +102,13 @@ class KeepAlive:
         done = 0
         while done < len(targets):
             batch = targets[done:done + per_batch]
-            for peer in batch:
-                self.send(message, peer.host, peer.port)
+            for binding in batch:
+                if binding.path:
+                    probe = options_through_path(binding, self.sent_by()).to_bytes()
+                    hop = first_hop(binding.path[0], binding.source)
+                    self.send(probe, hop.host, hop.port)
+                else:
+                    self.send(message, binding.source.host, binding.source.port)
             stats.sent += len(batch)
             done += len(batch)
             if done >= len(targets):

@@ -9,7 +9,10 @@ Rules (docs/registration.md):
   transport: requests to it go there, through the NAT mapping;
 - ``SS_ENDPOINT_REGISTER_REPLACE`` On: a REGISTER from another contact replaces the
   account's live binding; Off: it is refused with ``403`` while the old one is alive;
-- ``Contact: *`` with ``Expires: 0`` removes every binding of the account.
+- ``Contact: *`` with ``Expires: 0`` removes every binding of the account;
+- a REGISTER that came through proxies carrying ``Path`` (RFC 3327) stores the Path with
+  the binding; requests to the phone take it as their route (its NAT is the first
+  proxy's to handle; the Path is returned when the phone says ``Supported: path``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 from b2bua.config.live import Params
 from b2bua.registrar.bindings import Binding, BindingStore
 from b2bua.registrar.phones import PhoneAccount
+from b2bua.sip.dialog import origin_host
 from b2bua.sip.errors import SipParseError
 from b2bua.sip.headers import NameAddr
 from b2bua.sip.message import Request, Response, make_response
@@ -35,6 +39,11 @@ def behind_nat(contact: SipUri, source: Peer) -> bool:
     if contact.host.strip("[]") != source.host:
         return True
     return source.transport == "udp" and (contact.port or 5060) != source.port
+
+
+def behind_nat_through(contact: SipUri, request: Request, source: Peer) -> bool:
+    """Through proxies (a Path), the phone's own address is its bottom Via's."""
+    return contact.host.strip("[]") != origin_host(request, source)
 
 
 @dataclass(slots=True)
@@ -99,7 +108,10 @@ class Registrar:
 
     def _bind(self, request: Request, source: Peer, user: str, change: _Change,
               now: float) -> None:
-        nat = behind_nat(SipUri.parse(change.contact), source)
+        path = tuple(request.get_all("Path"))
+        contact = SipUri.parse(change.contact)
+        nat = behind_nat_through(contact, request, source) if path else \
+            behind_nat(contact, source)
         granted = change.expires
         if nat:
             granted = min(granted, self.params.integer("SS_ENDPOINT_NAT_EXPIRE"))
@@ -116,11 +128,19 @@ class Registrar:
             registered_at=now,
             user_agent=(request.get("User-Agent") or "")[:200],
             call_id=request.call_id,
+            path=path,
         ))
         self.registered += 1
 
     def _ok(self, request: Request, user: str, now: float) -> Response:
         response = make_response(request, 200)
+        paths = request.get_all("Path")
+        if paths and "path" in (s.lower() for s in request.get_all("Supported")):
+            # RFC 3327 5.3: stored whatever the UA supports; returned to a UA that
+            # says it supports Path (kamailio's "lazy" mode).
+            for value in paths:
+                response.add("Path", value)
+            response.add("Supported", "path")
         for binding in self.bindings.of(user, now):
             remaining = max(1, round(binding.expires_at - now))
             response.add("Contact", f"<{binding.contact}>;expires={remaining}")

@@ -69,7 +69,8 @@ class Dialog:
     def as_uas(cls, invite: Request, source: Peer, via_host: str, contact: str,
                send_to_source: bool) -> Dialog:
         """Dialog of the leg a request arrived on; ``send_to_source`` pins requests to
-        the address it came from (TCP, or a peer whose Contact is unreachable)."""
+        the address it came from (TCP, or a peer whose Contact is unreachable). The route
+        set is the request's Record-Route, in order (RFC 3261 12.1.1)."""
         target = _contact_uri(invite) or str(invite.from_.uri)
         peer = source if send_to_source else _peer_for(target, source.transport, source)
         to = invite.to
@@ -118,11 +119,7 @@ class Dialog:
         """Where the next in-dialog request goes: the pinned peer, else the first route,
         else the target."""
         if self.route_set and not self.pinned:
-            try:
-                uri = NameAddr.parse(self.route_set[0]).uri
-                return _peer_from_uri(uri, self.peer.transport)
-            except SipParseError:
-                return self.peer
+            return first_hop(self.route_set[0], self.peer)
         return self.peer
 
     def create_request(self, method: str, body: bytes = b"", content_type: str | None = None,
@@ -137,7 +134,8 @@ class Dialog:
             ("Via", f"SIP/2.0/{transport} {self.via_host};branch={new_branch()};rport"),
             ("Max-Forwards", "70"),
         ]
-        headers += [("Route", r) for r in self.route_set]
+        request_uri, routes = route_request(self.route_set, self.remote_target)
+        headers += [("Route", r) for r in routes]
         headers += [
             ("From", self.local_name_addr()),
             ("To", self.remote_name_addr()),
@@ -150,7 +148,55 @@ class Dialog:
             headers += extra
         if body and content_type:
             headers.append(("Content-Type", content_type))
-        return Request(method, self.remote_target, headers, body)
+        return Request(method, request_uri, headers, body)
+
+
+def first_hop(route: str, fallback: Peer) -> Peer:
+    """Where a request whose first Route is ``route`` goes."""
+    try:
+        return _peer_from_uri(NameAddr.parse(route).uri, fallback.transport)
+    except SipParseError:
+        return fallback
+
+
+def origin_host(request: Request, source: Peer) -> str:
+    """The address the request's sender sent from: the source, or behind proxies the
+    bottom Via's (its own, with the ``received`` its first proxy added)."""
+    try:
+        vias = request.vias
+    except SipParseError:
+        return source.host
+    if len(vias) < 2:
+        return source.host
+    origin = vias[-1]
+    return origin.params.get("received") or origin.host.strip("[]")
+
+
+def is_loose(route: str) -> bool:
+    """A loose router (``lr``); one whose URI cannot be read is taken as loose, the
+    common case, rather than moving the target into the Route header."""
+    try:
+        return "lr" in NameAddr.parse(route).uri.params
+    except SipParseError:
+        return True
+
+
+def route_request(route_set: list[str], remote_target: str) -> tuple[str, list[str]]:
+    """Request-URI and Route values of a request sent over ``route_set`` (RFC 3261
+    12.2.1.1): with a loose first hop the target stays the Request-URI; a strict router
+    gets its own URI as the Request-URI and the target as the last Route."""
+    if not route_set or is_loose(route_set[0]):
+        return remote_target, route_set
+    uri = NameAddr.parse(route_set[0]).uri
+    uri.headers = None  # header parameters are not allowed in a Request-URI (19.1.1)
+    return str(uri), [*route_set[1:], f"<{remote_target}>"]
+
+
+def copy_record_route(request: Request, response: Response) -> None:
+    """RFC 3261 12.1.1: a response that creates a dialog carries the request's
+    Record-Route values, in order, so every proxy on the path stays on it."""
+    for value in request.get_all("Record-Route"):
+        response.add("Record-Route", value)
 
 
 def _without_tag(addr: NameAddr) -> str:

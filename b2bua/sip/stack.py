@@ -21,6 +21,7 @@ from b2bua.sip.dispatched import (
     TcpThroughWorker0,
 )
 from b2bua.sip.errors import SipParseError
+from b2bua.sip.headers import NameAddr
 from b2bua.sip.message import Request, Response
 from b2bua.sip.parser import MAX_MESSAGE_SIZE, parse_message
 from b2bua.sip.swept_timers import SweptTimers
@@ -167,10 +168,24 @@ class SipStack:
             self.stats.retransmissions += 1
             txn.on_retransmission(request)
             return
+        if request.has("Route"):
+            self._pop_own_route(request)
         if request.method == "ACK":
             self.app.on_ack(request, source)
             return
         self.app.on_request(request, source)
+
+    def _pop_own_route(self, request: Request) -> None:
+        """A top Route naming us is ours to consume (RFC 3261 16.4): a phone with the
+        softswitch as its outbound proxy, or a proxy that routed the request to us."""
+        value = request.get("Route")
+        try:
+            uri = NameAddr.parse(value or "").uri
+        except SipParseError:
+            return
+        if (uri.port or 5060) == self.port and uri.host.strip("[]") in (
+                self.advertised_host, self.host):
+            request.remove_first("Route")
 
     def _mark_via(self, request: Request, source: Peer) -> None:
         """RFC 3261 18.2.1 ``received`` and RFC 3581 ``rport`` on the top Via."""

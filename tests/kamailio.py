@@ -1,0 +1,71 @@
+"""Debian's kamailio as a real record-routing proxy in front of the softswitch or a
+vendor, configured by ``tests/interop/kamailio/proxy.cfg``."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+CONFIG = Path(__file__).parent / "interop" / "kamailio" / "proxy.cfg"
+
+
+def kamailio_version() -> str:
+    out = subprocess.run(["kamailio", "-v"], capture_output=True, text=True, timeout=10,
+                         check=True).stdout
+    return out.split()[1] if out.startswith("version:") else out.splitlines()[0]
+
+
+@dataclass
+class Kamailio:
+    """One proxy on ``host:port``; initial requests go to ``next_hop`` (``host:port``)."""
+
+    workdir: Path
+    host: str
+    port: int
+    next_hop: str
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"kamailio-{self.port}.log"
+
+    def start(self) -> Kamailio:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        cfg = self.workdir / f"kamailio-{self.port}.cfg"
+        cfg.write_text(CONFIG.read_text().replace("{{LISTEN}}", self.address)
+                       .replace("{{NEXT_HOP}}", f"sip:{self.next_hop}"))
+        rundir = self.workdir / f"kamailio-{self.port}.run"
+        rundir.mkdir(exist_ok=True)
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                ["kamailio", "-f", str(cfg), "-DD", "-E", "-m", "32", "-M", "8",
+                 "-Y", str(rundir), "-P", str(rundir / "kamailio.pid")],
+                stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + 15
+        while b"SO_RCVBUF is finally" not in self.log_path.read_bytes():  # socket ready
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"kamailio did not start:\n{self.log()}")
+            time.sleep(0.1)
+        time.sleep(0.2)  # its worker processes take the socket just after
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        """SIGTERM to the process group it leads (its children are in it), by its pid."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
