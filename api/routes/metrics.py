@@ -41,6 +41,9 @@ _CALL_GAUGES = {
     "active": ("calls_active", "Calls up now"),
     "legs": ("call_legs_active", "Outgoing call legs up now"),
 }
+# Malformed or unsupported requests: answered (known sources) or dropped, as
+# softswitch_bad_requests_total{outcome=answered|dropped}.
+_BAD_REQUESTS = {"bad_requests_answered": "answered", "bad_requests_dropped": "dropped"}
 _REFUSAL_PREFIXES = ("rejected_", "dropped_", "refused_")
 _REFUSALS = frozenset({"loops", "too_many_hops"})
 _COUNTER_GROUPS = {"sip": "SIP stack events", "transport": "SIP transport events"}
@@ -198,6 +201,10 @@ def _stats(metrics: Exposition, stats: dict[str, Any]) -> None:
             for counter, number in value.items():
                 metrics.add(f"{key}_{metric_part(counter)}_total", "counter",
                             f"{_COUNTER_GROUPS[key]}: {counter}", number)
+        elif key in _BAD_REQUESTS:
+            metrics.add("bad_requests_total", "counter",
+                        "Requests that could not be taken: answered 400/416/420/505 "
+                        "(known sources) or dropped", value, {"outcome": _BAD_REQUESTS[key]})
         elif key.startswith(_REFUSAL_PREFIXES) or key in _REFUSALS:
             metrics.add("calls_refused_total", "counter",
                         "Calls refused or dropped before routing, by reason", value,

@@ -24,6 +24,13 @@ from b2bua.registrar.phones import PhoneDirectory
 from b2bua.registrar.registrar import Registrar
 from b2bua.routing.gateways import GatewayDirectory, RoutingGateway
 from b2bua.routing.select import RoutePlan, plan_route
+from b2bua.sip.badrequest import (
+    answer_malformed,
+    bad_extension,
+    reason_for,
+    status_for,
+    unsupported_required,
+)
 from b2bua.sip.errors import SipParseError
 from b2bua.sip.message import Request, Response, make_response
 from b2bua.sip.stack import SipStack
@@ -47,6 +54,8 @@ class CallStats:
     too_many_hops: int = 0
     rejected_overload: int = 0
     refused_by_lists: int = 0
+    bad_requests_answered: int = 0  # 400/416/420/505 to known sources (docs/sip.md)
+    bad_requests_dropped: int = 0  # malformed, from an unknown source or unanswerable
 
 
 class B2bua:
@@ -108,6 +117,8 @@ class B2bua:
             self._refuse(request, source, outcome)
             return
         self.stack.trust(source)
+        if request.has("Require") and self._refuse_required(request, source):
+            return
         verdict = outcome.source
         method = request.method
         phone = self.phones.get(verdict.account.username) if verdict.account and \
@@ -136,6 +147,40 @@ class B2bua:
             response = make_response(request, 405)
             response.add("Allow", ALLOW)
             server.respond(response)
+
+    def on_malformed(self, data: bytes, source: Peer, error: SipParseError) -> None:
+        """A request the stack could not take: answered (400, 416, 505) when it comes
+        from a source the policy knows, dropped otherwise, so a scanner's junk gets
+        nothing while a customer's broken PBX learns what is wrong."""
+        answer = answer_malformed(data, error) if self._known_source(source) else None
+        if answer is None:
+            self.stats.bad_requests_dropped += 1
+            return
+        request, response = answer
+        self.stats.bad_requests_answered += 1
+        log.info("bad request from %s answered %d: %s", source, response.status, error)
+        try:
+            self.stack.mark_via(request, source)
+            self.stack.respond_stateless(request, source, response)
+        except SipParseError:  # its Via cannot be read: back where it came from
+            self.stack.send(response.to_bytes(), source)
+
+    def _known_source(self, source: Peer) -> bool:
+        """A configured gateway's address, or a registered phone's binding."""
+        if classify_by_address(source, self.gateways).kind != SourceKind.UNKNOWN:
+            return True
+        return self.bindings.find_by_source(source, time.time()) is not None
+
+    def _refuse_required(self, request: Request, source: Peer) -> bool:
+        """420 for a Require naming an extension we do not implement (RFC 3261 8.2.2.3)."""
+        if request.method in ("ACK", "CANCEL"):
+            return False
+        tags = unsupported_required(request)
+        if not tags:
+            return False
+        self.stats.bad_requests_answered += 1
+        self.stack.respond_stateless(request, source, bad_extension(request, tags))
+        return True
 
     def _reply(self, request: Request, source: Peer, status: int) -> None:
         self.stack.server_transaction(request, source).respond(make_response(request, status))
@@ -203,8 +248,10 @@ class B2bua:
         try:
             max_forwards = invite.max_forwards
             invite.ruri  # noqa: B018 - a bad Request-URI is refused below, not mid-call
-        except SipParseError:
-            self._reply(invite, source, 400)
+        except SipParseError as exc:
+            self.stack.respond_stateless(invite, source, make_response(
+                invite, status_for(exc), reason_for(exc)))
+            self.stats.bad_requests_answered += 1
             self.stats.failed += 1
             return
         if max_forwards is not None and max_forwards <= 0:

@@ -52,6 +52,8 @@ class Application(Protocol):
 
     def on_stray_response(self, response: Response, source: Peer) -> None: ...
 
+    def on_malformed(self, data: bytes, source: Peer, error: SipParseError) -> None: ...
+
 
 @dataclass
 class StackStats:
@@ -135,6 +137,8 @@ class SipStack:
         except SipParseError as exc:
             self.stats.parse_errors += 1
             log.debug("unparsable message from %s: %s", source, exc)
+            if self.app is not None:
+                self.app.on_malformed(data, source, exc)
             return
         if self.trace_enabled:
             trace.info("recv %s call-id=%s\n%s", source, message.get("Call-ID"),
@@ -148,6 +152,8 @@ class SipStack:
             # A header the parser kept raw (Via, CSeq, From...) turned out malformed.
             self.stats.parse_errors += 1
             log.debug("malformed header from %s: %s", source, exc)
+            if self.app is not None and isinstance(message, Request):
+                self.app.on_malformed(data, source, exc)
 
     def _on_response(self, response: Response, source: Peer) -> None:
         assert self.layer is not None and self.app is not None
@@ -162,7 +168,7 @@ class SipStack:
     def _on_request(self, request: Request, source: Peer) -> None:
         assert self.layer is not None and self.app is not None
         self.stats.requests += 1
-        self._mark_via(request, source)
+        self.mark_via(request, source)
         txn = self.layer.match_request(request)
         if txn is not None:
             self.stats.retransmissions += 1
@@ -187,7 +193,7 @@ class SipStack:
                 self.advertised_host, self.host):
             request.remove_first("Route")
 
-    def _mark_via(self, request: Request, source: Peer) -> None:
+    def mark_via(self, request: Request, source: Peer) -> None:
         """RFC 3261 18.2.1 ``received`` and RFC 3581 ``rport`` on the top Via."""
         via = request.top_via
         changed = False

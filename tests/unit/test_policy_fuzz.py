@@ -477,7 +477,7 @@ def policy_stage(stack: SipStack, policy: Policy, request: Request, source: Peer
                  now: float) -> Outcome | None:
     """``SipStack._on_request`` and ``B2bua.on_request`` up to the policy's verdict, for a
     request that matches no transaction or dialog; a refusal is built as ``_refuse`` does."""
-    stack._mark_via(request, source)
+    stack.mark_via(request, source)
     if request.method == "ACK":
         return None  # on_ack: no dialog, ignored
     if request.to.tag is not None or request.method == "CANCEL":

@@ -9,6 +9,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from b2bua.sip.badrequest import (
+    answer_malformed,
+    bad_extension,
+    status_for,
+    unsupported_required,
+)
 from b2bua.sip.errors import SipParseError, UnsupportedSchemeError
 from b2bua.sip.headers import CSeq, NameAddr, parse_auth_params
 from b2bua.sip.message import Request, Response, SipMessage, make_response
@@ -966,6 +972,64 @@ REFUSED = {
 def test_refused(raw: bytes, reason: str) -> None:
     with pytest.raises(SipParseError, match=reason):
         parse_message(raw)
+
+
+# What a known source hears for each refused message (b2bua/sip/badrequest.py): None when
+# nothing can be answered (a response, no Via/From/To/Call-ID/CSeq to copy, not SIP).
+ANSWERS = {
+    "mismatch01": 400, "mismatch02": 400, "badvers": 505, "bigcode": None, "ncl": 400,
+    "scalarlg": 400, "clerr": 400, "insuf": None, "multi01": 400, "mcl01": 400,
+    "ltgtruri": 400, "lwsruri": 400, "lwsstart": 400, "trws": 400, "empty": None,
+    "only-crlf": None, "no-terminator": None, "bad-response-version": None,
+    "bad-request-version": 505, "http": None, "two-digit-status": None, "status-700": None,
+    "status-letters": None, "bad-method": None, "no-colon": 400, "space-in-name": 400,
+    "empty-name": 400, "continuation-first": None, "missing-via": None, "missing-from": None,
+    "missing-to": None, "missing-call-id": None, "missing-cseq": None,
+    "response-missing-via": None, "cl-non-numeric": 400, "cl-negative": 400,
+    "cl-unicode-digit": 400, "cl-too-large": 400, "cl-huge": 400, "bad-cseq": 400,
+    "empty-call-id": None, "bare-cr": 400, "not-sip": None,
+}
+
+
+@pytest.mark.parametrize("name", list(REFUSED))
+def test_refused_request_answered_with_the_fault(name: str) -> None:
+    raw, _ = REFUSED[name]
+    with pytest.raises(SipParseError) as refused:
+        parse_message(raw)
+    answer = answer_malformed(raw, refused.value)
+    if ANSWERS[name] is None:
+        assert answer is None
+        return
+    assert answer is not None
+    request, response = answer
+    assert response.status == ANSWERS[name]
+    assert response.get_all("Via") == request.get_all("Via")  # as the sender wrote them
+    assert (response.call_id, response.get("CSeq")) == (request.call_id, request.get("CSeq"))
+    if name not in ("badvers", "scalarlg", "bad-cseq"):  # their own Via or CSeq is the fault
+        reparsed = parse_message(response.to_bytes())
+        assert isinstance(reparsed, Response) and reparsed.call_id == request.call_id
+    if response.status == 400:
+        assert response.reason.startswith("Bad Request (") and refused.value.args[0][:20] in \
+            response.reason
+    assert all(32 <= b < 127 for b in response.reason.encode())
+
+
+def test_bare_cr_header_never_reaches_the_answer() -> None:
+    raw, _ = REFUSED["bare-cr"]
+    answer = answer_malformed(raw, SipParseError("bare CR in header section"))
+    assert answer is not None
+    assert b"evil" not in answer[1].to_bytes()
+
+
+def test_unsupported_scheme_is_416_and_a_required_extension_420() -> None:
+    assert status_for(UnsupportedSchemeError("unsupported URI scheme 'mailto'")) == 416
+    request = parse_message(_replace(SIPP_BYE, b"Content-Length",
+                                     b"Require: timer, 100rel, foo\r\nContent-Length"))
+    assert isinstance(request, Request)
+    assert unsupported_required(request) == ["100rel", "foo"]
+    refusal = bad_extension(request, ["100rel", "foo"])
+    assert refusal.status == 420 and refusal.get("Unsupported") == "100rel"
+    assert refusal.get_all("Unsupported") == ["100rel", "foo"]
 
 
 def test_oversize_refused() -> None:

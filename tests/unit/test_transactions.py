@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from b2bua.sip.errors import SipParseError
 from b2bua.sip.message import Request, Response, make_response
 from b2bua.sip.parser import parse_message
 from b2bua.sip.stack import SipStack
@@ -561,6 +562,7 @@ class RecordingApp:
         self.requests: list[Request] = []
         self.acks: list[Request] = []
         self.stray: list[Response] = []
+        self.malformed: list[bytes] = []
 
     def on_request(self, request: Request, source: Peer) -> None:
         self.requests.append(request)
@@ -570,6 +572,9 @@ class RecordingApp:
 
     def on_stray_response(self, response: Response, source: Peer) -> None:
         self.stray.append(response)
+
+    def on_malformed(self, data: bytes, source: Peer, error: SipParseError) -> None:
+        self.malformed.append(data)
 
 
 def _stack() -> tuple[SipStack, FakeClock, RecordingApp]:
