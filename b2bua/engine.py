@@ -16,7 +16,7 @@ from b2bua.calls.b2bua import B2bua
 from b2bua.calls.call import Call
 from b2bua.calls.cdr import CdrWriter
 from b2bua.calls.counts import CallCounts
-from b2bua.calls.media import CallMedia, MediaTotals
+from b2bua.calls.media import CallMedia, MediaTotals, stream_count
 from b2bua.calls.recovery import recover
 from b2bua.census import census
 from b2bua.collector import FullCollections
@@ -336,6 +336,7 @@ class Engine:
             caller_nat=call.behind_nat(call.invite, call.source),
             caller_encrypted=call.origin.rtp_encryption,
             on_rtp_start=call.on_rtp_started, totals=self.media_totals,
+            streams=stream_count(call.invite.body),
         )
 
     def _load_routing(self, conn: sqlite3.Connection) -> None:

@@ -581,6 +581,33 @@ class Call:
         elif method not in RELAYED_METHODS:
             server.respond(make_response(request, 501))
             return
+        media = self.media
+        if media is not None and (more := media.needs(request.body)):
+            # An offer with more m= lines than the call relays (video added, a T.38
+            # stream beside the audio): their relay ports first, then the offer.
+            self.b2bua.run(self._grow_then_relay(media, more, request, server, side))
+            return
+        self._relay_request(request, server, side, other)
+
+    async def _grow_then_relay(self, media: CallMedia, more: int, request: Request,
+                               server: ServerTransaction, side: Side) -> None:
+        try:
+            await media.grow(more)
+        except Exception as exc:  # no free port pair: the extra m= lines are declined
+            log.warning("call %d: no relay ports for %d more streams (%s)", self.no, more,
+                        exc)
+        other = self._dialog(_other(side))
+        if self.ended or other is None:
+            if request.method == "INVITE":
+                self._reinvite = None
+            server.respond(make_response(request, 481))
+            return
+        self._relay_request(request, server, side, other)
+
+    def _relay_request(self, request: Request, server: ServerTransaction, side: Side,
+                       other: Dialog) -> None:
+        stack = self.b2bua.stack
+        method = request.method
         extra = [(h, v) for h in CARRIED_HEADERS for v in request.get_all(h)]
         relayed = other.create_request(method, self._cross(request.body, side),
                                        request.get("Content-Type"), extra=extra)

@@ -35,6 +35,9 @@ class MediaSession(Protocol):
 
     def set_cipher(self, leg: str, spec: CipherSpec | None) -> None: ...
 
+    def set_rtp(self, rtp: bool) -> None:
+        """False: the stream is not RTP (T.38 UDPTL), relayed without RTP checks."""
+
     def last_rx(self, leg: str) -> float | None: ...
 
     def stats(self) -> Counters: ...
@@ -94,6 +97,9 @@ class LocalMediaSession:
 
     def set_cipher(self, leg: str, spec: CipherSpec | None) -> None:
         self._leg(leg).set_cipher(build_cipher(spec))
+
+    def set_rtp(self, rtp: bool) -> None:
+        self.session.rtp = rtp
 
     def last_rx(self, leg: str) -> float | None:
         relay_leg = self._leg(leg)

@@ -89,6 +89,9 @@ class RemoteMediaSession:
     def set_cipher(self, leg: str, spec: CipherSpec | None) -> None:
         self._send("cipher", self.sid, leg, spec)
 
+    def set_rtp(self, rtp: bool) -> None:
+        self._send("rtp", self.sid, rtp)
+
     def last_rx(self, leg: str) -> float | None:
         return self._last[leg]
 

@@ -356,7 +356,8 @@ class _RtpProtocol:
 
     def _slow(self, data: bytes, addr: Address) -> None:
         leg = self.leg
-        off = payload_offset(data)
+        # A stream that is not RTP (T.38 UDPTL) has no header to check: all payload.
+        off = payload_offset(data) if leg.session.rtp else len(data)
         if off is None:
             if is_rtcp(data) and (addr == leg.src or leg.admissible(addr)):
                 # RTCP multiplexed on the RTP port (RFC 5761): relayed untouched.
@@ -785,6 +786,11 @@ class RelayLeg:
 class RelaySession:
     """Two relay legs, ``a`` and ``b``, for one media stream; four local UDP ports.
 
+    ``rtp`` False makes it the relay of a stream that is not RTP (``m=image`` UDPTL for
+    T.38 fax): every datagram from an admissible source is relayed as it is (and latches
+    the leg), nothing is counted as malformed, and no cipher is applied (the call layer
+    sets none on such a stream).
+
     ``on_rtp_start`` is called (once, with no arguments) when the first RTP packet is
     accepted on the leg named by ``start_leg`` ("b" by default: the destination side of
     a call). Exceptions from it are logged and swallowed.
@@ -806,6 +812,7 @@ class RelaySession:
         self.start_leg = start_leg
         self.rcvbuf = rcvbuf
         self.rtp_started_at: float | None = None
+        self.rtp = True
         self._released_waiter: asyncio.Future[None] | None = None
         self.started = False
         self.closed = False

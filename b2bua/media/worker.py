@@ -75,6 +75,8 @@ class RelayWorker:
             elif op == "cipher":
                 (session.a if message[2] == "a" else session.b).set_cipher(
                     build_cipher(message[3]))
+            elif op == "rtp":
+                session.rtp = bool(message[2])
             elif op == "close":
                 del self.sessions[sid]
                 self._signatures.pop(sid, None)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from b2bua.calls.media import CallMedia
+from b2bua.calls.media import MAX_STREAMS, CallMedia, stream_count
 from b2bua.config.live import Params
 from b2bua.looplag import WINDOW, LoopLag
 from b2bua.media.plane import CipherSpec
@@ -82,6 +82,9 @@ class _RecordingSession:
     def __init__(self, a_cipher: CipherSpec | None) -> None:
         self.ciphers: dict[str, CipherSpec | None] = {"a": a_cipher}
 
+    async def start(self) -> None:
+        pass
+
     def set_nat(self, leg: str, nat: bool) -> None:
         pass
 
@@ -89,11 +92,57 @@ class _RecordingSession:
         self.ciphers[leg] = spec
 
 
+    ports = (40000, 40002)
+    rtp = True
+
+    def set_rtp(self, rtp: bool) -> None:
+        self.rtp = rtp
+
+    def set_remote(self, leg: str, host: str, port: int, rtcp_port: int | None = None,
+                   rtcp_host: str | None = None) -> None:
+        pass
+
+
 class _RecordingPlane:
+    def __init__(self) -> None:
+        self.sessions: list[_RecordingSession] = []
+
     def new_session(self, *, latching: bool, a_nat: bool, a_cipher: CipherSpec | None,
                     on_rtp_start: Callable[[], None]) -> _RecordingSession:
         self.session = _RecordingSession(a_cipher)
+        self.session.ports = (40000 + 4 * len(self.sessions), 40002 + 4 * len(self.sessions))
+        self.sessions.append(self.session)
         return self.session
+
+
+def _offer(*m_lines: str) -> bytes:
+    return ("v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n"
+            + "".join(f"{m}\r\n" for m in m_lines)).encode()
+
+
+def test_each_m_line_has_its_own_relay_and_t38_gets_no_cipher() -> None:
+    params = Params()
+    params.values.update(SS_RTPENCRYPTIONMODE=1, SS_RTPENCRYPTIONKEY="k")
+    plane = _RecordingPlane()
+    offer = _offer("m=audio 6000 RTP/AVP 0", "m=video 6002 RTP/AVP 96",
+                   *[f"m=text {7000 + 2 * i} RTP/AVP 98" for i in range(8)])
+    media = CallMedia(params, plane, "192.0.2.1", caller_nat=False,  # type: ignore[arg-type]
+                      caller_encrypted=True, on_rtp_start=lambda: None,
+                      streams=stream_count(offer))
+    assert len(plane.sessions) == MAX_STREAMS == 8
+    asyncio.run(media.start())
+    media.set_destination(nat=False, encrypted=False)
+    out = media.from_caller(offer).decode()
+    ports = [line.split()[1] for line in out.splitlines() if line.startswith("m=")]
+    assert ports == ["40002", "40006", *[str(40010 + 4 * i) for i in range(6)], "0", "0"]
+    # The T.38 switch on the first m= line: relayed as it is, without the cipher.
+    media.from_callee(_offer("m=image 6100 udptl t38", "m=video 0 RTP/AVP 96"))
+    first, second = plane.sessions[:2]
+    assert first.rtp is False and first.ciphers == {"a": None, "b": None}
+    assert second.rtp is True and second.ciphers["a"] == (1, "k")
+    answer = media.from_caller(_offer("m=image 6200 udptl t38", "m=video 0 RTP/AVP 96"))
+    assert b"m=video 0 " in answer  # disabled by one side: stays disabled
+    assert media.needs(_offer("m=audio 1 RTP/AVP 0")) == 0
 
 
 def test_a_key_or_mode_change_applies_to_new_calls_only() -> None:
@@ -104,6 +153,7 @@ def test_a_key_or_mode_change_applies_to_new_calls_only() -> None:
     plane = _RecordingPlane()
     media = CallMedia(params, plane, "127.0.0.1", caller_nat=False,  # type: ignore[arg-type]
                       caller_encrypted=True, on_rtp_start=lambda: None)
+    asyncio.run(media.start())
     params.values.update(SS_RTPENCRYPTIONMODE=2, SS_RTPENCRYPTIONKEY="fedcba9876543210")
     media.set_destination(nat=False, encrypted=True)  # a failover attempt after the change
     assert plane.session.ciphers == {"a": (3, "0123456789abcdef"), "b": (3, "0123456789abcdef")}
