@@ -168,6 +168,27 @@ def test_srv_targets_in_priority_order_dead_first_then_answered(
     assert 200 not in probe("OPTIONS", switch.sip_port, "127.0.0.9")
 
 
+def test_503_from_the_first_target_moves_to_the_next(
+    tmp_path: Path, switch_with_dns: tuple[Softswitch, Dns], ports: dict[str, int]
+) -> None:
+    switch, _dns = switch_with_dns
+    provision(switch, [{"name": "vendor", "host": "vendor.test"}])
+    busy = sipp("uas_reject_503.xml", tmp_path, DEAD_IP, ports["dead"], timeout_s=20)
+    vendor = answering_vendor(tmp_path, LIVE_IP, ports["live"])
+    try:
+        result = place_call(CUSTOMER_IP, ("127.0.0.1", switch.sip_port), "4420001")
+        assert busy.wait(20) == 0, busy.output()
+        assert vendor.wait(20) == 0, vendor.output()
+    finally:
+        busy.stop()
+        vendor.stop()
+    assert result.final == 200
+    (detail,) = cdrs(switch, 1)
+    assert [(a["outcome"], a["final_code"], a["target"]) for a in detail["attempts"]] == [
+        ("failed", 503, f"{DEAD_IP}:{ports['dead']}"),
+        ("answered", 200, f"{LIVE_IP}:{ports['live']}")]
+
+
 def test_name_that_does_not_resolve_fails_cleanly_then_fails_over(
     tmp_path: Path, switch_with_dns: tuple[Softswitch, Dns], ports: dict[str, int]
 ) -> None:
