@@ -6,9 +6,10 @@ import ipaddress
 import re
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema, ValidationError, fields, post_load, validate
 
 from api.number_schemas import CalleePrefixes, DialPlans, NumberLists, PaiPlan
+from b2bua.routing.dns import is_hostname, is_ip
 
 NAME = validate.Length(min=1, max=64)
 PREFIX_RE = re.compile(r"[0-9A-Za-z#*+]{1,32}")
@@ -19,6 +20,11 @@ def _ip(value: str) -> None:
         ipaddress.ip_address(value)
     except ValueError:
         raise ValidationError(f"{value!r} is not an IP address") from None
+
+
+def _host(value: str) -> None:
+    if not (is_ip(value) or is_hostname(value)):
+        raise ValidationError(f"{value!r} is neither an IP address nor a DNS host name")
 
 
 def _prefix(value: str) -> None:
@@ -102,9 +108,13 @@ def check_mapping_gateway(data: dict[str, Any], current: dict[str, Any] | None) 
 class RoutingGatewaySchema(DialPlans, PaiPlan, NumberLists, MediaFields):
     id = fields.Integer(dump_only=True)
     name = fields.String(required=True, validate=NAME)
-    host = fields.String(required=True, validate=_ip,
-                         metadata={"description": "the vendor's IP address"})
-    port = fields.Integer(strict=True, load_default=5060, validate=validate.Range(1, 65535))
+    host = fields.String(required=True, validate=_host,
+                         metadata={"description": "the vendor's IP address, or its DNS name "
+                                                  "(RFC 3263; docs/failover.md)"})
+    port = fields.Integer(
+        strict=True, load_default=None, allow_none=True, validate=validate.Range(1, 65535),
+        metadata={"description": "null with a DNS name: found by NAPTR and SRV; an IP "
+                                 "address without a port gets 5060"})
     transport = fields.String(load_default="udp", validate=validate.OneOf(["udp", "tcp"]))
     prefixes = fields.List(fields.String(validate=_prefix), load_default=list,
                            validate=validate.Length(max=10000),
@@ -135,3 +145,12 @@ class RoutingGatewaySchema(DialPlans, PaiPlan, NumberLists, MediaFields):
         metadata={"description": "final codes that end the call instead of switching"})
     created_at = fields.Float(dump_only=True)
     updated_at = fields.Float(dump_only=True)
+
+    @post_load
+    def _ip_port(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """An IP address without a port is at 5060, as before names were allowed (a name
+        without one is left to DNS)."""
+        if "host" in data and data.get("port") is None and is_ip(data["host"]) and \
+                not kwargs.get("partial"):
+            data["port"] = 5060
+        return data

@@ -43,6 +43,13 @@ def _count(what: str, low: int, high: int) -> Callable[[str], int]:
 _workers = _count("relay workers", 0, 64)
 
 
+def _dns_server(text: str) -> HostPort:
+    try:
+        return HostPort.parse_default(text, 53)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected an IP address[:PORT]: {exc}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="softswitch", description="Carrier SIP softswitch")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -64,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "see docs/scaling.md for what is not shared yet)")
     run.add_argument("--public-address", default=None,
                      help="address advertised in SIP and SDP (default: the SIP address)")
+    run.add_argument("--dns-server", type=_dns_server, default=None,
+                     help="DNS server for vendors given by name, HOST[:PORT] (default: "
+                          "the system's, from /etc/resolv.conf)")
     run.add_argument("--log-level", default="INFO")
 
     mig = sub.add_parser("migrate", help="create or upgrade the database")
@@ -109,6 +119,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         media_workers=(default_media_workers() if args.media_workers is None
                        else args.media_workers),
         signalling_workers=args.signalling_workers,
+        dns_server=args.dns_server,
     )
     if options.signalling_workers > 1:
         logs.setup(args.log_level, worker=0)

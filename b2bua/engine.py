@@ -33,6 +33,7 @@ from b2bua.registrar.keepalive import KeepAlive
 from b2bua.registrar.phones import PhoneDirectory
 from b2bua.registrar.registrar import Registrar
 from b2bua.routing.gateways import GatewayDirectory
+from b2bua.routing.resolver import VendorResolver
 from b2bua.security.digest import NONCE_SLOTS, NonceMinter
 from b2bua.security.state import SECURITY_SLOTS
 from b2bua.shared_tables import map_table
@@ -90,6 +91,12 @@ class Engine:
         self.watcher.register("parameters", self._load_params)
         self.gateways = GatewayDirectory()
         self.watcher.register("mapping_gateways", self.gateways.load_mapping)
+        dns_server = options.dns_server
+        # Targets of the SIP socket's family: an IPv4 socket cannot reach AAAA addresses.
+        self.resolver = VendorResolver(
+            (dns_server.host, dns_server.port) if dns_server is not None else None,
+            families=("AAAA",) if ":" in options.sip_listen.host else ("A",))
+        self.resolver.on_addresses = self.gateways.set_resolved
         self.stack = SipStack(options.sip_listen.host, options.sip_listen.port,
                               options.advertised_host())
         self.writer = DbWriter(options.db_path)
@@ -108,6 +115,7 @@ class Engine:
         self.keepalive = KeepAlive(self.params, self.bindings, self.stack.udp.send,
                                    lambda: self.stack.sent_by)
         self.upstream = UpstreamManager(self.stack, self.params, _LoopTimers(), self.spawn)
+        self.upstream.vendor_addresses = self.gateways.addresses
         self.watcher.register("gateway_registrations", self.upstream.load)
         self.watcher.register("routing_gateways", self._load_routing)
         self.policy = Policy(self.params, self.gateways, self.stack.advertised_host,
@@ -213,6 +221,7 @@ class Engine:
         self.b2bua.upstream_vendor = self.upstream.vendor_for_call
         self.b2bua.media_factory = self._new_media
         self.b2bua.overloaded = self._overloaded
+        self.b2bua.resolver = self.resolver
         self.b2bua.number_calls(self.options.worker_index + 1, self.options.signalling_workers)
         if self.primary:
             # Writes a stop could not apply (the database was locked) first: a finished
@@ -240,6 +249,8 @@ class Engine:
         await self.control.start()
         self.spawn(self.watcher.run())
         self.spawn(self.loop_lag.run())
+        # Through the directory each time: a reload replaces its dictionary.
+        self.spawn(self.resolver.run(lambda: self.gateways.routing.values()))
         log.info("engine started sip=%s control=%s", self.options.sip_listen,
                  self.options.control_path)
 

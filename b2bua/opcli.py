@@ -338,9 +338,11 @@ def gw_add(client: Client, args: argparse.Namespace) -> int:
         if password is not None:
             body["password"] = password
     else:
-        body.update(host=args.host, port=args.port, transport=args.transport,
+        body.update(host=args.host, transport=args.transport,
                     prefixes=args.prefix or [], priority=args.priority,
                     prefix_mode=args.prefix_mode)
+        if args.port is not None:
+            body["port"] = args.port
     if args.capacity is not None:
         body["capacity"] = args.capacity
     if args.disabled:
@@ -520,8 +522,10 @@ def register(sub: Any) -> None:
     _password_options(mapping)
     routing = _leaf(add_sub, "routing", gw_add, common, "a vendor trunk")
     routing.add_argument("--name", required=True)
-    routing.add_argument("--host", required=True, help="the vendor's IP address")
-    routing.add_argument("--port", type=int, default=5060)
+    routing.add_argument("--host", required=True,
+                         help="the vendor's IP address or DNS name")
+    routing.add_argument("--port", type=int, default=None,
+                         help="default: 5060 for an IP address; a name's from DNS (SRV)")
     routing.add_argument("--transport", choices=("udp", "tcp"), default="udp")
     routing.add_argument("--prefix", action="append", help="callee prefix (repeat for more)")
     routing.add_argument("--priority", type=int, default=0, help="lower is tried first")

@@ -25,6 +25,15 @@ class HostPort:
             raise ValueError(f"port out of range in {text!r}")
         return cls(host, number)
 
+    @classmethod
+    def parse_default(cls, text: str, port: int) -> HostPort:
+        """``HOST[:PORT]``: an address alone (IPv6 too) takes ``port``."""
+        try:
+            ipaddress.ip_address(text.strip("[]"))
+        except ValueError:
+            return cls.parse(text)
+        return cls(text.strip("[]"), port)
+
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
@@ -55,6 +64,7 @@ class EngineOptions:
     media_workers: int = 0  # relay worker processes; 0: relay in the engine's own loop
     signalling_workers: int = 1  # engine processes sharing SIP by Call-ID (docs/scaling.md)
     worker_index: int = 0  # this engine's place among them; 0 reads the socket and the API
+    dns_server: HostPort | None = None  # for DNS-named vendors; None: resolv.conf's
 
     def for_worker(self, index: int) -> EngineOptions:
         """What signalling worker ``index`` runs with: its share of the relay workers, its

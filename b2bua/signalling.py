@@ -73,7 +73,8 @@ def encode_options(options: EngineOptions) -> str:
     fields = asdict(options)
     fields.update(db_path=str(options.db_path), control_path=str(options.control_path),
                   sip_listen=str(options.sip_listen),
-                  media_ports=f"{options.media_ports.low}-{options.media_ports.high}")
+                  media_ports=f"{options.media_ports.low}-{options.media_ports.high}",
+                  dns_server=str(options.dns_server) if options.dns_server else None)
     return json.dumps(fields)
 
 
@@ -81,7 +82,9 @@ def decode_options(text: str) -> EngineOptions:
     fields = json.loads(text)
     fields.update(db_path=Path(fields["db_path"]), control_path=Path(fields["control_path"]),
                   sip_listen=HostPort.parse(fields["sip_listen"]),
-                  media_ports=PortRange.parse(fields["media_ports"]))
+                  media_ports=PortRange.parse(fields["media_ports"]),
+                  dns_server=HostPort.parse(fields["dns_server"]) if fields.get("dns_server")
+                  else None)
     return EngineOptions(**fields)
 
 

@@ -12,6 +12,10 @@ CONFIG_TABLES = ("mapping_gateways", "routing_gateways")
 def bump_triggers(db: Any, table: str) -> None:
     """Count changes of a config table so the engine reloads it (see b2bua.config.live)."""
     db["config_versions"].insert({"table_name": table, "version": 0}, replace=True)
+    create_bump_triggers(db, table)
+
+
+def create_bump_triggers(db: Any, table: str) -> None:
     for event in ("INSERT", "UPDATE", "DELETE"):
         db.execute(
             f"""CREATE TRIGGER {table}_{event.lower()}_bump AFTER {event} ON {table}

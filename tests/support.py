@@ -21,6 +21,9 @@ SOFTSWITCH = [sys.executable, "-m", "b2bua.cli"]
 # signalling workers (a test's own --signalling-workers comes later and wins).
 SIGNALLING_WORKERS = (["--signalling-workers", os.environ["SOFTSWITCH_TEST_SIGNALLING_WORKERS"]]
                       if os.environ.get("SOFTSWITCH_TEST_SIGNALLING_WORKERS") else [])
+# A DNS server on loopback where nothing listens: a gateway named by a test (or by the
+# API fuzzer) is never looked up outside 127.0.0.0/8. A test's own --dns-server wins.
+NO_DNS = ["--dns-server", "127.0.0.1:9"]
 
 
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
@@ -108,7 +111,7 @@ class Softswitch:
                "--sip-listen", f"{self.sip_host}:{self.sip_port}",
                "--api-listen", f"127.0.0.1:{self.api_port}",
                # Relay ports apart from the pjsua2 peers' RTP ports (20000-30000).
-               "--media-ports", "40000-49999", *SIGNALLING_WORKERS, *self.extra_args]
+               "--media-ports", "40000-49999", *SIGNALLING_WORKERS, *NO_DNS, *self.extra_args]
         env = dict(os.environ, PYTHONPATH=str(REPO))
         self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=log, stderr=log, env=env)
         deadline = time.monotonic() + timeout

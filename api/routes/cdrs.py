@@ -258,8 +258,11 @@ class CdrAttemptSchema(Schema):
     outcome = fields.String(required=True, metadata={
         "description": "answered, failed, invite_timeout, trying_timeout, ringing_timeout, "
                        "session_progress_timeout, session_progress_sdp_timeout, cancelled, "
-                       "abandoned"})
+                       "abandoned, dns_failure (the gateway's name gave no address)"})
     duration = fields.Float(allow_none=True)
+    target = fields.String(allow_none=True, metadata={
+        "description": "the address:port the INVITE went to (a DNS-named gateway's target); "
+                       "null when none was found"})
 
 
 class CdrDetailSchema(CdrSchema):

@@ -23,13 +23,15 @@ class Attempt:
     """The vendor (or phone) leg of a call while it is being set up, and after."""
 
     def __init__(self, call: Call, seq: int, destination: Destination,
-                 rules: SwitchRules) -> None:
+                 rules: SwitchRules, target: str | None = None) -> None:
         # No reference back to the call: call -> attempt only, so a finished call is
         # freed by reference counting (b2bua/collector.py). The call is handed to start().
         self.b2bua = call.b2bua
         self.seq = seq
         self.destination = destination
         self.rules = rules
+        self.target = target  # "host:port" it went to; None: none found (DNS failure)
+        self.note = ""  # why it was never sent (a DNS failure)
         self.dialog: Dialog | None = None
         self.invite: Request | None = None
         self.txn: ClientTransaction | None = None
@@ -201,4 +203,5 @@ class Attempt:
             "final_code": self.final_code,
             "outcome": self.outcome,
             "duration": round(end - self.started_at, 3),
+            "target": self.target,
         }

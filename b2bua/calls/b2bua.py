@@ -22,7 +22,9 @@ from b2bua.policy import Action, Outcome, Policy, SourceKind, classify_by_addres
 from b2bua.registrar.bindings import BindingStore
 from b2bua.registrar.phones import PhoneDirectory
 from b2bua.registrar.registrar import Registrar
+from b2bua.routing.dns import Plan
 from b2bua.routing.gateways import GatewayDirectory, RoutingGateway
+from b2bua.routing.resolver import VendorResolver
 from b2bua.routing.select import RoutePlan, plan_route
 from b2bua.sip.badrequest import (
     answer_malformed,
@@ -56,6 +58,7 @@ class CallStats:
     refused_by_lists: int = 0
     bad_requests_answered: int = 0  # 400/416/420/505 to known sources (docs/sip.md)
     bad_requests_dropped: int = 0  # malformed, from an unknown source or unanswerable
+    dns_failures: int = 0  # attempts not sent: the gateway's name gave no address
 
 
 class B2bua:
@@ -74,6 +77,8 @@ class B2bua:
         self.media_factory: Callable[[Call], CallMedia | None] | None = None
         # Set by the engine: True while new calls must wait (SS_OVERLOAD_LOOP_LAG).
         self.overloaded: Callable[[], bool] = lambda: False
+        # Replaced by the engine with one using its --dns-server.
+        self.resolver = VendorResolver()
         self._tasks: set[asyncio.Task[None]] = set()
         self.params = params
         self.gateways = gateways
@@ -300,6 +305,13 @@ class B2bua:
                           lambda gw_id: counts[("routing_total", gw_id)],
                           self._suspended_gateway)
 
+    def vendor_plan(self, gw: RoutingGateway) -> Plan:
+        """A gateway's targets from the DNS cache (incomplete when it is cold)."""
+        return self.resolver.plan(gw)
+
+    async def resolve_vendor(self, gw: RoutingGateway) -> Plan:
+        return await self.resolver.resolve(gw)
+
     # -- bookkeeping called by calls -------------------------------------------------------
 
     def register_attempt(self, call_id: str, call: Call) -> None:
@@ -418,5 +430,6 @@ class B2bua:
             "legs": len(self.legs),
             "sip": asdict(self.stack.stats),
             "transport": asdict(self.stack.transport_stats),
+            "dns": self.resolver.snapshot(),
         }
 

@@ -24,6 +24,7 @@ from b2bua.calls.failover import Next, SwitchRules, Timer
 from b2bua.calls.liveness import LegTimer, answer_headers, leg_timer
 from b2bua.calls.media import CallMedia, relay_wanted
 from b2bua.calls.recovery import note_answered, note_ended
+from b2bua.routing.dns import Plan, Target
 from b2bua.routing.gateways import RoutingGateway
 from b2bua.sip.dialog import Dialog, copy_record_route, origin_host
 from b2bua.sip.message import Request, Response, make_response
@@ -99,6 +100,10 @@ class Call:
         self.callee_phone: str | None = None
         self.route: list[Destination | RoutingGateway] = []
         self._next = 0  # index in route of the next destination to try
+        self._hops = 0  # destinations tried: what SS_GATEWAY_SWITCH_LIMIT counts
+        # The current gateway's DNS targets not tried yet (RFC 3263: a timeout or 503
+        # from one moves to the next before the gateway counts as failed).
+        self._targets: list[Target] = []
         self.attempts: list[Attempt] = []
         self.attempt: Attempt | None = None  # the current one; after answer, the answered one
         self.committed = False
@@ -251,36 +256,91 @@ class Call:
             self._sdp_sent[Side.CALLEE] = out
         return out
 
-    def _destination(self, hop: Destination | RoutingGateway) -> Destination:
+    def _destination(self, hop: Destination | RoutingGateway,
+                     target: Target | None = None) -> Destination:
         """A vendor's numbers are computed for each attempt, from the platform numbers."""
         if isinstance(hop, Destination):
             return hop
         caller, callee = hop.numbers.rewrite(self.caller_routed, self.callee_routed,
                                              self.b2bua.numbers.transforms)
-        return Destination.vendor(hop, caller, callee, hop.numbers.pai(caller))
+        return Destination.vendor(hop, caller, callee, hop.numbers.pai(caller), target)
 
     def _next_attempt(self) -> None:
         if self.ended:
             return
+        self._targets = []
         limit = self.b2bua.params["SS_GATEWAY_SWITCH_LIMIT"]
-        while self._next < len(self.route) and not (limit and len(self.attempts) >= limit):
+        while self._next < len(self.route) and not (limit and self._hops >= limit):
             hop = self.route[self._next]
             self._next += 1
-            # A gateway may have filled up or been taken out of routing since the plan.
-            if isinstance(hop, Destination) or self.b2bua.gateway_usable(hop):
-                self._start_attempt(self._destination(hop))
+            if isinstance(hop, Destination):
+                self._hops += 1
+                self._start_attempt(hop)
                 return
+            # A gateway may have filled up or been taken out of routing since the plan.
+            if not self.b2bua.gateway_usable(hop):
+                continue
+            self._hops += 1
+            plan = self.b2bua.vendor_plan(hop)
+            if not plan.complete:
+                # A cold DNS cache: resolve first, then this gateway's INVITE.
+                self.b2bua.run(self._resolve_and_dial(hop))
+                return
+            if self._dial_gateway(hop, plan):
+                return
+        sent = [a for a in self.attempts if a.outcome != "dns_failure"]
         if self.failure_codes:
             code = failover.best_final(self.failure_codes)
         else:
-            code = 408 if self.attempts else 503
-        why = "every routing gateway failed" if self.attempts else \
-            "every matching routing gateway is disabled, full or unavailable"
-        self._fail_caller(code, None, "system" if code == 408 else "callee", why)
+            code = 408 if sent else 503
+        if sent:
+            why = "every routing gateway failed"
+        elif self.attempts:
+            why = self.attempts[-1].note  # no address for any gateway: the DNS's answer
+        else:
+            why = "every matching routing gateway is disabled, full or unavailable"
+        self._fail_caller(code, None, "callee" if code != 408 and sent else "system", why)
+
+    async def _resolve_and_dial(self, gw: RoutingGateway) -> None:
+        plan = await self.b2bua.resolve_vendor(gw)
+        if self.ended:
+            return
+        if not self._dial_gateway(gw, plan):
+            self._next_attempt()
+
+    def _dial_gateway(self, gw: RoutingGateway, plan: Plan) -> bool:
+        """The gateway's first target; False when its name gave no address (the attempt
+        is recorded as a DNS failure and the route goes on)."""
+        if not plan.targets:
+            self.b2bua.stats.dns_failures += 1
+            log.info("call %d: routing gateway %s: %s", self.no, gw.name, plan.failure)
+            rules = SwitchRules.resolve(self.b2bua.params, gw)
+            attempt = Attempt(self, len(self.attempts) + 1, self._destination(gw), rules,
+                              target=None)
+            attempt.note = plan.failure
+            attempt.finish("dns_failure")
+            self.attempts.append(attempt)
+            self.attempt = attempt
+            return False
+        self._targets = list(plan.targets[1:])
+        self._start_attempt(self._destination(gw, plan.targets[0]))
+        return True
+
+    def _next_target(self, attempt: Attempt) -> bool:
+        """After a timeout or 503 from one of a gateway's DNS targets: the next one, unless
+        the call is committed to this one."""
+        gw = attempt.destination.gateway
+        if not self._targets or gw is None or self.committed:
+            return False
+        target = self._targets.pop(0)
+        log.info("call %d: routing gateway %s: next target %s", self.no, gw.name, target)
+        self._start_attempt(self._destination(gw, target))
+        return True
 
     def _start_attempt(self, destination: Destination) -> None:
         rules = SwitchRules.resolve(self.b2bua.params, destination.gateway)
-        attempt = Attempt(self, len(self.attempts) + 1, destination, rules)
+        attempt = Attempt(self, len(self.attempts) + 1, destination, rules,
+                          target=destination.target)
         self.attempts.append(attempt)
         self.attempt = attempt
         if self.state == CallState.ROUTING:
@@ -328,10 +388,12 @@ class Call:
             self.b2bua.forget_leg(dialog.call_id)
             if attempt.abandoned or self.ended:
                 return
+            self.failure_codes.append(status)
+            if status == 503 and self._next_target(attempt):
+                return
             gw = attempt.destination.gateway
             if status == 503 and gw is not None:
                 self._honour_retry_after(gw, response)
-            self.failure_codes.append(status)
             decision = failover.on_failure(attempt.rules, status, self.committed)
             if decision == Next.END:
                 self._fail_caller(map_vendor_failure(status), response.reason, "callee",
@@ -349,7 +411,7 @@ class Call:
         attempt.close()
         if attempt.dialog is not None:
             self.b2bua.forget_leg(attempt.dialog.call_id)
-        if attempt.abandoned or self.ended:
+        if attempt.abandoned or self.ended or self._next_target(attempt):
             return
         if failover.on_invite_timeout(attempt.rules) == Next.END:
             self._fail_caller(408, "Request Timeout", "system", "INVITE timeout")

@@ -48,7 +48,7 @@ INSERT = (
 
 ATTEMPT_COLUMNS = ("seq", "routing_gateway_id", "routing_gateway", "call_id", "start_at",
                    "first_provisional_at", "first_provisional", "final_code", "outcome",
-                   "duration")
+                   "duration", "target")
 # The CDR's id is assigned by SQLite in the writer thread; its attempts, written in the
 # same batch right after it, find it by the caller's Call-ID (indexed).
 INSERT_ATTEMPT = (

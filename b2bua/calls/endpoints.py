@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from b2bua.numbers.rules import NO_RULES, NumberRules
 from b2bua.registrar.bindings import Binding
 from b2bua.registrar.phones import PhoneAccount
+from b2bua.routing.dns import DEFAULT_PORT, Target
 from b2bua.routing.gateways import MappingGateway, RoutingGateway
 from b2bua.sip.dialog import first_hop
 from b2bua.sip.transport import Peer
@@ -76,12 +77,23 @@ class Destination:
             return False
         return self.peer.reliable or (self.binding.nat and not self.route)
 
+    @property
+    def target(self) -> str:
+        """The address the INVITE goes to, as the CDR attempt shows it."""
+        host = f"[{self.peer.host}]" if ":" in self.peer.host else self.peer.host
+        return f"{host}:{self.peer.port}"
+
     @classmethod
     def vendor(cls, gw: RoutingGateway, caller: str, callee: str,
-               pai: str | None = None) -> Destination:
-        host = f"{gw.host}:{gw.port}"
+               pai: str | None = None, target: Target | None = None) -> Destination:
+        """``target``: where the gateway's name resolved to (None: its IP host)."""
+        # The URIs name the gateway as configured (RFC 3263: the domain, with a port
+        # only when one was configured); the datagrams go to the resolved target.
+        host = gw.host if gw.port is None else f"{gw.host}:{gw.port}"
         suffix = ";transport=tcp" if gw.transport == "tcp" else ""
-        return cls(Peer(gw.transport, gw.host, gw.port), f"sip:{callee}@{host}{suffix}",
+        peer = Peer(gw.transport, gw.host, gw.port or DEFAULT_PORT) if target is None else \
+            Peer(gw.transport, target.address, target.port)
+        return cls(peer, f"sip:{callee}@{host}{suffix}",
                    f"<sip:{callee}@{host}>", gateway=gw, caller=caller, pai=pai)
 
     @classmethod

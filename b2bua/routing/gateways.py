@@ -35,8 +35,8 @@ class RoutingGateway:
 
     id: int
     name: str
-    host: str
-    port: int
+    host: str  # an IP address or a DNS name (b2bua/routing/dns.py)
+    port: int | None  # None: found by DNS (NAPTR, SRV), else 5060
     transport: str  # udp | tcp
     prefixes: tuple[str, ...]
     priority: int
@@ -78,6 +78,9 @@ class GatewayDirectory:
     mapping_by_ip: dict[str, list[MappingGateway]] = field(default_factory=dict)
     mapping_by_user: dict[str, MappingGateway] = field(default_factory=dict)
     routing_by_ip: dict[str, list[RoutingGateway]] = field(default_factory=dict)
+    # The addresses a DNS-named routing gateway resolved to, by id, with the name they
+    # are for: requests from them count as that vendor's.
+    resolved: dict[int, tuple[str, frozenset[str]]] = field(default_factory=dict)
 
     def load_mapping(self, conn: sqlite3.Connection) -> None:
         gateways = {
@@ -113,7 +116,7 @@ class GatewayDirectory:
                 id=int(r["id"]),
                 name=str(r["name"]),
                 host=str(r["host"]),
-                port=int(r["port"]),
+                port=None if r["port"] is None else int(r["port"]),
                 transport=str(r["transport"]),
                 prefixes=tuple(json.loads(r["prefixes"] or "[]")),
                 priority=int(r["priority"]),
@@ -137,7 +140,29 @@ class GatewayDirectory:
             )
             for r in conn.execute("SELECT * FROM routing_gateways ORDER BY id")
         }
+        self.routing = gateways
+        self._index_routing()
+
+    def set_resolved(self, gw_id: int, host: str, addresses: frozenset[str]) -> None:
+        """A DNS-named gateway's current addresses (empty: forget them)."""
+        if addresses:
+            self.resolved[gw_id] = (host, addresses)
+        else:
+            self.resolved.pop(gw_id, None)
+        self._index_routing()
+
+    def addresses(self, gw_id: int) -> frozenset[str]:
+        """Where requests from routing gateway ``gw_id`` come from, as far as known."""
+        gw = self.routing.get(gw_id)
+        if gw is None:
+            return frozenset()
+        resolved = self.resolved.get(gw_id)
+        extra = resolved[1] if resolved is not None and resolved[0] == gw.host else frozenset()
+        return frozenset({gw.host}) | extra
+
+    def _index_routing(self) -> None:
         by_ip: dict[str, list[RoutingGateway]] = {}
-        for gw in gateways.values():
-            by_ip.setdefault(gw.host, []).append(gw)
-        self.routing, self.routing_by_ip = gateways, by_ip
+        for gw in self.routing.values():
+            for address in self.addresses(gw.id):
+                by_ip.setdefault(address, []).append(gw)
+        self.routing_by_ip = by_ip

@@ -83,8 +83,15 @@ class UdpTransport(asyncio.DatagramProtocol):
     def send(self, data: bytes, host: str, port: int) -> None:
         if self.transport is None:
             return
+        try:
+            self.transport.sendto(data, (host, port))
+        except ValueError:
+            # A name, not an address (e.g. a vendor's Contact or registrar given by DNS
+            # name): the loop never resolves here, so it is not sent; timers handle it.
+            self.stats.send_errors += 1
+            log.warning("not sent to %s:%s: not an IP address", host, port)
+            return
         self.stats.sent += 1
-        self.transport.sendto(data, (host, port))
 
 
 class TcpConnection(asyncio.Protocol):

@@ -43,6 +43,9 @@ class UpstreamManager:
         self.registrations: dict[int, UpstreamRegistration] = {}
         self.started = False
         self.registered_elsewhere: Callable[[int], bool] | None = None
+        # Set by the engine: every address a routing gateway is known at (its IP, or what
+        # its DNS name resolved to).
+        self.vendor_addresses: Callable[[int], frozenset[str]] = lambda _id: frozenset()
 
     def load(self, conn: sqlite3.Connection) -> None:
         rows = conn.execute(
@@ -54,7 +57,7 @@ class UpstreamManager:
         for r in rows:
             if not (r["enabled"] and r["gw_enabled"]):
                 continue
-            default = Peer(str(r["gw_transport"]), str(r["gw_host"]), int(r["gw_port"]))
+            default = Peer(str(r["gw_transport"]), str(r["gw_host"]), int(r["gw_port"] or 5060))
             registrar, registrar_host = _registrar(r["registrar"], default)
             wanted[int(r["routing_gateway_id"])] = RegistrationConfig(
                 gateway_id=int(r["routing_gateway_id"]),
@@ -106,8 +109,9 @@ class UpstreamManager:
         """The routing gateway whose registrar sends a call to our registered contact."""
         for gw_id, registration in self.registrations.items():
             c = registration.config
-            if source.host == c.registrar.host and user == c.username and \
-                    self.registered(gw_id):
+            from_registrar = source.host == c.registrar.host or \
+                source.host in self.vendor_addresses(gw_id)
+            if from_registrar and user == c.username and self.registered(gw_id):
                 return gw_id
         return None
 

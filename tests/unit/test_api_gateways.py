@@ -450,14 +450,18 @@ MAPPING_BAD_CREATES: list[tuple[dict[str, Any], str]] = [
 
 ROUTING_BAD_CREATES: list[tuple[dict[str, Any], str]] = [
     ({"name": "r", "host": "10.0.0.256"}, "host"),
-    ({"name": "r", "host": "vendor.example.com"}, "host"),
+    ({"name": "r", "host": "vendor..example.com"}, "host"),
+    ({"name": "r", "host": "-vendor.example.com"}, "host"),
+    ({"name": "r", "host": "sip vendor.example.com"}, "host"),
+    ({"name": "r", "host": "10.0.0"}, "host"),
+    ({"name": "r", "host": "x" * 64 + ".example.com"}, "host"),
     ({"name": "r", "host": " 10.0.0.1"}, "host"),
     ({"name": "r", "host": ""}, "host"),
     ({"name": "r", "host": ["10.0.0.1"]}, "host"),
     ({"name": "r"}, "host"),
     ({"name": "r", "host": "10.0.0.1", "port": 0}, "port"),
     ({"name": "r", "host": "10.0.0.1", "port": 70000}, "port"),
-    ({"name": "r", "host": "10.0.0.1", "port": None}, "port"),
+    ({"name": "r", "host": "10.0.0.1", "port": "5060"}, "port"),
     ({"name": "r", "host": "10.0.0.1", "port": 5060.5}, "port"),
     ({"name": "r", "host": "10.0.0.1", "transport": "sctp"}, "transport"),
     ({"name": "r", "host": "10.0.0.1", "transport": "UDP"}, "transport"),
@@ -708,3 +712,35 @@ def test_config_version_counts_every_write_of_its_table_only(env: Env, kind: Kin
     env.client.delete(url, headers=auth(env.admin))
     assert version(env, kind.table) == start + 4
     assert version(env, other.table) == other_start
+
+
+# -- vendors by DNS name (RFC 3263) -------------------------------------------------------
+
+def test_routing_gateway_by_dns_name_leaves_the_port_to_dns(env: Env) -> None:
+    named = create(env, ROUTING, {"name": "by-srv", "host": "sip.example.net"})
+    assert (named["host"], named["port"]) == ("sip.example.net", None)
+    fixed = create(env, ROUTING, {"name": "by-a", "host": "sip.example.net", "port": 5080})
+    assert fixed["port"] == 5080
+    # An IP address behaves as before: 5060 when no port is given.
+    ip = create(env, ROUTING, {"name": "by-ip", "host": "198.51.100.7"})
+    assert ip["port"] == 5060
+    ip_null = create(env, ROUTING, {"name": "by-ip-null", "host": "198.51.100.8", "port": None})
+    assert ip_null["port"] == 5060
+    row = stored(env, ROUTING, named["id"])
+    assert row is not None and row["port"] is None
+
+
+def test_patch_of_a_named_gateway_keeps_its_port_unless_given(env: Env) -> None:
+    item = create(env, ROUTING, {"name": "n", "host": "sip.example.net", "port": 5090})
+    url = f"{ROUTING.url}/{item['id']}"
+    resp = env.client.patch(url, json={"host": "sip2.example.net"}, headers=auth(env.admin))
+    assert resp.status_code == 200 and resp.get_json()["port"] == 5090
+    resp = env.client.patch(url, json={"port": None}, headers=auth(env.admin))
+    assert resp.status_code == 200 and resp.get_json()["port"] is None
+
+
+def test_garbage_host_is_422_with_a_clear_message(env: Env) -> None:
+    resp = env.client.post(ROUTING.url, json={"name": "g", "host": "sip..example.net"},
+                           headers=auth(env.admin))
+    problem = assert_problem(resp, 422)
+    assert "neither an IP address nor a DNS host name" in json.dumps(problem)

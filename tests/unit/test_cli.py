@@ -124,3 +124,19 @@ def test_paths_are_absolute_from_the_starting_folder(
     monkeypatch.chdir(tmp_path)
     args = absolute_paths(build_parser().parse_args(argv))
     assert getattr(args, attribute) == tmp_path.resolve() / expected
+
+
+@pytest.mark.parametrize(("given", "server"), [
+    ("127.0.0.1", ("127.0.0.1", 53)), ("127.0.0.1:5353", ("127.0.0.1", 5353)),
+    ("::1", ("::1", 53)), ("[::1]:5353", ("::1", 5353)),
+])
+def test_dns_server_option(given: str, server: tuple[str, int]) -> None:
+    args = build_parser().parse_args(["run", "--dns-server", given])
+    assert (args.dns_server.host, args.dns_server.port) == server
+    assert build_parser().parse_args(["run"]).dns_server is None
+
+
+def test_dns_server_must_be_an_address(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--dns-server", "dns.example.net"])
+    assert "--dns-server" in capsys.readouterr().err

@@ -191,3 +191,13 @@ def test_each_worker_gets_its_own_ports_relays_and_control_socket() -> None:
                            media_ports=PortRange(20000, 40000), public_address=None,
                            control_path=Path("c"))
     assert single.for_worker(0) is single
+
+
+def test_signalling_workers_get_the_dns_server() -> None:
+    options = EngineOptions(db_path=Path("/x/var/softswitch.db"),
+                            sip_listen=HostPort("127.0.0.1", 5060),
+                            media_ports=PortRange(20000, 40000), public_address=None,
+                            control_path=Path("/x/var/engine.sock"), signalling_workers=2,
+                            dns_server=HostPort("127.0.0.53", 5353))
+    decoded = decode_options(encode_options(options))
+    assert decoded == options and decoded.for_worker(1).dns_server == options.dns_server

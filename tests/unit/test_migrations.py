@@ -77,3 +77,24 @@ def test_failed_combination_leaves_value_unchanged(tmp_path: Path) -> None:
     assert params_store.load_values(conn)["SS_RTPENCRYPTIONMODE"] == 0
     assert isinstance(conn, sqlite3.Connection)
     assert not conn.in_transaction
+
+
+def test_dns_vendor_migration_frees_the_port_and_keeps_the_reload_counter(tmp_path: Path
+                                                                          ) -> None:
+    conn = db.connect(tmp_path / "s.db")
+    migrate.migrate(conn, target=10)
+    conn.execute("INSERT INTO routing_gateways (name, host, port) VALUES ('a', '192.0.2.1', 5070)")
+
+    def version() -> int:
+        return int(conn.execute("SELECT version FROM config_versions "
+                                "WHERE table_name = 'routing_gateways'").fetchone()[0])
+
+    before = version()
+    assert migrate.migrate(conn) == list(range(11, migrate.latest_version() + 1))
+    assert version() == before  # a running engine's count goes on, never back
+    conn.execute("INSERT INTO routing_gateways (name, host) VALUES ('b', 'sip.example.net')")
+    assert version() == before + 1  # the triggers survive the table's rebuild
+    rows = conn.execute("SELECT name, port FROM routing_gateways ORDER BY id").fetchall()
+    assert [tuple(r) for r in rows] == [("a", 5070), ("b", None)]
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(cdr_attempts)")}
+    assert "target" in columns
