@@ -6,10 +6,10 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-CONFIG = Path(__file__).parent / "interop" / "kamailio" / "proxy.cfg"
+CONFIGS = Path(__file__).parent / "interop" / "kamailio"
 
 
 def kamailio_version() -> str:
@@ -20,12 +20,15 @@ def kamailio_version() -> str:
 
 @dataclass
 class Kamailio:
-    """One proxy on ``host:port``; initial requests go to ``next_hop`` (``host:port``)."""
+    """One kamailio on ``host:port`` running ``config`` (``proxy.cfg``: initial requests
+    go to ``next_hop``, ``host:port``; ``registrar.cfg``: ``values`` fill it in)."""
 
     workdir: Path
     host: str
     port: int
-    next_hop: str
+    next_hop: str = ""
+    config: str = "proxy.cfg"
+    values: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -39,8 +42,11 @@ class Kamailio:
     def start(self) -> Kamailio:
         self.workdir.mkdir(parents=True, exist_ok=True)
         cfg = self.workdir / f"kamailio-{self.port}.cfg"
-        cfg.write_text(CONFIG.read_text().replace("{{LISTEN}}", self.address)
-                       .replace("{{NEXT_HOP}}", f"sip:{self.next_hop}"))
+        text = (CONFIGS / self.config).read_text()
+        for name, value in {"LISTEN": self.address, "NEXT_HOP": f"sip:{self.next_hop}",
+                            **self.values}.items():
+            text = text.replace("{{" + name + "}}", value)
+        cfg.write_text(text)
         rundir = self.workdir / f"kamailio-{self.port}.run"
         rundir.mkdir(exist_ok=True)
         with open(self.log_path, "wb") as log:

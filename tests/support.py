@@ -104,7 +104,8 @@ class Softswitch:
 
     def start(self, timeout: float = 20.0) -> Softswitch:
         self.sip_port = self.sip_port or free_port(self.sip_host)
-        self.api_port = self.api_port or free_port()
+        while not self.api_port or self.api_port == self.sip_port:  # a port freed twice
+            self.api_port = free_port()
         self.log_path = self.workdir / "softswitch.log"
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         cmd = [*SOFTSWITCH, "run", "--db", str(self.db_path),
