@@ -120,7 +120,8 @@ class Engine:
         self.watcher.register("routing_gateways", self._load_routing)
         self.policy = Policy(self.params, self.gateways, self.stack.advertised_host,
                              phone_accounts=self._phone_account,
-                             registered_user=self._registered_user)
+                             registered_user=self._registered_user,
+                             any_phone=lambda: self.phones.any_enabled)
         if dispatched is not None:
             workers, index = options.signalling_workers, options.worker_index
             self.policy.suspensions.share(map_table(

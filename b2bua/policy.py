@@ -8,12 +8,15 @@ any ``100 Trying``, and returns one of: pass (with who it is), challenge, reject
 1. a mapping gateway in ``ip_port`` mode whose IP and port both match the source;
    then a registered phone: a request (not REGISTER) from the exact address (IP, port,
    transport) of a live binding whose From user is that phone;
-2. a request carrying digest credentials for a password-mode gateway's username;
+2. from a known address (an ``ip`` mapping gateway's or a routing gateway's), digest
+   credentials for an account (password-mode gateway or phone) are checked;
 3. a mapping gateway in ``ip`` mode whose IP list holds the source IP;
-4. a request whose From user is a password-mode gateway's username (challenged);
-5. a routing gateway whose host is the source IP;
-6. unknown: 401 challenge for REGISTER and 403 for anything else when
-   ``SS_REPLY_UNAUTHORIZED`` is On; nothing at all when it is Off.
+4. a routing gateway whose host is the source IP (anything but an INVITE);
+5. everything else gets one digest round that is the same whoever the request names
+   (an account that does not exist is one with a password nobody knows): always when
+   ``SS_REPLY_UNAUTHORIZED`` is On; when Off only a REGISTER, an INVITE from a
+   vendor's address, or a request from a live registration's address; the rest hears
+   nothing at all.
 
 Among several gateways of one class on one address the lowest id wins.
 """
@@ -40,6 +43,7 @@ from b2bua.security.state import (
     BoundedMap,
     LogThrottle,
     SecurityCounters,
+    Suspension,
     SuspensionTable,
 )
 from b2bua.sip.errors import SipParseError
@@ -93,6 +97,7 @@ class Outcome:
 UNKNOWN = Classification(SourceKind.UNKNOWN)
 AccountLookup = Callable[[str], Account | None]
 RegisteredLookup = Callable[[Peer, float], str | None]
+AnyAccount = Callable[[], bool]
 
 
 def classify_by_address(source: Peer, gateways: GatewayDirectory) -> Classification:
@@ -113,12 +118,14 @@ def classify_by_address(source: Peer, gateways: GatewayDirectory) -> Classificat
 class Policy:
     def __init__(self, params: Params, gateways: GatewayDirectory,
                  default_realm: str, phone_accounts: AccountLookup | None = None,
-                 registered_user: RegisteredLookup | None = None) -> None:
+                 registered_user: RegisteredLookup | None = None,
+                 any_phone: AnyAccount | None = None) -> None:
         self.params = params
         self.gateways = gateways
         self.default_realm = default_realm
         self.phone_accounts = phone_accounts
         self.registered_user = registered_user
+        self.any_phone = any_phone
         self.verifier = DigestVerifier()
         self.sessions: BoundedMap[tuple[str, str], AuthSession] = BoundedMap(SESSION_LIMIT)
         self.suspensions = SuspensionTable()
@@ -136,43 +143,69 @@ class Policy:
         if by_address.kind == SourceKind.MAPPING_GATEWAY and by_address.mapping is not None \
                 and by_address.mapping.auth_mode == "ip_port":
             return self._pass(by_address)
+        registered = None
         if self.registered_user is not None and request.method != "REGISTER":
-            phone = self._registered_phone(request, source, now)
+            registered = self.registered_user(source, now)
+            phone = self._registered_phone(request, registered)
             if phone is not None:
                 return self._pass(Classification(SourceKind.ACCOUNT, account=phone))
         creds = self._credentials(request)
-        if creds is not None:
-            account = self._account(creds.username)
-            if account is not None:
+        if by_address.kind != SourceKind.UNKNOWN:
+            # A known address: credentials for an account come first (a password trunk
+            # sharing an IP gateway's address); else the address decides.
+            account = self._account(creds.username) if creds is not None else None
+            if creds is not None and account is not None:
                 return self._authenticate(request, source, account, creds, now)
-        if by_address.kind == SourceKind.MAPPING_GATEWAY:
-            return self._pass(by_address)
-        claimed = self._claimed_user(request)
-        account = self._account(claimed) if claimed else None
-        if account is not None:
-            return self._authenticate(request, source, account, None, now)
-        if by_address.kind == SourceKind.ROUTING_GATEWAY:
-            return self._pass(by_address)
-        if creds is not None and request.method == "REGISTER" and self._reply_unauthorized():
-            # Credentials for an account that does not exist: answered like a wrong
-            # password, so probing cannot tell existing accounts from others.
-            ghost = Account(creds.username, "", "unknown")
-            return self._authenticate(request, source, ghost, creds, now)
-        return self.unknown(request, source, now)
+            if by_address.kind == SourceKind.MAPPING_GATEWAY or request.method != "INVITE":
+                return self._pass(by_address)
+        # From here the answer must not depend on whether the named user exists.
+        if not self._answers(request, by_address, registered):
+            return self._drop_unknown(request, source, now)
+        return self._challenge_any(request, source, creds, now)
 
     def unknown(self, request: Request, source: Peer, now: float) -> Outcome:
-        """An unknown source: challenge REGISTER / 403 when On, silence when Off."""
+        """A stray in-dialog request or CANCEL from an unknown source: 403 when On (a
+        REGISTER is challenged as any other), nothing when Off."""
         if not self._reply_unauthorized():
-            self.counters.dropped["unknown_source"] += 1
-            self._log(source, now, "dropped %s from unknown source %s", request.method, source)
-            return Outcome(Action.DROP, reason="unknown source")
+            return self._drop_unknown(request, source, now)
         if request.method == "REGISTER":
-            claimed = self._claimed_user(request) or "anonymous"
-            ghost = Account(claimed, "", "unknown")
-            return self._authenticate(request, source, ghost, None, now)
+            return self._challenge_any(request, source, self._credentials(request), now)
         self.counters.rejected["unknown_source"] += 1
         self._log(source, now, "rejected %s from unknown source %s", request.method, source)
         return Outcome(Action.REJECT, status=403, reason="unknown source")
+
+    def _answers(self, request: Request, by_address: Classification,
+                 registered: str | None) -> bool:
+        """May a source not identified by its address hear a challenge? On: always. Off:
+        a REGISTER when any account may register at all (phones and registering trunks
+        must get in from anywhere), an INVITE from a vendor's address, or a request from
+        the address of a live registration. Never decided by the user a request names
+        (docs/security.md)."""
+        if self._reply_unauthorized() or by_address.kind != SourceKind.UNKNOWN \
+                or registered is not None:
+            return True
+        return request.method == "REGISTER" and self._accounts_exist()
+
+    def _accounts_exist(self) -> bool:
+        """Any enabled account with a password: what Off reveals to a REGISTER is that
+        this switch has accounts, never which."""
+        if self.any_phone is not None and self.any_phone():
+            return True
+        return any(gw.enabled and gw.password for gw in self.gateways.mapping_by_user.values())
+
+    def _drop_unknown(self, request: Request, source: Peer, now: float) -> Outcome:
+        self.counters.dropped["unknown_source"] += 1
+        self._log(source, now, "dropped %s from unknown source %s", request.method, source)
+        return Outcome(Action.DROP, reason="unknown source")
+
+    def _challenge_any(self, request: Request, source: Peer, creds: Credentials | None,
+                       now: float) -> Outcome:
+        """The same digest round whoever is named: a user that does not exist is an
+        account with a password nobody knows (like Asterisk's ``alwaysauthreject``)."""
+        username = creds.username if creds is not None else self._claimed_user(request)
+        username = username or "anonymous"
+        account = self._account(username) or Account(username, "", "unknown")
+        return self._authenticate(request, source, account, creds, now)
 
     # -- digest ----------------------------------------------------------------------------
 
@@ -180,10 +213,12 @@ class Policy:
                       creds: Credentials | None, now: float) -> Outcome:
         params = self.params
         terminal = (account.username, source.host)
-        kind = "registration" if request.method == "REGISTER" and account.kind != "gateway" \
-            else "authentication"
-        if self.suspensions.check(terminal, now) is not None:
-            return self._refuse_suspended(request, source, now)
+        # Every REGISTER counts against the registration limits, whoever it names, so
+        # the count before a suspension tells no kind of account from another.
+        kind = "registration" if request.method == "REGISTER" else "authentication"
+        suspended = self.suspensions.check(terminal, now)
+        if suspended is not None:
+            return self._refuse_suspended(suspended)
         key = (request.call_id, request.from_.tag or "")
         session = self.sessions.get(key)
         if session is None:
@@ -220,7 +255,7 @@ class Policy:
                     log.warning("suspended %s from %s for %d s after %d failures",
                                 account.username, source.host, suspend_for,
                                 suspension.failures)
-                    return self._refuse_suspended(request, source, now)
+                    return self._refuse_suspended(suspension)
             stale = verdict == Verdict.STALE
         if session.challenges >= params.integer("SS_SIP_AUTHENTICATION_RETRY"):
             self.sessions.pop(key)
@@ -255,9 +290,7 @@ class Policy:
             return self.phone_accounts(username)
         return None
 
-    def _registered_phone(self, request: Request, source: Peer, now: float) -> Account | None:
-        assert self.registered_user is not None
-        user = self.registered_user(source, now)
+    def _registered_phone(self, request: Request, user: str | None) -> Account | None:
         if user is None or self.phone_accounts is None:
             return None
         try:
@@ -295,12 +328,14 @@ class Policy:
         self._log(source, now, "rejected %s from %s: %s", username, source, reason)
         return Outcome(Action.REJECT, status=403, reason=reason)
 
-    def _refuse_suspended(self, request: Request, source: Peer, now: float) -> Outcome:
-        if not self._reply_unauthorized():
-            self.counters.dropped["suspended"] += 1
-            return Outcome(Action.DROP, reason="suspended")
-        self.counters.rejected["suspended"] += 1
-        return Outcome(Action.REJECT, status=403, reason="suspended")
+    def _refuse_suspended(self, suspension: Suspension) -> Outcome:
+        """Counted, not answered: at most one 403 per terminal per suspension (when
+        SS_REPLY_UNAUTHORIZED is On), so a guesser that keeps going reflects nothing."""
+        if self._reply_unauthorized() and self.suspensions.tell_once(suspension):
+            self.counters.rejected["suspended"] += 1
+            return Outcome(Action.REJECT, status=403, reason="suspended")
+        self.counters.dropped["suspended"] += 1
+        return Outcome(Action.DROP, reason="suspended")
 
     def _log(self, source: Peer, now: float, message: str, *args: object) -> None:
         interval = self.params.integer("SS_SECURITY_LOG_INTERVAL")

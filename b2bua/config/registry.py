@@ -260,10 +260,11 @@ PARAMETERS: tuple[Param, ...] = (
         "SS_REPLY_UNAUTHORIZED",
         "On",
         AUTH,
-        "On: REGISTER from an unknown source gets 401 (challenge), INVITE and other requests "
-        "403. Off: nothing at all is sent back to a source that is neither a mapping gateway, "
-        "a registered phone, a routing gateway nor a known phone account. Known sources are "
-        "never affected.",
+        "On: every out-of-dialog request from a source that is not a mapping gateway by "
+        "address gets the same digest challenge, whoever it names. Off: only a REGISTER (or a "
+        "request from a live registration's address) is challenged, the same way whoever it "
+        "names; anything else from an unknown source hears nothing. A suspended terminal "
+        "hears at most one 403 per suspension (On) or nothing (Off).",
     ),
     Param(
         "SS_SIP_AUTHENTICATION_CODE",
@@ -313,11 +314,12 @@ PARAMETERS: tuple[Param, ...] = (
     Param(
         "SS_SIP_AUTHENTICATION_ALGORITHM",
         "choice",
-        "MD5+SHA-256",
+        "MD5",
         AUTH,
-        "Digest algorithms offered in a challenge, one header each, in this order (RFC 7616: "
-        "clients use the first they support). Credentials in any offered algorithm are "
-        "accepted.",
+        "Digest algorithms offered in a challenge, one header each, in the order written "
+        "(RFC 8760: the preferred first, so SHA-256+MD5 for both). One header by default: "
+        "some clients (baresip 1.0) give up on a challenge with two. Credentials in any "
+        "offered algorithm are accepted.",
         choices=("MD5", "SHA-256", "MD5+SHA-256", "SHA-256+MD5"),
     ),
     Param(

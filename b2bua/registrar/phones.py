@@ -22,6 +22,7 @@ class PhoneAccount:
 @dataclass
 class PhoneDirectory:
     by_username: dict[str, PhoneAccount] = field(default_factory=dict)
+    any_enabled: bool = False  # whether any account may register (the policy asks often)
 
     def load(self, conn: sqlite3.Connection) -> None:
         self.by_username = {
@@ -36,6 +37,7 @@ class PhoneDirectory:
             )
             for r in conn.execute("SELECT * FROM phones")
         }
+        self.any_enabled = any(a.enabled for a in self.by_username.values())
 
     def get(self, username: str) -> PhoneAccount | None:
         account = self.by_username.get(username)

@@ -93,6 +93,8 @@ class SuspensionTable:
     def __init__(self) -> None:
         self.failures: BoundedMap[tuple[str, Terminal], int] = BoundedMap(FAILURE_LIMIT)
         self.suspended: BoundedMap[Terminal, Suspension] = BoundedMap(SUSPENSION_LIMIT)
+        # The suspension (its end, in ms) each terminal was last told about.
+        self.told: BoundedMap[Terminal, int] = BoundedMap(SUSPENSION_LIMIT)
         self.created = 0
         self.shared: Tally | None = None
 
@@ -134,6 +136,25 @@ class SuspensionTable:
                 self.shared.store(text_key("suspended", *terminal), int(entry.until * 1000))
         self.created += 1
         return entry
+
+    def tell_once(self, entry: Suspension) -> bool:
+        """True the first time a suspension is to be answered: one 403 per terminal per
+        suspension, so a guessing tool that keeps going gets nothing more to count."""
+        terminal = (entry.terminal, entry.source_ip)
+        # Within 1 ms: another worker reads the end back from whole milliseconds.
+        until = int(entry.until * 1000)
+        if self.shared is not None:
+            key = text_key("told", *terminal)
+            if self.shared.maximum(key) >= until - 1:
+                return False
+            with contextlib.suppress(OverflowError):
+                self.shared.store(key, until)
+                return True
+        told = self.told.get(terminal)
+        if told is not None and told >= until - 1:
+            return False
+        self.told.put(terminal, until)
+        return True
 
     def succeed(self, kind: str, terminal: Terminal) -> None:
         self.failures.pop((kind, terminal))

@@ -27,7 +27,7 @@ def test_options_answered_for_known_sources_only(softswitch: Softswitch) -> None
     setup(softswitch, routing=[{"port": 5999}])
     assert probe("OPTIONS", softswitch.sip_port, CUSTOMER_IP) == [200]
     assert probe("OPTIONS", softswitch.sip_port, VENDOR_IP) == [200]
-    assert probe("OPTIONS", softswitch.sip_port, VENDOR2_IP) == [403]
+    assert probe("OPTIONS", softswitch.sip_port, VENDOR2_IP) == [401]  # as any stranger
     softswitch.api.put("/api/v1/parameters/SS_REPLY_UNAUTHORIZED", {"value": "Off"})
     assert wait_until(lambda: probe("OPTIONS", softswitch.sip_port, VENDOR2_IP, 0.3) == [],
                       timeout=2)
@@ -60,7 +60,7 @@ def test_customer_at_capacity_gets_503(softswitch: Softswitch) -> None:
 
 def test_disabled_customer_is_an_unknown_source(softswitch: Softswitch) -> None:
     setup(softswitch, mapping={"enabled": False}, routing=[{"port": 5999}])
-    assert probe("INVITE", softswitch.sip_port, CUSTOMER_IP, body=SDP) == [403]
+    assert probe("INVITE", softswitch.sip_port, CUSTOMER_IP, body=SDP) == [401]
 
 
 def test_max_forwards_zero_is_483_and_stray_bye_is_481(softswitch: Softswitch) -> None:

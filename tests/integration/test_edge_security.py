@@ -47,12 +47,13 @@ PASSWORD_GW = {"name": "natted", "auth_mode": "password", "username": "gw1",
 
 def call(tmp_path: Path, switch: Softswitch, vendor_port: int | None, scenario: str,
          src_ip: str, *, src_port: int | None = None, password: str = "s3cret",
-         user: str = "gw1", hold_ms: int = 0) -> tuple[int, int | None]:
+         user: str = "gw1", hold_ms: int = 0, caller: str | None = None,
+         timeout_s: int = 30) -> tuple[int, int | None]:
     """Run a caller scenario (and a vendor answering, if any); their exit codes."""
     vendor = sipp("uas_answer.xml", tmp_path, VENDOR_IP, vendor_port) if vendor_port else None
     caller = sipp(scenario, tmp_path, src_ip, src_port or free_port(src_ip),
-                  f"127.0.0.1:{switch.sip_port}", hold_ms=hold_ms,
-                  extra=["-au", user, "-ap", password, "-key", "caller", user])
+                  f"127.0.0.1:{switch.sip_port}", hold_ms=hold_ms, timeout_s=timeout_s,
+                  extra=["-au", user, "-ap", password, "-key", "caller", caller or user])
     try:
         code = caller.wait()
         vcode = vendor.wait() if vendor and code == 0 else None
@@ -71,15 +72,16 @@ def security(switch: Softswitch) -> dict[str, Any]:
 def test_ip_mode_accepts_listed_ip_only(tmp_path: Path, softswitch: Softswitch) -> None:
     port = vendor_and(softswitch, {"name": "c", "ips": [CUSTOMER_IP]})
     assert call(tmp_path, softswitch, port, "uac_call.xml", CUSTOMER_IP) == (0, 0)
-    assert probe("INVITE", softswitch.sip_port, OTHER_IP) == [403]
-    assert security(softswitch)["rejected"]["unknown_source"] == 1
+    # Another address is a stranger: challenged like any (SS_REPLY_UNAUTHORIZED On).
+    assert probe("INVITE", softswitch.sip_port, OTHER_IP) == [401]
+    assert security(softswitch)["challenged"]["unknown"] == 1
 
 
 def test_ip_port_mode_needs_the_port_too(tmp_path: Path, softswitch: Softswitch) -> None:
     right = free_port(CUSTOMER_IP)
     port = vendor_and(softswitch, {"name": "c", "auth_mode": "ip_port", "ips": [CUSTOMER_IP],
                                    "port": right})
-    assert probe("INVITE", softswitch.sip_port, CUSTOMER_IP) == [403]
+    assert probe("INVITE", softswitch.sip_port, CUSTOMER_IP) == [401]
     assert call(tmp_path, softswitch, port, "uac_call.xml", CUSTOMER_IP, src_port=right) == (
         0, 0)
 
@@ -111,6 +113,39 @@ def test_password_mode_call_through_the_challenge(tmp_path: Path, softswitch: So
     assert (cdr["mapping_gateway"], cdr["final_code"]) == ("natted", 200)
 
 
+PBX_CALLER = "+4930555123"
+
+
+def test_pbx_trunk_with_the_callers_number_in_from(tmp_path: Path, softswitch: Softswitch
+                                                   ) -> None:
+    """An Asterisk/FreeSWITCH-style password trunk: From names the caller's number, no
+    credentials until challenged, then the gateway's username and password."""
+    port = vendor_and(softswitch, PASSWORD_GW)
+    assert call(tmp_path, softswitch, port, "uac_pbx_trunk.xml", NATTED_IP,
+                caller=PBX_CALLER) == (0, 0)
+    stats = security(softswitch)
+    assert stats["challenged"] == {"unknown": 1}  # the caller's number is nobody's
+    assert stats["authenticated"] == {"gateway": 1}
+    (cdr,) = wait_until(lambda: softswitch.api.get("/api/v1/cdrs")["items"])
+    assert (cdr["mapping_gateway"], cdr["caller"], cdr["final_code"]) == (
+        "natted", PBX_CALLER, 200)
+
+
+def test_pbx_trunk_hears_nothing_when_reply_unauthorized_is_off(
+    tmp_path: Path, softswitch: Softswitch
+) -> None:
+    """Off: a password trunk that is not registered is an unknown source (nothing in its
+    INVITE says who it is before credentials), so it hears nothing; docs/security.md."""
+    vendor_and(softswitch, PASSWORD_GW, SS_REPLY_UNAUTHORIZED="Off")
+    with Capture(tmp_path / "off.pcap", f"host {NATTED_IP}") as cap:
+        code, _ = call(tmp_path, softswitch, None, "uac_pbx_trunk.xml", NATTED_IP,
+                       caller=PBX_CALLER, timeout_s=3)
+    assert code != 0  # sipp gave up waiting
+    assert cap.packets(f"ip.src==127.0.0.1 && ip.dst=={NATTED_IP} && (udp || icmp)") == []
+    stats = security(softswitch)
+    assert stats["dropped"]["unknown_source"] >= 1 and stats["challenged"] == {}
+
+
 def test_wrong_password_rechallenged_until_the_retry_limit(tmp_path: Path,
                                                            softswitch: Softswitch) -> None:
     vendor_and(softswitch, PASSWORD_GW, SS_SIP_AUTHENTICATION_RETRY=3)
@@ -140,8 +175,9 @@ def test_suspension_after_failures_lifted_by_the_api(tmp_path: Path, softswitch:
     assert (suspension["terminal"], suspension["source_ip"]) == ("gw1", NATTED_IP)
     assert suspension["failures"] == 3
     assert before + 179 <= suspension["until"] <= time.time() + 181
-    # The right password from the suspended source: refused without a challenge.
-    assert call(tmp_path, softswitch, None, "uac_expect_403.xml", NATTED_IP) == (0, None)
+    # The right password from the suspended source: the suspension was told once (the
+    # third answer's 403); from now on nothing comes back, not even a challenge.
+    assert probe("INVITE", softswitch.sip_port, NATTED_IP, 0.5, from_user="gw1") == []
     # The same account from elsewhere still works.
     assert call(tmp_path, softswitch, port, "uac_auth.xml", OTHER_IP) == (0, 0)
     status, _, _ = softswitch.api.call("DELETE", f"/api/v1/suspensions/gw1?source_ip={NATTED_IP}")
@@ -165,16 +201,39 @@ def test_suspension_ends_by_itself(tmp_path: Path, softswitch: Softswitch) -> No
     assert call(tmp_path, softswitch, port, "uac_auth.xml", NATTED_IP) == (0, 0)
 
 
-def test_suspended_terminal_hears_nothing_when_reply_unauthorized_is_off(
-    tmp_path: Path, softswitch: Softswitch
-) -> None:
-    vendor_and(softswitch, PASSWORD_GW, SS_AUTHENTICATION_MAX_RETRY=2)
-    assert call(tmp_path, softswitch, None, "uac_auth_limit.xml", NATTED_IP,
-                password="guess") == (0, None)
-    softswitch.api.put("/api/v1/parameters/SS_REPLY_UNAUTHORIZED", {"value": "Off"})
-    assert wait_until(lambda: probe("INVITE", softswitch.sip_port, NATTED_IP, 0.3,
-                                    from_user="gw1") == [], timeout=2)
-    assert security(softswitch)["dropped"]["suspended"] >= 1
+@pytest.mark.parametrize("reply", ["On", "Off"])
+def test_suspended_terminal_hears_at_most_one_403(tmp_path: Path, softswitch: Softswitch,
+                                                  reply: str) -> None:
+    """A guesser that keeps going after its suspension: counted, not answered. With On
+    the suspension itself was told by one 403; with Off not even that."""
+    vendor_and(softswitch, PASSWORD_GW, SS_AUTHENTICATION_MAX_RETRY=2,
+               SS_ENDPOINT_REGISTER_RETRY=2, SS_REPLY_UNAUTHORIZED=reply)
+    dst = ("127.0.0.1", softswitch.sip_port)
+    heard: list[int] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((NATTED_IP, 0))
+        port = int(sock.getsockname()[1])
+        for i in range(40):  # one session each, as a password-guessing tool does
+            call_id = f"guess-{i}"
+            first = _send(sock, request("REGISTER", "127.0.0.1", softswitch.sip_port, NATTED_IP,
+                                        port, user="gw1", from_user="gw1", call_id=call_id),
+                          dst)
+            heard += status_codes(first)
+            if not first:
+                continue
+            auth = _authorization(first[0], f"sip:gw1@127.0.0.1:{softswitch.sip_port}",
+                                  "00000001", method="REGISTER", password=f"guess{i}")
+            heard += status_codes(_send(sock, request(
+                "REGISTER", "127.0.0.1", softswitch.sip_port, NATTED_IP, port, user="gw1",
+                from_user="gw1", call_id=call_id, extra=auth), dst))
+    # Two wrong answers are challenged again, the third suspends.
+    assert heard[:5] == [401, 401, 401, 401, 401]
+    assert heard[5:] == ([403] if reply == "On" else [])
+    stats = security(softswitch)
+    assert stats["suspended"]["registration"] == 1
+    assert stats["dropped"]["suspended"] == 37 + (reply == "Off")
+    metrics = softswitch.api.call("GET", "/api/v1/metrics")[1]
+    assert 'security_dropped_total{reason="suspended"}' in str(metrics)
 
 
 def test_pjsua2_account_calls_in_password_mode(tmp_path: Path, softswitch: Softswitch) -> None:
@@ -253,13 +312,15 @@ def test_reply_unauthorized_off_sends_not_one_byte(tmp_path: Path, softswitch: S
 def test_reply_unauthorized_on_answers_with_the_documented_codes(softswitch: Softswitch
                                                                  ) -> None:
     vendor_and(softswitch, {"name": "c", "ips": [CUSTOMER_IP]})
-    assert probe("OPTIONS", softswitch.sip_port, STRANGER_IP) == [403]
-    assert probe("INVITE", softswitch.sip_port, STRANGER_IP) == [403]
-    register = probe("REGISTER", softswitch.sip_port, STRANGER_IP)
-    assert register == [401]
+    # The same challenge for everything out of dialog, whatever it names.
+    assert probe("OPTIONS", softswitch.sip_port, STRANGER_IP) == [401]
+    assert probe("INVITE", softswitch.sip_port, STRANGER_IP) == [401]
+    assert probe("REGISTER", softswitch.sip_port, STRANGER_IP) == [401]
+    # In-dialog strays match no account: 403.
+    assert probe("BYE", softswitch.sip_port, STRANGER_IP, to_tag="x1") == [403]
     replies, tcp_bytes, _ = _probe_everything(softswitch.sip_port)
-    assert b"SIP/2.0 403" in tcp_bytes
-    assert sorted(int(r.split(b" ")[1]) for r in replies) == [401, 403, 403]
+    assert b"SIP/2.0 401" in tcp_bytes
+    assert sorted(int(r.split(b" ")[1]) for r in replies) == [401, 401, 401]
 
 
 # -- the digest's uri (RFC 3261 22.4) ------------------------------------------------------
@@ -281,11 +342,12 @@ def _send(sock: socket.socket, data: bytes, dst: tuple[str, int]) -> list[bytes]
     return replies
 
 
-def _authorization(reply: bytes, digest_uri: str, nc: str) -> str:
+def _authorization(reply: bytes, digest_uri: str, nc: str, method: str = "INVITE",
+                   password: str = "s3cret") -> str:
     realm_m, nonce_m = REALM_RE.search(reply), NONCE_RE.search(reply)
     assert realm_m and nonce_m
     realm, nonce = realm_m.group(1).decode(), nonce_m.group(1).decode()
-    response = response_digest("MD5", "gw1", realm, "s3cret", "INVITE", digest_uri, nonce,
+    response = response_digest("MD5", "gw1", realm, password, method, digest_uri, nonce,
                                nc, "c0ffee", "auth")
     return (f'Authorization: Digest username="gw1", realm="{realm}", nonce="{nonce}", '
             f'uri="{digest_uri}", response="{response}", algorithm=MD5, qop=auth, '

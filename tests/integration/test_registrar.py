@@ -87,8 +87,8 @@ def test_wrong_password_rechallenged_then_suspended(tmp_path: Path, softswitch: 
     (suspension,) = softswitch.api.get("/api/v1/suspensions")["items"]
     assert (suspension["terminal"], suspension["kind"]) == ("1001", "registration")
     assert 29 <= suspension["until"] - suspension["since"] <= 31
-    # The right password from the suspended address is refused at once ...
-    assert probe("REGISTER", softswitch.sip_port, PHONE_IP, user="1001") == [403]
+    # The suspended address hears nothing more (its one 403 ended the scenario) ...
+    assert probe("REGISTER", softswitch.sip_port, PHONE_IP, user="1001") == []
     # ... while the phone at another address registers fine.
     assert register(tmp_path, softswitch, "1001", src_ip=PHONE2_IP) == 0
 

@@ -84,7 +84,7 @@ def make_policy(values: dict[str, object] | None = None,
     params.values.update(values or {})
     lookup = phones.get if phones is not None else None
     return Policy(params, directory(mappings, vendors), default_realm=REALM,
-                  phone_accounts=lookup)
+                  phone_accounts=lookup, any_phone=lambda: bool(phones))
 
 
 def peer(ip: str, port: int = 5060) -> Peer:
@@ -190,7 +190,7 @@ def test_ip_port_beats_ip_on_same_ip() -> None:
 def test_ip_port_gateway_with_another_port_does_not_match() -> None:
     policy = make_policy(mappings=[ACME, IP_PORT_GW])
     outcome = policy.admit(sip("INVITE", "4930111", src=GW_IP), peer(GW_IP, 5071), T0)
-    assert (outcome.action, outcome.status) == (Action.REJECT, 403)
+    assert (outcome.action, outcome.status) == (Action.CHALLENGE, 401)  # as any stranger
     assert outcome.source is None
     assert_pass_mapping(policy.admit(sip("INVITE", "4930111", src=GW_IP),
                                      peer(GW_IP, 5070), T0), IP_PORT_GW)
@@ -240,7 +240,7 @@ def test_from_user_of_password_gateway_is_challenged() -> None:
     outcome = policy.admit(sip("INVITE", "acme"), peer(ROAMING_IP), T0)
     assert outcome.action == Action.CHALLENGE
     assert outcome.status == 401
-    assert [name for name, _v in outcome.headers] == ["WWW-Authenticate"] * 2
+    assert [name for name, _v in outcome.headers] == ["WWW-Authenticate"]
     assert policy.counters.challenged == {"gateway": 1}
 
 
@@ -279,9 +279,13 @@ def test_routing_gateway_passes_with_routing_set() -> None:
     assert outcome.source.routing == VENDOR
     assert outcome.source.mapping is None
     # Any port of the vendor's host.
-    outcome = policy.admit(sip("INVITE", "4930111", src=VENDOR_IP), peer(VENDOR_IP, 5099), T0)
+    outcome = policy.admit(sip("OPTIONS", "ping", src=VENDOR_IP), peer(VENDOR_IP, 5099), T0)
     assert outcome.action == Action.PASS and outcome.source is not None
     assert outcome.source.routing == VENDOR
+    # A vendor does not originate calls: its INVITE is challenged like a stranger's (a
+    # carrier that is also a password-mode customer answers with its username).
+    outcome = policy.admit(sip("INVITE", "4930111", src=VENDOR_IP), peer(VENDOR_IP), T0)
+    assert (outcome.action, outcome.source) == (Action.CHALLENGE, None)
 
 
 def test_claimed_user_comes_before_vendor() -> None:
@@ -291,29 +295,44 @@ def test_claimed_user_comes_before_vendor() -> None:
     assert outcome.action == Action.CHALLENGE
 
 
-@pytest.mark.parametrize("method", ["INVITE", "OPTIONS", "MESSAGE", "SUBSCRIBE"])
-def test_unknown_source_reject_when_on_drop_when_off(method: str) -> None:
+@pytest.mark.parametrize("method", ["INVITE", "OPTIONS", "MESSAGE", "SUBSCRIBE", "REGISTER"])
+def test_unknown_source_challenged_when_on(method: str) -> None:
     on = make_policy()
     outcome = on.admit(sip(method, "4930111", src=STRANGER_IP), peer(STRANGER_IP), T0)
-    assert (outcome.action, outcome.status, outcome.headers) == (Action.REJECT, 403, [])
-    assert on.counters.rejected == {"unknown_source": 1}
-    off = make_policy({"SS_REPLY_UNAUTHORIZED": "Off"})
-    outcome = off.admit(sip(method, "4930111", src=STRANGER_IP), peer(STRANGER_IP), T0)
-    assert (outcome.action, outcome.status, outcome.headers) == (Action.DROP, 0, [])
-    assert off.counters.dropped == {"unknown_source": 1}
-    # Neither creates any state.
-    assert len(on.sessions) == len(off.sessions) == 0
-
-
-def test_unknown_register_challenged_when_on_dropped_when_off() -> None:
-    on = make_policy()
-    outcome = on.admit(sip("REGISTER", "2002", src=STRANGER_IP), peer(STRANGER_IP), T0)
     assert (outcome.action, outcome.status) == (Action.CHALLENGE, 401)
-    assert {name for name, _v in outcome.headers} == {"WWW-Authenticate"}
-    off = make_policy({"SS_REPLY_UNAUTHORIZED": "Off"})
-    outcome = off.admit(sip("REGISTER", "2002", src=STRANGER_IP), peer(STRANGER_IP), T0)
-    assert outcome.action == Action.DROP
-    assert len(off.sessions) == 0
+    assert [name for name, _v in outcome.headers] == ["WWW-Authenticate"]
+    assert on.counters.challenged == {"unknown": 1}
+
+
+@pytest.mark.parametrize("method", ["INVITE", "OPTIONS", "MESSAGE", "SUBSCRIBE"])
+def test_unknown_source_hears_nothing_when_off(method: str) -> None:
+    off = make_policy({"SS_REPLY_UNAUTHORIZED": "Off"}, phones=PHONES)
+    for user in ("4930111", "acme", "1001"):  # existing accounts or not: the same
+        outcome = off.admit(sip(method, user, src=STRANGER_IP), peer(STRANGER_IP), T0)
+        assert (outcome.action, outcome.status, outcome.headers) == (Action.DROP, 0, [])
+    assert off.counters.dropped == {"unknown_source": 3}
+    assert len(off.sessions) == 0  # no state
+
+
+def test_register_challenged_whoever_it_names_when_off() -> None:
+    off = make_policy({"SS_REPLY_UNAUTHORIZED": "Off"}, phones=PHONES)
+    outcomes = [off.admit(sip("REGISTER", user, src=STRANGER_IP), peer(STRANGER_IP), T0)
+                for user in ("2002", "1001", "acme")]
+    assert [(o.action, o.status) for o in outcomes] == [(Action.CHALLENGE, 401)] * 3
+
+
+def test_register_dropped_when_off_and_nothing_may_register() -> None:
+    """Off on a switch with IP trunks only: not one byte to a REGISTER either. What a
+    REGISTER can learn with Off is that accounts exist, never which."""
+    off = {"SS_REPLY_UNAUTHORIZED": "Off"}
+    for policy in (make_policy(off, mappings=[IP_GW, IP_PORT_GW]),
+                   make_policy(off, mappings=[IP_GW, mapping(3, "password", username="acme",
+                                                             password="x", enabled=False)])):
+        outcome = policy.admit(sip("REGISTER", "acme", src=STRANGER_IP), peer(STRANGER_IP), T0)
+        assert outcome.action == Action.DROP
+    with_phone = make_policy(off, mappings=[IP_GW], phones=PHONES)
+    outcome = with_phone.admit(sip("REGISTER", "x", src=STRANGER_IP), peer(STRANGER_IP), T0)
+    assert outcome.action == Action.CHALLENGE
 
 
 def test_known_sources_unaffected_by_reply_unauthorized_off() -> None:
@@ -321,7 +340,6 @@ def test_known_sources_unaffected_by_reply_unauthorized_off() -> None:
     assert_pass_mapping(policy.admit(sip("INVITE", "1", src=GW_IP), peer(GW_IP), T0), IP_GW)
     assert policy.admit(sip("OPTIONS", "p", src=VENDOR_IP), peer(VENDOR_IP), T0).action == \
         Action.PASS
-    assert policy.admit(sip("INVITE", "acme"), peer(ROAMING_IP), T0).action == Action.CHALLENGE
 
 
 def test_disabled_gateways_are_ignored() -> None:
@@ -338,13 +356,14 @@ def test_disabled_gateways_are_ignored() -> None:
         (sip("OPTIONS", "ping", src=VENDOR_IP), peer(VENDOR_IP)),
     ]:
         outcome = policy.admit(request, source, T0)
-        assert (outcome.action, outcome.status) == (Action.REJECT, 403), request
+        assert (outcome.action, outcome.source) == (Action.CHALLENGE, None), request
+    assert policy.counters.challenged == {"unknown": 4}
     # Credentials of a disabled password gateway are no better.
     nonce = policy.verifier.minter.mint(REALM, T0)
     creds = credentials(("WWW-Authenticate", f'Digest realm="{REALM}", nonce="{nonce}", '
                          'algorithm=MD5, qop="auth"'), "INVITE", CALLEE, "acme", "acme-secret")
     outcome = policy.admit(sip("INVITE", "acme", auth=creds), peer(ROAMING_IP), T0)
-    assert outcome.action == Action.REJECT
+    assert outcome.action == Action.CHALLENGE and policy.counters.authenticated == {}
 
 
 def test_disabled_gateway_does_not_hide_an_enabled_one() -> None:
@@ -460,7 +479,8 @@ def test_default_realm_when_parameter_empty() -> None:
 @pytest.mark.parametrize("code", [401, 407])
 @pytest.mark.parametrize("which", [0, 1])
 def test_full_digest_round_invite(code: int, which: int) -> None:
-    policy = make_policy({"SS_SIP_AUTHENTICATION_CODE": code})
+    policy = make_policy({"SS_SIP_AUTHENTICATION_CODE": code,
+                          "SS_SIP_AUTHENTICATION_ALGORITHM": "SHA-256+MD5"})
     call_id = f"round-{code}-{which}@{ROAMING_IP}"
     first = policy.admit(sip("INVITE", "acme", call_id=call_id), peer(ROAMING_IP), T0)
     assert first.action == Action.CHALLENGE
@@ -586,45 +606,58 @@ def guess(policy: Policy, src: str, now: float, password: str = "guess",
                         peer(src), now)
 
 
-@pytest.mark.parametrize(("reply", "refusal"), [("On", Action.REJECT), ("Off", Action.DROP)])
-def test_suspension_after_max_wrong_answers(reply: str, refusal: Action) -> None:
-    policy = make_policy({**SUSPEND, "SS_REPLY_UNAUTHORIZED": reply})
+@pytest.mark.parametrize(("reply", "method"), [("On", "INVITE"), ("On", "REGISTER"),
+                                               ("Off", "REGISTER")])
+def test_suspension_after_max_wrong_answers(reply: str, method: str) -> None:
+    policy = make_policy({**SUSPEND, "SS_REPLY_UNAUTHORIZED": reply,
+                          "SS_ENDPOINT_REGISTER_RETRY": 2, "SS_ENDPOINT_REGISTER_SUSPEND": 60})
+    kind = "registration" if method == "REGISTER" else "authentication"
     call_id = "guessing@x"
-    outcome = policy.admit(sip("INVITE", "acme", call_id=call_id), peer(ROAMING_IP), T0)
+    outcome = policy.admit(sip(method, "acme", call_id=call_id), peer(ROAMING_IP), T0)
     for i in range(2):
-        outcome = policy.admit(retry(outcome, "INVITE", "acme", f"guess{i}", call_id=call_id),
+        outcome = policy.admit(retry(outcome, method, "acme", f"guess{i}", call_id=call_id),
                                peer(ROAMING_IP), T0 + i)
         assert outcome.action == Action.CHALLENGE
-    suspended = policy.admit(retry(outcome, "INVITE", "acme", "guess3", call_id=call_id),
+    suspended = policy.admit(retry(outcome, method, "acme", "guess3", call_id=call_id),
                              peer(ROAMING_IP), T0 + 3)
-    assert suspended.action == refusal
+    # One 403 for the suspension when On, nothing when Off; no challenge header.
+    assert suspended.action == (Action.REJECT if reply == "On" else Action.DROP)
     assert suspended.reason == "suspended"
     assert suspended.headers == []
     assert suspended.status == (403 if reply == "On" else 0)
-    assert policy.counters.suspended == {"authentication": 1}
+    assert policy.counters.suspended == {kind: 1}
     [entry] = policy.suspensions.active(T0 + 3)
-    assert (entry.terminal, entry.source_ip, entry.kind) == ("acme", ROAMING_IP,
-                                                             "authentication")
+    assert (entry.terminal, entry.source_ip, entry.kind) == ("acme", ROAMING_IP, kind)
     assert (entry.since, entry.until, entry.failures) == (T0 + 3, T0 + 63, 3)
-    # While suspended, even the right password is refused without a challenge.
-    assert guess(policy, ROAMING_IP, T0 + 10, "acme-secret").action == refusal
+    # While suspended, even the right password gets nothing back: counted, not answered.
+    assert guess(policy, ROAMING_IP, T0 + 10, "acme-secret", method=method).action == \
+        Action.DROP
     nonce = policy.verifier.minter.mint(REALM, T0 + 10)
+    uri = f"sip:{REALM}" if method == "REGISTER" else CALLEE
     creds = credentials(("WWW-Authenticate", f'Digest realm="{REALM}", nonce="{nonce}", '
-                         'algorithm=MD5, qop="auth"'), "INVITE", CALLEE, "acme", "acme-secret")
-    direct = policy.admit(sip("INVITE", "acme", auth=creds), peer(ROAMING_IP), T0 + 10)
-    assert direct.action == refusal
+                         'algorithm=MD5, qop="auth"'), method, uri, "acme", "acme-secret")
+    for _ in range(100):
+        direct = policy.admit(sip(method, "acme", auth=creds), peer(ROAMING_IP), T0 + 10)
+        assert direct.action == Action.DROP
+    told = 1 if reply == "On" else 0
+    assert policy.counters.rejected == ({"suspended": 1} if told else {})
+    assert policy.counters.dropped == {"suspended": 101 + 1 - told}
     # Another source address with the right password is unaffected.
-    assert_pass_mapping(guess(policy, OTHER_IP, T0 + 10, "acme-secret"), ACME)
-    # After the suspension the terminal may try again.
-    assert_pass_mapping(guess(policy, ROAMING_IP, T0 + 63, "acme-secret"), ACME)
+    assert_pass_mapping(guess(policy, OTHER_IP, T0 + 10, "acme-secret", method=method), ACME)
+    # After the suspension the terminal may try again...
+    assert_pass_mapping(guess(policy, ROAMING_IP, T0 + 63, "acme-secret", method=method),
+                        ACME)
     assert policy.suspensions.active(T0 + 63) == []
+    # ... and a new suspension is told once again.
+    outcomes = [guess(policy, ROAMING_IP, T0 + 70, method=method) for _ in range(5)]
+    assert [o.status for o in outcomes] == [401, 401, 403 if told else 0, 0, 0]
 
 
 def test_guesser_gets_max_plus_one_checks_per_period() -> None:
     policy = make_policy(SUSPEND)
     results = [guess(policy, ROAMING_IP, T0 + i).action for i in range(6)]
-    assert results == [Action.CHALLENGE, Action.CHALLENGE, Action.REJECT, Action.REJECT,
-                       Action.REJECT, Action.REJECT]
+    assert results == [Action.CHALLENGE, Action.CHALLENGE, Action.REJECT, Action.DROP,
+                       Action.DROP, Action.DROP]
 
 
 def test_correct_password_resets_failure_count() -> None:
@@ -671,12 +704,14 @@ def test_register_suspend_zero_never_suspends_phones() -> None:
     assert policy.suspensions.active(T0) == []
 
 
-def test_gateway_register_uses_authentication_limits() -> None:
-    policy = make_policy({**SUSPEND, "SS_AUTHENTICATION_MAX_RETRY": 3,
-                          "SS_ENDPOINT_REGISTER_RETRY": 0})
+def test_gateway_register_uses_registration_limits() -> None:
+    """Every REGISTER, whoever it names, counts against the registration limits, so the
+    count before a suspension tells a gateway's username from a phone's or nobody's."""
+    policy = make_policy({**SUSPEND, "SS_AUTHENTICATION_MAX_RETRY": 0,
+                          "SS_ENDPOINT_REGISTER_RETRY": 3})
     results = [guess(policy, ROAMING_IP, T0, method="REGISTER").action for _ in range(4)]
     assert results == [Action.CHALLENGE] * 3 + [Action.REJECT]
-    assert policy.counters.suspended == {"authentication": 1}
+    assert policy.counters.suspended == {"registration": 1}
 
 
 def test_phone_invite_uses_authentication_limits() -> None:
@@ -697,19 +732,23 @@ def test_register_for_nonexistent_account_never_passes() -> None:
         seen.append(outcome.action)
     assert Action.PASS not in seen
     # Suspended on the fourth try, exactly like a phone guessing its own password.
-    assert seen == [Action.CHALLENGE] * 3 + [Action.REJECT] * 4
+    assert seen == [Action.CHALLENGE] * 3 + [Action.REJECT] + [Action.DROP] * 3
     existing = [guess(policy, OTHER_IP, T0, "nope", method="REGISTER", user="1001").action
                 for _ in range(7)]
     assert existing == seen
 
 
-def test_register_credentials_for_nonexistent_account_when_off() -> None:
+def test_credentials_for_nonexistent_account_when_off() -> None:
+    """Off: a REGISTER is challenged and an INVITE dropped, whoever the credentials name."""
     policy = make_policy({"SS_REPLY_UNAUTHORIZED": "Off"}, phones=PHONES)
     nonce = policy.verifier.minter.mint(REALM, T0)
-    creds = credentials(("WWW-Authenticate", f'Digest realm="{REALM}", nonce="{nonce}", '
-                         'algorithm=MD5, qop="auth"'), "REGISTER", f"sip:{REALM}", "2002", "x")
-    outcome = policy.admit(sip("REGISTER", "2002", auth=creds), peer(ROAMING_IP), T0)
-    assert outcome.action == Action.DROP
+    for user in ("2002", "1001", "acme"):
+        for method, uri, action in (("REGISTER", f"sip:{REALM}", Action.CHALLENGE),
+                                    ("INVITE", CALLEE, Action.DROP)):
+            creds = credentials(("WWW-Authenticate", f'Digest realm="{REALM}", nonce="{nonce}", '
+                                 'algorithm=MD5, qop="auth"'), method, uri, user, "x")
+            outcome = policy.admit(sip(method, user, auth=creds), peer(ROAMING_IP), T0)
+            assert outcome.action == action, (user, method)
 
 
 def test_probing_with_a_bad_nonce_cannot_tell_accounts_apart() -> None:
@@ -728,6 +767,73 @@ def test_probing_with_a_bad_nonce_cannot_tell_accounts_apart() -> None:
         return out
 
     assert probe("2002") == probe("1001")
+
+
+def _observed(outcome: Outcome) -> tuple[object, ...]:
+    """What a prober sees of an outcome: everything but the nonce's random bytes."""
+    params = [tuple(sorted((k, v) for k, v in p.items() if k != "nonce"))
+              for p in challenge_params(outcome)]
+    return (outcome.action, outcome.status, [n for n, _v in outcome.headers], params)
+
+
+def _transcript(reply: str, method: str, user: str,
+                monkeypatch: pytest.MonkeyPatch) -> list[tuple[object, ...]]:
+    """A prober's whole exchange naming ``user``: first requests, wrong answers in one
+    session up to the retry limit, fresh sessions up to and past the suspension, a
+    forged nonce, an expired nonce, and the digests computed along the way."""
+    import b2bua.security.digest as digest
+
+    hashed: list[int] = []
+    real = digest.response_digest
+
+    def counting(*args: str | None) -> str:
+        hashed.append(1)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(digest, "response_digest", counting)
+    # Different limits for calls and registrations: neither may tell accounts apart.
+    policy = make_policy({"SS_REPLY_UNAUTHORIZED": reply, "SS_AUTHENTICATION_MAX_RETRY": 2,
+                          "SS_ENDPOINT_REGISTER_RETRY": 4, "SS_SIP_AUTHENTICATION_RETRY": 3,
+                          "SS_SIP_AUTHENTICATION_TIMEOUT": 3600}, phones=PHONES)
+    seen: list[tuple[object, ...]] = []
+    uri = f"sip:{REALM}" if method in ("REGISTER", "OPTIONS") else CALLEE
+    src = peer(ROAMING_IP)
+    # One session: wrong answers until the retry limit (or the suspension).
+    outcome = policy.admit(sip(method, user, call_id="s1"), src, T0)
+    seen.append(_observed(outcome))
+    for i in range(4):
+        if outcome.action != Action.CHALLENGE:
+            break
+        outcome = policy.admit(retry(outcome, method, user, f"g{i}", call_id="s1",
+                                     cseq=2 + i), src, T0 + i)
+        seen.append((*_observed(outcome), len(hashed)))
+    for _ in range(8):  # fresh sessions from the same source
+        seen.append(_observed(guess(policy, ROAMING_IP, T0 + 5, method=method, user=user)))
+    other = peer(OTHER_IP)
+    for nonce in (NonceMinter().mint(REALM, T0),  # forged
+                  policy.verifier.minter.mint(REALM, T0 - 100)):  # expired
+        creds = credentials(("WWW-Authenticate", f'Digest realm="{REALM}", nonce="{nonce}", '
+                             'algorithm=MD5, qop="auth"'), method, uri, user, "guess")
+        seen.append(_observed(policy.admit(sip(method, user, auth=creds), other, T0)))
+    seen.append(("digests computed", len(hashed)))
+    return seen
+
+
+@pytest.mark.parametrize("reply", ["On", "Off"])
+@pytest.mark.parametrize("method", ["INVITE", "REGISTER", "OPTIONS"])
+def test_existing_and_nonexistent_accounts_look_alike(reply: str, method: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A password gateway's username, a phone account and a name that is nobody's get
+    the same codes, headers, challenge parameters, suspension and digest work."""
+    transcripts = {user: _transcript(reply, method, user, monkeypatch)
+                   for user in ("acme", "1001", "nobody")}
+    assert transcripts["acme"] == transcripts["nobody"]
+    assert transcripts["1001"] == transcripts["nobody"]
+    codes = [t[1] for t in transcripts["nobody"] if t[0] != "digests computed"]
+    if reply == "Off" and method != "REGISTER":
+        assert set(codes) == {0}  # nothing at all
+    else:
+        assert 401 in codes and codes.count(403) <= 2  # the retry limit, one suspension
 
 
 # -- stale nonces --------------------------------------------------------------------------
@@ -826,18 +932,43 @@ def test_memory_bound_under_a_flood_of_distinct_sources() -> None:
     assert snapshot["challenged"] == {"unknown": n}
 
 
-def test_flood_of_unknown_invites_creates_no_state() -> None:
-    policy = make_policy()
+def test_flood_of_unknown_invites_creates_no_state_when_off() -> None:
+    policy = make_policy({"SS_REPLY_UNAUTHORIZED": "Off"})
     for i in range(5_000):
         ip = _ip(i)
         outcome = policy.admit(sip("INVITE", "4930111", src=ip), peer(ip), T0)
-        assert outcome.action == Action.REJECT
+        assert outcome.action == Action.DROP
     assert len(policy.sessions) == 0
     assert len(policy.suspensions.failures) == 0
 
 
+def test_flood_of_random_usernames_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Wrong credentials for ever new usernames (a scanner's dictionary) from ever new
+    addresses: every table stays within its bound, and counting still works after."""
+    import b2bua.security.state as state
+
+    for name in ("FAILURE_LIMIT", "SUSPENSION_LIMIT", "SESSION_LIMIT", "LOG_LIMIT"):
+        monkeypatch.setattr(state, name, 500)
+    policy = make_policy({**SUSPEND, "SS_AUTHENTICATION_MAX_RETRY": 0}, phones=PHONES)
+    policy.sessions = state.BoundedMap(500)
+    nonce = policy.verifier.minter.mint(REALM, T0)
+    challenge = ("WWW-Authenticate",
+                 f'Digest realm="{REALM}", nonce="{nonce}", algorithm=MD5, qop="auth"')
+    for i in range(3_000):
+        ip = _ip(i % 1_500)
+        creds = credentials(challenge, "INVITE", CALLEE, f"u{i}", "x")
+        policy.admit(sip("INVITE", f"u{i}", src=ip, auth=creds), peer(ip), T0)
+    assert len(policy.sessions) <= 500
+    assert len(policy.suspensions.failures) <= 500
+    assert len(policy.suspensions.suspended) <= 500
+    assert len(policy.suspensions.told) <= 500
+    assert len(policy.verifier.counts) == 0  # wrong answers never reach the nonce counts
+    # A guesser of a real account is still suspended at the limit.
+    assert guess(policy, OTHER_IP, T0).action == Action.REJECT
+
+
 def test_log_throttled_per_source(caplog: pytest.LogCaptureFixture) -> None:
-    policy = make_policy({"SS_SECURITY_LOG_INTERVAL": 60})
+    policy = make_policy({"SS_SECURITY_LOG_INTERVAL": 60, "SS_REPLY_UNAUTHORIZED": "Off"})
     with caplog.at_level(logging.INFO, logger="b2bua.security"):
         for i in range(10):
             policy.admit(sip("INVITE", "1", src=STRANGER_IP), peer(STRANGER_IP), T0 + i)

@@ -15,6 +15,7 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "SS_SIP_AUTHENTICATION_CODE": 401,
     "SS_SIP_AUTHENTICATION_RETRY": 6,
     "SS_SIP_AUTHENTICATION_TIMEOUT": 10,
+    "SS_SIP_AUTHENTICATION_ALGORITHM": "MD5",
     "SS_AUTHENTICATION_MAX_RETRY": 6,
     "SS_AUTHENTICATION_FAILED_SUSPEND": 180,
     "SS_ENDPOINT_REGISTER_REPLACE": "On",
@@ -173,3 +174,26 @@ def test_parameters_doc_is_generated_from_the_registry() -> None:
     )
     for param in PARAMETERS:
         assert f"`{param.name}`" in docgen.render()
+
+
+def test_a_changed_default_reaches_only_operators_who_never_set_it() -> None:
+    """No migration for a new default: the parameters table holds only values an
+    operator set (the API or the CLI), so a database without a row follows the new
+    default and one with a row keeps it, even when it equals an old default."""
+    import sqlite3
+
+    from b2bua.storage import migrate, params_store
+
+    def database() -> sqlite3.Connection:
+        conn = sqlite3.connect(":memory:", isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        migrate.migrate(conn)
+        return conn
+
+    never_set = database()
+    assert params_store.load_values(never_set)["SS_SIP_AUTHENTICATION_ALGORITHM"] == "MD5"
+    assert never_set.execute("SELECT COUNT(*) FROM parameters").fetchone()[0] == 0
+    explicit = database()
+    params_store.set_value(explicit, "SS_SIP_AUTHENTICATION_ALGORITHM", "MD5+SHA-256")
+    assert params_store.load_values(explicit)["SS_SIP_AUTHENTICATION_ALGORITHM"] == \
+        "MD5+SHA-256"

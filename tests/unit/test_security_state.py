@@ -211,6 +211,29 @@ def test_kinds_counted_separately() -> None:
     assert table2.fail(AUTH, TERM, 2, 180, T0) is not None
 
 
+def test_a_suspension_is_told_once() -> None:
+    table = SuspensionTable()
+    entry = table.fail(AUTH, TERM, 0, 60, T0)
+    assert entry is not None
+    assert table.tell_once(entry) is True
+    assert [table.tell_once(entry) for _ in range(5)] == [False] * 5
+    assert table.tell_once(Suspension("acme", "192.0.2.99", AUTH, T0, T0 + 60, 1)) is True
+    # The next suspension of the same terminal is told again, once.
+    later = table.fail(AUTH, TERM, 0, 60, T0 + 61)
+    assert later is not None
+    assert [table.tell_once(later) for _ in range(3)] == [True, False, False]
+
+
+def test_a_suspension_is_told_once_across_workers() -> None:
+    first, second = _shared_pair()
+    entry = first.fail(AUTH, TERM, 0, 60, T0)
+    assert entry is not None
+    seen = second.check(TERM, T0 + 1)  # its end read back in whole milliseconds
+    assert seen is not None
+    assert first.tell_once(entry) is True
+    assert second.tell_once(seen) is False and first.tell_once(entry) is False
+
+
 # -- LogThrottle ---------------------------------------------------------------------------
 
 
