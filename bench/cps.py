@@ -1339,6 +1339,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile-at", type=int, default=0, metavar="RATE",
                     help="no searches: one step at RATE cps per softswitch system in "
                          "--systems with py-spy attached (--step-seconds long)")
+    ap.add_argument("--base", default=None, metavar="REV",
+                    help="also search the softswitch at git revision REV (exported like "
+                         "--code REV) right after 'softswitch', in the same run, and print "
+                         "the ratio: what a change costs or gains in calls/s")
     add_code_and_workdir(ap)
     args = ap.parse_args(argv)
 
@@ -1403,8 +1407,16 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             system.stop()
 
+    base_c = None
     if "softswitch" in wanted:
         ss_c = search(SoftswitchSystem(root / "softswitch", code_root=code_root), "softswitch")
+        if args.base:
+            base_note = export_rev(args.base, root / "code-base")
+            log(f"base: {base_note}")
+            base_c = search(SoftswitchSystem(root / "softswitch-base",
+                                             code_root=root / "code-base",
+                                             name=f"softswitch at {args.base}"),
+                            "softswitch")
     if "softswitch-2w" in wanted:
         w2_c = search(SoftswitchSystem(root / "softswitch-2w", code_root=code_root,
                                        name="softswitch-2w",
@@ -1485,6 +1497,9 @@ def main(argv: list[str] | None = None) -> int:
     if ss_c and sippy_c and sippy_c.clean:
         print(f"softswitch / Sippy = {ss_c.clean} / {sippy_c.clean} = "
               f"{ss_c.clean / sippy_c.clean:.2f}")
+    if ss_c and base_c and base_c.clean:
+        print(f"softswitch / softswitch at {args.base} = {ss_c.clean} / {base_c.clean} = "
+              f"{ss_c.clean / base_c.clean:.2f}")
     if w2_c and w2_c.clean:
         if ss_c and ss_c.clean:
             print(f"2 signalling workers / 1 = {w2_c.clean} / {ss_c.clean} = "
