@@ -116,6 +116,7 @@ class Engine:
                                    lambda: self.stack.sent_by)
         self.upstream = UpstreamManager(self.stack, self.params, _LoopTimers(), self.spawn)
         self.upstream.vendor_addresses = self.gateways.addresses
+        self.upstream.locate = self.resolver.resolve_host
         self.watcher.register("gateway_registrations", self.upstream.load)
         self.watcher.register("routing_gateways", self._load_routing)
         self.policy = Policy(self.params, self.gateways, self.stack.advertised_host,

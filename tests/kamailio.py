@@ -3,11 +3,12 @@ vendor, configured by ``tests/interop/kamailio/proxy.cfg``."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from support import end_process
 
 CONFIGS = Path(__file__).parent / "interop" / "kamailio"
 
@@ -66,12 +67,5 @@ class Kamailio:
         return self.log_path.read_text(errors="replace")[-4000:]
 
     def stop(self) -> None:
-        """SIGTERM to the process group it leads (its children are in it), by its pid."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        """SIGTERM by its pid: its main process ends its children."""
+        end_process(self.proc, 10)

@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from support import end_process
+
 
 @dataclass
 class SippyB2bua:
@@ -50,14 +52,7 @@ class SippyB2bua:
 
     def stop(self) -> None:
         """TERM, then KILL (it does not exit on TERM while calls remain), by its pid."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        end_process(self.proc, 10)
 
 
 def _bound(host: str, port: int) -> bool:

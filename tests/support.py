@@ -192,3 +192,15 @@ def clean_copy(dest: Path) -> Path:
             target.write_bytes(source.read_bytes())
             target.chmod(source.stat().st_mode & 0o777)
     return dest
+
+
+def end_process(proc: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> None:
+    """SIGTERM to a process this test started, SIGKILL when it lingers past ``timeout``."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

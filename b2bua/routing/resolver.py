@@ -106,15 +106,29 @@ class VendorResolver:
 
     async def resolve(self, gw: RoutingGateway) -> Plan:
         """The gateway's plan, sending whatever queries the cache lacks (never raises)."""
-        plan = self._plan(gw)
+        plan = await self.resolve_host(gw.host, gw.port, gw.transport)
+        if plan.complete:
+            self._report(gw, plan)
+        return plan
+
+    async def resolve_host(self, host: str, port: int | None, transport: str) -> Plan:
+        """The targets of ``host`` (a registrar, a gateway) by RFC 3263, from the cache
+        and whatever queries it lacks (never raises)."""
+
+        def plan_now() -> Plan:
+            return plan_targets(host, port, transport, self.cache, self.clock(), self.rng,
+                                self.families)
+
+        plan = plan_now()
         for _ in range(MAX_ROUNDS):
             if plan.complete:
                 break
             await asyncio.gather(*(self._query(q) for q in plan.missing))
-            plan = self._plan(gw)
+            plan = plan_now()
         if not plan.complete:  # a longer chain than RFC 3263 allows (CNAME loops aside)
-            return Plan(failure=f"no address for {gw.host} (resolution too long)")
-        self._report(gw, plan)
+            return Plan(failure=f"no address for {host} (resolution too long)")
+        if plan.stale:
+            self.stats.stale_served += 1
         return plan
 
     def snapshot(self) -> dict[str, object]:

@@ -10,10 +10,11 @@ from typing import Any
 
 from b2bua.config.live import Params
 from b2bua.options import HostPort
+from b2bua.routing.dns import is_ip
 from b2bua.sip.stack import SipStack
 from b2bua.sip.transaction import Timers
 from b2bua.sip.transport import Peer
-from b2bua.upstream.registration import RegistrationConfig, UpstreamRegistration
+from b2bua.upstream.registration import Locate, RegistrationConfig, UpstreamRegistration
 
 log = logging.getLogger("b2bua.upstream")
 
@@ -23,15 +24,20 @@ UNREGISTER_TIMEOUT = 3.0
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
 
 
-def _registrar(value: str | None, default: Peer) -> tuple[Peer, str]:
+def _registrar(value: str | None, default: Peer, default_srv: bool
+               ) -> tuple[Peer, str, bool]:
+    """The registrar's address, its host[:port] as configured, and whether DNS SRV
+    decides its port (a name given without one, RFC 3263)."""
     if not value:
-        host_port = f"{default.host}:{default.port}" if default.port != 5060 else default.host
-        return default, host_port
+        host_port = f"{default.host}:{default.port}" if default.port != 5060 or \
+            (not default_srv and not is_ip(default.host)) else default.host
+        return default, host_port, default_srv
     try:
         parsed = HostPort.parse(value if ":" in value else f"{value}:5060")
     except ValueError:
-        return default, value
-    return Peer(default.transport, parsed.host, parsed.port), value
+        return default, value, default_srv
+    return Peer(default.transport, parsed.host, parsed.port), value, \
+        ":" not in value and not is_ip(parsed.host)
 
 
 class UpstreamManager:
@@ -46,6 +52,8 @@ class UpstreamManager:
         # Set by the engine: every address a routing gateway is known at (its IP, or what
         # its DNS name resolved to).
         self.vendor_addresses: Callable[[int], frozenset[str]] = lambda _id: frozenset()
+        # Set by the engine: RFC 3263 resolution of a registrar given by name.
+        self.locate: Locate | None = None
 
     def load(self, conn: sqlite3.Connection) -> None:
         rows = conn.execute(
@@ -58,7 +66,8 @@ class UpstreamManager:
             if not (r["enabled"] and r["gw_enabled"]):
                 continue
             default = Peer(str(r["gw_transport"]), str(r["gw_host"]), int(r["gw_port"] or 5060))
-            registrar, registrar_host = _registrar(r["registrar"], default)
+            registrar, registrar_host, srv = _registrar(
+                r["registrar"], default, r["gw_port"] is None and not is_ip(default.host))
             wanted[int(r["routing_gateway_id"])] = RegistrationConfig(
                 gateway_id=int(r["routing_gateway_id"]),
                 gateway_name=str(r["gw_name"]),
@@ -69,6 +78,7 @@ class UpstreamManager:
                 password=str(r["password"] or ""),
                 contact_host=str(r["host_name"] or self.stack.advertised_host),
                 expire=r["expire"],
+                registrar_srv=srv,
             )
         self._apply(wanted)
 
@@ -84,7 +94,7 @@ class UpstreamManager:
         for gw_id, config in wanted.items():
             if gw_id not in self.registrations:
                 registration = UpstreamRegistration(config, self.stack, self.params,
-                                                    self.timers)
+                                                    self.timers, self.locate)
                 self.registrations[gw_id] = registration
                 if self.started:
                     registration.start()
@@ -109,7 +119,9 @@ class UpstreamManager:
         """The routing gateway whose registrar sends a call to our registered contact."""
         for gw_id, registration in self.registrations.items():
             c = registration.config
+            located = registration.located
             from_registrar = source.host == c.registrar.host or \
+                (located is not None and source.host == located.host) or \
                 source.host in self.vendor_addresses(gw_id)
             if from_registrar and user == c.username and self.registered(gw_id):
                 return gw_id

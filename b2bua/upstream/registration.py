@@ -14,10 +14,12 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from b2bua.config.live import Params
+from b2bua.routing.dns import Plan, is_ip
 from b2bua.security.digest import response_digest
 from b2bua.sip.dialog import new_call_id, new_tag
 from b2bua.sip.errors import SipParseError
@@ -36,13 +38,18 @@ AUTO_REQUEST = 3600  # asked for when SS_SIP_USER_AGENT_EXPIRE is Auto; the regi
 class RegistrationConfig:
     gateway_id: int
     gateway_name: str
-    registrar: Peer
+    registrar: Peer  # its host may be a DNS name (then ``locate`` finds the address)
     registrar_host: str  # for the Request-URI and To/From (host[:port] as configured)
     username: str
     auth_username: str
     password: str
     contact_host: str
     expire: int | None  # None: SS_SIP_USER_AGENT_EXPIRE
+    registrar_srv: bool = False  # a name without a port: SRV decides it (RFC 3263)
+
+
+# A registrar given by name: where it is now (RFC 3263: host, port or None, transport).
+Locate = Callable[[str, "int | None", str], Awaitable[Plan]]
 
 
 def refresh_delay(granted: int) -> float:
@@ -52,11 +59,15 @@ def refresh_delay(granted: int) -> float:
 
 class UpstreamRegistration:
     def __init__(self, config: RegistrationConfig, stack: SipStack, params: Params,
-                 timers: Timers) -> None:
+                 timers: Timers, locate: Locate | None = None) -> None:
         self.config = config
         self.stack = stack
         self.params = params
         self.timers = timers
+        self.locate = locate if not is_ip(config.registrar.host) else None
+        # Where a registrar given by name was found last: kept while the DNS is down.
+        self.located: Peer | None = None
+        self._locating: asyncio.Task[None] | None = None
         self.call_id = new_call_id(stack.advertised_host)
         self.tag = new_tag()
         self.cseq = secrets.randbelow(1000) + 1
@@ -103,7 +114,8 @@ class UpstreamRegistration:
         return {
             "routing_gateway_id": c.gateway_id,
             "routing_gateway": c.gateway_name,
-            "registrar": f"{c.registrar.host}:{c.registrar.port}",
+            "registrar": f"{c.registrar.host}:{c.registrar.port}" if self.located is None
+            else f"{c.registrar_host} at {self.located.host}:{self.located.port}",
             "username": c.username,
             "state": self.state,
             "last_code": self.last_code,
@@ -129,6 +141,32 @@ class UpstreamRegistration:
         return f"<sip:{c.username}@{c.contact_host}:{self.stack.port}{suffix}>"
 
     def _send(self, expires: int, authorization: tuple[str, str] | None) -> None:
+        if self.locate is None:
+            self._send_to(self.config.registrar, expires, authorization)
+            return
+        self._locating = asyncio.ensure_future(self._send_located(expires, authorization))
+
+    async def _send_located(self, expires: int, authorization: tuple[str, str] | None
+                            ) -> None:
+        """A registrar by name: its first target by RFC 3263 (a warm cache answers at
+        once), or the last place it was found while the DNS gives nothing."""
+        assert self.locate is not None
+        c = self.config
+        plan = await self.locate(c.registrar.host,
+                                 None if c.registrar_srv else c.registrar.port,
+                                 c.registrar.transport)
+        if plan.targets:
+            first = plan.targets[0]
+            self.located = Peer(c.registrar.transport, first.address, first.port)
+        elif self.located is None:
+            self._on_failure(0, plan.failure or f"no address for {c.registrar.host}")
+            return
+        if self._stopped and self.state != "unregistering":
+            return
+        self._send_to(self.located, expires, authorization)
+
+    def _send_to(self, registrar: Peer, expires: int,
+                 authorization: tuple[str, str] | None) -> None:
         c = self.config
         self.cseq += 1
         aor = f"<sip:{c.username}@{c.registrar_host}>"
@@ -149,7 +187,7 @@ class UpstreamRegistration:
             self.state = "registering"
         request = Request("REGISTER", f"sip:{c.registrar_host}", headers)
         self.stack.client_transaction(
-            request, c.registrar,
+            request, registrar,
             lambda r: self._on_response(request, expires, authorization is not None, r),
             lambda: self._on_failure(408, "no response from the registrar"),
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dnsmasq import Dns
 from kamailio import Kamailio
 from sippctl import VENDOR_IP, sipp
 from support import Softswitch, free_port, wait_until
@@ -63,4 +64,40 @@ def test_register_to_kamailio_be_called_through_it_unregister(
         assert refused.wait(20) != 0  # the scenario expects a 200; it gets 404
         assert "404" in refused.output(), refused.output()
     finally:
+        registrar.stop()
+
+
+def test_register_to_a_registrar_found_by_srv(tmp_path: Path) -> None:
+    """A vendor given as a DNS name without a port: its registrar (the gateway's own
+    host) is found by SRV on dnsmasq and registered to; its calls are recognised."""
+    registrar = Kamailio(tmp_path, REGISTRAR_IP, free_port(REGISTRAR_IP),
+                         config="registrar.cfg",
+                         values={"USER": "acct78", "PASSWORD": "vendor-pw",
+                                 "REALM": "carrier.test"}).start()
+    dns = Dns(tmp_path, [f"srv-host=_sip._udp.carrier.test,sbc.carrier.test,"
+                         f"{registrar.port},10,10",
+                         f"host-record=sbc.carrier.test,{REGISTRAR_IP}"]).start()
+    switch = Softswitch(tmp_path / "switch", extra_args=[
+        "--dns-server", f"127.0.0.1:{dns.port}"])
+    (tmp_path / "switch").mkdir()
+    switch.start()
+    try:
+        api = switch.api
+        carrier = api.post("/api/v1/routing-gateways", {
+            "name": "carrier", "host": "carrier.test", "port": None, "prefixes": ["99"]})
+        api.put(f"/api/v1/routing-gateways/{carrier['id']}/registration",
+                {"username": "acct78", "password": "vendor-pw", "expire": 300})
+
+        def registration() -> dict[str, object]:
+            items = api.get("/api/v1/upstream-registrations")["items"]
+            return dict(items[0]) if items else {}
+
+        assert wait_until(lambda: registration().get("state") == "registered",
+                          timeout=10), json.dumps(registration()) + registrar.log()
+        assert registration()["registrar"] == \
+            f"carrier.test at {REGISTRAR_IP}:{registrar.port}"
+        assert b"saved acct78" in registrar.log_path.read_bytes()
+    finally:
+        assert switch.stop() == 0
+        dns.stop()
         registrar.stop()
