@@ -117,6 +117,7 @@ class Engine:
         self.upstream = UpstreamManager(self.stack, self.params, _LoopTimers(), self.spawn)
         self.upstream.vendor_addresses = self.gateways.addresses
         self.upstream.locate = self.resolver.resolve_host
+        self.stack.resolve_name = self._address_of
         self.watcher.register("gateway_registrations", self.upstream.load)
         self.watcher.register("routing_gateways", self._load_routing)
         self.policy = Policy(self.params, self.gateways, self.stack.advertised_host,
@@ -342,6 +343,12 @@ class Engine:
         merged["engine_loop_lag"] = max((r["engine_loop_lag"] for r in reports),
                                         key=lambda lag: lag["mean_ms"])
         return merged
+
+    async def _address_of(self, host: str, port: int) -> tuple[str, int] | None:
+        """A next hop given by name (a vendor's Contact or Record-Route): its first
+        A/AAAA address, at the URI's port (RFC 3263 4.2)."""
+        plan = await self.resolver.resolve_host(host, port, "udp")
+        return (plan.targets[0].address, plan.targets[0].port) if plan.targets else None
 
     def _new_media(self, call: Call) -> CallMedia:
         return CallMedia(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -43,6 +43,10 @@ from b2bua.sip.transport import (
 
 log = logging.getLogger("b2bua.sip")
 trace = logging.getLogger("b2bua.sip.trace")
+
+
+# A host name and port to the address to send to, or None (asked only for names).
+NameResolver = Callable[[str, int], Awaitable["tuple[str, int] | None"]]
 
 
 class Application(Protocol):
@@ -81,6 +85,11 @@ class SipStack:
         self.layer: TransactionLayer | None = None
         self._channel: ChannelReceiver | None = None
         self.trace_enabled = False
+        # Set by the engine: the address of a host name (A/AAAA), for a next hop given by
+        # name in a Contact or Record-Route (RFC 3263); None when it has none.
+        self.resolve_name: NameResolver | None = None
+        self.udp.on_name = self._send_to_name
+        self._resolving: set[asyncio.Task[None]] = set()
 
     @property
     def sent_by(self) -> str:
@@ -217,6 +226,25 @@ class SipStack:
             self.tcp.send(data, peer.host, peer.port)
         else:
             self.udp.send(data, peer.host, peer.port)
+
+    def _send_to_name(self, data: bytes, host: str, port: int) -> None:
+        if self.resolve_name is None:
+            self.transport_stats.send_errors += 1
+            log.warning("not sent to %s:%s: not an IP address", host, port)
+            return
+        task = asyncio.ensure_future(self._resolve_and_send(self.resolve_name, data, host,
+                                                            port))
+        self._resolving.add(task)
+        task.add_done_callback(self._resolving.discard)
+
+    async def _resolve_and_send(self, resolve: NameResolver, data: bytes, host: str,
+                                port: int) -> None:
+        address = await resolve(host, port)
+        if address is None:
+            self.transport_stats.send_errors += 1
+            log.warning("not sent to %s:%s: no address for the name", host, port)
+            return
+        self.udp.send(data, *address)
 
     def response_peer(self, request: Request, source: Peer) -> Peer:
         """Where responses to ``request`` go (RFC 3261 18.2.2, RFC 3581)."""

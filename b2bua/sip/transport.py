@@ -62,6 +62,7 @@ class UdpTransport(asyncio.DatagramProtocol):
         self.stats = stats
         self.max_size = max_size
         self.transport: asyncio.DatagramTransport | None = None
+        self.on_name: Callable[[bytes, str, int], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio's; they implement the same API.
@@ -86,8 +87,12 @@ class UdpTransport(asyncio.DatagramProtocol):
         try:
             self.transport.sendto(data, (host, port))
         except ValueError:
-            # A name, not an address (e.g. a vendor's Contact or registrar given by DNS
-            # name): the loop never resolves here, so it is not sent; timers handle it.
+            # A name, not an address (a vendor's Contact or Record-Route given by DNS
+            # name): the loop never resolves here. ``on_name`` resolves it and sends
+            # (no cost on the path of every datagram to an address).
+            if self.on_name is not None:
+                self.on_name(data, host, port)
+                return
             self.stats.send_errors += 1
             log.warning("not sent to %s:%s: not an IP address", host, port)
             return

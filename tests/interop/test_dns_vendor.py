@@ -197,3 +197,28 @@ def test_cached_answer_outlives_the_dns_server(
     finally:
         code = switch.stop()
         assert code == 0, f"softswitch exit code {code}\n{switch.log()[-3000:]}"
+
+
+def test_vendor_contact_given_by_name_gets_the_ack_and_bye(
+    tmp_path: Path, switch_with_dns: tuple[Softswitch, Dns], ports: dict[str, int]
+) -> None:
+    """A vendor whose 200 names its Contact by host name: our ACK and BYE go to the
+    address that name has (RFC 3263 4.2: A records, the URI's port)."""
+    switch, dns = switch_with_dns
+    provision(switch, [{"name": "vendor", "host": LIVE_IP, "port": ports["live"]}])
+    scenario = tmp_path / "uas_answer_named_contact.xml"
+    scenario.write_text((Path(__file__).parents[1] / "sipp" / "uas_answer.xml").read_text()
+                        .replace("Contact: <sip:vendor@[local_ip]:[local_port]",
+                                 "Contact: <sip:vendor@live.vendor.test:[local_port]"))
+    vendor = sipp(str(scenario), tmp_path, LIVE_IP, ports["live"], timeout_s=20)
+    caller = sipp("uac_call.xml", tmp_path, CUSTOMER_IP, free_port(CUSTOMER_IP),
+                  f"127.0.0.1:{switch.sip_port}", hold_ms=500)
+    try:
+        assert caller.wait(30) == 0, caller.output() + switch.log()[-3000:]
+        assert vendor.wait(20) == 0, vendor.output() + switch.log()[-3000:]  # ACK, BYE
+    finally:
+        caller.stop()
+        vendor.stop()
+    assert "live.vendor.test" in dns.log()
+    (detail,) = cdrs(switch, 1)
+    assert (detail["final_code"], detail["hangup_by"]) == (200, "caller")
