@@ -37,7 +37,10 @@ class Baresip:
         self.ctrl_port = free_port()
         (folder / "config").write_text("\n".join([
             "poll_method epoll",
-            f"net_interface {BARESIP_IP}",  # RTP on loopback too, not the host's address
+            # RTP from and to 127.0.0.1: its RTP socket is not bound to BARESIP_IP, so the
+            # kernel sends from 127.0.0.1, and the SDP must say so (the relay only takes
+            # RTP from the address the SDP gives, unless the phone is behind NAT).
+            "net_interface 127.0.0.1",
             "ausrc_srate 48000",  # the only rate and layout ausine makes
             "ausrc_channels 2",
             f"sip_listen {BARESIP_IP}:{self.port}",
@@ -180,8 +183,13 @@ def test_two_challenge_headers_defeat_baresip(tmp_path: Path, phone: tuple[Softs
 
 def test_calls_out_through_the_softswitch(tmp_path: Path,
                                           phone: tuple[Softswitch, int]) -> None:
+    """Its tone crosses the relay to the vendor, which echoes it back: RTP both ways in
+    the relay's counters."""
     switch, vendor_port = phone
-    vendor = sipp("uas_hangup.xml", tmp_path, VENDOR_IP, vendor_port, hold_ms=1500)
+    switch.api.put("/api/v1/parameters/SS_MEDIAPROXYMODE", {"value": "On"})
+    vendor = sipp("uas_hangup.xml", tmp_path, VENDOR_IP, vendor_port, hold_ms=1500,
+                  extra=["-rtp_echo", "-mi", VENDOR_IP,
+                         "-mp", str(free_port(VENDOR_IP) & ~3)])
     ua = Baresip(tmp_path / "baresip", switch, "1001", PASSWORD)
     try:
         assert wait_until(lambda: _registered(switch), timeout=10), ua.log()
@@ -194,6 +202,11 @@ def test_calls_out_through_the_softswitch(tmp_path: Path,
         vendor.stop()
     (cdr,) = wait_until(lambda: switch.api.get("/api/v1/cdrs")["items"], timeout=3)
     assert (cdr["phone"], cdr["callee"], cdr["final_code"]) == ("1001", "4930123456", 200)
+    media = json.loads(cdr["media"])
+    assert media["relayed"], media
+    # 20 ms packets for the 1.5 s the vendor holds the call, each way (the echo).
+    assert media["caller_to_callee_packets"] >= 40, media
+    assert media["callee_to_caller_packets"] >= 40, media
 
 
 def test_is_called_through_the_softswitch(tmp_path: Path,
