@@ -220,13 +220,20 @@ class CallMedia:
                     return f"{'caller' if name == 'a' else 'callee'} {direction}"
         return None
 
+    def _release_call(self) -> None:
+        """Drop the call's callback (a bound method of the call): call -> media -> call
+        would otherwise be a cycle that only the cyclic collector frees."""
+        self.on_rtp_start = _no_rtp_start
+
     def close(self) -> None:
+        self._release_call()
         for stream in self.streams:
             stream.session.close()
 
     def finish(self, on_final: Callable[[dict[str, Any]], None]) -> None:
         """Close, and hand ``on_final`` the call's media stats once every stream's final
         counters are in (at once in process; after the worker's last report otherwise)."""
+        self._release_call()
         finals: dict[int, Counters] = {}
         count = len(self.streams)
 
@@ -264,6 +271,10 @@ class CallMedia:
     def _stream_mode(self, stream: Stream) -> int:
         encrypted = self.caller_encrypted or self.callee_encrypted
         return self.mode if encrypted and stream.rtp else 0
+
+
+def _no_rtp_start() -> None:
+    pass
 
 
 _STREAM_TOTALS = ("caller_to_callee_packets", "caller_to_callee_bytes",
