@@ -27,8 +27,8 @@ from b2bua.media.plane import LocalMediaPlane, MediaPlane
 from b2bua.media.pool import RelayWorkerPool
 from b2bua.numbers.rules import NumberTables
 from b2bua.options import EngineOptions
-from b2bua.policy import Account, Policy
-from b2bua.registrar.bindings import BindingStore
+from b2bua.policy import Account, Policy, Registered, registered_gateway
+from b2bua.registrar.bindings import Binding, BindingStore
 from b2bua.registrar.keepalive import KeepAlive
 from b2bua.registrar.phones import PhoneDirectory
 from b2bua.registrar.registrar import Registrar
@@ -90,7 +90,7 @@ class Engine:
         self.watcher = ConfigWatcher(self.conn)
         self.watcher.register("parameters", self._load_params)
         self.gateways = GatewayDirectory()
-        self.watcher.register("mapping_gateways", self.gateways.load_mapping)
+        self.watcher.register("mapping_gateways", self._load_mapping)
         dns_server = options.dns_server
         # Targets of the SIP socket's family: an IPv4 socket cannot reach AAAA addresses.
         self.resolver = VendorResolver(
@@ -232,6 +232,8 @@ class Engine:
             restored = self.bindings.load(self.conn, time.time())
             if restored:
                 log.info("restored %d registrations", restored)
+            # A gateway changed while the engine was down loses its registration now.
+            self._prune_gateway_bindings()
         self.writer.start()
         await self.media.start()
         await self.stack.start(self.b2bua, self.dispatched)
@@ -360,9 +362,28 @@ class Engine:
         phone = self.phones.get(username)
         return Account(phone.username, phone.password, "phone") if phone else None
 
-    def _registered_user(self, source: Peer, now: float) -> str | None:
+    def _registered_user(self, source: Peer, now: float) -> Registered | None:
         binding = self.bindings.find_by_source(source, now)
-        return binding.username if binding else None
+        return Registered(binding.username, binding.mapping_gateway_id) if binding else None
+
+    def _load_mapping(self, conn: sqlite3.Connection) -> None:
+        self.gateways.load_mapping(conn)
+        if self.primary:
+            self._prune_gateway_bindings()
+
+    def _prune_gateway_bindings(self) -> None:
+        """A gateway disabled, deleted, taken out of password mode or given another
+        username loses its registration (worker 0 removes it; the others follow)."""
+        def keep(binding: Binding) -> bool:
+            if binding.mapping_gateway_id is None:
+                return True
+            return registered_gateway(self.gateways, binding.mapping_gateway_id,
+                                      binding.username) is not None
+
+        removed = self.bindings.prune(keep)
+        if removed:
+            log.info("removed %d registrations of mapping gateways that may no longer "
+                     "register", removed)
 
     async def _expire_bindings(self) -> None:
         while True:
