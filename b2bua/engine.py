@@ -150,6 +150,7 @@ class Engine:
         self.control.register("lift", self._lift)
         self.control.register("registrations", self._registrations)
         self.control.register("unregister", self._unregister)
+        self.control.register("mapping_gateways", self._mapping_status)
         self.control.register("keepalive", lambda _r: self.keepalive.snapshot())
         self.control.register("upstream", lambda _r: self.upstream.snapshot())
         self.started_at = time.time()
@@ -392,7 +393,28 @@ class Engine:
 
     def _registrations(self, _request: dict[str, Any]) -> list[dict[str, Any]]:
         now = time.time()
-        return [b.snapshot() for b in self.bindings.all() if b.expires_at > now]
+        return [self._registration(b) for b in self.bindings.all() if b.expires_at > now]
+
+    def _registration(self, binding: Binding) -> dict[str, Any]:
+        gw = self.gateways.mapping.get(binding.mapping_gateway_id or 0)
+        return {**binding.snapshot(),
+                "mapping_gateway": gw.name if binding.mapping_gateway_id and gw else None}
+
+    def _mapping_status(self, _request: dict[str, Any]) -> list[dict[str, Any]]:
+        """Each mapping gateway's live state: its calls, and where it is registered from
+        (only password-mode gateways register)."""
+        now = time.time()
+        registered: dict[int, list[dict[str, Any]]] = {}
+        for binding in self.bindings.all():
+            if binding.mapping_gateway_id is not None and binding.expires_at > now:
+                registered.setdefault(binding.mapping_gateway_id, []).append(
+                    self._registration(binding))
+        return [
+            {"id": gw.id, "name": gw.name, "enabled": gw.enabled, "auth_mode": gw.auth_mode,
+             "current_calls": self.counts[("gateway", gw.id)],
+             "registrations": registered.get(gw.id, [])}
+            for gw in self.gateways.mapping.values()
+        ]
 
     def _unregister(self, request: dict[str, Any]) -> dict[str, int]:
         username = str(request.get("username", ""))
