@@ -8,8 +8,11 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate
 
+from api import context
+from api.errors import ApiError
 from api.number_schemas import CalleePrefixes, DialPlans, NumberLists, PaiPlan
 from b2bua.routing.dns import is_hostname, is_ip
+from b2bua.storage import usernames
 
 NAME = validate.Length(min=1, max=64)
 PREFIX_RE = re.compile(r"[0-9A-Za-z#*+]{1,32}")
@@ -103,6 +106,20 @@ def check_mapping_gateway(data: dict[str, Any], current: dict[str, Any] | None) 
             errors["password"] = ["password mode needs a password"]
     if errors:
         raise ValidationError(errors)
+    if mode == "password":
+        refuse_taken_username(data["username"], mapping_gateway_id=(current or {}).get("id"))
+
+
+def refuse_taken_username(username: str, *, phone_id: int | None = None,
+                          mapping_gateway_id: int | None = None) -> None:
+    """409 when a phone or another password-mode gateway holds the username: both
+    register under it, and one registration must name one of them."""
+    taken = usernames.holder(context.conn(), username, phone_id=phone_id,
+                             mapping_gateway_id=mapping_gateway_id)
+    if taken is not None:
+        raise ApiError(409, f"username {username!r} is taken by {taken}",
+                       {"username": [f"taken by {taken}: phones and password-mode mapping "
+                                     "gateways share one namespace"]})
 
 
 class RoutingGatewaySchema(DialPlans, PaiPlan, NumberLists, MediaFields):

@@ -27,8 +27,8 @@ from b2bua.media.plane import LocalMediaPlane, MediaPlane
 from b2bua.media.pool import RelayWorkerPool
 from b2bua.numbers.rules import NumberTables
 from b2bua.options import EngineOptions
-from b2bua.policy import Account, Policy
-from b2bua.registrar.bindings import BindingStore
+from b2bua.policy import Account, Policy, Registered, registered_gateway
+from b2bua.registrar.bindings import Binding, BindingStore
 from b2bua.registrar.keepalive import KeepAlive
 from b2bua.registrar.phones import PhoneDirectory
 from b2bua.registrar.registrar import Registrar
@@ -90,7 +90,7 @@ class Engine:
         self.watcher = ConfigWatcher(self.conn)
         self.watcher.register("parameters", self._load_params)
         self.gateways = GatewayDirectory()
-        self.watcher.register("mapping_gateways", self.gateways.load_mapping)
+        self.watcher.register("mapping_gateways", self._load_mapping)
         dns_server = options.dns_server
         # Targets of the SIP socket's family: an IPv4 socket cannot reach AAAA addresses.
         self.resolver = VendorResolver(
@@ -152,6 +152,7 @@ class Engine:
         self.control.register("lift", self._lift)
         self.control.register("registrations", self._registrations)
         self.control.register("unregister", self._unregister)
+        self.control.register("mapping_gateways", self._mapping_status)
         self.control.register("keepalive", lambda _r: self.keepalive.snapshot())
         self.control.register("upstream", lambda _r: self.upstream.snapshot())
         self.started_at = time.time()
@@ -234,6 +235,8 @@ class Engine:
             restored = self.bindings.load(self.conn, time.time())
             if restored:
                 log.info("restored %d registrations", restored)
+            # A gateway changed while the engine was down loses its registration now.
+            self._prune_gateway_bindings()
         self.writer.start()
         await self.media.start()
         await self.stack.start(self.b2bua, self.dispatched)
@@ -368,9 +371,28 @@ class Engine:
         phone = self.phones.get(username)
         return Account(phone.username, phone.password, "phone") if phone else None
 
-    def _registered_user(self, source: Peer, now: float) -> str | None:
+    def _registered_user(self, source: Peer, now: float) -> Registered | None:
         binding = self.bindings.find_by_source(source, now)
-        return binding.username if binding else None
+        return Registered(binding.username, binding.mapping_gateway_id) if binding else None
+
+    def _load_mapping(self, conn: sqlite3.Connection) -> None:
+        self.gateways.load_mapping(conn)
+        if self.primary:
+            self._prune_gateway_bindings()
+
+    def _prune_gateway_bindings(self) -> None:
+        """A gateway disabled, deleted, taken out of password mode or given another
+        username loses its registration (worker 0 removes it; the others follow)."""
+        def keep(binding: Binding) -> bool:
+            if binding.mapping_gateway_id is None:
+                return True
+            return registered_gateway(self.gateways, binding.mapping_gateway_id,
+                                      binding.username) is not None
+
+        removed = self.bindings.prune(keep)
+        if removed:
+            log.info("removed %d registrations of mapping gateways that may no longer "
+                     "register", removed)
 
     async def _expire_bindings(self) -> None:
         while True:
@@ -379,7 +401,28 @@ class Engine:
 
     def _registrations(self, _request: dict[str, Any]) -> list[dict[str, Any]]:
         now = time.time()
-        return [b.snapshot() for b in self.bindings.all() if b.expires_at > now]
+        return [self._registration(b) for b in self.bindings.all() if b.expires_at > now]
+
+    def _registration(self, binding: Binding) -> dict[str, Any]:
+        gw = self.gateways.mapping.get(binding.mapping_gateway_id or 0)
+        return {**binding.snapshot(),
+                "mapping_gateway": gw.name if binding.mapping_gateway_id and gw else None}
+
+    def _mapping_status(self, _request: dict[str, Any]) -> list[dict[str, Any]]:
+        """Each mapping gateway's live state: its calls, and where it is registered from
+        (only password-mode gateways register)."""
+        now = time.time()
+        registered: dict[int, list[dict[str, Any]]] = {}
+        for binding in self.bindings.all():
+            if binding.mapping_gateway_id is not None and binding.expires_at > now:
+                registered.setdefault(binding.mapping_gateway_id, []).append(
+                    self._registration(binding))
+        return [
+            {"id": gw.id, "name": gw.name, "enabled": gw.enabled, "auth_mode": gw.auth_mode,
+             "current_calls": self.counts[("gateway", gw.id)],
+             "registrations": registered.get(gw.id, [])}
+            for gw in self.gateways.mapping.values()
+        ]
 
     def _unregister(self, request: dict[str, Any]) -> dict[str, int]:
         username = str(request.get("username", ""))

@@ -6,8 +6,10 @@ any ``100 Trying``, and returns one of: pass (with who it is), challenge, reject
 (docs/security.md):
 
 1. a mapping gateway in ``ip_port`` mode whose IP and port both match the source;
-   then a registered phone: a request (not REGISTER) from the exact address (IP, port,
-   transport) of a live binding whose From user is that phone;
+   then a live registration at the exact address (IP, port, transport) of a request
+   (not REGISTER): a phone's, when the From user is that phone; a password-mode mapping
+   gateway's, whatever the From user (it carries the caller's number): challenged with
+   the gateway's credentials;
 2. from a known address (an ``ip`` mapping gateway's or a routing gateway's), digest
    credentials for an account (password-mode gateway or phone) are checked;
 3. a mapping gateway in ``ip`` mode whose IP list holds the source IP;
@@ -94,10 +96,35 @@ class Outcome:
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """Who holds the live binding registered directly (no Path) from a source address."""
+
+    username: str
+    mapping_gateway_id: int | None = None  # None: a phone
+
+
 UNKNOWN = Classification(SourceKind.UNKNOWN)
 AccountLookup = Callable[[str], Account | None]
-RegisteredLookup = Callable[[Peer, float], str | None]
+RegisteredLookup = Callable[[Peer, float], Registered | None]
 AnyAccount = Callable[[], bool]
+
+
+def registrable(gw: MappingGateway) -> bool:
+    """Whether a mapping gateway may register: enabled, in password mode."""
+    return gw.enabled and gw.auth_mode == "password" and bool(gw.username) \
+        and bool(gw.password)
+
+
+def registered_gateway(gateways: GatewayDirectory, gateway_id: int,
+                       username: str) -> MappingGateway | None:
+    """The gateway a binding was registered for, while its registration holds: it still
+    exists, may register, under the username it registered with. Otherwise the binding
+    is stale (the next config reload removes it) and identifies nothing."""
+    gw = gateways.mapping.get(gateway_id)
+    if gw is None or not registrable(gw) or gw.username != username:
+        return None
+    return gw
 
 
 def classify_by_address(source: Peer, gateways: GatewayDirectory) -> Classification:
@@ -144,12 +171,21 @@ class Policy:
                 and by_address.mapping.auth_mode == "ip_port":
             return self._pass(by_address)
         registered = None
+        creds = self._credentials(request)
         if self.registered_user is not None and request.method != "REGISTER":
             registered = self.registered_user(source, now)
-            phone = self._registered_phone(request, registered)
-            if phone is not None:
-                return self._pass(Classification(SourceKind.ACCOUNT, account=phone))
-        creds = self._credentials(request)
+            if registered is not None and registered.mapping_gateway_id is not None:
+                gateway = self._registered_gateway(registered)
+                if gateway is None:
+                    registered = None  # its gateway changed; the reload removes it
+                elif creds is None or creds.username == gateway.username:
+                    # The registered address is the trunk's: its From user is the
+                    # caller's number, so the address names the account to check.
+                    return self._authenticate(request, source, gateway, creds, now)
+            else:
+                phone = self._registered_phone(request, registered)
+                if phone is not None:
+                    return self._pass(Classification(SourceKind.ACCOUNT, account=phone))
         if by_address.kind != SourceKind.UNKNOWN:
             # A known address: credentials for an account come first (a password trunk
             # sharing an IP gateway's address); else the address decides.
@@ -175,7 +211,7 @@ class Policy:
         return Outcome(Action.REJECT, status=403, reason="unknown source")
 
     def _answers(self, request: Request, by_address: Classification,
-                 registered: str | None) -> bool:
+                 registered: Registered | None) -> bool:
         """May a source not identified by its address hear a challenge? On: always. Off:
         a REGISTER when any account may register at all (phones and registering trunks
         must get in from anywhere), an INVITE from a vendor's address, or a request from
@@ -290,14 +326,25 @@ class Policy:
             return self.phone_accounts(username)
         return None
 
-    def _registered_phone(self, request: Request, user: str | None) -> Account | None:
-        if user is None or self.phone_accounts is None:
+    def _registered_phone(self, request: Request,
+                          registered: Registered | None) -> Account | None:
+        if registered is None or self.phone_accounts is None:
             return None
         try:
             claimed = request.from_.uri.user
         except SipParseError:
             return None
+        user = registered.username
         return self.phone_accounts(user) if claimed == user else None
+
+    def _registered_gateway(self, registered: Registered) -> Account | None:
+        """The gateway of a gateway's binding while it may still register: enabled, in
+        password mode, under the username it registered with."""
+        gw = registered_gateway(self.gateways, registered.mapping_gateway_id or 0,
+                                registered.username)
+        if gw is None or gw.password is None:
+            return None
+        return Account(registered.username, gw.password, "gateway", gw)
 
     @staticmethod
     def _claimed_user(request: Request) -> str | None:

@@ -9,6 +9,7 @@ from marshmallow import Schema, fields
 
 from api.openapi import operation
 from api.routes.engine import engine_request
+from api.routes.phones import PhoneRegistrationSchema
 
 bp = Blueprint("calls", __name__)
 
@@ -105,6 +106,29 @@ class GatewayStatusSchema(Schema):
 
 class GatewayStatusListSchema(Schema):
     items = fields.List(fields.Nested(GatewayStatusSchema), required=True)
+
+
+class MappingGatewayStatusSchema(Schema):
+    id = fields.Integer(required=True)
+    name = fields.String(required=True)
+    enabled = fields.Boolean(required=True)
+    auth_mode = fields.String(required=True)
+    current_calls = fields.Integer(required=True)
+    registrations = fields.List(
+        fields.Nested(PhoneRegistrationSchema), required=True,
+        metadata={"description": "where a password-mode gateway is registered from (its "
+                                 "live bindings, as in GET /registrations); empty when not"})
+
+
+class MappingGatewayStatusListSchema(Schema):
+    items = fields.List(fields.Nested(MappingGatewayStatusSchema), required=True)
+
+
+@bp.get("/api/v1/mapping-gateways/status")
+@operation("get", "Live state of mapping gateways: calls, registration", errors=(503,),
+           response=MappingGatewayStatusListSchema)
+def mapping_gateway_status() -> Any:
+    return {"items": engine_request("mapping_gateways")}
 
 
 @bp.get("/api/v1/routing-gateways/status")

@@ -241,11 +241,16 @@ def _keepalive(metrics: Exposition, keepalive: dict[str, Any]) -> None:
 
 def _registrations(metrics: Exposition, bindings: Iterable[dict[str, Any]]) -> None:
     items = list(bindings)
-    metrics.add("registrations", "gauge", "Live phone registrations (contacts)", len(items))
-    metrics.add("registrations_nat", "gauge", "Live phone registrations behind NAT",
+    metrics.add("registrations", "gauge",
+                "Live registrations (contacts) of phones and mapping gateways", len(items))
+    metrics.add("registrations_nat", "gauge", "Live registrations behind NAT",
                 sum(1 for b in items if b.get("nat")))
+    gateways = [b for b in items if b.get("kind") == "mapping_gateway"]
     metrics.add("registered_phones", "gauge", "Phone accounts with a live registration",
-                len({b.get("username") for b in items}))
+                len({b.get("username") for b in items if b.get("kind") != "mapping_gateway"}))
+    metrics.add("registered_mapping_gateways", "gauge",
+                "Password-mode mapping gateways with a live registration",
+                len({b.get("mapping_gateway_id") for b in gateways}))
 
 
 def _gateways(metrics: Exposition, gateways: Iterable[dict[str, Any]]) -> None:

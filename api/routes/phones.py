@@ -8,6 +8,7 @@ from flask import Blueprint, request
 from marshmallow import Schema, ValidationError, fields, validate
 
 from api.errors import ApiError
+from api.gateway_schemas import refuse_taken_username
 from api.number_schemas import DialPlans
 from api.openapi import operation
 from api.resources import Resource
@@ -38,6 +39,8 @@ def check_phone(data: dict[str, Any], current: dict[str, Any] | None) -> None:
         raise ValidationError({"password": ["a phone needs a password"]})
     if "password" in data and not data["password"]:
         raise ValidationError({"password": ["must not be empty"]})
+    if data.get("username"):
+        refuse_taken_username(data["username"], phone_id=(current or {}).get("id"))
 
 
 phones = Resource(
@@ -65,6 +68,14 @@ class PhoneRegistrationSchema(Schema):
     path = fields.List(fields.String(), required=True, metadata={
         "description": "the Path (RFC 3327) it registered through, nearest proxy first; "
                        "calls and keep-alives to it take this route"})
+    kind = fields.String(required=True, validate=validate.OneOf(["phone", "mapping_gateway"]),
+                         metadata={"description": "what registered: a phone account, or a "
+                                                  "password-mode mapping gateway (a trunk)"})
+    mapping_gateway_id = fields.Integer(
+        allow_none=True, required=True,
+        metadata={"description": "the mapping gateway that registered (kind mapping_gateway)"})
+    mapping_gateway = fields.String(allow_none=True, required=True,
+                                    metadata={"description": "its name"})
 
 
 class RegistrationListSchema(Schema):
@@ -88,18 +99,22 @@ class KeepAliveSchema(Schema):
 
 
 @bp.get("/api/v1/registrations")
-@operation("get", "Live registrations of phones", response=RegistrationListSchema,
-           errors=(503,))
+@operation("get", "Live registrations of phones and mapping gateways",
+           response=RegistrationListSchema, errors=(422, 503),
+           parameters=[{"in": "query", "name": name, "required": False,
+                        "schema": {"type": "string"}} for name in ("username", "kind")])
 def list_registrations() -> Any:
     items: list[dict[str, Any]] = engine_request("registrations")
-    user = request.args.get("username")
-    if user is not None:
-        items = [i for i in items if i["username"] == user]
+    for name in ("username", "kind"):
+        wanted = request.args.get(name)
+        if wanted is not None:
+            items = [i for i in items if i[name] == wanted]
     return {"items": items}
 
 
 @bp.delete("/api/v1/registrations/<username>")
-@operation("delete", "Unregister a phone (every contact, or ?contact=URI)",
+@operation("delete", "Unregister a phone or a mapping gateway by its username (every "
+           "contact, or ?contact=URI)",
            response=RemovedSchema, errors=(404, 503),
            parameters=[{"in": "query", "name": "contact", "required": False,
                         "schema": {"type": "string"}}])

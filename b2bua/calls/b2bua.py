@@ -139,7 +139,15 @@ class B2bua:
                 self._reply(request, source, 403)
         elif method == "REGISTER" and phone is not None:
             server = self.stack.server_transaction(request, source)
-            server.respond(self.registrar.register(request, source, phone, time.time()))
+            server.respond(self.registrar.register(request, source, phone.username,
+                                                   time.time()))
+        elif method == "REGISTER" and verdict.mapping is not None and verdict.account \
+                and verdict.account.kind == "gateway":
+            # A password-mode trunk registering (VOS3000's dynamic mapping gateway): its
+            # address then identifies its calls (docs/registration.md).
+            server = self.stack.server_transaction(request, source)
+            server.respond(self.registrar.register(request, source, verdict.account.username,
+                                                   time.time(), verdict.mapping.id))
         elif method == "OPTIONS":
             server = self.stack.server_transaction(request, source)
             response = make_response(request, 200, to_tag=None)
@@ -376,7 +384,10 @@ class B2bua:
         phone = self.phones.get(callee)
         if phone is None:
             return None
-        bindings = self.bindings.of(callee, time.time())
+        # A gateway's bindings are never a phone's (a username of both predates the
+        # API's refusal of such a pair).
+        bindings = [b for b in self.bindings.of(callee, time.time())
+                    if b.mapping_gateway_id is None]
         if not bindings:
             return None, 480, "phone not registered"
         if phone.capacity is not None and self.counts[("phone", phone.id)] >= phone.capacity:

@@ -17,13 +17,14 @@ from b2bua.storage.writer import DbWriter
 
 _UPSERT = (
     "INSERT INTO registrations (username, contact, transport, source_host, source_port, nat, "
-    "expires_at, registered_at, user_agent, call_id, path) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "expires_at, registered_at, user_agent, call_id, path, mapping_gateway_id) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT(username, contact) DO UPDATE SET transport = excluded.transport, "
     "source_host = excluded.source_host, source_port = excluded.source_port, "
     "nat = excluded.nat, expires_at = excluded.expires_at, "
     "registered_at = excluded.registered_at, user_agent = excluded.user_agent, "
-    "call_id = excluded.call_id, path = excluded.path"
+    "call_id = excluded.call_id, path = excluded.path, "
+    "mapping_gateway_id = excluded.mapping_gateway_id"
 )
 _DELETE = "DELETE FROM registrations WHERE username = ? AND contact = ?"
 _PURGE = "DELETE FROM registrations WHERE expires_at <= ?"
@@ -42,6 +43,8 @@ class Binding:
     # The Path (RFC 3327) it registered through, nearest proxy first: requests to the
     # phone carry it as their Route and go to its first hop.
     path: tuple[str, ...] = ()
+    # Set when a password-mode mapping gateway registered (a PBX trunk), None for a phone.
+    mapping_gateway_id: int | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -59,6 +62,8 @@ class Binding:
             "registered_at": self.registered_at,
             "user_agent": self.user_agent,
             "path": list(self.path),
+            "kind": "phone" if self.mapping_gateway_id is None else "mapping_gateway",
+            "mapping_gateway_id": self.mapping_gateway_id,
         }
 
 
@@ -89,6 +94,8 @@ class BindingStore:
                 user_agent=str(r["user_agent"] or ""),
                 call_id=str(r["call_id"] or ""),
                 path=tuple(json.loads(r["path"])) if r["path"] else (),
+                mapping_gateway_id=None if r["mapping_gateway_id"] is None
+                else int(r["mapping_gateway_id"]),
             )
             self._index(binding)
             count += 1
@@ -138,6 +145,7 @@ class BindingStore:
             binding.username, binding.contact, s.transport, s.host, s.port, int(binding.nat),
             binding.expires_at, binding.registered_at, binding.user_agent, binding.call_id,
             json.dumps(list(binding.path)) if binding.path else "",
+            binding.mapping_gateway_id,
         ))
 
     def remove(self, username: str, contact: str) -> Binding | None:
@@ -156,6 +164,14 @@ class BindingStore:
             self._unindex(binding)
         if gone:
             self.writer.submit(_PURGE, (now,))
+        return len(gone)
+
+    def prune(self, keep: Callable[[Binding], bool]) -> int:
+        """Remove the bindings ``keep`` refuses (a gateway's after it was disabled,
+        deleted or taken out of password mode), from memory and the database."""
+        gone = [b for b in self.all() if not keep(b)]
+        for binding in gone:
+            self.remove(binding.username, binding.contact)
         return len(gone)
 
     def all(self) -> list[Binding]:

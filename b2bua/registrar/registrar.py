@@ -1,4 +1,6 @@
-"""REGISTER handling for phones (RFC 3261 section 10.3) and NAT detection.
+"""REGISTER handling for phones and password-mode mapping gateways (RFC 3261 section
+10.3) and NAT detection. A gateway registers under its username exactly as a phone does;
+its bindings carry the gateway's id.
 
 Rules (docs/registration.md):
 - expiry asked (Contact ``expires`` parameter, else the Expires header, else the
@@ -23,7 +25,6 @@ from dataclasses import dataclass
 
 from b2bua.config.live import Params
 from b2bua.registrar.bindings import Binding, BindingStore
-from b2bua.registrar.phones import PhoneAccount
 from b2bua.sip.dialog import origin_host
 from b2bua.sip.errors import SipParseError
 from b2bua.sip.headers import NameAddr
@@ -60,18 +61,19 @@ class Registrar:
         self.unregistered = 0
         self.refused = 0
 
-    def register(self, request: Request, source: Peer, account: PhoneAccount,
-                 now: float) -> Response:
+    def register(self, request: Request, source: Peer, username: str, now: float,
+                 mapping_gateway_id: int | None = None) -> Response:
+        """``username``: the authenticated phone account, or the mapping gateway's
+        username with its ``mapping_gateway_id``."""
         try:
-            return self._register(request, source, account, now)
+            return self._register(request, source, username, now, mapping_gateway_id)
         except (SipParseError, ValueError):
             return make_response(request, 400, "Bad Contact or Expires")
 
-    def _register(self, request: Request, source: Peer, account: PhoneAccount,
-                  now: float) -> Response:
+    def _register(self, request: Request, source: Peer, user: str, now: float,
+                  mapping_gateway_id: int | None) -> Response:
         contacts = request.get_all("Contact")
         header_expires = _expires(request.get("Expires"))
-        user = account.username
         if contacts and any(c.strip() == "*" for c in contacts):
             if len(contacts) != 1 or header_expires != 0:
                 return make_response(request, 400, "Wildcard Contact needs Expires: 0")
@@ -103,11 +105,11 @@ class Registrar:
                 if self.bindings.remove(user, change.contact) is not None:
                     self.unregistered += 1
                 continue
-            self._bind(request, source, user, change, now)
+            self._bind(request, source, user, change, now, mapping_gateway_id)
         return self._ok(request, user, now)
 
     def _bind(self, request: Request, source: Peer, user: str, change: _Change,
-              now: float) -> None:
+              now: float, mapping_gateway_id: int | None) -> None:
         path = tuple(request.get_all("Path"))
         contact = SipUri.parse(change.contact)
         nat = behind_nat_through(contact, request, source) if path else \
@@ -129,6 +131,7 @@ class Registrar:
             user_agent=(request.get("User-Agent") or "")[:200],
             call_id=request.call_id,
             path=path,
+            mapping_gateway_id=mapping_gateway_id,
         ))
         self.registered += 1
 

@@ -382,6 +382,34 @@ def test_every_worker_follows_the_registrations(switch: Softswitch, tmp_path: Pa
     assert switch.api.get("/api/v1/security/stats")["challenged"] == {"phone": 1}
 
 
+def test_every_worker_follows_the_registrations_of_mapping_gateways(
+    switch: Softswitch, tmp_path: Path
+) -> None:
+    """A password-mode PBX trunk with SS_REPLY_UNAUTHORIZED Off registers (worker 0), then
+    calls with callers' numbers in From from its registered address: every worker knows
+    the address from the bindings in SQLite and challenges, so every call connects."""
+    vendor_port = vendor_and(switch, PASSWORD_GW, SS_REPLY_UNAUTHORIZED="Off")
+    port = free_port(NATTED_IP)
+    assert register(tmp_path, switch, "gw1", src_ip=NATTED_IP, port=port,
+                    password="s3cret") == 0
+    time.sleep(1.0)  # worker 1 follows within a write batch and a 0.2 s poll
+    vendor = sipp("uas_answer.xml", tmp_path, VENDOR_IP, vendor_port, calls=12)
+    trunk = sipp("uac_pbx_trunk.xml", tmp_path, NATTED_IP, port,
+                 f"127.0.0.1:{switch.sip_port}", calls=12, rate=20, hold_ms=100,
+                 timeout_s=20, extra=["-au", "gw1", "-ap", "s3cret",
+                                      "-key", "caller", "+4930555123"])
+    try:
+        assert trunk.wait() == 0, trunk.output() + switch.log()[-3000:]
+        assert vendor.wait() == 0
+    finally:
+        trunk.stop()
+        vendor.stop()
+    cdrs = all_cdrs(switch, 12)
+    assert all((c["mapping_gateway"], c["final_code"]) == ("natted", 200) for c in cdrs)
+    assert {worker_of(c["call_id_in"]) for c in cdrs} == {0, 1}
+    assert security(switch)["authenticated"] == {"gateway": 13}  # the REGISTER and 12 calls
+
+
 def test_a_stop_while_the_database_is_locked_loses_no_workers_cdr(tmp_path: Path) -> None:
     """Every worker's CDR writer waits out the lock, then saves what is left; worker 0
     waits for them all before it exits, and the next start applies every saved file."""

@@ -744,3 +744,44 @@ def test_garbage_host_is_422_with_a_clear_message(env: Env) -> None:
                            headers=auth(env.admin))
     problem = assert_problem(resp, 422)
     assert "neither an IP address nor a DNS host name" in json.dumps(problem)
+
+
+# -- one username namespace for what registers ---------------------------------------------
+
+
+def _password_gateway(name: str, username: str) -> dict[str, Any]:
+    return {"name": name, "auth_mode": "password", "username": username, "password": SECRET}
+
+
+def test_a_registering_username_belongs_to_one_phone_or_one_password_gateway(env: Env) -> None:
+    """Phones and password-mode gateways both register under their username, so the API
+    refuses a username the other already holds (docs/registration.md)."""
+    h = auth(env.admin)
+    phone = env.client.post("/api/v1/phones", json={"username": "2001", "password": SECRET},
+                            headers=h)
+    assert phone.status_code == 201
+    body = assert_problem(env.client.post(MAPPING.url, json=_password_gateway("pbx", "2001"),
+                                          headers=h), 409)
+    assert "phone" in body["errors"]["username"][0]
+    gw = env.client.post(MAPPING.url, json=_password_gateway("pbx", "trunk1"), headers=h)
+    assert gw.status_code == 201
+    gw_id = gw.get_json()["id"]
+    assert_problem(env.client.post("/api/v1/phones", json={"username": "trunk1",
+                                                           "password": SECRET}, headers=h), 409)
+    assert_problem(env.client.post(MAPPING.url, json=_password_gateway("pbx2", "trunk1"),
+                                   headers=h), 409)
+    assert_problem(env.client.patch(f"{MAPPING.url}/{gw_id}", json={"username": "2001"},
+                                    headers=h), 409)
+    assert_problem(env.client.patch(f"/api/v1/phones/{phone.get_json()['id']}",
+                                    json={"username": "trunk1"}, headers=h), 409)
+    # Its own username, written again, is no conflict; nor is an IP gateway's username.
+    assert env.client.patch(f"{MAPPING.url}/{gw_id}", json={"username": "trunk1"},
+                            headers=h).status_code == 200
+    assert env.client.post(MAPPING.url, json={"name": "ipgw", "ips": ["192.0.2.77"],
+                                              "username": "2001"}, headers=h).status_code == 201
+    # Out of password mode the name is free again.
+    assert env.client.patch(f"{MAPPING.url}/{gw_id}", json={"auth_mode": "ip",
+                                                           "ips": ["192.0.2.78"]},
+                            headers=h).status_code == 200
+    assert env.client.post("/api/v1/phones", json={"username": "trunk1", "password": SECRET},
+                           headers=h).status_code == 201

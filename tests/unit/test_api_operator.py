@@ -566,7 +566,9 @@ def engine(env: Env) -> Iterator[_FakeEngine]:
                       "missed_last_cycle": 0, "missed_total": 1, "phones_last_cycle": 4,
                       "last_cycle_at": 1700000000.25, "last_cycle_seconds": 0.5},
         "registrations": [{"username": "3001", "nat": True}, {"username": "3001", "nat": False},
-                          {"username": "3002", "nat": True}],
+                          {"username": "3002", "nat": True},
+                          {"username": "pbx", "nat": True, "kind": "mapping_gateway",
+                           "mapping_gateway_id": 7}],
         "gateways": [{"id": 3, "name": 'vend "A"', "enabled": True, "current_calls": 1,
                       "total_calls": 6, "retry_after_until": None},
                      {"id": 4, "name": "vend-b", "enabled": False, "current_calls": 0,
@@ -614,8 +616,9 @@ def test_metrics_from_the_engine(env: Env, engine: _FakeEngine) -> None:
     assert m["softswitch_security_suspended_now"] == {"": 1}
     assert m["softswitch_keepalive_sent_total"] == {"": 10}
     assert m["softswitch_keepalive_last_cycle_timestamp_seconds"] == {"": 1700000000.25}
-    assert m["softswitch_registrations"] == {"": 3}
-    assert m["softswitch_registrations_nat"] == {"": 2}
+    assert m["softswitch_registrations"] == {"": 4}
+    assert m["softswitch_registrations_nat"] == {"": 3}
+    assert m["softswitch_registered_mapping_gateways"] == {"": 1}
     assert m["softswitch_registered_phones"] == {"": 2}
     assert m["softswitch_gateway_current_calls"] == {
         '{gateway="vend \\"A\\"",gateway_id="3"}': 1, '{gateway="vend-b",gateway_id="4"}': 0}

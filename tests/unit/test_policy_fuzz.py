@@ -31,7 +31,15 @@ from dataclasses import dataclass, field
 import pytest
 
 from b2bua.config.live import Params
-from b2bua.policy import Account, Action, Outcome, Policy, SourceKind, classify_by_address
+from b2bua.policy import (
+    Account,
+    Action,
+    Outcome,
+    Policy,
+    Registered,
+    SourceKind,
+    classify_by_address,
+)
 from b2bua.routing.gateways import GatewayDirectory
 from b2bua.security.digest import response_digest
 from b2bua.security.state import (
@@ -458,8 +466,8 @@ def make_policy(small: bool) -> Policy:
     params.values.update({"SS_AUTHENTICATION_MAX_RETRY": 2, "SS_ENDPOINT_REGISTER_RETRY": 2})
     phones = {"1001": Account("1001", PASSWORDS["1001"], "phone")}
 
-    def registered(source: Peer, _now: float) -> str | None:
-        return "1001" if source == REGISTERED_PHONE else None
+    def registered(source: Peer, _now: float) -> Registered | None:
+        return Registered("1001") if source == REGISTERED_PHONE else None
 
     policy = Policy(params, gateways(), REALM, phone_accounts=phones.get,
                     registered_user=registered)

@@ -136,7 +136,7 @@ def registrar() -> tuple[Registrar, BindingStore]:
 def test_registrar_stores_path_and_returns_it_to_a_ua_that_supports_it() -> None:
     reg, bindings = registrar()
     account = PhoneAccount(1, "3001", "pw", None, None, True)
-    ok = reg.register(request(REGISTER), PROXY, account, 1000.0)
+    ok = reg.register(request(REGISTER), PROXY, account.username, 1000.0)
     assert ok.status == 200 and ok.get_all("Path") == []  # no Supported: path
     (binding,) = bindings.of("3001", 1000.0)
     assert binding.path == ("<sip:192.0.2.20;lr;received=sip:203.0.113.7:4000>",)
@@ -144,7 +144,7 @@ def test_registrar_stores_path_and_returns_it_to_a_ua_that_supports_it() -> None
     assert bindings.find_by_source(PROXY, 1000.0) is None  # the proxy's address is shared
     again = reg.register(request(REGISTER.replace("Expires: 300\n",
                                                   "Expires: 300\nSupported: path\n")),
-                         PROXY, account, 1001.0)
+                         PROXY, account.username, 1001.0)
     assert again.get_all("Path") == list(binding.path)
     assert "path" in again.get_all("Supported")
 
