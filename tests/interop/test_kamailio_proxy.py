@@ -104,7 +104,8 @@ def test_caller_behind_proxy_cancels(tmp_path: Path, softswitch: Softswitch,
                                      edge: Kamailio) -> None:
     vendor_port = free_port(VENDOR_IP)
     gateways(softswitch, CUSTOMER_EDGE, VENDOR_IP, vendor_port)
-    pair(tmp_path, softswitch, [edge], "uac_cancel.xml", "uas_ring_cancelled.xml",
+    pair(tmp_path, softswitch, [edge], scenario("uac_routed_cancel.xml"),
+         "uas_ring_cancelled.xml",
          edge.address, vendor_port)
     cdr = last_cdr(softswitch)
     assert (cdr["final_code"], cdr["termination_reason"]) == (487, "caller CANCEL")
