@@ -152,20 +152,25 @@ def _vendor_port(proxy: Kamailio) -> int:
     return int(proxy.next_hop.rsplit(":", 1)[1])
 
 
-@pytest.mark.parametrize("caller, vendor, holds, hangup_by", [
-    ("uac_call.xml", "uas_routed_answer.xml", {"caller_hold": 1000}, "caller"),
-    ("uac_wait_bye.xml", "uas_routed_hangup.xml", {"callee_hold": 1000}, "callee"),
-], ids=["ack-and-our-bye-through-it", "vendor-hangs-up-through-it"])
+@pytest.mark.parametrize("caller, vendor, holds, outcome", [
+    ("uac_call.xml", "uas_routed_answer.xml", {"caller_hold": 1000}, (200, "caller")),
+    ("uac_wait_bye.xml", "uas_routed_hangup.xml", {"callee_hold": 1000}, (200, "callee")),
+    ("uac_cancel.xml", "uas_ring_cancelled.xml", {}, (487, "caller")),
+    ("uac_reinvite.xml", "uas_reinvite.xml", {}, (200, "caller")),
+], ids=["ack-and-our-bye-through-it", "vendor-hangs-up-through-it", "cancel-through-it",
+        "reinvite-through-it"])
 def test_vendor_behind_proxy(tmp_path: Path, softswitch: Softswitch, vendor_edge: Kamailio,
                              caller: str, vendor: str, holds: dict[str, int],
-                             hangup_by: str) -> None:
-    """Our ACK and BYE to the vendor follow the route set of its 200 (Record-Route,
-    reversed); its own BYE comes back through its proxy."""
+                             outcome: tuple[int, str]) -> None:
+    """Our ACK, BYE and re-INVITE to the vendor follow the route set of its 200
+    (Record-Route, reversed), our CANCEL goes where the INVITE went; its own BYE comes
+    back through its proxy."""
     gateways(softswitch, CUSTOMER_IP, VENDOR_EDGE, vendor_edge.port)
-    pair(tmp_path, softswitch, [vendor_edge], caller, scenario(vendor),
+    far_end = scenario(vendor) if (ROUTED / vendor).exists() else vendor
+    pair(tmp_path, softswitch, [vendor_edge], caller, far_end,
          f"127.0.0.1:{softswitch.sip_port}", _vendor_port(vendor_edge), **holds)
     cdr = last_cdr(softswitch)
-    assert (cdr["final_code"], cdr["hangup_by"]) == (200, hangup_by)
+    assert (cdr["final_code"], cdr["hangup_by"]) == outcome
 
 
 # -- a phone registered through a proxy (Path) ----------------------------------------------
