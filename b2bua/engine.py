@@ -356,7 +356,7 @@ class Engine:
     def _new_media(self, call: Call) -> CallMedia:
         return CallMedia(
             self.params, self.media, self.options.advertised_host(),
-            caller_nat=call.behind_nat(call.invite, call.source),
+            caller_nat=call.caller_nat,
             caller_encrypted=call.origin.rtp_encryption,
             on_rtp_start=call.on_rtp_started, totals=self.media_totals,
             streams=stream_count(call.invite.body),

@@ -122,7 +122,8 @@ class B2bua:
             self._refuse(request, source, outcome)
             return
         self.stack.trust(source)
-        if request.has("Require") and self._refuse_required(request, source):
+        if request.first_raw("Require") is not None and \
+                self._refuse_required(request, source):
             return
         verdict = outcome.source
         method = request.method

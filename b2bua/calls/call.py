@@ -87,9 +87,12 @@ class Call:
         self.server = server
         self.origin = origin
         stack = b2bua.stack
+        # Read once: the relay decision and the media's NAT flag ask again.
+        self.caller_nat = self.behind_nat(invite, source)
         self.inbound = Dialog.as_uas(
             invite, source, stack.sent_by, stack.contact(source.transport),
-            send_to_source=self._pin_to_source(invite, source),
+            send_to_source=source.reliable or (
+                self.caller_nat and invite.first_raw("Record-Route") is None),
         )
         self.caller = invite.from_.uri.user or ""  # as received
         self.callee = callee if callee is not None else invite.ruri.user or ""
@@ -147,7 +150,7 @@ class Call:
         whose proxies handle its NAT."""
         if source.reliable:
             return True
-        return not invite.has("Record-Route") and cls.behind_nat(invite, source)
+        return invite.first_raw("Record-Route") is None and cls.behind_nat(invite, source)
 
     @property
     def outbound(self) -> Dialog | None:
@@ -206,7 +209,7 @@ class Call:
         wanted = relay_wanted(
             str(self.b2bua.params["SS_MEDIAPROXYMODE"]),
             [self.origin.media_relay, first.media_relay],
-            nat=self.behind_nat(self.invite, self.source) or first.nat,
+            nat=self.caller_nat or first.nat,
             encrypted=self.origin.rtp_encryption or first.encrypted,
         )
         if not wanted or (not self.invite.body and not first.encrypted):

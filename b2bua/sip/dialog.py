@@ -162,6 +162,9 @@ def first_hop(route: str, fallback: Peer) -> Peer:
 def origin_host(request: Request, source: Peer) -> str:
     """The address the request's sender sent from: the source, or behind proxies the
     bottom Via's (its own, with the ``received`` its first proxy added)."""
+    via_lines = [v for name, v in request.headers if name == "Via"]
+    if len(via_lines) == 1 and "," not in via_lines[0]:
+        return source.host  # one Via: no proxy, nothing to parse
     try:
         vias = request.vias
     except SipParseError:

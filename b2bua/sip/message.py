@@ -138,7 +138,9 @@ class SipMessage:
 
     # -- generic header access -------------------------------------------------------------
 
-    def _first_raw(self, canon: str) -> str | None:
+    def first_raw(self, canon: str) -> str | None:
+        """The first value of a header by its canonical name, as received: a presence
+        check that costs one scan of the header list and nothing more."""
         for name, value in self.headers:
             if name == canon:
                 return value
@@ -230,7 +232,7 @@ class SipMessage:
     # -- parsed views ----------------------------------------------------------------------
 
     def _require(self, canon: str) -> str:
-        value = self._first_raw(canon)
+        value = self.first_raw(canon)
         if value is None:
             raise SipParseError(f"missing {canon}")
         return value
@@ -284,12 +286,12 @@ class SipMessage:
     @property
     def content_length(self) -> int | None:
         """Declared Content-Length, or None when the header is absent."""
-        return _parse_uint(self._first_raw("Content-Length"), "Content-Length")
+        return _parse_uint(self.first_raw("Content-Length"), "Content-Length")
 
     @property
     def max_forwards(self) -> int | None:
         """Max-Forwards, or None when absent (RFC 3261 tolerates that from old peers)."""
-        return _parse_uint(self._first_raw("Max-Forwards"), "Max-Forwards")
+        return _parse_uint(self.first_raw("Max-Forwards"), "Max-Forwards")
 
     # -- serialisation ---------------------------------------------------------------------
 

@@ -183,7 +183,7 @@ class SipStack:
             self.stats.retransmissions += 1
             txn.on_retransmission(request)
             return
-        if request.has("Route"):
+        if request.first_raw("Route") is not None:
             self._pop_own_route(request)
         if request.method == "ACK":
             self.app.on_ack(request, source)
