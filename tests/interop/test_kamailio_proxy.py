@@ -78,47 +78,26 @@ def pair(tmp_path: Path, switch: Softswitch, proxies: list[Kamailio], caller: st
 
 # -- the customer's calls come through the proxy --------------------------------------------
 
-def test_caller_behind_proxy_answered_and_hung_up_by_the_caller(
-        tmp_path: Path, softswitch: Softswitch, edge: Kamailio) -> None:
+@pytest.mark.parametrize("caller, vendor, holds, outcome", [
+    ("uac_routed_call.xml", "uas_answer.xml", {"caller_hold": 1000},
+     (200, "caller", "caller BYE")),
+    ("uac_routed_wait_bye.xml", "uas_hangup.xml", {"callee_hold": 1000},
+     (200, "callee", "callee BYE")),
+    ("uac_routed_cancel.xml", "uas_ring_cancelled.xml", {}, (487, "caller", "caller CANCEL")),
+    ("uac_routed_reinvite.xml", "uas_reinvite.xml", {}, (200, "caller", "caller BYE")),
+], ids=["answered-and-hung-up-by-the-caller", "hung-up-by-the-vendor", "cancels",
+        "reinvites"])
+def test_caller_behind_proxy(tmp_path: Path, softswitch: Softswitch, edge: Kamailio,
+                             caller: str, vendor: str, holds: dict[str, int],
+                             outcome: tuple[int, str, str]) -> None:
+    """The caller's ACK, BYE and re-INVITE reach us through its proxy (our 1xx and 2xx
+    carry its Record-Route); our BYE to it goes through the proxy with its Route."""
     vendor_port = free_port(VENDOR_IP)
     gateways(softswitch, CUSTOMER_EDGE, VENDOR_IP, vendor_port)
-    pair(tmp_path, softswitch, [edge], scenario("uac_routed_call.xml"), "uas_answer.xml",
-         edge.address, vendor_port, caller_hold=1000)
+    pair(tmp_path, softswitch, [edge], scenario(caller), vendor, edge.address, vendor_port,
+         **holds)
     cdr = last_cdr(softswitch)
-    assert (cdr["final_code"], cdr["hangup_by"], cdr["termination_reason"]) == (
-        200, "caller", "caller BYE")
-
-
-def test_caller_behind_proxy_hung_up_by_the_vendor(
-        tmp_path: Path, softswitch: Softswitch, edge: Kamailio) -> None:
-    """Our BYE to the caller goes through the proxy, with its Route."""
-    vendor_port = free_port(VENDOR_IP)
-    gateways(softswitch, CUSTOMER_EDGE, VENDOR_IP, vendor_port)
-    pair(tmp_path, softswitch, [edge], scenario("uac_routed_wait_bye.xml"), "uas_hangup.xml",
-         edge.address, vendor_port, callee_hold=1000)
-    cdr = last_cdr(softswitch)
-    assert (cdr["final_code"], cdr["hangup_by"]) == (200, "callee")
-
-
-def test_caller_behind_proxy_cancels(tmp_path: Path, softswitch: Softswitch,
-                                     edge: Kamailio) -> None:
-    vendor_port = free_port(VENDOR_IP)
-    gateways(softswitch, CUSTOMER_EDGE, VENDOR_IP, vendor_port)
-    pair(tmp_path, softswitch, [edge], scenario("uac_routed_cancel.xml"),
-         "uas_ring_cancelled.xml",
-         edge.address, vendor_port)
-    cdr = last_cdr(softswitch)
-    assert (cdr["final_code"], cdr["termination_reason"]) == (487, "caller CANCEL")
-
-
-def test_caller_behind_proxy_reinvites(tmp_path: Path, softswitch: Softswitch,
-                                       edge: Kamailio) -> None:
-    vendor_port = free_port(VENDOR_IP)
-    gateways(softswitch, CUSTOMER_EDGE, VENDOR_IP, vendor_port)
-    pair(tmp_path, softswitch, [edge], scenario("uac_routed_reinvite.xml"),
-         "uas_reinvite.xml", edge.address, vendor_port)
-    cdr = last_cdr(softswitch)
-    assert (cdr["final_code"], cdr["hangup_by"]) == (200, "caller")
+    assert (cdr["final_code"], cdr["hangup_by"], cdr["termination_reason"]) == outcome
 
 
 def test_call_behind_proxy_outlives_the_ack_deadline(
