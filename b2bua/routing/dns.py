@@ -19,6 +19,7 @@ answer saying the name or record no longer exists replaces it.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import random
 import re
@@ -37,7 +38,10 @@ _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _NAPTR_SERVICE = {"udp": "SIP+D2U", "tcp": "SIP+D2T"}
 
 
+@functools.lru_cache(maxsize=4096)
 def is_ip(host: str) -> bool:
+    """Asked for every call attempt and every gateway on each refresh round: cached, as
+    parsing an address costs a few microseconds and gateway hosts are few."""
     try:
         ipaddress.ip_address(host)
     except ValueError:
