@@ -33,6 +33,10 @@ Method (see ../shared/research/anchors.md and docs/performance.md):
   not change what is measured;
 * ``--profile-at RATE`` skips the searches: one step at RATE per softswitch system with
   py-spy attached, and where the time goes.
+* ``--count-work RATE`` skips the searches: one step at RATE for ``--code`` and one for
+  ``--base`` with the event loop's thread under cProfile (``bench/callwork.py``), and the
+  Python function calls per SIP call of each: a measure of added work that the load of a
+  shared machine does not move.
 * ``--fresh-each-step`` restarts the system before every step: the softswitch keeps
   finished calls in memory for a while (docs/performance.md, Soak), so without it a step
   inherits the heap, and the garbage-collection pauses, of the steps before it.
@@ -1161,6 +1165,45 @@ def profile_only(bench: Bench, root: Path, code_root: Path | None, wanted: set[s
     return 0
 
 
+def count_work(bench: Bench, root: Path, code_root: Path, base: str | None,
+               rate: int) -> int:
+    """One step per revision with the event loop's thread under cProfile, bracketed by
+    SIGUSR1 and SIGUSR2 (``bench/gc_probe.py``): the work per SIP call, compared."""
+    import callwork
+
+    runs = [("softswitch", code_root)]
+    if base:
+        log(f"base: {export_rev(base, root / 'code-base')}")
+        runs.append((f"softswitch at {base}", root / "code-base"))
+    works: list[callwork.Work] = []
+    for label, code in runs:
+        system = SoftswitchSystem(root / f"work-{len(works)}", code_root=code, name=label)
+        out = system.workdir / "work.prof"
+        os.environ["BENCH_CALL_PROFILE"] = str(out)
+        try:
+            system.start()
+            assert system.pid is not None
+            os.kill(system.pid, signal.SIGUSR1)
+            step = bench.run_step(system, rate)
+            # The calls' BYE transactions are answered by now; their timers (32 s) are
+            # the same work in every revision and left out.
+            os.kill(system.pid, signal.SIGUSR2)
+            if not wait_until(out.exists, timeout=30):
+                log(f"{label}: no profile written")
+                return 1
+            time.sleep(1.0)  # dump_stats writes in one go; let it finish
+        finally:
+            system.stop()
+            os.environ.pop("BENCH_CALL_PROFILE", None)
+        log(f"{label}: step {'clean' if step.clean else 'FAILED ' + '; '.join(step.reasons)}")
+        works.append(callwork.load(str(out), step.calls))
+    if len(works) == 1:
+        print(f"Python function calls per SIP call: {works[0].per_call:.1f}")
+    else:
+        print(callwork.compare(works[0], works[1], "softswitch", f"at {base}"))
+    return 0
+
+
 def table(ceilings: list[Ceiling], rig: Ceiling | None, sippy: Ceiling | None) -> str:
     rows = ["| system | highest clean calls/s | lowest failing calls/s | confirmed | "
             "CPU ms/call at ceiling | CPU of one core at ceiling | vs rig | vs Sippy |",
@@ -1339,6 +1382,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile-at", type=int, default=0, metavar="RATE",
                     help="no searches: one step at RATE cps per softswitch system in "
                          "--systems with py-spy attached (--step-seconds long)")
+    ap.add_argument("--count-work", type=int, default=0, metavar="RATE",
+                    help="no searches: one step at RATE cps for --code and one for --base "
+                         "with the event loop under cProfile; prints the Python function "
+                         "calls per SIP call of each and where they differ")
     ap.add_argument("--base", default=None, metavar="REV",
                     help="also search the softswitch at git revision REV (exported like "
                          "--code REV) right after 'softswitch', in the same run, and print "
@@ -1346,9 +1393,9 @@ def main(argv: list[str] | None = None) -> int:
     add_code_and_workdir(ap)
     args = ap.parse_args(argv)
 
-    if args.base:
+    if args.base or args.profile_at or args.count_work:
         # The bench names no gateway by DNS, and an older revision may not know
-        # --dns-server: the tests' loopback resolver is left out of both runs alike.
+        # --dns-server: the tests' loopback resolver is left out of every run alike.
         support.NO_DNS.clear()
     if not have_sipp():
         return 2
@@ -1371,6 +1418,8 @@ def main(argv: list[str] | None = None) -> int:
         return soak_only(bench, root, code_root,
                          [int(r) for r in args.soak_at.split(",") if r.strip()],
                          args.soak_seconds or 60)
+    if args.count_work:
+        return count_work(bench, root, code_root or REPO, args.base, args.count_work)
     if args.profile_at:
         return profile_only(bench, root, code_root, wanted, args.profile_at, profile_s)
 

@@ -16,6 +16,11 @@ API server it starts.
 * ``off``: ``gc.disable()`` before the softswitch starts (memory then only grows: run it
   for one short step at a time).
 
+``BENCH_CALL_PROFILE``: a file; between SIGUSR1 and SIGUSR2 the main thread runs under
+``cProfile``, and at SIGUSR2 its statistics are written there. Function-call counts per SIP call
+do not depend on the machine's load, which CPU time on a shared machine does: two
+revisions compared this way show where one does more work than the other.
+
 The ``log`` callback also counts the tracked objects after each full collection
 (``gc.get_objects(2)``), which adds a few ms to those collections.
 """
@@ -64,7 +69,29 @@ def main() -> None:
     elif mode == "log" and log_path:
         _install_logger(log_path)
     sys.argv = ["b2bua.cli", *sys.argv[1:]]
+    call_profile = os.environ.get("BENCH_CALL_PROFILE")
+    if call_profile:
+        _profile_on_signals(call_profile)
     runpy.run_module("b2bua.cli", run_name="__main__", alter_sys=True)
+
+
+def _profile_on_signals(path: str) -> None:
+    """SIGUSR1 starts ``cProfile`` on the main thread (the event loop's), SIGUSR2 stops it
+    and writes the statistics to ``path``: the bench brackets one load step with them."""
+    import cProfile
+    import signal
+
+    profiler = cProfile.Profile()
+
+    def start(_signo: int, _frame: object) -> None:
+        profiler.enable()
+
+    def stop(_signo: int, _frame: object) -> None:
+        profiler.disable()
+        profiler.dump_stats(path)
+
+    signal.signal(signal.SIGUSR1, start)
+    signal.signal(signal.SIGUSR2, stop)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from b2bua.storage.writer import DbWriter
@@ -40,6 +41,9 @@ class CdrRecord:
 
 
 _COLUMNS = tuple(CdrRecord.__dataclass_fields__)
+# Every field is a str, number or None: a flat tuple of them is the row
+# (dataclasses.astuple would deep-copy each value, a third of a call's CDR cost).
+_ROW = attrgetter(*_COLUMNS)
 INSERT = (
     f"INSERT INTO cdrs ({', '.join(_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
@@ -63,7 +67,7 @@ class CdrWriter:
         self.writer = writer
 
     def submit(self, record: CdrRecord, attempts: Sequence[dict[str, Any]] = ()) -> None:
-        self.writer.submit(INSERT, astuple(record))
+        self.writer.submit(INSERT, _ROW(record))
         for attempt in attempts:
             self.writer.submit(INSERT_ATTEMPT, (record.call_id_in,
                                                 *(attempt[c] for c in ATTEMPT_COLUMNS)))

@@ -194,6 +194,12 @@ class Plan:
         return not self.missing
 
 
+@functools.lru_cache(maxsize=4096)
+def ip_plan(address: str, port: int) -> Plan:
+    """The plan of a gateway given by address: the same (immutable) one every attempt."""
+    return Plan(targets=(Target(address, address, port),))
+
+
 def _name(text: str) -> str:
     return text.rstrip(".").lower()
 
@@ -245,7 +251,7 @@ def plan_targets(host: str, port: int | None, transport: str, cache: DnsCache, n
                  rng: random.Random, families: tuple[str, ...] = ("A",)) -> Plan:
     """The targets of a gateway at ``host`` (port None: not configured), from the cache."""
     if is_ip(host):
-        return Plan(targets=(Target(host, host, port or DEFAULT_PORT),))
+        return ip_plan(host, port or DEFAULT_PORT)
     host = _name(host)
     walk = _Walk(cache, now, families)
     failure = f"no address for {host}"

@@ -26,12 +26,14 @@ from dns.rdtypes.IN.NAPTR import NAPTR
 from dns.rdtypes.IN.SRV import SRV
 
 from b2bua.routing.dns import (
+    DEFAULT_PORT,
     DnsCache,
     Naptr,
     Plan,
     Query,
     Record,
     Srv,
+    ip_plan,
     is_ip,
     plan_targets,
 )
@@ -95,6 +97,8 @@ class VendorResolver:
 
     def plan(self, gw: RoutingGateway) -> Plan:
         """The gateway's targets as the cache has them now (a call's warm path)."""
+        if is_ip(gw.host):  # most vendors: no cache, no clock
+            return ip_plan(gw.host, gw.port or DEFAULT_PORT)
         plan = self._plan(gw)
         if plan.stale and plan.complete:
             self.stats.stale_served += 1
