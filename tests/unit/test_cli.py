@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from b2bua.cli import absolute_paths, build_parser, main
-from b2bua.options import control_path_for, var_dir_for
+from b2bua.options import EngineOptions, control_path_for, var_dir_for
 from b2bua.storage import db, migrate, tokens
 
 
@@ -173,3 +173,26 @@ def test_engine_files_beside_sqlite_else_in_the_var_dir() -> None:
     assert var_dir_for(PG_URL) == Path("var")
     assert control_path_for(PG_URL) == Path("var/engine.sock")
     assert control_path_for(PG_URL, Path("/srv/ss")) == Path("/srv/ss/engine.sock")
+
+
+@pytest.mark.parametrize(("argv", "database", "var_dir"), [
+    (["--db", "d/s.db"], "d/s.db", "d"),
+    (["--db", "d/s.db", "--var-dir", "v"], "d/s.db", "v"),
+    (["--db", PG_URL], PG_URL, "var"),
+    (["--db", PG_URL, "--var-dir", "v"], PG_URL, "v"),
+])
+def test_run_puts_the_engine_files_in_the_var_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str], database: str,
+    var_dir: str,
+) -> None:
+    from b2bua import runner
+
+    seen: list[EngineOptions] = []
+    monkeypatch.setattr(runner, "run", lambda options, _api: seen.append(options) or 0)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", *argv, "--media-workers", "0"]) == 0
+    (options,) = seen
+    here = tmp_path.resolve()
+    assert options.database == (database if database == PG_URL else here / database)
+    assert options.var_dir == here / var_dir
+    assert options.control_path == here / var_dir / "engine.sock"
