@@ -3,29 +3,53 @@
 from __future__ import annotations
 
 import argparse
-import sqlite3
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from b2bua import logs, opcli
 from b2bua.config.registry import PARAMETERS, ParamError, format_value, lookup
 from b2bua.lab import cli as lab
 from b2bua.options import (
+    DEFAULT_VAR_DIR,
     EngineOptions,
     HostPort,
     PortRange,
     control_path_for,
     default_media_workers,
     split_ports,
+    var_dir_for,
 )
-from b2bua.storage import audit, db, migrate, params_store, tokens
+from b2bua.storage import (
+    audit,
+    is_postgres,
+    migrate,
+    open_database,
+    params_store,
+    sqlite_path,
+    tokens,
+)
+from b2bua.storage.backend import Database
 from b2bua.storage.db import DEFAULT_DB_PATH
+from b2bua.storage.legacy import sqlite_connection
+
+DB_ENV = "SOFTSWITCH_DB"
+
+
+def database_target(text: str) -> Path | str:
+    """``--db``: a database server's URL stays as given; anything else is a SQLite file
+    (a path, or ``sqlite:///path``)."""
+    return text if is_postgres(text) else sqlite_path(text)
 
 
 def _add_db(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", type=Path, default=DEFAULT_DB_PATH,
-                        help=f"SQLite database (default {DEFAULT_DB_PATH})")
+    env = os.environ.get(DB_ENV)
+    parser.add_argument("--db", type=database_target,
+                        default=database_target(env) if env else DEFAULT_DB_PATH,
+                        help=f"SQLite database file, or a postgresql:// URL (default: "
+                             f"${DB_ENV} when set, else {DEFAULT_DB_PATH})")
 
 
 def _count(what: str, low: int, high: int) -> Callable[[str], int]:
@@ -74,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dns-server", type=_dns_server, default=None,
                      help="DNS server for vendors given by name, HOST[:PORT] (default: "
                           "the system's, from /etc/resolv.conf)")
+    run.add_argument("--var-dir", type=Path, default=None,
+                     help="folder for the engine's control socket, the admin token and "
+                          "writes saved at a locked stop (default: the SQLite database's "
+                          f"folder; {DEFAULT_VAR_DIR}/ with a postgresql:// database)")
     run.add_argument("--log-level", default="INFO")
 
     mig = sub.add_parser("migrate", help="create or upgrade the database")
@@ -100,22 +128,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _open_migrated(path: Path) -> sqlite3.Connection:
-    conn = db.connect(path)
-    migrate.migrate(conn)
-    return conn
+@contextmanager
+def _migrated(target: Path | str) -> Iterator[Database]:
+    with open_database(target) as database:
+        with sqlite_connection(database) as conn:
+            migrate.migrate(conn)
+        yield database
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from b2bua import runner
 
     logs.setup(args.log_level)
+    var_dir = args.var_dir if args.var_dir is not None else var_dir_for(args.db).resolve()
     options = EngineOptions(
-        db_path=args.db,
+        database=args.db,
         sip_listen=args.sip_listen,
         media_ports=args.media_ports,
         public_address=args.public_address,
-        control_path=control_path_for(args.db),
+        control_path=control_path_for(args.db, var_dir),
+        var_dir=var_dir,
         media_workers=(default_media_workers() if args.media_workers is None
                        else args.media_workers),
         signalling_workers=args.signalling_workers,
@@ -135,10 +167,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    conn = db.connect(args.db)
-    applied = migrate.migrate(conn)
-    version = migrate.current_version(conn)
-    conn.close()
+    with open_database(args.db) as database, sqlite_connection(database) as conn:
+        applied = migrate.migrate(conn)
+        version = migrate.current_version(conn)
     if applied:
         print(f"applied migrations {', '.join(map(str, applied))}; schema version {version}")
     else:
@@ -147,49 +178,46 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    conn = _open_migrated(args.db)
-    try:
-        token = tokens.create_token(conn, args.name, args.role)
-        audit.record(conn, "cli", "create", f"token/{args.name}", {"role": args.role})
-    except ValueError as exc:
-        print(f"softswitch: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        conn.close()
+    with _migrated(args.db) as database, sqlite_connection(database) as conn:
+        try:
+            token = tokens.create_token(conn, args.name, args.role)
+            audit.record(conn, "cli", "create", f"token/{args.name}", {"role": args.role})
+        except ValueError as exc:
+            print(f"softswitch: {exc}", file=sys.stderr)
+            return 2
     print(token)
     return 0
 
 
 def cmd_param(args: argparse.Namespace) -> int:
-    conn = _open_migrated(args.db)
-    try:
-        if args.param_command == "get":
-            values = params_store.load_values(conn)
-            if args.name is None:
-                for p in PARAMETERS:
-                    print(f"{p.name} = {format_value(values[p.name])}")
+    with _migrated(args.db) as database, sqlite_connection(database) as conn:
+        try:
+            if args.param_command == "get":
+                values = params_store.load_values(conn)
+                if args.name is None:
+                    for p in PARAMETERS:
+                        print(f"{p.name} = {format_value(values[p.name])}")
+                    return 0
+                param = lookup(args.name)
+                print(format_value(values[param.name]))
                 return 0
             param = lookup(args.name)
-            print(format_value(values[param.name]))
+            value = params_store.set_value(conn, param.name, param.parse_text(args.value))
+            audit.record(conn, "cli", "update", f"parameter/{param.name}", {"value": value})
+            print(f"{param.name} = {format_value(value)}")
             return 0
-        param = lookup(args.name)
-        value = params_store.set_value(conn, param.name, param.parse_text(args.value))
-        audit.record(conn, "cli", "update", f"parameter/{param.name}", {"value": value})
-        print(f"{param.name} = {format_value(value)}")
-        return 0
-    except KeyError:
-        print(f"softswitch: unknown parameter {args.name!r}", file=sys.stderr)
-        return 2
-    except ParamError as exc:
-        print(f"softswitch: {args.name}: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        conn.close()
+        except KeyError:
+            print(f"softswitch: unknown parameter {args.name!r}", file=sys.stderr)
+            return 2
+        except ParamError as exc:
+            print(f"softswitch: {args.name}: {exc}", file=sys.stderr)
+            return 2
 
 
 def absolute_paths(args: argparse.Namespace) -> argparse.Namespace:
     """Every path argument, given or defaulted, made absolute once against the folder the
-    command started in: no process the command starts depends on its working folder."""
+    command started in: no process the command starts depends on its working folder. A
+    database URL is a string, not a path, and stays as given."""
     for name, value in vars(args).items():
         if isinstance(value, Path):
             setattr(args, name, value.resolve())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -42,8 +41,16 @@ from b2bua.sip.dialog import call_ids
 from b2bua.sip.dispatched import DispatchedSip
 from b2bua.sip.stack import SipStack
 from b2bua.sip.transport import Peer
-from b2bua.storage import db
-from b2bua.storage.writer import DbWriter, replay
+from b2bua.storage import open_database
+from b2bua.storage.backend import Database
+from b2bua.storage.gateways import mapping_gateways, routing_gateways
+from b2bua.storage.legacy import sqlite_connection
+from b2bua.storage.numbers import number_groups, transform_table
+from b2bua.storage.params_store import load_values
+from b2bua.storage.phones import phone_accounts
+from b2bua.storage.registrations import RegistrationLog, live_bindings
+from b2bua.storage.upstream import vendor_registrations
+from b2bua.storage.writer import DbWriter, replay, spill_base
 from b2bua.upstream.manager import UpstreamManager
 
 log = logging.getLogger("b2bua.engine")
@@ -85,9 +92,9 @@ class Engine:
                                  options.signalling_workers, options.worker_index)
         if self.workers is not None:
             self.workers.on_worker_down = self.counts.clear_worker
-        self.conn = db.connect(options.db_path)
+        self.database = open_database(options.database)
         self.params = Params()
-        self.watcher = ConfigWatcher(self.conn)
+        self.watcher = ConfigWatcher(self.database)
         self.watcher.register("parameters", self._load_params)
         self.gateways = GatewayDirectory()
         self.watcher.register("mapping_gateways", self._load_mapping)
@@ -99,18 +106,20 @@ class Engine:
         self.resolver.on_addresses = self.gateways.set_resolved
         self.stack = SipStack(options.sip_listen.host, options.sip_listen.port,
                               options.advertised_host())
-        self.writer = DbWriter(options.db_path)
+        # Where writes a locked stop could not apply wait for the next start.
+        self.spill_base = spill_base(options.database, options.var_dir)
+        self.writer = DbWriter(options.database, self.spill_base)
         self.loop_lag = LoopLag()
         self.collector = FullCollections(live=self._live_units)
         self.media_totals = MediaTotals()
         self.media = self._media_plane(options)
         self.cdrs = CdrWriter(self.writer)
         self.numbers = NumberTables()
-        self.watcher.register("number_transforms", self.numbers.load_transforms)
-        self.watcher.register("number_groups", self.numbers.load_groups)
+        self.watcher.register("number_transforms", self._load_transforms)
+        self.watcher.register("number_groups", self._load_groups)
         self.phones = PhoneDirectory()
-        self.watcher.register("phones", self.phones.load)
-        self.bindings = BindingStore(self.writer)
+        self.watcher.register("phones", self._load_phones)
+        self.bindings = BindingStore(RegistrationLog(self.writer))
         self.registrar = Registrar(self.params, self.bindings)
         self.keepalive = KeepAlive(self.params, self.bindings, self.stack.udp.send,
                                    lambda: self.stack.sent_by)
@@ -118,7 +127,7 @@ class Engine:
         self.upstream.vendor_addresses = self.gateways.addresses
         self.upstream.locate = self.resolver.resolve_host
         self.stack.resolve_name = self._address_of
-        self.watcher.register("gateway_registrations", self.upstream.load)
+        self.watcher.register("gateway_registrations", self._load_upstream)
         self.watcher.register("routing_gateways", self._load_routing)
         self.policy = Policy(self.params, self.gateways, self.stack.advertised_host,
                              phone_accounts=self._phone_account,
@@ -132,9 +141,10 @@ class Engine:
             self.policy.verifier.counts.share(map_table(
                 dispatched.nonces_fd, workers, index, NONCE_SLOTS, evicting=True))
         if not self.primary:
-            # Worker 0 takes every REGISTER; the others follow its bindings in SQLite.
+            # Worker 0 takes every REGISTER; the others follow its bindings in the database.
             self.watcher.register("registrations", self._reload_bindings)
-            self.bindings.on_miss = lambda user: self.bindings.load(self.conn, time.time(), user)
+            self.bindings.on_miss = lambda user: self.bindings.restore(
+                live_bindings(self.database, time.time(), user))
             # ... and registers to vendors; the others read whether that holds.
             self.upstream.registered_elsewhere = \
                 lambda gw_id: self.counts[("upstream", gw_id)] > 0
@@ -166,8 +176,10 @@ class Engine:
     def spawn(self, coro: Awaitable[Any]) -> None:
         self._tasks.append(asyncio.ensure_future(coro))
 
-    def _load_params(self, conn: sqlite3.Connection) -> None:
-        self.params.load(conn)
+    def _load_params(self, database: Database) -> None:
+        with sqlite_connection(database) as conn:
+            values = load_values(conn)
+        self.params.replace(values)
         self.stack.trace_enabled = self.params.flag("SS_SIP_TRACE")
 
     async def _suspensions(self, request: dict[str, Any]) -> list[dict[str, Any]]:
@@ -209,8 +221,8 @@ class Engine:
             published = holding
             await asyncio.sleep(UPSTREAM_PUBLISH_INTERVAL)
 
-    def _reload_bindings(self, conn: sqlite3.Connection) -> None:
-        self.bindings.reload(conn, time.time())
+    def _reload_bindings(self, database: Database) -> None:
+        self.bindings.replace(live_bindings(database, time.time()))
 
     def _b2bua(self) -> B2bua:
         assert self.b2bua is not None
@@ -230,9 +242,9 @@ class Engine:
         if self.primary:
             # Writes a stop could not apply (the database was locked) first: a finished
             # call's CDR there must exist before recovery looks for interrupted calls.
-            replay(self.conn, self.options.db_path)
-            recover(self.conn)
-            restored = self.bindings.load(self.conn, time.time())
+            replay(self.database, self.spill_base)
+            recover(self.database)
+            restored = self.bindings.restore(live_bindings(self.database, time.time()))
             if restored:
                 log.info("restored %d registrations", restored)
             # A gateway changed while the engine was down loses its registration now.
@@ -291,7 +303,7 @@ class Engine:
             # After this engine's own writer, so the others' CDR writers (which may be
             # waiting out a locked database, as ours was) finish alongside it.
             self.workers.close()
-        self.conn.close()
+        self.database.close()
         log.info("engine stopped")
 
     def _media_plane(self, options: EngineOptions) -> MediaPlane:
@@ -362,10 +374,22 @@ class Engine:
             streams=stream_count(call.invite.body),
         )
 
-    def _load_routing(self, conn: sqlite3.Connection) -> None:
-        self.gateways.load_routing(conn)
+    def _load_routing(self, database: Database) -> None:
+        self.gateways.set_routing(routing_gateways(database))
         # A registration follows its gateway's address and enabled state.
-        self.upstream.load(conn)
+        self._load_upstream(database)
+
+    def _load_upstream(self, database: Database) -> None:
+        self.upstream.configure(vendor_registrations(database))
+
+    def _load_transforms(self, database: Database) -> None:
+        self.numbers.transforms = transform_table(database)
+
+    def _load_groups(self, database: Database) -> None:
+        self.numbers.groups = number_groups(database)
+
+    def _load_phones(self, database: Database) -> None:
+        self.phones.set(phone_accounts(database))
 
     def _phone_account(self, username: str) -> Account | None:
         phone = self.phones.get(username)
@@ -375,8 +399,8 @@ class Engine:
         binding = self.bindings.find_by_source(source, now)
         return Registered(binding.username, binding.mapping_gateway_id) if binding else None
 
-    def _load_mapping(self, conn: sqlite3.Connection) -> None:
-        self.gateways.load_mapping(conn)
+    def _load_mapping(self, database: Database) -> None:
+        self.gateways.set_mapping(mapping_gateways(database))
         if self.primary:
             self._prune_gateway_bindings()
 

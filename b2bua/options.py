@@ -7,6 +7,12 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from b2bua.storage import is_postgres, sqlite_path
+
+# The engine's own files when its database is a server (a SQLite database keeps them in
+# its own folder).
+DEFAULT_VAR_DIR = Path("var")
+
 
 @dataclass(frozen=True, slots=True)
 class HostPort:
@@ -56,11 +62,12 @@ class PortRange:
 
 @dataclass(frozen=True, slots=True)
 class EngineOptions:
-    db_path: Path
+    database: Path | str  # a SQLite file, or a postgresql:// URL
     sip_listen: HostPort
     media_ports: PortRange
     public_address: str | None
     control_path: Path
+    var_dir: Path  # the engine's own files: control sockets, writes saved at a locked stop
     media_workers: int = 0  # relay worker processes; 0: relay in the engine's own loop
     signalling_workers: int = 1  # engine processes sharing SIP by Call-ID (docs/scaling.md)
     worker_index: int = 0  # this engine's place among them; 0 reads the socket and the API
@@ -96,9 +103,15 @@ def default_media_workers() -> int:
     return cores if cores > 1 else 0
 
 
-def control_path_for(db_path: Path) -> Path:
-    """The engine's control socket lives beside its database."""
-    return db_path.parent / "engine.sock"
+def var_dir_for(database: Path | str) -> Path:
+    """Where the engine keeps its own files (control socket, admin token, writes saved
+    at a locked stop) unless told: beside a SQLite database, else ``var/``."""
+    return DEFAULT_VAR_DIR if is_postgres(database) else sqlite_path(database).parent
+
+
+def control_path_for(database: Path | str, var_dir: Path | None = None) -> Path:
+    """The engine's control socket: in ``var_dir``, by default beside a SQLite database."""
+    return (var_dir if var_dir is not None else var_dir_for(database)) / "engine.sock"
 
 
 def worker_control_path(control_path: Path, index: int) -> Path:

@@ -18,7 +18,8 @@ import uvloop
 from b2bua.engine import Engine
 from b2bua.lifeline import die_with_parent
 from b2bua.options import EngineOptions, HostPort
-from b2bua.storage import db, migrate, tokens
+from b2bua.storage import migrate, open_database, tokens
+from b2bua.storage.legacy import sqlite_connection
 
 log = logging.getLogger("b2bua.run")
 
@@ -26,33 +27,38 @@ API_START_TIMEOUT = 15.0
 API_STOP_TIMEOUT = 10.0
 
 
-def prepare_database(db_path: Path) -> None:
+def _shown(database: Path | str) -> str:
+    """The database as printed: a server's URL without its password."""
+    if isinstance(database, Path):
+        return str(database)
+    scheme, sep, rest = database.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return database
+    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
+
+
+def prepare_database(target: Path | str) -> None:
     """Create and migrate the database; refuses one newer than this code."""
-    conn = db.connect(db_path)
-    try:
+    with open_database(target) as database, sqlite_connection(database) as conn:
         applied = migrate.migrate(conn)
-        if applied:
-            log.info("database %s migrated to version %d", db_path, max(applied))
-    finally:
-        conn.close()
+    if applied:
+        log.info("database %s migrated to version %d", _shown(target), max(applied))
 
 
-def ensure_admin_token(db_path: Path) -> tuple[Path, bool]:
-    """Write a working admin token to ``admin-token`` beside the database (mode 600).
+def ensure_admin_token(target: Path | str, var_dir: Path) -> tuple[Path, bool]:
+    """Write a working admin token to ``admin-token`` in ``var_dir`` (mode 600).
 
     An existing file whose token still verifies is kept, so restarts do not
     invalidate operators' scripts. Returns the path and whether a token was created.
     """
-    token_file = db_path.parent / "admin-token"
-    conn = db.connect(db_path)
-    try:
+    token_file = var_dir / "admin-token"
+    with open_database(target) as database, sqlite_connection(database) as conn:
         if token_file.exists():
             existing = token_file.read_text().strip()
             if existing and tokens.verify_token(conn, existing) is not None:
                 return token_file, False
         token = tokens.create_token(conn, "admin", "admin")
-    finally:
-        conn.close()
     fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(token + "\n")
@@ -62,7 +68,8 @@ def ensure_admin_token(db_path: Path) -> tuple[Path, bool]:
 
 def start_api(options: EngineOptions, api_listen: HostPort) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
-    env["SOFTSWITCH_DB"] = str(options.db_path.resolve())
+    database = options.database
+    env["SOFTSWITCH_DB"] = str(database.resolve()) if isinstance(database, Path) else database
     env["SOFTSWITCH_CONTROL"] = str(options.control_path.resolve())
     cmd = [
         sys.executable, "-m", "gunicorn",
@@ -155,8 +162,9 @@ def run(options: EngineOptions, api_listen: HostPort) -> int:
 
 
 def _run(options: EngineOptions, api_listen: HostPort) -> int:
-    prepare_database(options.db_path)
-    token_file, created = ensure_admin_token(options.db_path)
+    options.var_dir.mkdir(parents=True, exist_ok=True)
+    prepare_database(options.database)
+    token_file, created = ensure_admin_token(options.database, options.var_dir)
     if created:
         print(f"softswitch: admin API token written to {token_file} (mode 600)", flush=True)
     else:
@@ -167,7 +175,7 @@ def _run(options: EngineOptions, api_listen: HostPort) -> int:
         engine = Engine(options)
         print(
             f"softswitch: SIP on {options.sip_listen} (udp, tcp), "
-            f"API on http://{api_listen}/api/v1, database {options.db_path}",
+            f"API on http://{api_listen}/api/v1, database {_shown(options.database)}",
             flush=True,
         )
         uvloop.run(_serve(engine, api))

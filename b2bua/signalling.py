@@ -45,6 +45,7 @@ from b2bua.security.state import SECURITY_SLOTS
 from b2bua.shared_tables import shared_memory, table_size
 from b2bua.sip._dispatch import Dispatcher
 from b2bua.sip.dispatched import DispatchedSip, channel_pair
+from b2bua.storage import is_postgres
 
 log = logging.getLogger("b2bua.signalling")
 
@@ -71,7 +72,8 @@ def bind_sip_socket(listen: HostPort) -> socket.socket:
 
 def encode_options(options: EngineOptions) -> str:
     fields = asdict(options)
-    fields.update(db_path=str(options.db_path), control_path=str(options.control_path),
+    fields.update(database=str(options.database), control_path=str(options.control_path),
+                  var_dir=str(options.var_dir),
                   sip_listen=str(options.sip_listen),
                   media_ports=f"{options.media_ports.low}-{options.media_ports.high}",
                   dns_server=str(options.dns_server) if options.dns_server else None)
@@ -80,7 +82,9 @@ def encode_options(options: EngineOptions) -> str:
 
 def decode_options(text: str) -> EngineOptions:
     fields = json.loads(text)
-    fields.update(db_path=Path(fields["db_path"]), control_path=Path(fields["control_path"]),
+    database = fields["database"]
+    fields.update(database=database if is_postgres(database) else Path(database),
+                  control_path=Path(fields["control_path"]), var_dir=Path(fields["var_dir"]),
                   sip_listen=HostPort.parse(fields["sip_listen"]),
                   media_ports=PortRange.parse(fields["media_ports"]),
                   dns_server=HostPort.parse(fields["dns_server"]) if fields.get("dns_server")

@@ -15,7 +15,6 @@ from b2bua.calls.cdr import CdrWriter
 from b2bua.calls.counts import CallCounts
 from b2bua.calls.endpoints import Destination, Origin
 from b2bua.calls.media import CallMedia
-from b2bua.calls.recovery import note_started
 from b2bua.config.live import Params
 from b2bua.numbers.rules import NumberTables
 from b2bua.policy import Action, Outcome, Policy, SourceKind, classify_by_address
@@ -38,6 +37,7 @@ from b2bua.sip.message import Request, Response, make_response
 from b2bua.sip.stack import SipStack
 from b2bua.sip.transaction import Timers
 from b2bua.sip.transport import Peer
+from b2bua.storage.active_calls import note_started
 
 log = logging.getLogger("b2bua.calls")
 

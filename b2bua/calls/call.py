@@ -23,13 +23,13 @@ from b2bua.calls.endpoints import Destination, Origin
 from b2bua.calls.failover import Next, SwitchRules, Timer
 from b2bua.calls.liveness import LegTimer, answer_headers, leg_timer
 from b2bua.calls.media import CallMedia, relay_wanted
-from b2bua.calls.recovery import note_answered, note_ended
 from b2bua.routing.dns import Plan, Target
 from b2bua.routing.gateways import RoutingGateway
 from b2bua.sip.dialog import Dialog, copy_record_route, origin_host
 from b2bua.sip.message import Request, Response, make_response
 from b2bua.sip.transaction import T1, T2, TIMER_64T1, ServerTransaction, TimerHandle
 from b2bua.sip.transport import Peer
+from b2bua.storage.active_calls import note_answered, note_ended
 
 if TYPE_CHECKING:
     from b2bua.calls.b2bua import B2bua

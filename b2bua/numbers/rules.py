@@ -8,10 +8,7 @@ plans, transform and P-Asserted-Identity plan to the platform numbers afresh.
 
 from __future__ import annotations
 
-import json
-import sqlite3
 from dataclasses import dataclass, field
-from typing import Any
 
 from b2bua.numbers.dialplan import cached_plan
 from b2bua.numbers.lists import GroupRule, NumberGroups, PrefixRule
@@ -28,33 +25,6 @@ class NumberRules:
     caller_groups: GroupRule = field(default_factory=GroupRule)
     callee_groups: GroupRule = field(default_factory=GroupRule)
     callee_prefixes: PrefixRule = field(default_factory=PrefixRule)
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> NumberRules:
-        keys = set(row.keys())
-
-        def text(name: str) -> str:
-            return str(row[name] or "") if name in keys else ""
-
-        def names(name: str) -> tuple[str, ...]:
-            return tuple(json.loads(row[name] or "[]")) if name in keys else ()
-
-        def mode(name: str) -> Any:
-            return text(name) or "deny"
-
-        return cls(
-            caller_dial_plan=text("caller_dial_plan"),
-            callee_dial_plan=text("callee_dial_plan"),
-            pai_dial_plan=text("pai_dial_plan"),
-            caller_transform=bool(row["caller_transform"]) if "caller_transform" in keys
-            else False,
-            callee_transform=bool(row["callee_transform"]) if "callee_transform" in keys
-            else False,
-            caller_groups=GroupRule(names("caller_groups"), mode("caller_groups_mode")),
-            callee_groups=GroupRule(names("callee_groups"), mode("callee_groups_mode")),
-            callee_prefixes=PrefixRule(names("callee_prefixes_allow"),
-                                       names("callee_prefixes_deny")),
-        )
 
     def rewrite(self, caller: str, callee: str, transforms: TransformTable
                 ) -> tuple[str, str]:
@@ -86,25 +56,9 @@ NO_RULES = NumberRules()
 
 
 class NumberTables:
-    """The transform table and the number groups, reloaded live."""
+    """The transform table and the number groups, each replaced whole on reload
+    (b2bua/storage/numbers.py reads them)."""
 
     def __init__(self) -> None:
         self.transforms = TransformTable()
         self.groups = NumberGroups()
-
-    def load_transforms(self, conn: sqlite3.Connection) -> None:
-        self.transforms = TransformTable(
-            (str(r["number"]), str(r["replacement"]), str(r["memo"] or ""))
-            for r in conn.execute("SELECT number, replacement, memo FROM number_transforms")
-        )
-
-    def load_groups(self, conn: sqlite3.Connection) -> None:
-        rows = conn.execute(
-            "SELECT g.name, m.number FROM number_groups g "
-            "LEFT JOIN number_group_members m ON m.group_id = g.id")
-        members: dict[str, list[str]] = {}
-        for name, number in rows:
-            members.setdefault(str(name), [])
-            if number is not None:
-                members[str(name)].append(str(number))
-        self.groups = NumberGroups(members)

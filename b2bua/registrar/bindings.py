@@ -1,33 +1,19 @@
-"""Registered contacts (bindings): in memory for lookups, in SQLite so a restart keeps them.
+"""Registered contacts (bindings): in memory for lookups, in the database so a restart
+keeps them.
 
-Every change is queued to the database writer as it happens; on start the engine
-reloads the bindings that have not expired, so phones stay reachable across a
-restart, ``kill -9`` included (what was queued in the last few milliseconds aside).
+Every change is queued to the database writer as it happens (b2bua/storage/
+registrations.py); on start the engine reloads the bindings that have not expired, so
+phones stay reachable across a restart, ``kill -9`` included (what was queued in the
+last few milliseconds aside).
 """
 
 from __future__ import annotations
 
-import json
-import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from b2bua.sip.transport import Peer
-from b2bua.storage.writer import DbWriter
-
-_UPSERT = (
-    "INSERT INTO registrations (username, contact, transport, source_host, source_port, nat, "
-    "expires_at, registered_at, user_agent, call_id, path, mapping_gateway_id) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT(username, contact) DO UPDATE SET transport = excluded.transport, "
-    "source_host = excluded.source_host, source_port = excluded.source_port, "
-    "nat = excluded.nat, expires_at = excluded.expires_at, "
-    "registered_at = excluded.registered_at, user_agent = excluded.user_agent, "
-    "call_id = excluded.call_id, path = excluded.path, "
-    "mapping_gateway_id = excluded.mapping_gateway_id"
-)
-_DELETE = "DELETE FROM registrations WHERE username = ? AND contact = ?"
-_PURGE = "DELETE FROM registrations WHERE expires_at <= ?"
 
 
 @dataclass(slots=True)
@@ -67,46 +53,39 @@ class Binding:
         }
 
 
+class BindingLog(Protocol):
+    """Where every change to the bindings is kept for the next start."""
+
+    def save(self, binding: Binding) -> None: ...
+
+    def remove(self, username: str, contact: str) -> None: ...
+
+    def expire(self, now: float) -> None: ...
+
+
 class BindingStore:
-    def __init__(self, writer: DbWriter) -> None:
-        self.writer = writer
+    def __init__(self, storage: BindingLog) -> None:
+        self.storage = storage
         self.by_user: dict[str, dict[str, Binding]] = {}
         # The source address of each binding, so a request from a registered phone is
         # recognised with one lookup.
         self.by_source: dict[Peer, Binding] = {}
         self.on_miss: Callable[[str], object] | None = None
 
-    def load(self, conn: sqlite3.Connection, now: float, username: str | None = None) -> int:
-        """Index the live bindings in the database (of ``username`` only, if given)."""
+    def restore(self, bindings: Iterable[Binding]) -> int:
+        """Index bindings read back from the database; returns how many."""
         count = 0
-        rows = conn.execute(
-            "SELECT * FROM registrations WHERE expires_at > ?" if username is None else
-            "SELECT * FROM registrations WHERE expires_at > ? AND username = ?",
-            (now,) if username is None else (now, username))
-        for r in rows:
-            binding = Binding(
-                username=str(r["username"]),
-                contact=str(r["contact"]),
-                source=Peer(str(r["transport"]), str(r["source_host"]), int(r["source_port"])),
-                nat=bool(r["nat"]),
-                expires_at=float(r["expires_at"]),
-                registered_at=float(r["registered_at"] or 0),
-                user_agent=str(r["user_agent"] or ""),
-                call_id=str(r["call_id"] or ""),
-                path=tuple(json.loads(r["path"])) if r["path"] else (),
-                mapping_gateway_id=None if r["mapping_gateway_id"] is None
-                else int(r["mapping_gateway_id"]),
-            )
+        for binding in bindings:
             self._index(binding)
             count += 1
         return count
 
-    def reload(self, conn: sqlite3.Connection, now: float) -> int:
-        """Replace what is in memory with what the database holds (a signalling worker
-        following worker 0's registrations)."""
+    def replace(self, bindings: Iterable[Binding]) -> int:
+        """Hold exactly ``bindings`` (a signalling worker following worker 0's
+        registrations)."""
         self.by_user.clear()
         self.by_source.clear()
-        return self.load(conn, now)
+        return self.restore(bindings)
 
     def of(self, username: str, now: float) -> list[Binding]:
         """Live bindings of an account, most recent registration first."""
@@ -140,20 +119,14 @@ class BindingStore:
 
     def put(self, binding: Binding) -> None:
         self._index(binding)
-        s = binding.source
-        self.writer.submit(_UPSERT, (
-            binding.username, binding.contact, s.transport, s.host, s.port, int(binding.nat),
-            binding.expires_at, binding.registered_at, binding.user_agent, binding.call_id,
-            json.dumps(list(binding.path)) if binding.path else "",
-            binding.mapping_gateway_id,
-        ))
+        self.storage.save(binding)
 
     def remove(self, username: str, contact: str) -> Binding | None:
         binding = self.by_user.get(username, {}).get(contact)
         if binding is None:
             return None
         self._unindex(binding)
-        self.writer.submit(_DELETE, (username, contact))
+        self.storage.remove(username, contact)
         return binding
 
     def expire(self, now: float) -> int:
@@ -163,7 +136,7 @@ class BindingStore:
         for binding in gone:
             self._unindex(binding)
         if gone:
-            self.writer.submit(_PURGE, (now,))
+            self.storage.expire(now)
         return len(gone)
 
     def prune(self, keep: Callable[[Binding], bool]) -> int:

@@ -1,8 +1,9 @@
-"""Phone accounts as the engine sees them, reloaded live from SQLite."""
+"""Phone accounts as the engine sees them, reloaded live from the database
+(b2bua/storage/phones.py reads them)."""
 
 from __future__ import annotations
 
-import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from b2bua.numbers.rules import NumberRules
@@ -24,19 +25,9 @@ class PhoneDirectory:
     by_username: dict[str, PhoneAccount] = field(default_factory=dict)
     any_enabled: bool = False  # whether any account may register (the policy asks often)
 
-    def load(self, conn: sqlite3.Connection) -> None:
-        self.by_username = {
-            str(r["username"]): PhoneAccount(
-                id=int(r["id"]),
-                username=str(r["username"]),
-                password=str(r["password"]),
-                display_name=r["display_name"],
-                capacity=r["capacity"],
-                enabled=bool(r["enabled"]),
-                numbers=NumberRules.from_row(r),
-            )
-            for r in conn.execute("SELECT * FROM phones")
-        }
+    def set(self, accounts: Iterable[PhoneAccount]) -> None:
+        """Replace every account."""
+        self.by_username = {a.username: a for a in accounts}
         self.any_enabled = any(a.enabled for a in self.by_username.values())
 
     def get(self, username: str) -> PhoneAccount | None:

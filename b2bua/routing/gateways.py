@@ -1,11 +1,10 @@
-"""The engine's view of mapping and routing gateways, reloaded live from SQLite."""
+"""The engine's view of mapping and routing gateways, reloaded live from the database
+(b2bua/storage/gateways.py reads them)."""
 
 from __future__ import annotations
 
-import json
-import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from b2bua.numbers.rules import NO_RULES, NumberRules
 
@@ -60,15 +59,6 @@ class RoutingGateway:
     media_check: str = "none"
 
 
-def _media(row: sqlite3.Row) -> dict[str, Any]:
-    return {"media_relay": str(row["media_relay"]), "rtp_encryption": bool(row["rtp_encryption"]),
-            "media_check": str(row["media_check"])}
-
-
-def _optional_bool(value: object) -> bool | None:
-    return None if value is None else bool(value)
-
-
 @dataclass
 class GatewayDirectory:
     """Indexes built once per reload so per-request lookups are dictionary hits."""
@@ -82,65 +72,23 @@ class GatewayDirectory:
     # are for: requests from them count as that vendor's.
     resolved: dict[int, tuple[str, frozenset[str]]] = field(default_factory=dict)
 
-    def load_mapping(self, conn: sqlite3.Connection) -> None:
-        gateways = {
-            int(r["id"]): MappingGateway(
-                id=int(r["id"]),
-                name=str(r["name"]),
-                auth_mode=str(r["auth_mode"]),
-                ips=frozenset(json.loads(r["ips"] or "[]")),
-                port=r["port"],
-                username=r["username"],
-                password=r["password"],
-                capacity=r["capacity"],
-                enabled=bool(r["enabled"]),
-                numbers=NumberRules.from_row(r),
-                **_media(r),
-            )
-            for r in conn.execute("SELECT * FROM mapping_gateways ORDER BY id")
-        }
+    def set_mapping(self, gateways: Iterable[MappingGateway]) -> None:
+        """Replace the mapping gateways (given in id order: the lowest id wins a tie)."""
+        by_id = {gw.id: gw for gw in gateways}
         by_ip: dict[str, list[MappingGateway]] = {}
         by_user: dict[str, MappingGateway] = {}
-        for gw in gateways.values():
+        for gw in by_id.values():
             if gw.auth_mode == "password":
                 if gw.username:
                     by_user.setdefault(gw.username, gw)
                 continue
             for ip in gw.ips:
                 by_ip.setdefault(ip, []).append(gw)
-        self.mapping, self.mapping_by_ip, self.mapping_by_user = gateways, by_ip, by_user
+        self.mapping, self.mapping_by_ip, self.mapping_by_user = by_id, by_ip, by_user
 
-    def load_routing(self, conn: sqlite3.Connection) -> None:
-        gateways = {
-            int(r["id"]): RoutingGateway(
-                id=int(r["id"]),
-                name=str(r["name"]),
-                host=str(r["host"]),
-                port=None if r["port"] is None else int(r["port"]),
-                transport=str(r["transport"]),
-                prefixes=tuple(json.loads(r["prefixes"] or "[]")),
-                priority=int(r["priority"]),
-                prefix_mode=str(r["prefix_mode"]),
-                capacity=r["capacity"],
-                enabled=bool(r["enabled"]),
-                invite_timeout=int(r["invite_timeout"]),
-                trying_timeout=int(r["trying_timeout"]),
-                session_progress_timeout=int(r["session_progress_timeout"]),
-                session_progress_sdp_timeout=int(r["session_progress_sdp_timeout"]),
-                ringing_timeout=int(r["ringing_timeout"]),
-                stop_switch_after_invite_timeout=_optional_bool(
-                    r["stop_switch_after_invite_timeout"]),
-                stop_switch_after_sdp=_optional_bool(r["stop_switch_after_sdp"]),
-                stop_switch_after_rtp_start=_optional_bool(r["stop_switch_after_rtp_start"]),
-                stop_switch_after_busy=_optional_bool(r["stop_switch_after_busy"]),
-                switch_after_ringing=bool(r["switch_after_ringing"]),
-                stop_switch_codes=tuple(json.loads(r["stop_switch_codes"] or "[]")),
-                numbers=NumberRules.from_row(r),
-                **_media(r),
-            )
-            for r in conn.execute("SELECT * FROM routing_gateways ORDER BY id")
-        }
-        self.routing = gateways
+    def set_routing(self, gateways: Iterable[RoutingGateway]) -> None:
+        """Replace the routing gateways (given in id order)."""
+        self.routing = {gw.id: gw for gw in gateways}
         self._index_routing()
 
     def set_resolved(self, gw_id: int, host: str, addresses: frozenset[str]) -> None:

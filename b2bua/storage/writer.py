@@ -1,4 +1,4 @@
-"""A background thread that applies the engine's writes to SQLite in batches.
+"""A background thread that applies the engine's writes to the database in batches.
 
 The event loop only queues statements, so a slow disk or an operator's long query
 holding the database lock never stalls signalling. Statements run in submission
@@ -7,15 +7,17 @@ order, a batch per transaction; under load at most one transaction per
 nothing.
 
 A batch that finds the database locked by another connection (an operator's
-transaction, a backup) is retried until the lock goes, however long that takes: the
-lock is someone else's and temporary, and giving up would lose CDRs. Meanwhile the
-queue grows by about 2 KB per call (its four or five statements). Any other error is
-retried ``ATTEMPTS`` times, then the batch is dropped and counted in ``failed``.
+transaction, a backup; ``BusyError``) or out of reach (a database server restarting;
+``UnavailableError``) is retried until that ends, however long it takes: the cause is
+outside the engine and temporary, and giving up would lose CDRs. Meanwhile the queue
+grows by about 2 KB per call (its four or five statements). Any other error is retried
+``ATTEMPTS`` times, then the batch is dropped and counted in ``failed``.
 
 A stop that finds the database still locked after ``close``'s wait does not lose the
-queue either: the writes not committed go, in order, to a file beside the database
-(``<db>.unwritten-<time>.jsonl``, one ``[sql, params]`` per line), and the next start
-applies every such file before anything else touches the database (:func:`replay`).
+queue either: the writes not committed go, in order, to a file (``<base>.unwritten-
+<time>.jsonl``, one ``[sql, params]`` per line; :func:`spill_base` says where), and the
+next start applies every such file before anything else touches the database
+(:func:`replay`).
 """
 
 from __future__ import annotations
@@ -23,14 +25,14 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from b2bua.storage import db
+from b2bua.storage import db, is_postgres, open_database, sqlite_path
+from b2bua.storage.backend import BusyError, Database, StorageError, UnavailableError
 
 log = logging.getLogger("b2bua.storage")
 
@@ -45,14 +47,30 @@ ATTEMPTS = 5
 # While the database stays locked, one warning per this many busy timeouts.
 LOCKED_LOG_EVERY = 12
 LOCKED_PAUSE = 0.05
+# A database server out of reach fails each try at once: retried at this pace instead.
+UNAVAILABLE_PAUSE = 1.0
 
 Statement = tuple[str, Sequence[Any]]
+# Errors that pass by themselves: waited out, never counted against ATTEMPTS.
+_WAIT = (BusyError, UnavailableError)
+
+
+def spill_base(target: str | Path, var_dir: Path) -> Path:
+    """What the files of writes saved at a locked stop are named after: a SQLite file
+    (they lie beside it), else ``database`` in the engine's folder ``var_dir``."""
+    return var_dir / "database" if is_postgres(target) else sqlite_path(target)
 
 
 class DbWriter:
-    def __init__(self, db_path: Path, name: str = "db-writer") -> None:
+    def __init__(self, target: str | Path, spill_to: Path | None = None,
+                 name: str = "db-writer") -> None:
+        """Writes to the database at ``target``; what a locked stop leaves is saved
+        under ``spill_to`` (default: beside a SQLite file)."""
         self._queue: queue.SimpleQueue[Statement | None] = queue.SimpleQueue()
-        self._db_path = db_path
+        self._target = target
+        if spill_to is None and is_postgres(target):
+            raise ValueError("a database server's writer needs a folder to save writes in")
+        self._spill_to = spill_to if spill_to is not None else sqlite_path(target)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.written = 0
         self.failed = 0
@@ -84,14 +102,14 @@ class DbWriter:
             self._thread.join(timeout)
         if self._thread.is_alive():
             self._abandon.set()
-            # The try under way ends within SQLite's busy timeout.
+            # The try under way ends within the database's busy timeout.
             self._thread.join(db.BUSY_TIMEOUT_MS / 1000 + 1.0)
         left = list(self._unwritten)
         if self._thread.is_alive():
             # Hung in a write that may still commit: only the queue is surely unwritten.
             log.error("database writer did not stop; the batch it holds may be lost")
         left += _drain(self._queue)
-        return spill(self._db_path, left) if left else None
+        return spill(self._spill_to, left) if left else None
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything queued so far is written (tests and shutdown)."""
@@ -100,7 +118,10 @@ class DbWriter:
         return done.wait(timeout)
 
     def _run(self) -> None:
-        conn = db.connect(self._db_path)
+        database = self._open()
+        if database is None:
+            self._unwritten += _drain(self._queue)
+            return
         next_commit = 0.0
         try:
             while True:
@@ -121,7 +142,7 @@ class DbWriter:
                         stop = True
                         break
                     batch.append(item)
-                if not self._write(conn, batch):
+                if not self._write(database, batch):
                     self._unwritten += [item for item in batch if item[0]]
                     self._unwritten += _drain(self._queue)
                     return
@@ -130,9 +151,24 @@ class DbWriter:
                 if stop:
                     return
         finally:
-            conn.close()
+            database.close()
 
-    def _write(self, conn: sqlite3.Connection, batch: list[Statement]) -> bool:
+    def _open(self) -> Database | None:
+        """The thread's own connection, waited for while the database is out of reach;
+        None when a stop came first."""
+        tries = 0
+        while True:
+            try:
+                return open_database(self._target)
+            except _WAIT as exc:
+                if self._abandon.is_set():
+                    return None
+                if tries % LOCKED_LOG_EVERY == 0:
+                    log.warning("database unavailable; writes waiting (%s)", exc)
+                tries += 1
+                time.sleep(UNAVAILABLE_PAUSE)
+
+    def _write(self, database: Database, batch: list[Statement]) -> bool:
         """Apply one batch in one transaction; False when abandoned unwritten (locked at
         a stop that could not wait longer)."""
         markers = [params[0] for sql, params in batch if not sql]
@@ -140,19 +176,19 @@ class DbWriter:
         failures = locked = 0
         while True:
             try:
-                with db.transaction(conn):
+                with database.transaction():
                     for sql, params in statements:
-                        conn.execute(sql, params)
+                        database.execute(sql, params)
                 self.written += len(statements)
                 if locked:
-                    log.info("database lock released; %d writes applied", len(statements))
+                    log.info("database free again; %d writes applied", len(statements))
                 break
-            except sqlite3.Error as exc:
+            except StorageError as exc:
                 # Never retry inside a transaction left open (e.g. a failed COMMIT): the
                 # batch would be applied twice.
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                if _is_locked(exc):
+                if database.in_transaction:
+                    database.execute("ROLLBACK")
+                if isinstance(exc, _WAIT):
                     if self._abandon.is_set():
                         for marker in markers:
                             marker.set()
@@ -160,10 +196,13 @@ class DbWriter:
                     # A try waits up to the busy timeout inside SQLite; the pause only
                     # keeps a lock that fails at once (SQLITE_LOCKED) from spinning.
                     if locked % LOCKED_LOG_EVERY == 0:
-                        log.warning("database locked by another connection; %d writes "
-                                    "waiting (%s)", len(statements), exc)
+                        log.warning("database %s; %d writes waiting (%s)",
+                                    "locked by another connection"
+                                    if isinstance(exc, BusyError) else "unavailable",
+                                    len(statements), exc)
                     locked += 1
-                    time.sleep(LOCKED_PAUSE)
+                    time.sleep(LOCKED_PAUSE if isinstance(exc, BusyError)
+                               else UNAVAILABLE_PAUSE)
                     continue
                 failures += 1
                 log.warning("database write failed (attempt %d): %s", failures, exc)
@@ -188,10 +227,11 @@ def _drain(q: queue.SimpleQueue[Statement | None]) -> list[Statement]:
             out.append(item)
 
 
-def spill(db_path: Path, statements: list[Statement]) -> Path | None:
-    """Save statements not written (in order) for :func:`replay` at the next start;
-    None when the file cannot be written (they are lost: logged)."""
-    path = db_path.with_name(f"{db_path.name}.unwritten-{time.time():.6f}.jsonl")
+def spill(base: Path, statements: list[Statement]) -> Path | None:
+    """Save statements not written (in order) for :func:`replay` at the next start, in
+    a file named after ``base``; None when the file cannot be written (they are lost:
+    logged)."""
+    path = base.with_name(f"{base.name}.unwritten-{time.time():.6f}.jsonl")
     kept = 0
     try:
         with open(path, "w", encoding="utf-8") as out:
@@ -213,26 +253,28 @@ def spill(db_path: Path, statements: list[Statement]) -> Path | None:
     return path
 
 
-def replay(conn: sqlite3.Connection, db_path: Path) -> int:
-    """Apply, oldest first, the files of writes a locked stop left (one transaction per
-    file, then the file is removed); returns the number of statements applied.
+def replay(database: Database, base: Path) -> int:
+    """Apply to ``database``, oldest first, the files of writes a locked stop left under
+    ``base`` (one transaction per file, then the file is removed); returns the number of
+    statements applied.
 
-    A database still locked raises, as crash recovery would next: the start fails and is
-    retried with the files intact. A file that cannot be applied (damaged, or refused by
-    the schema) is renamed ``*.rejected`` and logged, so that a later start does not
-    apply it after recovery has already turned its calls into interrupted CDRs.
+    A database still locked (or out of reach) raises, as crash recovery would next: the
+    start fails and is retried with the files intact. A file that cannot be applied
+    (damaged, or refused by the schema) is renamed ``*.rejected`` and logged, so that a
+    later start does not apply it after recovery has already turned its calls into
+    interrupted CDRs.
     """
     applied = 0
-    for path in sorted(db_path.parent.glob(f"{db_path.name}.unwritten-*.jsonl")):
+    for path in sorted(base.parent.glob(f"{base.name}.unwritten-*.jsonl")):
         try:
             statements = [json.loads(line) for line in
                           path.read_text(encoding="utf-8").splitlines() if line.strip()]
-            with db.transaction(conn):
+            with database.transaction():
                 for sql, params in statements:
-                    conn.execute(sql, params)
-        except sqlite3.Error as exc:
-            if _is_locked(exc):
-                raise
+                    database.execute(sql, params)
+        except _WAIT:
+            raise
+        except StorageError as exc:
             _reject(path, exc)
             continue
         except (OSError, ValueError, TypeError) as exc:
@@ -253,10 +295,3 @@ def _reject(path: Path, exc: Exception) -> None:
         rejected = path
     log.error("could not apply the saved database writes in %s (%s); left as %s",
               path.name, exc, rejected)
-
-
-def _is_locked(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is None:
-        return "locked" in str(exc) or "busy" in str(exc)
-    return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from b2bua.config.live import Params
@@ -22,6 +22,24 @@ log = logging.getLogger("b2bua.upstream")
 UNREGISTER_TIMEOUT = 3.0
 
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class VendorRegistration:
+    """A registration to a vendor as configured (b2bua/storage/upstream.py reads the
+    enabled ones of enabled routing gateways), with its gateway's address."""
+
+    gateway_id: int
+    gateway_name: str
+    gateway_host: str
+    gateway_port: int | None  # None: found by DNS
+    gateway_transport: str
+    registrar: str | None  # host[:port]; None or "": the gateway's address
+    username: str
+    auth_username: str | None  # None or "": the username
+    password: str | None
+    host_name: str | None  # for our Contact; None or "": the advertised address
+    expire: int | None
 
 
 def _registrar(value: str | None, default: Peer, default_srv: bool
@@ -55,29 +73,23 @@ class UpstreamManager:
         # Set by the engine: RFC 3263 resolution of a registrar given by name.
         self.locate: Locate | None = None
 
-    def load(self, conn: sqlite3.Connection) -> None:
-        rows = conn.execute(
-            "SELECT r.*, g.name AS gw_name, g.host AS gw_host, g.port AS gw_port, "
-            "g.transport AS gw_transport, g.enabled AS gw_enabled "
-            "FROM gateway_registrations r JOIN routing_gateways g "
-            "ON g.id = r.routing_gateway_id")
+    def configure(self, settings: Iterable[VendorRegistration]) -> None:
+        """Follow the configuration: registrations added, changed or gone."""
         wanted: dict[int, RegistrationConfig] = {}
-        for r in rows:
-            if not (r["enabled"] and r["gw_enabled"]):
-                continue
-            default = Peer(str(r["gw_transport"]), str(r["gw_host"]), int(r["gw_port"] or 5060))
+        for r in settings:
+            default = Peer(r.gateway_transport, r.gateway_host, r.gateway_port or 5060)
             registrar, registrar_host, srv = _registrar(
-                r["registrar"], default, r["gw_port"] is None and not is_ip(default.host))
-            wanted[int(r["routing_gateway_id"])] = RegistrationConfig(
-                gateway_id=int(r["routing_gateway_id"]),
-                gateway_name=str(r["gw_name"]),
+                r.registrar, default, r.gateway_port is None and not is_ip(default.host))
+            wanted[r.gateway_id] = RegistrationConfig(
+                gateway_id=r.gateway_id,
+                gateway_name=r.gateway_name,
                 registrar=registrar,
                 registrar_host=registrar_host,
-                username=str(r["username"]),
-                auth_username=str(r["auth_username"] or r["username"]),
-                password=str(r["password"] or ""),
-                contact_host=str(r["host_name"] or self.stack.advertised_host),
-                expire=r["expire"],
+                username=r.username,
+                auth_username=r.auth_username or r.username,
+                password=r.password or "",
+                contact_host=r.host_name or self.stack.advertised_host,
+                expire=r.expire,
                 registrar_srv=srv,
             )
         self._apply(wanted)

@@ -18,6 +18,8 @@ from sippctl import CUSTOMER_IP, VENDOR_IP, Sipp, sipp
 from support import Softswitch, free_port, wait_until
 
 from b2bua.storage import db
+from b2bua.storage.backend import BusyError
+from b2bua.storage.sqlite import SqliteDatabase
 from b2bua.storage.writer import DbWriter, replay, spill
 
 CALLS = 30
@@ -218,16 +220,13 @@ def test_writes_a_locked_stop_cannot_apply_are_saved_and_applied_at_the_next_sta
     finally:
         operator.execute("ROLLBACK")
         operator.close()
-    conn = db.connect(path)
-    try:
-        assert replay(conn, path) == 60
-        rows = conn.execute("SELECT k, v FROM rows ORDER BY rowid").fetchall()
-        assert [tuple(r) for r in rows] == [(k, f"cdr {k}" if k < 30 else None)
-                                            for k in range(60)]
+    with SqliteDatabase(path) as database:
+        assert replay(database, path) == 60
+        rows = database.rows("SELECT k, v FROM rows ORDER BY rowid")
+        assert [(r["k"], r["v"]) for r in rows] == [(k, f"cdr {k}" if k < 30 else None)
+                                                    for k in range(60)]
         assert not saved.exists()
-        assert replay(conn, path) == 0  # applied once
-    finally:
-        conn.close()
+        assert replay(database, path) == 0  # applied once
 
 
 def test_a_stop_with_nothing_left_saves_nothing(tmp_path: Path) -> None:
@@ -291,19 +290,19 @@ def test_a_saved_file_that_cannot_be_applied_is_set_aside(tmp_path: Path) -> Non
     bad.write_text('["INSERT INTO rows (k) VALUES (?)", [null]]\n')  # NOT NULL refuses it
     good = path.with_name(f"{path.name}.unwritten-2.000000.jsonl")
     good.write_text('["INSERT INTO rows (k) VALUES (?)", [7]]\n')
-    conn = db.connect(path)
+    database = SqliteDatabase(path)
     try:
-        assert replay(conn, path) == 1
+        assert replay(database, path) == 1
         assert not bad.exists() and bad.with_name(bad.name + ".rejected").exists()
         assert not good.exists()
-        assert [r[0] for r in conn.execute("SELECT k FROM rows")] == [7]
+        assert [r["k"] for r in database.rows("SELECT k FROM rows")] == [7]
         good.write_text('["INSERT INTO rows (k) VALUES (?)", [8]]\n')
         operator.execute("BEGIN EXCLUSIVE")
-        conn.execute("PRAGMA busy_timeout = 50")
-        with pytest.raises(sqlite3.OperationalError):
-            replay(conn, path)
+        database.connection.execute("PRAGMA busy_timeout = 50")
+        with pytest.raises(BusyError):
+            replay(database, path)
         assert good.exists()
     finally:
         operator.execute("ROLLBACK")
         operator.close()
-        conn.close()
+        database.close()

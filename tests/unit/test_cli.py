@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from b2bua.cli import absolute_paths, build_parser, main
+from b2bua.options import EngineOptions, control_path_for, var_dir_for
 from b2bua.storage import db, migrate, tokens
 
 
@@ -140,3 +141,58 @@ def test_dns_server_must_be_an_address(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--dns-server", "dns.example.net"])
     assert "--dns-server" in capsys.readouterr().err
+
+
+PG_URL = "postgresql://softswitch:secret@db.example:5432/softswitch"
+
+
+def test_db_accepts_a_postgres_url_and_leaves_it_a_string(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = absolute_paths(build_parser().parse_args(["run", "--db", PG_URL]))
+    assert args.db == PG_URL
+    args = absolute_paths(build_parser().parse_args(["migrate", "--db", "sqlite:///d/s.db"]))
+    assert args.db == tmp_path.resolve() / "d/s.db"
+
+
+def test_db_defaults_to_the_environment(tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SOFTSWITCH_DB", PG_URL)
+    assert absolute_paths(build_parser().parse_args(["migrate"])).db == PG_URL
+    monkeypatch.setenv("SOFTSWITCH_DB", "e/s.db")
+    assert absolute_paths(build_parser().parse_args(["migrate"])).db == \
+        tmp_path.resolve() / "e/s.db"
+    assert build_parser().parse_args(["migrate", "--db", "f.db"]).db == Path("f.db")
+
+
+def test_engine_files_beside_sqlite_else_in_the_var_dir() -> None:
+    assert var_dir_for(Path("/x/var/softswitch.db")) == Path("/x/var")
+    assert control_path_for(Path("/x/var/softswitch.db")) == Path("/x/var/engine.sock")
+    assert var_dir_for(PG_URL) == Path("var")
+    assert control_path_for(PG_URL) == Path("var/engine.sock")
+    assert control_path_for(PG_URL, Path("/srv/ss")) == Path("/srv/ss/engine.sock")
+
+
+@pytest.mark.parametrize(("argv", "database", "var_dir"), [
+    (["--db", "d/s.db"], "d/s.db", "d"),
+    (["--db", "d/s.db", "--var-dir", "v"], "d/s.db", "v"),
+    (["--db", PG_URL], PG_URL, "var"),
+    (["--db", PG_URL, "--var-dir", "v"], PG_URL, "v"),
+])
+def test_run_puts_the_engine_files_in_the_var_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str], database: str,
+    var_dir: str,
+) -> None:
+    from b2bua import runner
+
+    seen: list[EngineOptions] = []
+    monkeypatch.setattr(runner, "run", lambda options, _api: seen.append(options) or 0)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", *argv, "--media-workers", "0"]) == 0
+    (options,) = seen
+    here = tmp_path.resolve()
+    assert options.database == (database if database == PG_URL else here / database)
+    assert options.var_dir == here / var_dir
+    assert options.control_path == here / var_dir / "engine.sock"

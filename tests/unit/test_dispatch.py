@@ -174,10 +174,11 @@ def test_sum_counters_adds_numbers_at_every_depth() -> None:
 
 
 def test_each_worker_gets_its_own_ports_relays_and_control_socket() -> None:
-    options = EngineOptions(db_path=Path("/x/var/softswitch.db"),
+    options = EngineOptions(database=Path("/x/var/softswitch.db"),
                             sip_listen=HostPort("127.0.0.1", 5060),
                             media_ports=PortRange(20000, 40000), public_address=None,
-                            control_path=Path("/x/var/engine.sock"), media_workers=3,
+                            control_path=Path("/x/var/engine.sock"), var_dir=Path("/x/var"),
+                            media_workers=3,
                             signalling_workers=2)
     assert decode_options(encode_options(options)) == options
     first, second = options.for_worker(0), options.for_worker(1)
@@ -187,17 +188,26 @@ def test_each_worker_gets_its_own_ports_relays_and_control_socket() -> None:
     assert second.control_path == Path("/x/var/engine-1.sock")
     assert [(w.media_ports.low, w.media_ports.high) for w in (first, second)] == \
         split_ports(20000, 40000, 2)
-    single = EngineOptions(db_path=Path("d"), sip_listen=HostPort("127.0.0.1", 5060),
+    single = EngineOptions(database=Path("d"), sip_listen=HostPort("127.0.0.1", 5060),
                            media_ports=PortRange(20000, 40000), public_address=None,
-                           control_path=Path("c"))
+                           control_path=Path("c"), var_dir=Path("."))
     assert single.for_worker(0) is single
 
 
 def test_signalling_workers_get_the_dns_server() -> None:
-    options = EngineOptions(db_path=Path("/x/var/softswitch.db"),
+    options = EngineOptions(database=Path("/x/var/softswitch.db"),
                             sip_listen=HostPort("127.0.0.1", 5060),
                             media_ports=PortRange(20000, 40000), public_address=None,
-                            control_path=Path("/x/var/engine.sock"), signalling_workers=2,
-                            dns_server=HostPort("127.0.0.53", 5353))
+                            control_path=Path("/x/var/engine.sock"), var_dir=Path("/x/var"),
+                            signalling_workers=2, dns_server=HostPort("127.0.0.53", 5353))
     decoded = decode_options(encode_options(options))
     assert decoded == options and decoded.for_worker(1).dns_server == options.dns_server
+
+
+def test_signalling_workers_get_a_database_url_as_given() -> None:
+    options = EngineOptions(database="postgresql://ss@db.example/softswitch",
+                            sip_listen=HostPort("127.0.0.1", 5060),
+                            media_ports=PortRange(20000, 40000), public_address=None,
+                            control_path=Path("/srv/ss/engine.sock"), var_dir=Path("/srv/ss"),
+                            signalling_workers=2)
+    assert decode_options(encode_options(options)) == options

@@ -29,6 +29,7 @@ from b2bua.registrar.keepalive import KeepAlive
 from b2bua.registrar.registrar import Registrar
 from b2bua.routing.gateways import GatewayDirectory
 from b2bua.sip.transport import Peer
+from b2bua.storage.registrations import RegistrationLog
 
 CALLER = "4930999888"  # the caller's number a PBX trunk puts in From
 OFF = {"SS_REPLY_UNAUTHORIZED": "Off"}
@@ -50,7 +51,7 @@ class Switch:
         self.params = Params()
         self.params.values.update(values or {})
         self.writes = _Writes()
-        self.bindings = BindingStore(self.writes)  # type: ignore[arg-type]
+        self.bindings = BindingStore(RegistrationLog(self.writes))  # type: ignore[arg-type]
         self.registrar = Registrar(self.params, self.bindings)
         self.gateways = gateways or directory([ACME, IP_GW])
         self.policy = Policy(self.params, self.gateways, "sw.example",

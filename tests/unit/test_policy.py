@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import sqlite3
 from collections.abc import Iterable
 
 import pytest
@@ -20,6 +19,9 @@ from b2bua.sip.message import Request
 from b2bua.sip.parser import parse_message
 from b2bua.sip.transport import Peer
 from b2bua.storage import migrate
+from b2bua.storage.gateways import mapping_gateways, routing_gateways
+from b2bua.storage.legacy import sqlite_connection
+from b2bua.storage.sqlite import SqliteDatabase
 
 T0 = 1_700_000_000.0
 REALM = "sw.example"
@@ -53,19 +55,10 @@ def vendor(gw_id: int, host: str, enabled: bool = True) -> RoutingGateway:
 
 def directory(mappings: Iterable[MappingGateway] = (),
               vendors: Iterable[RoutingGateway] = ()) -> GatewayDirectory:
-    """Indexes like GatewayDirectory.load_mapping/load_routing build them (id order)."""
+    """The directory as the engine's reload builds it (gateways in id order)."""
     d = GatewayDirectory()
-    for gw in sorted(mappings, key=lambda g: g.id):
-        d.mapping[gw.id] = gw
-        if gw.auth_mode == "password":
-            if gw.username:
-                d.mapping_by_user.setdefault(gw.username, gw)
-            continue
-        for ip in gw.ips:
-            d.mapping_by_ip.setdefault(ip, []).append(gw)
-    for r in sorted(vendors, key=lambda g: g.id):
-        d.routing[r.id] = r
-        d.routing_by_ip.setdefault(r.host, []).append(r)
+    d.set_mapping(sorted(mappings, key=lambda g: g.id))
+    d.set_routing(sorted(vendors, key=lambda g: g.id))
     return d
 
 
@@ -377,18 +370,18 @@ def test_disabled_gateway_does_not_hide_an_enabled_one() -> None:
 def _loaded_directory(rows: list[tuple[object, ...]],
                       vendors: list[tuple[object, ...]]) -> GatewayDirectory:
     # The real schema, as the migrations build it.
-    conn = sqlite3.connect(":memory:", isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    migrate.migrate(conn)
-    conn.executemany("INSERT INTO mapping_gateways (id, name, auth_mode, ips, port, username, "
-                     "password, capacity, enabled) VALUES (?,?,?,?,?,?,?,?,?)", rows)
-    conn.executemany("INSERT INTO routing_gateways (id, name, host, port, transport, prefixes, "
-                     "priority, prefix_mode, capacity, enabled) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                     vendors)
-    d = GatewayDirectory()
-    d.load_mapping(conn)
-    d.load_routing(conn)
-    conn.close()
+    with SqliteDatabase(":memory:") as database:
+        with sqlite_connection(database) as conn:
+            migrate.migrate(conn)
+        database.execute_many(
+            "INSERT INTO mapping_gateways (id, name, auth_mode, ips, port, username, "
+            "password, capacity, enabled) VALUES (?,?,?,?,?,?,?,?,?)", rows)
+        database.execute_many(
+            "INSERT INTO routing_gateways (id, name, host, port, transport, prefixes, "
+            "priority, prefix_mode, capacity, enabled) VALUES (?,?,?,?,?,?,?,?,?,?)", vendors)
+        d = GatewayDirectory()
+        d.set_mapping(mapping_gateways(database))
+        d.set_routing(routing_gateways(database))
     return d
 
 

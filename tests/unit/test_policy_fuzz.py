@@ -21,7 +21,6 @@ import gc
 import logging
 import random
 import re
-import sqlite3
 import traceback
 import tracemalloc
 from collections import Counter
@@ -57,6 +56,9 @@ from b2bua.sip.parser import MAX_MESSAGE_SIZE, parse_message
 from b2bua.sip.stack import SipStack
 from b2bua.sip.transport import Peer
 from b2bua.storage import migrate
+from b2bua.storage.gateways import mapping_gateways, routing_gateways
+from b2bua.storage.legacy import sqlite_connection
+from b2bua.storage.sqlite import SqliteDatabase
 
 SEED = 20261122
 CASES = 4000
@@ -442,22 +444,21 @@ class Tally:
 
 def gateways() -> GatewayDirectory:
     """The gateways of the capture, loaded through the real schema and loader."""
-    conn = sqlite3.connect(":memory:", isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    migrate.migrate(conn)
-    conn.executemany(
-        "INSERT INTO mapping_gateways (id, name, auth_mode, ips, port, username, password, "
-        "capacity, enabled) VALUES (?,?,?,?,?,?,?,?,?)",
-        [(1, "customer", "ip", '["127.0.0.2"]', None, None, None, None, 1),
-         (2, "pbx", "ip_port", '["127.0.0.4"]', 5070, None, None, None, 1),
-         (3, "natted", "password", "[]", None, "gw1", "s3cret", None, 1)])
-    conn.execute("INSERT INTO routing_gateways (id, name, host, port, transport, prefixes, "
-                 "priority, prefix_mode, capacity, enabled) VALUES "
-                 "(1, 'vendor', '127.0.0.3', 5060, 'udp', '[]', 0, 'terminate', NULL, 1)")
-    directory = GatewayDirectory()
-    directory.load_mapping(conn)
-    directory.load_routing(conn)
-    conn.close()
+    with SqliteDatabase(":memory:") as database:
+        with sqlite_connection(database) as conn:
+            migrate.migrate(conn)
+        database.execute_many(
+            "INSERT INTO mapping_gateways (id, name, auth_mode, ips, port, username, password, "
+            "capacity, enabled) VALUES (?,?,?,?,?,?,?,?,?)",
+            [(1, "customer", "ip", '["127.0.0.2"]', None, None, None, None, 1),
+             (2, "pbx", "ip_port", '["127.0.0.4"]', 5070, None, None, None, 1),
+             (3, "natted", "password", "[]", None, "gw1", "s3cret", None, 1)])
+        database.execute("INSERT INTO routing_gateways (id, name, host, port, transport, "
+                         "prefixes, priority, prefix_mode, capacity, enabled) VALUES "
+                         "(1, 'vendor', '127.0.0.3', 5060, 'udp', '[]', 0, 'terminate', NULL, 1)")
+        directory = GatewayDirectory()
+        directory.set_mapping(mapping_gateways(database))
+        directory.set_routing(routing_gateways(database))
     return directory
 
 

@@ -17,6 +17,7 @@ from b2bua.sip.message import Request, make_response
 from b2bua.sip.parser import parse_message
 from b2bua.sip.stack import SipStack
 from b2bua.sip.transport import Peer
+from b2bua.storage.registrations import RegistrationLog
 
 PROXY = Peer("udp", "192.0.2.20", 5060)
 
@@ -129,7 +130,7 @@ class _Writes:
 
 
 def registrar() -> tuple[Registrar, BindingStore]:
-    bindings = BindingStore(_Writes())  # type: ignore[arg-type]
+    bindings = BindingStore(RegistrationLog(_Writes()))  # type: ignore[arg-type]
     return Registrar(Params(), bindings), bindings
 
 

@@ -1,0 +1,22 @@
+"""Phone accounts as the engine sees them (b2bua/registrar/phones.py)."""
+
+from __future__ import annotations
+
+from b2bua.registrar.phones import PhoneAccount
+from b2bua.storage.backend import Database
+from b2bua.storage.numbers import number_rules
+
+
+def phone_accounts(database: Database) -> list[PhoneAccount]:
+    return [
+        PhoneAccount(
+            id=int(r["id"]),
+            username=str(r["username"]),
+            password=str(r["password"]),
+            display_name=r["display_name"],
+            capacity=r["capacity"],
+            enabled=bool(r["enabled"]),
+            numbers=number_rules(r),
+        )
+        for r in database.rows("SELECT * FROM phones")
+    ]

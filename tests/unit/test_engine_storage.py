@@ -1,0 +1,140 @@
+"""What the engine keeps in and reads from its database, through b2bua/storage/, on the
+real schema: bindings, active-call notes and recovery, the config watcher, vendor
+registrations, the number tables."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from b2bua.calls.cdr import CdrRecord
+from b2bua.calls.recovery import REASON, recover
+from b2bua.config.live import ConfigWatcher
+from b2bua.registrar.bindings import Binding, BindingStore
+from b2bua.registrar.phones import PhoneDirectory
+from b2bua.sip.transport import Peer
+from b2bua.storage import migrate, open_database
+from b2bua.storage.active_calls import note_answered, note_ended, note_started
+from b2bua.storage.backend import Database
+from b2bua.storage.legacy import sqlite_connection
+from b2bua.storage.numbers import number_groups, transform_table
+from b2bua.storage.phones import phone_accounts
+from b2bua.storage.registrations import RegistrationLog, live_bindings
+from b2bua.storage.upstream import vendor_registrations
+from b2bua.storage.writer import DbWriter
+
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "s.db"
+
+
+@pytest.fixture
+def database(path: Path) -> Iterator[Database]:
+    with open_database(path) as opened:
+        with sqlite_connection(opened) as conn:
+            migrate.migrate(conn)
+        yield opened
+
+
+@pytest.fixture
+def writer(database: Database, path: Path) -> Iterator[DbWriter]:
+    started = DbWriter(path)
+    started.start()
+    yield started
+    started.close()
+
+
+def _binding(contact: str, expires_at: float, path: tuple[str, ...] = ()) -> Binding:
+    return Binding("1001", contact, Peer("udp", "192.0.2.9", 5062), True, expires_at, T0,
+                   "ua", "c1", path)
+
+
+def test_bindings_survive_a_restart(database: Database, writer: DbWriter) -> None:
+    store = BindingStore(RegistrationLog(writer))
+    store.put(_binding("sip:1001@10.0.0.9", T0 + 60, ("<sip:p;lr>",)))
+    store.put(_binding("sip:1001@10.0.0.8", T0 + 5))
+    store.put(_binding("sip:1001@10.0.0.9", T0 + 120, ("<sip:p;lr>",)))  # a refresh
+    assert writer.flush()
+    (kept,) = live_bindings(database, T0 + 10)
+    assert kept == _binding("sip:1001@10.0.0.9", T0 + 120, ("<sip:p;lr>",))
+    assert sorted(b.contact for b in live_bindings(database, T0, "1001")) == \
+        ["sip:1001@10.0.0.8", "sip:1001@10.0.0.9"]
+    assert live_bindings(database, T0, "1002") == []
+    restarted = BindingStore(RegistrationLog(writer))
+    assert restarted.restore(live_bindings(database, T0)) == 2
+    assert restarted.expire(T0 + 10) == 1
+    assert restarted.remove("1001", "sip:1001@10.0.0.9") is not None
+    assert writer.flush()
+    assert database.value("SELECT COUNT(*) FROM registrations") == 0
+
+
+def _record(call_id: str) -> CdrRecord:
+    return CdrRecord(call_id, None, "1001", "4930", "192.0.2.1:5060", 1, "customer", None,
+                     None, T0, None, None, T0, 0.0, 0, "", "", "")
+
+
+def test_calls_up_at_a_crash_become_interrupted_cdrs(database: Database,
+                                                     writer: DbWriter) -> None:
+    for call_id in ("up", "ringing", "ended", "again"):
+        note_started(writer, _record(call_id))
+    note_answered(writer, "up", T0 + 2)
+    note_answered(writer, "again", T0 + 3)
+    note_started(writer, _record("again"))  # noted afresh: not answered any more
+    note_ended(writer, "ended")
+    assert writer.flush()
+    assert recover(database, now=T0 + 10) == 3
+    cdrs = {r["call_id_in"]: r for r in database.rows("SELECT * FROM cdrs")}
+    assert set(cdrs) == {"up", "ringing", "again"}
+    assert (cdrs["up"]["final_code"], cdrs["up"]["duration"]) == (200, 8.0)
+    assert (cdrs["again"]["final_code"], cdrs["again"]["answer_at"]) == (500, None)
+    assert cdrs["ringing"]["termination_reason"] == REASON
+    assert database.value("SELECT COUNT(*) FROM active_calls") == 0
+    assert recover(database, now=T0 + 20) == 0
+
+
+def test_the_watcher_reloads_what_another_connection_changed(database: Database,
+                                                             path: Path) -> None:
+    phones = PhoneDirectory()
+    watcher = ConfigWatcher(database)
+    watcher.register("phones", lambda db: phones.set(phone_accounts(db)))
+    watcher.load_all()
+    assert phones.by_username == {} and not watcher.poll()
+    with open_database(path) as api:
+        api.execute("INSERT INTO phones (username, password, caller_dial_plan) "
+                    "VALUES ('1001', 'pw', '0>49')")
+    assert watcher.poll() and watcher.reloads == 1
+    account = phones.get("1001")
+    assert account is not None and account.numbers.caller_dial_plan == "0>49"
+    assert not watcher.poll()
+
+
+def test_vendor_registrations_of_enabled_gateways_only(database: Database) -> None:
+    for gw_id, enabled in ((1, 1), (2, 0), (3, 1)):
+        database.execute(
+            "INSERT INTO routing_gateways (id, name, host, port, transport, prefixes, "
+            "priority, prefix_mode, enabled) VALUES (?, ?, 'sip.example', ?, 'udp', '[]', 0, "
+            "'terminate', ?)", (gw_id, f"v{gw_id}", None if gw_id == 1 else 5070, enabled))
+    database.execute_many(
+        "INSERT INTO gateway_registrations (routing_gateway_id, enabled, username, password) "
+        "VALUES (?, ?, ?, 'pw')", [(1, 1, "u1"), (2, 1, "u2"), (3, 0, "u3")])
+    (only,) = vendor_registrations(database)
+    assert (only.gateway_id, only.gateway_port, only.username, only.auth_username) == \
+        (1, None, "u1", None)
+
+
+def test_number_tables(database: Database) -> None:
+    database.execute("INSERT INTO number_transforms (number, replacement) "
+                     "VALUES ('4930', '4931')")
+    group = database.insert("INSERT INTO number_groups (name) VALUES ('vip') RETURNING id")
+    database.execute("INSERT INTO number_groups (name) VALUES ('empty')")
+    database.execute("INSERT INTO number_group_members (group_id, number) VALUES (?, '4930')",
+                     (group,))
+    assert transform_table(database).apply("4930") == "4931"
+    groups = number_groups(database)
+    assert set(groups.names) == {"vip", "empty"}
+    assert groups.numbers("vip") == {"4930"} and groups.numbers("empty") == frozenset()
