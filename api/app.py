@@ -27,16 +27,20 @@ from api.routes import (
 )
 from api.schemas import ProblemSchema
 from b2bua.options import control_path_for
+from b2bua.storage import is_postgres, sqlite_path
 from b2bua.storage.db import DEFAULT_DB_PATH
 
 
 def create_app(db_path: str | Path | None = None, control_path: str | Path | None = None) -> Flask:
     app = Flask(__name__)
     app.url_map.converters["int"] = RowIdConverter
-    resolved_db = Path(db_path or os.environ.get("SOFTSWITCH_DB") or DEFAULT_DB_PATH)
-    app.config["SOFTSWITCH_DB"] = str(resolved_db)
+    target = str(db_path or os.environ.get("SOFTSWITCH_DB") or DEFAULT_DB_PATH)
+    # Kept as written: a path, or a URL (which a Path would break by folding its "//").
+    app.config["SOFTSWITCH_DB"] = target
+    # The engine's socket sits beside a SQLite file; with a server, in the default place.
+    beside = DEFAULT_DB_PATH if is_postgres(target) else sqlite_path(target)
     app.config["SOFTSWITCH_CONTROL"] = str(
-        control_path or os.environ.get("SOFTSWITCH_CONTROL") or control_path_for(resolved_db)
+        control_path or os.environ.get("SOFTSWITCH_CONTROL") or control_path_for(beside)
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.teardown_appcontext(context.close)

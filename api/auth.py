@@ -22,7 +22,7 @@ def register(app: Flask) -> None:
         challenge = {"WWW-Authenticate": 'Bearer realm="softswitch"'}
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "a Bearer token is required", headers=challenge)
-        info = tokens.verify_token(context.conn(), token.strip())
+        info = tokens.verify_token(context.database(), token.strip())
         if info is None:
             raise ApiError(401, "the token is not valid", headers=challenge)
         if info.role != "admin" and request.method not in READ_METHODS:

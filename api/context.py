@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any, cast
 
 from flask import current_app, g
 
-from b2bua.storage import db
+from b2bua.storage import open_database
+from b2bua.storage.backend import Database
 
 
-def conn() -> sqlite3.Connection:
+def database() -> Database:
+    """The request's database, opened at first use and closed when the request ends."""
     if "db" not in g:
-        g.db = db.connect(Path(current_app.config["SOFTSWITCH_DB"]))
-    return cast(sqlite3.Connection, g.db)
+        g.db = open_database(db_target())
+    return cast(Database, g.db)
+
+
+def db_target() -> str:
+    """The configured database: a SQLite file's path or a ``postgresql://`` URL."""
+    return str(current_app.config["SOFTSWITCH_DB"])
 
 
 def close(_exc: BaseException | None = None) -> None:

@@ -8,6 +8,8 @@ from flask import Flask, Response, json
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
+from b2bua.storage.backend import BusyError, ConflictError, UnavailableError
+
 PROBLEM_TYPE = "application/problem+json"
 
 
@@ -68,6 +70,24 @@ def register(app: Flask) -> None:
         if status == 405 and exc.get_response().headers.get("Allow"):
             resp.headers["Allow"] = exc.get_response().headers["Allow"]
         return resp
+
+    # What the database refused, when the view did not answer it itself: a constraint
+    # (a row that went meanwhile, a name taken) is the request's conflict; a database
+    # that is busy or out of reach is temporary, so the client may retry.
+    @app.errorhandler(ConflictError)
+    def _conflict(exc: ConflictError) -> Response:
+        return problem(409, f"conflict: {exc}")
+
+    @app.errorhandler(BusyError)
+    def _busy(exc: BusyError) -> Response:
+        app.logger.warning("database busy: %s", exc)
+        return problem(503, "the database is busy; retry", headers={"Retry-After": "1"})
+
+    @app.errorhandler(UnavailableError)
+    def _unavailable(exc: UnavailableError) -> Response:
+        app.logger.error("database unavailable: %s", exc)
+        return problem(503, "the database cannot be reached; retry",
+                       headers={"Retry-After": "5"})
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

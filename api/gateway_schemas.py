@@ -114,7 +114,7 @@ def refuse_taken_username(username: str, *, phone_id: int | None = None,
                           mapping_gateway_id: int | None = None) -> None:
     """409 when a phone or another password-mode gateway holds the username: both
     register under it, and one registration must name one of them."""
-    taken = usernames.holder(context.conn(), username, phone_id=phone_id,
+    taken = usernames.holder(context.database(), username, phone_id=phone_id,
                              mapping_gateway_id=mapping_gateway_id)
     if taken is not None:
         raise ApiError(409, f"username {username!r} is taken by {taken}",

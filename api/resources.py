@@ -1,4 +1,4 @@
-"""Generic CRUD over one SQLite config table, shared by every configurable resource.
+"""Generic CRUD over one config table, shared by every configurable resource.
 
 A resource is a table, a marshmallow schema, the columns stored as JSON, and the
 write-only columns (passwords) that are never returned. It gets: list with cursor
@@ -9,7 +9,8 @@ Optimistic concurrency: every representation has a strong ``ETag`` derived from 
 stored row (its id, ``updated_at`` and every readable column; write-only columns are
 left out so the tag reveals nothing about a password). PUT, PATCH and DELETE honour
 ``If-Match`` (``*`` or one of the listed tags; anything else is 412). The check and the
-write happen in one ``BEGIN IMMEDIATE`` transaction, so two operators cannot both win.
+write happen in one write transaction, taken for writing at once, so two operators cannot
+both win.
 A write without ``If-Match`` proceeds unconditionally.
 """
 
@@ -18,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,8 +31,8 @@ from api import context
 from api.errors import ApiError
 from api.openapi import operation
 from api.schemas import page_schema
-from b2bua.storage import audit
-from b2bua.storage.db import transaction
+from b2bua.storage import audit, crud
+from b2bua.storage.backend import ConflictError, Database, Row
 
 MAX_PAGE = 1000
 F = TypeVar("F", bound=Callable[..., Any])
@@ -51,15 +51,18 @@ class Resource:
     bool_columns: frozenset[str] = frozenset({"enabled"})
     check: Callable[[dict[str, Any], dict[str, Any] | None], None] | None = None
     summary: str = ""
-    on_delete: str | None = None  # SQL run first with the id, e.g. to remove children
+    # Run first with the id, in the delete's transaction, e.g. to remove children.
+    on_delete: Callable[[Database, int], object] | None = None
     _page: type[Schema] | None = field(default=None, init=False)
 
-    def row_to_dict(self, row: sqlite3.Row) -> dict[str, Any]:
+    def __post_init__(self) -> None:
+        crud.config_table(self.table)  # a table the storage does not edit fails at import
+
+    def row_to_dict(self, row: Row) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for key in row.keys():  # noqa: SIM118 - sqlite3.Row is not a mapping
+        for key, value in row.items():
             if key in self.write_only:
                 continue
-            value = row[key]
             if key in self.json_columns and value is not None:
                 value = json.loads(value)
             elif key in self.bool_columns or key == "enabled":
@@ -73,16 +76,15 @@ class Resource:
             for k, v in data.items()
         }
 
-    def fetch(self, conn: sqlite3.Connection, item_id: int) -> sqlite3.Row:
-        row = conn.execute(f"SELECT * FROM {self.table} WHERE id = ?", (item_id,)).fetchone()
+    def fetch(self, db: Database, item_id: int) -> Row:
+        row = crud.get(db, self.table, item_id)
         if row is None:
             raise ApiError(404, f"no {self.name} with id {item_id}")
-        return row  # type: ignore[no-any-return]
+        return row
 
-    def etag(self, row: sqlite3.Row) -> str:
+    def etag(self, row: Row) -> str:
         """The row's entity tag (unquoted): a hash of what a reader can see of it."""
-        readable = [[k, row[k]] for k in row.keys()  # noqa: SIM118 - not a mapping
-                    if k not in self.write_only]
+        readable = [[k, v] for k, v in row.items() if k not in self.write_only]
         digest = hashlib.sha256(json.dumps(readable, default=str).encode()).hexdigest()
         return digest[:32]
 
@@ -91,12 +93,12 @@ class Resource:
         fields = self.schema().fields
         return [f for f in (*TEXT_FILTERS, *BOOL_FILTERS) if f in fields]
 
-    def list_where(self) -> tuple[list[str], list[Any]]:
-        """SQL conditions for the list's query string; 422 for anything unknown."""
+    def list_filters(self) -> dict[str, Any]:
+        """The columns the list's query string asks to equal a value; 422 for anything
+        unknown."""
         allowed = self.filters()
         known_args({"limit", "after_id", *allowed})
-        where: list[str] = []
-        args: list[Any] = []
+        equal: dict[str, Any] = {}
         for column in allowed:
             raw = request.args.get(column)
             if raw is None:
@@ -105,14 +107,12 @@ class Resource:
                 if raw not in ("true", "false"):
                     raise ApiError(422, f"{column} must be true or false",
                                    {column: ["must be true or false"]})
-                where.append(f"{column} = ?")
-                args.append(1 if raw == "true" else 0)
+                equal[column] = raw == "true"
             else:
-                where.append(f"{column} = ?")
-                args.append(raw)
-        return where, args
+                equal[column] = raw
+        return equal
 
-    def check_if_match(self, row: sqlite3.Row) -> None:
+    def check_if_match(self, row: Row) -> None:
         """412 unless ``If-Match`` is absent, ``*``, or lists the row's current tag."""
         if "If-Match" not in request.headers:
             return
@@ -121,7 +121,7 @@ class Resource:
                            "(If-Match does not match its ETag); read it again",
                            headers={"ETag": f'"{self.etag(row)}"'})
 
-    def respond(self, row: sqlite3.Row, status: int = 200) -> Response:
+    def respond(self, row: Row, status: int = 200) -> Response:
         """The row as JSON with its ETag."""
         resp = jsonify(self.row_to_dict(row))
         resp.status_code = status
@@ -143,12 +143,8 @@ class Resource:
                    parameters=list_params() + filter_params(filters))
         def list_items() -> Any:
             limit, after = page_args()
-            where, args = self.list_where()
-            rows = context.conn().execute(
-                f"SELECT * FROM {self.table} WHERE {' AND '.join(['id > ?', *where])} "
-                "ORDER BY id LIMIT ?",
-                (after, *args, limit + 1),
-            ).fetchall()
+            equal = self.list_filters()
+            rows = crud.list_after(context.database(), self.table, after, limit + 1, equal)
             items = [self.row_to_dict(r) for r in rows[:limit]]
             more = len(rows) > limit
             return {"items": items, "next_after_id": items[-1]["id"] if more else None}
@@ -161,19 +157,14 @@ class Resource:
             self._check(data, None)
             now = time.time()
             data.update(created_at=now, updated_at=now)
-            conn = context.conn()
+            db = context.database()
             try:
-                with transaction(conn):
-                    cur = conn.execute(
-                        f"INSERT INTO {self.table} ({', '.join(data)}) "
-                        f"VALUES ({', '.join('?' for _ in data)})",
-                        tuple(self.to_columns(data).values()),
-                    )
-                    item_id = int(cur.lastrowid or 0)
-                    audit.record(conn, context.actor(), "create", f"{self.name}/{item_id}",
+                with db.transaction():
+                    item_id = crud.insert(db, self.table, self.to_columns(data))
+                    audit.record(db, context.actor(), "create", f"{self.name}/{item_id}",
                                  _redact(data, self.write_only))
-                    row = self.fetch(conn, item_id)
-            except sqlite3.IntegrityError as exc:
+                    row = self.fetch(db, item_id)
+            except ConflictError as exc:
                 raise ApiError(409, f"conflict: {exc}", {"name": ["already exists"]}) from None
             resp = self.respond(row, 201)
             resp.headers["Location"] = f"{base}/{item_id}"
@@ -183,7 +174,7 @@ class Resource:
         @operation("get", f"One of {summary}, with its ETag (If-None-Match: 304)",
                    response=schema, errors=(404,))
         def get_item(item_id: int) -> Any:
-            row = self.fetch(context.conn(), item_id)
+            row = self.fetch(context.database(), item_id)
             if request.if_none_match.contains_weak(self.etag(row)):
                 resp = Response(status=304)
                 resp.set_etag(self.etag(row))
@@ -191,26 +182,21 @@ class Resource:
             return self.respond(row)
 
         def update(item_id: int, partial: bool) -> Any:
-            conn = context.conn()
+            db = context.database()
             loader = patch_schema if partial else schema(partial=tuple(self.write_only))
             try:
-                with transaction(conn):
-                    stored = self.fetch(conn, item_id)
+                with db.transaction():
+                    stored = self.fetch(db, item_id)
                     self.check_if_match(stored)
                     current = self.row_to_dict(stored)
                     data = loader.load(json_body())
                     self._check({**current, **data}, current)
                     data["updated_at"] = time.time()
-                    columns = self.to_columns(data)
-                    conn.execute(
-                        f"UPDATE {self.table} SET {', '.join(f'{k} = ?' for k in columns)} "
-                        "WHERE id = ?",
-                        (*columns.values(), item_id),
-                    )
-                    audit.record(conn, context.actor(), "update", f"{self.name}/{item_id}",
+                    crud.update(db, self.table, item_id, self.to_columns(data))
+                    audit.record(db, context.actor(), "update", f"{self.name}/{item_id}",
                                  _redact(data, self.write_only))
-                    row = self.fetch(conn, item_id)
-            except sqlite3.IntegrityError as exc:
+                    row = self.fetch(db, item_id)
+            except ConflictError as exc:
                 raise ApiError(409, f"conflict: {exc}", {"name": ["already exists"]}) from None
             return self.respond(row)
 
@@ -231,13 +217,13 @@ class Resource:
         @operation("delete", f"Delete one of {summary} (honours If-Match)", status=204,
                    errors=(404, 412), parameters=[IF_MATCH])
         def delete_item(item_id: int) -> Any:
-            conn = context.conn()
-            with transaction(conn):
-                self.check_if_match(self.fetch(conn, item_id))
-                if self.on_delete:
-                    conn.execute(self.on_delete, (item_id,))
-                conn.execute(f"DELETE FROM {self.table} WHERE id = ?", (item_id,))
-                audit.record(conn, context.actor(), "delete", f"{self.name}/{item_id}")
+            db = context.database()
+            with db.transaction():
+                self.check_if_match(self.fetch(db, item_id))
+                if self.on_delete is not None:
+                    self.on_delete(db, item_id)
+                crud.delete(db, self.table, item_id)
+                audit.record(db, context.actor(), "delete", f"{self.name}/{item_id}")
             return "", 204
 
         return bp

@@ -9,7 +9,7 @@ from typing import Any
 from flask.testing import FlaskClient
 
 from api.app import create_app
-from b2bua.storage import db, migrate, tokens
+from b2bua.storage import db, migrate, open_database, tokens
 
 
 @dataclass(frozen=True)
@@ -25,9 +25,10 @@ def make_api(tmp_path: Path) -> ApiSetup:
     path = tmp_path / "s.db"
     conn = db.connect(path)
     migrate.migrate(conn)
-    admin = tokens.create_token(conn, "ops", "admin")
-    reader = tokens.create_token(conn, "billing", "read")
     conn.close()
+    with open_database(path) as database:
+        admin = tokens.create_token(database, "ops", "admin")
+        reader = tokens.create_token(database, "billing", "read")
     control = tmp_path / "no-engine.sock"
     return ApiSetup(create_app(path, control).test_client(), admin, reader, path, control)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import Blueprint, request
@@ -13,6 +12,7 @@ from api.errors import ApiError
 from api.openapi import operation
 from api.resources import MAX_PAGE, float_arg, int_arg, known_args, list_params
 from api.schemas import page_schema
+from b2bua.storage import audit
 
 bp = Blueprint("audit", __name__)
 
@@ -55,15 +55,6 @@ def _text_arg(name: str) -> str | None:
     return raw
 
 
-def _detail(raw: str | None) -> Any:
-    if raw is None:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw
-
-
 @bp.get("/api/v1/audit")
 @operation("get", "Audit log of configuration changes in id order; filter by time, actor, "
            "action, resource prefix; page with after_id",
@@ -72,26 +63,10 @@ def list_audit() -> Any:
     known_args(_ARGS)
     limit = int_arg("limit", 100, 1, MAX_PAGE)
     after = int_arg("after_id", 0, 0, 2**62)
-    where = ["id > ?"]
-    args: list[Any] = [after]
     since, until = float_arg("since"), float_arg("until")
-    if since is not None:
-        where.append("at >= ?")
-        args.append(since)
-    if until is not None:
-        where.append("at < ?")
-        args.append(until)
-    for column in ("actor", "action"):
-        value = _text_arg(column)
-        if value is not None:
-            where.append(f"{column} = ?")
-            args.append(value)
-    prefix = _text_arg("resource")
-    if prefix is not None:
-        where.append("substr(resource, 1, ?) = ?")
-        args.extend((len(prefix), prefix))
-    rows = context.conn().execute(
-        "SELECT id, at, actor, action, resource, detail FROM audit_log "
-        f"WHERE {' AND '.join(where)} ORDER BY id LIMIT ?", (*args, limit + 1)).fetchall()
-    items = [{**dict(r), "detail": _detail(r["detail"])} for r in rows[:limit]]
+    rows = audit.entries(
+        context.database(), after_id=after, limit=limit + 1, since=since, until=until,
+        actor=_text_arg("actor"), action=_text_arg("action"),
+        resource_prefix=_text_arg("resource"))
+    items = rows[:limit]
     return {"items": items, "next_after_id": items[-1]["id"] if len(rows) > limit else None}

@@ -1,11 +1,11 @@
 """CDRs: one row per call, pulled by cursor (``after_id``/``since_id``) with filters,
 as JSON pages or as a streamed CSV export.
 
-The cursor is exact: a CDR's id is assigned by SQLite when the engine's writer inserts
-the row, and a row is inserted only once the call has ended, never updated after. The
-single writer commits ids in increasing order, so a reader that has seen id N has
-already been able to see every id below N: following ``next_after_id`` (or the last id
-of a CSV page) never returns a CDR twice and never skips one.
+The cursor is exact: a CDR's id is assigned by the database when the engine's writer
+inserts the row, and a row is inserted only once the call has ended, never updated
+after. The single writer commits ids in increasing order, so a reader that has seen id N
+has already been able to see every id below N: following ``next_after_id`` (or the last
+id of a CSV page) never returns a CDR twice and never skips one.
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 from marshmallow import Schema, fields
 
 from api import context
@@ -24,7 +23,8 @@ from api.errors import ApiError
 from api.openapi import operation
 from api.resources import MAX_PAGE, float_arg, int_arg, known_args, list_params, raw_body
 from api.schemas import page_schema
-from b2bua.storage import db
+from b2bua.storage import cdrs as cdr_store
+from b2bua.storage.cdrs import CdrFilter
 
 bp = Blueprint("cdrs", __name__)
 
@@ -132,41 +132,33 @@ def cursor_arg() -> int:
     return since_id
 
 
-def _number_filter(column: str, where: list[str], args: list[Any]) -> None:
+def _number_filter(column: str) -> tuple[str | None, bool]:
+    """The number asked for, and whether it is a prefix (``44*``)."""
     raw = request.args.get(column)
     if raw is None:
-        return
+        return None, False
     prefix = raw.endswith("*")
     value = raw[:-1] if prefix else raw
     if not value or len(value) > _NUMBER_MAX or "*" in value:
         raise ApiError(422, f"{column} is a number, or a prefix ending in *",
                        {column: [f"1-{_NUMBER_MAX} characters, at most one * at the end"]})
-    if prefix:
-        where.append(f"substr({column}, 1, ?) = ?")
-        args.extend((len(value), value))
-    else:
-        where.append(f"{column} = ?")
-        args.append(value)
+    return value, prefix
 
 
-def cdr_where() -> tuple[list[str], list[Any]]:
+def _gateway_filter(column: str) -> int | None:
+    return int_arg(column, 0, 0, MAX_ID) if column in request.args else None
+
+
+def cdr_filter() -> CdrFilter:
     """The filters shared by the JSON list and the CSV export (not the cursor)."""
-    where: list[str] = []
-    args: list[Any] = []
     since, until = float_arg("since"), float_arg("until")
-    if since is not None:
-        where.append("start_at >= ?")
-        args.append(since)
-    if until is not None:
-        where.append("start_at < ?")
-        args.append(until)
-    for column in ("mapping_gateway_id", "routing_gateway_id"):
-        if column in request.args:
-            where.append(f"{column} = ?")
-            args.append(int_arg(column, 0, 0, MAX_ID))
-    for column in ("caller", "callee"):
-        _number_filter(column, where, args)
-    return where, args
+    mapping_gateway_id = _gateway_filter("mapping_gateway_id")
+    routing_gateway_id = _gateway_filter("routing_gateway_id")
+    caller, caller_prefix = _number_filter("caller")
+    callee, callee_prefix = _number_filter("callee")
+    return CdrFilter(since=since, until=until, mapping_gateway_id=mapping_gateway_id,
+                     routing_gateway_id=routing_gateway_id, caller=caller,
+                     caller_prefix=caller_prefix, callee=callee, callee_prefix=callee_prefix)
 
 
 @bp.get("/api/v1/cdrs")
@@ -177,22 +169,16 @@ def list_cdrs() -> Any:
     known_args(_LIST_ARGS)
     limit = int_arg("limit", 100, 1, MAX_PAGE)
     after = cursor_arg()
-    where, args = cdr_where()
-    conn = context.conn()
+    match = cdr_filter()
+    db = context.database()
     if "tail" in request.args:
         if "after_id" in request.args or "since_id" in request.args:
             raise ApiError(422, "tail reads the newest CDRs: no cursor with it",
                            {"tail": ["not with after_id or since_id"]})
         tail = int_arg("tail", 10, 1, MAX_PAGE)
-        rows = conn.execute(
-            f"SELECT * FROM (SELECT * FROM cdrs WHERE {' AND '.join(['1', *where])} "
-            "ORDER BY id DESC LIMIT ?) ORDER BY id", (*args, tail)).fetchall()
-        return {"items": [dict(r) for r in rows], "next_after_id": None}
-    rows = conn.execute(
-        f"SELECT * FROM cdrs WHERE {' AND '.join(['id > ?', *where])} ORDER BY id LIMIT ?",
-        (after, *args, limit + 1),
-    ).fetchall()
-    items = [dict(r) for r in rows[:limit]]
+        return {"items": cdr_store.newest(db, match, tail), "next_after_id": None}
+    rows = cdr_store.page(db, match, after, limit + 1)
+    items = rows[:limit]
     return {"items": items, "next_after_id": items[-1]["id"] if len(rows) > limit else None}
 
 
@@ -205,22 +191,12 @@ def export_cdrs_csv() -> Any:
     known_args(_CSV_ARGS)
     limit = int_arg("limit", CSV_DEFAULT_LIMIT, 1, CSV_MAX_LIMIT)
     after = cursor_arg()
-    where, args = cdr_where()
-    conn = context.conn()
-    # Fix the page's last id now, so the body and X-Next-After-Id agree even while the
-    # engine keeps inserting: ids at or below the newest one are never added later.
-    newest = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM cdrs").fetchone()[0])
-    conditions = " AND ".join(["id > ?", "id <= ?", *where])
-    ahead = conn.execute(
-        f"SELECT id FROM cdrs WHERE {conditions} ORDER BY id LIMIT 2 OFFSET ?",
-        (after, newest, *args, limit - 1)).fetchall()
-    more = len(ahead) == 2
-    last = int(ahead[0][0]) if more else newest
-    sql = (f"SELECT {', '.join(CSV_COLUMNS)} FROM cdrs WHERE {conditions} "
-           "ORDER BY id LIMIT ?")
-    params = (after, last, *args, limit)
-    path = Path(current_app.config["SOFTSWITCH_DB"])
-    resp = Response(_csv_rows(path, sql, params), mimetype="text/csv")
+    match = cdr_filter()
+    # The page's last id is fixed now, so the body and X-Next-After-Id agree even while
+    # the engine keeps inserting.
+    last, more = cdr_store.export_end(context.database(), match, after, limit)
+    chunks = cdr_store.export_rows(context.db_target(), CSV_COLUMNS, match, after, last, limit)
+    resp = Response(_csv_text(chunks), mimetype="text/csv")
     resp.headers["Content-Disposition"] = f'attachment; filename="cdrs-after-{after}.csv"'
     resp.headers["Cache-Control"] = "no-store"
     if more:
@@ -228,22 +204,17 @@ def export_cdrs_csv() -> Any:
     return resp
 
 
-def _csv_rows(path: Path, sql: str, params: tuple[Any, ...]) -> Iterator[str]:
-    """The CSV text in chunks, read on the export's own connection while it streams."""
+def _csv_text(chunks: Iterator[list[tuple[Any, ...]]]) -> Iterator[str]:
+    """The CSV text, a piece per chunk of rows, the header first."""
     buffer = io.StringIO()
     out = csv.writer(buffer, lineterminator="\r\n")
     out.writerow(CSV_COLUMNS)
-    conn = db.connect(path, readonly=True)
-    try:
-        cursor = conn.execute(sql, params)
-        while rows := cursor.fetchmany(500):
-            out.writerows(tuple(r) for r in rows)
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
+    for rows in chunks:
+        out.writerows(rows)
         yield buffer.getvalue()
-    finally:
-        conn.close()
+        buffer.seek(0)
+        buffer.truncate()
+    yield buffer.getvalue()
 
 
 class CdrAttemptSchema(Schema):
@@ -273,11 +244,9 @@ class CdrDetailSchema(CdrSchema):
 @operation("get", "One CDR with its attempts in order", response=CdrDetailSchema,
            errors=(404,))
 def get_cdr(cdr_id: int) -> Any:
-    conn = context.conn()
-    row = conn.execute("SELECT * FROM cdrs WHERE id = ?", (cdr_id,)).fetchone()
+    db = context.database()
+    row = cdr_store.get(db, cdr_id)
     if row is None:
         raise ApiError(404, f"no CDR with id {cdr_id}")
-    attempts = conn.execute(
-        "SELECT * FROM cdr_attempts WHERE cdr_id = ? ORDER BY seq", (cdr_id,)).fetchall()
     keep = set(CdrAttemptSchema().fields)
-    return {**dict(row), "attempts": [{k: a[k] for k in keep} for a in attempts]}
+    return {**row, "attempts": [{k: a[k] for k in keep} for a in cdr_store.attempts(db, cdr_id)]}

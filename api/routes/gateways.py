@@ -9,6 +9,7 @@ from api.gateway_schemas import (
 )
 from api.number_schemas import NUMBER_BOOL_COLUMNS, NUMBER_JSON_COLUMNS
 from api.resources import Resource
+from b2bua.storage import gateway_registrations
 
 mapping_gateways = Resource(
     name="mapping-gateways",
@@ -30,5 +31,5 @@ routing_gateways = Resource(
                             "stop_switch_after_sdp", "stop_switch_after_rtp_start",
                             "stop_switch_after_busy", "rtp_encryption"}) | NUMBER_BOOL_COLUMNS,
     summary="routing gateways (vendor trunks)",
-    on_delete="DELETE FROM gateway_registrations WHERE routing_gateway_id = ?",
+    on_delete=gateway_registrations.delete,
 )

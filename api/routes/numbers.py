@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, request
@@ -12,8 +13,8 @@ from api.errors import ApiError
 from api.number_schemas import GroupNumbersSchema, NumberGroupSchema, NumberTransformSchema
 from api.openapi import operation
 from api.resources import Resource, int_arg, json_body
-from b2bua.storage import audit
-from b2bua.storage.db import transaction
+from b2bua.storage import audit, number_groups
+from b2bua.storage.backend import Database
 
 transforms = Resource(
     name="number-transforms",
@@ -27,7 +28,7 @@ groups = Resource(
     table="number_groups",
     schema=NumberGroupSchema,
     summary="number groups (black/white lists)",
-    on_delete="DELETE FROM number_group_members WHERE group_id = ?",
+    on_delete=number_groups.clear,
 )
 
 bp = Blueprint("group_numbers", __name__)
@@ -46,13 +47,7 @@ class GroupNumbersChangedSchema(Schema):
 
 
 def _group(group_id: int) -> None:
-    groups.fetch(context.conn(), group_id)
-
-
-def _count(group_id: int) -> int:
-    row = context.conn().execute(
-        "SELECT COUNT(*) FROM number_group_members WHERE group_id = ?", (group_id,)).fetchone()
-    return int(row[0])
+    groups.fetch(context.database(), group_id)
 
 
 @bp.get(BASE)
@@ -66,23 +61,22 @@ def list_numbers(group_id: int) -> Any:
     _group(group_id)
     limit = int_arg("limit", 1000, 1, 10000)
     after = request.args.get("after", "")
-    rows = context.conn().execute(
-        "SELECT number FROM number_group_members WHERE group_id = ? AND number > ? "
-        "ORDER BY number LIMIT ?", (group_id, after, limit + 1)).fetchall()
-    items = [str(r[0]) for r in rows[:limit]]
-    return {"items": items, "next_after": items[-1] if len(rows) > limit else None}
+    numbers = number_groups.numbers_after(context.database(), group_id, after, limit + 1)
+    items = numbers[:limit]
+    return {"items": items, "next_after": items[-1] if len(numbers) > limit else None}
 
 
-def _change_members(group_id: int, action: str, sql: str) -> int:
-    """Apply ``sql`` to every number of the request body; returns how many changed."""
+def _change_members(group_id: int, action: str,
+                    change: Callable[[Database, int, list[str]], None]) -> int:
+    """Apply ``change`` to the numbers of the request body; returns how many changed."""
     _group(group_id)
     numbers = GroupNumbersSchema().load(json_body())["numbers"]
-    conn = context.conn()
-    with transaction(conn):
-        before = _count(group_id)
-        conn.executemany(sql, [(group_id, n) for n in numbers])
-        changed = abs(_count(group_id) - before)
-        audit.record(conn, context.actor(), action, f"number-groups/{group_id}/numbers",
+    db = context.database()
+    with db.transaction():
+        before = number_groups.count(db, group_id)
+        change(db, group_id, numbers)
+        changed = abs(number_groups.count(db, group_id) - before)
+        audit.record(db, context.actor(), action, f"number-groups/{group_id}/numbers",
                      {"count": changed})
     return changed
 
@@ -91,19 +85,15 @@ def _change_members(group_id: int, action: str, sql: str) -> int:
 @operation("post", "Add numbers to a group (bulk; numbers already there are kept)",
            request=GroupNumbersSchema, response=GroupNumbersChangedSchema, errors=(404,))
 def add_numbers(group_id: int) -> Any:
-    changed = _change_members(
-        group_id, "add",
-        "INSERT OR IGNORE INTO number_group_members (group_id, number) VALUES (?, ?)")
-    return {"changed": changed, "total": _count(group_id)}
+    changed = _change_members(group_id, "add", number_groups.add)
+    return {"changed": changed, "total": number_groups.count(context.database(), group_id)}
 
 
 @bp.delete(BASE)
 @operation("delete", "Remove numbers from a group", request=GroupNumbersSchema,
            response=GroupNumbersChangedSchema, errors=(404,))
 def remove_numbers(group_id: int) -> Any:
-    changed = _change_members(
-        group_id, "remove",
-        "DELETE FROM number_group_members WHERE group_id = ? AND number = ?")
+    changed = _change_members(group_id, "remove", number_groups.remove)
     if not changed:
         raise ApiError(404, "none of these numbers is in the group")
-    return {"changed": changed, "total": _count(group_id)}
+    return {"changed": changed, "total": number_groups.count(context.database(), group_id)}

@@ -12,10 +12,8 @@ from api.openapi import operation
 from api.schemas import ParameterListSchema, ParameterSchema, ParameterUpdateSchema
 from b2bua.config.registry import PARAMETERS, Param, ParamError, lookup
 from b2bua.storage import audit, params_store
-from b2bua.storage.db import transaction
 
 bp = Blueprint("parameters", __name__)
-
 
 
 def _describe(param: Param, value: Any) -> dict[str, Any]:
@@ -45,7 +43,7 @@ def _find(name: str) -> Param:
 @operation("get", "Every parameter with its value, default and range",
            response=ParameterListSchema)
 def list_parameters() -> Any:
-    values = params_store.load_values(context.conn())
+    values = params_store.load_values(context.database())
     return {"items": [_describe(p, values[p.name]) for p in PARAMETERS]}
 
 
@@ -53,7 +51,7 @@ def list_parameters() -> Any:
 @operation("get", "One parameter", response=ParameterSchema, errors=(404,))
 def get_parameter(name: str) -> Any:
     param = _find(name)
-    values = params_store.load_values(context.conn())
+    values = params_store.load_values(context.database())
     return _describe(param, values[param.name])
 
 
@@ -63,11 +61,11 @@ def get_parameter(name: str) -> Any:
 def put_parameter(name: str) -> Any:
     param = _find(name)
     body = ParameterUpdateSchema().load(_json_body())
-    conn = context.conn()
+    db = context.database()
     try:
-        with transaction(conn):
-            value = params_store.set_value(conn, param.name, body["value"])
-            audit.record(conn, context.actor(), "update", f"parameter/{param.name}",
+        with db.transaction():
+            value = params_store.set_value(db, param.name, body["value"])
+            audit.record(db, context.actor(), "update", f"parameter/{param.name}",
                          {"value": value})
     except ParamError as exc:
         raise ApiError(422, f"invalid value for {param.name}", {"value": [str(exc)]}) from None

@@ -15,8 +15,7 @@ from api.resources import json_body
 from api.routes.engine import engine_request
 from api.routes.gateways import routing_gateways
 from b2bua.options import HostPort
-from b2bua.storage import audit
-from b2bua.storage.db import transaction
+from b2bua.storage import audit, gateway_registrations
 
 bp = Blueprint("upstream", __name__)
 URL = "/api/v1/routing-gateways/<int:gateway_id>/registration"
@@ -69,17 +68,11 @@ class UpstreamListSchema(Schema):
     items = fields.List(fields.Nested(UpstreamStateSchema), required=True)
 
 
-_COLUMNS = ("enabled", "registrar", "username", "auth_username", "password", "host_name",
-            "expire")
-
-
 def _row(gateway_id: int) -> dict[str, Any] | None:
-    row = context.conn().execute(
-        "SELECT * FROM gateway_registrations WHERE routing_gateway_id = ?", (gateway_id,)
-    ).fetchone()
+    row = gateway_registrations.get(context.database(), gateway_id)
     if row is None:
         return None
-    out = {k: row[k] for k in _COLUMNS if k != "password"}
+    out = {k: row[k] for k in gateway_registrations.SETTINGS if k != "password"}
     out["enabled"] = bool(out["enabled"])
     out["updated_at"] = row["updated_at"]
     return out
@@ -89,7 +82,7 @@ def _row(gateway_id: int) -> dict[str, Any] | None:
 @operation("get", "A routing gateway's registration settings", response=UpstreamRegistrationSchema,
            errors=(404,))
 def get_registration(gateway_id: int) -> Any:
-    routing_gateways.fetch(context.conn(), gateway_id)
+    routing_gateways.fetch(context.database(), gateway_id)
     row = _row(gateway_id)
     if row is None:
         raise ApiError(404, f"routing gateway {gateway_id} has no registration")
@@ -101,27 +94,15 @@ def get_registration(gateway_id: int) -> Any:
            "unregisters)", request=UpstreamRegistrationSchema, response=UpstreamRegistrationSchema,
            errors=(404,))
 def put_registration(gateway_id: int) -> Any:
-    conn = context.conn()
-    routing_gateways.fetch(conn, gateway_id)
+    db = context.database()
+    routing_gateways.fetch(db, gateway_id)
     data = UpstreamRegistrationSchema().load(json_body())
-    current = conn.execute("SELECT password FROM gateway_registrations WHERE "
-                           "routing_gateway_id = ?", (gateway_id,)).fetchone()
+    current = gateway_registrations.get(db, gateway_id)
     if data["password"] is None and current is not None:
         data["password"] = current["password"]  # write-only: keep the stored one
-    now = time.time()
-    with transaction(conn):
-        conn.execute(
-            "INSERT INTO gateway_registrations (routing_gateway_id, enabled, registrar, "
-            "username, auth_username, password, host_name, expire, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(routing_gateway_id) DO UPDATE "
-            "SET enabled = excluded.enabled, registrar = excluded.registrar, "
-            "username = excluded.username, auth_username = excluded.auth_username, "
-            "password = excluded.password, host_name = excluded.host_name, "
-            "expire = excluded.expire, updated_at = excluded.updated_at",
-            (gateway_id, int(data["enabled"]), data["registrar"], data["username"],
-             data["auth_username"], data["password"], data["host_name"], data["expire"],
-             now, now))
-        audit.record(conn, context.actor(), "update",
+    with db.transaction():
+        gateway_registrations.put(db, gateway_id, data, time.time())
+        audit.record(db, context.actor(), "update",
                      f"routing-gateways/{gateway_id}/registration",
                      {k: ("***" if k == "password" else v) for k, v in data.items()})
     return _row(gateway_id)
@@ -131,13 +112,12 @@ def put_registration(gateway_id: int) -> Any:
 @operation("delete", "Remove a routing gateway's registration (unregisters)", status=204,
            errors=(404,))
 def delete_registration(gateway_id: int) -> Any:
-    conn = context.conn()
+    db = context.database()
     if _row(gateway_id) is None:
         raise ApiError(404, f"routing gateway {gateway_id} has no registration")
-    with transaction(conn):
-        conn.execute("DELETE FROM gateway_registrations WHERE routing_gateway_id = ?",
-                     (gateway_id,))
-        audit.record(conn, context.actor(), "delete",
+    with db.transaction():
+        gateway_registrations.delete(db, gateway_id)
+        audit.record(db, context.actor(), "delete",
                      f"routing-gateways/{gateway_id}/registration")
     return "", 204
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
+from b2bua.storage import cdrs
 from b2bua.storage.writer import DbWriter
 
 
@@ -44,22 +45,9 @@ _COLUMNS = tuple(CdrRecord.__dataclass_fields__)
 # Every field is a str, number or None: a flat tuple of them is the row
 # (dataclasses.astuple would deep-copy each value, a third of a call's CDR cost).
 _ROW = attrgetter(*_COLUMNS)
-INSERT = (
-    f"INSERT INTO cdrs ({', '.join(_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
-)
-
-
-ATTEMPT_COLUMNS = ("seq", "routing_gateway_id", "routing_gateway", "call_id", "start_at",
-                   "first_provisional_at", "first_provisional", "final_code", "outcome",
-                   "duration", "target")
-# The CDR's id is assigned by SQLite in the writer thread; its attempts, written in the
-# same batch right after it, find it by the caller's Call-ID (indexed).
-INSERT_ATTEMPT = (
-    f"INSERT INTO cdr_attempts (cdr_id, {', '.join(ATTEMPT_COLUMNS)}) "
-    "VALUES ((SELECT MAX(id) FROM cdrs WHERE call_id_in = ?), "
-    f"{', '.join('?' for _ in ATTEMPT_COLUMNS)})"
-)
+# A CdrRecord's fields in order as the row (crash recovery inserts with it too).
+INSERT = cdrs.insert_statement(_COLUMNS)
+ATTEMPT_COLUMNS = cdrs.ATTEMPT_COLUMNS
 
 
 class CdrWriter:
@@ -69,5 +57,5 @@ class CdrWriter:
     def submit(self, record: CdrRecord, attempts: Sequence[dict[str, Any]] = ()) -> None:
         self.writer.submit(INSERT, _ROW(record))
         for attempt in attempts:
-            self.writer.submit(INSERT_ATTEMPT, (record.call_id_in,
-                                                *(attempt[c] for c in ATTEMPT_COLUMNS)))
+            self.writer.submit(cdrs.INSERT_ATTEMPT, (
+                record.call_id_in, *(attempt[c] for c in ATTEMPT_COLUMNS)))

@@ -3,15 +3,59 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from typing import Any
 
+from b2bua.storage.backend import Database, Row
+from b2bua.storage.borrowed import Connection, as_database
+
 
 def record(
-    conn: sqlite3.Connection, actor: str, action: str, resource: str, detail: Any = None
+    db: Connection, actor: str, action: str, resource: str, detail: Any = None
 ) -> None:
-    conn.execute(
+    as_database(db).execute(
         "INSERT INTO audit_log (at, actor, action, resource, detail) VALUES (?, ?, ?, ?, ?)",
         (time.time(), actor, action, resource, json.dumps(detail, default=str)),
     )
+
+
+def entries(
+    db: Database, *, after_id: int, limit: int, since: float | None = None,
+    until: float | None = None, actor: str | None = None, action: str | None = None,
+    resource_prefix: str | None = None,
+) -> list[Row]:
+    """Up to ``limit`` entries after ``after_id`` in id order, matching every filter given
+    (``since <= at < until``, exact actor and action, resource starting with the prefix);
+    ``detail`` decoded from its JSON."""
+    where = ["id > ?"]
+    args: list[Any] = [after_id]
+    if since is not None:
+        where.append("at >= ?")
+        args.append(since)
+    if until is not None:
+        where.append("at < ?")
+        args.append(until)
+    if actor is not None:
+        where.append("actor = ?")
+        args.append(actor)
+    if action is not None:
+        where.append("action = ?")
+        args.append(action)
+    if resource_prefix is not None:
+        # A prefix compared as text: LIKE would treat % and _ in it as wildcards.
+        where.append("substr(resource, 1, CAST(? AS INTEGER)) = ?")
+        args.extend((len(resource_prefix), resource_prefix))
+    rows = db.rows(
+        "SELECT id, at, actor, action, resource, detail FROM audit_log "
+        f"WHERE {' AND '.join(where)} ORDER BY id LIMIT ?", (*args, limit))
+    return [{**r, "detail": _detail(r["detail"])} for r in rows]
+
+
+def _detail(raw: str | None) -> Any:
+    """The stored JSON as a value; text that is not JSON (a hand edit) as it is."""
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from typing import Any
 
 from b2bua.config.registry import PARAMETERS, REGISTRY, check_combination, lookup
-from b2bua.storage.db import transaction
+from b2bua.storage.borrowed import Connection, as_database
 
 
-def load_values(conn: sqlite3.Connection) -> dict[str, Any]:
+def load_values(db: Connection) -> dict[str, Any]:
     """Every parameter's effective value: stored when valid, else the default.
 
     A stored value that no longer validates (an older release's range, a hand edit)
     falls back to the default instead of stopping the engine.
     """
     values = {p.name: p.default for p in PARAMETERS}
-    for row in conn.execute("SELECT name, value FROM parameters"):
+    for row in as_database(db).rows("SELECT name, value FROM parameters"):
         param = REGISTRY.get(row["name"])
         if param is None:
             continue
@@ -29,17 +28,18 @@ def load_values(conn: sqlite3.Connection) -> dict[str, Any]:
     return values
 
 
-def set_value(conn: sqlite3.Connection, name: str, value: Any) -> Any:
+def set_value(db: Connection, name: str, value: Any) -> Any:
     """Validate and store one value; returns the canonical value. Raises ParamError."""
+    database = as_database(db)
     param = lookup(name)
     canonical = param.validate(value)
-    with transaction(conn):
-        merged = load_values(conn)
+    with database.transaction():
+        merged = load_values(database)
         merged[param.name] = canonical
         check_combination(merged)
-        conn.execute(
+        database.execute(
             "INSERT INTO parameters (name, value, updated_at) VALUES (?, ?, ?) "
-            "ON CONFLICT(name) DO UPDATE SET value = excluded.value, "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value, "
             "updated_at = excluded.updated_at",
             (param.name, json.dumps(canonical), time.time()),
         )

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass
+
+from b2bua.storage.borrowed import Connection, as_database
 
 ROLES = ("admin", "read")
 TOKEN_PREFIX = "sst_"
@@ -23,14 +24,14 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(conn: sqlite3.Connection, name: str, role: str = "admin") -> str:
+def create_token(db: Connection, name: str, role: str = "admin") -> str:
     """Store a new token's hash and return the token itself (shown once)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     if not name or len(name) > 64:
         raise ValueError("name must be 1-64 characters")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    conn.execute(
+    as_database(db).execute(
         "INSERT INTO api_tokens (name, role, token_hash, created_at, revoked) "
         "VALUES (?, ?, ?, ?, 0)",
         (name, role, hash_token(token), time.time()),
@@ -38,11 +39,11 @@ def create_token(conn: sqlite3.Connection, name: str, role: str = "admin") -> st
     return token
 
 
-def verify_token(conn: sqlite3.Connection, token: str) -> TokenInfo | None:
-    row = conn.execute(
+def verify_token(db: Connection, token: str) -> TokenInfo | None:
+    row = as_database(db).row(
         "SELECT id, name, role FROM api_tokens WHERE token_hash = ? AND revoked = 0",
         (hash_token(token),),
-    ).fetchone()
+    )
     if row is None:
         return None
     return TokenInfo(int(row["id"]), str(row["name"]), str(row["role"]))

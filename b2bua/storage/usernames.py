@@ -5,21 +5,21 @@ trunk's registration with a phone's; the API refuses the second holder
 
 from __future__ import annotations
 
-import sqlite3
+from b2bua.storage.backend import Database
 
 
-def holder(conn: sqlite3.Connection, username: str, *, phone_id: int | None = None,
+def holder(db: Database, username: str, *, phone_id: int | None = None,
            mapping_gateway_id: int | None = None) -> str | None:
     """What already holds ``username``, other than the phone or gateway being written
     (``phone_id`` / ``mapping_gateway_id``); None when it is free."""
-    row = conn.execute(
-        "SELECT id FROM phones WHERE username = ? AND id IS NOT ?",
-        (username, phone_id)).fetchone()
+    row = db.row(
+        "SELECT id FROM phones WHERE username = ? AND id IS DISTINCT FROM ?",
+        (username, phone_id))
     if row is not None:
         return f"phone {int(row['id'])}"
-    row = conn.execute(
+    row = db.row(
         "SELECT id, name FROM mapping_gateways WHERE username = ? AND auth_mode = 'password' "
-        "AND id IS NOT ?", (username, mapping_gateway_id)).fetchone()
+        "AND id IS DISTINCT FROM ?", (username, mapping_gateway_id))
     if row is not None:
         return f"mapping gateway {int(row['id'])} ({row['name']})"
     return None

@@ -10,7 +10,7 @@ import pytest
 from apitest import assert_problem, auth, make_api
 from flask.testing import FlaskClient
 
-from b2bua.storage import db, params_store
+from b2bua.storage import audit, open_database, params_store
 
 
 @pytest.fixture
@@ -63,10 +63,11 @@ def test_put_parameter_changes_the_stored_value(client_and_tokens: Any) -> None:
     resp = client.put("/api/v1/parameters/SS_REPLY_UNAUTHORIZED", json={"value": "off"},
                       headers=auth(admin))
     assert resp.status_code == 200 and resp.get_json()["value"] == "Off"
-    conn = db.connect(path)
-    assert params_store.load_values(conn)["SS_REPLY_UNAUTHORIZED"] == "Off"
-    row = conn.execute("SELECT actor, action, resource FROM audit_log").fetchone()
-    assert tuple(row) == ("token:ops", "update", "parameter/SS_REPLY_UNAUTHORIZED")
+    with open_database(path) as database:
+        assert params_store.load_values(database)["SS_REPLY_UNAUTHORIZED"] == "Off"
+        [entry] = audit.entries(database, after_id=0, limit=10)
+    assert (entry["actor"], entry["action"], entry["resource"], entry["detail"]) == (
+        "token:ops", "update", "parameter/SS_REPLY_UNAUTHORIZED", {"value": "Off"})
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import pytest
 
 from b2bua.cli import absolute_paths, build_parser, main
 from b2bua.options import EngineOptions, control_path_for, var_dir_for
-from b2bua.storage import db, migrate, tokens
+from b2bua.storage import db, migrate, open_database, tokens
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -51,8 +51,9 @@ def test_token_create_prints_token_and_stores_only_hash(
     stored = [tuple(r) for r in conn.execute("SELECT name, role, token_hash FROM api_tokens")]
     assert stored == [("billing", "admin", tokens.hash_token(token))]
     assert token not in str(stored)
-    assert tokens.verify_token(conn, token) is not None
-    assert tokens.verify_token(conn, token + "x") is None
+    with open_database(path) as database:
+        assert tokens.verify_token(database, token) is not None
+        assert tokens.verify_token(database, token + "x") is None
 
 
 def test_param_get_set_and_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
 
-from b2bua.storage import db, migrate, params_store
+from b2bua.storage import db, migrate, open_database, params_store
 
 
 def test_fresh_database_reaches_latest_in_wal_mode(tmp_path: Path) -> None:
@@ -31,10 +30,11 @@ def test_migrate_is_idempotent(tmp_path: Path) -> None:
 def test_upgrade_from_version_one_keeps_data(tmp_path: Path) -> None:
     conn = db.connect(tmp_path / "s.db")
     assert migrate.migrate(conn, target=1) == [1]
-    params_store.set_value(conn, "SS_SIP_TIMEOUT_INVITE", 42)
-    applied = migrate.migrate(conn)
-    assert applied == list(range(2, migrate.latest_version() + 1))
-    assert params_store.load_values(conn)["SS_SIP_TIMEOUT_INVITE"] == 42
+    with open_database(tmp_path / "s.db") as database:
+        params_store.set_value(database, "SS_SIP_TIMEOUT_INVITE", 42)
+        applied = migrate.migrate(conn)
+        assert applied == list(range(2, migrate.latest_version() + 1))
+        assert params_store.load_values(database)["SS_SIP_TIMEOUT_INVITE"] == 42
 
 
 def test_newer_database_is_refused(tmp_path: Path) -> None:
@@ -56,8 +56,9 @@ def test_config_counter_moves_with_parameter_changes(tmp_path: Path) -> None:
         return int(row[0])
 
     before = version()
-    params_store.set_value(conn, "SS_SIP_TIMEOUT_INVITE", 5)
-    params_store.set_value(conn, "SS_SIP_TIMEOUT_INVITE", 6)
+    with open_database(tmp_path / "s.db") as database:
+        params_store.set_value(database, "SS_SIP_TIMEOUT_INVITE", 5)
+        params_store.set_value(database, "SS_SIP_TIMEOUT_INVITE", 6)
     assert version() == before + 2
 
 
@@ -66,17 +67,19 @@ def test_invalid_stored_value_falls_back_to_default(tmp_path: Path) -> None:
     migrate.migrate(conn)
     conn.execute("INSERT INTO parameters (name, value) VALUES ('SS_SIP_TIMEOUT_INVITE', '9999')")
     conn.execute("INSERT INTO parameters (name, value) VALUES ('SS_UNKNOWN', '1')")
-    assert params_store.load_values(conn)["SS_SIP_TIMEOUT_INVITE"] == 10
+    with open_database(tmp_path / "s.db") as database:
+        assert params_store.load_values(database)["SS_SIP_TIMEOUT_INVITE"] == 10
 
 
 def test_failed_combination_leaves_value_unchanged(tmp_path: Path) -> None:
     conn = db.connect(tmp_path / "s.db")
     migrate.migrate(conn)
-    with pytest.raises(ValueError):
-        params_store.set_value(conn, "SS_RTPENCRYPTIONMODE", 3)
-    assert params_store.load_values(conn)["SS_RTPENCRYPTIONMODE"] == 0
-    assert isinstance(conn, sqlite3.Connection)
-    assert not conn.in_transaction
+    conn.close()
+    with open_database(tmp_path / "s.db") as database:
+        with pytest.raises(ValueError):
+            params_store.set_value(database, "SS_RTPENCRYPTIONMODE", 3)
+        assert params_store.load_values(database)["SS_RTPENCRYPTIONMODE"] == 0
+        assert not database.in_transaction
 
 
 def test_dns_vendor_migration_frees_the_port_and_keeps_the_reload_counter(tmp_path: Path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -176,24 +177,23 @@ def test_parameters_doc_is_generated_from_the_registry() -> None:
         assert f"`{param.name}`" in docgen.render()
 
 
-def test_a_changed_default_reaches_only_operators_who_never_set_it() -> None:
+def test_a_changed_default_reaches_only_operators_who_never_set_it(tmp_path: Path) -> None:
     """No migration for a new default: the parameters table holds only values an
     operator set (the API or the CLI), so a database without a row follows the new
     default and one with a row keeps it, even when it equals an old default."""
-    import sqlite3
+    from b2bua.storage import db, migrate, open_database, params_store
+    from b2bua.storage.backend import Database
 
-    from b2bua.storage import migrate, params_store
-
-    def database() -> sqlite3.Connection:
-        conn = sqlite3.connect(":memory:", isolation_level=None)
-        conn.row_factory = sqlite3.Row
+    def database(name: str) -> Database:
+        conn = db.connect(tmp_path / name)
         migrate.migrate(conn)
-        return conn
+        conn.close()
+        return open_database(tmp_path / name)
 
-    never_set = database()
+    never_set = database("never-set.db")
     assert params_store.load_values(never_set)["SS_SIP_AUTHENTICATION_ALGORITHM"] == "MD5"
-    assert never_set.execute("SELECT COUNT(*) FROM parameters").fetchone()[0] == 0
-    explicit = database()
+    assert never_set.value("SELECT COUNT(*) AS n FROM parameters") == 0
+    explicit = database("explicit.db")
     params_store.set_value(explicit, "SS_SIP_AUTHENTICATION_ALGORITHM", "MD5+SHA-256")
     assert params_store.load_values(explicit)["SS_SIP_AUTHENTICATION_ALGORITHM"] == \
         "MD5+SHA-256"
