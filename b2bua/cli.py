@@ -19,7 +19,7 @@ from b2bua.options import (
     default_media_workers,
     split_ports,
 )
-from b2bua.storage import audit, db, migrate, params_store, tokens
+from b2bua.storage import audit, db, migrate, open_database, params_store, tokens
 from b2bua.storage.db import DEFAULT_DB_PATH
 
 
@@ -101,9 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _open_migrated(path: Path) -> sqlite3.Connection:
-    conn = db.connect(path)
-    migrate.migrate(conn)
-    return conn
+    with open_database(path) as database:
+        migrate.migrate(database)
+    return db.connect(path)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -135,10 +135,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    conn = db.connect(args.db)
-    applied = migrate.migrate(conn)
-    version = migrate.current_version(conn)
-    conn.close()
+    with open_database(args.db) as database:
+        applied = migrate.migrate(database)
+        version = migrate.current_version(database)
     if applied:
         print(f"applied migrations {', '.join(map(str, applied))}; schema version {version}")
     else:

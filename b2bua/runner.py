@@ -18,7 +18,7 @@ import uvloop
 from b2bua.engine import Engine
 from b2bua.lifeline import die_with_parent
 from b2bua.options import EngineOptions, HostPort
-from b2bua.storage import db, migrate, tokens
+from b2bua.storage import db, migrate, open_database, tokens
 
 log = logging.getLogger("b2bua.run")
 
@@ -28,13 +28,10 @@ API_STOP_TIMEOUT = 10.0
 
 def prepare_database(db_path: Path) -> None:
     """Create and migrate the database; refuses one newer than this code."""
-    conn = db.connect(db_path)
-    try:
-        applied = migrate.migrate(conn)
-        if applied:
-            log.info("database %s migrated to version %d", db_path, max(applied))
-    finally:
-        conn.close()
+    with open_database(db_path) as database:
+        applied = migrate.migrate(database)
+    if applied:
+        log.info("database %s migrated to version %d", db_path, max(applied))
 
 
 def ensure_admin_token(db_path: Path) -> tuple[Path, bool]:

@@ -9,7 +9,7 @@ from typing import Any
 from flask.testing import FlaskClient
 
 from api.app import create_app
-from b2bua.storage import db, migrate, tokens
+from b2bua.storage import db, migrate, open_database, tokens
 
 
 @dataclass(frozen=True)
@@ -23,8 +23,9 @@ class ApiSetup:
 
 def make_api(tmp_path: Path) -> ApiSetup:
     path = tmp_path / "s.db"
+    with open_database(path) as database:
+        migrate.migrate(database)
     conn = db.connect(path)
-    migrate.migrate(conn)
     admin = tokens.create_token(conn, "ops", "admin")
     reader = tokens.create_token(conn, "billing", "read")
     conn.close()

@@ -22,7 +22,7 @@ from flask.testing import FlaskClient
 from api.app import create_app
 from api.routes.cdrs import CSV_COLUMNS
 from b2bua import opcli
-from b2bua.storage import db, migrate, tokens
+from b2bua.storage import db, migrate, open_database, tokens
 
 _serial = itertools.count(1)
 
@@ -73,8 +73,9 @@ class Env:
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
     path = tmp_path / "s.db"
+    with open_database(path) as database:
+        migrate.migrate(database)
     conn = db.connect(path)
-    migrate.migrate(conn)
     admin = tokens.create_token(conn, "ops", "admin")
     reader = tokens.create_token(conn, "billing", "read")
     conn.close()

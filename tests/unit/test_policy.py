@@ -20,6 +20,7 @@ from b2bua.sip.message import Request
 from b2bua.sip.parser import parse_message
 from b2bua.sip.transport import Peer
 from b2bua.storage import migrate
+from b2bua.storage.sqlite import SqliteDatabase
 
 T0 = 1_700_000_000.0
 REALM = "sw.example"
@@ -377,9 +378,10 @@ def test_disabled_gateway_does_not_hide_an_enabled_one() -> None:
 def _loaded_directory(rows: list[tuple[object, ...]],
                       vendors: list[tuple[object, ...]]) -> GatewayDirectory:
     # The real schema, as the migrations build it.
-    conn = sqlite3.connect(":memory:", isolation_level=None)
+    database = SqliteDatabase(":memory:")
+    migrate.migrate(database)
+    conn = database.connection
     conn.row_factory = sqlite3.Row
-    migrate.migrate(conn)
     conn.executemany("INSERT INTO mapping_gateways (id, name, auth_mode, ips, port, username, "
                      "password, capacity, enabled) VALUES (?,?,?,?,?,?,?,?,?)", rows)
     conn.executemany("INSERT INTO routing_gateways (id, name, host, port, transport, prefixes, "

@@ -57,6 +57,7 @@ from b2bua.sip.parser import MAX_MESSAGE_SIZE, parse_message
 from b2bua.sip.stack import SipStack
 from b2bua.sip.transport import Peer
 from b2bua.storage import migrate
+from b2bua.storage.sqlite import SqliteDatabase
 
 SEED = 20261122
 CASES = 4000
@@ -442,9 +443,10 @@ class Tally:
 
 def gateways() -> GatewayDirectory:
     """The gateways of the capture, loaded through the real schema and loader."""
-    conn = sqlite3.connect(":memory:", isolation_level=None)
+    database = SqliteDatabase(":memory:")
+    migrate.migrate(database)
+    conn = database.connection
     conn.row_factory = sqlite3.Row
-    migrate.migrate(conn)
     conn.executemany(
         "INSERT INTO mapping_gateways (id, name, auth_mode, ips, port, username, password, "
         "capacity, enabled) VALUES (?,?,?,?,?,?,?,?,?)",

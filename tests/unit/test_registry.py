@@ -183,11 +183,13 @@ def test_a_changed_default_reaches_only_operators_who_never_set_it() -> None:
     import sqlite3
 
     from b2bua.storage import migrate, params_store
+    from b2bua.storage.sqlite import SqliteDatabase
 
     def database() -> sqlite3.Connection:
-        conn = sqlite3.connect(":memory:", isolation_level=None)
+        database = SqliteDatabase(":memory:")
+        migrate.migrate(database)
+        conn = database.connection
         conn.row_factory = sqlite3.Row
-        migrate.migrate(conn)
         return conn
 
     never_set = database()
