@@ -33,7 +33,6 @@ from b2bua.storage import (
 )
 from b2bua.storage.backend import Database
 from b2bua.storage.db import DEFAULT_DB_PATH
-from b2bua.storage.legacy import sqlite_connection
 
 DB_ENV = "SOFTSWITCH_DB"
 
@@ -131,8 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 @contextmanager
 def _migrated(target: Path | str) -> Iterator[Database]:
     with open_database(target) as database:
-        with sqlite_connection(database) as conn:
-            migrate.migrate(conn)
+        migrate.migrate(database)
         yield database
 
 
@@ -167,9 +165,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    with open_database(args.db) as database, sqlite_connection(database) as conn:
-        applied = migrate.migrate(conn)
-        version = migrate.current_version(conn)
+    with open_database(args.db) as database:
+        applied = migrate.migrate(database)
+        version = migrate.current_version(database)
     if applied:
         print(f"applied migrations {', '.join(map(str, applied))}; schema version {version}")
     else:
@@ -178,7 +176,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    with _migrated(args.db) as database, sqlite_connection(database) as conn:
+    with _migrated(args.db) as conn:
         try:
             token = tokens.create_token(conn, args.name, args.role)
             audit.record(conn, "cli", "create", f"token/{args.name}", {"role": args.role})
@@ -190,7 +188,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_param(args: argparse.Namespace) -> int:
-    with _migrated(args.db) as database, sqlite_connection(database) as conn:
+    with _migrated(args.db) as conn:
         try:
             if args.param_command == "get":
                 values = params_store.load_values(conn)

@@ -44,7 +44,6 @@ from b2bua.sip.transport import Peer
 from b2bua.storage import open_database
 from b2bua.storage.backend import Database
 from b2bua.storage.gateways import mapping_gateways, routing_gateways
-from b2bua.storage.legacy import sqlite_connection
 from b2bua.storage.numbers import number_groups, transform_table
 from b2bua.storage.params_store import load_values
 from b2bua.storage.phones import phone_accounts
@@ -177,8 +176,7 @@ class Engine:
         self._tasks.append(asyncio.ensure_future(coro))
 
     def _load_params(self, database: Database) -> None:
-        with sqlite_connection(database) as conn:
-            values = load_values(conn)
+        values = load_values(database)
         self.params.replace(values)
         self.stack.trace_enabled = self.params.flag("SS_SIP_TRACE")
 

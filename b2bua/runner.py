@@ -19,7 +19,6 @@ from b2bua.engine import Engine
 from b2bua.lifeline import die_with_parent
 from b2bua.options import EngineOptions, HostPort
 from b2bua.storage import migrate, open_database, tokens
-from b2bua.storage.legacy import sqlite_connection
 
 log = logging.getLogger("b2bua.run")
 
@@ -40,8 +39,8 @@ def _shown(database: Path | str) -> str:
 
 def prepare_database(target: Path | str) -> None:
     """Create and migrate the database; refuses one newer than this code."""
-    with open_database(target) as database, sqlite_connection(database) as conn:
-        applied = migrate.migrate(conn)
+    with open_database(target) as database:
+        applied = migrate.migrate(database)
     if applied:
         log.info("database %s migrated to version %d", _shown(target), max(applied))
 
@@ -53,7 +52,7 @@ def ensure_admin_token(target: Path | str, var_dir: Path) -> tuple[Path, bool]:
     invalidate operators' scripts. Returns the path and whether a token was created.
     """
     token_file = var_dir / "admin-token"
-    with open_database(target) as database, sqlite_connection(database) as conn:
+    with open_database(target) as conn:
         if token_file.exists():
             existing = token_file.read_text().strip()
             if existing and tokens.verify_token(conn, existing) is not None:

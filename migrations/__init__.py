@@ -1,8 +1,16 @@
 """Numbered schema migrations, applied in order by ``b2bua.storage.migrate``.
 
 Each module ``mNNNN_name.py`` has ``VERSION`` and ``up(db)`` taking a
-``sqlite_utils.Database``. A migration never edits an earlier one's effect in place
-without a new number: a database records every version it has applied.
+``sqlite_utils.Database`` (SQLite). A migration never edits an earlier one's effect in
+place without a new number: a database records every version it has applied.
+
+PostgreSQL: ``postgresql_baseline.sql`` builds what versions 1 to 13 build on SQLite,
+in one step. Every migration after 13 has, besides ``up(db)``, an
+``up_postgresql(database)`` taking a ``b2bua.storage.backend.Database`` that makes the
+same change there (statements through ``database.execute``; no commit, it runs inside
+the version's transaction). ``migrate`` refuses to start on PostgreSQL while a pending
+migration lacks it, and ``tests/integration/test_schema_parity.py`` fails when the two
+steps build different schemas.
 """
 
 from __future__ import annotations

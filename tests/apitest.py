@@ -9,7 +9,7 @@ from typing import Any
 from flask.testing import FlaskClient
 
 from api.app import create_app
-from b2bua.storage import db, migrate, open_database, tokens
+from b2bua.storage import migrate, open_database, tokens
 
 
 @dataclass(frozen=True)
@@ -23,10 +23,8 @@ class ApiSetup:
 
 def make_api(tmp_path: Path) -> ApiSetup:
     path = tmp_path / "s.db"
-    conn = db.connect(path)
-    migrate.migrate(conn)
-    conn.close()
     with open_database(path) as database:
+        migrate.migrate(database)
         admin = tokens.create_token(database, "ops", "admin")
         reader = tokens.create_token(database, "billing", "read")
     control = tmp_path / "no-engine.sock"

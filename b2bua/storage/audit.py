@@ -7,13 +7,12 @@ import time
 from typing import Any
 
 from b2bua.storage.backend import Database, Row
-from b2bua.storage.borrowed import Connection, as_database
 
 
 def record(
-    db: Connection, actor: str, action: str, resource: str, detail: Any = None
+    db: Database, actor: str, action: str, resource: str, detail: Any = None
 ) -> None:
-    as_database(db).execute(
+    db.execute(
         "INSERT INTO audit_log (at, actor, action, resource, detail) VALUES (?, ?, ?, ?, ?)",
         (time.time(), actor, action, resource, json.dumps(detail, default=str)),
     )

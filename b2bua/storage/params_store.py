@@ -7,17 +7,17 @@ import time
 from typing import Any
 
 from b2bua.config.registry import PARAMETERS, REGISTRY, check_combination, lookup
-from b2bua.storage.borrowed import Connection, as_database
+from b2bua.storage.backend import Database
 
 
-def load_values(db: Connection) -> dict[str, Any]:
+def load_values(db: Database) -> dict[str, Any]:
     """Every parameter's effective value: stored when valid, else the default.
 
     A stored value that no longer validates (an older release's range, a hand edit)
     falls back to the default instead of stopping the engine.
     """
     values = {p.name: p.default for p in PARAMETERS}
-    for row in as_database(db).rows("SELECT name, value FROM parameters"):
+    for row in db.rows("SELECT name, value FROM parameters"):
         param = REGISTRY.get(row["name"])
         if param is None:
             continue
@@ -28,9 +28,9 @@ def load_values(db: Connection) -> dict[str, Any]:
     return values
 
 
-def set_value(db: Connection, name: str, value: Any) -> Any:
+def set_value(db: Database, name: str, value: Any) -> Any:
     """Validate and store one value; returns the canonical value. Raises ParamError."""
-    database = as_database(db)
+    database = db
     param = lookup(name)
     canonical = param.validate(value)
     with database.transaction():

@@ -7,7 +7,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from b2bua.storage.borrowed import Connection, as_database
+from b2bua.storage.backend import Database
 
 ROLES = ("admin", "read")
 TOKEN_PREFIX = "sst_"
@@ -24,14 +24,14 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(db: Connection, name: str, role: str = "admin") -> str:
+def create_token(db: Database, name: str, role: str = "admin") -> str:
     """Store a new token's hash and return the token itself (shown once)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     if not name or len(name) > 64:
         raise ValueError("name must be 1-64 characters")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    as_database(db).execute(
+    db.execute(
         "INSERT INTO api_tokens (name, role, token_hash, created_at, revoked) "
         "VALUES (?, ?, ?, ?, 0)",
         (name, role, hash_token(token), time.time()),
@@ -39,8 +39,8 @@ def create_token(db: Connection, name: str, role: str = "admin") -> str:
     return token
 
 
-def verify_token(db: Connection, token: str) -> TokenInfo | None:
-    row = as_database(db).row(
+def verify_token(db: Database, token: str) -> TokenInfo | None:
+    row = db.row(
         "SELECT id, name, role FROM api_tokens WHERE token_hash = ? AND revoked = 0",
         (hash_token(token),),
     )

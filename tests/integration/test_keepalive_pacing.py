@@ -12,7 +12,7 @@ from pathlib import Path
 
 from support import Softswitch, free_port, wait_until
 
-from b2bua.storage import db, migrate, params_store
+from b2bua.storage import db, migrate, open_database, params_store
 
 PHONES = 5000
 PORTS = 10
@@ -84,8 +84,9 @@ def _phones(ports: list[int]) -> list[tuple[str, int]]:
 def test_keepalive_batches_interval_and_restart(tmp_path: Path) -> None:
     ports = [free_port("0.0.0.0", socket.SOCK_DGRAM) for _ in range(PORTS)]
     path = tmp_path / "var" / "softswitch.db"
+    with open_database(path) as database:
+        migrate.migrate(database)
     conn = db.connect(path)
-    migrate.migrate(conn)
     now = time.time()
     conn.executemany(
         "INSERT INTO registrations (username, contact, transport, source_host, source_port, "

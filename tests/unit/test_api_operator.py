@@ -73,10 +73,8 @@ class Env:
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
     path = tmp_path / "s.db"
-    conn = db.connect(path)
-    migrate.migrate(conn)
-    conn.close()
     with open_database(path) as database:
+        migrate.migrate(database)
         admin = tokens.create_token(database, "ops", "admin")
         reader = tokens.create_token(database, "billing", "read")
     control = tmp_path / "engine.sock"

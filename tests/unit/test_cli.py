@@ -77,8 +77,9 @@ def test_param_get_set_and_refusals(tmp_path: Path, capsys: pytest.CaptureFixtur
     code, out, _ = run(capsys, "param", "get", *dbarg)
     assert "SS_REPLY_UNAUTHORIZED = On" in out and "SS_GATEWAY_SWITCH_LIMIT = none" in out
 
+    with open_database(tmp_path / "s.db") as database:
+        assert migrate.current_version(database) == migrate.latest_version()
     conn = db.connect(tmp_path / "s.db")
-    assert migrate.current_version(conn) == migrate.latest_version()
     actions = [r[0] for r in conn.execute("SELECT resource FROM audit_log")]
     assert actions == ["parameter/SS_SIP_TIMEOUT_INVITE", "parameter/SS_SIP_RESEND_INTERVAL"]
 

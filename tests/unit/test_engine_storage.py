@@ -18,7 +18,6 @@ from b2bua.sip.transport import Peer
 from b2bua.storage import migrate, open_database
 from b2bua.storage.active_calls import note_answered, note_ended, note_started
 from b2bua.storage.backend import Database
-from b2bua.storage.legacy import sqlite_connection
 from b2bua.storage.numbers import number_groups, transform_table
 from b2bua.storage.phones import phone_accounts
 from b2bua.storage.registrations import RegistrationLog, live_bindings
@@ -36,8 +35,7 @@ def path(tmp_path: Path) -> Path:
 @pytest.fixture
 def database(path: Path) -> Iterator[Database]:
     with open_database(path) as opened:
-        with sqlite_connection(opened) as conn:
-            migrate.migrate(conn)
+        migrate.migrate(opened)
         yield opened
 
 

@@ -20,7 +20,6 @@ from b2bua.sip.parser import parse_message
 from b2bua.sip.transport import Peer
 from b2bua.storage import migrate
 from b2bua.storage.gateways import mapping_gateways, routing_gateways
-from b2bua.storage.legacy import sqlite_connection
 from b2bua.storage.sqlite import SqliteDatabase
 
 T0 = 1_700_000_000.0
@@ -371,8 +370,7 @@ def _loaded_directory(rows: list[tuple[object, ...]],
                       vendors: list[tuple[object, ...]]) -> GatewayDirectory:
     # The real schema, as the migrations build it.
     with SqliteDatabase(":memory:") as database:
-        with sqlite_connection(database) as conn:
-            migrate.migrate(conn)
+        migrate.migrate(database)
         database.execute_many(
             "INSERT INTO mapping_gateways (id, name, auth_mode, ips, port, username, "
             "password, capacity, enabled) VALUES (?,?,?,?,?,?,?,?,?)", rows)

@@ -57,7 +57,6 @@ from b2bua.sip.stack import SipStack
 from b2bua.sip.transport import Peer
 from b2bua.storage import migrate
 from b2bua.storage.gateways import mapping_gateways, routing_gateways
-from b2bua.storage.legacy import sqlite_connection
 from b2bua.storage.sqlite import SqliteDatabase
 
 SEED = 20261122
@@ -445,8 +444,7 @@ class Tally:
 def gateways() -> GatewayDirectory:
     """The gateways of the capture, loaded through the real schema and loader."""
     with SqliteDatabase(":memory:") as database:
-        with sqlite_connection(database) as conn:
-            migrate.migrate(conn)
+        migrate.migrate(database)
         database.execute_many(
             "INSERT INTO mapping_gateways (id, name, auth_mode, ips, port, username, password, "
             "capacity, enabled) VALUES (?,?,?,?,?,?,?,?,?)",

@@ -181,14 +181,13 @@ def test_a_changed_default_reaches_only_operators_who_never_set_it(tmp_path: Pat
     """No migration for a new default: the parameters table holds only values an
     operator set (the API or the CLI), so a database without a row follows the new
     default and one with a row keeps it, even when it equals an old default."""
-    from b2bua.storage import db, migrate, open_database, params_store
+    from b2bua.storage import migrate, open_database, params_store
     from b2bua.storage.backend import Database
 
     def database(name: str) -> Database:
-        conn = db.connect(tmp_path / name)
-        migrate.migrate(conn)
-        conn.close()
-        return open_database(tmp_path / name)
+        opened = open_database(tmp_path / name)
+        migrate.migrate(opened)
+        return opened
 
     never_set = database("never-set.db")
     assert params_store.load_values(never_set)["SS_SIP_AUTHENTICATION_ALGORITHM"] == "MD5"

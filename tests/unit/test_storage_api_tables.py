@@ -3,7 +3,6 @@ audit, group members, registrations; and what the API answers when the database 
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,10 +18,8 @@ from b2bua.storage import (
     migrate,
     number_groups,
     open_database,
-    tokens,
 )
 from b2bua.storage.backend import BusyError, ConflictError, Database, UnavailableError
-from b2bua.storage.borrowed import as_database
 
 
 @pytest.fixture
@@ -120,15 +117,6 @@ def test_gateway_registration_put_replaces(database: Database) -> None:
     assert row is not None and (row["enabled"], row["created_at"], row["updated_at"]) == (
         0, 1.0, 2.0)
     assert gateway_registrations.delete(database, gateway) == 1
-
-
-def test_a_raw_connection_is_used_with_its_own_row_factory_kept(tmp_path: Path) -> None:
-    conn = db.connect(tmp_path / "s.db")
-    migrate.migrate(conn)
-    token = tokens.create_token(conn, "ops")
-    assert tokens.verify_token(as_database(conn), token) is not None
-    assert isinstance(conn.execute("SELECT 1 AS one").fetchone(), sqlite3.Row)
-    conn.close()
 
 
 @pytest.mark.parametrize(("error", "status"), [

@@ -1,0 +1,327 @@
+"""The server backend: PostgreSQL 15 through psycopg 3 (``--db postgresql://...``).
+
+One connection per ``Database`` for statements and transactions, opened again after the
+server went away; a second one, opened on first use of :meth:`change_marker`, LISTENs
+for the config triggers' notifications; one more per :meth:`advisory_lock` held.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import select
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+
+import psycopg
+from psycopg import errors
+from psycopg.abc import Buffer
+from psycopg.adapt import Loader
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.pq import ConnStatus
+from psycopg.rows import dict_row
+
+from b2bua.storage.backend import (
+    BusyError,
+    ConflictError,
+    Database,
+    Params,
+    Row,
+    StorageError,
+    UnavailableError,
+)
+
+Connection = psycopg.Connection[Row]
+
+NOTIFY_CHANNEL = "softswitch_config"  # the config triggers' pg_notify channel
+# change_marker() moves at least this often on its own: a notification sent while the
+# listening connection was down is caught by the next slow tick.
+SLOW_POLL = 5.0
+LISTEN_RETRY = 1.0  # seconds between attempts to open the listening connection again
+
+# Applied unless the URL says otherwise: a server that does not answer fails a connect
+# in seconds, and a cut network shows as a dead connection instead of a hung statement.
+CONNECT_DEFAULTS = {"connect_timeout": "5", "keepalives_idle": "30",
+                    "keepalives_interval": "10", "keepalives_count": "3"}
+
+BUSY = (errors.SerializationFailure, errors.DeadlockDetected, errors.LockNotAvailable,
+        errors.QueryCanceled)
+
+# A quoted string or identifier, a comment, or one character to rewrite.
+_TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|[?%]", re.DOTALL)
+
+
+def translate(exc: psycopg.Error) -> StorageError:
+    """psycopg's error as one of the backend interface's."""
+    if isinstance(exc, BUSY):
+        return BusyError(str(exc))
+    if isinstance(exc, psycopg.IntegrityError):
+        return ConflictError(str(exc))
+    if isinstance(exc, psycopg.OperationalError):
+        return UnavailableError(str(exc))
+    return StorageError(str(exc))
+
+
+def _rewrite(match: re.Match[str]) -> str:
+    token = match.group()
+    return "%s" if token == "?" else token.replace("%", "%%")
+
+
+@lru_cache(maxsize=4096)
+def adapt(sql: str) -> str:
+    """A statement written with ``?`` placeholders in psycopg's form: ``%s``, and every
+    literal ``%`` doubled (psycopg reads ``%`` everywhere, quotes included). A ``?`` in
+    a quoted string (standard quoting: ``''`` for a quote) or a comment stays text."""
+    return _TOKEN.sub(_rewrite, sql)
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit key for ``pg_advisory_lock``: the same in every process."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+class _NumberLoader(Loader):
+    """``numeric`` values (only from aggregates and literals here: ``SUM`` of a bigint
+    column, ``AVG``) as int or float, the types SQLite gives for the same query."""
+
+    def load(self, data: Buffer) -> int | float:
+        text = bytes(data).decode()
+        try:
+            return int(text)
+        except ValueError:
+            return float(text)
+
+
+def _is_dead(conn: Connection) -> bool:
+    """True when the server is known to have ended the session while the connection was
+    idle (a restart): its goodbye message, then the end of the stream, are waiting to
+    be read. One poll of the socket when nothing is waiting."""
+    if conn.closed:
+        return True
+    pgconn = conn.pgconn
+    try:
+        waiting = select.poll()  # not select(): the engine's descriptors pass 1024
+        waiting.register(pgconn.socket, select.POLLIN)
+        for _ in range(2):
+            if not waiting.poll(0):
+                break
+            pgconn.consume_input()
+    except (psycopg.Error, OSError):
+        return True
+    return pgconn.status == ConnStatus.BAD
+
+
+class _Listener:
+    """The LISTEN connection behind :meth:`PostgresDatabase.change_marker`.
+
+    Reading never blocks (the engine asks from its event loop): pending notifications
+    are taken from the socket as they are; opening the connection, the first time and
+    after the server went away, is done by a short-lived thread meanwhile.
+    """
+
+    def __init__(self, connect: Callable[[], Connection]) -> None:
+        self._connect = connect
+        self._conn: Connection | None = None
+        self._opened: Connection | None = None  # handed over by the opening thread
+        self._opener: threading.Thread | None = None
+        self._retry_at = 0.0
+        self._lock = threading.Lock()
+        self._closed = False
+        self.count = 0
+
+    @property
+    def listening(self) -> bool:
+        return self._conn is not None or self._opened is not None
+
+    def poll(self) -> int:
+        if self._closed:
+            return self.count
+        with self._lock:
+            if self._opened is not None:
+                self._conn, self._opened = self._opened, None
+                self.count += 1  # whatever changed while nobody listened
+        conn = self._conn
+        if conn is None:
+            self._open_in_background()
+            return self.count
+        try:
+            conn.pgconn.consume_input()
+            while conn.pgconn.notifies() is not None:
+                self.count += 1
+        except psycopg.Error:
+            pass
+        if conn.pgconn.status == ConnStatus.BAD:
+            conn.close()
+            self._conn = None
+            self.count += 1
+            self._open_in_background()
+        return self.count
+
+    def _open_in_background(self) -> None:
+        now = time.monotonic()
+        if (self._opener is not None and self._opener.is_alive()) or now < self._retry_at:
+            return
+        self._retry_at = now + LISTEN_RETRY
+        self._opener = threading.Thread(target=self._open, name="pg-listen", daemon=True)
+        self._opener.start()
+
+    def _open(self) -> None:
+        try:
+            conn: Connection = self._connect()
+        except StorageError:
+            return  # the next poll after LISTEN_RETRY tries again
+        try:
+            conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        except psycopg.Error:
+            conn.close()
+            return
+        with self._lock:
+            if self._closed:
+                conn.close()
+            else:
+                self._opened = conn
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            for conn in (self._conn, self._opened):
+                if conn is not None:
+                    conn.close()
+            self._conn = self._opened = None
+
+
+class PostgresDatabase(Database):
+    kind = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self._conninfo = make_conninfo("", **{**CONNECT_DEFAULTS, **conninfo_to_dict(url)})
+        self._depth = 0  # transaction() blocks open on this connection
+        self._closed = False
+        self._listener = _Listener(self._connect)
+        self._conn: Connection | None = self._connect()  # a wrong URL fails here
+
+    def _connect(self) -> Connection:
+        try:
+            conn = psycopg.connect(self._conninfo, autocommit=True, row_factory=dict_row)
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+        conn.adapters.register_loader("numeric", _NumberLoader)
+        return conn
+
+    def _live(self) -> Connection:
+        """The statement connection, opened again if the server ended the last one.
+        Inside a transaction a lost connection is the transaction's end: no reopening."""
+        if self._closed:
+            raise StorageError("the database was closed")
+        conn = self._conn
+        if self._depth:
+            if conn is None or conn.closed:
+                raise UnavailableError("the connection was lost during the transaction")
+            return conn
+        if conn is None or _is_dead(conn):
+            if conn is not None:
+                conn.close()
+            self._conn = None
+            self._conn = conn = self._connect()
+        return conn
+
+    # -- statements ------------------------------------------------------------------------
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        conn = self._live()
+        try:
+            return conn.execute(adapt(sql), params).rowcount
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+
+    def execute_many(self, sql: str, params: Iterable[Params]) -> None:
+        conn = self._live()
+        try:
+            with conn.cursor() as cursor:
+                cursor.executemany(adapt(sql), params)
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+
+    def rows(self, sql: str, params: Params = ()) -> list[Row]:
+        conn = self._live()
+        try:
+            cursor = conn.execute(adapt(sql), params)
+            return cursor.fetchall() if cursor.description is not None else []
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+
+    def run_script(self, script: str) -> None:
+        """Several statements as they are, no placeholders (the schema baseline: PL/pgSQL
+        bodies hold ``;`` and ``?`` of their own)."""
+        conn = self._live()
+        try:
+            conn.execute(script.encode())
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+
+    # -- transactions ----------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        conn = self._live()
+        self._depth = 1
+        try:
+            with conn.transaction():
+                yield
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+        finally:
+            self._depth = 0
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._depth > 0
+
+    # -- across processes ------------------------------------------------------------------
+
+    def change_marker(self) -> int:
+        # Notifications counted, plus a tick every SLOW_POLL: both only ever grow.
+        return self._listener.poll() + int(time.monotonic() // SLOW_POLL)
+
+    @property
+    def listening(self) -> bool:
+        """Whether the LISTEN connection is open (change_marker() opens it)."""
+        return self._listener.listening
+
+    @contextmanager
+    def advisory_lock(self, name: str) -> Iterator[None]:
+        # A session lock on a connection of its own: the statement connection may be
+        # reopened meanwhile, and a process that dies releases the lock with its session.
+        conn = self._connect()
+        try:
+            try:
+                conn.execute("SELECT pg_advisory_lock(%s)", (lock_key(name),))
+            except psycopg.Error as exc:
+                raise translate(exc) from exc
+            yield
+        finally:
+            conn.close()
+
+    # -- life ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _tables(self) -> Iterator[str]:
+        for row in self.rows("SELECT tablename FROM pg_tables WHERE schemaname = 'public'"):
+            yield str(row["tablename"])

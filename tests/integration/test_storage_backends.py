@@ -1,0 +1,295 @@
+"""Both storage backends keep the one contract of ``b2bua.storage.backend.Database``:
+statements, rows as dicts, transactions that join, errors mapped, the change marker, the
+advisory lock; and PostgreSQL's recovery from a server restart."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pgserver
+import pytest
+
+from b2bua.storage import migrate, open_database, postgres
+from b2bua.storage.backend import (
+    BusyError,
+    ConflictError,
+    Database,
+    StorageError,
+    UnavailableError,
+)
+
+WAIT = 5.0  # seconds: the bound of every wait for another connection's effect
+
+# How a connection gives up waiting for another's lock quickly, per backend.
+SHORT_LOCK_WAIT = {"sqlite": "PRAGMA busy_timeout = 100", "postgresql": "SET lock_timeout = 100"}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new empty database of each backend."""
+    if request.param == "sqlite":
+        return str(tmp_path / "s.db")
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def url(empty_url: str) -> str:
+    """A migrated database of each backend."""
+    with open_database(empty_url) as database:
+        migrate.migrate(database)
+    return empty_url
+
+
+@pytest.fixture
+def connect(url: str) -> Iterator[Callable[[], Database]]:
+    """Opens connections to ``url``, closed at the end."""
+    opened: list[Database] = []
+
+    def opener() -> Database:
+        opened.append(open_database(url))
+        return opened[-1]
+
+    yield opener
+    for database in opened:
+        database.close()
+
+
+def wait_for(check: Callable[[], bool], timeout: float = WAIT) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def add_group(database: Database, name: str) -> int:
+    return database.insert("INSERT INTO number_groups (name, memo) VALUES (?, ?) RETURNING id",
+                           (name, f"memo of {name}"))
+
+
+def test_statements_rows_and_placeholders(connect: Callable[[], Database]) -> None:
+    db = connect()
+    first, second = add_group(db, "alpha"), add_group(db, "beta")
+    assert second > first > 0
+    db.execute_many("INSERT INTO number_transforms (number, replacement) VALUES (?, ?)",
+                    [("100", "200"), ("101", "201"), ("102", "202")])
+    assert db.execute("UPDATE number_transforms SET memo = ? WHERE number > ?",
+                      ("changed", "100")) == 2
+    assert db.rows("SELECT number, replacement, memo FROM number_transforms ORDER BY number") == [
+        {"number": "100", "replacement": "200", "memo": ""},
+        {"number": "101", "replacement": "201", "memo": "changed"},
+        {"number": "102", "replacement": "202", "memo": "changed"}]
+    assert db.row("SELECT name FROM number_groups WHERE id = ?", (second,)) == {"name": "beta"}
+    assert db.row("SELECT name FROM number_groups WHERE id = ?", (second + 100,)) is None
+    assert db.value("SELECT COUNT(*) FROM number_transforms") == 3
+    assert db.value("SELECT name FROM number_groups WHERE name = ?", ("none",)) is None
+    # '?' and '%' inside quotes are text; a '%' pattern next to a placeholder.
+    assert db.row("SELECT '?' AS q, '100%' AS pct, name FROM number_groups "
+                  "WHERE name LIKE 'al%' AND memo LIKE ?", ("%alpha",)) == \
+        {"q": "?", "pct": "100%", "name": "alpha"}
+    # Aggregates come back as the same Python types on both.
+    totals = db.row("SELECT SUM(id) AS total, AVG(id) AS mean, MAX(memo) AS top "
+                    "FROM number_groups")
+    assert totals == {"total": first + second, "mean": (first + second) / 2,
+                      "top": "memo of beta"}
+    assert type(totals["total"]) is int and type(totals["mean"]) is float
+    assert db.execute("DELETE FROM number_transforms") == 3
+    assert not db.in_transaction
+
+
+def test_transaction_commits_and_rolls_back(connect: Callable[[], Database]) -> None:
+    db, other = connect(), connect()
+    with db.transaction():
+        assert db.in_transaction
+        add_group(db, "kept")
+        assert other.value("SELECT COUNT(*) FROM number_groups") == 0  # not yet committed
+    assert not db.in_transaction
+    assert other.value("SELECT name FROM number_groups") == "kept"
+    with pytest.raises(RuntimeError), db.transaction():
+        add_group(db, "dropped")
+        raise RuntimeError("abandon")
+    assert not db.in_transaction
+    assert [r["name"] for r in other.rows("SELECT name FROM number_groups")] == ["kept"]
+
+
+def test_a_nested_transaction_joins_the_open_one(connect: Callable[[], Database]) -> None:
+    db, other = connect(), connect()
+    with pytest.raises(RuntimeError), db.transaction():
+        add_group(db, "outer")
+        with db.transaction():
+            add_group(db, "inner")
+            assert db.in_transaction
+        assert db.in_transaction  # the inner block's end commits nothing
+        assert other.value("SELECT COUNT(*) FROM number_groups") == 0
+        raise RuntimeError("the outer block fails")
+    assert other.value("SELECT COUNT(*) FROM number_groups") == 0
+    with db.transaction():
+        with db.transaction():
+            add_group(db, "inner")
+        add_group(db, "outer")
+    assert other.value("SELECT COUNT(*) FROM number_groups") == 2
+
+
+def test_constraint_violations_are_conflicts(connect: Callable[[], Database]) -> None:
+    db = connect()
+    group = add_group(db, "dup")
+    with pytest.raises(ConflictError):
+        add_group(db, "dup")
+    with pytest.raises(ConflictError):  # a foreign key: no such group
+        db.execute("INSERT INTO number_group_members (group_id, number) VALUES (?, ?)",
+                   (group + 1000, "1"))
+    with pytest.raises(ConflictError):  # NOT NULL
+        db.execute("INSERT INTO number_groups (name) VALUES (NULL)")
+    with pytest.raises(ConflictError), db.transaction():
+        add_group(db, "in a transaction")
+        add_group(db, "dup")
+    assert not db.in_transaction
+    assert [r["name"] for r in db.rows("SELECT name FROM number_groups")] == ["dup"]
+    with pytest.raises(StorageError) as caught:
+        db.rows("SELECT nothing FROM nowhere")
+    assert not isinstance(caught.value, (ConflictError, BusyError, UnavailableError))
+    assert db.value("SELECT COUNT(*) FROM number_groups") == 1  # still usable
+
+
+def test_a_held_lock_is_busy_not_a_hang(url: str, connect: Callable[[], Database]) -> None:
+    db, other = connect(), connect()
+    add_group(db, "row")
+    other.execute(SHORT_LOCK_WAIT[db.kind])
+    with db.transaction():
+        db.execute("UPDATE number_groups SET memo = 'mine'")
+        started = time.monotonic()
+        with pytest.raises(BusyError):
+            other.execute("UPDATE number_groups SET memo = 'theirs'")
+        assert time.monotonic() - started < WAIT
+    assert other.execute("UPDATE number_groups SET memo = 'theirs'") == 1
+
+
+def test_tables_lists_the_schema(connect: Callable[[], Database]) -> None:
+    tables = connect().tables()
+    assert tables == sorted(tables)
+    assert {"schema_migrations", "config_versions", "cdrs", "phones", "routing_gateways",
+            "number_group_members"} <= set(tables)
+    assert not [t for t in tables if t.startswith(("sqlite_", "pg_"))]
+
+
+def test_change_marker_moves_when_another_connection_changes_config(
+        connect: Callable[[], Database], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(postgres, "SLOW_POLL", 3600.0)  # only notifications move it here
+    watcher, api = connect(), connect()
+    watcher.change_marker()
+    if isinstance(watcher, postgres.PostgresDatabase):
+        assert wait_for(lambda: watcher.listening), "the LISTEN connection did not open"
+    before = watcher.change_marker()
+    time.sleep(0.3)
+    assert watcher.change_marker() == before  # nothing changed, nothing to read
+    versions = {r["table_name"]: r["version"]
+                for r in watcher.rows("SELECT table_name, version FROM config_versions")}
+    api.execute("INSERT INTO number_transforms (number, replacement) VALUES ('1', '2')")
+    assert wait_for(lambda: watcher.change_marker() != before)
+    after = {r["table_name"]: r["version"]
+             for r in watcher.rows("SELECT table_name, version FROM config_versions")}
+    assert after == {**versions, "number_transforms": versions["number_transforms"] + 1}
+
+
+def test_advisory_lock_excludes_a_second_holder(connect: Callable[[], Database]) -> None:
+    first, second = connect(), connect()
+    events: list[str] = []
+    with first.advisory_lock("cleanup"):
+        with second.advisory_lock("another job"):
+            events.append("another name is free")
+
+        def take() -> None:
+            with second.advisory_lock("cleanup"):
+                events.append("second holds it")
+
+        waiter = threading.Thread(target=take)
+        waiter.start()
+        time.sleep(0.5)
+        assert waiter.is_alive() and events == ["another name is free"]
+        events.append("first releases")
+    waiter.join(WAIT)
+    assert not waiter.is_alive()
+    assert events == ["another name is free", "first releases", "second holds it"]
+
+
+def test_two_nodes_migrating_at_once_migrate_once(empty_url: str) -> None:
+    results: list[list[int]] = []
+    errors: list[BaseException] = []
+
+    def node() -> None:
+        try:
+            with open_database(empty_url) as database:
+                results.append(migrate.migrate(database))
+        except BaseException as exc:
+            errors.append(exc)
+
+    nodes = [threading.Thread(target=node) for _ in range(2)]
+    for thread in nodes:
+        thread.start()
+    for thread in nodes:
+        thread.join(30)
+    assert errors == []
+    assert sorted(results) == [[], list(range(1, migrate.latest_version() + 1))]
+
+
+# -- PostgreSQL: the server goes away and comes back -------------------------------------
+
+
+@pytest.fixture
+def private_server() -> Iterator[pgserver.PgServer]:
+    """A server of this test's own: it is stopped and started again mid-test."""
+    server = pgserver.PgServer().start()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+def test_postgres_outage_is_unavailable_then_recovers(private_server: pgserver.PgServer
+                                                      ) -> None:
+    url = pgserver.create_database(private_server.admin_url)
+    db, api = open_database(url), open_database(url)
+    assert isinstance(db, postgres.PostgresDatabase)
+    try:
+        migrate.migrate(db)
+        db.change_marker()
+        assert wait_for(lambda: db.listening)
+        add_group(db, "before")
+
+        private_server.stop()
+        with pytest.raises(UnavailableError):
+            db.value("SELECT COUNT(*) FROM number_groups")
+        with pytest.raises(UnavailableError):
+            add_group(db, "during")
+        with pytest.raises(UnavailableError), db.transaction():
+            add_group(db, "during")
+        with pytest.raises(UnavailableError), db.advisory_lock("cleanup"):
+            pass
+        with pytest.raises(UnavailableError):
+            open_database(url)
+        marker = db.change_marker()  # never raises: the engine polls it from its loop
+        assert isinstance(marker, int) and not db.in_transaction
+
+        private_server.start()
+        assert db.value("SELECT COUNT(*) FROM number_groups") == 1
+        # The other connection saw no failure: it was idle through the restart.
+        add_group(api, "after")
+        assert wait_for(lambda: db.listening and db.change_marker() > marker)
+        with db.transaction():
+            add_group(db, "in a transaction")
+        assert db.value("SELECT COUNT(*) FROM number_groups") == 3
+    finally:
+        db.close()
+        api.close()
+
+
+def test_postgres_change_marker_ticks_on_its_own(pg_url: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(postgres, "SLOW_POLL", 0.2)
+    with open_database(pg_url) as db:
+        first = db.change_marker()
+        assert wait_for(lambda: db.change_marker() >= first + 2, timeout=2.0)
