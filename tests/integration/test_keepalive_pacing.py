@@ -98,7 +98,8 @@ def test_keepalive_batches_interval_and_restart(tmp_path: Path) -> None:
     for name, value in (("SS_SIP_NAT_KEEP_ALIVE_PERIOD", 10),
                         ("SS_SIP_NAT_KEEP_ALIVE_SEND_ONE_TIME", 1000),
                         ("SS_SIP_NAT_KEEP_ALIVE_SEND_INTERVAL", 300)):
-        params_store.set_value(conn, name, value)
+        with open_database(path) as database:
+            params_store.set_value(database, name, value)
     conn.close()
     receiver = Receiver(ports)
     receiver.start()

@@ -13,7 +13,6 @@ from b2bua.storage import (
     audit,
     cdrs,
     crud,
-    db,
     gateway_registrations,
     migrate,
     number_groups,
@@ -24,10 +23,8 @@ from b2bua.storage.backend import BusyError, ConflictError, Database, Unavailabl
 
 @pytest.fixture
 def database(tmp_path: Path) -> Iterator[Database]:
-    conn = db.connect(tmp_path / "s.db")
-    migrate.migrate(conn)
-    conn.close()
     with open_database(tmp_path / "s.db") as opened:
+        migrate.migrate(opened)
         yield opened
 
 
