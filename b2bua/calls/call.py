@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -113,6 +114,7 @@ class Call:
         self.failure_codes: list[int] = []
         self.ended = False
         self.start_at = time.time()
+        self.cdr_uuid = str(uuid.uuid4())
         self.ringing_at: float | None = None
         self.answer_at: float | None = None
         self.final_code = 0
@@ -801,6 +803,7 @@ class Call:
             caller_sent=self.attempt.caller_sent if self.attempt else None,
             callee_sent=self.attempt.callee_sent if self.attempt else None,
             origin_vendor=self.origin.name if self.origin.kind == "vendor" else None,
+            cdr_uuid=self.cdr_uuid,
         )
 
     def snapshot(self) -> dict[str, object]:

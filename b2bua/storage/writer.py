@@ -177,6 +177,9 @@ class DbWriter:
         while True:
             try:
                 with database.transaction():
+                    # Several engines may share the database: their CDR ids must commit
+                    # in increasing order for the billing cursor (storage/cdrs.py).
+                    database.order_commits("writer")
                     for sql, params in statements:
                         database.execute(sql, params)
                 self.written += len(statements)
