@@ -142,8 +142,11 @@ class Call:
     def behind_nat(invite: Request, source: Peer) -> bool:
         """The caller's Contact names another host than the one the INVITE was sent
         from: the source address, or through proxies the bottom Via (the caller's own,
-        with the ``received`` its first proxy added)."""
-        return origin_host(invite, source) not in (invite.get("Contact") or "")
+        with the ``received`` its first proxy added). Hosts are compared parsed: a
+        Contact at 10.0.0.12 is not at 10.0.0.1. No usable Contact counts as NAT (requests
+        then go back to the source)."""
+        contact = invite.contact_uri
+        return contact is None or contact.host.strip("[]") != origin_host(invite, source)
 
     @classmethod
     def _pin_to_source(cls, invite: Request, source: Peer) -> bool:
