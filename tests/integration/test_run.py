@@ -13,16 +13,26 @@ from pathlib import Path
 import pytest
 from support import REPO, Api, Softswitch, wait_until
 
+from b2bua.storage import migrate
 
+BOTH = pytest.mark.both_backends
+
+
+@BOTH
 def test_first_start_creates_database_and_admin_token(softswitch: Softswitch) -> None:
     token_file = softswitch.workdir / "var" / "admin-token"
-    assert softswitch.db_path.exists()
+    if softswitch.db is None:
+        assert softswitch.db_path.exists()
+    with softswitch.database() as database:
+        assert migrate.current_version(database) == migrate.latest_version()
+        assert database.value("SELECT COUNT(*) FROM api_tokens WHERE revoked = 0") == 1
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     assert "admin API token written to" in softswitch.log()
     status, body, _ = softswitch.api.call("GET", "/api/v1/health", token=None)
     assert (status, body) == (200, {"status": "ok", "engine": "up"})
 
 
+@BOTH
 def test_parameter_change_reaches_the_engine_within_a_second(softswitch: Softswitch) -> None:
     api = softswitch.api
     assert api.get("/api/v1/engine")["params"]["SS_SIP_TIMEOUT_INVITE"] == 10
@@ -37,6 +47,7 @@ def test_parameter_change_reaches_the_engine_within_a_second(softswitch: Softswi
     assert "parameter SS_SIP_TIMEOUT_INVITE=3" in softswitch.log()
 
 
+@BOTH
 def test_refused_value_leaves_engine_and_store_unchanged(softswitch: Softswitch) -> None:
     api = softswitch.api
     status, body, headers = api.call("PUT", "/api/v1/parameters/SS_SIP_TIMEOUT_RINGING",
@@ -48,12 +59,13 @@ def test_refused_value_leaves_engine_and_store_unchanged(softswitch: Softswitch)
     assert api.get("/api/v1/parameters/SS_SIP_TIMEOUT_RINGING")["value"] == 120
 
 
-def test_restart_keeps_token_and_parameters(tmp_path: Path) -> None:
-    first = Softswitch(tmp_path).start()
+@BOTH
+def test_restart_keeps_token_and_parameters(tmp_path: Path, backend_db: str | None) -> None:
+    first = Softswitch(tmp_path, db=backend_db).start()
     first.api.put("/api/v1/parameters/SS_SIP_TIMEOUT_TRYING", {"value": 7})
     token = first.api.token
     assert first.stop() == 0
-    second = Softswitch(tmp_path).start()
+    second = Softswitch(tmp_path, db=backend_db).start()
     try:
         assert second.api.token == token
         assert second.api.get("/api/v1/engine")["params"]["SS_SIP_TIMEOUT_TRYING"] == 7
@@ -64,17 +76,17 @@ def test_restart_keeps_token_and_parameters(tmp_path: Path) -> None:
     assert not (tmp_path / "var" / "engine.sock").exists()
 
 
-def test_newer_database_refuses_to_start(tmp_path: Path) -> None:
-    switch = Softswitch(tmp_path).start()
+@BOTH
+def test_newer_database_refuses_to_start(tmp_path: Path, backend_db: str | None) -> None:
+    switch = Softswitch(tmp_path, db=backend_db).start()
     switch.stop()
-    import sqlite3
-
-    conn = sqlite3.connect(switch.db_path)
-    conn.execute("INSERT INTO schema_migrations VALUES (777, 'future', 0)")
-    conn.commit()
-    conn.close()
+    with switch.database() as database:
+        database.execute("INSERT INTO schema_migrations (version, name, applied_at) "
+                         "VALUES (777, 'future', 0)")
+    refused = Softswitch(tmp_path, db=backend_db)
     with pytest.raises(RuntimeError, match="newer than this softswitch"):
-        Softswitch(tmp_path).start(timeout=10)
+        refused.start(timeout=10)
+    assert refused.proc is not None and refused.proc.returncode == 3
 
 
 def test_defaults_serve_api_on_8088_with_database_under_var(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ registrations, the number tables."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,21 +28,19 @@ from b2bua.storage.writer import DbWriter
 T0 = 1_700_000_000.0
 
 
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "s.db"
+pytestmark = pytest.mark.both_backends
 
 
 @pytest.fixture
-def database(path: Path) -> Iterator[Database]:
-    with open_database(path) as opened:
+def database(db_target: str) -> Iterator[Database]:
+    with open_database(db_target) as opened:
         migrate.migrate(opened)
         yield opened
 
 
 @pytest.fixture
-def writer(database: Database, path: Path) -> Iterator[DbWriter]:
-    started = DbWriter(path)
+def writer(database: Database, db_target: str, tmp_path: Path) -> Iterator[DbWriter]:
+    started = DbWriter(db_target, spill_to=tmp_path / "database")
     started.start()
     yield started
     started.close()
@@ -96,16 +95,21 @@ def test_calls_up_at_a_crash_become_interrupted_cdrs(database: Database,
 
 
 def test_the_watcher_reloads_what_another_connection_changed(database: Database,
-                                                             path: Path) -> None:
+                                                             db_target: str) -> None:
     phones = PhoneDirectory()
     watcher = ConfigWatcher(database)
     watcher.register("phones", lambda db: phones.set(phone_accounts(db)))
     watcher.load_all()
     assert phones.by_username == {} and not watcher.poll()
-    with open_database(path) as api:
+    with open_database(db_target) as api:
         api.execute("INSERT INTO phones (username, password, caller_dial_plan) "
                     "VALUES ('1001', 'pw', '0>49')")
-    assert watcher.poll() and watcher.reloads == 1
+    # SQLite sees the commit at once; PostgreSQL's notification takes a moment to arrive.
+    deadline = time.monotonic() + 1.0
+    while not watcher.poll():
+        assert time.monotonic() < deadline, "the change was not seen within a second"
+        time.sleep(0.01)
+    assert watcher.reloads == 1
     account = phones.get("1001")
     assert account is not None and account.numbers.caller_dial_plan == "0>49"
     assert not watcher.poll()
