@@ -31,7 +31,7 @@ from b2bua.storage import (
     sqlite_path,
     tokens,
 )
-from b2bua.storage.backend import Database
+from b2bua.storage.backend import Database, StorageError
 from b2bua.storage.db import DEFAULT_DB_PATH
 
 DB_ENV = "SOFTSWITCH_DB"
@@ -232,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     except migrate.SchemaTooNewError as exc:
         print(f"softswitch: {exc}", file=sys.stderr)
         return 3
+    except StorageError as exc:  # e.g. the database server cannot be reached
+        print(f"softswitch: database: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"softswitch: {exc}", file=sys.stderr)
         return 1
