@@ -8,10 +8,11 @@ import stat
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from support import REPO, Api, Softswitch, wait_until
+from support import REPO, Api, Softswitch, free_port, wait_until
 
 from b2bua.storage import migrate
 
@@ -87,6 +88,47 @@ def test_newer_database_refuses_to_start(tmp_path: Path, backend_db: str | None)
     with pytest.raises(RuntimeError, match="newer than this softswitch"):
         refused.start(timeout=10)
     assert refused.proc is not None and refused.proc.returncode == 3
+
+
+def test_api_keeps_one_postgresql_connection_per_thread(tmp_path: Path, pg_url: str) -> None:
+    """The API's threads keep a connection each across requests: however many requests,
+    at most one more session per thread (2 workers of 4), and none left by an export."""
+    switch = Softswitch(tmp_path, db=pg_url).start()
+    try:
+        api = switch.api
+        with switch.database() as database:
+            def sessions() -> int:
+                return int(database.value(
+                    "SELECT COUNT(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+
+            def burst() -> None:
+                paths = ["/api/v1/phones", "/api/v1/parameters", "/api/v1/cdrs",
+                         "/api/v1/cdrs.csv", "/api/v1/audit"] * 8
+                with ThreadPoolExecutor(8) as pool:
+                    statuses = list(pool.map(lambda p: api.call("GET", p)[0], paths))
+                assert statuses == [200] * len(paths)
+
+            time.sleep(0.5)  # the engine's own connections are all open
+            engine = sessions()
+            burst()
+            assert wait_until(lambda: sessions() <= engine + 8, timeout=3), sessions()
+            kept = sessions()
+            assert kept > engine
+            burst()
+            assert wait_until(lambda: sessions() == kept, timeout=3), (sessions(), kept)
+    finally:
+        assert switch.stop() == 0
+
+
+def test_unreachable_database_server_is_a_one_line_error(tmp_path: Path) -> None:
+    url = f"postgresql://softswitch:secret-pw@127.0.0.1:{free_port()}/softswitch"
+    done = subprocess.run([sys.executable, "-m", "b2bua.cli", "run", "--db", url],
+                          cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("softswitch: database: connection failed")
+    assert "Traceback" not in done.stderr and "secret-pw" not in done.stderr
 
 
 def test_defaults_serve_api_on_8088_with_database_under_var(tmp_path: Path) -> None:
