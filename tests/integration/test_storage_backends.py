@@ -20,6 +20,7 @@ from b2bua.storage.backend import (
     StorageError,
     UnavailableError,
 )
+from b2bua.storage.writer import DbWriter, replay
 
 WAIT = 5.0  # seconds: the bound of every wait for another connection's effect
 
@@ -336,6 +337,36 @@ def test_postgres_outage_is_unavailable_then_recovers(private_server: pgserver.P
     finally:
         db.close()
         api.close()
+
+
+def test_postgres_writer_waits_out_an_outage_and_saves_what_a_stop_could_not_write(
+        private_server: pgserver.PgServer, tmp_path: Path) -> None:
+    url = pgserver.create_database(private_server.admin_url)
+    with open_database(url) as database:
+        migrate.migrate(database)
+    insert = "INSERT INTO number_groups (name) VALUES (?)"
+    writer = DbWriter(url, spill_to=tmp_path / "database")
+    writer.start()
+    writer.submit(insert, ("before",))
+    assert writer.flush()
+
+    private_server.stop()
+    writer.submit(insert, ("during",))
+    time.sleep(0.5)
+    private_server.start()
+    assert writer.flush(timeout=WAIT)  # applied once the server is back
+
+    private_server.stop()
+    writer.submit(insert, ("at the stop",))
+    saved = writer.close(timeout=1.0)
+    assert saved is not None and saved.parent == tmp_path
+    private_server.start()
+    with open_database(url) as database:
+        assert replay(database, tmp_path / "database") == 1
+        assert [r["name"] for r in database.rows("SELECT name FROM number_groups "
+                                                 "ORDER BY id")] == \
+            ["before", "during", "at the stop"]
+    assert writer.failed == 0 and not saved.exists()
 
 
 def test_postgres_change_marker_ticks_on_its_own(pg_url: str,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from b2bua.calls.cdr import CdrRecord
+from b2bua.calls.cdr import ATTEMPT_COLUMNS, CdrRecord, CdrWriter
 from b2bua.calls.recovery import REASON, recover
 from b2bua.config.live import ConfigWatcher
 from b2bua.registrar.bindings import Binding, BindingStore
@@ -92,6 +92,23 @@ def test_calls_up_at_a_crash_become_interrupted_cdrs(database: Database,
     assert cdrs["ringing"]["termination_reason"] == REASON
     assert database.value("SELECT COUNT(*) FROM active_calls") == 0
     assert recover(database, now=T0 + 20) == 0
+
+
+def test_a_cdr_with_nul_in_a_header_is_written_with_the_others(database: Database,
+                                                              writer: DbWriter) -> None:
+    """The SIP parser lets a NUL through (in a Call-ID, a User-Agent); PostgreSQL stores
+    U+FFFD for it, and the batch with other calls' CDRs is not lost."""
+    attempt = dict.fromkeys(ATTEMPT_COLUMNS) | {"seq": 1, "start_at": T0,
+                                                "outcome": "answered"}
+    cdrs = CdrWriter(writer)
+    cdrs.submit(_record("odd\x00call"), [attempt])
+    cdrs.submit(_record("plain"), [attempt])
+    assert writer.flush()
+    assert writer.failed == 0
+    odd = "odd\x00call" if database.kind == "sqlite" else "odd\ufffdcall"
+    rows = database.rows("SELECT c.call_id_in, a.seq FROM cdrs c "
+                         "JOIN cdr_attempts a ON a.cdr_id = c.id ORDER BY c.id")
+    assert rows == [{"call_id_in": odd, "seq": 1}, {"call_id_in": "plain", "seq": 1}]
 
 
 def test_the_watcher_reloads_what_another_connection_changed(database: Database,
