@@ -43,7 +43,7 @@ def create_app(db_path: str | Path | None = None, control_path: str | Path | Non
         control_path or os.environ.get("SOFTSWITCH_CONTROL") or control_path_for(beside)
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.teardown_appcontext(context.close)
+    context.init(app)
     errors.register(app)
     auth.register(app)
     blueprints = (

@@ -1,21 +1,44 @@
-"""Per-request database connection and the caller's identity."""
+"""The request's database connection and the caller's identity."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, cast
 
-from flask import current_app, g
+from flask import Flask, current_app, g
 
-from b2bua.storage import open_database
+from b2bua.storage import is_postgres, open_database
 from b2bua.storage.backend import Database
+
+_KEPT = "softswitch.databases"  # app.extensions: the threads' kept PostgreSQL connections
+
+
+def init(app: Flask) -> None:
+    app.extensions[_KEPT] = threading.local()
+    app.teardown_appcontext(close)
 
 
 def database() -> Database:
-    """The request's database, opened at first use and closed when the request ends."""
+    """The request's database, opened at its first use.
+
+    SQLite: a connection of the request's own, closed when the request ends. PostgreSQL:
+    the serving thread's own, kept for its next requests (a new connection costs the
+    server a process and the request a few milliseconds); it is opened again when the
+    server ended it meanwhile.
+    """
     if "db" not in g:
-        g.db = open_database(db_target())
+        target = db_target()
+        g.db = _kept(target) if is_postgres(target) else open_database(target)
     return cast(Database, g.db)
+
+
+def _kept(target: str) -> Database:
+    kept = current_app.extensions[_KEPT]
+    found: Database | None = getattr(kept, "database", None)
+    if found is None:
+        found = kept.database = open_database(target)
+    return found
 
 
 def db_target() -> str:
@@ -25,7 +48,7 @@ def db_target() -> str:
 
 def close(_exc: BaseException | None = None) -> None:
     connection = g.pop("db", None)
-    if connection is not None:
+    if connection is not None and connection.kind != "postgresql":
         connection.close()
 
 

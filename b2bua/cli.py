@@ -270,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     except migrate.SchemaTooNewError as exc:
         print(f"softswitch: {exc}", file=sys.stderr)
         return 3
+    except StorageError as exc:  # e.g. the database server cannot be reached
+        print(f"softswitch: database: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"softswitch: {exc}", file=sys.stderr)
         return 1

@@ -56,6 +56,9 @@ STOP_TIMEOUT = 6.0  # a worker's calls hung up while the dispatcher still runs
 # SQLite's 5 s busy timeout, before saving what is left to a file (b2bua/storage/writer.py).
 CLOSE_TIMEOUT = 20.0
 ASK_TIMEOUT = 1.0  # under the API's own 2 s wait for worker 0
+# A worker's options reach it in its environment, not its command line: the database
+# URL may hold a password, and every user may read a process's command line.
+OPTIONS_ENV = "SOFTSWITCH_WORKER_OPTIONS"
 
 
 def bind_sip_socket(listen: HostPort) -> socket.socket:
@@ -141,11 +144,13 @@ class SignallingWorkers:
                "--sip-fd", str(self.sip_socket.fileno()), "--channel-fd", str(theirs.fileno()),
                "--counts-fd", str(self.counts_fd), "--security-fd", str(self.security_fd),
                "--nonces-fd", str(self.nonces_fd), "--key-fd", str(self.key_fd),
-               "--parent", str(os.getpid()), "--options", encode_options(options),
+               "--parent", str(os.getpid()),
                "--log-level", logging.getLevelName(logging.getLogger().getEffectiveLevel())]
-        proc = subprocess.Popen(cmd, pass_fds=(self.sip_socket.fileno(), theirs.fileno(),
-                                               self.counts_fd, self.security_fd,
-                                               self.nonces_fd, self.key_fd))
+        env = {**os.environ, OPTIONS_ENV: encode_options(options)}
+        proc = subprocess.Popen(cmd, env=env,
+                                pass_fds=(self.sip_socket.fileno(), theirs.fileno(),
+                                          self.counts_fd, self.security_fd,
+                                          self.nonces_fd, self.key_fd))
         self.procs[index] = proc
         log.info("signalling worker %d started (pid %d)", index, proc.pid)
 
@@ -284,14 +289,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nonces-fd", type=int, required=True)
     parser.add_argument("--key-fd", type=int, required=True)
     parser.add_argument("--parent", type=int, required=True)
-    parser.add_argument("--options", required=True)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logs.setup(args.log_level, worker=args.index)
     die_with_parent(args.parent, signal.SIGKILL)
     # Ctrl-C reaches the whole process group; worker 0 decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    options = replace(decode_options(args.options), worker_index=args.index)
+    # Taken out, so that the relay workers this one starts do not inherit it.
+    options = replace(decode_options(os.environ.pop(OPTIONS_ENV)), worker_index=args.index)
     dispatched = DispatchedSip(socket.socket(fileno=args.sip_fd),
                                socket.socket(fileno=args.channel_fd), tcp_for=None,
                                counts_fd=args.counts_fd, security_fd=args.security_fd,

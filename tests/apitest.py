@@ -10,6 +10,7 @@ from flask.testing import FlaskClient
 
 from api.app import create_app
 from b2bua.storage import migrate, open_database, tokens
+from b2bua.storage.backend import Database
 
 
 @dataclass(frozen=True)
@@ -17,18 +18,25 @@ class ApiSetup:
     client: FlaskClient
     admin: str  # an admin token
     reader: str  # a read-only token
-    path: Path  # the database
+    target: str  # the database: a SQLite file or a postgresql:// URL
     control: Path  # an engine control socket nobody listens on
 
+    def database(self) -> Database:
+        """A connection of the test's own to the API's database (close it)."""
+        return open_database(self.target)
 
-def make_api(tmp_path: Path) -> ApiSetup:
-    path = tmp_path / "s.db"
-    with open_database(path) as database:
+
+def make_api(tmp_path: Path, db: str | None = None) -> ApiSetup:
+    """The API on ``db`` (a ``postgresql://`` URL of an empty database), else on a new
+    SQLite file in ``tmp_path``; migrated, with an admin and a read token."""
+    target = db if db is not None else str(tmp_path / "s.db")
+    with open_database(target) as database:
         migrate.migrate(database)
         admin = tokens.create_token(database, "ops", "admin")
         reader = tokens.create_token(database, "billing", "read")
     control = tmp_path / "no-engine.sock"
-    return ApiSetup(create_app(path, control).test_client(), admin, reader, path, control)
+    return ApiSetup(create_app(target, control).test_client(), admin, reader, target,
+                    control)
 
 
 def auth(token: str) -> dict[str, str]:

@@ -13,10 +13,42 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from support import Softswitch
 
+# The storage backends a test marked ``both_backends`` runs on, each its own case.
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "both_backends: run the test once on SQLite and once on PostgreSQL "
+                   "(through the backend_db fixture: the softswitch fixture, make_api)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if ("backend_db" in metafunc.fixturenames
+            and metafunc.definition.get_closest_marker("both_backends") is not None):
+        metafunc.parametrize("backend_db", BACKENDS, indirect=True)
+
 
 @pytest.fixture
-def softswitch(tmp_path: Path) -> Iterator[Softswitch]:
-    switch = Softswitch(tmp_path).start()
+def backend_db(request: pytest.FixtureRequest) -> str | None:
+    """The database of the test's softswitch or API: None for the default, a SQLite file
+    in the test's folder; in a ``both_backends`` test's postgresql case, the URL of a new
+    empty PostgreSQL database."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return None
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def db_target(tmp_path: Path, backend_db: str | None) -> str:
+    """Where a test's database is: ``backend_db``'s URL, else ``s.db`` in its folder (not
+    created yet, nor migrated)."""
+    return backend_db if backend_db is not None else str(tmp_path / "s.db")
+
+
+@pytest.fixture
+def softswitch(tmp_path: Path, backend_db: str | None) -> Iterator[Softswitch]:
+    switch = Softswitch(tmp_path, db=backend_db).start()
     try:
         yield switch
     finally:

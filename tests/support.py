@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from b2bua.storage import open_database
+from b2bua.storage.backend import Database
+
 REPO = Path(__file__).resolve().parents[1]
 SOFTSWITCH = [sys.executable, "-m", "b2bua.cli"]
 # SOFTSWITCH_TEST_SIGNALLING_WORKERS=2 runs every softswitch of the suite with that many
@@ -92,13 +95,15 @@ def _decode(raw: bytes) -> Any:
 
 @dataclass
 class Softswitch:
-    """A real ``softswitch run`` in its own folder, on its own ports."""
+    """A real ``softswitch run`` in its own folder, on its own ports; its database is
+    ``db`` (a ``postgresql://`` URL) when given, else a SQLite file under ``var/``."""
 
     workdir: Path
     sip_host: str = "127.0.0.1"
     sip_port: int = 0
     api_port: int = 0
     extra_args: list[str] = field(default_factory=list)
+    db: str | None = None
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -108,7 +113,7 @@ class Softswitch:
             self.api_port = free_port()
         self.log_path = self.workdir / "softswitch.log"
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
-        cmd = [*SOFTSWITCH, "run", "--db", str(self.db_path),
+        cmd = [*SOFTSWITCH, "run", "--db", self.db_target,
                "--sip-listen", f"{self.sip_host}:{self.sip_port}",
                "--api-listen", f"127.0.0.1:{self.api_port}",
                # Relay ports apart from the pjsua2 peers' RTP ports (20000-30000).
@@ -131,7 +136,17 @@ class Softswitch:
 
     @property
     def db_path(self) -> Path:
+        """The SQLite file (there is none when ``db`` names a server)."""
         return self.workdir / "var" / "softswitch.db"
+
+    @property
+    def db_target(self) -> str:
+        """What ``--db`` is given: the server's URL, else the SQLite file."""
+        return self.db if self.db is not None else str(self.db_path)
+
+    def database(self) -> Database:
+        """A connection of the test's own to the switch's database (close it)."""
+        return open_database(self.db_target)
 
     @property
     def api_base(self) -> str:

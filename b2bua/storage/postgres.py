@@ -3,6 +3,12 @@
 One connection per ``Database`` for statements and transactions, opened again after the
 server went away; a second one, opened on first use of :meth:`change_marker`, LISTENs
 for the config triggers' notifications; one more per :meth:`advisory_lock` held.
+
+Where PostgreSQL behaves otherwise than SQLite, the backend makes it behave the same:
+a transaction takes the database's one write lock when it begins (SQLite's ``BEGIN
+IMMEDIATE``), a lock is waited for 5 s at most, then the statement is busy (SQLite's busy
+timeout), and text holding the NUL character, which PostgreSQL cannot store, is stored
+with U+FFFD in its place instead of failing the whole transaction.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from psycopg.adapt import Loader
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import ConnStatus
 from psycopg.rows import dict_row
+from psycopg.types.string import StrDumperUnknown
 
 from b2bua.storage.backend import (
     BusyError,
@@ -43,9 +50,12 @@ SLOW_POLL = 5.0
 LISTEN_RETRY = 1.0  # seconds between attempts to open the listening connection again
 
 # Applied unless the URL says otherwise: a server that does not answer fails a connect
-# in seconds, and a cut network shows as a dead connection instead of a hung statement.
+# in seconds, and a cut network shows as a dead connection instead of a hung statement;
+# a lock held elsewhere is waited for as long as SQLite's busy timeout, then the
+# statement is busy (BusyError: the writer retries, the API answers 503).
 CONNECT_DEFAULTS = {"connect_timeout": "5", "keepalives_idle": "30",
-                    "keepalives_interval": "10", "keepalives_count": "3"}
+                    "keepalives_interval": "10", "keepalives_count": "3",
+                    "options": "-c lock_timeout=5000"}
 
 BUSY = (errors.SerializationFailure, errors.DeadlockDetected, errors.LockNotAvailable,
         errors.QueryCanceled)
@@ -83,6 +93,12 @@ def lock_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
+# Every transaction() holds it from its start to its end, as SQLite's BEGIN IMMEDIATE
+# holds the file's write lock: a block that reads, checks and writes (an If-Match, a
+# parameter checked against the others) sees no other transaction's commit meanwhile.
+WRITE_LOCK = lock_key("write")
+
+
 class _NumberLoader(Loader):
     """``numeric`` values (only from aggregates and literals here: ``SUM`` of a bigint
     column, ``AVG``) as int or float, the types SQLite gives for the same query."""
@@ -93,6 +109,15 @@ class _NumberLoader(Loader):
             return int(text)
         except ValueError:
             return float(text)
+
+
+class _TextDumper(StrDumperUnknown):
+    """Text as psycopg sends it, except the NUL character, which PostgreSQL refuses in
+    text (SQLite stores it): U+FFFD instead, so that one stray byte in a SIP header does
+    not fail the writer's whole batch of CDRs."""
+
+    def dump(self, obj: str) -> Buffer | None:
+        return super().dump(obj.replace("\x00", "\ufffd"))
 
 
 def _is_dead(conn: Connection) -> bool:
@@ -210,6 +235,7 @@ class PostgresDatabase(Database):
         except psycopg.Error as exc:
             raise translate(exc) from exc
         conn.adapters.register_loader("numeric", _NumberLoader)
+        conn.adapters.register_dumper(str, _TextDumper)
         return conn
 
     def _live(self) -> Connection:
@@ -278,6 +304,7 @@ class PostgresDatabase(Database):
         self._depth = 1
         try:
             with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
                 yield
         except psycopg.Error as exc:
             raise translate(exc) from exc
@@ -310,6 +337,7 @@ class PostgresDatabase(Database):
         conn = self._connect()
         try:
             try:
+                conn.execute("SET lock_timeout = 0")  # as long as the holder's job takes
                 conn.execute("SELECT pg_advisory_lock(%s)", (lock_key(name),))
             except psycopg.Error as exc:
                 raise translate(exc) from exc

@@ -10,6 +10,8 @@ import pytest
 from sippctl import CUSTOMER_IP, VENDOR_IP, sipp
 from support import Softswitch, free_port, wait_until
 
+pytestmark = pytest.mark.both_backends
+
 
 def configure(switch: Softswitch, vendor_port: int, *, transport: str = "udp",
               mapping: dict[str, Any] | None = None, routing: dict[str, Any] | None = None

@@ -6,14 +6,18 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import pytest
 from sippctl import CUSTOMER_IP, VENDOR_IP, sipp
 from support import Softswitch, free_port, wait_until
+
+pytestmark = pytest.mark.both_backends
 
 UP = 20
 
 
-def test_calls_up_at_kill_9_get_interrupted_cdrs(tmp_path: Path) -> None:
-    switch = Softswitch(tmp_path).start()
+def test_calls_up_at_kill_9_get_interrupted_cdrs(tmp_path: Path, backend_db: str | None
+                                                 ) -> None:
+    switch = Softswitch(tmp_path, db=backend_db).start()
     api = switch.api
     vendor_port = free_port(VENDOR_IP)
     api.post("/api/v1/mapping-gateways", {"name": "customer", "ips": [CUSTOMER_IP]})
@@ -35,7 +39,7 @@ def test_calls_up_at_kill_9_get_interrupted_cdrs(tmp_path: Path) -> None:
     finally:
         long_c.stop()
         long_v.stop()
-    restarted = Softswitch(tmp_path).start()
+    restarted = Softswitch(tmp_path, db=backend_db).start()
     try:
         cdrs = restarted.api.get("/api/v1/cdrs?limit=100")["items"]
         normal = [c for c in cdrs if c["termination_reason"] == "caller BYE"]

@@ -8,11 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from capture import Capture
 from sippctl import VENDOR_IP, sipp
 from support import Softswitch, free_port, wait_until
 from test_edge_security import NATTED_IP, PASSWORD_GW, PBX_CALLER, call, security, vendor_and
 from test_registrar import register
+
+pytestmark = pytest.mark.both_backends
 
 
 def registered_call(tmp_path: Path, switch: Softswitch, vendor_port: int | None, port: int,

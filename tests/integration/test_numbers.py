@@ -7,9 +7,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from sipcaller import RecordingVendor, place_call
 from sippctl import CUSTOMER_IP
 from support import Softswitch, free_port, wait_until
+
+pytestmark = pytest.mark.both_backends
 
 VENDOR_IPS = ("127.0.0.3", "127.0.0.4")
 

@@ -9,10 +9,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pjpeer import PeerProcess
 from rawsip import probe
 from sippctl import CUSTOMER_IP, VENDOR_IP, sipp
 from support import Softswitch, free_port, wait_until
+
+pytestmark = pytest.mark.both_backends
 
 PHONE_IP = "127.0.0.7"
 PHONE2_IP = "127.0.0.8"
@@ -202,8 +205,8 @@ def test_unregister_through_the_api(tmp_path: Path, softswitch: Softswitch) -> N
     assert status == 404
 
 
-def test_registrations_survive_kill_9(tmp_path: Path) -> None:
-    switch = Softswitch(tmp_path).start()
+def test_registrations_survive_kill_9(tmp_path: Path, backend_db: str | None) -> None:
+    switch = Softswitch(tmp_path, db=backend_db).start()
     setup(switch, {"username": "1001"})
     port = free_port(PHONE_IP)
     assert register(tmp_path, switch, "1001", port=port) == 0
@@ -211,7 +214,8 @@ def test_registrations_survive_kill_9(tmp_path: Path) -> None:
     time.sleep(0.3)  # the database writer commits within milliseconds
     switch.stop(signal.SIGKILL)
     # The API child dies with the engine; its port comes free again.
-    restarted = Softswitch(tmp_path, sip_port=switch.sip_port, api_port=switch.api_port)
+    restarted = Softswitch(tmp_path, sip_port=switch.sip_port, api_port=switch.api_port,
+                           db=backend_db)
     assert wait_until(lambda: _port_free(switch.api_port), timeout=10)
     restarted.start()
     try:

@@ -8,21 +8,32 @@ import stat
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from support import REPO, Api, Softswitch, wait_until
+from support import REPO, Api, Softswitch, free_port, wait_until
+
+from b2bua.storage import migrate
+
+BOTH = pytest.mark.both_backends
 
 
+@BOTH
 def test_first_start_creates_database_and_admin_token(softswitch: Softswitch) -> None:
     token_file = softswitch.workdir / "var" / "admin-token"
-    assert softswitch.db_path.exists()
+    if softswitch.db is None:
+        assert softswitch.db_path.exists()
+    with softswitch.database() as database:
+        assert migrate.current_version(database) == migrate.latest_version()
+        assert database.value("SELECT COUNT(*) FROM api_tokens WHERE revoked = 0") == 1
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     assert "admin API token written to" in softswitch.log()
     status, body, _ = softswitch.api.call("GET", "/api/v1/health", token=None)
     assert (status, body) == (200, {"status": "ok", "engine": "up", "database": "up"})
 
 
+@BOTH
 def test_parameter_change_reaches_the_engine_within_a_second(softswitch: Softswitch) -> None:
     api = softswitch.api
     assert api.get("/api/v1/engine")["params"]["SS_SIP_TIMEOUT_INVITE"] == 10
@@ -37,6 +48,7 @@ def test_parameter_change_reaches_the_engine_within_a_second(softswitch: Softswi
     assert "parameter SS_SIP_TIMEOUT_INVITE=3" in softswitch.log()
 
 
+@BOTH
 def test_refused_value_leaves_engine_and_store_unchanged(softswitch: Softswitch) -> None:
     api = softswitch.api
     status, body, headers = api.call("PUT", "/api/v1/parameters/SS_SIP_TIMEOUT_RINGING",
@@ -48,12 +60,13 @@ def test_refused_value_leaves_engine_and_store_unchanged(softswitch: Softswitch)
     assert api.get("/api/v1/parameters/SS_SIP_TIMEOUT_RINGING")["value"] == 120
 
 
-def test_restart_keeps_token_and_parameters(tmp_path: Path) -> None:
-    first = Softswitch(tmp_path).start()
+@BOTH
+def test_restart_keeps_token_and_parameters(tmp_path: Path, backend_db: str | None) -> None:
+    first = Softswitch(tmp_path, db=backend_db).start()
     first.api.put("/api/v1/parameters/SS_SIP_TIMEOUT_TRYING", {"value": 7})
     token = first.api.token
     assert first.stop() == 0
-    second = Softswitch(tmp_path).start()
+    second = Softswitch(tmp_path, db=backend_db).start()
     try:
         assert second.api.token == token
         assert second.api.get("/api/v1/engine")["params"]["SS_SIP_TIMEOUT_TRYING"] == 7
@@ -64,17 +77,58 @@ def test_restart_keeps_token_and_parameters(tmp_path: Path) -> None:
     assert not (tmp_path / "var" / "engine.sock").exists()
 
 
-def test_newer_database_refuses_to_start(tmp_path: Path) -> None:
-    switch = Softswitch(tmp_path).start()
+@BOTH
+def test_newer_database_refuses_to_start(tmp_path: Path, backend_db: str | None) -> None:
+    switch = Softswitch(tmp_path, db=backend_db).start()
     switch.stop()
-    import sqlite3
-
-    conn = sqlite3.connect(switch.db_path)
-    conn.execute("INSERT INTO schema_migrations VALUES (777, 'future', 0)")
-    conn.commit()
-    conn.close()
+    with switch.database() as database:
+        database.execute("INSERT INTO schema_migrations (version, name, applied_at) "
+                         "VALUES (777, 'future', 0)")
+    refused = Softswitch(tmp_path, db=backend_db)
     with pytest.raises(RuntimeError, match="newer than this softswitch"):
-        Softswitch(tmp_path).start(timeout=10)
+        refused.start(timeout=10)
+    assert refused.proc is not None and refused.proc.returncode == 3
+
+
+def test_api_keeps_one_postgresql_connection_per_thread(tmp_path: Path, pg_url: str) -> None:
+    """The API's threads keep a connection each across requests: however many requests,
+    at most one more session per thread (2 workers of 4), and none left by an export."""
+    switch = Softswitch(tmp_path, db=pg_url).start()
+    try:
+        api = switch.api
+        with switch.database() as database:
+            def sessions() -> int:
+                return int(database.value(
+                    "SELECT COUNT(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+
+            def burst() -> None:
+                paths = ["/api/v1/phones", "/api/v1/parameters", "/api/v1/cdrs",
+                         "/api/v1/cdrs.csv", "/api/v1/audit"] * 8
+                with ThreadPoolExecutor(8) as pool:
+                    statuses = list(pool.map(lambda p: api.call("GET", p)[0], paths))
+                assert statuses == [200] * len(paths)
+
+            time.sleep(0.5)  # the engine's own connections are all open
+            engine = sessions()
+            burst()
+            assert wait_until(lambda: sessions() <= engine + 8, timeout=3), sessions()
+            kept = sessions()
+            assert kept > engine
+            burst()
+            assert wait_until(lambda: sessions() == kept, timeout=3), (sessions(), kept)
+    finally:
+        assert switch.stop() == 0
+
+
+def test_unreachable_database_server_is_a_one_line_error(tmp_path: Path) -> None:
+    url = f"postgresql://softswitch:secret-pw@127.0.0.1:{free_port()}/softswitch"
+    done = subprocess.run([sys.executable, "-m", "b2bua.cli", "run", "--db", url],
+                          cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("softswitch: database: connection failed")
+    assert "Traceback" not in done.stderr and "secret-pw" not in done.stderr
 
 
 def test_defaults_serve_api_on_8088_with_database_under_var(tmp_path: Path) -> None:

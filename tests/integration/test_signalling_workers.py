@@ -1,5 +1,7 @@
 """Two signalling workers (``--signalling-workers 2``) with real sipp peers: calls shared
-by Call-ID, each handled whole by one worker, the API seeing all of them."""
+by Call-ID, each handled whole by one worker, the API seeing all of them. Sharing calls
+and following registrations run on PostgreSQL too (each worker watches the database on
+its own)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from rawsip import request, status_codes
@@ -86,8 +89,9 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.fixture
-def switch(tmp_path: Path) -> Iterator[Softswitch]:
-    running = Softswitch(tmp_path, extra_args=["--signalling-workers", "2"]).start()
+def switch(tmp_path: Path, backend_db: str | None) -> Iterator[Softswitch]:
+    running = Softswitch(tmp_path, extra_args=["--signalling-workers", "2"],
+                         db=backend_db).start()
     try:
         yield running
     finally:
@@ -125,6 +129,7 @@ def _probe_calls(switch: Softswitch, vendor_port: int, uas_t: str = "u1") -> boo
     return ok and switch.api.get("/api/v1/stats")["answered"] == before + 6
 
 
+@pytest.mark.both_backends
 def test_calls_are_shared_by_call_id_and_each_is_handled_whole(switch: Softswitch) -> None:
     vendor_port = configure(switch)
     probes = len(all_cdrs(switch, 0))
@@ -343,6 +348,7 @@ def test_guesses_on_every_worker_count_toward_one_suspension(switch: Softswitch)
             assert 403 not in _guess(sock, switch, worker, "s3cret")
 
 
+@pytest.mark.both_backends
 def test_every_worker_follows_the_registrations(switch: Softswitch, tmp_path: Path) -> None:
     vendor_port = setup_phones(switch, {"username": "1001"}, vendor=True)
     assert vendor_port is not None
@@ -408,6 +414,27 @@ def test_every_worker_follows_the_registrations_of_mapping_gateways(
     assert all((c["mapping_gateway"], c["final_code"]) == ("natted", 200) for c in cdrs)
     assert {worker_of(c["call_id_in"]) for c in cdrs} == {0, 1}
     assert security(switch)["authenticated"] == {"gateway": 13}  # the REGISTER and 12 calls
+
+
+def test_no_worker_shows_the_database_password_in_its_command_line(tmp_path: Path,
+                                                                   pg_url: str) -> None:
+    """Any user may read a process's command line: the workers get the database URL,
+    password and all, another way."""
+    secret = f"pw-{secrets.token_hex(8)}"
+    parts = urlsplit(pg_url)
+    with_password = parts._replace(
+        netloc=f"{parts.username}:{secret}@{parts.hostname}:{parts.port}").geturl()
+    switch = Softswitch(tmp_path, extra_args=["--signalling-workers", "2"],
+                        db=with_password).start()
+    try:
+        (worker,) = worker_pids(switch)  # up: start() waits for every worker
+        assert secret.encode() not in Path(f"/proc/{worker}/cmdline").read_bytes()
+        relays = descendants(worker)
+        assert relays and all(
+            secret.encode() not in Path(f"/proc/{pid}/environ").read_bytes()
+            for pid in relays)
+    finally:
+        assert switch.stop() == 0
 
 
 def test_a_stop_while_the_database_is_locked_loses_no_workers_cdr(tmp_path: Path) -> None:

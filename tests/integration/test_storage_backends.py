@@ -20,6 +20,7 @@ from b2bua.storage.backend import (
     StorageError,
     UnavailableError,
 )
+from b2bua.storage.writer import DbWriter, replay
 
 WAIT = 5.0  # seconds: the bound of every wait for another connection's effect
 
@@ -168,6 +169,57 @@ def test_a_held_lock_is_busy_not_a_hang(url: str, connect: Callable[[], Database
     assert other.execute("UPDATE number_groups SET memo = 'theirs'") == 1
 
 
+def test_a_transaction_is_taken_for_writing_at_once(connect: Callable[[], Database]) -> None:
+    """A second transaction waits for the first to end, then reads what it wrote: a
+    block that reads, checks and writes (an If-Match) cannot lose another's write."""
+    db, other = connect(), connect()
+    add_group(db, "row")
+    seen: list[str] = []
+
+    def read_then_write() -> None:
+        with other.transaction():
+            seen.append(str(other.value("SELECT memo FROM number_groups")))
+            other.execute("UPDATE number_groups SET memo = ?", (seen[-1] + ", second",))
+
+    with db.transaction():
+        db.value("SELECT memo FROM number_groups")  # a read only, and still exclusive
+        second = threading.Thread(target=read_then_write)
+        second.start()
+        time.sleep(0.3)
+        assert seen == [] and second.is_alive()
+        db.execute("UPDATE number_groups SET memo = 'first'")
+    second.join(WAIT)
+    assert seen == ["first"]
+    assert db.value("SELECT memo FROM number_groups") == "first, second"
+
+
+def test_a_transaction_waiting_too_long_is_busy(connect: Callable[[], Database]) -> None:
+    db, other = connect(), connect()
+    other.execute(SHORT_LOCK_WAIT[db.kind])
+    with db.transaction():
+        started = time.monotonic()
+        with pytest.raises(BusyError), other.transaction():
+            add_group(other, "never")
+        assert time.monotonic() - started < WAIT
+        assert not other.in_transaction
+    with other.transaction():
+        add_group(other, "now")
+    assert [r["name"] for r in db.rows("SELECT name FROM number_groups")] == ["now"]
+
+
+def test_text_with_nul_is_stored_not_refused(connect: Callable[[], Database]) -> None:
+    """SQLite keeps a NUL character; PostgreSQL cannot, and gets U+FFFD in its place,
+    rather than failing the statement (and the transaction of a batch with it)."""
+    db = connect()
+    with db.transaction():
+        add_group(db, "a\x00b")
+        add_group(db, "plain")
+    names = [r["name"] for r in db.rows("SELECT name FROM number_groups ORDER BY id")]
+    kept = "a\x00b" if db.kind == "sqlite" else "a\ufffdb"
+    assert names == [kept, "plain"]
+    assert db.value("SELECT COUNT(*) FROM number_groups WHERE name = ?", (kept,)) == 1
+
+
 def test_tables_lists_the_schema(connect: Callable[[], Database]) -> None:
     tables = connect().tables()
     assert tables == sorted(tables)
@@ -285,6 +337,36 @@ def test_postgres_outage_is_unavailable_then_recovers(private_server: pgserver.P
     finally:
         db.close()
         api.close()
+
+
+def test_postgres_writer_waits_out_an_outage_and_saves_what_a_stop_could_not_write(
+        private_server: pgserver.PgServer, tmp_path: Path) -> None:
+    url = pgserver.create_database(private_server.admin_url)
+    with open_database(url) as database:
+        migrate.migrate(database)
+    insert = "INSERT INTO number_groups (name) VALUES (?)"
+    writer = DbWriter(url, spill_to=tmp_path / "database")
+    writer.start()
+    writer.submit(insert, ("before",))
+    assert writer.flush()
+
+    private_server.stop()
+    writer.submit(insert, ("during",))
+    time.sleep(0.5)
+    private_server.start()
+    assert writer.flush(timeout=WAIT)  # applied once the server is back
+
+    private_server.stop()
+    writer.submit(insert, ("at the stop",))
+    saved = writer.close(timeout=1.0)
+    assert saved is not None and saved.parent == tmp_path
+    private_server.start()
+    with open_database(url) as database:
+        assert replay(database, tmp_path / "database") == 1
+        assert [r["name"] for r in database.rows("SELECT name FROM number_groups "
+                                                 "ORDER BY id")] == \
+            ["before", "during", "at the stop"]
+    assert writer.failed == 0 and not saved.exists()
 
 
 def test_postgres_change_marker_ticks_on_its_own(pg_url: str,

@@ -1,6 +1,9 @@
 """The softswitch registering to vendors: challenge rounds (401 and 407), refresh
 before expiry, retry after a failure, unregister on SIGTERM (and not when Off), live
-changes, and a call from the vendor to the registered contact."""
+changes, and a call from the vendor to the registered contact.
+
+Each test runs on SQLite; on PostgreSQL too, except the 30 s retry delay, and with one
+variant of the parametrized tests (the registration's storage is the same for each)."""
 
 from __future__ import annotations
 
@@ -18,6 +21,15 @@ from support import Softswitch, free_port, wait_until
 from b2bua.sip._dispatch import route
 
 REGISTRAR_IP = "127.0.0.12"
+BOTH = pytest.mark.both_backends
+
+
+def on_backends(name: str, sqlite: list[Any], postgresql: list[Any]
+                ) -> pytest.MarkDecorator:
+    """Parametrize ``name`` with ``sqlite``'s values on SQLite and ``postgresql``'s on
+    PostgreSQL (through the backend_db fixture)."""
+    cases = [*((v, "sqlite") for v in sqlite), *((v, "postgresql") for v in postgresql)]
+    return pytest.mark.parametrize((name, "backend_db"), cases, indirect=["backend_db"])
 
 
 def setup(switch: Softswitch, registrar: RegistrarPeer, **registration: Any
@@ -35,11 +47,12 @@ def state(switch: Softswitch) -> dict[str, Any]:
     return items[0] if items else {}
 
 
-@pytest.mark.parametrize("code", [401, 407])
-def test_register_answers_the_challenge_and_refreshes(tmp_path: Path, code: int) -> None:
+@on_backends("code", [401, 407], [401])
+def test_register_answers_the_challenge_and_refreshes(tmp_path: Path, code: int,
+                                                      backend_db: str | None) -> None:
     registrar = RegistrarPeer(REGISTRAR_IP, free_port(REGISTRAR_IP), "acct77", "vendor-pw",
                               code=code, grant=4)
-    switch = Softswitch(tmp_path).start()
+    switch = Softswitch(tmp_path, db=backend_db).start()
     try:
         setup(switch, registrar)
         assert wait_until(lambda: state(switch).get("state") == "registered", timeout=5)
@@ -64,9 +77,10 @@ def test_register_answers_the_challenge_and_refreshes(tmp_path: Path, code: int)
     assert [s.answered for s in last] == [code, 200] and last[1].authorized
 
 
-def test_no_unregister_when_off(tmp_path: Path) -> None:
+@BOTH
+def test_no_unregister_when_off(tmp_path: Path, backend_db: str | None) -> None:
     registrar = RegistrarPeer(REGISTRAR_IP, free_port(REGISTRAR_IP), "acct77", "vendor-pw")
-    switch = Softswitch(tmp_path).start()
+    switch = Softswitch(tmp_path, db=backend_db).start()
     try:
         switch.api.put("/api/v1/parameters/SS_SIP_USER_AGENT_SEND_UNREGISTER",
                        {"value": "Off"})
@@ -79,9 +93,10 @@ def test_no_unregister_when_off(tmp_path: Path) -> None:
     assert all(s.expires != 0 for s in registrar.seen)
 
 
-def test_kill_9_sends_nothing(tmp_path: Path) -> None:
+@BOTH
+def test_kill_9_sends_nothing(tmp_path: Path, backend_db: str | None) -> None:
     registrar = RegistrarPeer(REGISTRAR_IP, free_port(REGISTRAR_IP), "acct77", "vendor-pw")
-    switch = Softswitch(tmp_path).start()
+    switch = Softswitch(tmp_path, db=backend_db).start()
     try:
         setup(switch, registrar)
         assert wait_until(lambda: state(switch).get("state") == "registered", timeout=5)
@@ -113,9 +128,11 @@ def test_failure_then_retry_after_the_delay(tmp_path: Path) -> None:
     assert first.answered == 503 and 29 <= retry.at - first.at <= 31.5
 
 
-def test_wrong_password_is_a_failure_and_a_new_password_acts_live(tmp_path: Path) -> None:
+@BOTH
+def test_wrong_password_is_a_failure_and_a_new_password_acts_live(
+        tmp_path: Path, backend_db: str | None) -> None:
     registrar = RegistrarPeer(REGISTRAR_IP, free_port(REGISTRAR_IP), "acct77", "vendor-pw")
-    switch = Softswitch(tmp_path).start()
+    switch = Softswitch(tmp_path, db=backend_db).start()
     try:
         gw = setup(switch, registrar, password="wrong")
         assert wait_until(lambda: state(switch).get("state") == "failed", timeout=5)
@@ -137,12 +154,14 @@ def test_wrong_password_is_a_failure_and_a_new_password_acts_live(tmp_path: Path
         registrar.close()
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_call_from_the_vendor_to_the_registered_contact(tmp_path: Path, workers: int) -> None:
+@on_backends("workers", [1, 2], [2])
+def test_call_from_the_vendor_to_the_registered_contact(tmp_path: Path, workers: int,
+                                                        backend_db: str | None) -> None:
     """With two signalling workers, worker 0 registers and both take the vendor's calls."""
     calls = 16 if workers > 1 else 1  # enough that both workers get some
     registrar = RegistrarPeer(REGISTRAR_IP, free_port(REGISTRAR_IP), "acct77", "vendor-pw")
-    switch = Softswitch(tmp_path, extra_args=["--signalling-workers", str(workers)]).start()
+    switch = Softswitch(tmp_path, extra_args=["--signalling-workers", str(workers)],
+                        db=backend_db).start()
     phone_port = free_port("127.0.0.7")
     try:
         api = switch.api
@@ -177,12 +196,12 @@ def _call_id(value: str) -> bytes:
     return f"INVITE sip:x SIP/2.0\r\nCall-ID: {value}\r\n\r\n".encode()
 
 
-@pytest.mark.parametrize("code", [401, 407])
-def test_sipp_registrar_sees_challenge_rounds_and_the_unregister(tmp_path: Path, code: int
-                                                                 ) -> None:
+@on_backends("code", [401, 407], [401])
+def test_sipp_registrar_sees_challenge_rounds_and_the_unregister(
+        tmp_path: Path, code: int, backend_db: str | None) -> None:
     port = free_port(REGISTRAR_IP)
     registrar = sipp(f"uas_registrar_{code}.xml", tmp_path, REGISTRAR_IP, port, timeout_s=20)
-    switch = Softswitch(tmp_path).start()
+    switch = Softswitch(tmp_path, db=backend_db).start()
     try:
         api = switch.api
         gw = api.post("/api/v1/routing-gateways", {"name": "carrier", "host": REGISTRAR_IP,

@@ -12,11 +12,14 @@ from flask.testing import FlaskClient
 
 from b2bua.storage import audit, open_database, params_store
 
+pytestmark = pytest.mark.both_backends
+
 
 @pytest.fixture
-def client_and_tokens(tmp_path: Path) -> Iterator[tuple[FlaskClient, str, str, Path]]:
-    setup = make_api(tmp_path)
-    yield setup.client, setup.admin, setup.reader, setup.path
+def client_and_tokens(tmp_path: Path, backend_db: str | None
+                      ) -> Iterator[tuple[FlaskClient, str, str, str]]:
+    setup = make_api(tmp_path, backend_db)
+    yield setup.client, setup.admin, setup.reader, setup.target
 
 
 def test_health_needs_no_token_and_reports_engine_down(client_and_tokens: Any) -> None:
@@ -59,11 +62,11 @@ def test_list_and_get_parameters(client_and_tokens: Any) -> None:
 
 
 def test_put_parameter_changes_the_stored_value(client_and_tokens: Any) -> None:
-    client, admin, _, path = client_and_tokens
+    client, admin, _, target = client_and_tokens
     resp = client.put("/api/v1/parameters/SS_REPLY_UNAUTHORIZED", json={"value": "off"},
                       headers=auth(admin))
     assert resp.status_code == 200 and resp.get_json()["value"] == "Off"
-    with open_database(path) as database:
+    with open_database(target) as database:
         assert params_store.load_values(database)["SS_REPLY_UNAUTHORIZED"] == "Off"
         [entry] = audit.entries(database, after_id=0, limit=10)
     assert (entry["actor"], entry["action"], entry["resource"], entry["detail"]) == (

@@ -12,7 +12,9 @@ import pytest
 from apitest import assert_problem, auth, make_api
 from flask.testing import FlaskClient
 
-from b2bua.storage import db
+from b2bua.storage import open_database
+
+pytestmark = pytest.mark.both_backends
 
 SECRET = "Sup3r-s3cret-digest-pw"
 
@@ -22,7 +24,7 @@ class Env:
     client: FlaskClient
     admin: str
     reader: str
-    path: Path
+    target: str  # the database
 
 
 @dataclass(frozen=True)
@@ -85,36 +87,33 @@ KINDS = pytest.mark.parametrize("kind", [MAPPING, ROUTING], ids=["mapping", "rou
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    setup = make_api(tmp_path)
-    yield Env(setup.client, setup.admin, setup.reader, setup.path)
+def env(tmp_path: Path, backend_db: str | None) -> Iterator[Env]:
+    setup = make_api(tmp_path, backend_db)
+    yield Env(setup.client, setup.admin, setup.reader, setup.target)
 
 
-def query(path: Path, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-    conn = db.connect(path)
-    try:
-        return [dict(r) for r in conn.execute(sql, args).fetchall()]
-    finally:
-        conn.close()
+def query(target: str, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    with open_database(target) as database:
+        return database.rows(sql, args)
 
 
 def stored(env: Env, kind: Kind, item_id: int) -> dict[str, Any] | None:
-    found = query(env.path, f"SELECT * FROM {kind.table} WHERE id = ?", (item_id,))
+    found = query(env.target, f"SELECT * FROM {kind.table} WHERE id = ?", (item_id,))
     return found[0] if found else None
 
 
 def version(env: Env, table: str) -> int:
-    found = query(env.path, "SELECT version FROM config_versions WHERE table_name = ?", (table,))
+    found = query(env.target, "SELECT version FROM config_versions WHERE table_name = ?", (table,))
     return int(found[0]["version"])
 
 
 def audit_rows(env: Env) -> list[dict[str, Any]]:
-    return query(env.path, "SELECT * FROM audit_log ORDER BY id")
+    return query(env.target, "SELECT * FROM audit_log ORDER BY id")
 
 
 def snapshot(env: Env, kind: Kind) -> tuple[list[dict[str, Any]], int, int]:
     """Everything a write could touch: the table's raw rows, its version, the audit log."""
-    table_rows = query(env.path, f"SELECT * FROM {kind.table} ORDER BY id")
+    table_rows = query(env.target, f"SELECT * FROM {kind.table} ORDER BY id")
     return table_rows, version(env, kind.table), len(audit_rows(env))
 
 
@@ -626,7 +625,7 @@ def test_read_token_reads_but_cannot_write(env: Env, kind: Kind) -> None:
 def test_no_token_is_401(env: Env, kind: Kind) -> None:
     assert_problem(env.client.get(kind.url), 401)
     assert_problem(env.client.post(kind.url, json=kind.minimal), 401)
-    assert query(env.path, f"SELECT * FROM {kind.table}") == []
+    assert query(env.target, f"SELECT * FROM {kind.table}") == []
 
 
 # --- secrets, audit, versions --------------------------------------------------------

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from apitest import make_api
 from flask.testing import FlaskClient
 
-from api.app import create_app
 from api.routes.cdrs import CSV_COLUMNS
 from b2bua import opcli
-from b2bua.storage import db, migrate, open_database, tokens
+from b2bua.storage import open_database
+
+pytestmark = pytest.mark.both_backends
 
 _serial = itertools.count(1)
 
@@ -32,7 +34,7 @@ class Env:
     client: FlaskClient
     admin: str
     reader: str
-    path: Path
+    target: str  # the database
     control: Path
 
     def headers(self, token: str | None = None, **extra: str) -> dict[str, str]:
@@ -59,27 +61,19 @@ class Env:
             "final_reason": "OK", "hangup_by": "caller", "termination_reason": "caller BYE",
             **fields,
         }
-        conn = db.connect(self.path)
-        try:
-            cur = conn.execute(
-                f"INSERT INTO cdrs ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})",
-                tuple(row.values()))
-            return dict(conn.execute("SELECT * FROM cdrs WHERE id = ?",
-                                     (cur.lastrowid,)).fetchone())
-        finally:
-            conn.close()
+        with open_database(self.target) as database:
+            cdr_id = database.insert(
+                f"INSERT INTO cdrs ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)}) "
+                "RETURNING id", tuple(row.values()))
+            stored = database.row("SELECT * FROM cdrs WHERE id = ?", (cdr_id,))
+        assert stored is not None
+        return stored
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    path = tmp_path / "s.db"
-    with open_database(path) as database:
-        migrate.migrate(database)
-        admin = tokens.create_token(database, "ops", "admin")
-        reader = tokens.create_token(database, "billing", "read")
-    control = tmp_path / "engine.sock"
-    app = create_app(path, control)
-    yield Env(app.test_client(), admin, reader, path, control)
+def env(tmp_path: Path, backend_db: str | None) -> Iterator[Env]:
+    setup = make_api(tmp_path, backend_db)
+    yield Env(setup.client, setup.admin, setup.reader, setup.target, setup.control)
 
 
 def assert_problem(resp: Any, status: int) -> dict[str, Any]:
@@ -197,9 +191,8 @@ def test_password_change_changes_the_etag_but_the_tag_ignores_the_password(env: 
     resp = env.client.patch(f"{url}/{item_id}", json={"password": "second"},
                             headers=env.headers(**{"If-Match": created.headers["ETag"]}))
     assert resp.status_code == 200 and resp.headers["ETag"] != created.headers["ETag"]
-    conn = db.connect(env.path)
-    conn.execute("UPDATE phones SET password = 'third' WHERE id = ?", (item_id,))
-    conn.close()
+    with open_database(env.target) as database:
+        database.execute("UPDATE phones SET password = 'third' WHERE id = ?", (item_id,))
     assert env.get(f"{url}/{item_id}").headers["ETag"] == resp.headers["ETag"]
 
 
@@ -283,17 +276,12 @@ def test_openapi_documents_the_filters(env: Env) -> None:
 
 
 def _audit_rows(env: Env, rows: list[tuple[float, str, str, str, Any]]) -> list[int]:
-    conn = db.connect(env.path)
-    try:
-        ids = []
-        for at, actor, action, resource, detail in rows:
-            cur = conn.execute(
-                "INSERT INTO audit_log (at, actor, action, resource, detail) "
-                "VALUES (?, ?, ?, ?, ?)", (at, actor, action, resource, json.dumps(detail)))
-            ids.append(int(cur.lastrowid or 0))
-        return ids
-    finally:
-        conn.close()
+    with open_database(env.target) as database:
+        return [database.insert(
+            "INSERT INTO audit_log (at, actor, action, resource, detail) "
+            "VALUES (?, ?, ?, ?, ?) RETURNING id",
+            (at, actor, action, resource, json.dumps(detail)))
+            for at, actor, action, resource, detail in rows]
 
 
 def test_audit_lists_api_changes_with_redacted_detail(env: Env) -> None:

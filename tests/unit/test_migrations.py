@@ -1,17 +1,30 @@
-"""Schema migrations on SQLite: fresh, idempotent, upgrade, refusal of a newer database,
-and the one lock that lets a single process migrate at a time."""
+"""Schema migrations: fresh, idempotent, upgrade, refusal of a newer database, the one
+lock that lets a single process migrate at a time, and the config counters (the step by
+step upgrades are SQLite's; PostgreSQL's baseline is tested in
+tests/integration/test_postgres_migrations.py)."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import migrations
-from b2bua.storage import migrate, params_store
+from b2bua.storage import migrate, open_database, params_store
+from b2bua.storage.backend import Database
 from b2bua.storage.sqlite import SqliteDatabase
+
+# Marks the tests that run on both backends (the fixture below: a new empty database).
+BOTH = pytest.mark.both_backends
+
+
+@pytest.fixture
+def database(db_target: str) -> Iterator[Database]:
+    with open_database(db_target) as opened:
+        yield opened
 
 
 def test_fresh_database_reaches_latest_in_wal_mode(tmp_path: Path) -> None:
@@ -23,8 +36,8 @@ def test_fresh_database_reaches_latest_in_wal_mode(tmp_path: Path) -> None:
     assert {"api_tokens", "parameters", "config_versions", "audit_log"} <= set(database.tables())
 
 
-def test_migrate_is_idempotent(tmp_path: Path) -> None:
-    database = SqliteDatabase(tmp_path / "s.db")
+@BOTH
+def test_migrate_is_idempotent(database: Database) -> None:
     migrate.migrate(database)
     assert migrate.migrate(database) == []
     assert database.value("SELECT COUNT(*) FROM schema_migrations") == migrate.latest_version()
@@ -39,8 +52,8 @@ def test_upgrade_from_version_one_keeps_data(tmp_path: Path) -> None:
     assert params_store.load_values(database)["SS_SIP_TIMEOUT_INVITE"] == 42
 
 
-def test_newer_database_is_refused(tmp_path: Path) -> None:
-    database = SqliteDatabase(tmp_path / "s.db")
+@BOTH
+def test_newer_database_is_refused(database: Database) -> None:
     migrate.migrate(database)
     database.execute("INSERT INTO schema_migrations (version, name, applied_at) "
                      "VALUES (999, 'x', 0)")
@@ -72,22 +85,22 @@ def test_a_failed_migration_leaves_the_previous_version(
     assert not database.in_transaction
 
 
-def test_migrating_waits_for_another_process_holding_the_lock(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    holder, other = SqliteDatabase(path), SqliteDatabase(path)
-    finished: list[list[int]] = []
-    with holder.advisory_lock("migrate"):
-        worker = threading.Thread(target=lambda: finished.append(migrate.migrate(other)))
-        worker.start()
-        time.sleep(0.3)
-        assert finished == [] and worker.is_alive()
-    worker.join(10)
-    assert finished == [list(range(1, migrate.latest_version() + 1))]
-    assert migrate.migrate(holder) == []
+@BOTH
+def test_migrating_waits_for_another_process_holding_the_lock(db_target: str) -> None:
+    with open_database(db_target) as holder, open_database(db_target) as other:
+        finished: list[list[int]] = []
+        with holder.advisory_lock("migrate"):
+            worker = threading.Thread(target=lambda: finished.append(migrate.migrate(other)))
+            worker.start()
+            time.sleep(0.3)
+            assert finished == [] and worker.is_alive()
+        worker.join(10)
+        assert finished == [list(range(1, migrate.latest_version() + 1))]
+        assert migrate.migrate(holder) == []
 
 
-def test_config_counter_moves_with_parameter_changes(tmp_path: Path) -> None:
-    database = SqliteDatabase(tmp_path / "s.db")
+@BOTH
+def test_config_counter_moves_with_parameter_changes(database: Database) -> None:
     migrate.migrate(database)
 
     def version() -> int:
@@ -100,8 +113,8 @@ def test_config_counter_moves_with_parameter_changes(tmp_path: Path) -> None:
     assert version() == before + 2
 
 
-def test_invalid_stored_value_falls_back_to_default(tmp_path: Path) -> None:
-    database = SqliteDatabase(tmp_path / "s.db")
+@BOTH
+def test_invalid_stored_value_falls_back_to_default(database: Database) -> None:
     migrate.migrate(database)
     database.execute("INSERT INTO parameters (name, value) "
                      "VALUES ('SS_SIP_TIMEOUT_INVITE', '9999')")
@@ -109,8 +122,8 @@ def test_invalid_stored_value_falls_back_to_default(tmp_path: Path) -> None:
     assert params_store.load_values(database)["SS_SIP_TIMEOUT_INVITE"] == 10
 
 
-def test_failed_combination_leaves_value_unchanged(tmp_path: Path) -> None:
-    database = SqliteDatabase(tmp_path / "s.db")
+@BOTH
+def test_failed_combination_leaves_value_unchanged(database: Database) -> None:
     migrate.migrate(database)
     with pytest.raises(ValueError):
         params_store.set_value(database, "SS_RTPENCRYPTIONMODE", 3)

@@ -20,10 +20,12 @@ from b2bua.storage import (
 )
 from b2bua.storage.backend import BusyError, ConflictError, Database, UnavailableError
 
+pytestmark = pytest.mark.both_backends
+
 
 @pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    with open_database(tmp_path / "s.db") as opened:
+def database(db_target: str) -> Iterator[Database]:
+    with open_database(db_target) as opened:
         migrate.migrate(opened)
         yield opened
 
@@ -62,7 +64,7 @@ def _cdr(database: Database, caller: str, start: float) -> None:
 
 
 def test_cdr_export_reads_in_chunks_up_to_its_end_and_limit(
-        database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        database: Database, db_target: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cdrs, "EXPORT_CHUNK", 3)
     with database.transaction():
         for i in range(10):
@@ -70,7 +72,7 @@ def test_cdr_export_reads_in_chunks_up_to_its_end_and_limit(
     everything = cdrs.CdrFilter()
     assert cdrs.export_end(database, everything, 0, 4) == (4, True)
     assert cdrs.export_end(database, everything, 0, 10) == (10, False)
-    chunks = list(cdrs.export_rows(tmp_path / "s.db", ("id", "caller"), everything, 2, 9, 5))
+    chunks = list(cdrs.export_rows(db_target, ("id", "caller"), everything, 2, 9, 5))
     assert [len(c) for c in chunks] == [3, 2]
     assert [row[0] for c in chunks for row in c] == [3, 4, 5, 6, 7]
     # A prefix is compared as text: the % in a number is not a wildcard.
@@ -122,8 +124,9 @@ def test_gateway_registration_put_replaces(database: Database) -> None:
     (ConflictError("FOREIGN KEY constraint failed"), 409),
 ])
 def test_what_the_database_refuses_is_a_problem(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception, status: int) -> None:
-    api = make_api(tmp_path)
+        tmp_path: Path, backend_db: str | None, monkeypatch: pytest.MonkeyPatch,
+        error: Exception, status: int) -> None:
+    api = make_api(tmp_path, backend_db)
 
     def refuse(*_args: object, **_kwargs: object) -> None:
         raise error
