@@ -88,6 +88,12 @@ class Database(ABC):
         Taken at once for writing (no lock upgrade midway); a block inside an open one
         joins it."""
 
+    @abstractmethod
+    def snapshot(self) -> AbstractContextManager[None]:
+        """A read-only transaction: every read in the block sees the database as of its
+        first read, while others go on writing (a copy, a consistent export). Takes no
+        write lock."""
+
     @property
     @abstractmethod
     def in_transaction(self) -> bool: ...

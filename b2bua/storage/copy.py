@@ -63,7 +63,7 @@ def copy_database(source: Target, target: Target, *, batch: int = BATCH,
         version = _source_version(src, shown(source), plan)
         with open_database(target) as dst:
             _prepare_target(dst, plan, version)
-            with _snapshot(src), dst.transaction(), _counters_still(dst, plan):
+            with src.snapshot(), dst.transaction(), _counters_still(dst, plan):
                 copied: dict[str, int] = {}
                 for table in plan.tables:
                     copied[table.name] = _copy_table(src, dst, table, batch)
@@ -139,26 +139,6 @@ def _prepare_target(dst: Database, plan: Layout, version: int) -> None:
 
 
 # -- reading and writing ---------------------------------------------------------------------
-
-
-@contextmanager
-def _snapshot(src: Database) -> Iterator[None]:
-    """Every read of the block sees the source as it was at the first one, while the
-    softswitch may go on writing to it."""
-    if src.kind == "postgresql":
-        with src.transaction():
-            src.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            yield
-    elif src.kind == "sqlite":
-        # A deferred transaction: its first read fixes a WAL snapshot, which neither
-        # blocks the softswitch's writer nor sees its later commits.
-        src.execute("BEGIN")
-        try:
-            yield
-        finally:
-            src.execute("ROLLBACK")
-    else:
-        raise CopyError(f"cannot read a {src.kind} database")
 
 
 @contextmanager

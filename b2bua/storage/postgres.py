@@ -311,6 +311,19 @@ class PostgresDatabase(Database):
         finally:
             self._depth = 0
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        conn = self._live()
+        self._depth = 1
+        try:
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                yield
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+        finally:
+            self._depth = 0
+
     @property
     def in_transaction(self) -> bool:
         return self._depth > 0

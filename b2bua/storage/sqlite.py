@@ -69,6 +69,16 @@ class SqliteDatabase(Database):
         except sqlite3.Error as exc:
             raise translate(exc) from exc
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        # A deferred transaction: its first read fixes a WAL snapshot, which neither
+        # blocks writers nor sees their later commits.
+        self.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.execute("ROLLBACK")
+
     @property
     def in_transaction(self) -> bool:
         return self.connection.in_transaction

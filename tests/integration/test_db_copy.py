@@ -65,7 +65,7 @@ def populate(tmp_path: Path) -> Path:
         group = call("POST", "/api/v1/number-groups", {"name": name}, 201)
         call("POST", f"/api/v1/number-groups/{group['id']}/numbers", {"numbers": numbers})
 
-    with open_database(api.path) as db:
+    with open_database(api.target) as db:
         db.execute_many(
             "INSERT INTO registrations (username, contact, transport, source_host, "
             "source_port, nat, expires_at, registered_at, user_agent, call_id, path, "
@@ -98,7 +98,7 @@ def populate(tmp_path: Path) -> Path:
         db.execute("INSERT INTO active_calls (call_id_in, record, start_at, answer_at) "
                    "VALUES (?, ?, ?, ?)",
                    ("in-9", json.dumps({"call_id_in": "in-9", "caller": "1001"}), 1.7e9, None))
-    return api.path
+    return Path(api.target)
 
 
 def dump(target: str | Path) -> Dump:
