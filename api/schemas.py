@@ -16,6 +16,10 @@ class ProblemSchema(Schema):
 class HealthSchema(Schema):
     status = fields.String(required=True)
     engine = fields.String(required=True, metadata={"description": "up or down"})
+    database = fields.String(required=True, metadata={
+        "description": "up or down: whether the API reaches the database (down: writes "
+                       "answer 503, calls go on and the engine keeps their CDRs until it "
+                       "is back)"})
 
 
 class ParameterSchema(Schema):

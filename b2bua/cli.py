@@ -32,6 +32,7 @@ from b2bua.storage import (
     tokens,
 )
 from b2bua.storage.backend import Database, StorageError
+from b2bua.storage.copy import CopyError, copy_database, shown
 from b2bua.storage.db import DEFAULT_DB_PATH
 
 DB_ENV = "SOFTSWITCH_DB"
@@ -122,6 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
     put.add_argument("name")
     put.add_argument("value")
     _add_db(put)
+
+    dbs = sub.add_parser("db", help="whole-database tasks")
+    db_sub = dbs.add_subparsers(dest="db_command", required=True)
+    copy = db_sub.add_parser(
+        "copy", help="copy a whole installation into an empty database (SQLite or "
+                     "PostgreSQL, either way); stop the softswitch first")
+    copy.add_argument("--from", dest="source", metavar="SOURCE", required=True,
+                      type=database_target,
+                      help="the database to copy: a SQLite file (or sqlite:///path) or a "
+                           "postgresql:// URL; only read")
+    copy.add_argument("--to", dest="target", metavar="TARGET", required=True,
+                      type=database_target,
+                      help="an empty database to copy into (migrated first; a new SQLite "
+                           "file is created)")
     opcli.register(sub)  # gw, phone, cdr, calls: over the REST API
     lab.register(sub)  # lab up|down|status|call: network namespaces (docs/lab.md)
     return parser
@@ -212,6 +227,28 @@ def cmd_param(args: argparse.Namespace) -> int:
             return 2
 
 
+def cmd_db(args: argparse.Namespace) -> int:
+    return {"copy": cmd_db_copy}[args.db_command](args)
+
+
+def cmd_db_copy(args: argparse.Namespace) -> int:
+    def done(table: str, rows: int) -> None:
+        print(f"  {table}: {rows}", file=sys.stderr)
+
+    print(f"copying {shown(args.source)} to {shown(args.target)}", file=sys.stderr)
+    try:
+        copied = copy_database(args.source, args.target, progress=done)
+    except (CopyError, StorageError, migrate.MigrationError) as exc:
+        print(f"softswitch: db copy: {exc}; nothing was copied", file=sys.stderr)
+        return 1
+    width = max(len(table) for table in copied)
+    for table, rows in copied.items():
+        print(f"{table:<{width}}  {rows:>10}")
+    print(f"{'total':<{width}}  {sum(copied.values()):>10}")
+    print("committed; each table's row count equals the source's")
+    return 0
+
+
 def absolute_paths(args: argparse.Namespace) -> argparse.Namespace:
     """Every path argument, given or defaulted, made absolute once against the folder the
     command started in: no process the command starts depends on its working folder. A
@@ -224,7 +261,8 @@ def absolute_paths(args: argparse.Namespace) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = absolute_paths(build_parser().parse_args(argv))
-    handlers = {"run": cmd_run, "migrate": cmd_migrate, "token": cmd_token, "param": cmd_param}
+    handlers = {"run": cmd_run, "migrate": cmd_migrate, "token": cmd_token, "param": cmd_param,
+                "db": cmd_db}
     handlers.update(opcli.HANDLERS)
     handlers.update(lab.HANDLERS)
     try:

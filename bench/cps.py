@@ -1204,6 +1204,44 @@ def count_work(bench: Bench, root: Path, code_root: Path, base: str | None,
     return 0
 
 
+def search_postgres(bench: Bench, root: Path, code_root: Path | None,
+                    search: Any, sqlite: Ceiling | None) -> tuple[Ceiling | None, str]:
+    """The softswitch on a PostgreSQL 15 started for the run (tests/pgserver.py): its
+    ceiling, then whether its CDR writer keeps up at the SQLite ceiling (the queue left
+    after a step at that rate, and how long it takes to drain)."""
+    import pgserver
+
+    server = pgserver.PgServer().start()
+    try:
+        url = pgserver.create_database(server.admin_url)
+        system = SoftswitchSystem(root / "softswitch-pg", code_root=code_root,
+                                  name="softswitch-pg", extra_args=["--db", url])
+        ceiling = search(system, "softswitch")
+        if sqlite is None or not sqlite.clean or system.switch is None:
+            return ceiling, ""
+        system.restart()  # the gateways are in the database already
+        try:
+            step = bench.run_step(system, sqlite.clean)
+            assert system.switch is not None
+            api = system.switch.api
+
+            def pending() -> int:
+                return int(api.get("/api/v1/engine")["db_writer"]["pending"])
+
+            left, t0 = pending(), time.monotonic()
+            drained = wait_until(lambda: pending() == 0, timeout=60, interval=0.2)
+            took = time.monotonic() - t0
+        finally:
+            system.stop()
+        verdict = "clean" if step.clean else "FAILED: " + "; ".join(step.reasons)
+        return ceiling, (
+            f"at the SQLite ceiling ({sqlite.clean} cps) the step was {verdict}; the CDR "
+            f"writer had {left} writes queued at its end, "
+            + (f"drained in {took:.1f} s" if drained else "NOT drained within 60 s"))
+    finally:
+        server.destroy()
+
+
 def table(ceilings: list[Ceiling], rig: Ceiling | None, sippy: Ceiling | None) -> str:
     rows = ["| system | highest clean calls/s | lowest failing calls/s | confirmed | "
             "CPU ms/call at ceiling | CPU of one core at ceiling | vs rig | vs Sippy |",
@@ -1364,8 +1402,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hold-ms", type=int, default=1000, help="call hold, sipp -d (1000)")
     ap.add_argument("--systems", default="rig,softswitch,sippy",
                     help="comma-separated subset of rig,softswitch,softswitch-2w,"
-                         "softswitch-password,sippy (softswitch-password: the customer trunk "
-                         "in digest mode; softswitch-2w: two signalling workers)")
+                         "softswitch-password,softswitch-pg,sippy (softswitch-password: the "
+                         "customer trunk in digest mode; softswitch-2w: two signalling "
+                         "workers; softswitch-pg: on a PostgreSQL 15 started for the run)")
     ap.add_argument("--no-diagnostics", action="store_true",
                     help="skip the py-spy profiles and the GC diagnostic runs")
     ap.add_argument("--soak-seconds", type=int, default=None,
@@ -1438,7 +1477,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         ladders["rig"] = [500, 1000, 2000, 3000, 4000]
     ceilings: list[Ceiling] = []
-    rig_c = sippy_c = ss_c = pw_c = w2_c = None
+    rig_c = sippy_c = ss_c = pw_c = w2_c = pg_c = None
+    pg_note = ""
     sippy_note = ""
     profiles: list[Profile] = []
     gc_steps: list[Step] = []
@@ -1479,6 +1519,8 @@ def main(argv: list[str] | None = None) -> int:
         pw_c = search(SoftswitchSystem(root / "softswitch-password", code_root=code_root,
                                        auth_mode="password", name="softswitch-password"),
                       "softswitch-password")
+    if "softswitch-pg" in wanted:
+        pg_c, pg_note = search_postgres(bench, root, code_root, search, ss_c)
     if "sippy" in wanted:
         if not sippy_available():
             sippy_note = "sippy is not importable in this venv (pip install sippy==2.5.0)"
@@ -1569,6 +1611,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"CPU per call, password / IP = {pw_at.cpu_ms_per_call:.2f} / "
                   f"{ip_at.cpu_ms_per_call:.2f} ms = "
                   f"{pw_at.cpu_ms_per_call / ip_at.cpu_ms_per_call:.2f}")
+    if pg_c and ss_c and ss_c.clean:
+        print(f"PostgreSQL / SQLite = {pg_c.clean} / {ss_c.clean} = "
+              f"{pg_c.clean / ss_c.clean:.2f}")
+    if pg_note:
+        print(f"PostgreSQL: {pg_note}")
     if sippy_note:
         print(f"Sippy: {sippy_note}")
     for c in ceilings:

@@ -67,6 +67,9 @@ class CdrSchema(Schema):
     media = fields.String(allow_none=True, metadata={
         "description": "JSON text: relayed, encryption_mode, packets and bytes each way, "
                        "malformed packets dropped, relay ports (docs/media.md)"})
+    cdr_uuid = fields.String(allow_none=True, metadata={
+        "description": "the call's own id, given at its start: a CDR is stored once under "
+                       "it (empty for CDRs written before it existed)"})
 
 
 MAX_ID = 2**62
@@ -80,7 +83,7 @@ CSV_COLUMNS = (
     "source", "mapping_gateway_id", "mapping_gateway", "routing_gateway_id",
     "routing_gateway", "phone", "callee_phone", "origin_vendor",
     "final_code", "final_reason", "hangup_by", "termination_reason",
-    "call_id_in", "call_id_out", "media",
+    "call_id_in", "call_id_out", "media", "cdr_uuid",
 )
 _NUMBER_MAX = 128
 

@@ -10,12 +10,15 @@ from api import context
 from api.openapi import operation
 from api.schemas import HealthSchema
 from b2bua import control
+from b2bua.storage import probe
+from b2bua.storage.backend import StorageError
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/api/v1/health")
-@operation("get", "API liveness and whether the engine answers", response=HealthSchema,
+@operation("get", "API liveness, and whether the engine and the database answer",
+           response=HealthSchema,
            public=True)
 def health() -> dict[str, Any]:
     try:
@@ -23,4 +26,8 @@ def health() -> dict[str, Any]:
         engine = "up"
     except control.ControlError:
         engine = "down"
-    return {"status": "ok", "engine": engine}
+    try:
+        database = "up" if probe.answers(context.database()) else "down"
+    except StorageError:
+        database = "down"
+    return {"status": "ok", "engine": engine, "database": database}

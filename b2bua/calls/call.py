@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -113,6 +114,7 @@ class Call:
         self.failure_codes: list[int] = []
         self.ended = False
         self.start_at = time.time()
+        self.cdr_uuid = str(uuid.uuid4())
         self.ringing_at: float | None = None
         self.answer_at: float | None = None
         self.final_code = 0
@@ -140,8 +142,11 @@ class Call:
     def behind_nat(invite: Request, source: Peer) -> bool:
         """The caller's Contact names another host than the one the INVITE was sent
         from: the source address, or through proxies the bottom Via (the caller's own,
-        with the ``received`` its first proxy added)."""
-        return origin_host(invite, source) not in (invite.get("Contact") or "")
+        with the ``received`` its first proxy added). Hosts are compared parsed: a
+        Contact at 10.0.0.12 is not at 10.0.0.1. No usable Contact counts as NAT (requests
+        then go back to the source)."""
+        contact = invite.contact_uri
+        return contact is None or contact.host.strip("[]") != origin_host(invite, source)
 
     @classmethod
     def _pin_to_source(cls, invite: Request, source: Peer) -> bool:
@@ -801,6 +806,7 @@ class Call:
             caller_sent=self.attempt.caller_sent if self.attempt else None,
             callee_sent=self.attempt.callee_sent if self.attempt else None,
             origin_vendor=self.origin.name if self.origin.kind == "vendor" else None,
+            cdr_uuid=self.cdr_uuid,
         )
 
     def snapshot(self) -> dict[str, object]:

@@ -39,6 +39,9 @@ class CdrRecord:
     callee_sent: str | None = None
     origin_vendor: str | None = None
     media: str | None = None
+    # Given at the call's start and kept in its crash-recovery note: the CDR is inserted
+    # once whatever retries or recoveries follow (docs/calls.md, CDRs exactly once).
+    cdr_uuid: str | None = None
 
 
 _COLUMNS = tuple(CdrRecord.__dataclass_fields__)
@@ -56,6 +59,9 @@ class CdrWriter:
 
     def submit(self, record: CdrRecord, attempts: Sequence[dict[str, Any]] = ()) -> None:
         self.writer.submit(INSERT, _ROW(record))
+        if record.cdr_uuid is None:  # a record from before CDRs had their uuid
+            statement, key = cdrs.INSERT_ATTEMPT_BY_CALL_ID, record.call_id_in
+        else:
+            statement, key = cdrs.INSERT_ATTEMPT, record.cdr_uuid
         for attempt in attempts:
-            self.writer.submit(cdrs.INSERT_ATTEMPT, (
-                record.call_id_in, *(attempt[c] for c in ATTEMPT_COLUMNS)))
+            self.writer.submit(statement, (key, *(attempt[c] for c in ATTEMPT_COLUMNS)))

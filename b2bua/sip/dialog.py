@@ -209,13 +209,8 @@ def _without_tag(addr: NameAddr) -> str:
 
 
 def _contact_uri(message: Request | Response) -> str | None:
-    value = message.get("Contact")
-    if not value or value.strip() == "*":
-        return None
-    try:
-        return str(NameAddr.parse(value).uri)
-    except SipParseError:
-        return None
+    uri = message.contact_uri
+    return None if uri is None else str(uri)
 
 
 def _peer_from_uri(uri: SipUri, default_transport: str) -> Peer:

@@ -118,7 +118,7 @@ class SipMessage:
     objects: treat them as read-only and write changes back with :meth:`set`/:meth:`prepend`.
     """
 
-    __slots__ = ("_cseq", "_from", "_to", "_top_via", "_vias", "body", "headers")
+    __slots__ = ("_contact", "_cseq", "_from", "_to", "_top_via", "_vias", "body", "headers")
 
     def __init__(self, headers: Iterable[tuple[str, str]] = (), body: bytes = b"") -> None:
         self.headers: list[tuple[str, str]] = [(canonical_name(n), _safe(v)) for n, v in headers]
@@ -131,6 +131,7 @@ class SipMessage:
         self._to: NameAddr | None = None
         self._vias: list[Via] | None = None
         self._top_via: Via | None = None
+        self._contact: SipUri | bool | None = False  # False: not parsed yet
 
     def invalidate(self) -> None:
         """Forget cached parsed views after direct edits of ``headers``."""
@@ -262,6 +263,21 @@ class SipMessage:
         if self._to is None:
             self._to = NameAddr.parse(self._require("To"))
         return self._to
+
+    @property
+    def contact_uri(self) -> SipUri | None:
+        """The first Contact's URI, parsed once; None when there is none, it is ``*``, or
+        it does not parse."""
+        if self._contact is False:
+            value = self.get("Contact")
+            uri: SipUri | None = None
+            if value and value.strip() != "*":
+                try:
+                    uri = NameAddr.parse(value).uri
+                except SipParseError:
+                    uri = None
+            self._contact = uri
+        return self._contact if isinstance(self._contact, SipUri) else None
 
     @property
     def vias(self) -> list[Via]:

@@ -53,6 +53,7 @@ def left_behind(database: Database) -> list[tuple[dict[str, Any], float | None]]
 def settle(database: Database, records: Sequence[CdrRecord]) -> None:
     """Write the CDRs of the calls left behind and forget the notes, in one transaction."""
     with database.transaction():
+        database.order_commits("writer")  # ids in commit order (storage/cdrs.py)
         for record in records:
             database.execute(INSERT, tuple(asdict(record).values()))
         database.execute("DELETE FROM active_calls")

@@ -92,6 +92,13 @@ class Database(ABC):
     @abstractmethod
     def in_transaction(self) -> bool: ...
 
+    @abstractmethod
+    def order_commits(self, name: str) -> None:
+        """Inside a transaction: the transactions that call this with the same ``name``
+        run one at a time, from the call to their commit. So ids drawn after the call
+        are committed in increasing order, and a reader paging by id (``id > after``)
+        never passes an id that commits later (the CDR cursor)."""
+
     # -- across processes ------------------------------------------------------------------
 
     @abstractmethod

@@ -1,8 +1,12 @@
 """CDRs and their attempts: the statements the engine's writer runs, and the reads.
 
-A CDR's id is assigned when the engine's writer inserts the row, once the call has
-ended; the row is never updated after. The single writer commits ids in increasing
-order, so paging by id (``id > after``) never returns a CDR twice and never skips one.
+A CDR's id is assigned when an engine's writer inserts the row, once the call has
+ended; the row is never updated after. Every transaction that inserts CDRs (each
+engine's writer, crash recovery) first calls ``Database.order_commits("writer")``, so
+even several engines sharing one PostgreSQL commit ids in increasing order: paging by id
+(``id > after``) never returns a CDR twice and never skips one committed late. Each CDR
+has the ``cdr_uuid`` its call was given at the start; inserting it again (a retried
+batch, a recovery after a crash that came just after the commit) changes nothing.
 """
 
 from __future__ import annotations
@@ -21,19 +25,28 @@ from b2bua.storage.identifiers import column_list, placeholders
 
 def insert_statement(columns: Sequence[str]) -> str:
     """The statement inserting one CDR whose values come in ``columns``' order."""
-    return f"INSERT INTO cdrs ({column_list(columns)}) VALUES ({placeholders(len(columns))})"
+    return (f"INSERT INTO cdrs ({column_list(columns)}) VALUES ({placeholders(len(columns))}) "
+            "ON CONFLICT (cdr_uuid) DO NOTHING")
 
 
 ATTEMPT_COLUMNS = ("seq", "routing_gateway_id", "routing_gateway", "call_id", "start_at",
                    "first_provisional_at", "first_provisional", "final_code", "outcome",
                    "duration", "target")
 # The CDR's id is assigned in the writer thread; its attempts, written in the same batch
-# right after it, find it by the caller's Call-ID (indexed). Parameters: that Call-ID,
-# then ATTEMPT_COLUMNS' values.
+# right after it, find it by its cdr_uuid. Parameters: that uuid, then ATTEMPT_COLUMNS'
+# values. An attempt written again (a retried batch) changes nothing.
+_ATTEMPT_VALUES = f"{column_list(ATTEMPT_COLUMNS)}) VALUES ("
 INSERT_ATTEMPT = (
-    f"INSERT INTO cdr_attempts (cdr_id, {column_list(ATTEMPT_COLUMNS)}) "
-    "VALUES ((SELECT MAX(id) FROM cdrs WHERE call_id_in = ?), "
-    f"{placeholders(len(ATTEMPT_COLUMNS))})"
+    f"INSERT INTO cdr_attempts (cdr_id, {_ATTEMPT_VALUES}"
+    "(SELECT id FROM cdrs WHERE cdr_uuid = ?), "
+    f"{placeholders(len(ATTEMPT_COLUMNS))}) ON CONFLICT (cdr_id, seq) DO NOTHING"
+)
+# A CDR without a uuid (recorded by an older release): its attempts by the caller's
+# Call-ID (indexed), the newest CDR of that Call-ID.
+INSERT_ATTEMPT_BY_CALL_ID = (
+    f"INSERT INTO cdr_attempts (cdr_id, {_ATTEMPT_VALUES}"
+    "(SELECT MAX(id) FROM cdrs WHERE call_id_in = ?), "
+    f"{placeholders(len(ATTEMPT_COLUMNS))}) ON CONFLICT (cdr_id, seq) DO NOTHING"
 )
 
 # -- reads -------------------------------------------------------------------------------

@@ -317,6 +317,10 @@ class PostgresDatabase(Database):
 
     # -- across processes ------------------------------------------------------------------
 
+    def order_commits(self, name: str) -> None:
+        # Held to the end of the transaction; the same key across every node.
+        self.execute("SELECT pg_advisory_xact_lock(?)", (lock_key(name),))
+
     def change_marker(self) -> int:
         # Notifications counted, plus a tick every SLOW_POLL: both only ever grow.
         return self._listener.poll() + int(time.monotonic() // SLOW_POLL)

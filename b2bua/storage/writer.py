@@ -10,8 +10,14 @@ A batch that finds the database locked by another connection (an operator's
 transaction, a backup; ``BusyError``) or out of reach (a database server restarting;
 ``UnavailableError``) is retried until that ends, however long it takes: the cause is
 outside the engine and temporary, and giving up would lose CDRs. Meanwhile the queue
-grows by about 2 KB per call (its four or five statements). Any other error is retried
-``ATTEMPTS`` times, then the batch is dropped and counted in ``failed``.
+grows by about 2 KB per call (its four or five statements), up to ``MAX_PENDING``
+statements; past that, the waiting writes go, in order, to a file (as at a locked stop,
+below) and memory stays bounded. Once the database is back, the batch in hand is
+written first, then those files, oldest first, then the queue: the order in which the
+calls submitted them. Every statement the engine submits can be applied twice with
+the effect of once (CDRs by their ``cdr_uuid``, notes and bindings by upsert), so a
+batch whose commit outcome was unknown is simply applied again. Any other error is
+retried ``ATTEMPTS`` times, then the batch is dropped and counted in ``failed``.
 
 A stop that finds the database still locked after ``close``'s wait does not lose the
 queue either: the writes not committed go, in order, to a file (``<base>.unwritten-
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -49,6 +56,9 @@ LOCKED_LOG_EVERY = 12
 LOCKED_PAUSE = 0.05
 # A database server out of reach fails each try at once: retried at this pace instead.
 UNAVAILABLE_PAUSE = 1.0
+# Statements kept in memory while the database cannot take them (about 2 KB per call of
+# four or five statements: some 80 MB); the rest waits in files.
+MAX_PENDING = 200_000
 
 Statement = tuple[str, Sequence[Any]]
 # Errors that pass by themselves: waited out, never counted against ATTEMPTS.
@@ -77,6 +87,13 @@ class DbWriter:
         # Set by ``close`` when the lock outlasts its wait: stop retrying, hand back.
         self._abandon = threading.Event()
         self._unwritten: list[Statement] = []
+        # While the database is away: files of writes moved out of the queue (oldest
+        # first), and the flush markers behind them, set once those files are applied.
+        self._overflow: list[Path] = []
+        self._held: list[threading.Event] = []
+        self._front: list[Statement] = []  # writes a full disk kept from their file
+        self.spilled = 0
+        self.waiting = False  # the database refuses writes now (locked or unreachable)
 
     def start(self) -> None:
         self._thread.start()
@@ -87,8 +104,10 @@ class DbWriter:
         database cannot keep up, or another connection holds the lock)."""
         return self._queue.qsize()
 
-    def snapshot(self) -> dict[str, int]:
-        return {"pending": self.pending, "written": self.written, "failed": self.failed}
+    def snapshot(self) -> dict[str, int | bool]:
+        return {"pending": self.pending, "written": self.written, "failed": self.failed,
+                "spilled": self.spilled, "waiting": self.waiting,
+                "spill_files": len(self._overflow)}
 
     def submit(self, sql: str, params: Sequence[Any]) -> None:
         self._queue.put((sql, params))
@@ -125,7 +144,7 @@ class DbWriter:
         next_commit = 0.0
         try:
             while True:
-                first = self._queue.get()
+                first = self._front.pop(0) if self._front else self._queue.get()
                 if first is None:
                     return
                 pause = next_commit - time.monotonic()
@@ -135,16 +154,16 @@ class DbWriter:
                 stop = False
                 while len(batch) < BATCH:
                     try:
-                        item = self._queue.get_nowait()
+                        item = self._front.pop(0) if self._front else self._queue.get_nowait()
                     except queue.Empty:
                         break
                     if item is None:
                         stop = True
                         break
                     batch.append(item)
-                if not self._write(database, batch):
+                if not self._write(database, batch) or not self._catch_up(database):
                     self._unwritten += [item for item in batch if item[0]]
-                    self._unwritten += _drain(self._queue)
+                    self._unwritten += self._front + _drain(self._queue)
                     return
                 busy = len(batch) >= GROUP_MIN
                 next_commit = time.monotonic() + COMMIT_INTERVAL if busy else 0.0
@@ -152,6 +171,55 @@ class DbWriter:
                     return
         finally:
             database.close()
+
+    def _catch_up(self, database: Database) -> bool:
+        """After the database came back: the files the queue's overflow went to, oldest
+        first, before anything newer; False when a stop came while they waited."""
+        while self._overflow:
+            path = self._overflow[0]
+            try:
+                applied = _apply_file(database, path)
+            except _WAIT:
+                if self._abandon.is_set():
+                    return False  # the files stay for the next start's replay
+                time.sleep(UNAVAILABLE_PAUSE)
+                continue
+            except (StorageError, OSError, ValueError, TypeError) as exc:
+                _reject(path, exc)
+                applied = 0
+            self._overflow.pop(0)
+            self.written += applied
+            log.warning("applied %d database writes kept in %s while the database was "
+                        "away", applied, path.name)
+        for marker in self._held:
+            marker.set()
+        self._held.clear()
+        return True
+
+    def _relieve(self) -> None:
+        """While the database refuses writes: past MAX_PENDING queued, move the queue to a
+        file (memory stays bounded; nothing is dropped)."""
+        if self._queue.qsize() <= MAX_PENDING:
+            return
+        moved: list[Statement] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._queue.put(None)  # a stop: keep its mark for the run loop
+                break
+            if item[0]:
+                moved.append(item)
+            else:
+                self._held.append(item[1][0])  # a flush waits for the file too
+        path = spill(self._spill_to, moved, suffix=f"-{os.getpid()}", at_stop=False)
+        if path is None:
+            self._front += moved  # the disk is full too: kept in memory, not lost
+            return
+        self._overflow.append(path)
+        self.spilled += len(moved)
 
     def _open(self) -> Database | None:
         """The thread's own connection, waited for while the database is out of reach;
@@ -177,9 +245,13 @@ class DbWriter:
         while True:
             try:
                 with database.transaction():
+                    # Several engines may share the database: their CDR ids must commit
+                    # in increasing order for the billing cursor (storage/cdrs.py).
+                    database.order_commits("writer")
                     for sql, params in statements:
                         database.execute(sql, params)
                 self.written += len(statements)
+                self.waiting = False
                 if locked:
                     log.info("database free again; %d writes applied", len(statements))
                 break
@@ -189,10 +261,12 @@ class DbWriter:
                 if database.in_transaction:
                     database.execute("ROLLBACK")
                 if isinstance(exc, _WAIT):
+                    self.waiting = True
                     if self._abandon.is_set():
                         for marker in markers:
                             marker.set()
                         return False
+                    self._relieve()
                     # A try waits up to the busy timeout inside SQLite; the pause only
                     # keeps a lock that fails at once (SQLITE_LOCKED) from spinning.
                     if locked % LOCKED_LOG_EVERY == 0:
@@ -227,11 +301,13 @@ def _drain(q: queue.SimpleQueue[Statement | None]) -> list[Statement]:
             out.append(item)
 
 
-def spill(base: Path, statements: list[Statement]) -> Path | None:
+def spill(base: Path, statements: list[Statement], suffix: str = "",
+          at_stop: bool = True) -> Path | None:
     """Save statements not written (in order) for :func:`replay` at the next start, in
-    a file named after ``base``; None when the file cannot be written (they are lost:
-    logged)."""
-    path = base.with_name(f"{base.name}.unwritten-{time.time():.6f}.jsonl")
+    a file named after ``base``; None when the file cannot be written (logged).
+    ``at_stop`` False: the queue's overflow while the database is away, which the
+    writer applies itself once it is back (or the next start does)."""
+    path = base.with_name(f"{base.name}.unwritten-{time.time():.6f}{suffix}.jsonl")
     kept = 0
     try:
         with open(path, "w", encoding="utf-8") as out:
@@ -245,11 +321,15 @@ def spill(base: Path, statements: list[Statement]) -> Path | None:
                 out.write(line + "\n")
                 kept += 1
     except OSError as exc:
-        log.error("database still locked at stop and %s not writable (%s): %d writes lost",
-                  path, exc, len(statements))
+        log.error("database writes could not be saved to %s (%s): %d writes %s", path, exc,
+                  len(statements), "lost" if at_stop else "kept in memory")
         return None
-    log.error("database still locked at stop: %d writes saved to %s; the next start "
-              "applies them", kept, path)
+    if at_stop:
+        log.error("database still locked at stop: %d writes saved to %s; the next start "
+                  "applies them", kept, path)
+    else:
+        log.error("database away: %d queued writes moved to %s, applied once it is back",
+                  kept, path)
     return path
 
 
@@ -267,11 +347,7 @@ def replay(database: Database, base: Path) -> int:
     applied = 0
     for path in sorted(base.parent.glob(f"{base.name}.unwritten-*.jsonl")):
         try:
-            statements = [json.loads(line) for line in
-                          path.read_text(encoding="utf-8").splitlines() if line.strip()]
-            with database.transaction():
-                for sql, params in statements:
-                    database.execute(sql, params)
+            count = _apply_file(database, path)
         except _WAIT:
             raise
         except StorageError as exc:
@@ -280,11 +356,22 @@ def replay(database: Database, base: Path) -> int:
         except (OSError, ValueError, TypeError) as exc:
             _reject(path, exc)
             continue
-        path.unlink()
-        applied += len(statements)
+        applied += count
         log.warning("applied %d database writes saved at a locked stop (%s)",
-                    len(statements), path.name)
+                    count, path.name)
     return applied
+
+
+def _apply_file(database: Database, path: Path) -> int:
+    """One file of saved writes in one transaction, then the file removed."""
+    statements = [json.loads(line) for line in
+                  path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    with database.transaction():
+        database.order_commits("writer")
+        for sql, params in statements:
+            database.execute(sql, params)
+    path.unlink()
+    return len(statements)
 
 
 def _reject(path: Path, exc: Exception) -> None:

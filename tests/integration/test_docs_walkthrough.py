@@ -166,7 +166,7 @@ def test_operator_guide_first_call_as_written(reader: Reader, tmp_path: Path) ->
 def walk_the_guide(reader: Reader, blocks: Blocks) -> None:
     export, health, token = blocks.next("export PATH")
     reader.ok(export)
-    assert json.loads(reader.ok(health)) == {"status": "ok", "engine": "up"}
+    assert json.loads(reader.ok(health)) == {"status": "ok", "engine": "up", "database": "up"}
     assert re.fullmatch(r"\S{20,}\n", reader.ok(token))  # a read token, printed once
 
     # 2. A customer trunk and a vendor, with the operator commands ...

@@ -30,7 +30,7 @@ def test_first_start_creates_database_and_admin_token(softswitch: Softswitch) ->
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     assert "admin API token written to" in softswitch.log()
     status, body, _ = softswitch.api.call("GET", "/api/v1/health", token=None)
-    assert (status, body) == (200, {"status": "ok", "engine": "up"})
+    assert (status, body) == (200, {"status": "ok", "engine": "up", "database": "up"})
 
 
 @BOTH

@@ -162,3 +162,20 @@ def test_calls_and_keepalives_to_a_path_binding_go_through_the_path() -> None:
     direct = Binding("3002", "sip:3002@10.0.0.8", Peer("udp", "203.0.113.8", 4001), True,
                      2000.0, 1000.0, "", "reg-2")
     assert Destination.phone(direct, "3002", "h").pinned  # NAT without proxies: the source
+
+
+def _direct_invite(contact: str | None) -> Request:
+    text = (INVITE.replace("Via: SIP/2.0/UDP 192.0.2.20;branch=z9hG4bKp1\n", "")
+            .replace("Via: SIP/2.0/UDP 10.0.0.5:5062;received=203.0.113.9;",
+                     "Via: SIP/2.0/UDP 10.0.0.1:5060;"))
+    line = "Contact: <sip:1001@10.0.0.5:5062>\n"
+    return request(text.replace(line, f"Contact: <{contact}>\n" if contact else ""))
+
+
+def test_behind_nat_compares_hosts_not_text() -> None:
+    """A Contact at 10.0.0.12 is not the source 10.0.0.1, although its text contains
+    "10.0.0.1": parsed hosts are compared."""
+    source = Peer("udp", "10.0.0.1", 5060)
+    assert Call.behind_nat(_direct_invite("sip:1001@10.0.0.12:5060"), source)
+    assert not Call.behind_nat(_direct_invite("sip:1001@10.0.0.1:5062"), source)
+    assert Call.behind_nat(_direct_invite(None), source)  # no Contact: back to the source
