@@ -24,14 +24,16 @@ from b2bua.control import ControlServer
 from b2bua.looplag import LoopLag
 from b2bua.media.plane import LocalMediaPlane, MediaPlane
 from b2bua.media.pool import RelayWorkerPool
+from b2bua.numbers.lists import NumberGroups
 from b2bua.numbers.rules import NumberTables
+from b2bua.numbers.transform import TransformTable
 from b2bua.options import EngineOptions
 from b2bua.policy import Account, Policy, Registered, registered_gateway
 from b2bua.registrar.bindings import Binding, BindingStore
 from b2bua.registrar.keepalive import KeepAlive
 from b2bua.registrar.phones import PhoneDirectory
 from b2bua.registrar.registrar import Registrar
-from b2bua.routing.gateways import GatewayDirectory
+from b2bua.routing.gateways import GatewayDirectory, MappingGateway, RoutingGateway
 from b2bua.routing.resolver import VendorResolver
 from b2bua.security.digest import NONCE_SLOTS, NonceMinter
 from b2bua.security.state import SECURITY_SLOTS
@@ -50,7 +52,7 @@ from b2bua.storage.phones import phone_accounts
 from b2bua.storage.registrations import RegistrationLog, live_bindings
 from b2bua.storage.upstream import vendor_registrations
 from b2bua.storage.writer import DbWriter, replay, spill_base
-from b2bua.upstream.manager import UpstreamManager
+from b2bua.upstream.manager import UpstreamManager, VendorRegistration
 
 log = logging.getLogger("b2bua.engine")
 
@@ -60,6 +62,12 @@ ShutdownHook = Callable[[], Awaitable[None]]
 SHUTDOWN_BUDGET = 8.0
 # How often worker 0 tells the other signalling workers which upstream registrations hold.
 UPSTREAM_PUBLISH_INTERVAL = 0.5
+
+
+def _read_routing(database: Database
+                  ) -> tuple[list[RoutingGateway], list[VendorRegistration]]:
+    """The routing gateways, and the registrations to vendors that follow them."""
+    return routing_gateways(database), vendor_registrations(database)
 
 
 class _LoopTimers:
@@ -93,10 +101,11 @@ class Engine:
             self.workers.on_worker_down = self.counts.clear_worker
         self.database = open_database(options.database)
         self.params = Params()
-        self.watcher = ConfigWatcher(self.database)
-        self.watcher.register("parameters", self._load_params)
+        # A connection of the watcher's own: it reads in a thread of its own.
+        self.watcher = ConfigWatcher(open_database(options.database))
+        self.watcher.register("parameters", load_values, self._apply_params)
         self.gateways = GatewayDirectory()
-        self.watcher.register("mapping_gateways", self._load_mapping)
+        self.watcher.register("mapping_gateways", mapping_gateways, self._apply_mapping)
         dns_server = options.dns_server
         # Targets of the SIP socket's family: an IPv4 socket cannot reach AAAA addresses.
         self.resolver = VendorResolver(
@@ -114,10 +123,10 @@ class Engine:
         self.media = self._media_plane(options)
         self.cdrs = CdrWriter(self.writer)
         self.numbers = NumberTables()
-        self.watcher.register("number_transforms", self._load_transforms)
-        self.watcher.register("number_groups", self._load_groups)
+        self.watcher.register("number_transforms", transform_table, self._apply_transforms)
+        self.watcher.register("number_groups", number_groups, self._apply_groups)
         self.phones = PhoneDirectory()
-        self.watcher.register("phones", self._load_phones)
+        self.watcher.register("phones", phone_accounts, self.phones.set)
         self.bindings = BindingStore(RegistrationLog(self.writer))
         self.registrar = Registrar(self.params, self.bindings)
         self.keepalive = KeepAlive(self.params, self.bindings, self.stack.udp.send,
@@ -126,8 +135,9 @@ class Engine:
         self.upstream.vendor_addresses = self.gateways.addresses
         self.upstream.locate = self.resolver.resolve_host
         self.stack.resolve_name = self._address_of
-        self.watcher.register("gateway_registrations", self._load_upstream)
-        self.watcher.register("routing_gateways", self._load_routing)
+        self.watcher.register("gateway_registrations", vendor_registrations,
+                              self.upstream.configure)
+        self.watcher.register("routing_gateways", _read_routing, self._apply_routing)
         self.policy = Policy(self.params, self.gateways, self.stack.advertised_host,
                              phone_accounts=self._phone_account,
                              registered_user=self._registered_user,
@@ -141,7 +151,9 @@ class Engine:
                 dispatched.nonces_fd, workers, index, NONCE_SLOTS, evicting=True))
         if not self.primary:
             # Worker 0 takes every REGISTER; the others follow its bindings in the database.
-            self.watcher.register("registrations", self._reload_bindings)
+            self.watcher.register("registrations",
+                                  lambda database: live_bindings(database, time.time()),
+                                  self.bindings.replace)
             self.bindings.on_miss = lambda user: self.bindings.restore(
                 live_bindings(self.database, time.time(), user))
             # ... and registers to vendors; the others read whether that holds.
@@ -175,8 +187,7 @@ class Engine:
     def spawn(self, coro: Awaitable[Any]) -> None:
         self._tasks.append(asyncio.ensure_future(coro))
 
-    def _load_params(self, database: Database) -> None:
-        values = load_values(database)
+    def _apply_params(self, values: dict[str, Any]) -> None:
         self.params.replace(values)
         self.stack.trace_enabled = self.params.flag("SS_SIP_TRACE")
 
@@ -218,9 +229,6 @@ class Engine:
                 self.counts.publish(("upstream", gw_id), int(gw_id in holding))
             published = holding
             await asyncio.sleep(UPSTREAM_PUBLISH_INTERVAL)
-
-    def _reload_bindings(self, database: Database) -> None:
-        self.bindings.replace(live_bindings(database, time.time()))
 
     def _b2bua(self) -> B2bua:
         assert self.b2bua is not None
@@ -301,6 +309,7 @@ class Engine:
             # After this engine's own writer, so the others' CDR writers (which may be
             # waiting out a locked database, as ours was) finish alongside it.
             self.workers.close()
+        self.watcher.close()
         self.database.close()
         log.info("engine stopped")
 
@@ -372,22 +381,18 @@ class Engine:
             streams=stream_count(call.invite.body),
         )
 
-    def _load_routing(self, database: Database) -> None:
-        self.gateways.set_routing(routing_gateways(database))
+    def _apply_routing(self, read: tuple[list[RoutingGateway], list[VendorRegistration]]
+                       ) -> None:
+        gateways, registrations = read
+        self.gateways.set_routing(gateways)
         # A registration follows its gateway's address and enabled state.
-        self._load_upstream(database)
+        self.upstream.configure(registrations)
 
-    def _load_upstream(self, database: Database) -> None:
-        self.upstream.configure(vendor_registrations(database))
+    def _apply_transforms(self, table: TransformTable) -> None:
+        self.numbers.transforms = table
 
-    def _load_transforms(self, database: Database) -> None:
-        self.numbers.transforms = transform_table(database)
-
-    def _load_groups(self, database: Database) -> None:
-        self.numbers.groups = number_groups(database)
-
-    def _load_phones(self, database: Database) -> None:
-        self.phones.set(phone_accounts(database))
+    def _apply_groups(self, groups: NumberGroups) -> None:
+        self.numbers.groups = groups
 
     def _phone_account(self, username: str) -> Account | None:
         phone = self.phones.get(username)
@@ -397,8 +402,8 @@ class Engine:
         binding = self.bindings.find_by_source(source, now)
         return Registered(binding.username, binding.mapping_gateway_id) if binding else None
 
-    def _load_mapping(self, database: Database) -> None:
-        self.gateways.set_mapping(mapping_gateways(database))
+    def _apply_mapping(self, gateways: list[MappingGateway]) -> None:
+        self.gateways.set_mapping(gateways)
         if self.primary:
             self._prune_gateway_bindings()
 

@@ -3,6 +3,7 @@ a throwaway PostgreSQL server with a fresh database per test (``tests/pgserver.p
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,9 @@ from support import Softswitch
 
 # The storage backends a test marked ``both_backends`` runs on, each its own case.
 BACKENDS = ("sqlite", "postgresql")
+# The backend of every other test that takes backend_db (the softswitch fixture's):
+# SOFTSWITCH_TEST_BACKEND=postgresql runs them on PostgreSQL instead.
+DEFAULT_BACKEND = os.environ.get("SOFTSWITCH_TEST_BACKEND", "sqlite")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -31,10 +35,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture
 def backend_db(request: pytest.FixtureRequest) -> str | None:
-    """The database of the test's softswitch or API: None for the default, a SQLite file
-    in the test's folder; in a ``both_backends`` test's postgresql case, the URL of a new
-    empty PostgreSQL database."""
-    if getattr(request, "param", "sqlite") == "sqlite":
+    """The database of the test's softswitch or API: None for a SQLite file in the test's
+    folder, or the URL of a new empty PostgreSQL database (a ``both_backends`` test's
+    postgresql case, or any test under SOFTSWITCH_TEST_BACKEND=postgresql)."""
+    backend = getattr(request, "param", DEFAULT_BACKEND)
+    if backend not in BACKENDS:
+        raise ValueError(f"SOFTSWITCH_TEST_BACKEND: one of {', '.join(BACKENDS)}")
+    if backend == "sqlite":
         return None
     return str(request.getfixturevalue("pg_url"))
 

@@ -131,6 +131,7 @@ def test_two_writers_and_a_paging_client_see_every_cdr_once(target: str) -> None
                     seen.extend(int(r["id"]) for r in rows)
                     if not rows:
                         return
+                    after = int(rows[-1]["id"])
 
     client = threading.Thread(target=page_all)
     client.start()

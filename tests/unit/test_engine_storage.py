@@ -115,7 +115,7 @@ def test_the_watcher_reloads_what_another_connection_changed(database: Database,
                                                              db_target: str) -> None:
     phones = PhoneDirectory()
     watcher = ConfigWatcher(database)
-    watcher.register("phones", lambda db: phones.set(phone_accounts(db)))
+    watcher.register("phones", phone_accounts, phones.set)
     watcher.load_all()
     assert phones.by_username == {} and not watcher.poll()
     with open_database(db_target) as api:
