@@ -7,12 +7,16 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from support import Softswitch
+
+if TYPE_CHECKING:
+    import pgserver
 
 # The storage backends a test marked ``both_backends`` runs on, each its own case.
 BACKENDS = ("sqlite", "postgresql")
@@ -90,3 +94,15 @@ def pg_url(pg_admin_url: str) -> Iterator[str]:
         yield url
     finally:
         pgserver.drop_database(pg_admin_url, url)
+
+
+@pytest.fixture
+def private_pg() -> Iterator[pgserver.PgServer]:
+    """A PostgreSQL server of one test's own, which it may stop, start or freeze."""
+    import pgserver
+
+    server = pgserver.PgServer().start()
+    try:
+        yield server
+    finally:
+        server.destroy()

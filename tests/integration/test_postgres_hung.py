@@ -1,6 +1,6 @@
-"""A PostgreSQL server that stops answering without closing its connections (hung, or cut
+"""A PostgreSQL private_pg that stops answering without closing its connections (hung, or cut
 off by the network with no reset) does not stall the engine: its event loop never waits
-on the database, so signalling and the control channel go on; once the server answers
+on the database, so signalling and the control channel go on; once the private_pg answers
 again, changed config is live again."""
 
 from __future__ import annotations
@@ -8,11 +8,9 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pgserver
-import pytest
 from support import Softswitch, wait_until
 
 from b2bua import control
@@ -22,23 +20,14 @@ HUNG_S = postgres.SLOW_POLL + 2.0  # past a slow tick: the watcher reads the dat
 
 
 def server_processes(postmaster: int) -> list[int]:
-    """The server and its backends (each backend is a session of its own)."""
+    """The private_pg and its backends (each backend is a session of its own)."""
     children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
     return [postmaster, *(int(child) for child in children)]
 
 
-@pytest.fixture
-def server() -> Iterator[pgserver.PgServer]:
-    started = pgserver.PgServer().start()  # of its own: the test freezes it
-    try:
-        yield started
-    finally:
-        started.destroy()
-
-
-def test_a_hung_database_server_does_not_stall_the_engine(server: pgserver.PgServer,
+def test_a_hung_database_server_does_not_stall_the_engine(private_pg: pgserver.PgServer,
                                                           tmp_path: Path) -> None:
-    url = pgserver.create_database(server.admin_url)
+    url = pgserver.create_database(private_pg.admin_url)
     switch = Softswitch(tmp_path, db=url).start()
     try:
         api = switch.api
@@ -46,8 +35,8 @@ def test_a_hung_database_server_does_not_stall_the_engine(server: pgserver.PgSer
         assert wait_until(
             lambda: api.get("/api/v1/engine")["params"]["SS_SIP_TIMEOUT_INVITE"] == 3)
         socket_path = switch.workdir / "var" / "engine.sock"
-        assert server.proc is not None
-        frozen = server_processes(server.proc.pid)
+        assert private_pg.proc is not None
+        frozen = server_processes(private_pg.proc.pid)
         for pid in frozen:
             os.kill(pid, signal.SIGSTOP)
         try:

@@ -5,11 +5,9 @@ afterwards every call has exactly one CDR, which the id cursor pages exactly onc
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pgserver
-import pytest
 from sippctl import CUSTOMER_IP, VENDOR_IP, sipp
 from support import Api, Softswitch, free_port, wait_until
 
@@ -17,15 +15,6 @@ RATE = 20
 SECONDS = 60
 CALLS = RATE * SECONDS
 DOWN_AT, UP_AT = 15.0, 45.0  # seconds into the load
-
-
-@pytest.fixture
-def server() -> Iterator[pgserver.PgServer]:
-    started = pgserver.PgServer().start()  # of its own: the test stops and starts it
-    try:
-        yield started
-    finally:
-        started.destroy()
 
 
 def _page_all(api: Api) -> list[dict[str, object]]:
@@ -41,8 +30,8 @@ def _page_all(api: Api) -> list[dict[str, object]]:
 
 
 def test_calls_survive_a_database_outage_and_every_cdr_lands_once(
-        server: pgserver.PgServer, tmp_path: Path) -> None:
-    url = pgserver.create_database(server.admin_url)
+        private_pg: pgserver.PgServer, tmp_path: Path) -> None:
+    url = pgserver.create_database(private_pg.admin_url)
     switch = Softswitch(tmp_path, extra_args=["--db", url]).start()
     try:
         api = switch.api
@@ -60,13 +49,13 @@ def test_calls_survive_a_database_outage_and_every_cdr_lands_once(
         try:
             started = time.monotonic()
             time.sleep(DOWN_AT)
-            server.stop()
+            private_pg.stop()
             health = Api(switch.api_base, "").call("GET", "/api/v1/health", token=None)
             assert health[0] == 200 and health[1]["database"] == "down"
             refused = api.call("POST", "/api/v1/number-groups", {"name": "during"})
             assert refused[0] == 503, refused
             time.sleep(max(0.0, UP_AT - (time.monotonic() - started)))
-            server.start()
+            private_pg.start()
             assert uac.wait(SECONDS + 40) == 0, "calls failed during the outage"
             assert uas.wait(30) == 0
         finally:

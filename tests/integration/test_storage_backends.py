@@ -291,19 +291,9 @@ def test_two_nodes_migrating_at_once_migrate_once(empty_url: str) -> None:
 # -- PostgreSQL: the server goes away and comes back -------------------------------------
 
 
-@pytest.fixture
-def private_server() -> Iterator[pgserver.PgServer]:
-    """A server of this test's own: it is stopped and started again mid-test."""
-    server = pgserver.PgServer().start()
-    try:
-        yield server
-    finally:
-        server.destroy()
-
-
-def test_postgres_outage_is_unavailable_then_recovers(private_server: pgserver.PgServer
+def test_postgres_outage_is_unavailable_then_recovers(private_pg: pgserver.PgServer
                                                       ) -> None:
-    url = pgserver.create_database(private_server.admin_url)
+    url = pgserver.create_database(private_pg.admin_url)
     db, api = open_database(url), open_database(url)
     assert isinstance(db, postgres.PostgresDatabase)
     try:
@@ -312,7 +302,7 @@ def test_postgres_outage_is_unavailable_then_recovers(private_server: pgserver.P
         assert wait_for(lambda: db.listening)
         add_group(db, "before")
 
-        private_server.stop()
+        private_pg.stop()
         with pytest.raises(UnavailableError):
             db.value("SELECT COUNT(*) FROM number_groups")
         with pytest.raises(UnavailableError):
@@ -326,7 +316,7 @@ def test_postgres_outage_is_unavailable_then_recovers(private_server: pgserver.P
         marker = db.change_marker()  # never raises: the engine polls it from its loop
         assert isinstance(marker, int) and not db.in_transaction
 
-        private_server.start()
+        private_pg.start()
         assert db.value("SELECT COUNT(*) FROM number_groups") == 1
         # The other connection saw no failure: it was idle through the restart.
         add_group(api, "after")
@@ -340,8 +330,8 @@ def test_postgres_outage_is_unavailable_then_recovers(private_server: pgserver.P
 
 
 def test_postgres_writer_waits_out_an_outage_and_saves_what_a_stop_could_not_write(
-        private_server: pgserver.PgServer, tmp_path: Path) -> None:
-    url = pgserver.create_database(private_server.admin_url)
+        private_pg: pgserver.PgServer, tmp_path: Path) -> None:
+    url = pgserver.create_database(private_pg.admin_url)
     with open_database(url) as database:
         migrate.migrate(database)
     insert = "INSERT INTO number_groups (name) VALUES (?)"
@@ -350,17 +340,17 @@ def test_postgres_writer_waits_out_an_outage_and_saves_what_a_stop_could_not_wri
     writer.submit(insert, ("before",))
     assert writer.flush()
 
-    private_server.stop()
+    private_pg.stop()
     writer.submit(insert, ("during",))
     time.sleep(0.5)
-    private_server.start()
+    private_pg.start()
     assert writer.flush(timeout=WAIT)  # applied once the server is back
 
-    private_server.stop()
+    private_pg.stop()
     writer.submit(insert, ("at the stop",))
     saved = writer.close(timeout=1.0)
     assert saved is not None and saved.parent == tmp_path
-    private_server.start()
+    private_pg.start()
     with open_database(url) as database:
         assert replay(database, tmp_path / "database") == 1
         assert [r["name"] for r in database.rows("SELECT name FROM number_groups "

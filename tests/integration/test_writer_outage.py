@@ -1,12 +1,11 @@
-"""The database server going away under the engine's writer: writes wait, memory stays
-bounded (the overflow goes to files), and once the server is back everything is applied
+"""The database private_pg going away under the engine's writer: writes wait, memory stays
+bounded (the overflow goes to files), and once the private_pg is back everything is applied
 once, in the order it was submitted."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pgserver
@@ -15,15 +14,6 @@ import pytest
 from b2bua.calls.cdr import CdrRecord, CdrWriter
 from b2bua.storage import migrate, open_database, writer
 from b2bua.storage.writer import DbWriter, spill_base
-
-
-@pytest.fixture
-def server() -> Iterator[pgserver.PgServer]:
-    started = pgserver.PgServer().start()  # of its own: the test stops and starts it
-    try:
-        yield started
-    finally:
-        started.destroy()
 
 
 def _cdr(n: int) -> CdrRecord:
@@ -37,9 +27,9 @@ def _cdr(n: int) -> CdrRecord:
 
 
 def test_writes_wait_out_an_outage_in_files_and_land_in_order(
-        server: pgserver.PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        private_pg: pgserver.PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(writer, "MAX_PENDING", 40)
-    url = pgserver.create_database(server.admin_url)
+    url = pgserver.create_database(private_pg.admin_url)
     with open_database(url) as database:
         migrate.migrate(database)
     base = spill_base(url, tmp_path)
@@ -53,7 +43,7 @@ def test_writes_wait_out_an_outage_in_files_and_land_in_order(
             submitted += 1
         assert db_writer.flush(10)
 
-        server.stop()
+        private_pg.stop()
         for _burst in range(3):  # the writer relieves its queue between its tries
             for _ in range(100):
                 cdrs.submit(_cdr(submitted))
@@ -66,8 +56,8 @@ def test_writes_wait_out_an_outage_in_files_and_land_in_order(
         files = sorted(tmp_path.glob("database.unwritten-*.jsonl"))
         assert len(files) == state["spill_files"]
 
-        server.start()
-        assert db_writer.flush(60), "the writes did not land once the server was back"
+        private_pg.start()
+        assert db_writer.flush(60), "the writes did not land once the private_pg was back"
         state = db_writer.snapshot()
         assert state["waiting"] is False and state["spill_files"] == 0
         assert state["failed"] == 0
