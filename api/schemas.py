@@ -75,6 +75,12 @@ class DbWriterSchema(Schema):
     failed = fields.Integer(required=True, metadata={
         "description": "writes dropped after repeated errors (a locked database is waited "
                        "for, not counted here)"})
+    waiting = fields.Boolean(required=True, metadata={
+        "description": "the database refuses writes now (locked, or out of reach): they wait"})
+    spilled = fields.Integer(required=True, metadata={
+        "description": "writes moved from memory to files while the database was away"})
+    spill_files = fields.Integer(required=True, metadata={
+        "description": "those files not applied yet (they are, oldest first, once it is back)"})
 
 
 class DispatcherSchema(Schema):

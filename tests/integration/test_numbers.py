@@ -82,6 +82,14 @@ def test_no_pai_when_the_plan_is_empty(softswitch: Softswitch) -> None:
     assert vendor.request_uri().startswith("sip:4420001@")
 
 
+def _cdrs(switch: Softswitch, count: int) -> list[dict[str, Any]]:
+    """The CDRs once ``count`` are written: the writer commits them after the calls end."""
+    items: list[dict[str, Any]] = wait_until(
+        lambda: (found := switch.api.get("/api/v1/cdrs")["items"]) and len(found) >= count
+        and found, timeout=5)
+    return items
+
+
 def test_denied_caller_group_bulk_imported(softswitch: Softswitch) -> None:
     api = softswitch.api
     group = api.post("/api/v1/number-groups", {"name": "fraud", "memo": "known abusers"})
@@ -96,7 +104,7 @@ def test_denied_caller_group_bulk_imported(softswitch: Softswitch) -> None:
         assert call(softswitch, "4420001", "1001") == 403
         assert call(softswitch, "4420001", "1002") == 486
     assert len(vendor.invites) == 1  # only the allowed caller's call reached the vendor
-    cdrs = api.get("/api/v1/cdrs")["items"]
+    cdrs = _cdrs(softswitch, 2)
     assert cdrs[0]["final_code"] == 403
     assert cdrs[0]["termination_reason"] == 'caller in deny group "fraud"'
     assert api.get("/api/v1/stats")["counters"]["refused_by_lists"] == 1
@@ -115,7 +123,7 @@ def test_callee_outside_a_whitelist_and_denied_prefix(softswitch: Softswitch) ->
         assert call(softswitch, "4420002") == 403
         assert call(softswitch, "44209555") == 403
     assert len(vendor.invites) == 1
-    reasons = [c["termination_reason"] for c in api.get("/api/v1/cdrs")["items"]]
+    reasons = [c["termination_reason"] for c in _cdrs(softswitch, 3)]
     assert reasons[1] == 'callee not in allow group "vip"'
     assert reasons[2] == 'callee prefix "44209" denied'
 
