@@ -10,26 +10,13 @@ from typing import Any
 
 from b2bua.storage import migrate, open_database
 from b2bua.storage.backend import Database
+from b2bua.storage.layout import value_kind
 
 Schema = dict[str, dict[str, Any]]
 
 PG_TYPES = {"bigint": "integer", "text": "text", "double precision": "real", "bytea": "blob"}
 FK_ACTIONS = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL",
               "d": "SET DEFAULT"}
-
-
-def sqlite_type(declared: str) -> str:
-    """SQLite's affinity of a declared type (its rules, in their order)."""
-    upper = declared.upper()
-    if "INT" in upper:
-        return "integer"
-    if any(word in upper for word in ("CHAR", "CLOB", "TEXT")):
-        return "text"
-    if not upper or "BLOB" in upper:
-        return "blob"
-    if any(word in upper for word in ("REAL", "FLOA", "DOUB")):
-        return "real"
-    return "numeric"
 
 
 def literal(text: str | None) -> str | None:
@@ -58,7 +45,7 @@ def sqlite_schema(database: Database) -> Schema:
     for table in database.tables():
         info = database.rows(f"PRAGMA table_info({table})")
         pk = [c["name"] for c in sorted(info, key=lambda c: c["pk"]) if c["pk"]]
-        columns = [(c["name"], sqlite_type(c["type"]), bool(c["notnull"] or c["pk"]),
+        columns = [(c["name"], value_kind(c["type"]), bool(c["notnull"] or c["pk"]),
                     literal(c["dflt_value"]),
                     pk == [c["name"]] and c["type"].upper() == "INTEGER")  # the rowid
                    for c in info]
