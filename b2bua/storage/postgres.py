@@ -300,24 +300,22 @@ class PostgresDatabase(Database):
             finally:
                 self._depth -= 1
             return
-        conn = self._live()
-        self._depth = 1
-        try:
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-                yield
-        except psycopg.Error as exc:
-            raise translate(exc) from exc
-        finally:
-            self._depth = 0
+        with self._outermost("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,)):
+            yield
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
+        with self._outermost("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"):
+            yield
+
+    @contextmanager
+    def _outermost(self, first: str, params: Params = ()) -> Iterator[None]:
+        """A transaction on the live connection that starts with ``first``."""
         conn = self._live()
         self._depth = 1
         try:
             with conn.transaction():
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                conn.execute(first, params)
                 yield
         except psycopg.Error as exc:
             raise translate(exc) from exc
