@@ -59,6 +59,12 @@ class Database(ABC):
     def execute_many(self, sql: str, params: Iterable[Params]) -> None:
         """Run one statement once per parameter set."""
 
+    def execute_batch(self, statements: Iterable[tuple[str, Params]]) -> None:
+        """Run different statements one after the other, in order (the writer's batch,
+        inside its transaction). A server backend sends them together."""
+        for sql, params in statements:
+            self.execute(sql, params)
+
     @abstractmethod
     def rows(self, sql: str, params: Params = ()) -> list[Row]:
         """Every row of a query, as dicts keyed by column name."""

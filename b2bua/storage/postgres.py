@@ -57,6 +57,9 @@ CONNECT_DEFAULTS = {"connect_timeout": "5", "keepalives_idle": "30",
                     "keepalives_interval": "10", "keepalives_count": "3",
                     "options": "-c lock_timeout=5000"}
 
+# Pipeline mode needs libpq 14 or later (the binary wheel brings its own).
+PIPELINE = psycopg.Pipeline.is_supported()
+
 BUSY = (errors.SerializationFailure, errors.DeadlockDetected, errors.LockNotAvailable,
         errors.QueryCanceled)
 
@@ -269,6 +272,22 @@ class PostgresDatabase(Database):
         try:
             with conn.cursor() as cursor:
                 cursor.executemany(adapt(sql), params)
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+
+    def execute_batch(self, statements: Iterable[tuple[str, Params]]) -> None:
+        # Pipeline mode: the statements go out without waiting for each answer, and
+        # through one cursor, so psycopg's work per statement is a fraction of execute's
+        # (a call's five writes: 0.10 ms of CPU against 0.35, bench/pgbatch.py). An
+        # error surfaces when the pipeline ends, failing the transaction as a whole.
+        if not PIPELINE:
+            super().execute_batch(statements)
+            return
+        conn = self._live()
+        try:
+            with conn.pipeline(), conn.cursor() as cursor:
+                for sql, params in statements:
+                    cursor.execute(adapt(sql), params)
         except psycopg.Error as exc:
             raise translate(exc) from exc
 

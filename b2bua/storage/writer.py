@@ -248,8 +248,7 @@ class DbWriter:
                     # Several engines may share the database: their CDR ids must commit
                     # in increasing order for the billing cursor (storage/cdrs.py).
                     database.order_commits("writer")
-                    for sql, params in statements:
-                        database.execute(sql, params)
+                    database.execute_batch(statements)
                 self.written += len(statements)
                 self.waiting = False
                 if locked:
@@ -364,12 +363,11 @@ def replay(database: Database, base: Path) -> int:
 
 def _apply_file(database: Database, path: Path) -> int:
     """One file of saved writes in one transaction, then the file removed."""
-    statements = [json.loads(line) for line in
+    statements = [tuple(json.loads(line)) for line in
                   path.read_text(encoding="utf-8").splitlines() if line.strip()]
     with database.transaction():
         database.order_commits("writer")
-        for sql, params in statements:
-            database.execute(sql, params)
+        database.execute_batch(statements)
     path.unlink()
     return len(statements)
 
