@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from flask import Flask, current_app, g
 
 from b2bua.storage import is_postgres, open_database
 from b2bua.storage.backend import Database
 
-_KEPT = "softswitch.databases"  # app.extensions: the threads' kept PostgreSQL connections
+if TYPE_CHECKING:
+    from b2bua.storage.postgres import PostgresPool
+
+_POOL = "softswitch.pool"  # app.extensions: the process's PostgreSQL connection pool
+_POOL_LOCK = threading.Lock()
+# The pool's size: the serving threads (gunicorn --threads, set by b2bua/runner.py).
+THREADS_ENV = "SOFTSWITCH_API_THREADS"
+DEFAULT_THREADS = 4
 
 
 def init(app: Flask) -> None:
-    app.extensions[_KEPT] = threading.local()
     app.teardown_appcontext(close)
 
 
@@ -23,22 +30,26 @@ def database() -> Database:
     """The request's database, opened at its first use.
 
     SQLite: a connection of the request's own, closed when the request ends. PostgreSQL:
-    the serving thread's own, kept for its next requests (a new connection costs the
-    server a process and the request a few milliseconds); it is opened again when the
-    server ended it meanwhile.
+    one of the process's pool, given back when the request ends (a new connection costs
+    the server a process and the request a few milliseconds).
     """
     if "db" not in g:
         target = db_target()
-        g.db = _kept(target) if is_postgres(target) else open_database(target)
+        g.db = _pool(target).database() if is_postgres(target) else open_database(target)
     return cast(Database, g.db)
 
 
-def _kept(target: str) -> Database:
-    kept = current_app.extensions[_KEPT]
-    found: Database | None = getattr(kept, "database", None)
-    if found is None:
-        found = kept.database = open_database(target)
-    return found
+def _pool(target: str) -> PostgresPool:
+    """The process's pool, made at the first request (after gunicorn's fork: a pool's
+    connections and threads do not survive one)."""
+    from b2bua.storage.postgres import PostgresPool  # the driver is an extra
+
+    with _POOL_LOCK:
+        pool: PostgresPool | None = current_app.extensions.get(_POOL)
+        if pool is None:
+            size = int(os.environ.get(THREADS_ENV) or DEFAULT_THREADS)
+            pool = current_app.extensions[_POOL] = PostgresPool(target, size)
+        return pool
 
 
 def db_target() -> str:
@@ -48,8 +59,8 @@ def db_target() -> str:
 
 def close(_exc: BaseException | None = None) -> None:
     connection = g.pop("db", None)
-    if connection is not None and connection.kind != "postgresql":
-        connection.close()
+    if connection is not None:
+        connection.close()  # PostgreSQL: back to the pool
 
 
 def actor() -> str:

@@ -23,6 +23,8 @@ from b2bua.storage import migrate, open_database, tokens
 log = logging.getLogger("b2bua.run")
 
 API_START_TIMEOUT = 15.0
+API_THREADS = 4  # per API process; also the size of its PostgreSQL pool
+API_THREADS_ENV = "SOFTSWITCH_API_THREADS"  # read by api/context.py
 API_STOP_TIMEOUT = 10.0
 
 
@@ -70,11 +72,12 @@ def start_api(options: EngineOptions, api_listen: HostPort) -> subprocess.Popen[
     database = options.database
     env["SOFTSWITCH_DB"] = str(database.resolve()) if isinstance(database, Path) else database
     env["SOFTSWITCH_CONTROL"] = str(options.control_path.resolve())
+    env[API_THREADS_ENV] = str(API_THREADS)
     cmd = [
         sys.executable, "-m", "gunicorn",
         "--bind", str(api_listen),
         "--workers", "2",
-        "--threads", "4",
+        "--threads", str(API_THREADS),
         "--worker-class", "gthread",
         "--graceful-timeout", "5",
         "--log-level", "warning",

@@ -1139,19 +1139,25 @@ def profile_only(bench: Bench, root: Path, code_root: Path | None, wanted: set[s
                  rate: int, profile_s: int) -> int:
     """One profiled step per softswitch system at the same rate: where the time goes."""
     profiles: list[Profile] = []
-    for mode in ("ip", "password"):
-        name = "softswitch" if mode == "ip" else "softswitch-password"
+    for name, mode in (("softswitch", "ip"), ("softswitch-password", "password"),
+                       ("softswitch-pg", "ip")):
         if name not in wanted:
             continue
-        system = SoftswitchSystem(root / f"profile-{mode}", code_root=code_root,
-                                  auth_mode=mode, name=name)
-        system.start()
-        try:
+        with contextlib.ExitStack() as cleanup:
+            extra: list[str] = []
+            if name == "softswitch-pg":
+                import pgserver
+
+                server = pgserver.PgServer().start()
+                cleanup.callback(server.destroy)
+                extra = ["--db", pgserver.create_database(server.admin_url)]
+            system = SoftswitchSystem(root / f"profile-{name}", code_root=code_root,
+                                      auth_mode=mode, name=name, extra_args=extra)
+            system.start()
+            cleanup.callback(system.stop)
             prof = profile_step(bench, system, rate, name)
             if prof:
                 profiles.append(prof)
-        finally:
-            system.stop()
     for p in profiles:
         st = p.step
         share = "-" if st.system_cpu_share is None else f"{st.system_cpu_share:.0%}"

@@ -59,11 +59,14 @@ class Database(ABC):
     def execute_many(self, sql: str, params: Iterable[Params]) -> None:
         """Run one statement once per parameter set."""
 
-    def execute_batch(self, statements: Iterable[tuple[str, Params]]) -> None:
-        """Run different statements one after the other, in order (the writer's batch,
-        inside its transaction). A server backend sends them together."""
-        for sql, params in statements:
-            self.execute(sql, params)
+    def commit_batch(self, statements: Iterable[tuple[str, Params]], order: str) -> None:
+        """Run different statements in order in one write transaction of their own (the
+        writer's batch), under :meth:`order_commits` ``(order)``: all of them commit, or
+        none. A server backend sends the whole transaction at once."""
+        with self.transaction():
+            self.order_commits(order)
+            for sql, params in statements:
+                self.execute(sql, params)
 
     @abstractmethod
     def rows(self, sql: str, params: Params = ()) -> list[Row]:

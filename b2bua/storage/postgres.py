@@ -142,6 +142,71 @@ def _is_dead(conn: Connection) -> bool:
     return pgconn.status == ConnStatus.BAD
 
 
+def conninfo(url: str) -> str:
+    """The URL's connection string with CONNECT_DEFAULTS for what it does not say."""
+    return make_conninfo("", **{**CONNECT_DEFAULTS, **conninfo_to_dict(url)})
+
+
+def _configure(conn: Connection) -> None:
+    conn.adapters.register_loader("numeric", _NumberLoader)
+    conn.adapters.register_dumper(str, _TextDumper)
+
+
+def connect(info: str) -> Connection:
+    """A new autocommit connection with rows as dicts and the backend's adapters."""
+    try:
+        conn = psycopg.connect(info, autocommit=True, row_factory=dict_row)
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+    _configure(conn)
+    return conn
+
+
+class PostgresPool:
+    """Connections shared by the threads of one process (the API's request threads),
+    through psycopg_pool: at most ``size`` open, opened as requests need them, checked
+    with a round trip when taken (one the server ended meanwhile is replaced, not handed
+    out), closed after ``IDLE`` seconds unused. Each request takes a
+    :class:`PostgresDatabase` from :meth:`database` and closes it at its end, which gives
+    the connection back.
+    """
+
+    IDLE = 300.0
+    WAIT = 5.0  # a request waits this long for a free connection, then is Unavailable
+
+    def __init__(self, url: str, size: int) -> None:
+        from psycopg_pool import ConnectionPool
+
+        self.url = url
+        self._pool: ConnectionPool[Connection] = ConnectionPool(
+            conninfo(url), min_size=1, max_size=max(size, 1), max_idle=self.IDLE,
+            kwargs={"autocommit": True, "row_factory": dict_row}, configure=_configure,
+            check=ConnectionPool.check_connection, timeout=self.WAIT, open=True,
+            name="softswitch")
+
+    def database(self) -> PostgresDatabase:
+        return PostgresDatabase(self.url, pool=self)
+
+    def borrow(self) -> Connection:
+        from psycopg_pool import PoolTimeout
+
+        try:
+            return self._pool.getconn()
+        except PoolTimeout as exc:
+            raise UnavailableError(f"no database connection within {self.WAIT:g} s "
+                                   f"({exc})") from exc
+
+    def give_back(self, conn: Connection) -> None:
+        self._pool.putconn(conn)  # a broken or mid-transaction one is discarded
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return self._pool.get_stats()
+
+    def close(self) -> None:
+        self._pool.close()
+
+
 class _Listener:
     """The LISTEN connection behind :meth:`PostgresDatabase.change_marker`.
 
@@ -224,22 +289,30 @@ class _Listener:
 class PostgresDatabase(Database):
     kind = "postgresql"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool: PostgresPool | None = None) -> None:
         super().__init__(url)
-        self._conninfo = make_conninfo("", **{**CONNECT_DEFAULTS, **conninfo_to_dict(url)})
+        self._conninfo = conninfo(url)
+        self._pool = pool
         self._depth = 0  # transaction() blocks open on this connection
         self._closed = False
-        self._listener = _Listener(self._connect)
+        self._listener = _Listener(self._direct)
         self._conn: Connection | None = self._connect()  # a wrong URL fails here
 
+    def _direct(self) -> Connection:
+        """A connection of this object's own (never the pool's)."""
+        return connect(self._conninfo)
+
     def _connect(self) -> Connection:
-        try:
-            conn = psycopg.connect(self._conninfo, autocommit=True, row_factory=dict_row)
-        except psycopg.Error as exc:
-            raise translate(exc) from exc
-        conn.adapters.register_loader("numeric", _NumberLoader)
-        conn.adapters.register_dumper(str, _TextDumper)
-        return conn
+        """The statement connection: the pool's when there is one, else our own."""
+        if self._pool is None:
+            return self._direct()
+        return self._pool.borrow()
+
+    def _release(self, conn: Connection) -> None:
+        if self._pool is None:
+            conn.close()
+        else:
+            self._pool.give_back(conn)
 
     def _live(self) -> Connection:
         """The statement connection, opened again if the server ended the last one.
@@ -253,7 +326,7 @@ class PostgresDatabase(Database):
             return conn
         if conn is None or _is_dead(conn):
             if conn is not None:
-                conn.close()
+                self._release(conn)
             self._conn = None
             self._conn = conn = self._connect()
         return conn
@@ -275,21 +348,26 @@ class PostgresDatabase(Database):
         except psycopg.Error as exc:
             raise translate(exc) from exc
 
-    def execute_batch(self, statements: Iterable[tuple[str, Params]]) -> None:
-        # Pipeline mode: the statements go out without waiting for each answer, and
-        # through one cursor, so psycopg's work per statement is a fraction of execute's
-        # (a call's five writes: 0.10 ms of CPU against 0.35, bench/pgbatch.py). An
-        # error surfaces when the pipeline ends, failing the transaction as a whole.
-        if not PIPELINE:
-            super().execute_batch(statements)
+    def commit_batch(self, statements: Iterable[tuple[str, Params]], order: str) -> None:
+        # The whole transaction in pipeline mode: BEGIN, the two locks, the statements
+        # through one cursor and COMMIT go out together and are answered together, one
+        # round trip where executing them one by one takes one each (bench/pgbatch.py).
+        # An error surfaces when the pipeline ends; the transaction is then rolled back.
+        if not PIPELINE or self._depth:
+            super().commit_batch(statements, order)
             return
         conn = self._live()
+        self._depth = 1
         try:
-            with conn.pipeline(), conn.cursor() as cursor:
+            with conn.pipeline(), conn.transaction(), conn.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(order),))
                 for sql, params in statements:
                     cursor.execute(adapt(sql), params)
         except psycopg.Error as exc:
             raise translate(exc) from exc
+        finally:
+            self._depth = 0
 
     def rows(self, sql: str, params: Params = ()) -> list[Row]:
         conn = self._live()
@@ -364,7 +442,7 @@ class PostgresDatabase(Database):
     def advisory_lock(self, name: str) -> Iterator[None]:
         # A session lock on a connection of its own: the statement connection may be
         # reopened meanwhile, and a process that dies releases the lock with its session.
-        conn = self._connect()
+        conn = self._direct()
         try:
             try:
                 conn.execute("SET lock_timeout = 0")  # as long as the holder's job takes
@@ -381,7 +459,7 @@ class PostgresDatabase(Database):
         self._closed = True
         self._listener.close()
         if self._conn is not None:
-            self._conn.close()
+            self._release(self._conn)
             self._conn = None
 
     def _tables(self) -> Iterator[str]:

@@ -244,11 +244,9 @@ class DbWriter:
         failures = locked = 0
         while True:
             try:
-                with database.transaction():
-                    # Several engines may share the database: their CDR ids must commit
-                    # in increasing order for the billing cursor (storage/cdrs.py).
-                    database.order_commits("writer")
-                    database.execute_batch(statements)
+                # Several engines may share the database: their CDR ids must commit in
+                # increasing order for the billing cursor (storage/cdrs.py).
+                database.commit_batch(statements, "writer")
                 self.written += len(statements)
                 self.waiting = False
                 if locked:
@@ -365,9 +363,7 @@ def _apply_file(database: Database, path: Path) -> int:
     """One file of saved writes in one transaction, then the file removed."""
     statements = [tuple(json.loads(line)) for line in
                   path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    with database.transaction():
-        database.order_commits("writer")
-        database.execute_batch(statements)
+    database.commit_batch(statements, "writer")
     path.unlink()
     return len(statements)
 

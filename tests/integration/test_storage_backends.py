@@ -156,31 +156,34 @@ def test_constraint_violations_are_conflicts(connect: Callable[[], Database]) ->
     assert db.value("SELECT COUNT(*) FROM number_groups") == 1  # still usable
 
 
-def test_a_batch_runs_in_order_and_fails_as_a_whole(connect: Callable[[], Database]) -> None:
+def test_a_batch_commits_in_order_or_not_at_all(connect: Callable[[], Database]) -> None:
     """The writer's batch: different statements in submission order (a later one reads
     what an earlier one wrote), NUL text as a single statement stores it; one that fails
     fails the transaction, nothing of the batch stays, and the connection goes on."""
     db, other = connect(), connect()
     insert = "INSERT INTO number_groups (name, memo) VALUES (?, ?)"
-    with db.transaction():
-        db.execute_batch([
-            (insert, ("first", "")),
-            ("UPDATE number_groups SET memo = ? WHERE name = ?", ("seen", "first")),
-            (insert, ("nul\x00", "x")),
-            ("INSERT INTO number_group_members (group_id, number) "
-             "VALUES ((SELECT id FROM number_groups WHERE name = ?), ?)", ("first", "7")),
-            ("DELETE FROM number_groups WHERE name = ?", ("nul\x00",)),
-        ])
+    db.commit_batch([
+        (insert, ("first", "")),
+        ("UPDATE number_groups SET memo = ? WHERE name = ?", ("seen", "first")),
+        (insert, ("nul\x00", "x")),
+        ("INSERT INTO number_group_members (group_id, number) "
+         "VALUES ((SELECT id FROM number_groups WHERE name = ?), ?)", ("first", "7")),
+        ("DELETE FROM number_groups WHERE name = ?", ("nul\x00",)),
+    ], "writer")
     assert other.rows("SELECT name, memo FROM number_groups") == [{"name": "first",
                                                                     "memo": "seen"}]
     assert other.value("SELECT COUNT(*) FROM number_group_members") == 1
-    with pytest.raises(ConflictError), db.transaction():
-        db.execute_batch([(insert, ("second", "")), (insert, ("first", "")),
-                          (insert, ("third", ""))])
+    with pytest.raises(ConflictError):
+        db.commit_batch([(insert, ("second", "")), (insert, ("first", "")),
+                         (insert, ("third", ""))], "writer")
     assert not db.in_transaction
     assert other.value("SELECT COUNT(*) FROM number_groups") == 1
-    db.execute_batch([(insert, ("after", ""))])  # outside a transaction: still usable
+    db.commit_batch([(insert, ("after", ""))], "writer")  # the connection goes on
     assert other.value("SELECT COUNT(*) FROM number_groups") == 2
+    with db.transaction():  # inside an open transaction: joins it
+        db.commit_batch([(insert, ("joined", ""))], "writer")
+        assert other.value("SELECT COUNT(*) FROM number_groups") == 2
+    assert other.value("SELECT COUNT(*) FROM number_groups") == 3
 
 
 def test_a_held_lock_is_busy_not_a_hang(url: str, connect: Callable[[], Database]) -> None:
@@ -228,6 +231,10 @@ def test_a_transaction_waiting_too_long_is_busy(connect: Callable[[], Database])
         with pytest.raises(BusyError), other.transaction():
             add_group(other, "never")
         assert time.monotonic() - started < WAIT
+        assert not other.in_transaction
+        with pytest.raises(BusyError):  # the writer's batch too
+            other.commit_batch([("INSERT INTO number_groups (name) VALUES (?)",
+                                 ("never",))], "writer")
         assert not other.in_transaction
     with other.transaction():
         add_group(other, "now")
