@@ -1,7 +1,7 @@
 """The CDR writer's cost per call on PostgreSQL: a call's five writes (crash-recovery
 note, answered, CDR, attempt, note removed), committed in batches as the engine's writer
 does, one statement at a time (the interface's ``Database.commit_batch``) against the
-PostgreSQL backend's, which sends the whole transaction in pipeline mode. Prints this
+PostgreSQL backend's, which sends the whole batch as one query. Prints this
 process's CPU and the wall time per call for each; the server's own CPU is not counted
 (it is another process).
 
@@ -70,8 +70,8 @@ def one_by_one(db: Database, batch: Statements) -> None:
     Database.commit_batch(db, batch, "writer")  # the interface's: a statement at a time
 
 
-def pipelined(db: Database, batch: Statements) -> None:
-    db.commit_batch(batch, "writer")  # PostgreSQL's: the transaction in one pipeline
+def one_query(db: Database, batch: Statements) -> None:
+    db.commit_batch(batch, "writer")  # PostgreSQL's: the batch as one query
 
 
 def measure(db: Database, name: str, way: Callable[[Database, Statements], None],
@@ -94,7 +94,7 @@ def main() -> None:
             for round_ in range(ROUNDS):
                 for batch in BATCHES:
                     measure(db, "one by one", one_by_one, calls, batch, f"e{round_}-{batch}")
-                    measure(db, "pipelined", pipelined, calls, batch, f"p{round_}-{batch}")
+                    measure(db, "one query", one_query, calls, batch, f"q{round_}-{batch}")
     finally:
         server.destroy()
 

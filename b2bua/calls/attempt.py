@@ -10,7 +10,7 @@ from b2bua.calls.endpoints import Destination
 from b2bua.calls.failover import SwitchRules, Timer
 from b2bua.calls.liveness import outbound_headers
 from b2bua.sip.dialog import Dialog, new_call_id, new_tag
-from b2bua.sip.message import Request, Response
+from b2bua.sip.message import Response
 from b2bua.sip.transaction import TIMER_64T1, ClientTransaction, TimerHandle
 
 if TYPE_CHECKING:
@@ -33,7 +33,6 @@ class Attempt:
         self.target = target  # "host:port" it went to; None: none found (DNS failure)
         self.note = ""  # why it was never sent (a DNS failure)
         self.dialog: Dialog | None = None
-        self.invite: Request | None = None
         self.txn: ClientTransaction | None = None
         self.started_at = time.time()
         self.first_provisional_at: float | None = None
@@ -90,7 +89,6 @@ class Attempt:
         self.callee_sent = request.ruri.user or ""
         max_forwards = call.invite.max_forwards
         request.set("Max-Forwards", str(70 if max_forwards is None else max_forwards - 1))
-        self.invite = request
         self.open = True
         call.b2bua.leg_started(dest)
         call.b2bua.register_attempt(self.dialog.call_id, call)
@@ -115,23 +113,14 @@ class Attempt:
         self.b2bua.timers.call_later(TIMER_64T1, self.close)
 
     def send_cancel(self) -> None:
-        """CANCEL (RFC 3261 9.1): the INVITE's branch, Request-URI, From, To and CSeq."""
-        inv = self.invite
-        if inv is None:
-            return
+        """CANCEL the INVITE (built by its transaction: RFC 3261 9.1); nothing once its
+        final response came."""
         self.cancel_pending = False
-        headers = [("Via", inv.get("Via") or "")]
-        headers += [("Route", r) for r in inv.get_all("Route")]
-        headers += [
-            ("Max-Forwards", "70"),
-            ("From", inv.get("From") or ""),
-            ("To", inv.get("To") or ""),
-            ("Call-ID", inv.call_id),
-            ("CSeq", f"{inv.cseq.number} CANCEL"),
-        ]
-        cancel = Request("CANCEL", inv.uri, headers)
+        cancel = self.txn.cancel_request() if self.txn is not None else None
+        if cancel is None:
+            return
         self.b2bua.stack.client_transaction(cancel, self.destination.peer,
-                                                 lambda _r: None, lambda: None)
+                                            lambda _r: None, lambda: None)
 
     def ack(self, body: bytes = b"", content_type: str | None = None) -> None:
         assert self.dialog is not None

@@ -28,7 +28,7 @@ from b2bua.routing.dns import Plan, Target
 from b2bua.routing.gateways import RoutingGateway
 from b2bua.sip.dialog import Dialog, copy_record_route, origin_host
 from b2bua.sip.message import Request, Response, make_response
-from b2bua.sip.transaction import T1, T2, TIMER_64T1, ServerTransaction, TimerHandle
+from b2bua.sip.transaction import ServerTransaction, TimerHandle
 from b2bua.sip.transport import Peer
 from b2bua.storage.active_calls import note_answered, note_ended
 
@@ -121,8 +121,6 @@ class Call:
         self.final_reason = ""
         self.hangup_by = ""
         self.termination = ""
-        self._ok_to_caller: bytes | None = None
-        self._ok_peer = stack.response_peer(invite, source)
         self._late_offer = not invite.body
         self._reinvite: PendingReinvite | None = None
         self.media: CallMedia | None = None
@@ -132,10 +130,10 @@ class Call:
         self.origin_media_check = b2bua.origin_media_check(origin)
         self._media_checks: dict[str, str] = {}
         self._check_since = 0.0
-        # The call's timers by name (session refresh per leg, media check, the 200's
-        # retransmission and ACK deadline), set through ``_schedule``: cancelled when
-        # they are done or the call ends, as a pending timer holds all of the call's
-        # objects until it fires (a refresh in up to 2 hours, the ACK deadline 32 s).
+        # The call's timers by name (session refresh per leg, media check), set through
+        # ``_schedule``: cancelled when they are done or the call ends, as a pending
+        # timer holds all of the call's objects until it fires (a refresh in up to 2
+        # hours).
         self._call_timers: dict[str, TimerHandle] = {}
 
     @staticmethod
@@ -547,14 +545,11 @@ class Call:
         if 200 <= status < 300:
             for name, value in answer_headers(self.b2bua.params, self.invite):
                 response.add(name, value)
-        self.server.respond(response)
         if 200 <= status < 300:
-            self._ok_to_caller = response.to_bytes()
-            if not self.source.reliable:
-                self._schedule("ok-retransmit", T1, lambda: self._retransmit_ok(T1, T1))
-            # Cancelled by the ACK: a pending timer holds the whole call (its dialogs,
-            # attempts, messages) in memory for its 32 s, at call rate.
-            self._schedule("ack-deadline", TIMER_64T1, self._ack_deadline)
+            # The transaction sends the 200 again until on_ack confirms it; no ACK in
+            # 64*T1 ends the call.
+            self.server.on_no_ack = self._ack_deadline
+        self.server.respond(response)
 
     def _schedule(self, name: str, delay: float, callback: Callable[[], None]) -> None:
         """A call timer by name (replacing one of that name), cancelled when the call
@@ -569,15 +564,6 @@ class Call:
             handle = self._call_timers.pop(name, None)
             if handle is not None:
                 handle.cancel()
-
-    def _retransmit_ok(self, interval: float, elapsed: float) -> None:
-        if self.state != CallState.ANSWERED or self._ok_to_caller is None:
-            return
-        self.b2bua.stack.send(self._ok_to_caller, self._ok_peer)
-        nxt = min(interval * 2, T2)
-        if elapsed + nxt < TIMER_64T1:
-            self._schedule("ok-retransmit", nxt,
-                           lambda: self._retransmit_ok(nxt, elapsed + nxt))
 
     def _ack_deadline(self) -> None:
         if self.state == CallState.ANSWERED:
@@ -608,14 +594,14 @@ class Call:
     def on_ack(self, request: Request, side: Side) -> None:
         if side == Side.CALLER and self.state == CallState.ANSWERED:
             self.state = CallState.CONFIRMED
-            self._ok_to_caller = None
-            self._unschedule("ok-retransmit", "ack-deadline")
+            self.server.confirm()
             if self._late_offer and self.attempt is not None:
                 self.attempt.ack(self._to_callee(request.body), request.get("Content-Type"))
             return
         pending = self._reinvite
         if pending is not None and pending.origin == side and pending.answer is not None:
             self._reinvite = None
+            pending.server.confirm()
             other = self._dialog(_other(side))
             if other is not None:
                 body = self._cross(request.body, side)
@@ -752,6 +738,7 @@ class Call:
         self.ended = True
         self.state = CallState.ENDED
         self._unschedule(*self._call_timers)
+        self.server.confirm()  # no more 200s to the caller, and no hold on the call
         self.hangup_by = hangup_by
         self.termination = why
         end = time.time()

@@ -106,15 +106,17 @@ class ServerTransaction(_Transaction):
         self.state = State.PROCEEDING if self.is_invite else State.TRYING
         self._last_bytes = b""
         self.on_ack_timeout: Callable[[], None] | None = None
+        # An INVITE's 2xx is sent again (T1 doubling to T2, unreliable transports only)
+        # until the TU, which receives its ACK, calls confirm(); unconfirmed at Timer L,
+        # on_no_ack is called (the TU ends the dialog).
+        self.on_no_ack: Callable[[], None] | None = None
+        self._confirmed = False
 
     def respond(self, response: Response) -> None:
         if self.state in (State.COMPLETED, State.CONFIRMED, State.TERMINATED):
             return
         if self.state == State.ACCEPTED:
-            # Only 2xx retransmissions are the TU's business in Accepted (RFC 6026).
-            if 200 <= response.status < 300:
-                self._send(response.to_bytes())
-            return
+            return  # the 2xx is retransmitted here, from _last_bytes
         self._last_bytes = response.to_bytes()
         self._send(self._last_bytes)
         status = response.status
@@ -126,7 +128,9 @@ class ServerTransaction(_Transaction):
         if self.is_invite:
             if status < 300:
                 self.state = State.ACCEPTED
-                self._later(TIMER_64T1, self._terminate)  # Timer L
+                if not self.reliable:
+                    self._later(T1, lambda: self._retransmit_2xx(T1))
+                self._later(TIMER_64T1, self._accepted_end)  # Timer L
             else:
                 self.state = State.COMPLETED
                 if not self.reliable:
@@ -142,6 +146,26 @@ class ServerTransaction(_Transaction):
         self._send(self._last_bytes)
         nxt = min(interval * 2, T2)
         self._later(nxt, lambda: self._retransmit_final(nxt))
+
+    def _retransmit_2xx(self, interval: float) -> None:
+        """RFC 3261 13.3.1.4: the 2xx again at T1, 2*T1... up to T2, until its ACK."""
+        if self.state != State.ACCEPTED or self._confirmed:
+            return
+        self._send(self._last_bytes)
+        nxt = min(interval * 2, T2)
+        self._later(nxt, lambda: self._retransmit_2xx(nxt))
+
+    def confirm(self) -> None:
+        """The 2xx's ACK came (or the dialog ended meanwhile): stop sending it. Retransmitted
+        INVITEs are still absorbed until Timer L."""
+        self._confirmed = True
+        self.on_no_ack = None  # it holds the call: let it go now, not at Timer L
+
+    def _accepted_end(self) -> None:
+        on_no_ack, self.on_no_ack = self.on_no_ack, None
+        self._terminate()
+        if not self._confirmed and on_no_ack is not None:
+            on_no_ack()
 
     def _ack_timeout(self) -> None:
         if self.state == State.COMPLETED:
@@ -297,20 +321,31 @@ class ClientTransaction(_Transaction):
 
     def _build_ack(self, response: Response) -> bytes:
         """ACK of a non-2xx final response: same branch, To from the response (17.1.1.3)."""
+        return self._same_branch("ACK", response.get("To") or "").to_bytes()
+
+    def cancel_request(self) -> Request | None:
+        """The CANCEL of this INVITE (RFC 3261 9.1); None once its final response came
+        (nothing is left to cancel)."""
+        if not self.is_invite or self.request is None:
+            return None
+        return self._same_branch("CANCEL", self.request.get("To") or "")
+
+    def _same_branch(self, method: str, to: str) -> Request:
+        """A request that shares the INVITE's branch (its ACK, its CANCEL): the INVITE's
+        top Via, Route set, Request-URI, From, Call-ID and CSeq number."""
         req = self.request
         if req is None:  # built before the final response is handed up, never after
-            raise RuntimeError("ACK built after the transaction let go of its request")
+            raise RuntimeError(f"{method} built after the transaction let go of its request")
         headers: list[tuple[str, str]] = [("Via", req.get("Via") or "")]
-        for name in ("Route",):
-            headers.extend((name, v) for v in req.get_all(name))
+        headers.extend(("Route", v) for v in req.get_all("Route"))
         headers += [
             ("Max-Forwards", "70"),
             ("From", req.get("From") or ""),
-            ("To", response.get("To") or ""),
+            ("To", to),
             ("Call-ID", req.call_id),
-            ("CSeq", f"{req.cseq.number} ACK"),
+            ("CSeq", f"{req.cseq.number} {method}"),
         ]
-        return Request("ACK", req.uri, headers).to_bytes()
+        return Request(method, req.uri, headers)
 
     def cancel_timers(self) -> None:
         """Stop retransmitting (e.g. the attempt is abandoned and a CANCEL follows)."""

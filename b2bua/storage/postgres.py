@@ -57,9 +57,6 @@ CONNECT_DEFAULTS = {"connect_timeout": "5", "keepalives_idle": "30",
                     "keepalives_interval": "10", "keepalives_count": "3",
                     "options": "-c lock_timeout=5000"}
 
-# Pipeline mode needs libpq 14 or later (the binary wheel brings its own).
-PIPELINE = psycopg.Pipeline.is_supported()
-
 BUSY = (errors.SerializationFailure, errors.DeadlockDetected, errors.LockNotAvailable,
         errors.QueryCanceled)
 
@@ -349,21 +346,25 @@ class PostgresDatabase(Database):
             raise translate(exc) from exc
 
     def commit_batch(self, statements: Iterable[tuple[str, Params]], order: str) -> None:
-        # The whole transaction in pipeline mode: BEGIN, the two locks, the statements
-        # through one cursor and COMMIT go out together and are answered together, one
-        # round trip where executing them one by one takes one each (bench/pgbatch.py).
-        # An error surfaces when the pipeline ends; the transaction is then rolled back.
-        if not PIPELINE or self._depth:
+        # The whole batch as one multi-statement query (values bound client-side, quoted
+        # by libpq): one message, one wait for the answer, and psycopg's work per
+        # statement down to the quoting. The writer thread shares the interpreter lock
+        # with the event loop, and sending statements one by one (or pipelined) held it
+        # for milliseconds per batch: the loop then answered SIP late and calls failed
+        # at two thirds of SQLite's calls/s (bench/pgbatch.py, docs/performance.md).
+        # The server runs a multi-statement query as one transaction, all or nothing;
+        # the transaction-scoped locks last until its end.
+        if self._depth:
             super().commit_batch(statements, order)
             return
         conn = self._live()
+        binder = psycopg.ClientCursor(conn)
+        parts = [f"SELECT pg_advisory_xact_lock({WRITE_LOCK})",
+                 f"SELECT pg_advisory_xact_lock({lock_key(order)})"]
         self._depth = 1
         try:
-            with conn.pipeline(), conn.transaction(), conn.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(order),))
-                for sql, params in statements:
-                    cursor.execute(adapt(sql), params)
+            parts += [binder.mogrify(adapt(sql), params) for sql, params in statements]
+            conn.execute(";\n".join(parts).encode())
         except psycopg.Error as exc:
             raise translate(exc) from exc
         finally:

@@ -356,6 +356,29 @@ def test_invite_client_ack_copies_route_headers() -> None:
     assert ack.get_all("Route") == list(routes)
 
 
+def test_invite_client_builds_its_cancel_until_the_final_response() -> None:
+    """RFC 3261 9.1: the INVITE's Request-URI, top Via (branch), Route set, From, To,
+    Call-ID and CSeq number, method CANCEL; nothing to cancel after a final response."""
+    routes = ("<sip:10.1.1.1;lr>",)
+    _clock, _layer, _out, _upper, request, txn = client(resend=VOS_RESEND, routes=routes)
+    txn.receive(respond(request, 180))
+    built = txn.cancel_request()
+    assert built is not None
+    cancel = _as_request(parse_message(built.to_bytes()))
+    assert cancel.method == "CANCEL" and cancel.uri == request.uri
+    assert cancel.get_all("Via") == [request.get("Via")]
+    assert cancel.top_via.branch == request.top_via.branch
+    assert cancel.get_all("Route") == list(routes)
+    for header in ("From", "To", "Call-ID"):
+        assert cancel.get(header) == request.get(header)
+    assert cancel.to.tag is None  # the INVITE's To, not the 180's
+    assert (cancel.cseq.number, cancel.cseq.method) == (request.cseq.number, "CANCEL")
+    txn.receive(respond(request, 487))
+    assert txn.cancel_request() is None
+    _clock, _layer, _out, _upper, _bye, bye_txn = client("BYE")
+    assert bye_txn.cancel_request() is None  # only an INVITE is cancelled
+
+
 def test_invite_client_over_tcp_never_retransmits() -> None:
     clock, layer, out, upper, request, txn = client(reliable=True, resend=VOS_RESEND,
                                                     timeout=20.0)
@@ -534,6 +557,7 @@ def test_invite_server_accepted_absorbs_retransmissions_and_times_out() -> None:
     txn.respond(ok)
     assert state(txn) == State.ACCEPTED
     assert len(out.sent) == 1
+    txn.confirm()  # its ACK came at once
 
     retransmission = make_request("INVITE", "z9hG4bKsrv01")
     clock.advance_to(5.0)
@@ -542,10 +566,9 @@ def test_invite_server_accepted_absorbs_retransmissions_and_times_out() -> None:
     assert len(out.sent) == 1  # absorbed: neither resent nor passed up
     assert len(layer.servers) == 1
 
-    txn.respond(ok)  # the TU retransmits its 2xx through the transaction
-    assert len(out.sent) == 2
-    txn.respond(respond(request, 486))  # a non-2xx can no longer be sent
-    assert len(out.sent) == 2
+    txn.respond(ok)  # nothing more goes out once accepted
+    txn.respond(respond(request, 486))
+    assert len(out.sent) == 1
 
     clock.advance_to(TIMER_64T1 - 0.01)
     assert layer.servers[txn.key] is txn
@@ -554,7 +577,41 @@ def test_invite_server_accepted_absorbs_retransmissions_and_times_out() -> None:
     assert txn.key not in layer.servers
     assert layer.match_request(retransmission) is None
     assert calls == []
-    assert len(out.sent) == 2
+    assert len(out.sent) == 1
+
+
+def test_invite_server_sends_its_2xx_again_until_confirmed() -> None:
+    """RFC 3261 13.3.1.4: the 2xx at T1, 2*T1, 4*T1... capped at T2, until its ACK."""
+    clock, layer, out, request, txn = server()
+    no_ack: list[float] = []
+    txn.on_no_ack = lambda: no_ack.append(clock.now)
+    ok = respond(request, 200)
+    txn.respond(ok)
+    clock.advance_to(12.0)
+    assert out.times == [0.0, 0.5, 1.5, 3.5, 7.5, 11.5]
+    assert {data for _, data in out.sent} == {ok.to_bytes()}
+    txn.confirm()
+    assert txn.on_no_ack is None  # let go of the TU at once, not at Timer L
+    clock.advance_to(TIMER_64T1 + 1)
+    assert out.times[-1] == 11.5
+    assert no_ack == []
+    assert state(txn) == State.TERMINATED and txn.key not in layer.servers
+
+
+@pytest.mark.parametrize("reliable", [False, True], ids=["udp", "tcp"])
+def test_invite_server_2xx_never_acknowledged_tells_the_tu(reliable: bool) -> None:
+    clock, layer, out, request, txn = server(reliable=reliable)
+    no_ack: list[float] = []
+    txn.on_no_ack = lambda: no_ack.append(clock.now)
+    txn.respond(respond(request, 200))
+    clock.advance_to(TIMER_64T1 + 5)
+    assert no_ack == [TIMER_64T1]
+    assert state(txn) == State.TERMINATED and txn.key not in layer.servers
+    # UDP: every T2 after the doubling reached it, the last one before Timer L.
+    expected = [0.0] if reliable else [0.0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5,
+                                       31.5]
+    assert out.times == expected
+    assert clock.pending == 0
 
 
 class RecordingApp:
@@ -774,8 +831,8 @@ def test_finished_transactions_let_go_of_their_requests() -> None:
     txn.respond(ok)
     assert txn.request is None and sys.getrefcount(request) == held - 1
     assert state(txn) == State.ACCEPTED
-    txn.respond(ok)  # the TU's 2xx retransmission still goes out
-    assert out.sent[-1][1] == ok.to_bytes()
+    _clock.advance(T1)  # the 2xx is retransmitted from its bytes
+    assert out.sent[-1][1] == ok.to_bytes() and len(out.sent) == 3
 
     _clock, _layer, _out, _upper, bye, ctxn = client("BYE")
     ctxn.receive(respond(bye, 200))
