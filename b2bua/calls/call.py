@@ -296,7 +296,7 @@ class Call:
                 return
         sent = [a for a in self.attempts if a.outcome != "dns_failure"]
         if self.failure_codes:
-            code = failover.best_final(self.failure_codes)
+            code = map_vendor_failure(failover.best_final(self.failure_codes))
         else:
             code = 408 if sent else 503
         if sent:

@@ -91,7 +91,7 @@ def timer_for(status: int, has_sdp: bool) -> Timer | None:
         return Timer.TRYING
     if status == 180:
         return Timer.RINGING
-    if status == 183 or 181 <= status < 200:
+    if 100 < status < 200:  # 183, 181, 182, and any other 1xx, treated as 183 (RFC 3261)
         return Timer.SESSION_PROGRESS_SDP if has_sdp else Timer.SESSION_PROGRESS
     return None
 

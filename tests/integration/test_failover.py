@@ -318,6 +318,17 @@ def test_most_meaningful_code_when_every_vendor_fails(tmp_path: Path, softswitch
     assert detail["termination_reason"] == "every routing gateway failed"
 
 
+def test_a_challenge_or_redirect_from_every_vendor_reaches_the_caller_as_503(
+        tmp_path: Path, softswitch: Softswitch) -> None:
+    """A vendor's 407 or 302 is between the vendor and us: the caller gets 503, and the
+    CDR's attempts keep the vendors' own codes."""
+    result, detail = run(tmp_path, softswitch,
+                         [Vendor("uas_reject_407.xml"), Vendor("uas_redirect_302.xml")])
+    assert result.final == 503
+    assert attempts(detail) == [("v1", "failed", 407), ("v2", "failed", 302)]
+    assert detail["termination_reason"] == "every routing gateway failed"
+
+
 # -- races -------------------------------------------------------------------------------
 
 def test_answer_racing_a_timer_is_acked_and_hung_up(tmp_path: Path, softswitch: Softswitch

@@ -205,20 +205,30 @@ def test_until_connect_is_the_system_parameter(on: bool, gw: RoutingGateway | No
     (183, True, Timer.SESSION_PROGRESS_SDP),
     (181, False, Timer.SESSION_PROGRESS),
     (182, False, Timer.SESSION_PROGRESS),
+    (181, True, Timer.SESSION_PROGRESS_SDP),
+    (199, False, Timer.SESSION_PROGRESS),  # an unknown or other 1xx counts as 183
+    (150, True, Timer.SESSION_PROGRESS_SDP),
 ])
 def test_the_timer_a_provisional_starts(status: int, sdp: bool, expected: Timer) -> None:
     assert timer_for(status, sdp) is expected
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.integers(101, 199).filter(lambda code: code != 180), st.booleans())
+def test_every_other_provisional_is_session_progress(status: int, sdp: bool) -> None:
+    expected = Timer.SESSION_PROGRESS_SDP if sdp else Timer.SESSION_PROGRESS
+    assert timer_for(status, sdp) is expected
+
+
 @pytest.mark.parametrize("sdp", [False, True])
-@pytest.mark.parametrize("status", [101, 110, 150, 179, 200, 302, 486, 503, 603])
-def test_codes_outside_the_timer_table_start_no_timer(status: int, sdp: bool) -> None:
+@pytest.mark.parametrize("status", [200, 302, 486, 503, 603])
+def test_final_codes_start_no_timer(status: int, sdp: bool) -> None:
     assert timer_for(status, sdp) is None
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(st.integers(101, 179), st.integers(200, 699)), st.booleans())
-def test_no_timer_for_any_code_the_timer_table_does_not_list(status: int, sdp: bool) -> None:
+@given(st.integers(200, 699), st.booleans())
+def test_no_final_code_starts_a_timer(status: int, sdp: bool) -> None:
     assert timer_for(status, sdp) is None
 
 
