@@ -6,6 +6,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from b2bua.calls.attempt_state import (
+    ABANDONED,
+    PENDING,
+    AttemptEvent,
+    AttemptState,
+    next_state,
+)
 from b2bua.calls.endpoints import Destination
 from b2bua.calls.failover import SwitchRules, Timer
 from b2bua.calls.liveness import outbound_headers
@@ -40,15 +47,23 @@ class Attempt:
         self.final_code: int | None = None
         self.outcome = "pending"
         self.ended_at: float | None = None
-        self.got_provisional = False  # any 1xx, 100 included: CANCEL may be sent
-        self.abandoned = False
-        self.cancel_pending = False
-        self.open = False
+        self.state = AttemptState.NEW  # the INVITE exchange (attempt_state.py)
+        self.open = False  # counted against the destination's capacity
         self.timer: Timer | None = None
         self._timer_handle: TimerHandle | None = None
         self._ack: bytes | None = None
         self.caller_sent = ""
         self.callee_sent = ""
+
+    def _advance(self, event: AttemptEvent) -> AttemptState:
+        """Move to the state the table gives; the state left."""
+        before, self.state = self.state, next_state(self.state, event)
+        return before
+
+    @property
+    def abandoned(self) -> bool:
+        """Given up (a CANCEL sent, or waiting for the first provisional to send it)."""
+        return self.state in ABANDONED
 
     @property
     def gateway_name(self) -> str | None:
@@ -89,6 +104,7 @@ class Attempt:
         self.callee_sent = request.ruri.user or ""
         max_forwards = call.invite.max_forwards
         request.set("Max-Forwards", str(70 if max_forwards is None else max_forwards - 1))
+        self._advance(AttemptEvent.SEND)
         self.open = True
         call.b2bua.leg_started(dest)
         call.b2bua.register_attempt(self.dialog.call_id, call)
@@ -99,23 +115,22 @@ class Attempt:
         )
 
     def cancel(self) -> None:
-        """Abandon the attempt: CANCEL once a provisional came, else as soon as one does."""
-        self.abandoned = True
+        """Abandon the attempt: CANCEL once a provisional came, else as soon as one does
+        (RFC 3261 9.1). Nothing to do once the INVITE had its final response."""
         self.disarm()
-        if not self.open or self.final_code is not None:
+        if self.state not in PENDING:
             return
-        if self.got_provisional:
+        before = self._advance(AttemptEvent.ABANDON)
+        if before == AttemptState.PROCEEDING:
             self.send_cancel()
-        else:
-            self.cancel_pending = True
-        # A destination that answers neither the CANCEL nor the INVITE must not hold
-        # its capacity for ever.
-        self.b2bua.timers.call_later(TIMER_64T1, self.close)
+        if before not in ABANDONED and self.open:
+            # A destination that answers neither the CANCEL nor the INVITE must not hold
+            # its capacity for ever.
+            self.b2bua.timers.call_later(TIMER_64T1, self.close)
 
     def send_cancel(self) -> None:
-        """CANCEL the INVITE (built by its transaction: RFC 3261 9.1); nothing once its
-        final response came."""
-        self.cancel_pending = False
+        """CANCEL the INVITE (built by its transaction); nothing once its final response
+        came."""
         cancel = self.txn.cancel_request() if self.txn is not None else None
         if cancel is None:
             return
@@ -136,6 +151,7 @@ class Attempt:
     def bye(self) -> None:
         if self.dialog is None or self.dialog.remote_tag is None:
             return
+        self._advance(AttemptEvent.BYE)
         request = self.dialog.create_request("BYE")
         self.b2bua.stack.client_transaction(request, self.dialog.next_peer(),
                                                  lambda _r: None, lambda: None)
@@ -157,11 +173,27 @@ class Attempt:
 
     # -- bookkeeping -----------------------------------------------------------------------
 
-    def provisional(self, status: int) -> None:
-        self.got_provisional = True
+    def provisional(self, status: int) -> bool:
+        """A 1xx; True when the CANCEL that waited for it is to be sent now."""
+        before = self._advance(AttemptEvent.PROVISIONAL)
         if status != 100 and self.first_provisional is None:
             self.first_provisional = status
             self.first_provisional_at = time.time()
+        return before == AttemptState.CANCEL_WAIT
+
+    def answered(self, status: int) -> None:
+        self._advance(AttemptEvent.ANSWER)
+        self.finish("answered", status)
+
+    def failed(self, status: int) -> None:
+        self._advance(AttemptEvent.FAILURE)
+        self.finish("failed", status)
+        self.close()
+
+    def timed_out(self) -> None:
+        self._advance(AttemptEvent.TIMEOUT)
+        self.finish("invite_timeout")
+        self.close()
 
     def finish(self, outcome: str, code: int | None = None) -> None:
         """Record how the attempt ended (the first verdict stands)."""

@@ -359,10 +359,9 @@ class Call:
         dialog = attempt.dialog
         assert dialog is not None
         if status < 200:
-            attempt.provisional(status)
+            if attempt.provisional(status):
+                attempt.send_cancel()  # it waited for this first provisional
             if attempt.abandoned:
-                if attempt.cancel_pending:
-                    attempt.send_cancel()
                 return
             if status != 100:
                 dialog.update_from_response(response)
@@ -380,8 +379,9 @@ class Call:
             self._reply_caller(status, response.reason, response)
         elif status < 300:
             dialog.update_from_response(response)
-            attempt.finish("answered", status)
-            if attempt.abandoned or self.ended:
+            abandoned = attempt.abandoned
+            attempt.answered(status)
+            if abandoned or self.ended:
                 # The answer raced our CANCEL, a timer or a teardown: ACK it, then hang
                 # up (RFC 3261 15), so no leg stays up at the vendor.
                 attempt.ack()
@@ -389,10 +389,10 @@ class Call:
                 return
             self._on_answer(attempt, response)
         else:
-            attempt.finish("failed", status)
-            attempt.close()
+            abandoned = attempt.abandoned
+            attempt.failed(status)
             self.b2bua.forget_leg(dialog.call_id)
-            if attempt.abandoned or self.ended:
+            if abandoned or self.ended:
                 return
             self.failure_codes.append(status)
             if status == 503 and self._next_target(attempt):
@@ -413,11 +413,11 @@ class Call:
             self.b2bua.suspend_gateway(gw, min(int(value), 86400))
 
     def _on_invite_timeout(self, attempt: Attempt) -> None:
-        attempt.finish("invite_timeout")
-        attempt.close()
+        abandoned = attempt.abandoned
+        attempt.timed_out()
         if attempt.dialog is not None:
             self.b2bua.forget_leg(attempt.dialog.call_id)
-        if attempt.abandoned or self.ended or self._next_target(attempt):
+        if abandoned or self.ended or self._next_target(attempt):
             return
         if failover.on_invite_timeout(attempt.rules) == Next.END:
             self._fail_caller(408, "Request Timeout", "system", "INVITE timeout")

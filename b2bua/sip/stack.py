@@ -66,6 +66,9 @@ class StackStats:
     responses: int = 0
     retransmissions: int = 0
     stray_responses: int = 0
+    # A message whose handling failed on a bug (an AttemptProtocolError, say): logged
+    # with its traceback and counted; the engine goes on with the next message.
+    handler_errors: int = 0
 
 
 class SipStack:
@@ -163,6 +166,10 @@ class SipStack:
             log.debug("malformed header from %s: %s", source, exc)
             if self.app is not None and isinstance(message, Request):
                 self.app.on_malformed(data, source, exc)
+        except Exception:
+            self.stats.handler_errors += 1
+            log.exception("handling a message from %s failed (call-id %s)", source,
+                          message.get("Call-ID"))
 
     def _on_response(self, response: Response, source: Peer) -> None:
         assert self.layer is not None and self.app is not None

@@ -644,6 +644,26 @@ def _stack() -> tuple[SipStack, FakeClock, RecordingApp]:
     return stack, clock, app
 
 
+def test_a_failure_handling_a_message_is_counted_and_the_stack_goes_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    stack, _clock, app = _stack()
+    source = Peer("udp", "10.0.0.5", 5060)
+    broken = RecordingApp()
+
+    def fail(request: Request, _source: Peer) -> None:
+        raise RuntimeError("a bug in the call code")
+
+    broken.on_request = fail  # type: ignore[method-assign]
+    stack.app = broken
+    stack.on_bytes(make_request("OPTIONS", "z9hG4bKbug1").to_bytes(), source)
+    assert stack.stats.handler_errors == 1
+    assert "a bug in the call code" in caplog.text
+    stack.app = app
+    stack.on_bytes(make_request("OPTIONS", "z9hG4bKbug2").to_bytes(), source)
+    assert [r.method for r in app.requests] == ["OPTIONS"]
+    assert stack.stats.handler_errors == 1
+
+
 @pytest.mark.parametrize("branch", ["z9hG4bKsrv01", None], ids=["rfc3261", "rfc2543"])
 def test_ack_for_2xx_reaches_the_application_in_accepted(branch: str | None) -> None:
     """RFC 6026 7.1: an ACK arriving in Accepted is passed to the TU. A 2543 peer's ACK for
