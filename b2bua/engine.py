@@ -35,8 +35,8 @@ from b2bua.registrar.phones import PhoneDirectory
 from b2bua.registrar.registrar import Registrar
 from b2bua.routing.gateways import GatewayDirectory, MappingGateway, RoutingGateway
 from b2bua.routing.resolver import VendorResolver
-from b2bua.security.digest import NONCE_SLOTS, NonceMinter
-from b2bua.security.state import SECURITY_SLOTS
+from b2bua.security.digest import NONCE_SLOTS, NonceMinter, SharedNonceCounts
+from b2bua.security.state import SECURITY_SLOTS, SharedBoard
 from b2bua.shared_tables import map_table
 from b2bua.signalling import SignallingWorkers, sum_counters
 from b2bua.sip.dialog import call_ids
@@ -144,10 +144,11 @@ class Engine:
                              any_phone=lambda: self.phones.any_enabled)
         if dispatched is not None:
             workers, index = options.signalling_workers, options.worker_index
-            self.policy.suspensions.share(map_table(
+            # Several signalling workers: what one sees of a source, all see.
+            self.policy.suspensions.board = SharedBoard(map_table(
                 dispatched.security_fd, workers, index, SECURITY_SLOTS, evicting=True))
             self.policy.verifier.minter = NonceMinter(dispatched.nonce_key)
-            self.policy.verifier.counts.share(map_table(
+            self.policy.verifier.counts = SharedNonceCounts(map_table(
                 dispatched.nonces_fd, workers, index, NONCE_SLOTS, evicting=True))
         if not self.primary:
             # Worker 0 takes every REGISTER; the others follow its bindings in the database.

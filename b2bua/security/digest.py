@@ -95,24 +95,8 @@ class NonceCounts:
     def __init__(self, capacity: int = 100_000) -> None:
         self.capacity = capacity
         self._seen: OrderedDict[str, int] = OrderedDict()
-        self.shared: Tally | None = None
-
-    def share(self, table: Tally) -> None:
-        """With several signalling workers: counts every worker sees, since a phone may
-        reuse a nonce for a call that lands on another worker (direct mapped: a nonce
-        whose slot a newer one takes is forgotten, as at ``capacity``)."""
-        self.shared = table
 
     def accept(self, nonce: str, nc: int) -> bool:
-        if self.shared is not None:
-            key = text_key("nonce", nonce)
-            try:
-                if nc <= self.shared.maximum(key):
-                    return False
-                self.shared.store(key, nc)
-                return True
-            except OverflowError:
-                pass  # a contended slot: counted here alone
         last = self._seen.get(nonce)
         if last is not None and nc <= last:
             return False
@@ -123,7 +107,31 @@ class NonceCounts:
         return True
 
     def __len__(self) -> int:
-        return len(self._seen) if self.shared is None else self.shared.used()[0]
+        return len(self._seen)
+
+
+class SharedNonceCounts(NonceCounts):
+    """With several signalling workers (chosen when the engine is wired): counts every
+    worker sees, since a phone may reuse a nonce for a call that lands on another
+    worker. Direct mapped: a nonce whose slot a newer one takes is forgotten, as at
+    ``capacity``; a contended slot is counted by this worker alone."""
+
+    def __init__(self, table: Tally) -> None:
+        super().__init__()
+        self.table = table
+
+    def accept(self, nonce: str, nc: int) -> bool:
+        key = text_key("nonce", nonce)
+        try:
+            if nc <= self.table.maximum(key):
+                return False
+            self.table.store(key, nc)
+            return True
+        except OverflowError:
+            return super().accept(nonce, nc)
+
+    def __len__(self) -> int:
+        return int(self.table.used()[0])
 
 
 @dataclass(frozen=True, slots=True)

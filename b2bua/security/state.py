@@ -83,34 +83,103 @@ class Suspension:
 Terminal = tuple[str, str]  # (username, source IP)
 
 
+class LocalBoard:
+    """What a lone worker knows beyond its own decisions: nothing. The board a
+    :class:`SuspensionTable` uses when it is the only signalling worker."""
+
+    def count(self, key: int, local: int) -> int:
+        """One more failure under ``key``; the count to judge by. ``local`` is this
+        worker's own count with the new failure."""
+        return local
+
+    def reset(self, key: int) -> None:
+        return None
+
+    def until(self, key: int) -> float:
+        """The end of a suspension another worker decided (epoch seconds), 0 for none."""
+        return 0.0
+
+    def publish(self, key: int, until: float) -> None:
+        return None
+
+    def lift_held(self, key: int, now: float) -> bool:
+        """Lift a suspension only the board still holds (its worker restarted)."""
+        return False
+
+    def first_telling(self, key: int, until_ms: int, told: BoundedMap[int, int]) -> bool:
+        """Whether a suspension ending at ``until_ms`` is told for the first time."""
+        last = told.get(key)
+        if last is not None and last >= until_ms - 1:  # within 1 ms: read back from ms
+            return False
+        told.put(key, until_ms)
+        return True
+
+
+class SharedBoard(LocalBoard):
+    """Failure counts and suspensions in a table every signalling worker maps (a
+    guesser's new Call-IDs land on every worker): direct mapped, so a contended slot
+    falls back to what this worker alone knows."""
+
+    def __init__(self, table: Tally) -> None:
+        self.table = table
+
+    def count(self, key: int, local: int) -> int:
+        try:
+            return int(self.table.add(key, 1))
+        except OverflowError:
+            return local
+
+    def reset(self, key: int) -> None:
+        self.table.reset(key)
+
+    def until(self, key: int) -> float:
+        return int(self.table.maximum(key)) / 1000
+
+    def publish(self, key: int, until: float) -> None:
+        # A contended slot: the suspension holds on this worker alone.
+        with contextlib.suppress(OverflowError):
+            self.table.store(key, int(until * 1000))
+
+    def lift_held(self, key: int, now: float) -> bool:
+        if self.table.maximum(key) > now * 1000:
+            self.table.reset(key)
+            return True
+        return False
+
+    def first_telling(self, key: int, until_ms: int, told: BoundedMap[int, int]) -> bool:
+        if self.table.maximum(key) >= until_ms - 1:
+            return False
+        try:
+            self.table.store(key, until_ms)
+        except OverflowError:
+            return super().first_telling(key, until_ms, told)
+        return True
+
+
 class SuspensionTable:
     """Failure counts and suspensions per terminal: a username tried from one source IP.
 
     Keying by source IP as well as username means a guessing storm against an
-    account suspends the guesser, not the account's legitimate device elsewhere.
+    account suspends the guesser, not the account's legitimate device elsewhere. The
+    maps here hold this worker's counts and decisions (the API lists them); ``board``,
+    chosen when the engine is wired, holds what the other signalling workers see.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, board: LocalBoard | None = None) -> None:
         self.failures: BoundedMap[tuple[str, Terminal], int] = BoundedMap(FAILURE_LIMIT)
         self.suspended: BoundedMap[Terminal, Suspension] = BoundedMap(SUSPENSION_LIMIT)
         # The suspension (its end, in ms) each terminal was last told about.
-        self.told: BoundedMap[Terminal, int] = BoundedMap(SUSPENSION_LIMIT)
+        self.told: BoundedMap[int, int] = BoundedMap(SUSPENSION_LIMIT)
         self.created = 0
-        self.shared: Tally | None = None
-
-    def share(self, table: Tally) -> None:
-        """Count failures and suspensions in a table every signalling worker sees (a
-        guesser's new Call-IDs land on every worker). The local maps keep what this
-        worker decided, for the API."""
-        self.shared = table
+        self.board = board if board is not None else LocalBoard()
 
     def check(self, terminal: Terminal, now: float) -> Suspension | None:
         entry = self.suspended.get(terminal)
         if entry is not None and entry.until <= now:
             self.suspended.pop(terminal)
             entry = None
-        if entry is None and self.shared is not None:
-            until = self.shared.maximum(text_key("suspended", *terminal)) / 1000
+        if entry is None:
+            until = self.board.until(text_key("suspended", *terminal))
             if until > now:  # decided by another worker, which lists it
                 return Suspension(terminal[0], terminal[1], "authentication", now, until, 0)
         return entry
@@ -120,73 +189,41 @@ class SuspensionTable:
         """Count one failure; returns the new suspension when the limit is passed."""
         key = (kind, terminal)
         shared_key = text_key("failures", kind, *terminal)
-        count = self._count_shared(shared_key)
-        if count is None:
-            count = (self.failures.get(key) or 0) + 1
+        count = self.board.count(shared_key, (self.failures.get(key) or 0) + 1)
         if count <= max_failures or suspend_for <= 0:
             self.failures.put(key, count)
             return None
         self.failures.pop(key)
         entry = Suspension(terminal[0], terminal[1], kind, now, now + suspend_for, count)
         self.suspended.put(terminal, entry)
-        if self.shared is not None:
-            self.shared.reset(shared_key)
-            # A contended slot: the suspension holds on this worker alone.
-            with contextlib.suppress(OverflowError):
-                self.shared.store(text_key("suspended", *terminal), int(entry.until * 1000))
+        self.board.reset(shared_key)
+        self.board.publish(text_key("suspended", *terminal), entry.until)
         self.created += 1
         return entry
 
     def tell_once(self, entry: Suspension) -> bool:
         """True the first time a suspension is to be answered: one 403 per terminal per
         suspension, so a guessing tool that keeps going gets nothing more to count."""
-        terminal = (entry.terminal, entry.source_ip)
-        # Within 1 ms: another worker reads the end back from whole milliseconds.
-        until = int(entry.until * 1000)
-        if self.shared is not None:
-            key = text_key("told", *terminal)
-            if self.shared.maximum(key) >= until - 1:
-                return False
-            with contextlib.suppress(OverflowError):
-                self.shared.store(key, until)
-                return True
-        told = self.told.get(terminal)
-        if told is not None and told >= until - 1:
-            return False
-        self.told.put(terminal, until)
-        return True
+        key = text_key("told", entry.terminal, entry.source_ip)
+        return self.board.first_telling(key, int(entry.until * 1000), self.told)
 
     def succeed(self, kind: str, terminal: Terminal) -> None:
         self.failures.pop((kind, terminal))
-        if self.shared is not None:
-            self.shared.reset(text_key("failures", kind, *terminal))
+        self.board.reset(text_key("failures", kind, *terminal))
 
     def lift(self, username: str, source_ip: str | None = None) -> int:
         """Lift what this worker decided (the API asks every worker), and with a source
-        IP also a shared suspension whose worker has since restarted."""
+        IP also a suspension only the board holds (its worker has since restarted)."""
         lifted = 0
         for terminal, _entry in self.suspended.items():
             if terminal[0] == username and (source_ip is None or terminal[1] == source_ip):
                 self.suspended.pop(terminal)
-                if self.shared is not None:
-                    self.shared.reset(text_key("suspended", *terminal))
+                self.board.reset(text_key("suspended", *terminal))
                 lifted += 1
-        if not lifted and self.shared is not None and source_ip is not None:
-            key = text_key("suspended", username, source_ip)
-            if self.shared.maximum(key) > time.time() * 1000:
-                self.shared.reset(key)
-                lifted = 1
+        if not lifted and source_ip is not None and self.board.lift_held(
+                text_key("suspended", username, source_ip), time.time()):
+            lifted = 1
         return lifted
-
-    def _count_shared(self, key: int) -> int | None:
-        """One more failure under ``key``: the total over every worker, or None when
-        there is no shared table or its slot is contended (then counted here alone)."""
-        if self.shared is None:
-            return None
-        try:
-            return int(self.shared.add(key, 1))
-        except OverflowError:
-            return None
 
     def active(self, now: float) -> list[Suspension]:
         return [s for _t, s in self.suspended.items() if s.until > now]

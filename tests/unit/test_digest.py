@@ -18,6 +18,7 @@ from b2bua.security.digest import (
     NonceCounts,
     NonceMinter,
     NonceState,
+    SharedNonceCounts,
     Verdict,
     challenge_header,
     response_digest,
@@ -511,9 +512,8 @@ def test_credentials_for_another_target_are_invalid_not_wrong() -> None:
 def test_nonce_counts_shared_by_workers_refuse_a_replay_on_either() -> None:
     fd = shared_memory(table_size(2, 64))
     try:
-        first, second = NonceCounts(), NonceCounts()
-        first.share(map_table(fd, 2, 0, 64, evicting=True))
-        second.share(map_table(fd, 2, 1, 64, evicting=True))
+        first = SharedNonceCounts(map_table(fd, 2, 0, 64, evicting=True))
+        second = SharedNonceCounts(map_table(fd, 2, 1, 64, evicting=True))
     finally:
         os.close(fd)
     assert first.accept("n1", 1)

@@ -16,6 +16,7 @@ from b2bua.security.state import (
     BoundedMap,
     LogThrottle,
     SecurityCounters,
+    SharedBoard,
     Suspension,
     SuspensionTable,
 )
@@ -330,8 +331,7 @@ def _shared_pair() -> tuple[SuspensionTable, SuspensionTable]:
     try:
         tables = []
         for worker in (0, 1):
-            table = SuspensionTable()
-            table.share(map_table(fd, 2, worker, 64, evicting=True))
+            table = SuspensionTable(SharedBoard(map_table(fd, 2, worker, 64, evicting=True)))
             tables.append(table)
     finally:
         os.close(fd)  # the mappings stay
@@ -363,7 +363,7 @@ def test_a_flood_of_terminals_stays_in_the_shared_table() -> None:
     first, second = _shared_pair()
     for i in range(5000):  # far more terminals than the 64 slots
         first.fail(AUTH, (f"user{i}", "198.18.0.9"), 5, 60, T0)
-    assert first.shared is not None and first.shared.used() == (64, 64)
+    assert isinstance(first.board, SharedBoard) and first.board.table.used() == (64, 64)
     # New guesses still count, on both workers.
     terminal = ("victim", "198.18.0.9")
     assert first.fail(AUTH, terminal, 2, 60, T0) is None
