@@ -11,12 +11,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
 
-from b2bua.calls.b2bua import B2bua
+from b2bua.calls.anchor import CallMedia, MediaTotals, stream_count
 from b2bua.calls.call import Call
 from b2bua.calls.cdr import CdrWriter
 from b2bua.calls.counts import CallCounts
-from b2bua.calls.media import CallMedia, MediaTotals, stream_count
 from b2bua.calls.recovery import recover
+from b2bua.calls.switchboard import Switchboard
 from b2bua.census import census
 from b2bua.collector import FullCollections
 from b2bua.config.live import ConfigWatcher, Params
@@ -39,7 +39,7 @@ from b2bua.security.digest import NONCE_SLOTS, NonceMinter, SharedNonceCounts
 from b2bua.security.state import SECURITY_SLOTS, SharedBoard
 from b2bua.shared_tables import map_table
 from b2bua.signalling import SignallingWorkers, sum_counters
-from b2bua.sip.dialog import call_ids
+from b2bua.sip.dialog import CallIds
 from b2bua.sip.dispatched import DispatchedSip
 from b2bua.sip.stack import SipStack
 from b2bua.sip.transport import Peer
@@ -92,7 +92,6 @@ class Engine:
         # Worker 0 (the only one, by default) also holds what exists once per switch:
         # start-up recovery, the registrar, upstream registrations, the API's socket.
         self.primary = options.worker_index == 0
-        call_ids.index, call_ids.count = options.worker_index, options.signalling_workers
         self.dispatched = dispatched
         # Capacities and vendors' Retry-After holds, exact across the workers.
         self.counts = CallCounts(dispatched.counts_fd if dispatched else None,
@@ -114,6 +113,8 @@ class Engine:
         self.resolver.on_addresses = self.gateways.set_resolved
         self.stack = SipStack(options.sip_listen.host, options.sip_listen.port,
                               options.advertised_host())
+        # Our legs' Call-IDs come back to this worker through the dispatcher.
+        self.stack.call_ids = CallIds(options.worker_index, options.signalling_workers)
         # Where writes a locked stop could not apply wait for the next start.
         self.spill_base = spill_base(options.database, options.var_dir)
         self.writer = DbWriter(options.database, self.spill_base)
@@ -160,7 +161,7 @@ class Engine:
             # ... and registers to vendors; the others read whether that holds.
             self.upstream.registered_elsewhere = \
                 lambda gw_id: self.counts[("upstream", gw_id)] > 0
-        self.b2bua: B2bua | None = None
+        self.switchboard: Switchboard | None = None
         self.control = ControlServer(options.control_path)
         self.control.register("status", self._status)
         self.control.register("calls", self._calls)
@@ -168,7 +169,7 @@ class Engine:
         self.control.register("media", self._media_status)
         self.control.register("collect", self._collect)
         self.control.register("census", lambda _r: census())
-        self.control.register("gateways", lambda _r: self._b2bua().gateway_status())
+        self.control.register("gateways", lambda _r: self._switchboard().gateway_status())
         self.control.register("security", self._security)
         self.control.register("suspensions", self._suspensions)
         self.control.register("lift", self._lift)
@@ -231,21 +232,22 @@ class Engine:
             published = holding
             await asyncio.sleep(UPSTREAM_PUBLISH_INTERVAL)
 
-    def _b2bua(self) -> B2bua:
-        assert self.b2bua is not None
-        return self.b2bua
+    def _switchboard(self) -> Switchboard:
+        assert self.switchboard is not None
+        return self.switchboard
 
     async def start(self) -> None:
         self.watcher.load_all()
         loop = asyncio.get_running_loop()
-        self.b2bua = B2bua(self.stack, self.params, self.gateways, self.cdrs, loop, self.policy,
-                           self.phones, self.bindings, self.registrar, self.numbers,
-                           self.counts)
-        self.b2bua.upstream_vendor = self.upstream.vendor_for_call
-        self.b2bua.media_factory = self._new_media
-        self.b2bua.overloaded = self._overloaded
-        self.b2bua.resolver = self.resolver
-        self.b2bua.number_calls(self.options.worker_index + 1, self.options.signalling_workers)
+        self.switchboard = Switchboard(
+            self.stack, self.params, self.gateways, self.cdrs, loop, self.policy,
+            self.phones, self.bindings, self.registrar, self.numbers, self.counts)
+        self.switchboard.upstream_vendor = self.upstream.vendor_for_call
+        self.switchboard.media_factory = self._new_media
+        self.switchboard.overloaded = self._overloaded
+        self.switchboard.resolver = self.resolver
+        self.switchboard.number_calls(self.options.worker_index + 1,
+                                      self.options.signalling_workers)
         if self.primary:
             # Writes a stop could not apply (the database was locked) first: a finished
             # call's CDR there must exist before recovery looks for interrupted calls.
@@ -258,7 +260,7 @@ class Engine:
             self._prune_gateway_bindings()
         self.writer.start()
         await self.media.start()
-        await self.stack.start(self.b2bua, self.dispatched)
+        await self.stack.start(self.switchboard, self.dispatched)
         if self.primary:
             self.upstream.start()
             self.on_shutdown(self.upstream.shutdown)
@@ -466,19 +468,19 @@ class Engine:
 
     async def _stop_calls(self) -> None:
         """Hang up what is still up so every call gets its BYE and its CDR."""
-        if self.b2bua is not None and self.b2bua.calls:
-            self.b2bua.hang_up_all("shutdown")
+        if self.switchboard is not None and self.switchboard.calls:
+            self.switchboard.hang_up_all("shutdown")
             await asyncio.sleep(0.2)
 
     async def _calls(self, request: dict[str, Any]) -> list[dict[str, Any]]:
-        calls = self._b2bua().active_calls()
+        calls = self._switchboard().active_calls()
         for more in await self._ask_workers(request):
             calls.extend(more)
         return calls
 
     async def _stats(self, request: dict[str, Any]) -> dict[str, Any]:
         mine = {
-            **self._b2bua().stats_snapshot(),
+            **self._switchboard().stats_snapshot(),
             "media_ports_in_use": self.media.in_use,
             "media_ports_free": self.media.available,
         }

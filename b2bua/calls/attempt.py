@@ -16,7 +16,7 @@ from b2bua.calls.attempt_state import (
 from b2bua.calls.endpoints import Destination
 from b2bua.calls.failover import SwitchRules, Timer
 from b2bua.calls.liveness import outbound_headers
-from b2bua.sip.dialog import Dialog, new_call_id, new_tag
+from b2bua.sip.dialog import Dialog, new_tag
 from b2bua.sip.message import Response
 from b2bua.sip.transaction import TIMER_64T1, ClientTransaction, TimerHandle
 
@@ -33,7 +33,7 @@ class Attempt:
                  rules: SwitchRules, target: str | None = None) -> None:
         # No reference back to the call: call -> attempt only, so a finished call is
         # freed by reference counting (b2bua/collector.py). The call is handed to start().
-        self.b2bua = call.b2bua
+        self.switchboard = call.switchboard
         self.seq = seq
         self.destination = destination
         self.rules = rules
@@ -74,7 +74,7 @@ class Attempt:
 
     def start(self, call: Call, on_response: Callable[[Response], None],
               on_timeout: Callable[[], None]) -> None:
-        stack = call.b2bua.stack
+        stack = call.switchboard.stack
         dest = self.destination
         display = call.invite.from_.display
         caller = dest.caller if dest.caller is not None else call.caller_routed
@@ -82,7 +82,7 @@ class Attempt:
         if display:
             from_uri = f'"{display}" {from_uri}'
         self.dialog = Dialog(
-            call_id=new_call_id(stack.advertised_host),
+            call_id=stack.new_call_id(),
             local_tag=new_tag(),
             local_uri=from_uri,
             remote_uri=dest.to_uri,
@@ -93,7 +93,7 @@ class Attempt:
             pinned=dest.pinned,
             route_set=list(dest.route),
         )
-        extra = [("Allow", ALLOW), *outbound_headers(call.b2bua.params)]
+        extra = [("Allow", ALLOW), *outbound_headers(call.switchboard.params)]
         if dest.pai is not None:
             extra.append(("P-Asserted-Identity", f"<sip:{dest.pai}@{stack.advertised_host}>"))
         request = self.dialog.create_request(
@@ -106,12 +106,12 @@ class Attempt:
         request.set("Max-Forwards", str(70 if max_forwards is None else max_forwards - 1))
         self._advance(AttemptEvent.SEND)
         self.open = True
-        call.b2bua.leg_started(dest)
-        call.b2bua.register_attempt(self.dialog.call_id, call)
+        call.switchboard.leg_started(dest)
+        call.switchboard.register_attempt(self.dialog.call_id, call)
         self.txn = stack.client_transaction(
             request, dest.peer, on_response, on_timeout,
             timeout=self.rules.invite_timeout,
-            resend=call.b2bua.params["SS_SIP_RESEND_INTERVAL"],
+            resend=call.switchboard.params["SS_SIP_RESEND_INTERVAL"],
         )
 
     def cancel(self) -> None:
@@ -126,7 +126,7 @@ class Attempt:
         if before not in ABANDONED and self.open:
             # A destination that answers neither the CANCEL nor the INVITE must not hold
             # its capacity for ever.
-            self.b2bua.timers.call_later(TIMER_64T1, self.close)
+            self.switchboard.timers.call_later(TIMER_64T1, self.close)
 
     def send_cancel(self) -> None:
         """CANCEL the INVITE (built by its transaction); nothing once its final response
@@ -134,26 +134,26 @@ class Attempt:
         cancel = self.txn.cancel_request() if self.txn is not None else None
         if cancel is None:
             return
-        self.b2bua.stack.client_transaction(cancel, self.destination.peer,
+        self.switchboard.stack.client_transaction(cancel, self.destination.peer,
                                             lambda _r: None, lambda: None)
 
     def ack(self, body: bytes = b"", content_type: str | None = None) -> None:
         assert self.dialog is not None
         ack = self.dialog.create_request("ACK", body, content_type, cseq=1)
         self._ack = ack.to_bytes()
-        self.b2bua.stack.send(self._ack, self.dialog.next_peer())
+        self.switchboard.stack.send(self._ack, self.dialog.next_peer())
 
     def re_ack(self) -> None:
         """Our ACK was lost and the 2xx came again."""
         if self._ack is not None and self.dialog is not None:
-            self.b2bua.stack.send(self._ack, self.dialog.next_peer())
+            self.switchboard.stack.send(self._ack, self.dialog.next_peer())
 
     def bye(self) -> None:
         if self.dialog is None or self.dialog.remote_tag is None:
             return
         self._advance(AttemptEvent.BYE)
         request = self.dialog.create_request("BYE")
-        self.b2bua.stack.client_transaction(request, self.dialog.next_peer(),
+        self.switchboard.stack.client_transaction(request, self.dialog.next_peer(),
                                                  lambda _r: None, lambda: None)
         self.close()
 
@@ -162,7 +162,7 @@ class Attempt:
     def arm(self, timer: Timer, on_expiry: Callable[[Attempt, Timer], None]) -> None:
         self.disarm()
         self.timer = timer
-        self._timer_handle = self.b2bua.timers.call_later(
+        self._timer_handle = self.switchboard.timers.call_later(
             self.rules.timers[timer], lambda: on_expiry(self, timer))
 
     def disarm(self) -> None:
@@ -208,7 +208,7 @@ class Attempt:
         self.disarm()
         if self.open:
             self.open = False
-            self.b2bua.leg_ended(self.destination)
+            self.switchboard.leg_ended(self.destination)
 
     def record(self) -> dict[str, Any]:
         gw = self.destination.gateway

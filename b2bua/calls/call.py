@@ -18,12 +18,12 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from b2bua.calls import failover
+from b2bua.calls.anchor import CallMedia, relay_wanted
 from b2bua.calls.attempt import ALLOW, Attempt
 from b2bua.calls.cdr import CdrRecord
 from b2bua.calls.endpoints import Destination, Origin
 from b2bua.calls.failover import Next, SwitchRules, Timer
 from b2bua.calls.liveness import LegTimer, answer_headers, leg_timer
-from b2bua.calls.media import CallMedia, relay_wanted
 from b2bua.routing.dns import Plan, Target
 from b2bua.routing.gateways import RoutingGateway
 from b2bua.sip.dialog import Dialog, copy_record_route, origin_host
@@ -33,7 +33,7 @@ from b2bua.sip.transport import Peer
 from b2bua.storage.active_calls import note_answered, note_ended
 
 if TYPE_CHECKING:
-    from b2bua.calls.b2bua import B2bua
+    from b2bua.calls.switchboard import Switchboard
 
 log = logging.getLogger("b2bua.call")
 
@@ -79,15 +79,15 @@ class PendingReinvite:
 
 
 class Call:
-    def __init__(self, b2bua: B2bua, call_no: int, invite: Request, source: Peer,
+    def __init__(self, switchboard: Switchboard, call_no: int, invite: Request, source: Peer,
                  server: ServerTransaction, origin: Origin, callee: str | None = None) -> None:
-        self.b2bua = b2bua
+        self.switchboard = switchboard
         self.no = call_no
         self.invite = invite
         self.source = source
         self.server = server
         self.origin = origin
-        stack = b2bua.stack
+        stack = switchboard.stack
         # Read once: the relay decision and the media's NAT flag ask again.
         self.caller_nat = self.behind_nat(invite, source)
         self.inbound = Dialog.as_uas(
@@ -99,7 +99,7 @@ class Call:
         self.callee = callee if callee is not None else invite.ruri.user or ""
         # The platform numbers: after the mapping side's dial plans and transform.
         self.caller_routed, self.callee_routed = origin.numbers.rewrite(
-            self.caller, self.callee, b2bua.numbers.transforms)
+            self.caller, self.callee, switchboard.numbers.transforms)
         self.state = CallState.ROUTING
         self.callee_phone: str | None = None
         self.route: list[Destination | RoutingGateway] = []
@@ -127,7 +127,7 @@ class Call:
         self._to_caller_last = b""  # the last SDP each leg got from us (liveness re-INVITE)
         self._to_callee_last = invite.body
         self._sdp_sent: dict[Side, bytes] = {}
-        self.origin_media_check = b2bua.origin_media_check(origin)
+        self.origin_media_check = switchboard.origin_media_check(origin)
         self._media_checks: dict[str, str] = {}
         self._check_since = 0.0
         # The call's timers by name (session refresh per leg, media check), set through
@@ -168,13 +168,13 @@ class Call:
     def route_and_dial(self) -> None:
         """Lists first; then a registered phone's number goes to the phone, anything else
         to the vendors."""
-        groups = self.b2bua.numbers.groups
+        groups = self.switchboard.numbers.groups
         refusal = self.origin.numbers.refusal(self.caller_routed, self.callee_routed, groups)
         if refusal is not None:
-            self.b2bua.stats.refused_by_lists += 1
+            self.switchboard.stats.refused_by_lists += 1
             self._fail_caller(403, "Forbidden", "system", refusal)
             return
-        phone = self.b2bua.phone_destination(self.callee_routed)
+        phone = self.switchboard.phone_destination(self.callee_routed)
         if phone is not None:
             self.callee_phone = self.callee_routed
             destination, code, why = phone
@@ -184,7 +184,7 @@ class Call:
             self.route = [destination]
             self._dial_first()
             return
-        plan = self.b2bua.plan_route(self.callee_routed)
+        plan = self.switchboard.plan_route(self.callee_routed)
         gateways: list[Destination | RoutingGateway] = []
         first_refusal: str | None = None
         for gw in plan.gateways:
@@ -197,7 +197,7 @@ class Call:
                 first_refusal = f'routing gateway "{gw.name}": {refused}'
         if not gateways:
             if first_refusal is not None:
-                self.b2bua.stats.refused_by_lists += 1
+                self.switchboard.stats.refused_by_lists += 1
                 self._fail_caller(403, "Forbidden", "system", first_refusal)
                 return
             code = 404 if plan.matched == 0 else 503
@@ -210,7 +210,7 @@ class Call:
         """Anchor the media first when the relay is wanted, then try the first hop."""
         first = self._destination(self.route[0])
         wanted = relay_wanted(
-            str(self.b2bua.params["SS_MEDIAPROXYMODE"]),
+            str(self.switchboard.params["SS_MEDIAPROXYMODE"]),
             [self.origin.media_relay, first.media_relay],
             nat=self.caller_nat or first.nat,
             encrypted=self.origin.rtp_encryption or first.encrypted,
@@ -220,12 +220,12 @@ class Call:
                 log.info("call %d: no SDP offer from the caller; media not relayed", self.no)
             self._next_attempt()
             return
-        media = self.b2bua.new_media(self)
+        media = self.switchboard.new_media(self)
         if media is None:
             self._next_attempt()
             return
         self.media = media
-        self.b2bua.run(self._start_media(media))
+        self.switchboard.run(self._start_media(media))
 
     async def _start_media(self, media: CallMedia) -> None:
         try:
@@ -268,14 +268,14 @@ class Call:
         if isinstance(hop, Destination):
             return hop
         caller, callee = hop.numbers.rewrite(self.caller_routed, self.callee_routed,
-                                             self.b2bua.numbers.transforms)
+                                             self.switchboard.numbers.transforms)
         return Destination.vendor(hop, caller, callee, hop.numbers.pai(caller), target)
 
     def _next_attempt(self) -> None:
         if self.ended:
             return
         self._targets = []
-        limit = self.b2bua.params["SS_GATEWAY_SWITCH_LIMIT"]
+        limit = self.switchboard.params["SS_GATEWAY_SWITCH_LIMIT"]
         while self._next < len(self.route) and not (limit and self._hops >= limit):
             hop = self.route[self._next]
             self._next += 1
@@ -284,13 +284,13 @@ class Call:
                 self._start_attempt(hop)
                 return
             # A gateway may have filled up or been taken out of routing since the plan.
-            if not self.b2bua.gateway_usable(hop):
+            if not self.switchboard.gateway_usable(hop):
                 continue
             self._hops += 1
-            plan = self.b2bua.vendor_plan(hop)
+            plan = self.switchboard.vendor_plan(hop)
             if not plan.complete:
                 # A cold DNS cache: resolve first, then this gateway's INVITE.
-                self.b2bua.run(self._resolve_and_dial(hop))
+                self.switchboard.run(self._resolve_and_dial(hop))
                 return
             if self._dial_gateway(hop, plan):
                 return
@@ -308,7 +308,7 @@ class Call:
         self._fail_caller(code, None, "callee" if code != 408 and sent else "system", why)
 
     async def _resolve_and_dial(self, gw: RoutingGateway) -> None:
-        plan = await self.b2bua.resolve_vendor(gw)
+        plan = await self.switchboard.resolve_vendor(gw)
         if self.ended:
             return
         if not self._dial_gateway(gw, plan):
@@ -318,9 +318,9 @@ class Call:
         """The gateway's first target; False when its name gave no address (the attempt
         is recorded as a DNS failure and the route goes on)."""
         if not plan.targets:
-            self.b2bua.stats.dns_failures += 1
+            self.switchboard.stats.dns_failures += 1
             log.info("call %d: routing gateway %s: %s", self.no, gw.name, plan.failure)
-            rules = SwitchRules.resolve(self.b2bua.params, gw)
+            rules = SwitchRules.resolve(self.switchboard.params, gw)
             attempt = Attempt(self, len(self.attempts) + 1, self._destination(gw), rules,
                               target=None)
             attempt.note = plan.failure
@@ -344,7 +344,7 @@ class Call:
         return True
 
     def _start_attempt(self, destination: Destination) -> None:
-        rules = SwitchRules.resolve(self.b2bua.params, destination.gateway)
+        rules = SwitchRules.resolve(self.switchboard.params, destination.gateway)
         attempt = Attempt(self, len(self.attempts) + 1, destination, rules,
                           target=destination.target)
         self.attempts.append(attempt)
@@ -391,7 +391,7 @@ class Call:
         else:
             abandoned = attempt.abandoned
             attempt.failed(status)
-            self.b2bua.forget_leg(dialog.call_id)
+            self.switchboard.forget_leg(dialog.call_id)
             if abandoned or self.ended:
                 return
             self.failure_codes.append(status)
@@ -410,13 +410,13 @@ class Call:
     def _honour_retry_after(self, gw: RoutingGateway, response: Response) -> None:
         value = (response.get("Retry-After") or "").split(";")[0].strip()
         if value.isdigit() and int(value) > 0:
-            self.b2bua.suspend_gateway(gw, min(int(value), 86400))
+            self.switchboard.suspend_gateway(gw, min(int(value), 86400))
 
     def _on_invite_timeout(self, attempt: Attempt) -> None:
         abandoned = attempt.abandoned
         attempt.timed_out()
         if attempt.dialog is not None:
-            self.b2bua.forget_leg(attempt.dialog.call_id)
+            self.switchboard.forget_leg(attempt.dialog.call_id)
         if abandoned or self.ended or self._next_target(attempt):
             return
         if failover.on_invite_timeout(attempt.rules) == Next.END:
@@ -445,12 +445,12 @@ class Call:
         self.committed = True
         self.answer_at = time.time()
         self.state = CallState.ANSWERED
-        note_answered(self.b2bua.cdrs.writer, self.invite.call_id, self.answer_at)
+        note_answered(self.switchboard.cdrs.writer, self.invite.call_id, self.answer_at)
         self._reply_caller(200, response.reason, response)
         self._start_media_check(attempt)
         self._sdp_sent = {Side.CALLER: self._to_caller_last, Side.CALLEE: self._to_callee_last}
-        self._arm_refresh(Side.CALLER, leg_timer(self.b2bua.params, self.invite))
-        self._arm_refresh(Side.CALLEE, leg_timer(self.b2bua.params, response))
+        self._arm_refresh(Side.CALLER, leg_timer(self.switchboard.params, self.invite))
+        self._arm_refresh(Side.CALLEE, leg_timer(self.switchboard.params, response))
 
     def _arm_refresh(self, side: Side, timer: LegTimer) -> None:
         if self.ended:
@@ -475,13 +475,13 @@ class Call:
                 return
             if method == "INVITE" and response.status < 300:
                 ack = dialog.create_request("ACK", cseq=request.cseq.number)
-                self.b2bua.stack.send(ack.to_bytes(), dialog.next_peer())
+                self.switchboard.stack.send(ack.to_bytes(), dialog.next_peer())
             if response.status in (408, 481):
                 self._refresh_failed(side, str(response.status))
             else:
                 self._arm_refresh(side, timer)
 
-        self.b2bua.stack.client_transaction(request, dialog.next_peer(), answered,
+        self.switchboard.stack.client_transaction(request, dialog.next_peer(), answered,
                                             lambda: self._refresh_failed(side, "no answer"))
 
     def _refresh_failed(self, side: Side, why: str) -> None:
@@ -511,7 +511,7 @@ class Call:
     def _check_media(self) -> None:
         if self.ended or self.media is None:
             return
-        timeout = float(self.b2bua.params.integer("SS_MEDIA_CHECK_TIMEOUT"))
+        timeout = float(self.switchboard.params.integer("SS_MEDIA_CHECK_TIMEOUT"))
         silent = self.media.silent_direction(self._media_checks, self._check_since, timeout)
         if silent is not None:
             log.info("call %d: no RTP %s for %.0f s; hanging up", self.no, silent, timeout)
@@ -543,7 +543,7 @@ class Call:
             self.final_code = status
             self.final_reason = response.reason
         if 200 <= status < 300:
-            for name, value in answer_headers(self.b2bua.params, self.invite):
+            for name, value in answer_headers(self.switchboard.params, self.invite):
                 response.add(name, value)
         if 200 <= status < 300:
             # The transaction sends the 200 again until on_ack confirms it; no ACK in
@@ -557,7 +557,7 @@ class Call:
         old = self._call_timers.pop(name, None)
         if old is not None:
             old.cancel()
-        self._call_timers[name] = self.b2bua.timers.call_later(delay, callback)
+        self._call_timers[name] = self.switchboard.timers.call_later(delay, callback)
 
     def _unschedule(self, *names: str) -> None:
         for name in names:
@@ -607,11 +607,11 @@ class Call:
                 body = self._cross(request.body, side)
                 ack = other.create_request("ACK", body, request.get("Content-Type"),
                                            cseq=other.local_seq)
-                self.b2bua.stack.send(ack.to_bytes(), other.next_peer())
+                self.switchboard.stack.send(ack.to_bytes(), other.next_peer())
 
     def on_request(self, request: Request, source: Peer, side: Side) -> None:
         """An in-dialog request (not ACK, not CANCEL) from one leg."""
-        stack = self.b2bua.stack
+        stack = self.switchboard.stack
         dialog = self._dialog(side)
         if dialog is not None:
             dialog.remote_seq = request.cseq.number
@@ -641,7 +641,7 @@ class Call:
         if media is not None and (more := media.needs(request.body)):
             # An offer with more m= lines than the call relays (video added, a T.38
             # stream beside the audio): their relay ports first, then the offer.
-            self.b2bua.run(self._grow_then_relay(media, more, request, server, side))
+            self.switchboard.run(self._grow_then_relay(media, more, request, server, side))
             return
         self._relay_request(request, server, side, other)
 
@@ -662,7 +662,7 @@ class Call:
 
     def _relay_request(self, request: Request, server: ServerTransaction, side: Side,
                        other: Dialog) -> None:
-        stack = self.b2bua.stack
+        stack = self.switchboard.stack
         method = request.method
         extra = [(h, v) for h in CARRIED_HEADERS for v in request.get_all(h)]
         relayed = other.create_request(method, self._cross(request.body, side),
@@ -717,12 +717,12 @@ class Call:
             if self.attempt is not None and self.attempt.open:
                 self.attempt.bye()
                 if self.attempt.dialog is not None:
-                    self.b2bua.forget_leg(self.attempt.dialog.call_id)
+                    self.switchboard.forget_leg(self.attempt.dialog.call_id)
             return
         if self.inbound.remote_tag is None:
             return
         bye = self.inbound.create_request("BYE")
-        self.b2bua.stack.client_transaction(bye, self.inbound.next_peer(), lambda _r: None,
+        self.switchboard.stack.client_transaction(bye, self.inbound.next_peer(), lambda _r: None,
                                             lambda: None)
 
     def _cross(self, body: bytes, sender: Side) -> bytes:
@@ -745,14 +745,14 @@ class Call:
         for attempt in self.attempts:
             attempt.finish("answered" if attempt.final_code == 200 else "abandoned")
             attempt.ended_at = attempt.ended_at or end
-        self.b2bua.call_ended(self)
+        self.switchboard.call_ended(self)
         record = self.cdr_record(end, hangup_by, why)
         attempts = [a.record() for a in self.attempts]
 
         def write_cdr(media: dict[str, Any]) -> None:
             record.media = json.dumps(media)
-            self.b2bua.cdrs.submit(record, attempts)
-            note_ended(self.b2bua.cdrs.writer, self.invite.call_id)
+            self.switchboard.cdrs.submit(record, attempts)
+            note_ended(self.switchboard.cdrs.writer, self.invite.call_id)
 
         if self.media is not None:
             # The CDR carries the relay's final counters (a relay worker reports them

@@ -3,7 +3,7 @@
 Two implementations: :class:`LocalMediaPlane` runs the relay in the engine's own event
 loop (``--media-workers 0``), :class:`b2bua.media.pool.RelayWorkerPool` in worker
 processes, one per core, so relaying scales past the one core the signalling uses. The
-call layer (:mod:`b2bua.calls.media`) does not know which one it has.
+call layer (:mod:`b2bua.calls.anchor`) does not know which one it has.
 
 A session's legs are named ``"a"`` (the caller side) and ``"b"`` (the destination side).
 Ciphers travel as a :data:`CipherSpec` (mode, key) so a worker can build its own.

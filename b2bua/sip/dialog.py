@@ -37,13 +37,6 @@ class CallIds:
                 return call_id
 
 
-call_ids = CallIds()  # this process's place among the signalling workers (b2bua.signalling)
-
-
-def new_call_id(host: str) -> str:
-    return call_ids.new(host)
-
-
 @dataclass(slots=True)
 class Dialog:
     """One side of a call as seen by the softswitch (we are the local party)."""

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from b2bua.sip.dialog import CallIds
 from b2bua.sip.dispatched import (
     ChannelReceiver,
     DispatchedSip,
@@ -77,6 +78,9 @@ class SipStack:
         self.host = host
         self.port = port
         self.advertised_host = advertised_host
+        # Where new Call-IDs come from: the engine's wiring gives a signalling worker
+        # the CallIds that the dispatcher routes back to it.
+        self.call_ids = CallIds()
         self.max_size = max_size
         self.transport_stats = TransportStats()
         self.stats = StackStats()
@@ -252,6 +256,10 @@ class SipStack:
             log.warning("not sent to %s:%s: no address for the name", host, port)
             return
         self.udp.send(data, *address)
+
+    def new_call_id(self) -> str:
+        """A Call-ID for a dialog we start (an outbound leg, a registration)."""
+        return self.call_ids.new(self.advertised_host)
 
     def response_peer(self, request: Request, source: Peer) -> Peer:
         """Where responses to ``request`` go (RFC 3261 18.2.2, RFC 3581)."""

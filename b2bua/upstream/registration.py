@@ -21,7 +21,7 @@ from typing import Any
 from b2bua.config.live import Params
 from b2bua.routing.dns import Plan, is_ip
 from b2bua.security.digest import response_digest
-from b2bua.sip.dialog import new_call_id, new_tag
+from b2bua.sip.dialog import new_tag
 from b2bua.sip.errors import SipParseError
 from b2bua.sip.headers import NameAddr, format_auth_params, parse_auth_params
 from b2bua.sip.message import Request, Response
@@ -68,7 +68,7 @@ class UpstreamRegistration:
         # Where a registrar given by name was found last: kept while the DNS is down.
         self.located: Peer | None = None
         self._locating: asyncio.Task[None] | None = None
-        self.call_id = new_call_id(stack.advertised_host)
+        self.call_id = stack.new_call_id()
         self.tag = new_tag()
         self.cseq = secrets.randbelow(1000) + 1
         self.state = "idle"

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from b2bua.calls.media import MAX_STREAMS, CallMedia, stream_count
+from b2bua.calls.anchor import MAX_STREAMS, CallMedia, stream_count
 from b2bua.config.live import Params
 from b2bua.looplag import WINDOW, LoopLag
 from b2bua.media.plane import CipherSpec

@@ -1,5 +1,5 @@
 """A bounded, seeded mutation fuzzer over real SIP requests through the parser and the
-policy stage, the way the engine runs them (``SipStack.on_bytes`` -> ``B2bua.on_request``
+policy stage, the way the engine runs them (``SipStack.on_bytes`` -> ``Switchboard.on_request``
 -> ``Policy.admit`` / ``Policy.unknown``, then the stateless refusal).
 
 The corpus is what sipp sent to a running softswitch (captured with ``SS_SIP_TRACE``):
@@ -482,7 +482,7 @@ def make_policy(small: bool) -> Policy:
 
 def policy_stage(stack: SipStack, policy: Policy, request: Request, source: Peer,
                  now: float) -> Outcome | None:
-    """``SipStack._on_request`` and ``B2bua.on_request`` up to the policy's verdict, for a
+    """``SipStack._on_request`` and ``Switchboard.on_request`` up to the policy's verdict, for a
     request that matches no transaction or dialog; a refusal is built as ``_refuse`` does."""
     stack.mark_via(request, source)
     if request.method == "ACK":

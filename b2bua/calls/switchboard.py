@@ -1,4 +1,7 @@
-"""The B2BUA application: new calls, in-dialog dispatch, capacity, and live call state."""
+"""The switchboard: the SIP stack's application. It takes each request that is not a
+retransmission, runs the policy on new ones, starts calls, hands in-dialog messages to the
+call that holds their Call-ID, and keeps what calls share: capacity counts and live call
+state."""
 
 from __future__ import annotations
 
@@ -10,11 +13,11 @@ from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from b2bua.calls.anchor import CallMedia
 from b2bua.calls.call import ALLOW, Call, Side
 from b2bua.calls.cdr import CdrWriter
 from b2bua.calls.counts import CallCounts
 from b2bua.calls.endpoints import Destination, Origin
-from b2bua.calls.media import CallMedia
 from b2bua.config.live import Params
 from b2bua.numbers.rules import NumberTables
 from b2bua.policy import Action, Outcome, Policy, SourceKind, classify_by_address
@@ -61,7 +64,7 @@ class CallStats:
     dns_failures: int = 0  # attempts not sent: the gateway's name gave no address
 
 
-class B2bua:
+class Switchboard:
     def __init__(self, stack: SipStack, params: Params, gateways: GatewayDirectory,
                  cdrs: CdrWriter, timers: Timers, policy: Policy, phones: PhoneDirectory,
                  bindings: BindingStore, registrar: Registrar, numbers: NumberTables,
