@@ -21,8 +21,9 @@ Method (see ../shared/research/anchors.md and docs/performance.md):
   the same as (b) with two signalling workers sharing the calls by Call-ID
   (``softswitch-2w``, ``--signalling-workers 2``), (c) optionally Sippy B2BUA run as
   anchors.md says, (d) optionally Debian's kamailio as a stateful record-routing proxy
-  (``kamailio``: tm, sl, rr, maxfwd, siputils, textops; ``KAMAILIO_CHILDREN`` UDP
-  children, 2 for a 2-core machine; no database, no authentication), a C reference for
+  (``kamailio``: tm, sl, rr, pv, maxfwd, siputils, textops; ``KAMAILIO_CHILDREN`` UDP
+  children, 2 for a 2-core machine; the tlsf memory manager, ``--kamailio-memory``; no
+  database, no authentication), a C reference for
   the CPU per call, with the proxy variants of the sipp scenarios (``uac_proxy.xml``,
   ``uas_proxy.xml``: the vendor copies the Record-Route, the caller's ACK and BYE carry
   the route set back through the proxy);
