@@ -1,4 +1,4 @@
-"""Highest clean calls per second: sipp rig ceiling, the softswitch, and Sippy B2BUA.
+"""Highest clean calls per second: sipp rig ceiling, the softswitch, Sippy B2BUA, kamailio.
 
 Run from the repository root::
 
@@ -20,10 +20,16 @@ Method (see ../shared/research/anchors.md and docs/performance.md):
   with a 401 and the UAC answers with digest credentials, two INVITEs per call), (b'')
   the same as (b) with two signalling workers sharing the calls by Call-ID
   (``softswitch-2w``, ``--signalling-workers 2``), (c) optionally Sippy B2BUA run as
-  anchors.md says;
+  anchors.md says, (d) optionally Debian's kamailio as a stateful record-routing proxy
+  (``kamailio``: tm, sl, rr, pv, maxfwd, siputils, textops; ``KAMAILIO_CHILDREN`` UDP
+  children, 2 for a 2-core machine; the tlsf memory manager, ``--kamailio-memory``; no
+  database, no authentication), a C reference for
+  the CPU per call, with the proxy variants of the sipp scenarios (``uac_proxy.xml``,
+  ``uas_proxy.xml``: the vendor copies the Record-Route, the caller's ACK and BYE carry
+  the route set back through the proxy);
 * the system's CPU time per call is utime+stime of its process (/proc/<pid>/stat, all
-  threads; with signalling workers, theirs added) over the step divided by the calls of
-  the step;
+  threads; with signalling workers, theirs added; for kamailio, summed over its main
+  process and all its descendants) over the step divided by the calls of the step;
 * diagnostics after the searches (skip with ``--no-diagnostics``): a py-spy profile of the
   softswitch at its ceiling, its cyclic-GC pauses there and at the first failing rate
   (through ``bench/gc_probe.py``), and its ceiling with the cyclic GC switched off (what
@@ -78,6 +84,8 @@ SCENARIOS = Path(__file__).resolve().parent / "sipp"
 UAC_XML = SCENARIOS / "uac_txn.xml"
 UAS_XML = SCENARIOS / "uas_answer.xml"
 UAS_LATE_XML = SCENARIOS / "uas_late_1xx.xml"
+UAC_PROXY_XML = SCENARIOS / "uac_proxy.xml"  # through a record-routing proxy
+UAS_PROXY_XML = SCENARIOS / "uas_proxy.xml"
 GC_PROBE = Path(__file__).resolve().parent / "gc_probe.py"
 
 # Password mode: the UAC's credentials for the customer trunk (a password-mode mapping
@@ -396,6 +404,29 @@ def udp_drops(ports: dict[str, int]) -> dict[str, int]:
     return out
 
 
+def tree_cpu_s(pid: int | None) -> float | None:
+    """utime+stime of a process and of all its descendants that are alive (a
+    multi-process server such as kamailio: its UDP receivers, timers and main process)."""
+    own = proc_cpu_s(pid)
+    if own is None or pid is None:
+        return own
+    return own + sum(proc_cpu_s(child) or 0.0 for child in descendants(pid))
+
+
+def descendants(pid: int) -> list[int]:
+    """The pids below ``pid`` (children of every thread, recursively), alive now."""
+    out: list[int] = []
+    todo = [pid]
+    while todo and len(out) < 10_000:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            with contextlib.suppress(OSError, ValueError):
+                kids = [int(k) for k in (task / "children").read_text().split()]
+                out += kids
+                todo += kids
+    return out
+
+
 DISPATCHER_THREAD = "sip-dispatch"  # the name b2bua/sip/_dispatch.c gives its thread
 
 
@@ -454,6 +485,9 @@ class System(Protocol):
     @property
     def uac_args(self) -> list[str]: ...  # extra sipp arguments for the UAC
 
+    @property
+    def uas_scenario(self) -> Path | None: ...  # None: uas_answer.xml
+
 
 @dataclass
 class Rig:
@@ -507,6 +541,10 @@ class Rig:
     def uac_args(self) -> list[str]:
         return []
 
+    @property
+    def uas_scenario(self) -> Path | None:
+        return None
+
 
 @dataclass
 class SoftswitchSystem:
@@ -542,6 +580,10 @@ class SoftswitchSystem:
         if self.auth_mode != "password":
             return []
         return ["-au", TRUNK_USER, "-ap", TRUNK_PASSWORD, "-key", "caller", TRUNK_USER]
+
+    @property
+    def uas_scenario(self) -> Path | None:
+        return None
 
     @property
     def gc_log(self) -> Path:
@@ -793,6 +835,260 @@ class SippySystem:
     def uac_args(self) -> list[str]:
         return []
 
+    @property
+    def uas_scenario(self) -> Path | None:
+        return None
+
+
+KAMAILIO_CHILDREN = 2  # UDP receiver processes: one per core of a 2-core machine
+KAMAILIO_SHM_MB = 256  # transactions linger 5 s (wait timer): room for ~50k of them
+KAMAILIO_MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+KAMAILIO_SOCKET_BUFFER = 4 << 20  # as the softswitch's SIP socket (SIP_SOCKET_BUFFER)
+# Its memory manager for shared and private memory (-x, -X). Debian's build carries
+# memory debugging (DBG_SR_MEMORY in ``kamailio -v``) and defaults to qm, which here
+# costs about 3x the CPU per call of tlsf or fm (docs/performance.md): tlsf, as a
+# production proxy would run, unless --kamailio-memory says otherwise.
+KAMAILIO_MEMORY = ("tlsf", "fm", "qm")
+
+# A minimal stateful proxy: the initial INVITE is record-routed and relayed to the
+# vendor (the sipp UAS), in-dialog requests follow their Route (loose_route), every
+# request is relayed by tm (t_relay). No database, no authentication, no logging per
+# message. {{...}} are filled in by KamailioSystem.
+KAMAILIO_CFG = """#!KAMAILIO
+# Written by bench/cps.py: kamailio as a stateful record-routing proxy, the C
+# reference for the CPU per call beside the softswitch (a B2BUA).
+debug=2
+log_stderror=yes
+fork=yes
+children={{CHILDREN}}
+auto_aliases=no
+disable_tcp=yes
+disable_sctp=yes
+dns=no
+rev_dns=no
+# The receive buffer as large as the softswitch's SIP socket's (4 MiB,
+# b2bua/sip/transport.py); 5.6 has no setting for the send buffer.
+maxbuffer={{BUFFER}}
+listen=udp:{{LISTEN}}
+alias={{LISTEN}}
+
+mpath="{{MODULES}}"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+
+request_route {
+    if (!mf_process_maxfwd_header("10")) {
+        sl_send_reply("483", "Too Many Hops");
+        exit;
+    }
+    if (has_totag()) {
+        # In-dialog: ACK and BYE carry our Record-Route back as Route.
+        if (loose_route()) {
+            route(RELAY);
+        }
+        if (is_method("ACK")) {
+            if (t_check_trans()) {
+                t_relay();
+            }
+            exit;
+        }
+        sl_send_reply("404", "Not here");
+        exit;
+    }
+    if (is_method("CANCEL")) {
+        if (t_check_trans()) {
+            route(RELAY);
+        }
+        exit;
+    }
+    t_check_trans();  # a retransmission of a request being relayed: absorbed by tm
+    if (is_method("INVITE")) {
+        record_route();
+    }
+    $du = "sip:{{NEXT_HOP}}";
+    route(RELAY);
+}
+
+route[RELAY] {
+    if (!t_relay()) {
+        sl_reply_error();
+    }
+    exit;
+}
+"""
+
+
+def kamailio_version() -> str:
+    """``kamailio -v``'s version ("5.6.3"), or "" when kamailio is not installed."""
+    if shutil.which("kamailio") is None:
+        return ""
+    out = subprocess.run(["kamailio", "-v"], capture_output=True, text=True, timeout=10,
+                         check=False).stdout.split()
+    return out[2] if len(out) > 2 and out[0] == "version:" else "?"
+
+
+@dataclass
+class KamailioSystem:
+    """Debian's kamailio as a stateful record-routing proxy in front of the sipp UAS.
+
+    It keeps the Call-ID and adds its Via and Record-Route: the calls use the proxy
+    variants of the scenarios. Started with ``-DD`` (no daemon: its main process is the
+    child started here, the UDP receivers and timers are its children); stopped by that
+    pid with SIGTERM (the main process ends its children), and, should it linger, by
+    SIGKILL to it and to each of the pids it had below it. Its CPU is summed over the
+    main process and all its descendants (``tree_cpu_s``).
+    """
+
+    workdir: Path
+    memory: str = KAMAILIO_MEMORY[0]  # its memory manager, -x and -X
+    name: str = "kamailio (stateful proxy)"
+    proc: subprocess.Popen[bytes] | None = None
+    port: int = 0
+    _vendor_port: int = 0
+
+    @property
+    def target(self) -> str:
+        return f"{SWITCH_IP}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def vendor_port(self) -> int:
+        return self._vendor_port
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "kamailio.log"
+
+    def config(self) -> str:
+        text = KAMAILIO_CFG
+        for key, value in {"CHILDREN": str(KAMAILIO_CHILDREN), "LISTEN": self.target,
+                           "BUFFER": str(KAMAILIO_SOCKET_BUFFER),
+                           "MODULES": KAMAILIO_MODULES,
+                           "NEXT_HOP": f"{VENDOR_IP}:{self.vendor_port}"}.items():
+            text = text.replace("{{" + key + "}}", value)
+        return text
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        version = kamailio_version()
+        self.name = f"kamailio {version or '?'} (stateful proxy, {self.memory})"
+        if not self._vendor_port:
+            self._vendor_port = free_port(VENDOR_IP, socket.SOCK_DGRAM)
+        self.port = self.port or free_port(SWITCH_IP, socket.SOCK_DGRAM)
+        cfg = self.workdir / "kamailio.cfg"
+        cfg.write_text(self.config())
+        rundir = self.workdir / "run"
+        rundir.mkdir(exist_ok=True)
+        cmd = ["kamailio", "-f", str(cfg), "-DD", "-E", "-m", str(KAMAILIO_SHM_MB),
+               "-M", "8", "-x", self.memory, "-X", self.memory,
+               "-Y", str(rundir), "-P", str(rundir / "kamailio.pid")]
+        (self.workdir / "cmd.txt").write_text(" ".join(cmd) + "\n")
+        out = open(self.log_path, "ab")  # noqa: SIM115 - lives with the process
+        offset = self.log_size()
+        self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdin=subprocess.DEVNULL,
+                                     stdout=out, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        # Its socket is ready once it has sized its receive buffer; its receivers
+        # take the socket just after.
+        deadline = time.monotonic() + 15
+        while not any("SO_RCVBUF is finally" in ln for ln in self.log_since(offset)):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                tail = "\n".join(self.log_since(offset)[-30:])
+                self.stop()
+                raise RuntimeError(f"kamailio did not start:\n{tail}")
+            time.sleep(0.1)
+        time.sleep(0.3)
+        if self.proc.poll() is not None:
+            raise RuntimeError("kamailio exited at start:\n"
+                               + "\n".join(self.log_since(offset)[-30:]))
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        below = descendants(self.proc.pid)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        # Its children end with it; any left (it was killed) are ended by their pids.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(_is_kamailio(p) for p in below):
+            time.sleep(0.1)
+        for child in below:
+            if _is_kamailio(child):
+                log(f"kamailio child {child} outlived its main process: SIGKILL")
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGKILL)
+        self.proc = None
+        deadline = time.monotonic() + 5
+        while wait_bound(SWITCH_IP, self.port, timeout=0.05) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def restart(self) -> None:
+        log("restarting kamailio")
+        self.stop()
+        self.start()
+
+    def settle(self) -> bool:
+        time.sleep(1.0)  # no calls are kept: give late BYE/200 exchanges a moment
+        return self.proc is not None and self.proc.poll() is None
+
+    def counters(self) -> dict[str, float]:
+        return {}
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def log_since(self, offset: int) -> list[str]:
+        if not self.log_path.exists():
+            return []
+        with self.log_path.open("rb") as fh:
+            fh.seek(offset)
+            return fh.read(4_000_000).decode(errors="replace").splitlines()
+
+    def diagnostics(self, t0: float, t1: float) -> dict[str, Any]:
+        return {}
+
+    @property
+    def uac_scenario(self) -> Path | None:
+        return UAC_PROXY_XML
+
+    @property
+    def uac_args(self) -> list[str]:
+        return []
+
+    @property
+    def uas_scenario(self) -> Path | None:
+        return UAS_PROXY_XML
+
+
+def _is_kamailio(pid: int) -> bool:
+    """``pid`` is alive and is a kamailio process (not a reused pid); zombies do not count."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return "(kamailio)" in stat and stat[stat.rindex(")") + 2] != "Z"
+
+
+def system_cpu_s(system: System) -> float | None:
+    """The CPU charged to a system: kamailio's whole process tree, the softswitch's
+    engine (and its signalling workers)."""
+    if isinstance(system, KamailioSystem):
+        return tree_cpu_s(system.pid)
+    return engine_cpu_s(system.pid)
+
 
 # ---------------------------------------------------------------------------- steps
 
@@ -830,7 +1126,7 @@ class Bench:
     step_no: int = 0
 
     def run_step(self, system: System, rate: int, *, profile: bool = False,
-                 uac_xml: Path | None = None, uas_xml: Path = UAS_XML,
+                 uac_xml: Path | None = None, uas_xml: Path | None = None,
                  calls: int | None = None, seconds: int | None = None) -> Step:
         self.step_no += 1
         calls = calls or max(int(rate * (seconds or self.step_s)), 1)
@@ -838,10 +1134,11 @@ class Bench:
         timeout_s = int(calls / max(rate, 1)) + self.hold_ms // 1000 + RECV_TIMEOUT_MS // 1000 + 15
         before = system.counters()
         log_off = system.log_size()
-        cpu0, kids0 = engine_cpu_s(system.pid), children_cpu_s()
+        cpu0, kids0 = system_cpu_s(system), children_cpu_s()
         t0, t0_epoch = time.monotonic(), time.time()
-        uas = start_sipp("uas", run_dir / "uas", uas_xml, VENDOR_IP, system.vendor_port,
-                         calls, rate, self.hold_ms, timeout_s + 5)
+        uas = start_sipp("uas", run_dir / "uas", uas_xml or system.uas_scenario or UAS_XML,
+                         VENDOR_IP, system.vendor_port, calls, rate, self.hold_ms,
+                         timeout_s + 5)
         if not wait_bound(VENDOR_IP, system.vendor_port):
             log("warning: UAS did not bind in 3 s")
         uac_port = free_port(CUSTOMER_IP, socket.SOCK_DGRAM)
@@ -881,7 +1178,7 @@ class Bench:
         else:
             uas_note = ""
         # Before reaping py-spy, so RUSAGE_CHILDREN counts only the two sipps.
-        cpu1, kids1 = engine_cpu_s(system.pid), children_cpu_s()
+        cpu1, kids1 = system_cpu_s(system), children_cpu_s()
         t1_epoch = time.time()
         if spy is not None:
             try:
@@ -1408,9 +1705,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hold-ms", type=int, default=1000, help="call hold, sipp -d (1000)")
     ap.add_argument("--systems", default="rig,softswitch,sippy",
                     help="comma-separated subset of rig,softswitch,softswitch-2w,"
-                         "softswitch-password,softswitch-pg,sippy (softswitch-password: the "
-                         "customer trunk in digest mode; softswitch-2w: two signalling "
-                         "workers; softswitch-pg: on a PostgreSQL 15 started for the run)")
+                         "softswitch-password,softswitch-pg,sippy,kamailio "
+                         "(softswitch-password: the customer trunk in digest mode; "
+                         "softswitch-2w: two signalling workers; softswitch-pg: on a "
+                         "PostgreSQL 15 started for the run; kamailio: Debian's kamailio "
+                         f"as a stateful record-routing proxy, {KAMAILIO_CHILDREN} UDP "
+                         "children, CPU summed over all its processes)")
+    ap.add_argument("--kamailio-memory", choices=KAMAILIO_MEMORY, default=KAMAILIO_MEMORY[0],
+                    help="kamailio's memory manager, -x/-X (tlsf; qm is Debian's default, "
+                         "built with memory debugging)")
     ap.add_argument("--no-diagnostics", action="store_true",
                     help="skip the py-spy profiles and the GC diagnostic runs")
     ap.add_argument("--soak-seconds", type=int, default=None,
@@ -1479,13 +1782,15 @@ def main(argv: list[str] | None = None) -> int:
         "softswitch-password": [50, 100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500],
         "softswitch-2w": [200, 500, 1000, 1500, 2000, 2500, 3000, 3500, 4000],
         "sippy": [50, 100, 200, 300, 400, 500, 600, 800, 1000],
+        "kamailio": [500, 1000, 2000, 3000, 4000, 5000, 6000],
     }
     if args.quick:
-        ladders["rig"] = [500, 1000, 2000, 3000, 4000]
+        ladders["rig"] = ladders["kamailio"] = [500, 1000, 2000, 3000, 4000]
     ceilings: list[Ceiling] = []
-    rig_c = sippy_c = ss_c = pw_c = w2_c = pg_c = None
+    rig_c = sippy_c = ss_c = pw_c = w2_c = pg_c = kam_c = None
     pg_note = ""
     sippy_note = ""
+    kamailio_note = ""
     profiles: list[Profile] = []
     gc_steps: list[Step] = []
 
@@ -1535,6 +1840,15 @@ def main(argv: list[str] | None = None) -> int:
             sippy_note = "skipped: time budget spent"
         else:
             sippy_c = search(SippySystem(root / "sippy"), "sippy")
+    if "kamailio" in wanted:
+        if not kamailio_version():
+            kamailio_note = "kamailio is not installed (apt-get install kamailio)"
+            log("kamailio skipped: " + kamailio_note)
+        elif time.monotonic() > deadline:
+            kamailio_note = "skipped: time budget spent"
+        else:
+            kam_c = search(KamailioSystem(root / "kamailio", memory=args.kamailio_memory),
+                           "kamailio")
 
     if (ss_c and ss_c.clean and not args.no_diagnostics
             and time.monotonic() < deadline):
@@ -1620,10 +1934,25 @@ def main(argv: list[str] | None = None) -> int:
     if pg_c and ss_c and ss_c.clean:
         print(f"PostgreSQL / SQLite = {pg_c.clean} / {ss_c.clean} = "
               f"{pg_c.clean / ss_c.clean:.2f}")
+    if kam_c and kam_c.clean:
+        if ss_c and ss_c.clean:
+            print(f"softswitch / kamailio = {ss_c.clean} / {kam_c.clean} = "
+                  f"{ss_c.clean / kam_c.clean:.2f} (calls/s)")
+            ss_at, kam_at = _at_ceiling(ss_c), _at_ceiling(kam_c)
+            if ss_at and kam_at and ss_at.cpu_ms_per_call and kam_at.cpu_ms_per_call:
+                print(f"CPU per call, softswitch / kamailio = {ss_at.cpu_ms_per_call:.2f} / "
+                      f"{kam_at.cpu_ms_per_call:.2f} ms = "
+                      f"{ss_at.cpu_ms_per_call / kam_at.cpu_ms_per_call:.1f} (each at its "
+                      "ceiling; kamailio as a proxy does much less per call than a B2BUA)")
+        if rig_c and rig_c.clean:
+            print(f"kamailio / rig = {kam_c.clean} / {rig_c.clean} = "
+                  f"{kam_c.clean / rig_c.clean:.3f}")
     if pg_note:
         print(f"PostgreSQL: {pg_note}")
     if sippy_note:
         print(f"Sippy: {sippy_note}")
+    if kamailio_note:
+        print(f"kamailio: {kamailio_note}")
     for c in ceilings:
         first_fail = next((s for s in c.steps if not s.clean), None)
         if first_fail:
@@ -1642,6 +1971,7 @@ def main(argv: list[str] | None = None) -> int:
                       "step": asdict(p.step)} for p in profiles],
         "gc_steps": [asdict(s) for s in gc_steps],
         "sippy_note": sippy_note,
+        "kamailio_note": kamailio_note,
     }, indent=1, default=str))
     print(f"\nall steps and files: {out}")
     return 0
