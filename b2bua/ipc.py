@@ -44,7 +44,7 @@ _packer = msgpack.Packer(use_bin_type=True, default=_fallback)
 
 def encode(message: Any) -> bytes:
     """One whole frame: the length, then the body."""
-    body = _packer.pack(message)
+    body: bytes = _packer.pack(message)
     return HEADER.pack(len(body)) + body
 
 
