@@ -95,3 +95,18 @@ def test_recv_on_a_blocking_socket() -> None:
         ours.shutdown(socket.SHUT_WR)
         with pytest.raises(ipc.FrameError, match="short"):
             ipc.recv(theirs)
+
+
+def test_a_relay_channel_ends_at_a_message_that_is_not_one_of_ours() -> None:
+    from b2bua.media.ipc import CHANNEL, frame, read_message
+
+    async def run() -> list[Any]:
+        reader = asyncio.StreamReader()
+        reader.feed_data(frame(("opened", 1, (20000, 20002), 2)) + ipc.encode({"x": 1})
+                         + frame(("rtp_start", 1)))
+        reader.feed_eof()
+        return [await read_message(reader), await read_message(reader)]
+
+    before = ipc.malformed[CHANNEL]
+    assert asyncio.run(run()) == [["opened", 1, [20000, 20002], 2], None]
+    assert ipc.malformed[CHANNEL] == before + 1
