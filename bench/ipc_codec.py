@@ -62,6 +62,29 @@ def text_head_round(payload: bytes) -> Callable[[], object]:
     return run
 
 
+def text_head_read(payload: bytes) -> Callable[[], object]:
+    data = b"203.0.113.5 5060\n" + payload  # written by the C dispatcher, not timed
+
+    def run() -> object:
+        head, _, body = data.partition(b"\n")
+        host_b, _, rest = head.partition(b" ")
+        port_b, _, transport = rest.partition(b" ")
+        return host_b.decode("ascii"), int(port_b), transport, body
+    return run
+
+
+def frame_read(message: list[object]) -> Callable[[], object]:
+    data = ipc.encode(message)  # written by the C dispatcher, not timed
+
+    def run() -> object:
+        op, host, port, payload = ipc.decode(data, 70000)
+        # the checks b2bua/sip/dispatched.py makes of each message
+        assert (type(op) is str and type(host) is str and type(port) is int
+                and type(payload) is bytes)
+        return op, host, port, payload
+    return run
+
+
 def json_round(message: object) -> Callable[[], object]:
     def run() -> object:
         return json.loads(json.dumps(message, default=str).encode() + b"\n")
@@ -89,6 +112,8 @@ def main() -> None:
          max(1, n // 100)),
         ("signalling: INVITE, 1 datagram", text_head_round(INVITE),
          msgpack_round(["udp", "203.0.113.5", 5060, INVITE]), n),
+        ("signalling: INVITE, worker's read", text_head_read(INVITE),
+         frame_read(["udp", "203.0.113.5", 5060, INVITE]), n),
         ("control: calls request", json_round(REQUEST), msgpack_round(REQUEST), n),
         ("control: 20-call reply", json_round(REPLY), msgpack_round(REPLY), max(1, n // 10)),
     ]
