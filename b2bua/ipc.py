@@ -23,7 +23,7 @@ import msgpack
 
 log = logging.getLogger("b2bua.ipc")
 
-HEADER = struct.Struct("!I")  # 4 bytes, written as 4 where every call counts
+HEADER = struct.Struct("!I")  # its size, 4, is written as a literal in decode()
 MAX_FRAME = 16 << 20  # the default bound; a channel may set its own
 # Frames refused, by channel name: a bug or a stray writer, never normal traffic.
 malformed: Counter[str] = Counter()
@@ -50,7 +50,7 @@ def encode(message: Any) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
-def decode_body(body: bytes | memoryview, max_size: int = MAX_FRAME) -> Any:
+def decode_body(body: bytes, max_size: int = MAX_FRAME) -> Any:
     if len(body) > max_size:
         raise FrameError(f"frame of {len(body)} bytes, over {max_size}")
     try:

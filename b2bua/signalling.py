@@ -94,8 +94,9 @@ def decode_options(data: bytes) -> EngineOptions:
 
 
 def options_fd(options: EngineOptions) -> int:
-    """A worker's options in a memfd it inherits: not on its command line, nor in its
-    environment, which other users may read (the database URL may hold a password)."""
+    """A worker's options in a memfd it inherits and closes once read: not on its command
+    line, which every user may read (the database URL may hold a password), nor in its
+    environment, which every process it starts would inherit."""
     fd = os.memfd_create("softswitch-options", 0)  # not CLOEXEC: passed to the worker
     os.write(fd, encode_options(options))
     return fd
