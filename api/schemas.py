@@ -117,6 +117,9 @@ class EngineStatusSchema(Schema):
     gc = fields.Nested(GarbageCollectionSchema, required=True)
     db_writer = fields.Nested(DbWriterSchema, required=True)
     signalling = fields.Nested(SignallingSchema, required=True)
+    # Frames refused between processes, by channel (b2bua/ipc.py): a bug, never traffic.
+    malformed_frames = fields.Dict(keys=fields.String(), values=fields.Integer(),
+                                   required=True)
 
 
 _PAGES: dict[str, type[Schema]] = {}

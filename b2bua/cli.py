@@ -9,8 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from b2bua import logs, opcli
-from b2bua.config.registry import PARAMETERS, ParamError, format_value, lookup
+from b2bua import logs, opcli, paramcli
 from b2bua.lab import cli as lab
 from b2bua.options import (
     DEFAULT_VAR_DIR,
@@ -27,7 +26,6 @@ from b2bua.storage import (
     is_postgres,
     migrate,
     open_database,
-    params_store,
     sqlite_path,
     tokens,
 )
@@ -114,15 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--role", choices=tokens.ROLES, default="admin")
     _add_db(create)
 
-    par = sub.add_parser("param", help="read or change parameters")
-    par_sub = par.add_subparsers(dest="param_command", required=True)
-    get = par_sub.add_parser("get", help="show one parameter, or all")
-    get.add_argument("name", nargs="?")
-    _add_db(get)
-    put = par_sub.add_parser("set", help="change a parameter (acts live)")
-    put.add_argument("name")
-    put.add_argument("value")
-    _add_db(put)
+    paramcli.register(sub, _add_db)  # param list|get|set: over the REST API
 
     dbs = sub.add_parser("db", help="whole-database tasks")
     db_sub = dbs.add_subparsers(dest="db_command", required=True)
@@ -202,31 +192,6 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_param(args: argparse.Namespace) -> int:
-    with _migrated(args.db) as conn:
-        try:
-            if args.param_command == "get":
-                values = params_store.load_values(conn)
-                if args.name is None:
-                    for p in PARAMETERS:
-                        print(f"{p.name} = {format_value(values[p.name])}")
-                    return 0
-                param = lookup(args.name)
-                print(format_value(values[param.name]))
-                return 0
-            param = lookup(args.name)
-            value = params_store.set_value(conn, param.name, param.parse_text(args.value))
-            audit.record(conn, "cli", "update", f"parameter/{param.name}", {"value": value})
-            print(f"{param.name} = {format_value(value)}")
-            return 0
-        except KeyError:
-            print(f"softswitch: unknown parameter {args.name!r}", file=sys.stderr)
-            return 2
-        except ParamError as exc:
-            print(f"softswitch: {args.name}: {exc}", file=sys.stderr)
-            return 2
-
-
 def cmd_db(args: argparse.Namespace) -> int:
     return {"copy": cmd_db_copy}[args.db_command](args)
 
@@ -261,9 +226,9 @@ def absolute_paths(args: argparse.Namespace) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = absolute_paths(build_parser().parse_args(argv))
-    handlers = {"run": cmd_run, "migrate": cmd_migrate, "token": cmd_token, "param": cmd_param,
-                "db": cmd_db}
+    handlers = {"run": cmd_run, "migrate": cmd_migrate, "token": cmd_token, "db": cmd_db}
     handlers.update(opcli.HANDLERS)
+    handlers.update(paramcli.HANDLERS)
     handlers.update(lab.HANDLERS)
     try:
         return handlers[args.command](args)

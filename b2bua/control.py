@@ -1,14 +1,15 @@
-"""The engine's local control channel: JSON lines over a Unix socket.
+"""The engine's local control channel: frames of :mod:`b2bua.ipc` over a Unix socket.
 
 Live state (active calls, security counters, the engine's view of parameters) lives
 in the engine process; the API, running under gunicorn in other processes, asks for
-it here. One request line, one reply line; the socket file is mode 600.
+it here. A request is a map ``{"op": ..., **args}``, its reply ``{"ok": true, "result":
+...}`` or ``{"ok": false, "error": ...}``; several may follow on one connection. The
+socket file is mode 600.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import socket
@@ -16,10 +17,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from b2bua import ipc
+
 log = logging.getLogger("b2bua.control")
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any] | Any]
-MAX_LINE = 1 << 20
+MAX_REQUEST = 1 << 20
+MAX_REPLY = 16 << 20  # every call of a full engine
+CHANNEL = "control socket"
 
 
 class ControlError(RuntimeError):
@@ -39,8 +44,7 @@ class ControlServer:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             self.path.unlink()
-        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path),
-                                                       limit=MAX_LINE)
+        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
         os.chmod(self.path, 0o600)
 
     async def close(self) -> None:
@@ -52,18 +56,16 @@ class ControlServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            while line := await reader.readline():
-                reply = await self._dispatch(line)
-                writer.write(json.dumps(reply, default=str).encode() + b"\n")
+            while (request := await ipc.read(reader, CHANNEL, MAX_REQUEST)) is not None:
+                writer.write(ipc.encode(await self._dispatch(request)))
                 await writer.drain()
-        except (ConnectionError, asyncio.LimitOverrunError, ValueError):
+        except ConnectionError:
             pass
         finally:
             writer.close()
 
-    async def _dispatch(self, line: bytes) -> dict[str, Any]:
+    async def _dispatch(self, request: Any) -> dict[str, Any]:
         try:
-            request = json.loads(line)
             op = request["op"]
             handler = self._handlers[op]
         except (ValueError, KeyError, TypeError):
@@ -82,46 +84,38 @@ class ControlServer:
 
 async def ask(path: Path | str, op: str, timeout: float = 2.0, **args: Any) -> Any:
     """Asynchronous client, for one engine asking another (signalling workers)."""
-    payload = json.dumps({"op": op, **args}).encode() + b"\n"
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_unix_connection(str(path), limit=MAX_LINE * 16), timeout)
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)),
+                                                timeout)
         try:
-            writer.write(payload)
-            line = await asyncio.wait_for(reader.readline(), timeout)
+            writer.write(ipc.encode({"op": op, **args}))
+            reply = await asyncio.wait_for(ipc.read(reader, CHANNEL, MAX_REPLY), timeout)
         finally:
             writer.close()
-    except (OSError, TimeoutError, ValueError) as exc:
+    except (OSError, TimeoutError) as exc:
         raise ControlError(f"engine not reachable: {exc}") from exc
-    return _result(line)
+    return _result(reply)
 
 
 def request(path: Path | str, op: str, timeout: float = 2.0, **args: Any) -> Any:
     """Synchronous client for the API processes; raises ControlError when unreachable."""
-    payload = json.dumps({"op": op, **args}).encode() + b"\n"
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(str(path))
-            sock.sendall(payload)
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-                if len(buf) > MAX_LINE * 16:
-                    raise ControlError("engine reply too large")
+            sock.sendall(ipc.encode({"op": op, **args}))
+            reply = ipc.recv(sock, MAX_REPLY)
+    except ipc.FrameError as exc:
+        ipc.malformed[CHANNEL] += 1
+        raise ControlError(f"malformed engine reply: {exc}") from exc
     except OSError as exc:
         raise ControlError(f"engine not reachable: {exc}") from exc
-    return _result(buf)
+    return _result(reply)
 
 
-def _result(buf: bytes) -> Any:
-    try:
-        reply = json.loads(buf)
-    except ValueError as exc:
-        raise ControlError("malformed engine reply") from exc
+def _result(reply: Any) -> Any:
+    if not isinstance(reply, dict):
+        raise ControlError("malformed engine reply")
     if not reply.get("ok"):
         raise ControlError(str(reply.get("error", "engine error")))
     return reply.get("result")

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
 
+from b2bua import ipc
 from b2bua.calls.anchor import CallMedia, MediaTotals, stream_count
 from b2bua.calls.call import Call
 from b2bua.calls.cdr import CdrWriter
@@ -499,4 +500,5 @@ class Engine:
             "db_writer": self.writer.snapshot(),
             "signalling": (self.workers.snapshot() if self.workers is not None
                            else {"workers": 1, "dispatcher": None, "restarts": []}),
+            "malformed_frames": dict(ipc.malformed),
         }

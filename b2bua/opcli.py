@@ -1,4 +1,5 @@
-"""Operator commands on top of the REST API: gateways, phones, CDRs, live calls.
+"""Operator commands on top of the REST API: gateways, phones, CDRs, live calls
+(parameters: :mod:`b2bua.paramcli`).
 
     softswitch gw list [mapping|routing]      softswitch phone list
     softswitch gw show KIND ID|NAME           softswitch phone add --username U ...
@@ -36,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from b2bua.options import var_dir_for
+
 DEFAULT_API = "http://127.0.0.1:8088"
 DEFAULT_TOKEN_FILE = Path("var/admin-token")
 PAGE = 1000
@@ -57,6 +60,15 @@ CDR_WIDTHS = (8, 19, 16, 16, 16, 16, 10, 8, 9)
 
 class OpError(Exception):
     """Something the operator must be told; the command exits 1."""
+
+
+class ApiRefused(OpError):
+    """The API answered with an error status; ``body`` is its problem JSON."""
+
+    def __init__(self, text: str, status: int, body: Any) -> None:
+        super().__init__(text)
+        self.status = status
+        self.body = body
 
 
 # -- HTTP ------------------------------------------------------------------------------
@@ -90,7 +102,9 @@ class Client:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 return Reply(resp.status, _decode(resp.read()), dict(resp.headers))
         except urllib.error.HTTPError as err:
-            raise OpError(_problem_text(method, path, err.code, _decode(err.read()))) from None
+            body = _decode(err.read())
+            raise ApiRefused(_problem_text(method, path, err.code, body), err.code,
+                             body) from None
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
             raise OpError(f"the API at {self.base} is not reachable: {reason}") from None
@@ -584,6 +598,8 @@ def _token(args: argparse.Namespace) -> str:
     if env:
         return env
     path: Path = args.token_file
+    if path is None:  # commands with --db: the admin token the engine writes beside it
+        path = args.token_file = var_dir_for(args.db) / "admin-token"
     try:
         token = path.read_text().strip()
     except OSError as exc:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import secrets
@@ -35,7 +34,7 @@ from typing import Any
 
 import uvloop
 
-from b2bua import logs
+from b2bua import ipc, logs
 from b2bua.calls.counts import SLOTS
 from b2bua.control import ControlError, ask
 from b2bua.lifeline import die_with_parent
@@ -56,9 +55,7 @@ STOP_TIMEOUT = 6.0  # a worker's calls hung up while the dispatcher still runs
 # SQLite's 5 s busy timeout, before saving what is left to a file (b2bua/storage/writer.py).
 CLOSE_TIMEOUT = 20.0
 ASK_TIMEOUT = 1.0  # under the API's own 2 s wait for worker 0
-# A worker's options reach it in its environment, not its command line: the database
-# URL may hold a password, and every user may read a process's command line.
-OPTIONS_ENV = "SOFTSWITCH_WORKER_OPTIONS"
+MAX_OPTIONS = 1 << 20
 
 
 def bind_sip_socket(listen: HostPort) -> socket.socket:
@@ -73,18 +70,19 @@ def bind_sip_socket(listen: HostPort) -> socket.socket:
     return sock
 
 
-def encode_options(options: EngineOptions) -> str:
+def encode_options(options: EngineOptions) -> bytes:
+    """A worker's options as one frame of :mod:`b2bua.ipc`."""
     fields = asdict(options)
     fields.update(database=str(options.database), control_path=str(options.control_path),
                   var_dir=str(options.var_dir),
                   sip_listen=str(options.sip_listen),
                   media_ports=f"{options.media_ports.low}-{options.media_ports.high}",
                   dns_server=str(options.dns_server) if options.dns_server else None)
-    return json.dumps(fields)
+    return ipc.encode(fields)
 
 
-def decode_options(text: str) -> EngineOptions:
-    fields = json.loads(text)
+def decode_options(data: bytes) -> EngineOptions:
+    fields = ipc.decode(data, MAX_OPTIONS)
     database = fields["database"]
     fields.update(database=database if is_postgres(database) else Path(database),
                   control_path=Path(fields["control_path"]), var_dir=Path(fields["var_dir"]),
@@ -93,6 +91,22 @@ def decode_options(text: str) -> EngineOptions:
                   dns_server=HostPort.parse(fields["dns_server"]) if fields.get("dns_server")
                   else None)
     return EngineOptions(**fields)
+
+
+def options_fd(options: EngineOptions) -> int:
+    """A worker's options in a memfd it inherits and closes once read: not on its command
+    line, which every user may read (the database URL may hold a password), nor in its
+    environment, which every process it starts would inherit."""
+    fd = os.memfd_create("softswitch-options", 0)  # not CLOEXEC: passed to the worker
+    os.write(fd, encode_options(options))
+    return fd
+
+
+def read_options_fd(fd: int) -> EngineOptions:
+    try:
+        return decode_options(os.pread(fd, MAX_OPTIONS + ipc.HEADER.size, 0))
+    finally:
+        os.close(fd)
 
 
 class SignallingWorkers:
@@ -146,11 +160,15 @@ class SignallingWorkers:
                "--nonces-fd", str(self.nonces_fd), "--key-fd", str(self.key_fd),
                "--parent", str(os.getpid()),
                "--log-level", logging.getLevelName(logging.getLogger().getEffectiveLevel())]
-        env = {**os.environ, OPTIONS_ENV: encode_options(options)}
-        proc = subprocess.Popen(cmd, env=env,
-                                pass_fds=(self.sip_socket.fileno(), theirs.fileno(),
-                                          self.counts_fd, self.security_fd,
-                                          self.nonces_fd, self.key_fd))
+        fd = options_fd(options)
+        try:
+            cmd += ["--options-fd", str(fd)]
+            proc = subprocess.Popen(cmd,
+                                    pass_fds=(self.sip_socket.fileno(), theirs.fileno(),
+                                              self.counts_fd, self.security_fd,
+                                              self.nonces_fd, self.key_fd, fd))
+        finally:
+            os.close(fd)
         self.procs[index] = proc
         log.info("signalling worker %d started (pid %d)", index, proc.pid)
 
@@ -288,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--security-fd", type=int, required=True)
     parser.add_argument("--nonces-fd", type=int, required=True)
     parser.add_argument("--key-fd", type=int, required=True)
+    parser.add_argument("--options-fd", type=int, required=True)
     parser.add_argument("--parent", type=int, required=True)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
@@ -295,8 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     die_with_parent(args.parent, signal.SIGKILL)
     # Ctrl-C reaches the whole process group; worker 0 decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Taken out, so that the relay workers this one starts do not inherit it.
-    options = replace(decode_options(os.environ.pop(OPTIONS_ENV)), worker_index=args.index)
+    options = replace(read_options_fd(args.options_fd), worker_index=args.index)
     dispatched = DispatchedSip(socket.socket(fileno=args.sip_fd),
                                socket.socket(fileno=args.channel_fd), tcp_for=None,
                                counts_fd=args.counts_fd, security_fd=args.security_fd,

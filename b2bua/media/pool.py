@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from b2bua.media.ipc import REPORT_INTERVAL, frame, read_message
+from b2bua.media.ipc import REPORT_INTERVAL, frame, read_message, refused
 from b2bua.media.plane import CipherSpec, Counters, FinalStats
 from b2bua.media.relay import COUNTERS, PortAllocator, PortExhausted, check_remote, counters_dict
 from b2bua.options import split_ports
@@ -206,11 +206,15 @@ class _Worker:
     async def _read(self, reader: asyncio.StreamReader) -> None:
         try:
             while (message := await read_message(reader)) is not None:
-                self._dispatch(message)
+                try:
+                    self._dispatch(message)
+                except (ValueError, TypeError, IndexError):
+                    refused(message)  # the wrong shape: the worker is not ours to trust
+                    break
         finally:
             self._lost()
 
-    def _dispatch(self, message: tuple[Any, ...]) -> None:
+    def _dispatch(self, message: list[Any]) -> None:
         op = message[0]
         if op == "report":
             _, self.lag, self.in_use, changes = message

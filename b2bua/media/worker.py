@@ -36,7 +36,7 @@ import uvloop
 from b2bua.collector import FullCollections
 from b2bua.lifeline import die_with_parent
 from b2bua.looplag import LoopLag
-from b2bua.media.ipc import REPORT_INTERVAL, frame, read_message
+from b2bua.media.ipc import REPORT_INTERVAL, frame, read_message, refused
 from b2bua.media.plane import build_cipher
 from b2bua.media.relay import PortAllocator, RelaySession
 
@@ -58,10 +58,15 @@ class RelayWorker:
     def send(self, *message: Any) -> None:
         self.writer.write(frame(message))
 
-    async def handle(self, message: tuple[Any, ...]) -> None:
+    async def handle(self, message: list[Any]) -> None:
         op, sid = message[0], message[1]
         if op == "open":
-            await self._open(sid, *message[2:])
+            try:
+                latching, a_nat, a_cipher = message[2:]
+            except ValueError:
+                refused(message)
+                return
+            await self._open(sid, latching, a_nat, a_cipher)
             return
         session = self.sessions.get(sid)
         if session is None:

@@ -9,9 +9,12 @@
  * garbage), go to worker 0: registrations live there, and its parser counts the garbage.
  *
  * The thread never touches a Python object and runs without the GIL, so a busy worker's
- * event loop never delays the others' traffic. Each datagram reaches its worker prefixed
- * by one text line, "<source ip> <source port>\n". A worker that does not read fast enough
- * loses datagrams here (counted as dropped), as it would from a full UDP buffer.
+ * event loop never delays the others' traffic. Each datagram reaches its worker as one
+ * frame of b2bua/ipc.py: a 4-byte big-endian length, then the msgpack array
+ * ["udp", source ip, source port, datagram as bin], whose header is written here by hand
+ * in front of the datagram (sent from where it was read, never copied). A worker that
+ * does not read fast enough loses datagrams here (counted as dropped), as it would from
+ * a full UDP buffer.
  *
  * The dispatcher holds descriptor numbers it does not own: Python stops it (which joins
  * the thread) before closing any of them.
@@ -36,7 +39,7 @@
 
 #define BATCH 16          /* datagrams read per recvmmsg */
 #define BUFSIZE 65536     /* a whole UDP datagram always fits: never truncated */
-#define HEADSIZE 64       /* "<ip> <port>\n": an IPv6 address and a port fit */
+#define HEADSIZE 96       /* the frame's head: an IPv6 address and a port fit */
 #define MAX_WORKERS 64
 
 /* ------------------------------------------------------------------ the routing rule */
@@ -120,9 +123,36 @@ typedef struct {
 
 static void count(uint64_t *counter) { __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED); }
 
+static unsigned char *put_be(unsigned char *p, uint32_t v, int bytes) {
+    for (int i = bytes - 1; i >= 0; i--) *p++ = (unsigned char)(v >> (8 * i));
+    return p;
+}
+
+/* The frame's head for ["udp", host, port, <len bytes>]: returns its length. */
+static size_t frame_head(unsigned char *head, const char *host, unsigned port, size_t len) {
+    size_t host_len = strlen(host);  /* < INET6_ADDRSTRLEN: fits a str8 */
+    unsigned char *p = head + 4;     /* the length, filled in last */
+    *p++ = 0x94;                     /* array of 4 */
+    *p++ = 0xa3;                     /* str of 3 */
+    memcpy(p, "udp", 3);
+    p += 3;
+    *p++ = 0xd9;                     /* str8 */
+    *p++ = (unsigned char)host_len;
+    memcpy(p, host, host_len);
+    p += host_len;
+    *p++ = 0xcd;                     /* uint16 */
+    p = put_be(p, port, 2);
+    *p++ = 0xc6;                     /* bin32 */
+    p = put_be(p, (uint32_t)len, 4);
+    size_t head_len = (size_t)(p - head);
+    put_be(head, (uint32_t)(head_len - 4 + len), 4);
+    return head_len;
+}
+
 static void pass_on(Dispatcher *d, unsigned char *data, size_t len,
                     const struct sockaddr_storage *name) {
-    char head[HEADSIZE], host[INET6_ADDRSTRLEN];
+    unsigned char head[HEADSIZE];
+    char host[INET6_ADDRSTRLEN];
     unsigned port;
     if (name->ss_family == AF_INET6) {
         const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)name;
@@ -133,11 +163,11 @@ static void pass_on(Dispatcher *d, unsigned char *data, size_t len,
         inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
         port = ntohs(a->sin_port);
     }
-    int head_len = snprintf(head, sizeof(head), "%s %u\n", host, port);
+    size_t head_len = frame_head(head, host, port, len);
     int found;
     unsigned target = route(data, len, d->workers, &found);
     if (!found) count(&d->no_call_id);
-    struct iovec iov[2] = {{head, (size_t)head_len}, {data, len}};
+    struct iovec iov[2] = {{head, head_len}, {data, len}};
     struct msghdr msg = {0};
     msg.msg_iov = iov;
     msg.msg_iovlen = 2;

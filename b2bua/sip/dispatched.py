@@ -3,7 +3,9 @@ the SIP socket itself.
 
 With several signalling workers (``docs/scaling.md``) no worker reads the SIP UDP
 socket: the dispatcher thread (:mod:`b2bua.sip._dispatch`) does, and passes each
-datagram over the worker's socketpair, prefixed by ``"<source ip> <source port>\\n"``.
+datagram over the worker's socketpair as one :mod:`b2bua.ipc` frame,
+``["udp", source ip, source port, datagram]``. Every message on a channel, either way,
+is one such frame of four: ``[op, host, port, bytes]``, one per datagram.
 Every worker holds the SIP socket too, and sends on it, so what it sends leaves from
 the advertised address and port with no second hop.
 """
@@ -13,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from b2bua import ipc
 from b2bua.sip._dispatch import route
 from b2bua.sip.transport import (
     MessageHandler,
@@ -31,6 +34,8 @@ log = logging.getLogger("b2bua.sip.dispatched")
 
 READ_BATCH = 64  # datagrams taken per wake-up before the event loop runs anything else
 CHANNEL_BUFFER = 8 << 20  # queued datagrams per worker, in bytes, before drops
+CHANNEL = "signalling worker channel"
+MAX_DATAGRAM = 70000  # a whole UDP datagram (64 KiB at most) and its frame's head
 
 
 def channel_pair() -> tuple[socket.socket, socket.socket]:
@@ -93,7 +98,7 @@ class SipSocketTransport(asyncio.DatagramTransport):
 class ChannelReceiver:
     """Reads a worker's channel and hands each datagram to the UDP transport above, as if
     it had come from the SIP socket; a message worker 0 received over TCP for this worker
-    (its line ends in `` tcp``) goes to ``on_tcp``, with the TCP peer as its source."""
+    (op ``tcp``) goes to ``on_tcp``, with the TCP peer as its source."""
 
     def __init__(self, channel: socket.socket, udp: UdpTransport, on_tcp: MessageHandler
                  ) -> None:
@@ -110,25 +115,24 @@ class ChannelReceiver:
 
     def drain(self) -> None:
         deliver = self.udp.datagram_received
-        for head, payload in _read_batch(self.channel):
-            host_b, _, rest = head.partition(b" ")
-            port_b, _, transport = rest.partition(b" ")
-            try:  # only the line is checked here: what the stack raises is its own
-                host, port = host_b.decode("ascii"), int(port_b)
-            except ValueError:
-                self.malformed += 1
-                continue
-            if transport == b"tcp":
+        for op, host, port, payload in _read_batch(self.channel, self._refuse):
+            if op == "udp":
+                deliver(payload, (host, port))
+            elif op == "tcp":
                 self.on_tcp(payload, Peer("tcp", host, port))
             else:
-                deliver(payload, (host, port))
+                self._refuse(f"unknown op {op!r}")
+
+    def _refuse(self, reason: str) -> None:
+        self.malformed += 1
+        _refused(reason)
 
 
 # TCP with several workers: worker 0 holds every TCP connection (it alone listens, and it
 # opens the outgoing ones). A message it receives over TCP whose Call-ID is another
 # worker's goes to that worker's channel, marked ``tcp``; what the other workers send
 # over TCP, and their trust decisions about a connection, come back to worker 0 on the
-# same channel (a socketpair carries both ways) as ``<op> <host> <port>\n<message>``.
+# same channel (a socketpair carries both ways) as ``[op, host, port, message]``.
 
 
 class TcpThroughWorker0:
@@ -139,20 +143,20 @@ class TcpThroughWorker0:
         self.stats = stats
 
     def send(self, data: bytes, host: str, port: int) -> None:
-        self._post(b"send", host, port, data)
+        self._post("send", host, port, data)
 
     def trust(self, host: str, port: int) -> None:
-        self._post(b"trust", host, port)
+        self._post("trust", host, port)
 
     def close_untrusted(self, host: str, port: int) -> None:
-        self._post(b"close", host, port)
+        self._post("close", host, port)
 
     async def close(self) -> None:
         pass  # the connections are worker 0's
 
-    def _post(self, op: bytes, host: str, port: int, data: bytes = b"") -> None:
+    def _post(self, op: str, host: str, port: int, data: bytes = b"") -> None:
         try:
-            self.channel.send(b"%s %s %d\n%s" % (op, host.encode(), port, data))
+            self.channel.send(ipc.encode([op, host, port, data]))
         except OSError:
             self.stats.send_errors += 1  # worker 0 not reading: as a lost datagram
 
@@ -180,40 +184,54 @@ class TcpForWorkers:
         if target == 0:
             return False
         try:
-            self.channels[target].send(b"%s %d tcp\n%s" % (source.host.encode(), source.port,
-                                                            data))
+            self.channels[target].send(ipc.encode(["tcp", source.host, source.port, data]))
         except OSError:
             self.tcp.stats.send_errors += 1
         return True
 
     def drain(self, index: int) -> None:
-        for head, payload in _read_batch(self.channels[index]):
-            try:
-                op, host_b, port_b = head.split(b" ")
-                host, port = host_b.decode("ascii"), int(port_b)
-            except ValueError:
-                self.malformed += 1
-                continue
-            if op == b"send":
+        for op, host, port, payload in _read_batch(self.channels[index], self._refuse):
+            if op == "send":
                 self.tcp.send(payload, host, port)
-            elif op == b"trust":
+            elif op == "trust":
                 self.tcp.trust(host, port)
-            elif op == b"close":
+            elif op == "close":
                 self.tcp.close_untrusted(host, port)
             else:
-                self.malformed += 1
+                self._refuse(f"unknown op {op!r}")
+
+    def _refuse(self, reason: str) -> None:
+        self.malformed += 1
+        _refused(reason)
 
 
-def _read_batch(channel: socket.socket) -> Iterator[tuple[bytes, bytes]]:
-    """Up to READ_BATCH datagrams waiting on a channel, each split into its first line
-    and the message after it."""
+Message = tuple[str, str, int, bytes]
+
+
+def _read_batch(channel: socket.socket, refuse: Callable[[str], None]) -> Iterator[Message]:
+    """Up to READ_BATCH messages waiting on a channel. One that is not a frame of
+    ``[op, host, port, bytes]`` is refused (counted, logged) and dropped: a datagram
+    channel has no stream to lose sync with, so the next one is read as usual."""
     for _ in range(READ_BATCH):
         try:
-            data = channel.recv(70000)
+            data = channel.recv(MAX_DATAGRAM)
         except BlockingIOError:
             return
         except OSError:
             log.exception("signalling worker channel failed")
             return
-        head, _, payload = data.partition(b"\n")
-        yield head, payload
+        try:
+            op, host, port, payload = ipc.decode(data, MAX_DATAGRAM)
+        except (ipc.FrameError, ValueError, TypeError) as exc:  # not four things
+            refuse(str(exc))
+            continue
+        if (type(op) is not str or type(host) is not str or type(port) is not int
+                or type(payload) is not bytes):
+            refuse("a message of the wrong types")
+            continue
+        yield op, host, port, payload
+
+
+def _refused(reason: str) -> None:
+    ipc.malformed[CHANNEL] += 1
+    log.warning("%s: %s; dropped", CHANNEL, reason)

@@ -146,7 +146,9 @@ def test_calls_are_shared_by_call_id_and_each_is_handled_whole(switch: Softswitc
         assert worker_of(cdr["call_id_out"]) == worker_of(cdr["call_id_in"])
     assert {worker_of(c["call_id_in"]) for c in cdrs} == {0, 1}
 
-    signalling = switch.api.get("/api/v1/engine")["signalling"]
+    status = switch.api.get("/api/v1/engine")
+    assert status["malformed_frames"] == {}  # every frame between processes understood
+    signalling = status["signalling"]
     assert signalling["workers"] == 2 and signalling["restarts"] == [0]
     dispatcher = signalling["dispatcher"]
     assert all(n > 0 for n in dispatcher["dispatched"]) and dispatcher["dropped"] == [0, 0]

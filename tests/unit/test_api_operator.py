@@ -21,7 +21,7 @@ from apitest import make_api
 from flask.testing import FlaskClient
 
 from api.routes.cdrs import CSV_COLUMNS
-from b2bua import opcli
+from b2bua import ipc, opcli
 from b2bua.storage import open_database
 
 pytestmark = pytest.mark.both_backends
@@ -525,13 +525,16 @@ class _FakeEngine(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 class _Handler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
         server: Any = self.server
-        for line in self.rfile:
-            op = json.loads(line)["op"]
+        while True:
+            try:
+                op = ipc.recv(self.request)["op"]
+            except ipc.FrameError:
+                return  # the client closed the connection
             if op in server.replies:
                 reply = {"ok": True, "result": server.replies[op]}
             else:
                 reply = {"ok": False, "error": "unknown or malformed request"}
-            self.wfile.write(json.dumps(reply).encode() + b"\n")
+            self.wfile.write(ipc.encode(reply))
 
 
 @pytest.fixture

@@ -1,15 +1,21 @@
-"""The softswitch command line: migrate, tokens, parameters."""
+"""The softswitch command line: migrate, tokens, parameters (over the API)."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from apitest import ApiSetup, make_api
+from werkzeug.serving import make_server
 
 from b2bua.cli import absolute_paths, build_parser, main
+from b2bua.config.registry import PARAMETERS
 from b2bua.options import EngineOptions, control_path_for, var_dir_for
-from b2bua.storage import db, migrate, open_database, tokens
+from b2bua.storage import db, open_database, tokens
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -56,8 +62,27 @@ def test_token_create_prints_token_and_stores_only_hash(
         assert tokens.verify_token(database, token + "x") is None
 
 
-def test_param_get_set_and_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    dbarg = ["--db", str(tmp_path / "s.db")]
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[tuple[str, ApiSetup]]:
+    """The API served over HTTP on a free port, as ``softswitch run`` serves it."""
+    setup = make_api(tmp_path)
+    app = setup.client.application
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", setup
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+def test_param_get_set_and_refusals(api: tuple[str, ApiSetup], tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    base, setup = api
+    # The admin token where the engine writes it, beside the database --db names.
+    (tmp_path / "admin-token").write_text(setup.admin + "\n")
+    dbarg = ["--api", base, "--db", str(tmp_path / "s.db")]
     assert run(capsys, "param", "get", "SS_SIP_TIMEOUT_INVITE", *dbarg)[1].strip() == "10"
     code, out, _ = run(capsys, "param", "set", "SS_SIP_TIMEOUT_INVITE", "15", *dbarg)
     assert code == 0 and out.strip() == "SS_SIP_TIMEOUT_INVITE = 15"
@@ -76,12 +101,35 @@ def test_param_get_set_and_refusals(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert code == 0 and out.strip() == "SS_SIP_RESEND_INTERVAL = 0.5,1,2"
     code, out, _ = run(capsys, "param", "get", *dbarg)
     assert "SS_REPLY_UNAUTHORIZED = On" in out and "SS_GATEWAY_SWITCH_LIMIT = none" in out
+    assert run(capsys, "param", "list", *dbarg)[1] == out
+    assert out.splitlines()[0].startswith(f"{PARAMETERS[0].name} = ")  # the registry's order
 
-    with open_database(tmp_path / "s.db") as database:
-        assert migrate.current_version(database) == migrate.latest_version()
+    # A rule that spans parameters is the API's to check: refused all the same.
+    code, _, err = run(capsys, "param", "set", "SS_RTPENCRYPTIONMODE", "3", *dbarg)
+    assert code == 2 and "SS_RTPENCRYPTIONKEY" in err
+
     conn = db.connect(tmp_path / "s.db")
-    actions = [r[0] for r in conn.execute("SELECT resource FROM audit_log")]
-    assert actions == ["parameter/SS_SIP_TIMEOUT_INVITE", "parameter/SS_SIP_RESEND_INTERVAL"]
+    audit = [tuple(r) for r in conn.execute("SELECT actor, resource FROM audit_log")]
+    assert audit == [("token:ops", "parameter/SS_SIP_TIMEOUT_INVITE"),
+                     ("token:ops", "parameter/SS_SIP_RESEND_INTERVAL")]
+
+
+def test_param_commands_use_the_api_and_its_token(
+        api: tuple[str, ApiSetup], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    base, setup = api
+    code, _, err = run(capsys, "param", "get", "SS_SIP_TRACE", "--api", base,
+                       "--db", str(tmp_path / "elsewhere" / "s.db"))
+    assert code == 1 and "no API token" in err and "elsewhere/admin-token" in err
+    code, _, err = run(capsys, "param", "set", "SS_SIP_TRACE", "On", "--api", base,
+                       "--token", setup.reader)
+    assert code == 1 and "403" in err  # a read token may not change anything
+    code, out, _ = run(capsys, "param", "get", "SS_SIP_TRACE", "--api", base, "--json",
+                       "--token", setup.reader)
+    assert code == 0 and json.loads(out)["name"] == "SS_SIP_TRACE"
+    code, _, err = run(capsys, "param", "list", "--api", "http://127.0.0.1:9",
+                       "--token", setup.admin)
+    assert code == 1 and "not reachable" in err
 
 
 def test_run_refuses_more_relay_workers_than_port_pairs(

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from b2bua import ipc
 from b2bua.options import EngineOptions, HostPort, PortRange, split_ports
 from b2bua.signalling import decode_options, encode_options, sum_counters
 from b2bua.sip._dispatch import Dispatcher, call_id_hash, route
@@ -104,10 +105,11 @@ def test_the_thread_passes_each_datagram_to_its_worker_with_its_source(
         for message in messages:
             sender.sendto(message, sip_socket.getsockname())
         got = [_receive(theirs) for _, theirs in channels]
-        head = f"127.0.0.2 {sender.getsockname()[1]}\n".encode()
+        source = ["127.0.0.2", sender.getsockname()[1]]
         for index, received in enumerate(got):
-            expected = [head + m for m in messages if route(m, 3) == index]
-            assert received == expected  # in order, whole, with the source
+            expected = [["udp", *source, m] for m in messages if route(m, 3) == index]
+            # in order, whole, with the source, each one frame of b2bua/ipc.py
+            assert [ipc.decode(r) for r in received] == expected
         assert all(got)
         stats = dispatcher.stats()
         assert stats["received"] == 61 and stats["no_call_id"] == 1
