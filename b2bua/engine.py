@@ -42,8 +42,8 @@ from b2bua.shared_tables import map_table
 from b2bua.signalling import SignallingWorkers, sum_counters
 from b2bua.sip.dialog import CallIds
 from b2bua.sip.dispatched import DispatchedSip
+from b2bua.sip.peer import Peer
 from b2bua.sip.stack import SipStack
-from b2bua.sip.transport import Peer
 from b2bua.storage import open_database
 from b2bua.storage.backend import Database
 from b2bua.storage.gateways import mapping_gateways, routing_gateways

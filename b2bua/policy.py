@@ -50,7 +50,7 @@ from b2bua.security.state import (
 )
 from b2bua.sip.errors import SipParseError
 from b2bua.sip.message import Request
-from b2bua.sip.transport import Peer
+from b2bua.sip.peer import Peer
 
 log = logging.getLogger("b2bua.security")
 

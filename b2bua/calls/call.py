@@ -28,8 +28,8 @@ from b2bua.routing.dns import Plan, Target
 from b2bua.routing.gateways import RoutingGateway
 from b2bua.sip.dialog import Dialog, copy_record_route, origin_host
 from b2bua.sip.message import Request, Response, make_response
+from b2bua.sip.peer import Peer
 from b2bua.sip.transaction import ServerTransaction, TimerHandle
-from b2bua.sip.transport import Peer
 from b2bua.storage.active_calls import note_answered, note_ended
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from b2bua.registrar.phones import PhoneAccount
 from b2bua.routing.dns import DEFAULT_PORT, Target
 from b2bua.routing.gateways import MappingGateway, RoutingGateway
 from b2bua.sip.dialog import first_hop
-from b2bua.sip.transport import Peer
+from b2bua.sip.peer import Peer
 
 
 @dataclass(frozen=True, slots=True)

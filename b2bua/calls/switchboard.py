@@ -37,9 +37,9 @@ from b2bua.sip.badrequest import (
 )
 from b2bua.sip.errors import SipParseError
 from b2bua.sip.message import Request, Response, make_response
+from b2bua.sip.peer import Peer
 from b2bua.sip.stack import SipStack
 from b2bua.sip.transaction import Timers
-from b2bua.sip.transport import Peer
 from b2bua.storage.active_calls import note_started
 
 log = logging.getLogger("b2bua.calls")

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from b2bua.sip.transport import Peer
+from b2bua.sip.peer import Peer
 
 
 @dataclass(slots=True)

@@ -29,7 +29,7 @@ from b2bua.sip.dialog import origin_host
 from b2bua.sip.errors import SipParseError
 from b2bua.sip.headers import NameAddr
 from b2bua.sip.message import Request, Response, make_response
-from b2bua.sip.transport import Peer
+from b2bua.sip.peer import Peer
 from b2bua.sip.uri import SipUri
 
 log = logging.getLogger("b2bua.registrar")

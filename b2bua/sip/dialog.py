@@ -9,8 +9,8 @@ from b2bua.sip._dispatch import call_id_hash
 from b2bua.sip.errors import SipParseError
 from b2bua.sip.headers import NameAddr
 from b2bua.sip.message import Request, Response
+from b2bua.sip.peer import Peer
 from b2bua.sip.transaction import new_branch
-from b2bua.sip.transport import Peer
 from b2bua.sip.uri import SipUri
 
 

@@ -21,9 +21,9 @@ from typing import Any
 
 from b2bua import ipc
 from b2bua.sip._dispatch import route
+from b2bua.sip.peer import Peer
 from b2bua.sip.transport import (
     MessageHandler,
-    Peer,
     TcpTransport,
     TransportStats,
     UdpTransport,

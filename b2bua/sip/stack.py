@@ -25,6 +25,7 @@ from b2bua.sip.errors import SipParseError
 from b2bua.sip.headers import NameAddr
 from b2bua.sip.message import Request, Response
 from b2bua.sip.parser import MAX_MESSAGE_SIZE, parse_message
+from b2bua.sip.peer import Peer
 from b2bua.sip.swept_timers import SweptTimers
 from b2bua.sip.transaction import (
     TIMER_64T1,
@@ -35,7 +36,6 @@ from b2bua.sip.transaction import (
     TransactionLayer,
 )
 from b2bua.sip.transport import (
-    Peer,
     TcpTransport,
     TransportStats,
     UdpTransport,

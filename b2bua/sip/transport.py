@@ -17,28 +17,13 @@ from typing import cast
 
 from b2bua.sip.errors import SipParseError
 from b2bua.sip.parser import MAX_MESSAGE_SIZE, StreamFramer
+from b2bua.sip.peer import Peer
 
 log = logging.getLogger("b2bua.sip.transport")
 
 TCP_IDLE_TIMEOUT = 300.0
 TCP_CONNECT_TIMEOUT = 5.0
 TCP_MAX_CONNECTIONS = 10000
-
-
-@dataclass(frozen=True, slots=True)
-class Peer:
-    """Where a message came from or goes to."""
-
-    transport: str  # "udp" or "tcp"
-    host: str
-    port: int
-
-    @property
-    def reliable(self) -> bool:
-        return self.transport == "tcp"
-
-    def __str__(self) -> str:
-        return f"{self.transport}:{self.host}:{self.port}"
 
 
 MessageHandler = Callable[[bytes, Peer], None]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from b2bua.registrar.bindings import Binding
-from b2bua.sip.transport import Peer
+from b2bua.sip.peer import Peer
 from b2bua.storage.backend import Database
 from b2bua.storage.writer import DbWriter
 

@@ -11,9 +11,9 @@ from typing import Any
 from b2bua.config.live import Params
 from b2bua.options import HostPort
 from b2bua.routing.dns import is_ip
+from b2bua.sip.peer import Peer
 from b2bua.sip.stack import SipStack
 from b2bua.sip.transaction import Timers
-from b2bua.sip.transport import Peer
 from b2bua.upstream.registration import Locate, RegistrationConfig, UpstreamRegistration
 
 log = logging.getLogger("b2bua.upstream")

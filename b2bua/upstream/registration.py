@@ -25,9 +25,9 @@ from b2bua.sip.dialog import new_tag
 from b2bua.sip.errors import SipParseError
 from b2bua.sip.headers import NameAddr, format_auth_params, parse_auth_params
 from b2bua.sip.message import Request, Response
+from b2bua.sip.peer import Peer
 from b2bua.sip.stack import SipStack
 from b2bua.sip.transaction import TimerHandle, Timers, new_branch
-from b2bua.sip.transport import Peer
 
 log = logging.getLogger("b2bua.upstream")
 

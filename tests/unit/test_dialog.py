@@ -7,8 +7,8 @@ import pytest
 from b2bua.sip.dialog import Dialog
 from b2bua.sip.message import Request, Response
 from b2bua.sip.parser import parse_message
+from b2bua.sip.peer import Peer
 from b2bua.sip.transaction import BRANCH_MAGIC
-from b2bua.sip.transport import Peer
 
 
 def wire(text: str) -> bytes:

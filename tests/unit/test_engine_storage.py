@@ -15,7 +15,7 @@ from b2bua.calls.recovery import REASON, recover
 from b2bua.config.live import ConfigWatcher
 from b2bua.registrar.bindings import Binding, BindingStore
 from b2bua.registrar.phones import PhoneDirectory
-from b2bua.sip.transport import Peer
+from b2bua.sip.peer import Peer
 from b2bua.storage import migrate, open_database
 from b2bua.storage.active_calls import note_answered, note_ended, note_started
 from b2bua.storage.backend import Database

@@ -28,7 +28,7 @@ from b2bua.registrar.bindings import Binding, BindingStore
 from b2bua.registrar.keepalive import KeepAlive
 from b2bua.registrar.registrar import Registrar
 from b2bua.routing.gateways import GatewayDirectory
-from b2bua.sip.transport import Peer
+from b2bua.sip.peer import Peer
 from b2bua.storage.registrations import RegistrationLog
 
 CALLER = "4930999888"  # the caller's number a PBX trunk puts in From

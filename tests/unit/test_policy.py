@@ -17,7 +17,7 @@ from b2bua.security.state import SESSION_LIMIT
 from b2bua.sip.headers import parse_auth_params
 from b2bua.sip.message import Request
 from b2bua.sip.parser import parse_message
-from b2bua.sip.transport import Peer
+from b2bua.sip.peer import Peer
 from b2bua.storage import migrate
 from b2bua.storage.gateways import mapping_gateways, routing_gateways
 from b2bua.storage.sqlite import SqliteDatabase

@@ -53,8 +53,8 @@ from b2bua.sip import headers, parser
 from b2bua.sip.errors import SipParseError
 from b2bua.sip.message import Request, Response, make_response
 from b2bua.sip.parser import MAX_MESSAGE_SIZE, parse_message
+from b2bua.sip.peer import Peer
 from b2bua.sip.stack import SipStack
-from b2bua.sip.transport import Peer
 from b2bua.storage import migrate
 from b2bua.storage.gateways import mapping_gateways, routing_gateways
 from b2bua.storage.sqlite import SqliteDatabase

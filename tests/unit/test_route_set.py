@@ -15,8 +15,8 @@ from b2bua.registrar.registrar import Registrar
 from b2bua.sip.dialog import Dialog, copy_record_route, origin_host, route_request
 from b2bua.sip.message import Request, make_response
 from b2bua.sip.parser import parse_message
+from b2bua.sip.peer import Peer
 from b2bua.sip.stack import SipStack
-from b2bua.sip.transport import Peer
 from b2bua.storage.registrations import RegistrationLog
 
 PROXY = Peer("udp", "192.0.2.20", 5060)

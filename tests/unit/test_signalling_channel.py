@@ -23,7 +23,8 @@ from b2bua.sip.dispatched import (
     TcpThroughWorker0,
     channel_pair,
 )
-from b2bua.sip.transport import Peer, TransportStats
+from b2bua.sip.peer import Peer
+from b2bua.sip.transport import TransportStats
 
 
 class _Udp:

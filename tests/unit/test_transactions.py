@@ -12,6 +12,7 @@ import pytest
 from b2bua.sip.errors import SipParseError
 from b2bua.sip.message import Request, Response, make_response
 from b2bua.sip.parser import parse_message
+from b2bua.sip.peer import Peer
 from b2bua.sip.stack import SipStack
 from b2bua.sip.transaction import (
     T1,
@@ -25,7 +26,6 @@ from b2bua.sip.transaction import (
     client_key,
     server_key,
 )
-from b2bua.sip.transport import Peer
 
 # -- fake clock -------------------------------------------------------------------------------
 
