@@ -16,6 +16,10 @@ from enum import Enum
 
 
 class AttemptState(Enum):
+    # Members are singletons compared by identity: hashed by identity too, in C, not by
+    # Enum's __hash__ in Python (the table is read at every response of every attempt).
+    __hash__ = object.__hash__
+
     NEW = "new"  # built, INVITE not sent (a DNS failure stays here)
     CALLING = "calling"  # INVITE sent, nothing back yet
     PROCEEDING = "proceeding"  # a provisional came: a CANCEL may be sent
@@ -26,6 +30,8 @@ class AttemptState(Enum):
 
 
 class AttemptEvent(Enum):
+    __hash__ = object.__hash__
+
     SEND = "send"  # the INVITE goes out
     PROVISIONAL = "provisional"  # a 1xx
     ANSWER = "answer"  # a 2xx
