@@ -489,8 +489,36 @@ class System(Protocol):
     def uas_scenario(self) -> Path | None: ...  # None: uas_answer.xml
 
 
+class NoInsight:
+    """A system without an API: no counters, no log, the bench's default scenarios."""
+
+    def counters(self) -> dict[str, float]:
+        return {}
+
+    def log_size(self) -> int:
+        return 0
+
+    def log_since(self, offset: int) -> list[str]:
+        return []
+
+    def diagnostics(self, t0: float, t1: float) -> dict[str, Any]:
+        return {}
+
+    @property
+    def uac_scenario(self) -> Path | None:
+        return None
+
+    @property
+    def uac_args(self) -> list[str]:
+        return []
+
+    @property
+    def uas_scenario(self) -> Path | None:
+        return None
+
+
 @dataclass
-class Rig:
+class Rig(NoInsight):
     """sipp UAC -> sipp UAS directly: the ceiling of the load generator itself."""
 
     workdir: Path
@@ -520,30 +548,6 @@ class Rig:
 
     def restart(self) -> None:
         pass
-
-    def counters(self) -> dict[str, float]:
-        return {}
-
-    def log_size(self) -> int:
-        return 0
-
-    def log_since(self, offset: int) -> list[str]:
-        return []
-
-    def diagnostics(self, t0: float, t1: float) -> dict[str, Any]:
-        return {}
-
-    @property
-    def uac_scenario(self) -> Path | None:
-        return None
-
-    @property
-    def uac_args(self) -> list[str]:
-        return []
-
-    @property
-    def uas_scenario(self) -> Path | None:
-        return None
 
 
 @dataclass
@@ -744,11 +748,13 @@ def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, float]]:
 
 
 @dataclass
-class SippySystem:
-    """Sippy B2BUA 2.5.0, signalling only, static route, run as anchors.md says."""
+class ReferenceSystem(NoInsight):
+    """A reference system the bench runs as one process (and its children) on a UDP
+    port, toward the sipp UAS: no API, no counters. Subclasses say how to start, stop
+    and read it."""
 
     workdir: Path
-    name: str = "Sippy B2BUA 2.5.0"
+    name: str = ""
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
     _vendor_port: int = 0
@@ -765,6 +771,36 @@ class SippySystem:
     def vendor_port(self) -> int:
         return self._vendor_port
 
+    def _choose_ports(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self._vendor_port:
+            self._vendor_port = free_port(VENDOR_IP, socket.SOCK_DGRAM)
+        self.port = self.port or free_port(SWITCH_IP, socket.SOCK_DGRAM)
+
+    def _wait_port_free(self) -> None:
+        """It allows port reuse: make sure nothing is left on the port."""
+        deadline = time.monotonic() + 5
+        while wait_bound(SWITCH_IP, self.port, timeout=0.05) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def restart(self) -> None:
+        log(f"restarting {self.name}")
+        self.stop()
+        self.start()
+
+
+@dataclass
+class SippySystem(ReferenceSystem):
+    """Sippy B2BUA 2.5.0, signalling only, static route, run as anchors.md says."""
+
+    name: str = "Sippy B2BUA 2.5.0"
+
     def command(self) -> list[str]:
         d = self.workdir
         return [sys.executable, "-m", "sippy.b2bua", "-f", "-u", "-A", "0",
@@ -774,10 +810,7 @@ class SippySystem:
                 "-c", str(d / "b2bua.sock")]
 
     def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        if not self._vendor_port:
-            self._vendor_port = free_port(VENDOR_IP, socket.SOCK_DGRAM)
-        self.port = self.port or free_port(SWITCH_IP, socket.SOCK_DGRAM)
+        self._choose_ports()
         env = dict(os.environ, SIPLOG_BEND="none")
         cmd = self.command()
         (self.workdir / "cmd.txt").write_text(" ".join(cmd) + "\n")
@@ -801,43 +834,11 @@ class SippySystem:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
-        # It allows port reuse: make sure nothing is left on the port.
-        deadline = time.monotonic() + 5
-        while wait_bound(SWITCH_IP, self.port, timeout=0.05) and time.monotonic() < deadline:
-            time.sleep(0.1)
-
-    def restart(self) -> None:
-        log("restarting Sippy B2BUA")
-        self.stop()
-        self.start()
+        self._wait_port_free()
 
     def settle(self) -> bool:
         time.sleep(2.0)  # no API: give late BYE/200 exchanges a moment
         return self.proc is not None and self.proc.poll() is None
-
-    def counters(self) -> dict[str, float]:
-        return {}
-
-    def log_size(self) -> int:
-        return 0
-
-    def log_since(self, offset: int) -> list[str]:
-        return []
-
-    def diagnostics(self, t0: float, t1: float) -> dict[str, Any]:
-        return {}
-
-    @property
-    def uac_scenario(self) -> Path | None:
-        return None
-
-    @property
-    def uac_args(self) -> list[str]:
-        return []
-
-    @property
-    def uas_scenario(self) -> Path | None:
-        return None
 
 
 KAMAILIO_CHILDREN = 2  # UDP receiver processes: one per core of a 2-core machine
@@ -933,7 +934,7 @@ def kamailio_version() -> str:
 
 
 @dataclass
-class KamailioSystem:
+class KamailioSystem(ReferenceSystem):
     """Debian's kamailio as a stateful record-routing proxy in front of the sipp UAS.
 
     It keeps the Call-ID and adds its Via and Record-Route: the calls use the proxy
@@ -944,24 +945,8 @@ class KamailioSystem:
     main process and all its descendants (``tree_cpu_s``).
     """
 
-    workdir: Path
-    memory: str = KAMAILIO_MEMORY[0]  # its memory manager, -x and -X
     name: str = "kamailio (stateful proxy)"
-    proc: subprocess.Popen[bytes] | None = None
-    port: int = 0
-    _vendor_port: int = 0
-
-    @property
-    def target(self) -> str:
-        return f"{SWITCH_IP}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    @property
-    def vendor_port(self) -> int:
-        return self._vendor_port
+    memory: str = KAMAILIO_MEMORY[0]  # its memory manager, -x and -X
 
     @property
     def log_path(self) -> Path:
@@ -977,12 +962,9 @@ class KamailioSystem:
         return text
 
     def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
         version = kamailio_version()
         self.name = f"kamailio {version or '?'} (stateful proxy, {self.memory})"
-        if not self._vendor_port:
-            self._vendor_port = free_port(VENDOR_IP, socket.SOCK_DGRAM)
-        self.port = self.port or free_port(SWITCH_IP, socket.SOCK_DGRAM)
+        self._choose_ports()
         cfg = self.workdir / "kamailio.cfg"
         cfg.write_text(self.config())
         rundir = self.workdir / "run"
@@ -1031,21 +1013,11 @@ class KamailioSystem:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child, signal.SIGKILL)
         self.proc = None
-        deadline = time.monotonic() + 5
-        while wait_bound(SWITCH_IP, self.port, timeout=0.05) and time.monotonic() < deadline:
-            time.sleep(0.1)
-
-    def restart(self) -> None:
-        log("restarting kamailio")
-        self.stop()
-        self.start()
+        self._wait_port_free()
 
     def settle(self) -> bool:
         time.sleep(1.0)  # no calls are kept: give late BYE/200 exchanges a moment
         return self.proc is not None and self.proc.poll() is None
-
-    def counters(self) -> dict[str, float]:
-        return {}
 
     def log_size(self) -> int:
         return self.log_path.stat().st_size if self.log_path.exists() else 0
@@ -1057,16 +1029,9 @@ class KamailioSystem:
             fh.seek(offset)
             return fh.read(4_000_000).decode(errors="replace").splitlines()
 
-    def diagnostics(self, t0: float, t1: float) -> dict[str, Any]:
-        return {}
-
     @property
     def uac_scenario(self) -> Path | None:
         return UAC_PROXY_XML
-
-    @property
-    def uac_args(self) -> list[str]:
-        return []
 
     @property
     def uas_scenario(self) -> Path | None:
