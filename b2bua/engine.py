@@ -34,12 +34,13 @@ from b2bua.registrar.bindings import Binding, BindingStore
 from b2bua.registrar.keepalive import KeepAlive
 from b2bua.registrar.phones import PhoneDirectory
 from b2bua.registrar.registrar import Registrar
+from b2bua.reports import sum_counters
 from b2bua.routing.gateways import GatewayDirectory, MappingGateway, RoutingGateway
 from b2bua.routing.resolver import VendorResolver
 from b2bua.security.digest import NONCE_SLOTS, NonceMinter, SharedNonceCounts
 from b2bua.security.state import SECURITY_SLOTS, SharedBoard
 from b2bua.shared_tables import map_table
-from b2bua.signalling import SignallingWorkers, sum_counters
+from b2bua.signalling import SignallingWorkers
 from b2bua.sip.dialog import CallIds
 from b2bua.sip.dispatched import DispatchedSip
 from b2bua.sip.peer import Peer

@@ -3,7 +3,7 @@
 With ``--signalling-workers N`` (N > 1), the ``softswitch run`` process is worker 0: it
 binds the SIP socket, starts the dispatcher thread (:mod:`b2bua.sip._dispatch`), which
 passes each datagram to worker ``hash(Call-ID) mod N``, and starts the other workers
-as ``python -m b2bua.signalling``. Every worker is a whole engine (:class:`Engine`):
+as ``python -m b2bua.signalling_worker``. Every worker is a whole engine (``Engine``):
 parse, policy, transactions, calls, routing, CDRs, its own relay workers on its own
 slice of the media ports. Worker 0 alone holds the TCP listener, the registrar (the
 dispatcher sends every REGISTER there), the upstream registrations and the API's
@@ -16,7 +16,6 @@ worker 0 (``PR_SET_PDEATHSIG``, SIGKILL), as a single engine would.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -32,12 +31,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import uvloop
-
-from b2bua import ipc, logs
+from b2bua import ipc
 from b2bua.calls.counts import SLOTS
 from b2bua.control import ControlError, ask
-from b2bua.lifeline import die_with_parent
 from b2bua.options import EngineOptions, HostPort, PortRange
 from b2bua.security.digest import NONCE_SLOTS
 from b2bua.security.state import SECURITY_SLOTS
@@ -154,7 +150,7 @@ class SignallingWorkers:
         options = self.options
         if options.sip_listen.port == 0:
             options = _with_port(options, self._sip_port)
-        cmd = [sys.executable, "-m", "b2bua.signalling", "--index", str(index),
+        cmd = [sys.executable, "-m", "b2bua.signalling_worker", "--index", str(index),
                "--sip-fd", str(self.sip_socket.fileno()), "--channel-fd", str(theirs.fileno()),
                "--counts-fd", str(self.counts_fd), "--security-fd", str(self.security_fd),
                "--nonces-fd", str(self.nonces_fd), "--key-fd", str(self.key_fd),
@@ -262,68 +258,3 @@ class SignallingWorkers:
 
 def _with_port(options: EngineOptions, port: int) -> EngineOptions:
     return replace(options, sip_listen=HostPort(options.sip_listen.host, port))
-
-
-def sum_counters(reports: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counters of several workers added key by key (nested dicts too), lists joined;
-    anything else is taken from the first report."""
-    out: dict[str, Any] = {}
-    for report in reports:
-        for key, value in report.items():
-            if key not in out:
-                out[key] = (sum_counters([value]) if isinstance(value, dict)
-                            else list(value) if isinstance(value, list) else value)
-            elif isinstance(value, dict) and isinstance(out[key], dict):
-                out[key] = sum_counters([out[key], value])
-            elif isinstance(value, list) and isinstance(out[key], list):
-                out[key].extend(value)
-            elif isinstance(value, int | float) and not isinstance(value, bool):
-                out[key] += value
-    return out
-
-
-# ---------------------------------------------------------------- a worker's process
-
-
-async def _serve(options: EngineOptions, dispatched: DispatchedSip) -> None:
-    from b2bua.engine import Engine
-
-    engine = Engine(options, dispatched)
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, engine.request_stop)
-    await engine.start()
-    engine.collector.install()
-    engine.spawn(engine.collector.run())
-    await engine.wait_and_stop()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="b2bua.signalling")
-    parser.add_argument("--index", type=int, required=True)
-    parser.add_argument("--sip-fd", type=int, required=True)
-    parser.add_argument("--channel-fd", type=int, required=True)
-    parser.add_argument("--counts-fd", type=int, required=True)
-    parser.add_argument("--security-fd", type=int, required=True)
-    parser.add_argument("--nonces-fd", type=int, required=True)
-    parser.add_argument("--key-fd", type=int, required=True)
-    parser.add_argument("--options-fd", type=int, required=True)
-    parser.add_argument("--parent", type=int, required=True)
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
-    logs.setup(args.log_level, worker=args.index)
-    die_with_parent(args.parent, signal.SIGKILL)
-    # Ctrl-C reaches the whole process group; worker 0 decides when workers stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    options = replace(read_options_fd(args.options_fd), worker_index=args.index)
-    dispatched = DispatchedSip(socket.socket(fileno=args.sip_fd),
-                               socket.socket(fileno=args.channel_fd), tcp_for=None,
-                               counts_fd=args.counts_fd, security_fd=args.security_fd,
-                               nonces_fd=args.nonces_fd,
-                               nonce_key=os.pread(args.key_fd, 32, 0))
-    os.close(args.key_fd)
-    uvloop.run(_serve(options, dispatched))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
