@@ -78,8 +78,10 @@ class _Transaction:
         self.state = State.TRYING
         self._timers: list[TimerHandle] = []
 
-    def _later(self, delay: float, callback: Callable[[], None]) -> None:
-        self._timers.append(self.layer.timers.call_later(delay, callback))
+    def _later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
+        handle = self.layer.timers.call_later(delay, callback)
+        self._timers.append(handle)
+        return handle
 
     def _cancel_timers(self) -> None:
         for handle in self._timers:
@@ -111,6 +113,7 @@ class ServerTransaction(_Transaction):
         # on_no_ack is called (the TU ends the dialog).
         self.on_no_ack: Callable[[], None] | None = None
         self._confirmed = False
+        self._next_2xx: TimerHandle | None = None
 
     def respond(self, response: Response) -> None:
         if self.state in (State.COMPLETED, State.CONFIRMED, State.TERMINATED):
@@ -129,7 +132,7 @@ class ServerTransaction(_Transaction):
             if status < 300:
                 self.state = State.ACCEPTED
                 if not self.reliable:
-                    self._later(T1, lambda: self._retransmit_2xx(T1))
+                    self._next_2xx = self._later(T1, lambda: self._retransmit_2xx(T1))
                 self._later(TIMER_64T1, self._accepted_end)  # Timer L
             else:
                 self.state = State.COMPLETED
@@ -153,13 +156,16 @@ class ServerTransaction(_Transaction):
             return
         self._send(self._last_bytes)
         nxt = min(interval * 2, T2)
-        self._later(nxt, lambda: self._retransmit_2xx(nxt))
+        self._next_2xx = self._later(nxt, lambda: self._retransmit_2xx(nxt))
 
     def confirm(self) -> None:
         """The 2xx's ACK came (or the dialog ended meanwhile): stop sending it. Retransmitted
         INVITEs are still absorbed until Timer L."""
         self._confirmed = True
         self.on_no_ack = None  # it holds the call: let it go now, not at Timer L
+        if self._next_2xx is not None:
+            self._next_2xx.cancel()
+            self._next_2xx = None
 
     def _accepted_end(self) -> None:
         on_no_ack, self.on_no_ack = self.on_no_ack, None

@@ -592,6 +592,7 @@ def test_invite_server_sends_its_2xx_again_until_confirmed() -> None:
     assert {data for _, data in out.sent} == {ok.to_bytes()}
     txn.confirm()
     assert txn.on_no_ack is None  # let go of the TU at once, not at Timer L
+    assert clock.pending == 1  # the next retransmission is cancelled: Timer L alone
     clock.advance_to(TIMER_64T1 + 1)
     assert out.times[-1] == 11.5
     assert no_ack == []
