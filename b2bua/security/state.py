@@ -85,33 +85,38 @@ Terminal = tuple[str, str]  # (username, source IP)
 
 class LocalBoard:
     """What a lone worker knows beyond its own decisions: nothing. The board a
-    :class:`SuspensionTable` uses when it is the only signalling worker."""
+    :class:`SuspensionTable` uses when it is the only signalling worker (no key is
+    hashed: that is the shared table's business)."""
 
-    def count(self, key: int, local: int) -> int:
-        """One more failure under ``key``; the count to judge by. ``local`` is this
-        worker's own count with the new failure."""
+    def count(self, kind: str, terminal: Terminal, local: int) -> int:
+        """One more failure; the count to judge by. ``local`` is this worker's own count
+        with the new failure."""
         return local
 
-    def reset(self, key: int) -> None:
+    def reset_failures(self, kind: str, terminal: Terminal) -> None:
         return None
 
-    def until(self, key: int) -> float:
+    def until(self, terminal: Terminal) -> float:
         """The end of a suspension another worker decided (epoch seconds), 0 for none."""
         return 0.0
 
-    def publish(self, key: int, until: float) -> None:
+    def publish(self, terminal: Terminal, until: float) -> None:
         return None
 
-    def lift_held(self, key: int, now: float) -> bool:
+    def lift(self, terminal: Terminal) -> None:
+        return None
+
+    def lift_held(self, terminal: Terminal, now: float) -> bool:
         """Lift a suspension only the board still holds (its worker restarted)."""
         return False
 
-    def first_telling(self, key: int, until_ms: int, told: BoundedMap[int, int]) -> bool:
+    def first_telling(self, terminal: Terminal, until_ms: int,
+                      told: BoundedMap[Terminal, int]) -> bool:
         """Whether a suspension ending at ``until_ms`` is told for the first time."""
-        last = told.get(key)
+        last = told.get(terminal)
         if last is not None and last >= until_ms - 1:  # within 1 ms: read back from ms
             return False
-        told.put(key, until_ms)
+        told.put(terminal, until_ms)
         return True
 
 
@@ -123,36 +128,42 @@ class SharedBoard(LocalBoard):
     def __init__(self, table: Tally) -> None:
         self.table = table
 
-    def count(self, key: int, local: int) -> int:
+    def count(self, kind: str, terminal: Terminal, local: int) -> int:
         try:
-            return int(self.table.add(key, 1))
+            return int(self.table.add(text_key("failures", kind, *terminal), 1))
         except OverflowError:
             return local
 
-    def reset(self, key: int) -> None:
-        self.table.reset(key)
+    def reset_failures(self, kind: str, terminal: Terminal) -> None:
+        self.table.reset(text_key("failures", kind, *terminal))
 
-    def until(self, key: int) -> float:
-        return int(self.table.maximum(key)) / 1000
+    def until(self, terminal: Terminal) -> float:
+        return int(self.table.maximum(text_key("suspended", *terminal))) / 1000
 
-    def publish(self, key: int, until: float) -> None:
+    def publish(self, terminal: Terminal, until: float) -> None:
         # A contended slot: the suspension holds on this worker alone.
         with contextlib.suppress(OverflowError):
-            self.table.store(key, int(until * 1000))
+            self.table.store(text_key("suspended", *terminal), int(until * 1000))
 
-    def lift_held(self, key: int, now: float) -> bool:
+    def lift(self, terminal: Terminal) -> None:
+        self.table.reset(text_key("suspended", *terminal))
+
+    def lift_held(self, terminal: Terminal, now: float) -> bool:
+        key = text_key("suspended", *terminal)
         if self.table.maximum(key) > now * 1000:
             self.table.reset(key)
             return True
         return False
 
-    def first_telling(self, key: int, until_ms: int, told: BoundedMap[int, int]) -> bool:
+    def first_telling(self, terminal: Terminal, until_ms: int,
+                      told: BoundedMap[Terminal, int]) -> bool:
+        key = text_key("told", *terminal)
         if self.table.maximum(key) >= until_ms - 1:
             return False
         try:
             self.table.store(key, until_ms)
         except OverflowError:
-            return super().first_telling(key, until_ms, told)
+            return super().first_telling(terminal, until_ms, told)
         return True
 
 
@@ -169,7 +180,7 @@ class SuspensionTable:
         self.failures: BoundedMap[tuple[str, Terminal], int] = BoundedMap(FAILURE_LIMIT)
         self.suspended: BoundedMap[Terminal, Suspension] = BoundedMap(SUSPENSION_LIMIT)
         # The suspension (its end, in ms) each terminal was last told about.
-        self.told: BoundedMap[int, int] = BoundedMap(SUSPENSION_LIMIT)
+        self.told: BoundedMap[Terminal, int] = BoundedMap(SUSPENSION_LIMIT)
         self.created = 0
         self.board = board if board is not None else LocalBoard()
 
@@ -179,7 +190,7 @@ class SuspensionTable:
             self.suspended.pop(terminal)
             entry = None
         if entry is None:
-            until = self.board.until(text_key("suspended", *terminal))
+            until = self.board.until(terminal)
             if until > now:  # decided by another worker, which lists it
                 return Suspension(terminal[0], terminal[1], "authentication", now, until, 0)
         return entry
@@ -188,28 +199,27 @@ class SuspensionTable:
              now: float) -> Suspension | None:
         """Count one failure; returns the new suspension when the limit is passed."""
         key = (kind, terminal)
-        shared_key = text_key("failures", kind, *terminal)
-        count = self.board.count(shared_key, (self.failures.get(key) or 0) + 1)
+        count = self.board.count(kind, terminal, (self.failures.get(key) or 0) + 1)
         if count <= max_failures or suspend_for <= 0:
             self.failures.put(key, count)
             return None
         self.failures.pop(key)
         entry = Suspension(terminal[0], terminal[1], kind, now, now + suspend_for, count)
         self.suspended.put(terminal, entry)
-        self.board.reset(shared_key)
-        self.board.publish(text_key("suspended", *terminal), entry.until)
+        self.board.reset_failures(kind, terminal)
+        self.board.publish(terminal, entry.until)
         self.created += 1
         return entry
 
     def tell_once(self, entry: Suspension) -> bool:
         """True the first time a suspension is to be answered: one 403 per terminal per
         suspension, so a guessing tool that keeps going gets nothing more to count."""
-        key = text_key("told", entry.terminal, entry.source_ip)
-        return self.board.first_telling(key, int(entry.until * 1000), self.told)
+        return self.board.first_telling((entry.terminal, entry.source_ip),
+                                        int(entry.until * 1000), self.told)
 
     def succeed(self, kind: str, terminal: Terminal) -> None:
         self.failures.pop((kind, terminal))
-        self.board.reset(text_key("failures", kind, *terminal))
+        self.board.reset_failures(kind, terminal)
 
     def lift(self, username: str, source_ip: str | None = None) -> int:
         """Lift what this worker decided (the API asks every worker), and with a source
@@ -218,10 +228,10 @@ class SuspensionTable:
         for terminal, _entry in self.suspended.items():
             if terminal[0] == username and (source_ip is None or terminal[1] == source_ip):
                 self.suspended.pop(terminal)
-                self.board.reset(text_key("suspended", *terminal))
+                self.board.lift(terminal)
                 lifted += 1
         if not lifted and source_ip is not None and self.board.lift_held(
-                text_key("suspended", username, source_ip), time.time()):
+                (username, source_ip), time.time()):
             lifted = 1
         return lifted
 

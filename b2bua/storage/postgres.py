@@ -196,10 +196,6 @@ class PostgresPool:
     def give_back(self, conn: Connection) -> None:
         self._pool.putconn(conn)  # a broken or mid-transaction one is discarded
 
-    @property
-    def stats(self) -> dict[str, int]:
-        return self._pool.get_stats()
-
     def close(self) -> None:
         self._pool.close()
 
