@@ -777,6 +777,17 @@ class ReferenceSystem(NoInsight):
             self._vendor_port = free_port(VENDOR_IP, socket.SOCK_DGRAM)
         self.port = self.port or free_port(SWITCH_IP, socket.SOCK_DGRAM)
 
+    def _end(self, timeout: float) -> None:
+        """SIGTERM to its process, SIGKILL after ``timeout`` seconds, by pid."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
     def _wait_port_free(self) -> None:
         """It allows port reuse: make sure nothing is left on the port."""
         deadline = time.monotonic() + 5
@@ -826,13 +837,7 @@ class SippySystem(ReferenceSystem):
         # It does not exit on SIGTERM while calls remain: TERM, then KILL, by pid.
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self._end(5)
         self.proc = None
         self._wait_port_free()
 
@@ -996,13 +1001,7 @@ class KamailioSystem(ReferenceSystem):
         if self.proc is None:
             return
         below = descendants(self.proc.pid)
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self._end(10)
         # Its children end with it; any left (it was killed) are ended by their pids.
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and any(_is_kamailio(p) for p in below):
