@@ -13,9 +13,9 @@ from typing import Any
 
 from b2bua import ipc
 from b2bua.calls.anchor import CallMedia, MediaTotals, stream_count
-from b2bua.calls.call import Call
 from b2bua.calls.cdr import CdrWriter
 from b2bua.calls.counts import CallCounts
+from b2bua.calls.endpoints import Origin
 from b2bua.calls.recovery import recover
 from b2bua.calls.switchboard import Switchboard
 from b2bua.census import census
@@ -43,6 +43,7 @@ from b2bua.shared_tables import map_table
 from b2bua.signalling import SignallingWorkers
 from b2bua.sip.dialog import CallIds
 from b2bua.sip.dispatched import DispatchedSip
+from b2bua.sip.message import Request
 from b2bua.sip.peer import Peer
 from b2bua.sip.stack import SipStack
 from b2bua.storage import open_database
@@ -377,13 +378,13 @@ class Engine:
         plan = await self.resolver.resolve_host(host, port, "udp")
         return (plan.targets[0].address, plan.targets[0].port) if plan.targets else None
 
-    def _new_media(self, call: Call) -> CallMedia:
+    def _new_media(self, invite: Request, origin: Origin, caller_nat: bool,
+                   on_rtp_start: Callable[[], None]) -> CallMedia:
         return CallMedia(
             self.params, self.media, self.options.advertised_host(),
-            caller_nat=call.caller_nat,
-            caller_encrypted=call.origin.rtp_encryption,
-            on_rtp_start=call.on_rtp_started, totals=self.media_totals,
-            streams=stream_count(call.invite.body),
+            caller_nat=caller_nat, caller_encrypted=origin.rtp_encryption,
+            on_rtp_start=on_rtp_start, totals=self.media_totals,
+            streams=stream_count(invite.body),
         )
 
     def _apply_routing(self, read: tuple[list[RoutingGateway], list[VendorRegistration]]

@@ -93,6 +93,7 @@ class CallMedia:
         self.on_rtp_start = on_rtp_start
         self.streams: list[Stream] = []
         self._started = 0  # streams whose sessions have been started
+        self._check_since = time.monotonic()
         for _ in range(max(1, min(streams, MAX_STREAMS))):
             self._add_stream()
 
@@ -194,18 +195,22 @@ class CallMedia:
         rewritten = rewrite_sdp(body, self.advertised_host, ports)
         return rewritten.body if rewritten.ok else body
 
-    def silent_direction(self, checks: dict[str, str], since: float, timeout: float
-                         ) -> str | None:
+    def watch(self) -> None:
+        """Start counting silence from now (the call is answered)."""
+        self._check_since = time.monotonic()
+
+    def silent_direction(self, checks: dict[str, str], timeout: float) -> str | None:
         """The first checked direction silent for ``timeout`` seconds, or None.
 
         ``checks`` maps a leg ("a" caller side, "b" destination side) to its gateway's
         ``media_check``: ``from_remote`` watches what the leg's peer sends us,
         ``to_remote`` what we relay toward it (what the other leg receives), ``both``
-        both. ``since`` (monotonic) is when the check started: silence is counted from
-        it while nothing has arrived yet. A direction is silent when no stream of the
-        call carried anything in it.
+        both. Silence is counted from :meth:`watch` while nothing has arrived yet. A
+        direction is silent when no stream of the
+        call carried anything in it. The relay's clock is the monotonic one.
         """
         now = time.monotonic()
+        since = self._check_since
         for name, check in checks.items():
             watched = []
             if check in ("from_remote", "both"):

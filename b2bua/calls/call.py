@@ -1,62 +1,93 @@
-"""One bridged call: the caller's leg (we are its UAS) and the outbound attempts.
+"""One bridged call, as a state machine: events and ``now`` in, actions out.
 
-The legs are separate dialogs with their own Call-IDs, tags and CSeqs. This module
-owns what happens between them: trying destinations in order under the switching
-rules (``failover``), relaying provisional and final responses, ACK, BYE, CANCEL,
-re-INVITE and other in-dialog requests, and the CDR with its attempts.
+The caller's leg (we are its UAS) and the outbound attempts are separate dialogs with
+their own Call-IDs, tags and CSeqs. The core decides what happens between them: trying
+destinations in order under the switching rules (``failover``), relaying provisional
+and final responses, ACK, BYE, CANCEL, re-INVITE and other in-dialog requests, keeping
+both legs alive, and assembling the CDR with its attempts. It sends, waits and writes
+nothing itself: each step returns the actions (``actions.py``) that the asyncio adapter
+(``adapter.py``) carries out, and the adapter feeds back what comes of them as events
+(``events.py``). A unit test drives it the same way with a fake clock
+(``tests/unit/test_call_core.py``).
+
+Its questions to the switch (routing plans, gateway state, a phone's binding,
+parameters) go through :class:`~b2bua.calls.context.CallContext`; SDP crosses the call's
+relay session (``anchor.CallMedia``), a port the adapter's media plane backs.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from b2bua.calls import failover
+from b2bua.calls.actions import (
+    CallAction,
+    CallEnded,
+    CancelInvite,
+    CancelTimer,
+    Confirm,
+    ForgetLeg,
+    GrowMedia,
+    HoldGateway,
+    NoteAnswered,
+    NoteStarted,
+    Occupy,
+    Release,
+    Resolve,
+    Respond,
+    Send,
+    SetTimer,
+    StartMedia,
+    StopMedia,
+    Transact,
+    WatchLeg,
+    WriteCdr,
+)
 from b2bua.calls.anchor import CallMedia, relay_wanted
 from b2bua.calls.attempt import ALLOW, Attempt
+from b2bua.calls.attempt_state import AttemptState
+from b2bua.calls.call_state import FINAL_SENT, CallState, CallStep, next_call_state
 from b2bua.calls.cdr import CdrRecord
+from b2bua.calls.context import CallContext
 from b2bua.calls.endpoints import Destination, Origin
+from b2bua.calls.events import (
+    AckReceived,
+    CallerCancel,
+    CallEvent,
+    HangUp,
+    InDialogRequest,
+    MediaGrown,
+    MediaStarted,
+    NoAck,
+    NoReply,
+    Reply,
+    Side,
+    StrayResponse,
+    TimerFired,
+    VendorResolved,
+)
 from b2bua.calls.failover import Next, SwitchRules, Timer
-from b2bua.calls.liveness import LegTimer, answer_headers, leg_timer
+from b2bua.calls.liveness import LegTimer, answer_headers, leg_timer, outbound_headers
 from b2bua.routing.dns import Plan, Target
 from b2bua.routing.gateways import RoutingGateway
-from b2bua.sip.dialog import Dialog, copy_record_route, origin_host
+from b2bua.sip.dialog import Dialog, copy_record_route, new_tag, origin_host
 from b2bua.sip.message import Request, Response, make_response
 from b2bua.sip.peer import Peer
-from b2bua.sip.transaction import ServerTransaction, TimerHandle
-from b2bua.storage.active_calls import note_answered, note_ended
-
-if TYPE_CHECKING:
-    from b2bua.calls.switchboard import Switchboard
+from b2bua.sip.transaction import TIMER_64T1, ServerTransaction
 
 log = logging.getLogger("b2bua.call")
 
-__all__ = ["ALLOW", "Call", "CallState", "Side"]
+__all__ = ["ALLOW", "Call", "CallState", "Side", "map_vendor_failure"]
 
 # In-dialog requests relayed to the other leg; anything else gets 501.
 RELAYED_METHODS = frozenset({"INFO", "UPDATE", "OPTIONS", "MESSAGE", "NOTIFY"})
 # Headers carried across the B2BUA with a relayed request or response body.
 CARRIED_HEADERS = ("Content-Disposition", "Info-Package", "Event", "Subscription-State")
-
-
-class CallState(Enum):
-    ROUTING = "routing"
-    PROCEEDING = "proceeding"  # INVITE sent to a destination, nothing back beyond 100
-    EARLY = "early"  # a 18x relayed to the caller
-    ANSWERED = "answered"  # 200 sent to the caller, waiting for its ACK
-    CONFIRMED = "confirmed"
-    ENDED = "ended"
-
-
-class Side(Enum):
-    CALLER = "caller"
-    CALLEE = "callee"
+MEDIA_CHECK_EVERY = 1.0  # seconds between two looks at a relayed call's RTP
 
 
 def map_vendor_failure(status: int) -> int:
@@ -70,6 +101,10 @@ def _has_sdp(response: Response) -> bool:
     return bool(response.body) and "sdp" in (response.get("Content-Type") or "sdp").lower()
 
 
+def _other(side: Side) -> Side:
+    return Side.CALLEE if side is Side.CALLER else Side.CALLER
+
+
 @dataclass(slots=True)
 class PendingReinvite:
     origin: Side
@@ -78,20 +113,40 @@ class PendingReinvite:
     answer: Response | None = None
 
 
+# What a request the call sent is waiting for, by token (besides an attempt's INVITE).
+@dataclass(slots=True)
+class RelayWait:
+    """A request relayed from ``origin``'s leg: its answer goes back through ``server``."""
+
+    request: Request
+    server: ServerTransaction
+    origin: Side
+
+
+@dataclass(slots=True)
+class RefreshWait:
+    side: Side
+    timer: LegTimer
+    request: Request
+
+
 class Call:
-    def __init__(self, switchboard: Switchboard, call_no: int, invite: Request, source: Peer,
-                 server: ServerTransaction, origin: Origin, callee: str | None = None) -> None:
-        self.switchboard = switchboard
+    """The core of one call. Each ``handle``/``begin`` returns the actions to carry out,
+    in order."""
+
+    def __init__(self, ctx: CallContext, call_no: int, invite: Request, source: Peer,
+                 server: ServerTransaction, origin: Origin, now: float,
+                 callee: str | None = None) -> None:
+        self.ctx = ctx
         self.no = call_no
         self.invite = invite
         self.source = source
         self.server = server
         self.origin = origin
-        stack = switchboard.stack
         # Read once: the relay decision and the media's NAT flag ask again.
         self.caller_nat = self.behind_nat(invite, source)
         self.inbound = Dialog.as_uas(
-            invite, source, stack.sent_by, stack.contact(source.transport),
+            invite, source, ctx.sent_by, ctx.contact(source.transport),
             send_to_source=source.reliable or (
                 self.caller_nat and invite.first_raw("Record-Route") is None),
         )
@@ -99,7 +154,7 @@ class Call:
         self.callee = callee if callee is not None else invite.ruri.user or ""
         # The platform numbers: after the mapping side's dial plans and transform.
         self.caller_routed, self.callee_routed = origin.numbers.rewrite(
-            self.caller, self.callee, switchboard.numbers.transforms)
+            self.caller, self.callee, ctx.numbers.transforms)
         self.state = CallState.ROUTING
         self.callee_phone: str | None = None
         self.route: list[Destination | RoutingGateway] = []
@@ -112,8 +167,8 @@ class Call:
         self.attempt: Attempt | None = None  # the current one; after answer, the answered one
         self.committed = False
         self.failure_codes: list[int] = []
-        self.ended = False
-        self.start_at = time.time()
+        self.start_at = now
+        self.end_at: float | None = None
         self.cdr_uuid = str(uuid.uuid4())
         self.ringing_at: float | None = None
         self.answer_at: float | None = None
@@ -127,14 +182,20 @@ class Call:
         self._to_caller_last = b""  # the last SDP each leg got from us (liveness re-INVITE)
         self._to_callee_last = invite.body
         self._sdp_sent: dict[Side, bytes] = {}
-        self.origin_media_check = switchboard.origin_media_check(origin)
+        self.origin_media_check = ctx.origin_media_check(origin)
         self._media_checks: dict[str, str] = {}
-        self._check_since = 0.0
-        # The call's timers by name (session refresh per leg, media check), set through
-        # ``_schedule``: cancelled when they are done or the call ends, as a pending
-        # timer holds all of the call's objects until it fires (a refresh in up to 2
-        # hours).
-        self._call_timers: dict[str, TimerHandle] = {}
+        # The timers set and not yet fired or cancelled, by name: all cancelled at the end.
+        self.timers: set[str] = set()
+        # Requests sent and awaiting their answer, by token; tokens count from 1.
+        self._waiting: dict[int, Attempt | RelayWait | RefreshWait] = {}
+        self._tokens = 0
+        self._out: list[CallAction] = []
+        self._leg_timers: dict[Side, LegTimer] = {}  # each leg's refresh, once answered
+        self._growing: dict[int, RelayWait] = {}  # requests waiting for more relay ports
+
+    @property
+    def ended(self) -> bool:
+        return self.state is CallState.ENDED
 
     @staticmethod
     def behind_nat(invite: Request, source: Peer) -> bool:
@@ -163,28 +224,81 @@ class Call:
     def gateway(self) -> RoutingGateway | None:
         return self.attempt.destination.gateway if self.attempt is not None else None
 
+    # -- driving the core ------------------------------------------------------------------
+
+    def begin(self, now: float) -> list[CallAction]:
+        """The new call: its crash-recovery note, 100 Trying, then routing."""
+        self._emit(NoteStarted(self.cdr_record(now, "", "")))
+        self._emit(Respond(self.server, make_response(self.invite, 100)))
+        self._route_and_dial(now)
+        return self._take()
+
+    def handle(self, event: CallEvent, now: float) -> list[CallAction]:
+        _HANDLERS[type(event)](self, event, now)
+        return self._take()
+
+    def on_rtp_started(self) -> None:
+        """First RTP from the destination side (reported by the relay): under the
+        ``rtp`` switching rule the call is committed. No action follows."""
+        if self.attempt is not None and failover.commits_on_rtp(self.attempt.rules):
+            self.committed = True
+
+    def _take(self) -> list[CallAction]:
+        out, self._out = self._out, []
+        return out
+
+    def _emit(self, action: CallAction) -> None:
+        self._out.append(action)
+
+    def _step(self, step: CallStep) -> None:
+        self.state = next_call_state(self.state, step)
+
+    def _token(self) -> int:
+        self._tokens += 1
+        return self._tokens
+
+    def _set_timer(self, name: str, delay: float) -> None:
+        self.timers.add(name)
+        self._emit(SetTimer(name, delay))
+
+    def _cancel_timer(self, name: str) -> None:
+        if name in self.timers:
+            self.timers.discard(name)
+            self._emit(CancelTimer(name))
+
+    def _transact(self, request: Request, peer: Peer, wait: Attempt | RelayWait |
+                  RefreshWait | None, timeout: float | None = None,
+                  resend: list[float] | None = None) -> int:
+        token = 0
+        if wait is not None:
+            token = self._token()
+            self._waiting[token] = wait
+        self._emit(Transact(token, request, peer, timeout, resend))
+        return token
+
     # -- routing and attempts --------------------------------------------------------------
 
-    def route_and_dial(self) -> None:
+    def _route_and_dial(self, now: float) -> None:
         """Lists first; then a registered phone's number goes to the phone, anything else
         to the vendors."""
-        groups = self.switchboard.numbers.groups
+        ctx = self.ctx
+        groups = ctx.numbers.groups
         refusal = self.origin.numbers.refusal(self.caller_routed, self.callee_routed, groups)
         if refusal is not None:
-            self.switchboard.stats.refused_by_lists += 1
-            self._fail_caller(403, "Forbidden", "system", refusal)
+            ctx.stats.refused_by_lists += 1
+            self._fail_caller(403, "Forbidden", "system", refusal, now)
             return
-        phone = self.switchboard.phone_destination(self.callee_routed)
+        phone = ctx.phone_destination(self.callee_routed, now)
         if phone is not None:
             self.callee_phone = self.callee_routed
             destination, code, why = phone
             if destination is None:
-                self._fail_caller(code, None, "system", why)
+                self._fail_caller(code, None, "system", why, now)
                 return
             self.route = [destination]
-            self._dial_first()
+            self._dial_first(now)
             return
-        plan = self.switchboard.plan_route(self.callee_routed)
+        plan = ctx.plan_route(self.callee_routed, now)
         gateways: list[Destination | RoutingGateway] = []
         first_refusal: str | None = None
         for gw in plan.gateways:
@@ -197,20 +311,20 @@ class Call:
                 first_refusal = f'routing gateway "{gw.name}": {refused}'
         if not gateways:
             if first_refusal is not None:
-                self.switchboard.stats.refused_by_lists += 1
-                self._fail_caller(403, "Forbidden", "system", first_refusal)
+                ctx.stats.refused_by_lists += 1
+                self._fail_caller(403, "Forbidden", "system", first_refusal, now)
                 return
             code = 404 if plan.matched == 0 else 503
-            self._fail_caller(code, None, "system", plan.reason_if_empty)
+            self._fail_caller(code, None, "system", plan.reason_if_empty, now)
             return
         self.route = gateways
-        self._dial_first()
+        self._dial_first(now)
 
-    def _dial_first(self) -> None:
+    def _dial_first(self, now: float) -> None:
         """Anchor the media first when the relay is wanted, then try the first hop."""
         first = self._destination(self.route[0])
         wanted = relay_wanted(
-            str(self.switchboard.params["SS_MEDIAPROXYMODE"]),
+            str(self.ctx.params["SS_MEDIAPROXYMODE"]),
             [self.origin.media_relay, first.media_relay],
             nat=self.caller_nat or first.nat,
             encrypted=self.origin.rtp_encryption or first.encrypted,
@@ -218,31 +332,34 @@ class Call:
         if not wanted or (not self.invite.body and not first.encrypted):
             if wanted:
                 log.info("call %d: no SDP offer from the caller; media not relayed", self.no)
-            self._next_attempt()
+            self._next_attempt(now)
             return
-        media = self.switchboard.new_media(self)
+        media = self.ctx.new_media(self.invite, self.origin, self.caller_nat,
+                                   self.on_rtp_started)
         if media is None:
-            self._next_attempt()
+            self._next_attempt(now)
             return
         self.media = media
-        self.switchboard.run(self._start_media(media))
+        self._emit(StartMedia(media))
 
-    async def _start_media(self, media: CallMedia) -> None:
-        try:
-            await media.start()
-        except Exception as exc:  # no free port pair, or a bind error
-            log.warning("call %d: media relay unavailable (%s)", self.no, exc)
+    def _on_media_started(self, event: MediaStarted, now: float) -> None:
+        media = self.media
+        if event.error is not None:  # no free port pair, or a bind error
+            log.warning("call %d: media relay unavailable (%s)", self.no, event.error)
             self.media = None
-            media.close()
+            if media is not None:
+                self._emit(StopMedia(media))
             if not self.ended:
-                self._fail_caller(503, "Service Unavailable", "system", "no media port free")
+                self._fail_caller(503, "Service Unavailable", "system", "no media port free",
+                                  now)
             return
         if self.ended:
-            media.close()
+            if media is not None:  # the call ended while its ports were being bound
+                self._emit(StopMedia(media))
             return
-        self._next_attempt()
+        self._next_attempt(now)
 
-    def offer_body(self, destination: Destination) -> bytes:
+    def _offer_body(self, destination: Destination) -> bytes:
         """The caller's SDP as the destination receives it."""
         if self.media is not None:
             self.media.set_destination(destination.nat, destination.encrypted)
@@ -268,31 +385,31 @@ class Call:
         if isinstance(hop, Destination):
             return hop
         caller, callee = hop.numbers.rewrite(self.caller_routed, self.callee_routed,
-                                             self.switchboard.numbers.transforms)
+                                             self.ctx.numbers.transforms)
         return Destination.vendor(hop, caller, callee, hop.numbers.pai(caller), target)
 
-    def _next_attempt(self) -> None:
+    def _next_attempt(self, now: float) -> None:
         if self.ended:
             return
         self._targets = []
-        limit = self.switchboard.params["SS_GATEWAY_SWITCH_LIMIT"]
+        limit = self.ctx.params["SS_GATEWAY_SWITCH_LIMIT"]
         while self._next < len(self.route) and not (limit and self._hops >= limit):
             hop = self.route[self._next]
             self._next += 1
             if isinstance(hop, Destination):
                 self._hops += 1
-                self._start_attempt(hop)
+                self._start_attempt(hop, now)
                 return
             # A gateway may have filled up or been taken out of routing since the plan.
-            if not self.switchboard.gateway_usable(hop):
+            if not self.ctx.gateway_usable(hop, now):
                 continue
             self._hops += 1
-            plan = self.switchboard.vendor_plan(hop)
+            plan = self.ctx.vendor_plan(hop)
             if not plan.complete:
                 # A cold DNS cache: resolve first, then this gateway's INVITE.
-                self.switchboard.run(self._resolve_and_dial(hop))
+                self._emit(Resolve(hop))
                 return
-            if self._dial_gateway(hop, plan):
+            if self._dial_gateway(hop, plan, now):
                 return
         sent = [a for a in self.attempts if a.outcome != "dns_failure"]
         if self.failure_codes:
@@ -305,34 +422,33 @@ class Call:
             why = self.attempts[-1].note  # no address for any gateway: the DNS's answer
         else:
             why = "every matching routing gateway is disabled, full or unavailable"
-        self._fail_caller(code, None, "callee" if code != 408 and sent else "system", why)
+        self._fail_caller(code, None, "callee" if code != 408 and sent else "system", why,
+                          now)
 
-    async def _resolve_and_dial(self, gw: RoutingGateway) -> None:
-        plan = await self.switchboard.resolve_vendor(gw)
+    def _on_resolved(self, event: VendorResolved, now: float) -> None:
         if self.ended:
             return
-        if not self._dial_gateway(gw, plan):
-            self._next_attempt()
+        if not self._dial_gateway(event.gateway, event.plan, now):
+            self._next_attempt(now)
 
-    def _dial_gateway(self, gw: RoutingGateway, plan: Plan) -> bool:
+    def _dial_gateway(self, gw: RoutingGateway, plan: Plan, now: float) -> bool:
         """The gateway's first target; False when its name gave no address (the attempt
         is recorded as a DNS failure and the route goes on)."""
         if not plan.targets:
-            self.switchboard.stats.dns_failures += 1
+            self.ctx.stats.dns_failures += 1
             log.info("call %d: routing gateway %s: %s", self.no, gw.name, plan.failure)
-            rules = SwitchRules.resolve(self.switchboard.params, gw)
-            attempt = Attempt(self, len(self.attempts) + 1, self._destination(gw), rules,
-                              target=None)
+            rules = SwitchRules.resolve(self.ctx.params, gw)
+            attempt = Attempt(len(self.attempts) + 1, self._destination(gw), rules, now)
             attempt.note = plan.failure
-            attempt.finish("dns_failure")
+            attempt.finish("dns_failure", now)
             self.attempts.append(attempt)
             self.attempt = attempt
             return False
         self._targets = list(plan.targets[1:])
-        self._start_attempt(self._destination(gw, plan.targets[0]))
+        self._start_attempt(self._destination(gw, plan.targets[0]), now)
         return True
 
-    def _next_target(self, attempt: Attempt) -> bool:
+    def _next_target(self, attempt: Attempt, now: float) -> bool:
         """After a timeout or 503 from one of a gateway's DNS targets: the next one, unless
         the call is committed to this one."""
         gw = attempt.destination.gateway
@@ -340,27 +456,132 @@ class Call:
             return False
         target = self._targets.pop(0)
         log.info("call %d: routing gateway %s: next target %s", self.no, gw.name, target)
-        self._start_attempt(self._destination(gw, target))
+        self._start_attempt(self._destination(gw, target), now)
         return True
 
-    def _start_attempt(self, destination: Destination) -> None:
-        rules = SwitchRules.resolve(self.switchboard.params, destination.gateway)
-        attempt = Attempt(self, len(self.attempts) + 1, destination, rules,
-                          target=destination.target)
+    def _start_attempt(self, dest: Destination, now: float) -> None:
+        ctx = self.ctx
+        rules = SwitchRules.resolve(ctx.params, dest.gateway)
+        attempt = Attempt(len(self.attempts) + 1, dest, rules, now, target=dest.target)
         self.attempts.append(attempt)
         self.attempt = attempt
-        if self.state == CallState.ROUTING:
-            self.state = CallState.PROCEEDING
-        attempt.start(self, lambda r: self._on_response(attempt, r),
-                      lambda: self._on_invite_timeout(attempt))
+        self._step(CallStep.DIAL)
+        display = self.invite.from_.display
+        caller = dest.caller if dest.caller is not None else self.caller_routed
+        from_uri = f"<sip:{caller}@{ctx.advertised_host}>"
+        if display:
+            from_uri = f'"{display}" {from_uri}'
+        dialog = attempt.dialog = Dialog(
+            call_id=ctx.new_call_id(),
+            local_tag=new_tag(),
+            local_uri=from_uri,
+            remote_uri=dest.to_uri,
+            remote_target=dest.request_uri,
+            peer=dest.peer,
+            via_host=ctx.sent_by,
+            contact=ctx.contact(dest.peer.transport),
+            pinned=dest.pinned,
+            route_set=list(dest.route),
+        )
+        extra = [("Allow", ALLOW), *outbound_headers(ctx.params)]
+        if dest.pai is not None:
+            extra.append(("P-Asserted-Identity", f"<sip:{dest.pai}@{ctx.advertised_host}>"))
+        request = dialog.create_request(
+            "INVITE", self._offer_body(dest), self.invite.get("Content-Type"), cseq=1,
+            extra=extra,
+        )
+        attempt.caller_sent = caller
+        attempt.callee_sent = request.ruri.user or ""
+        max_forwards = self.invite.max_forwards
+        request.set("Max-Forwards", str(70 if max_forwards is None else max_forwards - 1))
+        self._emit(Occupy(dest))
+        self._emit(WatchLeg(dialog.call_id))
+        token = self._transact(request, dest.peer, attempt, rules.invite_timeout,
+                               ctx.params["SS_SIP_RESEND_INTERVAL"])
+        attempt.sent(token)
 
-    def _on_response(self, attempt: Attempt, response: Response) -> None:
+    def _close(self, attempt: Attempt) -> None:
+        """The leg no longer counts against the destination's capacity."""
+        self._disarm(attempt)
+        if attempt.open:
+            attempt.open = False
+            self._cancel_timer(attempt.release_name)
+            self._emit(Release(attempt.destination))
+
+    def _arm(self, attempt: Attempt, timer: Timer) -> None:
+        attempt.timer = timer
+        self._set_timer(attempt.timer_name, attempt.rules.timers[timer])
+
+    def _disarm(self, attempt: Attempt) -> None:
+        if attempt.timer is not None:
+            attempt.timer = None
+            self._cancel_timer(attempt.timer_name)
+
+    def _finish_attempt(self, attempt: Attempt, outcome: str, now: float) -> None:
+        attempt.finish(outcome, now)
+        self._disarm(attempt)
+
+    def _abandon(self, attempt: Attempt) -> None:
+        """Give the attempt up: CANCEL once a provisional came, else as soon as one does
+        (RFC 3261 9.1). Nothing to do once the INVITE had its final response."""
+        self._disarm(attempt)
+        if not attempt.pending:
+            return
+        before = attempt.abandon()
+        if before is AttemptState.PROCEEDING:
+            self._emit(CancelInvite(attempt.token, attempt.destination.peer))
+        if before not in (AttemptState.CANCEL_WAIT, AttemptState.CANCELLING) and attempt.open:
+            # A destination that answers neither the CANCEL nor the INVITE must not hold
+            # its capacity for ever.
+            self._set_timer(attempt.release_name, TIMER_64T1)
+
+    def _ack(self, attempt: Attempt, body: bytes = b"", content_type: str | None = None
+             ) -> None:
+        dialog = attempt.dialog
+        assert dialog is not None
+        ack = dialog.create_request("ACK", body, content_type, cseq=1)
+        attempt.ack_bytes = ack.to_bytes()
+        self._emit(Send(attempt.ack_bytes, dialog.next_peer()))
+
+    def _bye_attempt(self, attempt: Attempt) -> None:
+        dialog = attempt.dialog
+        if dialog is None or dialog.remote_tag is None:
+            return
+        attempt.hung_up()
+        self._transact(dialog.create_request("BYE"), dialog.next_peer(), None)
+        self._close(attempt)
+
+    def _on_reply(self, event: Reply, now: float) -> None:
+        wait = self._waiting.get(event.token)
+        if wait is None:
+            return
+        response = event.response
+        if response.status >= 200:
+            del self._waiting[event.token]
+        if isinstance(wait, Attempt):
+            self._on_invite_response(wait, response, now)
+        elif isinstance(wait, RelayWait):
+            self._relay_back(wait, response)
+        else:
+            self._refresh_answered(wait, response, now)
+
+    def _on_no_reply(self, event: NoReply, now: float) -> None:
+        wait = self._waiting.pop(event.token, None)
+        if isinstance(wait, Attempt):
+            self._on_invite_timeout(wait, now)
+        elif isinstance(wait, RelayWait):
+            self._relay_timeout(wait)
+        elif isinstance(wait, RefreshWait):
+            self._refresh_failed(wait.side, "no answer", now)
+
+    def _on_invite_response(self, attempt: Attempt, response: Response, now: float) -> None:
         status = response.status
         dialog = attempt.dialog
         assert dialog is not None
         if status < 200:
-            if attempt.provisional(status):
-                attempt.send_cancel()  # it waited for this first provisional
+            if attempt.provisional(status, now):
+                # It waited for this first provisional.
+                self._emit(CancelInvite(attempt.token, attempt.destination.peer))
             if attempt.abandoned:
                 return
             if status != 100:
@@ -368,100 +589,133 @@ class Call:
             sdp = _has_sdp(response)
             timer = failover.timer_for(status, sdp)
             if timer is not None:
-                attempt.arm(timer, self._on_timer)
+                self._arm(attempt, timer)
             if status == 100:
                 return
             if failover.commits_on_provisional(attempt.rules, status, sdp):
                 self.committed = True
             if self.ringing_at is None:
-                self.ringing_at = time.time()
-            self.state = CallState.EARLY
+                self.ringing_at = now
+            self._step(CallStep.PROGRESS)
             self._reply_caller(status, response.reason, response)
         elif status < 300:
             dialog.update_from_response(response)
             abandoned = attempt.abandoned
-            attempt.answered(status)
+            attempt.answered(status, now)
+            self._disarm(attempt)
             if abandoned or self.ended:
                 # The answer raced our CANCEL, a timer or a teardown: ACK it, then hang
                 # up (RFC 3261 15), so no leg stays up at the vendor.
-                attempt.ack()
-                attempt.bye()
+                self._ack(attempt)
+                self._bye_attempt(attempt)
                 return
-            self._on_answer(attempt, response)
+            self._on_answer(attempt, response, now)
         else:
             abandoned = attempt.abandoned
-            attempt.failed(status)
-            self.switchboard.forget_leg(dialog.call_id)
+            attempt.failed(status, now)
+            self._close(attempt)
+            self._emit(ForgetLeg(dialog.call_id))
             if abandoned or self.ended:
                 return
             self.failure_codes.append(status)
-            if status == 503 and self._next_target(attempt):
+            if status == 503 and self._next_target(attempt, now):
                 return
             gw = attempt.destination.gateway
             if status == 503 and gw is not None:
-                self._honour_retry_after(gw, response)
+                self._honour_retry_after(gw, response, now)
             decision = failover.on_failure(attempt.rules, status, self.committed)
             if decision == Next.END:
                 self._fail_caller(map_vendor_failure(status), response.reason, "callee",
-                                  f"vendor {status} {response.reason}")
+                                  f"vendor {status} {response.reason}", now)
             else:
-                self._next_attempt()
+                self._next_attempt(now)
 
-    def _honour_retry_after(self, gw: RoutingGateway, response: Response) -> None:
+    def _honour_retry_after(self, gw: RoutingGateway, response: Response, now: float
+                            ) -> None:
         value = (response.get("Retry-After") or "").split(";")[0].strip()
         if value.isdigit() and int(value) > 0:
-            self.switchboard.suspend_gateway(gw, min(int(value), 86400))
+            seconds = min(int(value), 86400)
+            log.info("routing gateway %s out of routing for %d s (Retry-After)", gw.name,
+                     seconds)
+            self._emit(HoldGateway(gw, now + seconds))
 
-    def _on_invite_timeout(self, attempt: Attempt) -> None:
+    def _on_invite_timeout(self, attempt: Attempt, now: float) -> None:
         abandoned = attempt.abandoned
-        attempt.timed_out()
+        attempt.timed_out(now)
+        self._close(attempt)
         if attempt.dialog is not None:
-            self.switchboard.forget_leg(attempt.dialog.call_id)
-        if abandoned or self.ended or self._next_target(attempt):
+            self._emit(ForgetLeg(attempt.dialog.call_id))
+        if abandoned or self.ended or self._next_target(attempt, now):
             return
         if failover.on_invite_timeout(attempt.rules) == Next.END:
-            self._fail_caller(408, "Request Timeout", "system", "INVITE timeout")
+            self._fail_caller(408, "Request Timeout", "system", "INVITE timeout", now)
         else:
-            self._next_attempt()
+            self._next_attempt(now)
 
-    def _on_timer(self, attempt: Attempt, timer: Timer) -> None:
-        if attempt is not self.attempt or attempt.abandoned or self.ended:
+    def _on_timer(self, event: TimerFired, now: float) -> None:
+        name = event.name
+        if name not in self.timers:
+            return  # cancelled after it was due
+        self.timers.discard(name)
+        kind, _, rest = name.partition("-")
+        if kind == "attempt":
+            self._on_attempt_timer(self.attempts[int(rest) - 1], now)
+        elif kind == "release":
+            self._close(self.attempts[int(rest) - 1])
+        elif kind == "refresh":
+            self._refresh(Side(rest), now)
+        elif kind == "media":
+            self._check_media(now)
+
+    def _on_attempt_timer(self, attempt: Attempt, now: float) -> None:
+        timer = attempt.timer
+        attempt.timer = None
+        if timer is None or attempt is not self.attempt or attempt.abandoned or self.ended:
             return
-        attempt.finish(timer.value)
-        attempt.cancel()
+        self._finish_attempt(attempt, timer.value, now)
+        self._abandon(attempt)
         if failover.on_timer(attempt.rules, self.committed) == Next.END:
-            self._fail_caller(408, "Request Timeout", "system", timer.value.replace("_", " "))
+            self._fail_caller(408, "Request Timeout", "system", timer.value.replace("_", " "),
+                              now)
         else:
-            self._next_attempt()
+            self._next_attempt(now)
 
-    def on_rtp_started(self) -> None:
-        """First RTP from the destination side (fed by the media relay)."""
-        if self.attempt is not None and failover.commits_on_rtp(self.attempt.rules):
-            self.committed = True
-
-    def _on_answer(self, attempt: Attempt, response: Response) -> None:
+    def _on_answer(self, attempt: Attempt, response: Response, now: float) -> None:
         if not self._late_offer:
-            attempt.ack()
+            self._ack(attempt)
         self.committed = True
-        self.answer_at = time.time()
-        self.state = CallState.ANSWERED
-        note_answered(self.switchboard.cdrs.writer, self.invite.call_id, self.answer_at)
+        self.answer_at = now
+        self._step(CallStep.ANSWER)
+        self._emit(NoteAnswered(self.invite.call_id, now))
         self._reply_caller(200, response.reason, response)
         self._start_media_check(attempt)
         self._sdp_sent = {Side.CALLER: self._to_caller_last, Side.CALLEE: self._to_callee_last}
-        self._arm_refresh(Side.CALLER, leg_timer(self.switchboard.params, self.invite))
-        self._arm_refresh(Side.CALLEE, leg_timer(self.switchboard.params, response))
+        self._arm_refresh(Side.CALLER, leg_timer(self.ctx.params, self.invite))
+        self._arm_refresh(Side.CALLEE, leg_timer(self.ctx.params, response))
+
+    def _on_stray_response(self, event: StrayResponse, now: float) -> None:
+        """A retransmitted 2xx from a destination (our ACK was lost): ACK it again."""
+        response = event.response
+        if 200 <= response.status < 300 and response.cseq.method == "INVITE":
+            for attempt in self.attempts:
+                dialog = attempt.dialog
+                if dialog is not None and dialog.call_id == event.call_id and \
+                        attempt.ack_bytes is not None:
+                    self._emit(Send(attempt.ack_bytes, dialog.next_peer()))
+
+    # -- session refresh and media liveness ------------------------------------------------
 
     def _arm_refresh(self, side: Side, timer: LegTimer) -> None:
         if self.ended:
             return
-        self._schedule(f"refresh-{side.value}", timer.interval,
-                       lambda: self._refresh(side, timer))
+        self._leg_timers[side] = timer
+        self._set_timer(f"refresh-{side.value}", timer.interval)
 
-    def _refresh(self, side: Side, timer: LegTimer) -> None:
+    def _refresh(self, side: Side, now: float) -> None:
         """Keep one leg alive (docs/media.md, call liveness); a dead peer ends the call."""
         dialog = self._dialog(side)
-        if self.ended or dialog is None or self.state != CallState.CONFIRMED:
+        timer = self._leg_timers.get(side)
+        if self.ended or dialog is None or timer is None or self.state != CallState.CONFIRMED:
             return
         method = "UPDATE" if timer.use_update else "INVITE"
         body = b"" if timer.use_update else self._sdp_sent.get(side, b"")
@@ -469,29 +723,29 @@ class Call:
             if timer.supported else []
         request = dialog.create_request(method, body, "application/sdp" if body else None,
                                         extra=extra)
+        self._transact(request, dialog.next_peer(), RefreshWait(side, timer, request))
 
-        def answered(response: Response) -> None:
-            if response.status < 200:
-                return
-            if method == "INVITE" and response.status < 300:
-                ack = dialog.create_request("ACK", cseq=request.cseq.number)
-                self.switchboard.stack.send(ack.to_bytes(), dialog.next_peer())
-            if response.status in (408, 481):
-                self._refresh_failed(side, str(response.status))
-            else:
-                self._arm_refresh(side, timer)
+    def _refresh_answered(self, wait: RefreshWait, response: Response, now: float) -> None:
+        if response.status < 200:
+            return
+        request = wait.request
+        dialog = self._dialog(wait.side)
+        if request.method == "INVITE" and response.status < 300 and dialog is not None:
+            ack = dialog.create_request("ACK", cseq=request.cseq.number)
+            self._emit(Send(ack.to_bytes(), dialog.next_peer()))
+        if response.status in (408, 481):
+            self._refresh_failed(wait.side, str(response.status), now)
+        else:
+            self._arm_refresh(wait.side, wait.timer)
 
-        self.switchboard.stack.client_transaction(request, dialog.next_peer(), answered,
-                                            lambda: self._refresh_failed(side, "no answer"))
-
-    def _refresh_failed(self, side: Side, why: str) -> None:
+    def _refresh_failed(self, side: Side, why: str, now: float) -> None:
         if self.ended:
             return
         log.info("call %d: %s did not answer the session refresh (%s)", self.no, side.value,
                  why)
         self._bye(Side.CALLER)
         self._bye(Side.CALLEE)
-        self._finish("system", f"session refresh failed ({side.value} {why})")
+        self._finish("system", f"session refresh failed ({side.value} {why})", now)
 
     def _start_media_check(self, attempt: Attempt) -> None:
         """RTP interruption check per the gateways' ``media_check`` (relayed calls only)."""
@@ -505,28 +759,21 @@ class Call:
             checks["b"] = gw.media_check
         if checks:
             self._media_checks = checks
-            self._check_since = time.monotonic()
-            self._schedule("media-check", 1.0, self._check_media)
+            self.media.watch()
+            self._set_timer("media-check", MEDIA_CHECK_EVERY)
 
-    def _check_media(self) -> None:
+    def _check_media(self, now: float) -> None:
         if self.ended or self.media is None:
             return
-        timeout = float(self.switchboard.params.integer("SS_MEDIA_CHECK_TIMEOUT"))
-        silent = self.media.silent_direction(self._media_checks, self._check_since, timeout)
+        timeout = float(self.ctx.params.integer("SS_MEDIA_CHECK_TIMEOUT"))
+        silent = self.media.silent_direction(self._media_checks, timeout)
         if silent is not None:
             log.info("call %d: no RTP %s for %.0f s; hanging up", self.no, silent, timeout)
             self._bye(Side.CALLER)
             self._bye(Side.CALLEE)
-            self._finish("system", f"RTP interruption ({silent})")
+            self._finish("system", f"RTP interruption ({silent})", now)
             return
-        self._schedule("media-check", 1.0, self._check_media)
-
-    def on_stray_response(self, call_id: str, response: Response) -> None:
-        """A retransmitted 2xx from a destination (our ACK was lost): ACK it again."""
-        if 200 <= response.status < 300 and response.cseq.method == "INVITE":
-            for attempt in self.attempts:
-                if attempt.dialog is not None and attempt.dialog.call_id == call_id:
-                    attempt.re_ack()
+        self._set_timer("media-check", MEDIA_CHECK_EVERY)
 
     # -- toward the caller -----------------------------------------------------------------
 
@@ -542,141 +789,125 @@ class Call:
         if status >= 200:
             self.final_code = status
             self.final_reason = response.reason
-        if 200 <= status < 300:
-            for name, value in answer_headers(self.switchboard.params, self.invite):
+        answered = 200 <= status < 300
+        if answered:
+            for name, value in answer_headers(self.ctx.params, self.invite):
                 response.add(name, value)
-        if 200 <= status < 300:
-            # The transaction sends the 200 again until on_ack confirms it; no ACK in
-            # 64*T1 ends the call.
-            self.server.on_no_ack = self._ack_deadline
-        self.server.respond(response)
+        # A 2xx is sent again by its transaction until its ACK confirms it; no ACK in
+        # 64*T1 ends the call (NoAck).
+        self._emit(Respond(self.server, response, await_ack=answered))
 
-    def _schedule(self, name: str, delay: float, callback: Callable[[], None]) -> None:
-        """A call timer by name (replacing one of that name), cancelled when the call
-        ends."""
-        old = self._call_timers.pop(name, None)
-        if old is not None:
-            old.cancel()
-        self._call_timers[name] = self.switchboard.timers.call_later(delay, callback)
-
-    def _unschedule(self, *names: str) -> None:
-        for name in names:
-            handle = self._call_timers.pop(name, None)
-            if handle is not None:
-                handle.cancel()
-
-    def _ack_deadline(self) -> None:
-        if self.state == CallState.ANSWERED:
+    def _on_no_ack(self, event: NoAck, now: float) -> None:
+        if self.state is CallState.ANSWERED:
             log.info("call %d: no ACK from caller; hanging up", self.no)
             self._bye(Side.CALLER)
             self._bye(Side.CALLEE)
-            self._finish("system", "no ACK from caller")
+            self._finish("system", "no ACK from caller", now)
 
-    def _fail_caller(self, code: int, reason: str | None, hangup_by: str, why: str) -> None:
-        if self.state not in (CallState.ANSWERED, CallState.CONFIRMED, CallState.ENDED):
+    def _fail_caller(self, code: int, reason: str | None, hangup_by: str, why: str,
+                     now: float) -> None:
+        if self.state not in FINAL_SENT:
             self._reply_caller(code, reason, None)
-        self._finish(hangup_by, why)
-
-    def trying(self) -> None:
-        self.server.respond(make_response(self.invite, 100))
+        self._finish(hangup_by, why, now)
 
     # -- events from the legs --------------------------------------------------------------
 
-    def on_cancel(self) -> None:
-        if self.state in (CallState.ANSWERED, CallState.CONFIRMED, CallState.ENDED):
+    def _on_cancel(self, event: CallerCancel, now: float) -> None:
+        if self.state in FINAL_SENT:
             return
         self._reply_caller(487, None, None)
-        if self.attempt is not None and self.attempt.open:
-            self.attempt.finish("cancelled")
-            self.attempt.cancel()
-        self._finish("caller", "caller CANCEL")
+        self._abandon_current(now)
+        self._finish("caller", "caller CANCEL", now)
 
-    def on_ack(self, request: Request, side: Side) -> None:
-        if side == Side.CALLER and self.state == CallState.ANSWERED:
-            self.state = CallState.CONFIRMED
-            self.server.confirm()
+    def _abandon_current(self, now: float) -> None:
+        attempt = self.attempt
+        if attempt is not None and attempt.open:
+            self._finish_attempt(attempt, "cancelled", now)
+            self._abandon(attempt)
+
+    def _on_ack(self, event: AckReceived, now: float) -> None:
+        side, request = event.side, event.request
+        if side is Side.CALLER and self.state is CallState.ANSWERED:
+            self._step(CallStep.ACK)
+            self._emit(Confirm(self.server))
             if self._late_offer and self.attempt is not None:
-                self.attempt.ack(self._to_callee(request.body), request.get("Content-Type"))
+                self._ack(self.attempt, self._to_callee(request.body),
+                          request.get("Content-Type"))
             return
         pending = self._reinvite
-        if pending is not None and pending.origin == side and pending.answer is not None:
+        if pending is not None and pending.origin is side and pending.answer is not None:
             self._reinvite = None
-            pending.server.confirm()
+            self._emit(Confirm(pending.server))
             other = self._dialog(_other(side))
             if other is not None:
                 body = self._cross(request.body, side)
                 ack = other.create_request("ACK", body, request.get("Content-Type"),
                                            cseq=other.local_seq)
-                self.switchboard.stack.send(ack.to_bytes(), other.next_peer())
+                self._emit(Send(ack.to_bytes(), other.next_peer()))
 
-    def on_request(self, request: Request, source: Peer, side: Side) -> None:
+    def _on_request(self, event: InDialogRequest, now: float) -> None:
         """An in-dialog request (not ACK, not CANCEL) from one leg."""
-        stack = self.switchboard.stack
+        side, request, server = event.side, event.request, event.server
         dialog = self._dialog(side)
         if dialog is not None:
             dialog.remote_seq = request.cseq.number
-        server = stack.server_transaction(request, source)
         method = request.method
         if method == "BYE":
-            server.respond(make_response(request, 200))
+            self._emit(Respond(server, make_response(request, 200)))
             if self.state in (CallState.ANSWERED, CallState.CONFIRMED):
                 self._bye(_other(side))
-                self._finish(side.value, f"{side.value} BYE")
-            elif side == Side.CALLER:
-                self.on_cancel()
+                self._finish(side.value, f"{side.value} BYE", now)
+            elif side is Side.CALLER:
+                self._on_cancel(CallerCancel(), now)
             return
         other = self._dialog(_other(side))
         if other is None or other.remote_tag is None or self.ended:
-            server.respond(make_response(request, 481))
+            self._emit(Respond(server, make_response(request, 481)))
             return
         if method == "INVITE":
             if self._reinvite is not None:
-                server.respond(make_response(request, 491))
+                self._emit(Respond(server, make_response(request, 491)))
                 return
             self._reinvite = PendingReinvite(side, server, request)
         elif method not in RELAYED_METHODS:
-            server.respond(make_response(request, 501))
+            self._emit(Respond(server, make_response(request, 501)))
             return
         media = self.media
         if media is not None and (more := media.needs(request.body)):
             # An offer with more m= lines than the call relays (video added, a T.38
             # stream beside the audio): their relay ports first, then the offer.
-            self.switchboard.run(self._grow_then_relay(media, more, request, server, side))
+            token = self._token()
+            self._growing[token] = RelayWait(request, server, side)
+            self._emit(GrowMedia(token, media, more))
             return
-        self._relay_request(request, server, side, other)
+        self._relay_request(RelayWait(request, server, side), other)
 
-    async def _grow_then_relay(self, media: CallMedia, more: int, request: Request,
-                               server: ServerTransaction, side: Side) -> None:
-        try:
-            await media.grow(more)
-        except Exception as exc:  # no free port pair: the extra m= lines are declined
-            log.warning("call %d: no relay ports for %d more streams (%s)", self.no, more,
-                        exc)
-        other = self._dialog(_other(side))
+    def _on_media_grown(self, event: MediaGrown, now: float) -> None:
+        wait = self._growing.pop(event.token, None)
+        if wait is None:
+            return
+        if event.error is not None:  # no free port pair: the extra m= lines are declined
+            log.warning("call %d: no relay ports for more streams (%s)", self.no,
+                        event.error)
+        other = self._dialog(_other(wait.origin))
         if self.ended or other is None:
-            if request.method == "INVITE":
+            if wait.request.method == "INVITE":
                 self._reinvite = None
-            server.respond(make_response(request, 481))
+            self._emit(Respond(wait.server, make_response(wait.request, 481)))
             return
-        self._relay_request(request, server, side, other)
+        self._relay_request(wait, other)
 
-    def _relay_request(self, request: Request, server: ServerTransaction, side: Side,
-                       other: Dialog) -> None:
-        stack = self.switchboard.stack
-        method = request.method
+    def _relay_request(self, wait: RelayWait, other: Dialog) -> None:
+        request = wait.request
         extra = [(h, v) for h in CARRIED_HEADERS for v in request.get_all(h)]
-        relayed = other.create_request(method, self._cross(request.body, side),
+        relayed = other.create_request(request.method, self._cross(request.body, wait.origin),
                                        request.get("Content-Type"), extra=extra)
-        stack.client_transaction(
-            relayed, other.next_peer(),
-            lambda resp: self._relay_back(request, server, resp, side),
-            lambda: self._relay_timeout(request, server),
-        )
+        self._transact(relayed, other.next_peer(), wait)
 
-    def _relay_back(self, request: Request, server: ServerTransaction, response: Response,
-                    origin: Side) -> None:
+    def _relay_back(self, wait: RelayWait, response: Response) -> None:
         if response.status == 100:
             return
+        request, origin = wait.request, wait.origin
         out = make_response(request, response.status, response.reason)
         dialog = self._dialog(origin)
         if dialog is not None and request.method in ("INVITE", "UPDATE") and \
@@ -691,90 +922,82 @@ class Call:
                 self._reinvite.answer = response
             elif response.status >= 300:
                 self._reinvite = None
-        server.respond(out)
+        self._emit(Respond(wait.server, out))
 
-    def _relay_timeout(self, request: Request, server: ServerTransaction) -> None:
-        if request.method == "INVITE":
+    def _relay_timeout(self, wait: RelayWait) -> None:
+        if wait.request.method == "INVITE":
             self._reinvite = None
-        server.respond(make_response(request, 408))
+        self._emit(Respond(wait.server, make_response(wait.request, 408)))
 
     # -- teardown --------------------------------------------------------------------------
 
-    def hang_up(self, why: str) -> None:
-        """End the call from our side (e.g. graceful stop)."""
+    def _on_hang_up(self, event: HangUp, now: float) -> None:
+        """End the call from our side (an operator, a graceful stop)."""
         if self.state in (CallState.ANSWERED, CallState.CONFIRMED):
             self._bye(Side.CALLER)
             self._bye(Side.CALLEE)
-            self._finish("system", why)
+            self._finish("system", event.why, now)
         elif not self.ended:
-            if self.attempt is not None and self.attempt.open:
-                self.attempt.finish("cancelled")
-                self.attempt.cancel()
-            self._fail_caller(503, "Service Unavailable", "system", why)
+            self._abandon_current(now)
+            self._fail_caller(503, "Service Unavailable", "system", event.why, now)
 
     def _bye(self, side: Side) -> None:
-        if side == Side.CALLEE:
-            if self.attempt is not None and self.attempt.open:
-                self.attempt.bye()
-                if self.attempt.dialog is not None:
-                    self.switchboard.forget_leg(self.attempt.dialog.call_id)
+        if side is Side.CALLEE:
+            attempt = self.attempt
+            if attempt is not None and attempt.open:
+                self._bye_attempt(attempt)
+                if attempt.dialog is not None:
+                    self._emit(ForgetLeg(attempt.dialog.call_id))
             return
         if self.inbound.remote_tag is None:
             return
-        bye = self.inbound.create_request("BYE")
-        self.switchboard.stack.client_transaction(bye, self.inbound.next_peer(), lambda _r: None,
-                                            lambda: None)
+        self._transact(self.inbound.create_request("BYE"), self.inbound.next_peer(), None)
 
     def _cross(self, body: bytes, sender: Side) -> bytes:
         """A body crossing from ``sender`` to the other leg, through the relay if any."""
-        return self._to_callee(body) if sender == Side.CALLER else self._to_caller(body)
+        return self._to_callee(body) if sender is Side.CALLER else self._to_caller(body)
 
     def _dialog(self, side: Side) -> Dialog | None:
-        return self.inbound if side == Side.CALLER else self.outbound
+        return self.inbound if side is Side.CALLER else self.outbound
 
-    def _finish(self, hangup_by: str, why: str) -> None:
+    def _finish(self, hangup_by: str, why: str, now: float) -> None:
         if self.ended:
             return
-        self.ended = True
-        self.state = CallState.ENDED
-        self._unschedule(*self._call_timers)
-        self.server.confirm()  # no more 200s to the caller, and no hold on the call
+        self._step(CallStep.END)
+        self.end_at = now
+        for name in sorted(self.timers):
+            self._emit(CancelTimer(name))
+        self.timers.clear()
+        self._emit(Confirm(self.server))  # no more 200s to the caller, no hold on the call
         self.hangup_by = hangup_by
         self.termination = why
-        end = time.time()
         for attempt in self.attempts:
-            attempt.finish("answered" if attempt.final_code == 200 else "abandoned")
-            attempt.ended_at = attempt.ended_at or end
-        self.switchboard.call_ended(self)
-        record = self.cdr_record(end, hangup_by, why)
-        attempts = [a.record() for a in self.attempts]
-
-        def write_cdr(media: dict[str, Any]) -> None:
-            record.media = json.dumps(media)
-            self.switchboard.cdrs.submit(record, attempts)
-            note_ended(self.switchboard.cdrs.writer, self.invite.call_id)
-
-        if self.media is not None:
-            # The CDR carries the relay's final counters (a relay worker reports them
-            # once the session's sockets are closed; bounded wait in the pool).
-            self.media.finish(write_cdr)
-        else:
-            write_cdr({"relayed": False})
+            attempt.finish("answered" if attempt.final_code == 200 else "abandoned", now)
+            attempt.timer = None
+            if attempt.open:
+                attempt.open = False
+                self._emit(Release(attempt.destination))
+        self._emit(CallEnded())
+        self._emit(WriteCdr(self.cdr_record(now, hangup_by, why),
+                            [a.record(now) for a in self.attempts], self.media))
         log.info("call %d ended caller=%s callee=%s code=%d by=%s reason=%s attempts=%d "
                  "call-id=%s", self.no, self.caller, self.callee, self.final_code, hangup_by,
                  why, len(self.attempts), self.invite.call_id)
 
+    # -- what the call says about itself ---------------------------------------------------
+
     def cdr_record(self, end: float, hangup_by: str, why: str) -> CdrRecord:
         """The call's CDR as it stands (also noted at start, for crash recovery)."""
         gw = self.gateway
+        origin = self.origin
         return CdrRecord(
             call_id_in=self.invite.call_id,
             call_id_out=self.outbound.call_id if self.outbound else None,
             caller=self.caller,
             callee=self.callee,
             source=f"{self.source.host}:{self.source.port}",
-            mapping_gateway_id=self.origin.id if self.origin.kind == "gateway" else None,
-            mapping_gateway=self.origin.name if self.origin.kind == "gateway" else None,
+            mapping_gateway_id=origin.id if origin.kind == "gateway" else None,
+            mapping_gateway=origin.name if origin.kind == "gateway" else None,
             routing_gateway_id=gw.id if gw else None,
             routing_gateway=gw.name if gw else None,
             start_at=self.start_at,
@@ -786,13 +1009,13 @@ class Call:
             final_reason=self.final_reason,
             hangup_by=hangup_by,
             termination_reason=why,
-            phone=self.origin.name if self.origin.kind == "phone" else None,
+            phone=origin.name if origin.kind == "phone" else None,
             callee_phone=self.callee_phone,
             caller_routed=self.caller_routed,
             callee_routed=self.callee_routed,
             caller_sent=self.attempt.caller_sent if self.attempt else None,
             callee_sent=self.attempt.callee_sent if self.attempt else None,
-            origin_vendor=self.origin.name if self.origin.kind == "vendor" else None,
+            origin_vendor=origin.name if origin.kind == "vendor" else None,
             cdr_uuid=self.cdr_uuid,
         )
 
@@ -817,5 +1040,19 @@ class Call:
         }
 
 
-def _other(side: Side) -> Side:
-    return Side.CALLEE if side == Side.CALLER else Side.CALLER
+# The core's step for each kind of event: functions of the class, not bound methods kept
+# on each call (those would tie every call into a reference cycle).
+_HANDLERS: dict[type, Callable[[Call, Any, float], None]] = {
+    Reply: Call._on_reply,
+    NoReply: Call._on_no_reply,
+    TimerFired: Call._on_timer,
+    NoAck: Call._on_no_ack,
+    CallerCancel: Call._on_cancel,
+    AckReceived: Call._on_ack,
+    InDialogRequest: Call._on_request,
+    MediaStarted: Call._on_media_started,
+    MediaGrown: Call._on_media_grown,
+    VendorResolved: Call._on_resolved,
+    StrayResponse: Call._on_stray_response,
+    HangUp: Call._on_hang_up,
+}

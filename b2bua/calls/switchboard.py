@@ -13,11 +13,20 @@ from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from b2bua.calls.adapter import CallAdapter
 from b2bua.calls.anchor import CallMedia
-from b2bua.calls.call import ALLOW, Call, Side
+from b2bua.calls.call import ALLOW, Call
 from b2bua.calls.cdr import CdrWriter
 from b2bua.calls.counts import CallCounts
 from b2bua.calls.endpoints import Destination, Origin
+from b2bua.calls.events import (
+    AckReceived,
+    CallerCancel,
+    HangUp,
+    InDialogRequest,
+    Side,
+    StrayResponse,
+)
 from b2bua.config.live import Params
 from b2bua.numbers.rules import NumberTables
 from b2bua.policy import Action, Outcome, Policy, SourceKind, classify_by_address
@@ -40,7 +49,6 @@ from b2bua.sip.message import Request, Response, make_response
 from b2bua.sip.peer import Peer
 from b2bua.sip.stack import SipStack
 from b2bua.sip.transaction import Timers
-from b2bua.storage.active_calls import note_started
 
 log = logging.getLogger("b2bua.calls")
 
@@ -76,8 +84,10 @@ class Switchboard:
         self.registrar = registrar
         self.numbers = numbers
         self.upstream_vendor: Callable[[Peer, str | None], int | None] | None = None
-        # Set by the engine: a relay session for a call, None when the relay is off.
-        self.media_factory: Callable[[Call], CallMedia | None] | None = None
+        # Set by the engine: a relay session for a call (its INVITE, its origin, whether
+        # the caller is behind NAT), None when the relay is off.
+        self.media_factory: Callable[[Request, Origin, bool, Callable[[], None]],
+                                     CallMedia | None] | None = None
         # Set by the engine: True while new calls must wait (SS_OVERLOAD_LOOP_LAG).
         self.overloaded: Callable[[], bool] = lambda: False
         # Replaced by the engine with one using its --dns-server.
@@ -87,8 +97,8 @@ class Switchboard:
         self.gateways = gateways
         self.cdrs = cdrs
         self.timers = timers
-        self.calls: dict[int, Call] = {}
-        self.legs: dict[str, tuple[Call, Side]] = {}
+        self.calls: dict[int, CallAdapter] = {}
+        self.legs: dict[str, tuple[CallAdapter, Side]] = {}
         # Concurrent calls per origin (("gateway", id) or ("phone", id)), per vendor
         # ("routing"), and per phone as a callee (phones count both directions against
         # their capacity); shared by the signalling workers.
@@ -231,11 +241,12 @@ class Switchboard:
         if leg is None:
             self._unknown(request, source)
             return
-        call, side = leg
+        adapter, side = leg
         if request.method == "CANCEL":
             self._reply(request, source, 481)
             return
-        call.on_request(request, source, side)
+        adapter.feed(InDialogRequest(side, request,
+                                     self.stack.server_transaction(request, source)))
 
     def _cancel(self, request: Request, source: Peer) -> None:
         assert self.stack.layer is not None
@@ -245,17 +256,17 @@ class Switchboard:
             self._unknown(request, source)
             return
         self._reply(request, source, 200)
-        leg[0].on_cancel()
+        leg[0].feed(CallerCancel())
 
     def on_ack(self, request: Request, source: Peer) -> None:
         leg = self.legs.get(request.call_id)
         if leg is not None:
-            leg[0].on_ack(request, leg[1])
+            leg[0].feed(AckReceived(leg[1], request))
 
     def on_stray_response(self, response: Response, source: Peer) -> None:
         leg = self.legs.get(response.call_id)
-        if leg is not None and leg[1] == Side.CALLEE:
-            leg[0].on_stray_response(response.call_id, response)
+        if leg is not None and leg[1] is Side.CALLEE:
+            leg[0].feed(StrayResponse(response.call_id, response))
 
     # -- new calls -------------------------------------------------------------------------
 
@@ -291,12 +302,12 @@ class Switchboard:
             self._reply(invite, source, 503)
             return
         server = self.stack.server_transaction(invite, source)
-        call = Call(self, next(self._numbers), invite, source, server, origin, callee)
-        self.calls[call.no] = call
-        self.legs[invite.call_id] = (call, Side.CALLER)
-        note_started(self.cdrs.writer, call.cdr_record(call.start_at, "", ""))
-        call.trying()
-        call.route_and_dial()
+        call = Call(self, next(self._numbers), invite, source, server, origin, time.time(),
+                    callee)
+        adapter = CallAdapter(call, self)
+        self.calls[call.no] = adapter
+        self.legs[invite.call_id] = (adapter, Side.CALLER)
+        adapter.start()
 
     def _is_loop(self, invite: Request) -> bool:
         """Our own INVITE coming back: a Via of ours whose branch is a live attempt."""
@@ -310,12 +321,28 @@ class Switchboard:
             for via in invite.vias[1:]
         )
 
-    def plan_route(self, callee: str) -> RoutePlan:
+    # -- what a call asks (b2bua.calls.context.CallContext) ----------------------------
+
+    @property
+    def advertised_host(self) -> str:
+        return self.stack.advertised_host
+
+    @property
+    def sent_by(self) -> str:
+        return self.stack.sent_by
+
+    def contact(self, transport: str) -> str:
+        return self.stack.contact(transport)
+
+    def new_call_id(self) -> str:
+        return self.stack.new_call_id()
+
+    def plan_route(self, callee: str, now: float) -> RoutePlan:
         counts = self.counts
         return plan_route(callee, self.gateways.routing.values(),
                           lambda gw_id: counts[("routing", gw_id)],
                           lambda gw_id: counts[("routing_total", gw_id)],
-                          self._suspended_gateway)
+                          lambda gw_id: self._suspended_gateway(gw_id, now))
 
     def vendor_plan(self, gw: RoutingGateway) -> Plan:
         """A gateway's targets from the DNS cache (incomplete when it is cold)."""
@@ -324,27 +351,17 @@ class Switchboard:
     async def resolve_vendor(self, gw: RoutingGateway) -> Plan:
         return await self.resolver.resolve(gw)
 
-    # -- bookkeeping called by calls -------------------------------------------------------
-
-    def register_attempt(self, call_id: str, call: Call) -> None:
-        self.legs[call_id] = (call, Side.CALLEE)
-
-    def gateway_usable(self, gw: RoutingGateway) -> bool:
+    def gateway_usable(self, gw: RoutingGateway, now: float) -> bool:
         """Still enabled (after a reload), not full, not taken out by a Retry-After."""
         current = self.gateways.routing.get(gw.id)
         if current is None or not current.enabled:
             return False
         if current.capacity is not None and self.counts[("routing", gw.id)] >= current.capacity:
             return False
-        return not self._suspended_gateway(gw.id)
+        return not self._suspended_gateway(gw.id, now)
 
-    def suspend_gateway(self, gw: RoutingGateway, seconds: int) -> None:
-        """A vendor's 503 with Retry-After takes it out of routing for that long."""
-        self.counts.hold(("retry_ms", gw.id), time.time() + seconds)
-        log.info("routing gateway %s out of routing for %d s (Retry-After)", gw.name, seconds)
-
-    def _suspended_gateway(self, gw_id: int) -> bool:
-        return self.counts.held_until(("retry_ms", gw_id)) > time.time()
+    def _suspended_gateway(self, gw_id: int, now: float) -> bool:
+        return self.counts.held_until(("retry_ms", gw_id)) > now
 
     def gateway_status(self) -> list[dict[str, Any]]:
         now = time.time()
@@ -361,9 +378,6 @@ class Switchboard:
             for gw in self.gateways.routing.values()
         ]
 
-    def forget_leg(self, call_id: str) -> None:
-        self.legs.pop(call_id, None)
-
     def origin_media_check(self, origin: Origin) -> str:
         """The ``media_check`` of the gateway a call came from ("none" for phones)."""
         if origin.kind == "gateway":
@@ -374,8 +388,11 @@ class Switchboard:
             return vendor.media_check if vendor is not None else "none"
         return "none"
 
-    def new_media(self, call: Call) -> CallMedia | None:
-        return self.media_factory(call) if self.media_factory is not None else None
+    def new_media(self, invite: Request, origin: Origin, caller_nat: bool,
+                  on_rtp_start: Callable[[], None]) -> CallMedia | None:
+        factory = self.media_factory
+        return factory(invite, origin, caller_nat, on_rtp_start) if factory is not None \
+            else None
 
     def run(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a call's coroutine (e.g. binding relay ports), keeping a reference."""
@@ -383,14 +400,15 @@ class Switchboard:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def phone_destination(self, callee: str) -> tuple[Destination | None, int, str] | None:
+    def phone_destination(self, callee: str, now: float
+                          ) -> tuple[Destination | None, int, str] | None:
         """None when the callee is no phone; else its binding, or why it cannot be reached."""
         phone = self.phones.get(callee)
         if phone is None:
             return None
         # A gateway's bindings are never a phone's (a username of both predates the
         # API's refusal of such a pair).
-        bindings = [b for b in self.bindings.of(callee, time.time())
+        bindings = [b for b in self.bindings.of(callee, now)
                     if b.mapping_gateway_id is None]
         if not bindings:
             return None, 480, "phone not registered"
@@ -415,13 +433,13 @@ class Switchboard:
             if phone is not None:
                 self.counts.add(("phone", phone.id), -1)
 
-    def call_ended(self, call: Call) -> None:
+    def call_ended(self, adapter: CallAdapter) -> None:
+        call = adapter.call
         if self.calls.pop(call.no, None) is None:
             return
         self.legs.pop(call.invite.call_id, None)
         self.counts.add(call.origin.key, -1)
         for attempt in call.attempts:
-            attempt.close()
             if attempt.dialog is not None:
                 self.legs.pop(attempt.dialog.call_id, None)
         if call.answer_at is not None:
@@ -432,11 +450,11 @@ class Switchboard:
     # -- operations ------------------------------------------------------------------------
 
     def hang_up_all(self, why: str) -> None:
-        for call in list(self.calls.values()):
-            call.hang_up(why)
+        for adapter in list(self.calls.values()):
+            adapter.feed(HangUp(why))
 
     def active_calls(self) -> list[dict[str, Any]]:
-        return [call.snapshot() for call in self.calls.values()]
+        return [adapter.call.snapshot() for adapter in self.calls.values()]
 
     def stats_snapshot(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,170 @@
+"""What a call asks to be done: the actions its core returns, carried out by the asyncio
+adapter (``adapter.py``) in order. None of them is done by the core itself."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from b2bua.calls.anchor import CallMedia
+from b2bua.calls.cdr import CdrRecord
+from b2bua.calls.endpoints import Destination
+from b2bua.routing.gateways import RoutingGateway
+from b2bua.sip.message import Request, Response
+from b2bua.sip.peer import Peer
+from b2bua.sip.transaction import ServerTransaction
+
+
+@dataclass(slots=True)
+class Respond:
+    """Answer through a server transaction. ``await_ack``: a 2xx to an INVITE, which the
+    transaction sends again until ``Confirm``; no ACK by Timer L feeds ``NoAck``."""
+
+    server: ServerTransaction
+    response: Response
+    await_ack: bool = False
+
+
+@dataclass(slots=True)
+class Confirm:
+    """The 2xx of ``server`` is ACKed (or no longer wanted): stop sending it."""
+
+    server: ServerTransaction
+
+
+@dataclass(slots=True)
+class Send:
+    """Bytes sent as they are, outside any transaction (an ACK of a 2xx)."""
+
+    data: bytes
+    peer: Peer
+
+
+@dataclass(slots=True)
+class Transact:
+    """Send ``request`` in a client transaction. Its responses come back as ``Reply``
+    and ``NoReply`` events with ``token``; token 0: the answer does not matter."""
+
+    token: int
+    request: Request
+    peer: Peer
+    timeout: float | None = None  # None: 64*T1
+    resend: Sequence[float] | None = None
+
+
+@dataclass(slots=True)
+class CancelInvite:
+    """CANCEL the INVITE sent as ``token`` (nothing once its final response came)."""
+
+    token: int
+    peer: Peer
+
+
+@dataclass(slots=True)
+class SetTimer:
+    """Fire ``TimerFired(name)`` after ``delay`` seconds, replacing one of that name."""
+
+    name: str
+    delay: float
+
+
+@dataclass(slots=True)
+class CancelTimer:
+    name: str
+
+
+@dataclass(slots=True)
+class StartMedia:
+    """Bind the relay ports of ``media``; ``MediaStarted`` follows."""
+
+    media: CallMedia
+
+
+@dataclass(slots=True)
+class StopMedia:
+    """Close the relay sessions of ``media`` (not started in time, or given up)."""
+
+    media: CallMedia
+
+
+@dataclass(slots=True)
+class GrowMedia:
+    """Bind ``count`` more streams (an offer with more m= lines); ``MediaGrown`` follows."""
+
+    token: int
+    media: CallMedia
+    count: int
+
+
+@dataclass(slots=True)
+class Resolve:
+    """Look up a routing gateway's name (a cold DNS cache); ``VendorResolved`` follows."""
+
+    gateway: RoutingGateway
+
+
+@dataclass(slots=True)
+class Occupy:
+    """A leg to ``destination`` counts against its capacity from now."""
+
+    destination: Destination
+
+
+@dataclass(slots=True)
+class Release:
+    destination: Destination
+
+
+@dataclass(slots=True)
+class WatchLeg:
+    """Messages with ``call_id`` (an outbound leg's) belong to this call."""
+
+    call_id: str
+
+
+@dataclass(slots=True)
+class ForgetLeg:
+    call_id: str
+
+
+@dataclass(slots=True)
+class HoldGateway:
+    """Out of routing until ``until`` (a vendor's 503 with Retry-After)."""
+
+    gateway: RoutingGateway
+    until: float
+
+
+@dataclass(slots=True)
+class NoteStarted:
+    """The crash-recovery note of a new call."""
+
+    record: CdrRecord
+
+
+@dataclass(slots=True)
+class NoteAnswered:
+    call_id: str
+    at: float
+
+
+@dataclass(slots=True)
+class WriteCdr:
+    """The call's CDR and attempts, once ``media``'s final counters are in; the
+    crash-recovery note is cleared with it."""
+
+    record: CdrRecord
+    attempts: list[dict[str, Any]]
+    media: CallMedia | None
+
+
+@dataclass(slots=True)
+class CallEnded:
+    """The call is over: its legs, its origin's count and its place in the live calls
+    are released."""
+
+
+CallAction = (Respond | Confirm | Send | Transact | CancelInvite | SetTimer | CancelTimer
+              | StartMedia | StopMedia | GrowMedia | Resolve | Occupy | Release | WatchLeg
+              | ForgetLeg | HoldGateway | NoteStarted | NoteAnswered | WriteCdr | CallEnded)

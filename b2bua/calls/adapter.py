@@ -1,0 +1,251 @@
+"""The asyncio adapter of a call: it carries out the actions the call's core returns
+(``call.py``) with the SIP stack, the event loop's timers, the media relay, the DNS
+resolver and the CDR writer, and feeds the core what comes of them, each time with the
+wall clock's ``now``. It decides nothing.
+
+One adapter per call. The switchboard finds it by Call-ID (``Switchboard.legs``) and
+hands it the messages of either leg; the stack's transactions, the timers and the
+relay's tasks report to it. Nothing the core holds refers back to the adapter, so a
+finished call is freed by reference counting once its timers and transactions let go.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from b2bua.calls.actions import (
+    CallAction,
+    CallEnded,
+    CancelInvite,
+    CancelTimer,
+    Confirm,
+    ForgetLeg,
+    GrowMedia,
+    HoldGateway,
+    NoteAnswered,
+    NoteStarted,
+    Occupy,
+    Release,
+    Resolve,
+    Respond,
+    Send,
+    SetTimer,
+    StartMedia,
+    StopMedia,
+    Transact,
+    WatchLeg,
+    WriteCdr,
+)
+from b2bua.calls.call import Call
+from b2bua.calls.events import (
+    CallEvent,
+    MediaGrown,
+    MediaStarted,
+    NoAck,
+    NoReply,
+    Reply,
+    Side,
+    TimerFired,
+    VendorResolved,
+)
+from b2bua.sip.message import Response
+from b2bua.sip.transaction import TIMER_64T1, ClientTransaction, TimerHandle
+from b2bua.storage.active_calls import note_answered, note_ended, note_started
+
+if TYPE_CHECKING:
+    from b2bua.calls.switchboard import Switchboard
+
+
+def _ignore_response(_response: Response) -> None:
+    return None
+
+
+def _ignore() -> None:
+    return None
+
+
+class CallAdapter:
+    """Runs one call's core."""
+
+    __slots__ = ("_invites", "_timers", "board", "call")
+
+    def __init__(self, call: Call, board: Switchboard) -> None:
+        self.call = call
+        self.board = board
+        self._timers: dict[str, TimerHandle] = {}
+        # INVITE transactions by token, kept until their final response for a CANCEL.
+        self._invites: dict[int, ClientTransaction] = {}
+
+    def start(self) -> None:
+        self._carry_out(self.call.begin(time.time()))
+
+    def feed(self, event: CallEvent) -> None:
+        self._carry_out(self.call.handle(event, time.time()))
+
+    def _carry_out(self, actions: list[CallAction]) -> None:
+        for action in actions:
+            _DO[type(action)](self, action)
+
+    # -- what comes back -------------------------------------------------------------------
+
+    def _reply(self, token: int, response: Response) -> None:
+        if response.status >= 200:
+            self._invites.pop(token, None)
+        self.feed(Reply(token, response))
+
+    def _no_reply(self, token: int) -> None:
+        self._invites.pop(token, None)
+        self.feed(NoReply(token))
+
+    def _fire(self, name: str) -> None:
+        self._timers.pop(name, None)
+        self.feed(TimerFired(name))
+
+    def _no_ack(self) -> None:
+        self.feed(NoAck())
+
+    async def _start_media(self, action: StartMedia) -> None:
+        try:
+            await action.media.start()
+        except Exception as exc:  # no free port pair, or a bind error
+            self.feed(MediaStarted(str(exc) or type(exc).__name__))
+            return
+        self.feed(MediaStarted())
+
+    async def _grow_media(self, action: GrowMedia) -> None:
+        try:
+            await action.media.grow(action.count)
+        except Exception as exc:  # no free port pair: the extra m= lines are declined
+            self.feed(MediaGrown(action.token, str(exc) or type(exc).__name__))
+            return
+        self.feed(MediaGrown(action.token))
+
+    async def _resolve(self, action: Resolve) -> None:
+        plan = await self.board.resolve_vendor(action.gateway)
+        self.feed(VendorResolved(action.gateway, plan))
+
+    # -- the actions -----------------------------------------------------------------------
+
+    def _respond(self, action: Respond) -> None:
+        if action.await_ack:
+            action.server.on_no_ack = self._no_ack
+        action.server.respond(action.response)
+
+    def _confirm(self, action: Confirm) -> None:
+        action.server.confirm()
+
+    def _send(self, action: Send) -> None:
+        self.board.stack.send(action.data, action.peer)
+
+    def _transact(self, action: Transact) -> None:
+        token = action.token
+        timeout = TIMER_64T1 if action.timeout is None else action.timeout
+        if token == 0:
+            self.board.stack.client_transaction(action.request, action.peer,
+                                                _ignore_response, _ignore, timeout,
+                                                action.resend)
+            return
+        txn = self.board.stack.client_transaction(
+            action.request, action.peer, functools.partial(self._reply, token),
+            functools.partial(self._no_reply, token), timeout, action.resend)
+        if txn.is_invite:
+            self._invites[token] = txn
+
+    def _cancel_invite(self, action: CancelInvite) -> None:
+        txn = self._invites.get(action.token)
+        cancel = txn.cancel_request() if txn is not None else None
+        if cancel is not None:
+            self.board.stack.client_transaction(cancel, action.peer, _ignore_response,
+                                                _ignore)
+
+    def _set_timer(self, action: SetTimer) -> None:
+        old = self._timers.pop(action.name, None)
+        if old is not None:
+            old.cancel()
+        self._timers[action.name] = self.board.timers.call_later(
+            action.delay, functools.partial(self._fire, action.name))
+
+    def _cancel_timer(self, action: CancelTimer) -> None:
+        handle = self._timers.pop(action.name, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _start_media_action(self, action: StartMedia) -> None:
+        self.board.run(self._start_media(action))
+
+    def _stop_media(self, action: StopMedia) -> None:
+        action.media.close()
+
+    def _grow_media_action(self, action: GrowMedia) -> None:
+        self.board.run(self._grow_media(action))
+
+    def _resolve_action(self, action: Resolve) -> None:
+        self.board.run(self._resolve(action))
+
+    def _occupy(self, action: Occupy) -> None:
+        self.board.leg_started(action.destination)
+
+    def _release(self, action: Release) -> None:
+        self.board.leg_ended(action.destination)
+
+    def _watch_leg(self, action: WatchLeg) -> None:
+        self.board.legs[action.call_id] = (self, Side.CALLEE)
+
+    def _forget_leg(self, action: ForgetLeg) -> None:
+        self.board.legs.pop(action.call_id, None)
+
+    def _hold_gateway(self, action: HoldGateway) -> None:
+        self.board.counts.hold(("retry_ms", action.gateway.id), action.until)
+
+    def _note_started(self, action: NoteStarted) -> None:
+        note_started(self.board.cdrs.writer, action.record)
+
+    def _note_answered(self, action: NoteAnswered) -> None:
+        note_answered(self.board.cdrs.writer, action.call_id, action.at)
+
+    def _write_cdr(self, action: WriteCdr) -> None:
+        cdrs = self.board.cdrs
+        record, attempts = action.record, action.attempts
+
+        def write(media: dict[str, Any]) -> None:
+            record.media = json.dumps(media)
+            cdrs.submit(record, attempts)
+            note_ended(cdrs.writer, record.call_id_in)
+
+        if action.media is not None:
+            # The CDR carries the relay's final counters (a relay worker reports them
+            # once the session's sockets are closed; bounded wait in the pool).
+            action.media.finish(write)
+        else:
+            write({"relayed": False})
+
+    def _call_ended(self, action: CallEnded) -> None:
+        self.board.call_ended(self)
+
+
+_DO: dict[type, Callable[[CallAdapter, Any], None]] = {
+    Respond: CallAdapter._respond,
+    Confirm: CallAdapter._confirm,
+    Send: CallAdapter._send,
+    Transact: CallAdapter._transact,
+    CancelInvite: CallAdapter._cancel_invite,
+    SetTimer: CallAdapter._set_timer,
+    CancelTimer: CallAdapter._cancel_timer,
+    StartMedia: CallAdapter._start_media_action,
+    StopMedia: CallAdapter._stop_media,
+    GrowMedia: CallAdapter._grow_media_action,
+    Resolve: CallAdapter._resolve_action,
+    Occupy: CallAdapter._occupy,
+    Release: CallAdapter._release,
+    WatchLeg: CallAdapter._watch_leg,
+    ForgetLeg: CallAdapter._forget_leg,
+    HoldGateway: CallAdapter._hold_gateway,
+    NoteStarted: CallAdapter._note_started,
+    NoteAnswered: CallAdapter._note_answered,
+    WriteCdr: CallAdapter._write_cdr,
+    CallEnded: CallAdapter._call_ended,
+}

@@ -1,0 +1,58 @@
+"""What a call may ask of the switch while it runs: read-only questions (routing plans,
+whether a gateway is usable, a phone's binding, parameters), the identifiers it needs
+for new dialogs, and its relay session. The switchboard answers them in the engine; a
+unit test answers them with plain objects. Nothing here sends, waits or writes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from b2bua.calls.anchor import CallMedia
+from b2bua.calls.endpoints import Destination, Origin
+from b2bua.config.live import Params
+from b2bua.numbers.rules import NumberTables
+from b2bua.routing.dns import Plan
+from b2bua.routing.gateways import RoutingGateway
+from b2bua.routing.select import RoutePlan
+from b2bua.sip.message import Request
+
+
+class CallStatsLike(Protocol):
+    refused_by_lists: int
+    dns_failures: int
+
+
+class CallContext(Protocol):
+    params: Params
+    numbers: NumberTables
+
+    @property
+    def stats(self) -> CallStatsLike: ...
+
+    @property
+    def advertised_host(self) -> str: ...
+
+    @property
+    def sent_by(self) -> str: ...
+
+    def contact(self, transport: str) -> str: ...
+
+    def new_call_id(self) -> str: ...
+
+    def phone_destination(self, callee: str, now: float
+                          ) -> tuple[Destination | None, int, str] | None: ...
+
+    def plan_route(self, callee: str, now: float) -> RoutePlan: ...
+
+    def gateway_usable(self, gw: RoutingGateway, now: float) -> bool: ...
+
+    def vendor_plan(self, gw: RoutingGateway) -> Plan: ...
+
+    def origin_media_check(self, origin: Origin) -> str: ...
+
+    def new_media(self, invite: Request, origin: Origin, caller_nat: bool,
+                  on_rtp_start: Callable[[], None]) -> CallMedia | None:
+        """A relay session for a call, None when the relay is off in this engine;
+        ``on_rtp_start`` is called at the first RTP from the destination side."""
+        ...
