@@ -12,6 +12,8 @@ from dataclasses import asdict
 from typing import Any
 
 from b2bua import ipc
+from b2bua.aio.dispatched import DispatchedSip
+from b2bua.aio.timers import LoopTimers
 from b2bua.calls.anchor import CallMedia, MediaTotals, stream_count
 from b2bua.calls.cdr import CdrWriter
 from b2bua.calls.counts import CallCounts
@@ -42,7 +44,6 @@ from b2bua.security.state import SECURITY_SLOTS, SharedBoard
 from b2bua.shared_tables import map_table
 from b2bua.signalling import SignallingWorkers
 from b2bua.sip.dialog import CallIds
-from b2bua.sip.dispatched import DispatchedSip
 from b2bua.sip.message import Request
 from b2bua.sip.peer import Peer
 from b2bua.sip.stack import SipStack
@@ -71,13 +72,6 @@ def _read_routing(database: Database
                   ) -> tuple[list[RoutingGateway], list[VendorRegistration]]:
     """The routing gateways, and the registrations to vendors that follow them."""
     return routing_gateways(database), vendor_registrations(database)
-
-
-class _LoopTimers:
-    """``call_later`` on whatever loop is running when a timer is set."""
-
-    def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
-        return asyncio.get_running_loop().call_later(delay, callback)
 
 
 class Engine:
@@ -135,7 +129,7 @@ class Engine:
         self.registrar = Registrar(self.params, self.bindings)
         self.keepalive = KeepAlive(self.params, self.bindings, self.stack.udp.send,
                                    lambda: self.stack.sent_by)
-        self.upstream = UpstreamManager(self.stack, self.params, _LoopTimers(), self.spawn)
+        self.upstream = UpstreamManager(self.stack, self.params, LoopTimers(), self.spawn)
         self.upstream.vendor_addresses = self.gateways.addresses
         self.upstream.locate = self.resolver.resolve_host
         self.stack.resolve_name = self._address_of

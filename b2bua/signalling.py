@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from b2bua import ipc
+from b2bua.aio.dispatched import DispatchedSip, channel_pair
 from b2bua.calls.counts import SLOTS
 from b2bua.control import ControlError, ask
 from b2bua.options import EngineOptions, HostPort, PortRange
@@ -39,7 +40,6 @@ from b2bua.security.digest import NONCE_SLOTS
 from b2bua.security.state import SECURITY_SLOTS
 from b2bua.shared_tables import shared_memory, table_size
 from b2bua.sip._dispatch import Dispatcher
-from b2bua.sip.dispatched import DispatchedSip, channel_pair
 from b2bua.storage import is_postgres
 
 log = logging.getLogger("b2bua.signalling")

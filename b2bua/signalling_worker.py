@@ -15,11 +15,11 @@ from dataclasses import replace
 import uvloop
 
 from b2bua import logs
+from b2bua.aio.dispatched import DispatchedSip
 from b2bua.engine import Engine
 from b2bua.lifeline import die_with_parent
 from b2bua.options import EngineOptions
 from b2bua.signalling import read_options_fd
-from b2bua.sip.dispatched import DispatchedSip
 
 
 async def _serve(options: EngineOptions, dispatched: DispatchedSip) -> None:

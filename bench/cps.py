@@ -873,7 +873,7 @@ disable_sctp=yes
 dns=no
 rev_dns=no
 # The receive buffer as large as the softswitch's SIP socket's (4 MiB,
-# b2bua/sip/transport.py); 5.6 has no setting for the send buffer.
+# b2bua/aio/transport.py); 5.6 has no setting for the send buffer.
 maxbuffer={{BUFFER}}
 listen=udp:{{LISTEN}}
 alias={{LISTEN}}

@@ -78,7 +78,7 @@ def frame_read(message: list[object]) -> Callable[[], object]:
 
     def run() -> object:
         op, host, port, payload = ipc.decode(data, 70000)
-        # the checks b2bua/sip/dispatched.py makes of each message
+        # the checks b2bua/aio/dispatched.py makes of each message
         assert (type(op) is str and type(host) is str and type(port) is int
                 and type(payload) is bytes)
         return op, host, port, payload

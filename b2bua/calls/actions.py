@@ -1,5 +1,5 @@
 """What a call asks to be done: the actions its core returns, carried out by the asyncio
-adapter (``adapter.py``) in order. None of them is done by the core itself."""
+adapter (``b2bua/aio/call_adapter.py``) in order. None of them is done by the core itself."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ destinations in order under the switching rules (``failover``), relaying provisi
 and final responses, ACK, BYE, CANCEL, re-INVITE and other in-dialog requests, keeping
 both legs alive, and assembling the CDR with its attempts. It sends, waits and writes
 nothing itself: each step returns the actions (``actions.py``) that the asyncio adapter
-(``adapter.py``) carries out, and the adapter feeds back what comes of them as events
+(``b2bua/aio/call_adapter.py``) carries out, and the adapter feeds back what comes of them as events
 (``events.py``). A unit test drives it the same way with a fake clock
 (``tests/unit/test_call_core.py``).
 

@@ -1,6 +1,6 @@
 """What happens to a call: the events its core (``call.py``) takes, each with ``now``.
 
-The asyncio adapter (``adapter.py``) turns what the network, the timers and the media
+The asyncio adapter (``b2bua/aio/call_adapter.py``) turns what the network, the timers and the media
 relay report into these; a unit test builds them by hand. Responses to requests the
 call sent come back by the token the call gave the request (``actions.Transact``).
 """

@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from b2bua.calls.adapter import CallAdapter
+from b2bua.aio.call_adapter import CallAdapter
 from b2bua.calls.anchor import CallMedia
 from b2bua.calls.call import ALLOW, Call
 from b2bua.calls.cdr import CdrWriter

@@ -13,20 +13,26 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from b2bua.sip.dialog import CallIds
-from b2bua.sip.dispatched import (
+from b2bua.aio.dispatched import (
     ChannelReceiver,
     DispatchedSip,
     SipSocketTransport,
     TcpForWorkers,
     TcpThroughWorker0,
 )
+from b2bua.aio.timers import SweptTimers
+from b2bua.aio.transport import (
+    TcpTransport,
+    TransportStats,
+    UdpTransport,
+    enlarge_buffers,
+)
+from b2bua.sip.dialog import CallIds
 from b2bua.sip.errors import SipParseError
 from b2bua.sip.headers import NameAddr
 from b2bua.sip.message import Request, Response
 from b2bua.sip.parser import MAX_MESSAGE_SIZE, parse_message
 from b2bua.sip.peer import Peer
-from b2bua.sip.swept_timers import SweptTimers
 from b2bua.sip.transaction import (
     TIMER_64T1,
     ClientTransaction,
@@ -34,12 +40,6 @@ from b2bua.sip.transaction import (
     ServerTransaction,
     TimeoutHandler,
     TransactionLayer,
-)
-from b2bua.sip.transport import (
-    TcpTransport,
-    TransportStats,
-    UdpTransport,
-    enlarge_buffers,
 )
 
 log = logging.getLogger("b2bua.sip")

@@ -13,12 +13,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from b2bua import ipc
+from b2bua.aio.dispatched import channel_pair
 from b2bua.options import EngineOptions, HostPort, PortRange, split_ports
 from b2bua.reports import sum_counters
 from b2bua.signalling import decode_options, encode_options
 from b2bua.sip._dispatch import Dispatcher, call_id_hash, route
 from b2bua.sip.dialog import CallIds
-from b2bua.sip.dispatched import channel_pair
 from b2bua.sip.parser import parse_message
 
 

@@ -1,4 +1,4 @@
-"""A signalling worker's channel (b2bua/sip/dispatched.py): frames of b2bua/ipc.py both
+"""A signalling worker's channel (b2bua/aio/dispatched.py): frames of b2bua/ipc.py both
 ways, from the C dispatcher and between workers; a bad datagram is dropped and counted,
 and the ones after it still arrive."""
 
@@ -13,18 +13,18 @@ from typing import Any
 import pytest
 
 from b2bua import ipc
-from b2bua.options import EngineOptions, HostPort, PortRange
-from b2bua.signalling import options_fd, read_options_fd
-from b2bua.sip._dispatch import Dispatcher
-from b2bua.sip.dispatched import (
+from b2bua.aio.dispatched import (
     CHANNEL,
     ChannelReceiver,
     TcpForWorkers,
     TcpThroughWorker0,
     channel_pair,
 )
+from b2bua.aio.transport import TransportStats
+from b2bua.options import EngineOptions, HostPort, PortRange
+from b2bua.signalling import options_fd, read_options_fd
+from b2bua.sip._dispatch import Dispatcher
 from b2bua.sip.peer import Peer
-from b2bua.sip.transport import TransportStats
 
 
 class _Udp:

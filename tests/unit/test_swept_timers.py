@@ -1,4 +1,4 @@
-"""Long SIP timers on one sweep (b2bua/sip/swept_timers.py), on a real event loop."""
+"""Long SIP timers on one sweep (b2bua/aio/timers.py), on a real event loop."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import uvloop
 
-from b2bua.sip.swept_timers import SweptTimer, SweptTimers
+from b2bua.aio.timers import SweptTimer, SweptTimers
 
 
 def test_long_timers_fire_in_order_within_one_sweep_and_cancel() -> None:

@@ -19,7 +19,7 @@ from b2bua.sip.errors import SipParseError
 from b2bua.sip.parser import MAX_MESSAGE_SIZE, StreamFramer
 from b2bua.sip.peer import Peer
 
-log = logging.getLogger("b2bua.sip.transport")
+log = logging.getLogger("b2bua.aio.transport")
 
 TCP_IDLE_TIMEOUT = 300.0
 TCP_CONNECT_TIMEOUT = 5.0

@@ -20,17 +20,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from b2bua import ipc
-from b2bua.sip._dispatch import route
-from b2bua.sip.peer import Peer
-from b2bua.sip.transport import (
+from b2bua.aio.transport import (
     MessageHandler,
     TcpTransport,
     TransportStats,
     UdpTransport,
     enlarge_buffers,
 )
+from b2bua.sip._dispatch import route
+from b2bua.sip.peer import Peer
 
-log = logging.getLogger("b2bua.sip.dispatched")
+log = logging.getLogger("b2bua.aio.dispatched")
 
 READ_BATCH = 64  # datagrams taken per wake-up before the event loop runs anything else
 CHANNEL_BUFFER = 8 << 20  # queued datagrams per worker, in bytes, before drops

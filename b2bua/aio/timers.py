@@ -86,3 +86,11 @@ class SweptTimers:
                 del self._queues[delay]
         if self._queues and self._sweeping is None:
             self._sweeping = self._loop.call_later(self._sweep_every, self._sweep)
+
+
+class LoopTimers:
+    """``call_later`` on whatever loop is running when a timer is set (a call's timers,
+    a registration's refresh)."""
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        return asyncio.get_running_loop().call_later(delay, callback)
