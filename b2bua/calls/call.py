@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from b2bua.calls import failover
@@ -51,8 +50,19 @@ from b2bua.calls.anchor import CallMedia, relay_wanted
 from b2bua.calls.attempt import ALLOW, Attempt
 from b2bua.calls.attempt_state import AttemptState
 from b2bua.calls.call_state import FINAL_SENT, CallState, CallStep, next_call_state
+from b2bua.calls.caller_leg import caller_response
 from b2bua.calls.cdr import CdrRecord
 from b2bua.calls.context import CallContext
+from b2bua.calls.dialling import (
+    Hop,
+    Refusal,
+    all_failed,
+    call_route,
+    map_vendor_failure,
+    outbound_invite,
+    retry_after,
+    vendor_destination,
+)
 from b2bua.calls.endpoints import Destination, Origin
 from b2bua.calls.events import (
     AckReceived,
@@ -71,10 +81,24 @@ from b2bua.calls.events import (
     VendorResolved,
 )
 from b2bua.calls.failover import Next, SwitchRules, Timer
-from b2bua.calls.liveness import LegTimer, answer_headers, leg_timer, outbound_headers
+from b2bua.calls.liveness import (
+    LegTimer,
+    RefreshWait,
+    leg_timer,
+    media_checks,
+    refresh_request,
+)
+from b2bua.calls.records import call_record, call_snapshot
+from b2bua.calls.relay import (
+    RELAYED_METHODS,
+    PendingReinvite,
+    RelayWait,
+    relayed_request,
+    relayed_response,
+)
 from b2bua.routing.dns import Plan, Target
 from b2bua.routing.gateways import RoutingGateway
-from b2bua.sip.dialog import Dialog, copy_record_route, new_tag, origin_host
+from b2bua.sip.dialog import Dialog, origin_host
 from b2bua.sip.message import Request, Response, make_response
 from b2bua.sip.peer import Peer
 from b2bua.sip.transaction import TIMER_64T1, ServerTransaction
@@ -83,18 +107,7 @@ log = logging.getLogger("b2bua.call")
 
 __all__ = ["ALLOW", "Call", "CallState", "Side", "map_vendor_failure"]
 
-# In-dialog requests relayed to the other leg; anything else gets 501.
-RELAYED_METHODS = frozenset({"INFO", "UPDATE", "OPTIONS", "MESSAGE", "NOTIFY"})
-# Headers carried across the B2BUA with a relayed request or response body.
-CARRIED_HEADERS = ("Content-Disposition", "Info-Package", "Event", "Subscription-State")
 MEDIA_CHECK_EVERY = 1.0  # seconds between two looks at a relayed call's RTP
-
-
-def map_vendor_failure(status: int) -> int:
-    """What the caller hears for a vendor's final failure (docs/calls.md)."""
-    if status in (401, 407) or 300 <= status < 400:
-        return 503
-    return status
 
 
 def _has_sdp(response: Response) -> bool:
@@ -103,31 +116,6 @@ def _has_sdp(response: Response) -> bool:
 
 def _other(side: Side) -> Side:
     return Side.CALLEE if side is Side.CALLER else Side.CALLER
-
-
-@dataclass(slots=True)
-class PendingReinvite:
-    origin: Side
-    server: ServerTransaction
-    request: Request
-    answer: Response | None = None
-
-
-# What a request the call sent is waiting for, by token (besides an attempt's INVITE).
-@dataclass(slots=True)
-class RelayWait:
-    """A request relayed from ``origin``'s leg: its answer goes back through ``server``."""
-
-    request: Request
-    server: ServerTransaction
-    origin: Side
-
-
-@dataclass(slots=True)
-class RefreshWait:
-    side: Side
-    timer: LegTimer
-    request: Request
 
 
 class Call:
@@ -157,7 +145,7 @@ class Call:
             self.caller, self.callee, ctx.numbers.transforms)
         self.state = CallState.ROUTING
         self.callee_phone: str | None = None
-        self.route: list[Destination | RoutingGateway] = []
+        self.route: list[Hop] = []
         self._next = 0  # index in route of the next destination to try
         self._hops = 0  # destinations tried: what SS_GATEWAY_SWITCH_LIMIT counts
         # The current gateway's DNS targets not tried yet (RFC 3263: a timeout or 503
@@ -279,45 +267,13 @@ class Call:
     # -- routing and attempts --------------------------------------------------------------
 
     def _route_and_dial(self, now: float) -> None:
-        """Lists first; then a registered phone's number goes to the phone, anything else
-        to the vendors."""
-        ctx = self.ctx
-        groups = ctx.numbers.groups
-        refusal = self.origin.numbers.refusal(self.caller_routed, self.callee_routed, groups)
-        if refusal is not None:
-            ctx.stats.refused_by_lists += 1
-            self._fail_caller(403, "Forbidden", "system", refusal, now)
+        route = call_route(self.ctx, self.origin, self.caller_routed, self.callee_routed, now)
+        if isinstance(route, Refusal):
+            if route.by_lists:
+                self.ctx.stats.refused_by_lists += 1
+            self._fail_caller(route.code, route.reason, "system", route.why, now)
             return
-        phone = ctx.phone_destination(self.callee_routed, now)
-        if phone is not None:
-            self.callee_phone = self.callee_routed
-            destination, code, why = phone
-            if destination is None:
-                self._fail_caller(code, None, "system", why, now)
-                return
-            self.route = [destination]
-            self._dial_first(now)
-            return
-        plan = ctx.plan_route(self.callee_routed, now)
-        gateways: list[Destination | RoutingGateway] = []
-        first_refusal: str | None = None
-        for gw in plan.gateways:
-            if self.origin.kind == "vendor" and gw.id == self.origin.id:
-                continue  # never back to the vendor the call came from
-            refused = gw.numbers.refusal(self.caller_routed, self.callee_routed, groups)
-            if refused is None:
-                gateways.append(gw)
-            elif first_refusal is None:
-                first_refusal = f'routing gateway "{gw.name}": {refused}'
-        if not gateways:
-            if first_refusal is not None:
-                ctx.stats.refused_by_lists += 1
-                self._fail_caller(403, "Forbidden", "system", first_refusal, now)
-                return
-            code = 404 if plan.matched == 0 else 503
-            self._fail_caller(code, None, "system", plan.reason_if_empty, now)
-            return
-        self.route = gateways
+        self.route, self.callee_phone = route
         self._dial_first(now)
 
     def _dial_first(self, now: float) -> None:
@@ -384,9 +340,8 @@ class Call:
         """A vendor's numbers are computed for each attempt, from the platform numbers."""
         if isinstance(hop, Destination):
             return hop
-        caller, callee = hop.numbers.rewrite(self.caller_routed, self.callee_routed,
-                                             self.ctx.numbers.transforms)
-        return Destination.vendor(hop, caller, callee, hop.numbers.pai(caller), target)
+        return vendor_destination(hop, self.caller_routed, self.callee_routed,
+                                  self.ctx.numbers.transforms, target)
 
     def _next_attempt(self, now: float) -> None:
         if self.ended:
@@ -411,19 +366,8 @@ class Call:
                 return
             if self._dial_gateway(hop, plan, now):
                 return
-        sent = [a for a in self.attempts if a.outcome != "dns_failure"]
-        if self.failure_codes:
-            code = map_vendor_failure(failover.best_final(self.failure_codes))
-        else:
-            code = 408 if sent else 503
-        if sent:
-            why = "every routing gateway failed"
-        elif self.attempts:
-            why = self.attempts[-1].note  # no address for any gateway: the DNS's answer
-        else:
-            why = "every matching routing gateway is disabled, full or unavailable"
-        self._fail_caller(code, None, "callee" if code != 408 and sent else "system", why,
-                          now)
+        code, hangup_by, why = all_failed(self.attempts, self.failure_codes)
+        self._fail_caller(code, None, hangup_by, why, now)
 
     def _on_resolved(self, event: VendorResolved, now: float) -> None:
         if self.ended:
@@ -466,34 +410,10 @@ class Call:
         self.attempts.append(attempt)
         self.attempt = attempt
         self._step(CallStep.DIAL)
-        display = self.invite.from_.display
-        caller = dest.caller if dest.caller is not None else self.caller_routed
-        from_uri = f"<sip:{caller}@{ctx.advertised_host}>"
-        if display:
-            from_uri = f'"{display}" {from_uri}'
-        dialog = attempt.dialog = Dialog(
-            call_id=ctx.new_call_id(),
-            local_tag=new_tag(),
-            local_uri=from_uri,
-            remote_uri=dest.to_uri,
-            remote_target=dest.request_uri,
-            peer=dest.peer,
-            via_host=ctx.sent_by,
-            contact=ctx.contact(dest.peer.transport),
-            pinned=dest.pinned,
-            route_set=list(dest.route),
-        )
-        extra = [("Allow", ALLOW), *outbound_headers(ctx.params)]
-        if dest.pai is not None:
-            extra.append(("P-Asserted-Identity", f"<sip:{dest.pai}@{ctx.advertised_host}>"))
-        request = dialog.create_request(
-            "INVITE", self._offer_body(dest), self.invite.get("Content-Type"), cseq=1,
-            extra=extra,
-        )
-        attempt.caller_sent = caller
+        attempt.dialog, request, attempt.caller_sent = outbound_invite(
+            ctx, dest, self.invite, self.caller_routed, self._offer_body(dest))
         attempt.callee_sent = request.ruri.user or ""
-        max_forwards = self.invite.max_forwards
-        request.set("Max-Forwards", str(70 if max_forwards is None else max_forwards - 1))
+        dialog = attempt.dialog
         self._emit(Occupy(dest))
         self._emit(WatchLeg(dialog.call_id))
         token = self._transact(request, dest.peer, attempt, rules.invite_timeout,
@@ -632,9 +552,8 @@ class Call:
 
     def _honour_retry_after(self, gw: RoutingGateway, response: Response, now: float
                             ) -> None:
-        value = (response.get("Retry-After") or "").split(";")[0].strip()
-        if value.isdigit() and int(value) > 0:
-            seconds = min(int(value), 86400)
+        seconds = retry_after(response)
+        if seconds is not None:
             log.info("routing gateway %s out of routing for %d s (Retry-After)", gw.name,
                      seconds)
             self._emit(HoldGateway(gw, now + seconds))
@@ -717,12 +636,7 @@ class Call:
         timer = self._leg_timers.get(side)
         if self.ended or dialog is None or timer is None or self.state != CallState.CONFIRMED:
             return
-        method = "UPDATE" if timer.use_update else "INVITE"
-        body = b"" if timer.use_update else self._sdp_sent.get(side, b"")
-        extra = [("Session-Expires", f"{int(timer.interval * 2)};refresher=uac")] \
-            if timer.supported else []
-        request = dialog.create_request(method, body, "application/sdp" if body else None,
-                                        extra=extra)
+        request = refresh_request(dialog, timer, self._sdp_sent.get(side, b""))
         self._transact(request, dialog.next_peer(), RefreshWait(side, timer, request))
 
     def _refresh_answered(self, wait: RefreshWait, response: Response, now: float) -> None:
@@ -751,12 +665,8 @@ class Call:
         """RTP interruption check per the gateways' ``media_check`` (relayed calls only)."""
         if self.media is None:
             return
-        checks = {}
-        if self.origin.kind != "phone" and self.origin_media_check != "none":
-            checks["a"] = self.origin_media_check
-        gw = attempt.destination.gateway
-        if gw is not None and gw.media_check != "none":
-            checks["b"] = gw.media_check
+        checks = media_checks(self.origin, self.origin_media_check,
+                              attempt.destination.gateway)
         if checks:
             self._media_checks = checks
             self.media.watch()
@@ -778,11 +688,7 @@ class Call:
     # -- toward the caller -----------------------------------------------------------------
 
     def _reply_caller(self, status: int, reason: str | None, source: Response | None) -> None:
-        response = make_response(self.invite, status, reason, to_tag=self.inbound.local_tag)
-        if 100 < status < 300:
-            copy_record_route(self.invite, response)
-            response.add("Contact", self.inbound.contact)
-            response.add("Allow", ALLOW)
+        response = caller_response(self.invite, self.inbound, status, reason, self.ctx.params)
         if source is not None and source.body:
             response.add("Content-Type", source.get("Content-Type") or "application/sdp")
             response.body = self._to_caller(source.body)
@@ -790,9 +696,6 @@ class Call:
             self.final_code = status
             self.final_reason = response.reason
         answered = 200 <= status < 300
-        if answered:
-            for name, value in answer_headers(self.ctx.params, self.invite):
-                response.add(name, value)
         # A 2xx is sent again by its transaction until its ACK confirms it; no ACK in
         # 64*T1 ends the call (NoAck).
         self._emit(Respond(self.server, response, await_ack=answered))
@@ -899,24 +802,15 @@ class Call:
 
     def _relay_request(self, wait: RelayWait, other: Dialog) -> None:
         request = wait.request
-        extra = [(h, v) for h in CARRIED_HEADERS for v in request.get_all(h)]
-        relayed = other.create_request(request.method, self._cross(request.body, wait.origin),
-                                       request.get("Content-Type"), extra=extra)
+        relayed = relayed_request(request, other, self._cross(request.body, wait.origin))
         self._transact(relayed, other.next_peer(), wait)
 
     def _relay_back(self, wait: RelayWait, response: Response) -> None:
         if response.status == 100:
             return
         request, origin = wait.request, wait.origin
-        out = make_response(request, response.status, response.reason)
-        dialog = self._dialog(origin)
-        if dialog is not None and request.method in ("INVITE", "UPDATE") and \
-                200 <= response.status < 300:
-            out.add("Contact", dialog.contact)
-        for header in ("Content-Type", *CARRIED_HEADERS):
-            for value in response.get_all(header):
-                out.add(header, value)
-        out.body = self._cross(response.body, _other(origin))
+        out = relayed_response(request, response, self._dialog(origin),
+                               self._cross(response.body, _other(origin)))
         if request.method == "INVITE" and self._reinvite is not None:
             if 200 <= response.status < 300:
                 self._reinvite.answer = response
@@ -988,56 +882,10 @@ class Call:
 
     def cdr_record(self, end: float, hangup_by: str, why: str) -> CdrRecord:
         """The call's CDR as it stands (also noted at start, for crash recovery)."""
-        gw = self.gateway
-        origin = self.origin
-        return CdrRecord(
-            call_id_in=self.invite.call_id,
-            call_id_out=self.outbound.call_id if self.outbound else None,
-            caller=self.caller,
-            callee=self.callee,
-            source=f"{self.source.host}:{self.source.port}",
-            mapping_gateway_id=origin.id if origin.kind == "gateway" else None,
-            mapping_gateway=origin.name if origin.kind == "gateway" else None,
-            routing_gateway_id=gw.id if gw else None,
-            routing_gateway=gw.name if gw else None,
-            start_at=self.start_at,
-            ringing_at=self.ringing_at,
-            answer_at=self.answer_at,
-            end_at=end,
-            duration=round(end - self.answer_at, 3) if self.answer_at else 0.0,
-            final_code=self.final_code,
-            final_reason=self.final_reason,
-            hangup_by=hangup_by,
-            termination_reason=why,
-            phone=origin.name if origin.kind == "phone" else None,
-            callee_phone=self.callee_phone,
-            caller_routed=self.caller_routed,
-            callee_routed=self.callee_routed,
-            caller_sent=self.attempt.caller_sent if self.attempt else None,
-            callee_sent=self.attempt.callee_sent if self.attempt else None,
-            origin_vendor=origin.name if origin.kind == "vendor" else None,
-            cdr_uuid=self.cdr_uuid,
-        )
+        return call_record(self, end, hangup_by, why)
 
     def snapshot(self) -> dict[str, object]:
-        return {
-            "id": self.no,
-            "state": self.state.value,
-            "caller": self.caller,
-            "callee": self.callee,
-            "source": f"{self.source.transport}:{self.source.host}:{self.source.port}",
-            "mapping_gateway": self.origin.name if self.origin.kind == "gateway" else None,
-            "phone": self.origin.name if self.origin.kind == "phone" else None,
-            "callee_phone": self.callee_phone,
-            "routing_gateway": self.gateway.name if self.gateway else None,
-            "attempts": len(self.attempts),
-            "call_id_in": self.invite.call_id,
-            "call_id_out": self.outbound.call_id if self.outbound else None,
-            "start_at": self.start_at,
-            "ringing_at": self.ringing_at,
-            "answer_at": self.answer_at,
-            "media": self.media.stats() if self.media is not None else {"relayed": False},
-        }
+        return call_snapshot(self)
 
 
 # The core's step for each kind of event: functions of the class, not bound methods kept

@@ -14,7 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from b2bua.calls.endpoints import Origin
+from b2bua.calls.events import Side
 from b2bua.config.live import Params
+from b2bua.routing.gateways import RoutingGateway
+from b2bua.sip.dialog import Dialog
 from b2bua.sip.message import Request, Response
 
 MIN_SE = 90
@@ -65,3 +69,35 @@ def answer_headers(params: Params, invite: Request) -> list[tuple[str, str]]:
         return []
     expires = max(MIN_SE, min(offered, params.integer("SS_SIP_SESSION_TTL")))
     return [("Session-Expires", f"{expires};refresher=uas"), ("Require", "timer")]
+
+
+@dataclass(slots=True)
+class RefreshWait:
+    """A refresh sent on ``side``'s leg, waiting for its answer."""
+
+    side: Side
+    timer: LegTimer
+    request: Request
+
+
+def refresh_request(dialog: Dialog, timer: LegTimer, last_sdp: bytes) -> Request:
+    """The UPDATE (without a body) or re-INVITE (with the last SDP the leg got from us)
+    that keeps a leg alive."""
+    method = "UPDATE" if timer.use_update else "INVITE"
+    body = b"" if timer.use_update else last_sdp
+    extra = [("Session-Expires", f"{int(timer.interval * 2)};refresher=uac")] \
+        if timer.supported else []
+    return dialog.create_request(method, body, "application/sdp" if body else None,
+                                 extra=extra)
+
+
+def media_checks(origin: Origin, origin_check: str, gateway: RoutingGateway | None
+                 ) -> dict[str, str]:
+    """The RTP checks of a relayed call by relay leg ("a" the caller's, "b" the
+    destination's): each side's gateway ``media_check`` (docs/media.md)."""
+    checks = {}
+    if origin.kind != "phone" and origin_check != "none":
+        checks["a"] = origin_check
+    if gateway is not None and gateway.media_check != "none":
+        checks["b"] = gateway.media_check
+    return checks
