@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
 from typing import Any
 
-from b2bua import ipc
 from b2bua.aio.dispatched import DispatchedSip
 from b2bua.aio.timers import LoopTimers
 from b2bua.calls.anchor import CallMedia, MediaTotals, stream_count
@@ -20,10 +16,10 @@ from b2bua.calls.counts import CallCounts
 from b2bua.calls.endpoints import Origin
 from b2bua.calls.recovery import recover
 from b2bua.calls.switchboard import Switchboard
-from b2bua.census import census
 from b2bua.collector import FullCollections
 from b2bua.config.live import ConfigWatcher, Params
 from b2bua.control import ControlServer
+from b2bua.control_api import ControlApi
 from b2bua.looplag import LoopLag
 from b2bua.media.plane import LocalMediaPlane, MediaPlane
 from b2bua.media.pool import RelayWorkerPool
@@ -36,7 +32,6 @@ from b2bua.registrar.bindings import Binding, BindingStore
 from b2bua.registrar.keepalive import KeepAlive
 from b2bua.registrar.phones import PhoneDirectory
 from b2bua.registrar.registrar import Registrar
-from b2bua.reports import sum_counters
 from b2bua.routing.gateways import GatewayDirectory, MappingGateway, RoutingGateway
 from b2bua.routing.resolver import VendorResolver
 from b2bua.security.digest import NONCE_SLOTS, NonceMinter, SharedNonceCounts
@@ -160,21 +155,7 @@ class Engine:
                 lambda gw_id: self.counts[("upstream", gw_id)] > 0
         self.switchboard: Switchboard | None = None
         self.control = ControlServer(options.control_path)
-        self.control.register("status", self._status)
-        self.control.register("calls", self._calls)
-        self.control.register("stats", self._stats)
-        self.control.register("media", self._media_status)
-        self.control.register("collect", self._collect)
-        self.control.register("census", lambda _r: census())
-        self.control.register("gateways", lambda _r: self._switchboard().gateway_status())
-        self.control.register("security", self._security)
-        self.control.register("suspensions", self._suspensions)
-        self.control.register("lift", self._lift)
-        self.control.register("registrations", self._registrations)
-        self.control.register("unregister", self._unregister)
-        self.control.register("mapping_gateways", self._mapping_status)
-        self.control.register("keepalive", lambda _r: self.keepalive.snapshot())
-        self.control.register("upstream", lambda _r: self.upstream.snapshot())
+        ControlApi(self).register(self.control)
         self.started_at = time.time()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -190,33 +171,6 @@ class Engine:
         self.params.replace(values)
         self.stack.trace_enabled = self.params.flag("SS_SIP_TRACE")
 
-    async def _suspensions(self, request: dict[str, Any]) -> list[dict[str, Any]]:
-        mine = [asdict(s) for s in self.policy.suspensions.active(time.time())]
-        for more in await self._ask_workers(request):
-            mine.extend(more)
-        return mine
-
-    async def _lift(self, request: dict[str, Any]) -> dict[str, int]:
-        username = str(request.get("username", ""))
-        source_ip = request.get("source_ip")
-        lifted = self.policy.suspensions.lift(username, str(source_ip) if source_ip else None)
-        if lifted:
-            log.info("suspension of %s lifted by the API", username)
-        lifted += sum(int(more["lifted"]) for more in await self._ask_workers(request))
-        return {"lifted": lifted}
-
-    async def _security(self, request: dict[str, Any]) -> dict[str, Any]:
-        mine = self.policy.snapshot(time.time())
-        return sum_counters([mine, *await self._ask_workers(request)])
-
-    async def _ask_workers(self, request: dict[str, Any]) -> list[Any]:
-        """The other signalling workers' answers to the same control request (none when
-        this engine is the only one, or is not worker 0)."""
-        if self.workers is None:
-            return []
-        args = {k: v for k, v in request.items() if k != "op"}
-        return await self.workers.ask(str(request["op"]), **args)
-
     async def _publish_upstream(self) -> None:
         """Which upstream registrations hold, for the other signalling workers (calls from
         a vendor to our registered contact can land on any of them)."""
@@ -229,7 +183,8 @@ class Engine:
             published = holding
             await asyncio.sleep(UPSTREAM_PUBLISH_INTERVAL)
 
-    def _switchboard(self) -> Switchboard:
+    def switchboard_now(self) -> Switchboard:
+        """The switchboard, once the engine has started."""
         assert self.switchboard is not None
         return self.switchboard
 
@@ -329,42 +284,13 @@ class Engine:
         """What the engine's memory grows with: lingering SIP transactions and calls."""
         layer = self.stack.layer
         transactions = 0 if layer is None else len(layer.servers) + len(layer.clients)
-        b2bua = getattr(self, "b2bua", None)
-        calls = 0 if b2bua is None else len(b2bua.calls)
+        calls = 0 if self.switchboard is None else len(self.switchboard.calls)
         return transactions + calls
 
     def _overloaded(self) -> bool:
         """Admission by load (SS_OVERLOAD_LOOP_LAG): this loop, or every relay, behind."""
         limit = self._lag_limit()
         return limit > 0 and (self.loop_lag.mean >= limit or self.media.overloaded())
-
-    def _collect(self, _request: dict[str, Any]) -> dict[str, Any]:
-        garbage: Counter[str] = Counter()
-        collected = self.collector.collect(garbage)
-        # Also what every collection since start freed (young ones included: a cycle
-        # freed there never shows in a full collection).
-        total = sum(generation["collected"] for generation in gc.get_stats())
-        # Call-layer objects alive now: after the calls end (and their transactions'
-        # 32 s), none should be left.
-        live = Counter(type(o).__qualname__ for o in gc.get_objects()
-                       if type(o).__module__.startswith("b2bua.calls."))
-        return {"collected": collected, "collected_since_start": total,
-                "types": dict(garbage.most_common(30)), "live_call_objects": dict(live)}
-
-    async def _media_status(self, request: dict[str, Any]) -> dict[str, Any]:
-        mine = {**self.media.snapshot(), "engine_loop_lag": self.loop_lag.snapshot(),
-                "totals": self.media_totals.snapshot()}
-        others = await self._ask_workers(request)
-        if not others:
-            return mine
-        reports = [mine, *others]
-        merged = sum_counters(reports)
-        # Relay workers numbered across the switch; the lag of the most loaded engine.
-        for index, worker in enumerate(merged["workers"]):
-            worker["index"] = index
-        merged["engine_loop_lag"] = max((r["engine_loop_lag"] for r in reports),
-                                        key=lambda lag: lag["mean_ms"])
-        return merged
 
     async def _address_of(self, host: str, port: int) -> tuple[str, int] | None:
         """A next hop given by name (a vendor's Contact or Record-Route): its first
@@ -426,75 +352,8 @@ class Engine:
             await asyncio.sleep(1.0)
             self.bindings.expire(time.time())
 
-    def _registrations(self, _request: dict[str, Any]) -> list[dict[str, Any]]:
-        now = time.time()
-        return [self._registration(b) for b in self.bindings.all() if b.expires_at > now]
-
-    def _registration(self, binding: Binding) -> dict[str, Any]:
-        gw = self.gateways.mapping.get(binding.mapping_gateway_id or 0)
-        return {**binding.snapshot(),
-                "mapping_gateway": gw.name if binding.mapping_gateway_id and gw else None}
-
-    def _mapping_status(self, _request: dict[str, Any]) -> list[dict[str, Any]]:
-        """Each mapping gateway's live state: its calls, and where it is registered from
-        (only password-mode gateways register)."""
-        now = time.time()
-        registered: dict[int, list[dict[str, Any]]] = {}
-        for binding in self.bindings.all():
-            if binding.mapping_gateway_id is not None and binding.expires_at > now:
-                registered.setdefault(binding.mapping_gateway_id, []).append(
-                    self._registration(binding))
-        return [
-            {"id": gw.id, "name": gw.name, "enabled": gw.enabled, "auth_mode": gw.auth_mode,
-             "current_calls": self.counts[("gateway", gw.id)],
-             "registrations": registered.get(gw.id, [])}
-            for gw in self.gateways.mapping.values()
-        ]
-
-    def _unregister(self, request: dict[str, Any]) -> dict[str, int]:
-        username = str(request.get("username", ""))
-        contact = request.get("contact")
-        removed = 0
-        for binding in self.bindings.of(username, time.time()):
-            if contact is None or binding.contact == contact:
-                self.bindings.remove(username, binding.contact)
-                removed += 1
-        if removed:
-            log.info("registration of %s removed by the API", username)
-        return {"removed": removed}
-
     async def _stop_calls(self) -> None:
         """Hang up what is still up so every call gets its BYE and its CDR."""
         if self.switchboard is not None and self.switchboard.calls:
             self.switchboard.hang_up_all("shutdown")
             await asyncio.sleep(0.2)
-
-    async def _calls(self, request: dict[str, Any]) -> list[dict[str, Any]]:
-        calls = self._switchboard().active_calls()
-        for more in await self._ask_workers(request):
-            calls.extend(more)
-        return calls
-
-    async def _stats(self, request: dict[str, Any]) -> dict[str, Any]:
-        mine = {
-            **self._switchboard().stats_snapshot(),
-            "media_ports_in_use": self.media.in_use,
-            "media_ports_free": self.media.available,
-        }
-        return sum_counters([mine, *await self._ask_workers(request)])
-
-    def _status(self, _request: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "uptime": round(time.time() - self.started_at, 3),
-            "sip_listen": str(self.options.sip_listen),
-            "params": self.params.values,
-            "params_loaded_at": self.params.loaded_at,
-            "config_reloads": self.watcher.reloads,
-            "mapping_gateways": len(self.gateways.mapping),
-            "routing_gateways": len(self.gateways.routing),
-            "gc": self.collector.snapshot(),
-            "db_writer": self.writer.snapshot(),
-            "signalling": (self.workers.snapshot() if self.workers is not None
-                           else {"workers": 1, "dispatcher": None, "restarts": []}),
-            "malformed_frames": dict(ipc.malformed),
-        }

@@ -39,6 +39,7 @@ from b2bua.sip.transaction import (
     ResponseHandler,
     ServerTransaction,
     TimeoutHandler,
+    Timers,
     TransactionLayer,
 )
 
@@ -106,12 +107,17 @@ class SipStack:
         suffix = ";transport=tcp" if transport == "tcp" else ""
         return f"<sip:{user}@{self.sent_by}{suffix}>"
 
+    def attach(self, app: Application, timers: Timers) -> None:
+        """Give the stack its application and its transactions' clock (``start`` does,
+        with the event loop's; a unit test does with a fake one and feeds ``on_bytes``)."""
+        self.app = app
+        self.layer = TransactionLayer(timers)
+
     async def start(self, app: Application, dispatched: DispatchedSip | None = None) -> None:
         """Bind and read the SIP socket; or, as one of several signalling workers
         (``dispatched``), read what the dispatcher passes and send on the shared socket."""
         loop = asyncio.get_running_loop()
-        self.app = app
-        self.layer = TransactionLayer(SweptTimers(loop))
+        self.attach(app, SweptTimers(loop))
         if dispatched is None:
             await loop.create_datagram_endpoint(lambda: self.udp,
                                                 local_addr=(self.host, self.port))

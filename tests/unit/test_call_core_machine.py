@@ -142,6 +142,9 @@ class Setup:
         return (f"Setup({', '.join(gws)}, plans={self.plans}, {params}, offer={self.offer}, "
                 f"session_timer={self.session_timer}, teardown_final={self.teardown_final})")
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
 
 OVERRIDES = ("invite_timeout", "trying_timeout", "session_progress_timeout",
              "session_progress_sdp_timeout", "ringing_timeout",
@@ -173,7 +176,7 @@ def gateways(draw: st.DrawFn, gw_id: int) -> RoutingGateway:
 def setups(draw: st.DrawFn) -> Setup:
     count = draw(st.integers(2, 3))
     gws = tuple(draw(gateways(i)) for i in range(1, count + 1))
-    plans = tuple(draw(st.sampled_from(["ip", "ip", "two", "cold", "none"]))
+    plans = tuple(draw(st.sampled_from(["ip", "ip", "ip", "two", "cold", "none"]))
                   for _ in gws)
     params = (
         ("SS_GATEWAY_SWITCH_LIMIT", draw(st.sampled_from([None, None, 1, 2]))),
@@ -379,7 +382,7 @@ class CallCoreMachine(RuleBasedStateMachine):
 
     # -- the rarer, the late, the odd ----------------------------------------------------------
 
-    @rule(kind=st.sampled_from(["timer b", "stray 2xx", "stray 486", "rtp", "stale timer",
+    @rule(kind=st.sampled_from(["timer b", "stray 200", "stray 486", "rtp", "stale timer",
                                 "caller ack of re-INVITE", "callee ack of re-INVITE"]),
           pick=PICK, sdp=st.booleans())
     def oddity(self, kind: str, pick: int, sdp: bool) -> None:
@@ -543,7 +546,7 @@ class CallCoreMachine(RuleBasedStateMachine):
 
 
 CallCoreMachine.TestCase.settings = settings(
-    max_examples=300, stateful_step_count=40, deadline=None,
+    max_examples=1500, stateful_step_count=50, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestCallCore = CallCoreMachine.TestCase
