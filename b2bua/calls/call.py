@@ -108,6 +108,9 @@ log = logging.getLogger("b2bua.call")
 __all__ = ["ALLOW", "Call", "CallState", "Side", "map_vendor_failure"]
 
 MEDIA_CHECK_EVERY = 1.0  # seconds between two looks at a relayed call's RTP
+# A refresh re-INVITE that falls due while another INVITE transaction is in progress in
+# its dialog is tried again this much later (RFC 3261 14.1 asks 2.1 to 4 s of an owner).
+GLARE_RETRY = 2.5
 
 
 def _has_sdp(response: Response) -> bool:
@@ -166,6 +169,12 @@ class Call:
         self.termination = ""
         self._late_offer = not invite.body
         self._reinvite: PendingReinvite | None = None
+        # Legs with a refresh re-INVITE of ours in progress (RFC 3261 14.1: no second
+        # INVITE transaction in a dialog meanwhile).
+        self._refreshing: set[Side] = set()
+        # A hang-up that waits for the caller's ACK of our 200 (RFC 3261 15: no BYE to
+        # the caller before it): who hung up, and why.
+        self._hangup_after_ack: tuple[str, str] | None = None
         self.media: CallMedia | None = None
         self._to_caller_last = b""  # the last SDP each leg got from us (liveness re-INVITE)
         self._to_callee_last = invite.body
@@ -492,6 +501,7 @@ class Call:
         elif isinstance(wait, RelayWait):
             self._relay_timeout(wait)
         elif isinstance(wait, RefreshWait):
+            self._refreshing.discard(wait.side)
             self._refresh_failed(wait.side, "no answer", now)
 
     def _on_invite_response(self, attempt: Attempt, response: Response, now: float) -> None:
@@ -545,8 +555,9 @@ class Call:
                 self._honour_retry_after(gw, response, now)
             decision = failover.on_failure(attempt.rules, status, self.committed)
             if decision == Next.END:
-                self._fail_caller(map_vendor_failure(status), response.reason, "callee",
-                                  f"vendor {status} {response.reason}", now)
+                code = map_vendor_failure(status)
+                self._fail_caller(code, response.reason if code == status else None,
+                                  "callee", f"vendor {status} {response.reason}", now)
             else:
                 self._next_attempt(now)
 
@@ -636,12 +647,19 @@ class Call:
         timer = self._leg_timers.get(side)
         if self.ended or dialog is None or timer is None or self.state != CallState.CONFIRMED:
             return
+        if not timer.use_update and (self._reinvite is not None or side in self._refreshing):
+            # An INVITE transaction is in progress in the dialog: try again shortly.
+            self._set_timer(f"refresh-{side.value}", GLARE_RETRY)
+            return
         request = refresh_request(dialog, timer, self._sdp_sent.get(side, b""))
+        if request.method == "INVITE":
+            self._refreshing.add(side)
         self._transact(request, dialog.next_peer(), RefreshWait(side, timer, request))
 
     def _refresh_answered(self, wait: RefreshWait, response: Response, now: float) -> None:
         if response.status < 200:
             return
+        self._refreshing.discard(wait.side)
         request = wait.request
         dialog = self._dialog(wait.side)
         if request.method == "INVITE" and response.status < 300 and dialog is not None:
@@ -705,7 +723,16 @@ class Call:
             log.info("call %d: no ACK from caller; hanging up", self.no)
             self._bye(Side.CALLER)
             self._bye(Side.CALLEE)
-            self._finish("system", "no ACK from caller", now)
+            self._finish(*(self._hangup_after_ack or ("system", "no ACK from caller")), now)
+
+    def _callee_gone(self) -> None:
+        """The destination's dialog is over (its BYE, or ours) while the caller has not
+        ACKed our 200 yet: its capacity is free, the caller's BYE waits for the ACK."""
+        attempt = self.attempt
+        if attempt is not None and attempt.open:
+            self._close(attempt)
+            if attempt.dialog is not None:
+                self._emit(ForgetLeg(attempt.dialog.call_id))
 
     def _fail_caller(self, code: int, reason: str | None, hangup_by: str, why: str,
                      now: float) -> None:
@@ -736,6 +763,9 @@ class Call:
             if self._late_offer and self.attempt is not None:
                 self._ack(self.attempt, self._to_callee(request.body),
                           request.get("Content-Type"))
+            if self._hangup_after_ack is not None:
+                self._bye(Side.CALLER)
+                self._finish(*self._hangup_after_ack, now)
             return
         pending = self._reinvite
         if pending is not None and pending.origin is side and pending.answer is not None:
@@ -745,7 +775,7 @@ class Call:
             if other is not None:
                 body = self._cross(request.body, side)
                 ack = other.create_request("ACK", body, request.get("Content-Type"),
-                                           cseq=other.local_seq)
+                                           cseq=pending.cseq or other.local_seq)
                 self._emit(Send(ack.to_bytes(), other.next_peer()))
 
     def _on_request(self, event: InDialogRequest, now: float) -> None:
@@ -757,7 +787,10 @@ class Call:
         method = request.method
         if method == "BYE":
             self._emit(Respond(server, make_response(request, 200)))
-            if self.state in (CallState.ANSWERED, CallState.CONFIRMED):
+            if self.state is CallState.ANSWERED and side is Side.CALLEE:
+                self._callee_gone()
+                self._hangup_after_ack = self._hangup_after_ack or ("callee", "callee BYE")
+            elif self.state in (CallState.ANSWERED, CallState.CONFIRMED):
                 self._bye(_other(side))
                 self._finish(side.value, f"{side.value} BYE", now)
             elif side is Side.CALLER:
@@ -768,7 +801,7 @@ class Call:
             self._emit(Respond(server, make_response(request, 481)))
             return
         if method == "INVITE":
-            if self._reinvite is not None:
+            if self._reinvite is not None or self._refreshing:  # glare (RFC 3261 14.1)
                 self._emit(Respond(server, make_response(request, 491)))
                 return
             self._reinvite = PendingReinvite(side, server, request)
@@ -803,6 +836,9 @@ class Call:
     def _relay_request(self, wait: RelayWait, other: Dialog) -> None:
         request = wait.request
         relayed = relayed_request(request, other, self._cross(request.body, wait.origin))
+        pending = self._reinvite
+        if pending is not None and pending.request is request:
+            pending.cseq = relayed.cseq.number  # its ACK's (RFC 3261 13.2.2.4)
         self._transact(relayed, other.next_peer(), wait)
 
     def _relay_back(self, wait: RelayWait, response: Response) -> None:
@@ -827,7 +863,11 @@ class Call:
 
     def _on_hang_up(self, event: HangUp, now: float) -> None:
         """End the call from our side (an operator, a graceful stop)."""
-        if self.state in (CallState.ANSWERED, CallState.CONFIRMED):
+        if self.state is CallState.ANSWERED:
+            # The caller's BYE waits for its ACK (RFC 3261 15); the destination's not.
+            self._bye(Side.CALLEE)
+            self._hangup_after_ack = self._hangup_after_ack or ("system", event.why)
+        elif self.state is CallState.CONFIRMED:
             self._bye(Side.CALLER)
             self._bye(Side.CALLEE)
             self._finish("system", event.why, now)

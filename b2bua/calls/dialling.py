@@ -132,8 +132,9 @@ def all_failed(attempts: Sequence[Attempt], failure_codes: list[int]
 
 
 def retry_after(response: Response) -> int | None:
-    """A 503's Retry-After in seconds (at most a day); None without a usable one."""
-    value = (response.get("Retry-After") or "").split(";")[0].strip()
+    """A 503's Retry-After in seconds (at most a day); None without a usable one. Its
+    comment and parameters are ignored (RFC 3261 20.33: ``120 (meeting);duration=60``)."""
+    value = (response.get("Retry-After") or "").split(";")[0].split("(")[0].strip()
     if value.isdigit() and int(value) > 0:
         return min(int(value), RETRY_AFTER_MAX)
     return None

@@ -28,6 +28,7 @@ class PendingReinvite:
     server: ServerTransaction
     request: Request
     answer: Response | None = None
+    cseq: int = 0  # the relayed re-INVITE's CSeq number on the other leg, once sent
 
 
 @dataclass(slots=True)

@@ -34,6 +34,7 @@ from b2bua.calls.actions import (
     CancelInvite,
     GrowMedia,
     HoldGateway,
+    NoteStarted,
     Release,
     Resolve,
     Respond,
@@ -68,6 +69,7 @@ from b2bua.calls.events import (
     AckReceived,
     CallerCancel,
     HangUp,
+    InDialogRequest,
     MediaGrown,
     MediaStarted,
     NoAck,
@@ -79,7 +81,9 @@ from b2bua.calls.events import (
     VendorResolved,
 )
 from b2bua.calls.failover import SwitchRules
-from b2bua.numbers.lists import NumberGroups, PrefixRule
+from b2bua.calls.failover import best_final as failover_best
+from b2bua.config.live import Params
+from b2bua.numbers.lists import GroupRule, NumberGroups, PrefixRule
 from b2bua.numbers.rules import NumberRules
 from b2bua.routing.dns import Plan, Target
 from b2bua.routing.gateways import RoutingGateway
@@ -101,15 +105,14 @@ class LiveContext(Context):
 
 
 def make(*gateways: RoutingGateway, invite: Request | None = None, origin: Origin = ORIGIN,
-         ctx: LiveContext | None = None, **params: Any) -> CallHarness:
-    """A call to the callee 4420 routed over ``gateways`` (in their order: each one's
-    priority is its place), with the given system parameters."""
+         ctx: LiveContext | None = None, source: Peer = CALLER, **params: Any
+         ) -> CallHarness:
+    """A call from 1001 to 4420 over ``gateways`` (or ``ctx``'s), with the given system
+    parameters."""
     if ctx is None:
-        ctx = LiveContext(gateways=[
-            dataclasses.replace(gw, priority=i) if gw.priority == 0 else gw
-            for i, gw in enumerate(gateways)])
+        ctx = LiveContext(gateways=list(gateways))
     ctx.params.values.update(params)
-    return CallHarness(ctx, invite=invite, origin=origin)
+    return CallHarness(ctx, invite=invite, origin=origin, source=source)
 
 
 class LaterHarness(CallHarness):
@@ -152,6 +155,11 @@ def finished(h: CallHarness) -> None:
         if attempt.outcome in ("failed", "invite_timeout") and attempt.dialog is not None:
             assert attempt.dialog.call_id not in h.ledger.watched
         assert not attempt.open
+
+
+def state(h: CallHarness) -> CallState:
+    """The call's state now (a function, so a type checker does not keep an old one)."""
+    return h.call.state
 
 
 def peer_of(h: CallHarness, seq: int) -> Peer:
@@ -295,7 +303,8 @@ TIMER_IDS = [f"{row[0]}{'+sdp' if row[1] else ''}" for row in TIMER_ROWS]
 def test_a_provisional_timer_expiring_cancels_and_tries_the_next_gateway(
         status: int, sdp: bool, outcome: str, param: str, field: str) -> None:
     # Not committed: SDP does not commit with stop-after-SDP Off.
-    h = make(*gws(2), SS_SIP_STOP_SWITCH_AFTER_SDP="Off", **{param: 7})
+    settings: dict[str, Any] = {"SS_SIP_STOP_SWITCH_AFTER_SDP": "Off", param: 7}
+    h = make(*gws(2), **settings)
     h.advance(1)
     h.answer(1, status, ANSWER if sdp else b"")
     assert h.ledger.timers["attempt-1"] == START + 8
@@ -307,7 +316,7 @@ def test_a_provisional_timer_expiring_cancels_and_tries_the_next_gateway(
     assert h.call.attempts[0].outcome == outcome
     assert h.ledger.timers == {"release-1": START + 8 + 32}
     # The caller heard the provisional (never a 100: it had ours) and nothing final yet.
-    assert h.caller_statuses == [100] if status == 100 else [100, status]
+    assert h.caller_statuses == ([100] if status == 100 else [100, status])
     h.answer(1, 487)  # the CANCELled INVITE's final response: nothing for the caller
     assert h.ctx.occupied[1] == 0 and "release-1" not in h.ledger.timers
     connect(h, 2)
@@ -321,7 +330,8 @@ def test_a_provisional_timer_expiring_cancels_and_tries_the_next_gateway(
                          ids=TIMER_IDS)
 def test_a_gateway_timer_override_replaces_the_system_value(
         status: int, sdp: bool, outcome: str, param: str, field: str) -> None:
-    h = make(*gws(2, **{field: 3}), SS_SIP_STOP_SWITCH_AFTER_SDP="Off", **{param: 50})
+    settings: dict[str, Any] = {"SS_SIP_STOP_SWITCH_AFTER_SDP": "Off", param: 50}
+    h = make(*gws(2, **{field: 3}), **settings)
     h.answer(1, status, ANSWER if sdp else b"")
     assert h.ledger.timers["attempt-1"] == START + 3
     h.advance(3)
@@ -364,6 +374,7 @@ def test_the_invite_goes_with_the_gateways_invite_timeout_and_the_resend_interva
     h = make(*gws(2, invite_timeout=2), SS_SIP_TIMEOUT_INVITE=9,
              SS_SIP_RESEND_INTERVAL=[0.25, 0.5, 1.0])
     first = transact_of(h, h.call.attempts[0].token)
+    assert h.ledger.watched == {first.request.call_id}  # its responses come to this call
     assert first.timeout == 2 and first.resend == [0.25, 0.5, 1.0]
     assert first.request.method == "INVITE" and first.request.body == OFFER
     assert first.peer == Peer("udp", "203.0.113.1", 5060)
@@ -414,7 +425,7 @@ def test_a_gateway_can_switch_off_the_systems_stop_after_invite_timeout() -> Non
              SS_SIP_USER_AGENT_STOP_SWITCH_AFTER_INVITE_TIMEOUT="On")
     h.silence(1)
     assert tried(h) == ["v1", "v2"]
-    h.silence(2)  # v2 follows the system's On: but it is the last one anyway
+    h.silence(2)  # v2 follows the system's On: "INVITE timeout", not "every ... failed"
     assert h.caller_statuses == [100, 408]
     finished(h)
     assert h.cdr.termination_reason == "INVITE timeout"
@@ -510,14 +521,23 @@ def test_rtp_from_the_gateway_commits_under_stop_after_rtp_start(
 
 
 def test_rtp_before_any_attempt_commits_nothing() -> None:
-    h, _media = relayed(*gws(1))
-    h2 = make(*gws(1), SS_MEDIAPROXYMODE="On")  # no relay in this engine: no ports
-    assert h2.call.attempts and h2.call.media is None
-    h2.feed(CallerCancel())
-    finished(h2)
-    h.call.on_rtp_started()
-    assert h.call.committed  # the attempt is out: RTP commits it
+    media = FakeMedia()
+    ctx = LiveContext(gateways=gws(2), media=cast(CallMedia, media))
+    h = make(ctx=ctx, SS_MEDIAPROXYMODE="On")
+    h.call.on_rtp_started()  # no attempt yet: the ports are being bound
+    assert not h.call.committed
+    h.feed(MediaStarted())
+    h.answer(1, 503)
+    assert tried(h) == ["v1", "v2"]
     h.feed(HangUp("shutdown"))
+    finished(h)
+
+
+def test_a_relay_wanted_but_absent_in_the_engine_dials_at_once() -> None:
+    h = make(*gws(1), SS_MEDIAPROXYMODE="On")  # the context has no media plane
+    assert h.ledger.media == [] and tried(h) == ["v1"] and h.call.media is None
+    assert h.invite_of(1).body == OFFER
+    h.feed(CallerCancel())
     finished(h)
 
 
@@ -759,7 +779,7 @@ def test_a_gateway_held_by_its_turn_is_skipped_and_a_limit_does_not_count_it() -
     finished(h)
 
 
-def test_every_gateway_skipped_gives_503() -> None:
+def test_gateways_skipped_after_a_timeout_leave_408_as_the_answer() -> None:
     h = make(*gws(3))
     h.ctx.held_until[2] = START + 60
     h.ctx.gateways[2] = dataclasses.replace(h.ctx.gateways[2], enabled=False)
@@ -915,13 +935,14 @@ def test_stop_after_invite_timeout_applies_after_the_last_target() -> None:
     finished(h)
 
 
-def test_another_failure_from_a_target_is_the_gateways_answer() -> None:
-    h = dns_call(Plan(targets=(T1, T2)))
-    h.answer(1, 404)
+@pytest.mark.parametrize("status", [404, 500, 502, 486, 603])
+def test_another_failure_from_a_target_is_the_gateways_answer(status: int) -> None:
+    h = dns_call(Plan(targets=(T1, T2)), SS_GATEWAY_SWITCH_STOP_AFTER_USER_BUSY="Off")
+    h.answer(1, status)
     assert tried(h) == ["v1", "v2"]
     assert peer_of(h, 2) == Peer("udp", "203.0.113.2", 5060)
     h.answer(2, 480)
-    assert h.caller_statuses == [100, 404]
+    assert h.caller_statuses == [100, map_vendor_failure(failover_best([status, 480]))]
     finished(h)
 
 
@@ -1130,8 +1151,10 @@ def test_the_answer_is_acked_and_relayed_to_the_caller() -> None:
     assert respond.await_ack  # sent again until its ACK
     assert h.call.state is CallState.ANSWERED and h.ledger.notes == ["started", "answered"]
     assert h.call.committed
+    assert h.ledger.confirmed == 0
     h.ack_from_caller()
-    assert h.call.state is CallState.CONFIRMED
+    assert state(h) is CallState.CONFIRMED
+    assert h.ledger.confirmed == 1  # the 200 is no longer sent again
     caller_bye(h)
 
 
@@ -1158,6 +1181,16 @@ def test_no_ack_from_the_caller_hangs_up_both_legs() -> None:
     assert (h.cdr.final_code, h.cdr.hangup_by, h.cdr.termination_reason) == (
         200, "system", "no ACK from caller")
     assert h.cdr.duration == 32
+
+
+def test_a_cancel_after_the_answer_changes_nothing() -> None:
+    h = make(*gws(1))
+    h.answer(1, 200, ANSWER)
+    assert h.feed(CallerCancel()) == []  # the 200 went: too late to cancel
+    assert h.call.state is CallState.ANSWERED and h.caller_statuses == [100, 200]
+    h.ack_from_caller()
+    caller_bye(h)
+    assert h.cdr.termination_reason == "caller BYE"
 
 
 def test_no_ack_after_the_ack_does_nothing() -> None:
@@ -1307,8 +1340,7 @@ def test_other_in_dialog_requests_are_relayed_with_their_answer(method: str, sid
     h = make(*gws(1))
     connect(h, 1)
     body = b"Signal=5\r\nDuration=160\r\n"
-    from_side = Side.CALLER if side is Side.CALLER else Side.CALLEE
-    server, _ = h.in_dialog(from_side, method, body)
+    server, _ = h.in_dialog(side, method, body)
     token = last_token(h)
     relayed_request = h.ledger.requests[token]
     other_call_id = (h.call.outbound.call_id  # type: ignore[union-attr]
@@ -1334,7 +1366,6 @@ def test_a_relayed_info_carries_its_headers() -> None:
         ("Info-Package", "dtmf"), ("Content-Disposition", "Info-Package"),
         ("Content-Type", "application/dtmf"), ("X-Private", "no")], b"5")
     server = cast(Any, object())
-    from b2bua.calls.events import InDialogRequest
     h.feed(InDialogRequest(Side.CALLER, request, server))
     relayed_request = h.ledger.requests[last_token(h)]
     assert relayed_request.get("Info-Package") == "dtmf"
@@ -1552,7 +1583,7 @@ def test_no_refresh_before_the_callers_ack() -> None:
     h = make(*gws(1))
     h.answer(1, 200, ANSWER, headers=(("Session-Expires", "90"),))
     requests = len(h.ledger.requests)
-    # due while the caller's ACK is still awaited
+    # Fired by hand: with real timers the refresh (45 s at least) comes after Timer L.
     del h.ledger.timers["refresh-callee"]
     h.feed(TimerFired("refresh-callee"))
     assert len(h.ledger.requests) == requests
@@ -1708,7 +1739,6 @@ def test_a_routing_gateways_lists_skip_it_or_refuse_with_403() -> None:
 def test_group_lists_use_the_switchs_number_groups() -> None:
     ctx = LiveContext(gateways=gws(1))
     ctx.numbers.groups = NumberGroups({"fraud": ["1001"]})
-    from b2bua.numbers.lists import GroupRule
     origin = dataclasses.replace(ORIGIN, numbers=NumberRules(
         caller_groups=GroupRule(("fraud",), "deny")))
     h = make(ctx=ctx, origin=origin)
@@ -1870,11 +1900,11 @@ def record_all_failed(h: CallHarness) -> None:
 def test_the_cdr_says_who_ended_the_call_and_why(
         scenario: Callable[[CallHarness], None], hangup_by: str, why: str, final_code: int,
         outcome: str) -> None:
-    params = {
+    params: dict[Callable[[CallHarness], None], dict[str, Any]] = {
         record_invite_timeout: {"SS_SIP_USER_AGENT_STOP_SWITCH_AFTER_INVITE_TIMEOUT": "On"},
         record_all_failed: {"SS_GATEWAY_SWITCH_STOP_AFTER_USER_BUSY": "Off"},
-    }.get(scenario, {})
-    h = make(*gws(1), **params)
+    }
+    h = make(*gws(1), **params.get(scenario, {}))
     scenario(h)
     finished(h)
     cdr = h.cdr
@@ -1900,8 +1930,9 @@ def test_an_abandoned_attempt_is_recorded_when_the_call_ends_first() -> None:
 def test_the_start_note_and_the_snapshot() -> None:
     h = make(*gws(1))
     started = h.ledger.actions[0]
-    assert type(started).__name__ == "NoteStarted"
-    assert started.record.cdr_uuid == h.call.cdr_uuid  # type: ignore[union-attr]
+    assert isinstance(started, NoteStarted)
+    assert started.record.cdr_uuid == h.call.cdr_uuid
+    assert started.record.end_at == START and started.record.final_code == 0
     h.answer(1, 180)
     snapshot = h.call.snapshot()
     assert snapshot["state"] == "early" and snapshot["routing_gateway"] == "v1"
@@ -1951,7 +1982,6 @@ def test_the_attempt_table_takes_its_moves_and_raises_on_any_other(
 
 
 def test_an_attempt_refuses_an_illegal_move() -> None:
-    from b2bua.config.live import Params
     attempt = Attempt(1, PHONE, SwitchRules.resolve(Params(), None), START)
     with pytest.raises(AttemptProtocolError):
         attempt.answered(200, START)  # nothing was sent
@@ -1968,13 +1998,14 @@ def test_an_attempt_refuses_an_illegal_move() -> None:
 # -- where the caller's leg is reached ------------------------------------------------------
 
 
-@pytest.mark.parametrize(("contact", "nat"), [
-    ("<sip:1001@192.0.2.10:5060>", False),
-    ("<sip:1001@10.0.0.12:5060>", True),
-    ("<sip:1001@192.0.2.1:5060>", True),  # a prefix of the source's address is not it
+@pytest.mark.parametrize(("contact", "nat", "reached_at"), [
+    ("<sip:1001@192.0.2.10:5070>", False, Peer("udp", "192.0.2.10", 5070)),
+    ("<sip:1001@10.0.0.12:5070>", True, CALLER),
+    # a prefix of the source's address is not it
+    ("<sip:1001@192.0.2.1:5070>", True, CALLER),
 ])
-def test_a_callers_contact_elsewhere_than_its_source_is_behind_nat(contact: str, nat: bool
-                                                                   ) -> None:
+def test_a_callers_contact_elsewhere_than_its_source_is_behind_nat(
+        contact: str, nat: bool, reached_at: Peer) -> None:
     invite = invite_request()
     invite.set("Contact", contact)
     assert Call.behind_nat(invite, CALLER) is nat
@@ -1984,7 +2015,7 @@ def test_a_callers_contact_elsewhere_than_its_source_is_behind_nat(contact: str,
     bye, = byes(h, Side.CALLER)
     sent_to = next(a.peer for a in h.ledger.actions
                    if isinstance(a, Transact) and a.request is bye)
-    assert sent_to == (CALLER if nat else Peer("udp", contact[10:20], 5060))
+    assert sent_to == reached_at
     finished(h)
 
 
@@ -1996,4 +2027,160 @@ def test_set_timer_actions_name_the_attempt() -> None:
     h.feed(CallerCancel())
     assert not any(isinstance(a, Send) for a in h.ledger.actions)
     assert any(isinstance(a, CancelInvite) for a in h.ledger.actions)
+    finished(h)
+
+
+def test_the_vendor_leg_is_a_new_dialog_with_the_callers_number_and_name() -> None:
+    pai = NumberRules(callee_dial_plan="44:0044", pai_dial_plan="*:+1")
+    gateways = [vendor(1, "44", 0, numbers=pai),
+                dataclasses.replace(vendor(2, "44", 1), transport="tcp", port=5070)]
+    invite = invite_request()
+    invite.set("From", '"Alice Smith" <sip:1001@192.0.2.10>;tag=caller-tag')
+    invite.set("Max-Forwards", "12")
+    h = make(*gateways, invite=invite)
+    request = h.invite_of(1)
+    assert request.call_id != h.invite.call_id
+    assert request.from_.tag and request.from_.tag != "caller-tag"
+    assert (request.get("From") or "").startswith('"Alice Smith" <sip:1001@198.51.100.1>')
+    assert str(request.ruri) == "sip:004420@203.0.113.1:5060"
+    assert request.get("P-Asserted-Identity") == "<sip:+11001@198.51.100.1>"
+    assert request.get("Max-Forwards") == "11"
+    assert request.get("Allow") and request.get("Contact")
+    h.answer(1, 500)
+    second = h.invite_of(2)
+    assert str(second.ruri) == "sip:4420@203.0.113.2:5070;transport=tcp"
+    assert second.get("P-Asserted-Identity") is None
+    assert peer_of(h, 2) == Peer("tcp", "203.0.113.2", 5070)
+    connect(h, 2)
+    caller_bye(h)
+    assert (h.cdr.caller_sent, h.cdr.callee_sent) == ("1001", "4420")
+    assert h.attempt_records[0]["call_id"] == request.call_id
+
+
+def test_provisionals_reach_the_caller_with_our_tag_and_contact() -> None:
+    h = make(*gws(1))
+    h.answer(1, 183, ANSWER)
+    ringing = h.ledger.to_caller[-1]
+    assert ringing.to.tag == h.call.inbound.local_tag
+    assert ringing.get("Contact") == h.call.inbound.contact
+    assert ringing.get("Content-Type") == "application/sdp"
+    assert h.ledger.to_caller[0].get("Contact") is None  # our 100 creates no dialog
+    h.answer(1, 200, ANSWER)
+    assert h.ledger.to_caller[-1].to.tag == ringing.to.tag
+    h.ack_from_caller()
+    caller_bye(h)
+
+
+def test_every_gateway_gone_while_the_media_was_bound_gives_503() -> None:
+    media = FakeMedia()
+    ctx = LiveContext(gateways=[vendor(1, "44")], media=cast(CallMedia, media))
+    h = make(ctx=ctx, SS_MEDIAPROXYMODE="On")
+    ctx.gateways[0] = dataclasses.replace(ctx.gateways[0], enabled=False)
+    h.feed(MediaStarted())
+    assert h.call.attempts == [] and h.caller_statuses == [100, 503]
+    finished(h)
+    assert (h.cdr.hangup_by, h.cdr.termination_reason) == (
+        "system", "every matching routing gateway is disabled, full or unavailable")
+
+
+def test_a_refresh_answered_after_the_call_ended_changes_nothing() -> None:
+    h = refreshed_call()
+    h.advance(60)
+    token = last_token(h)
+    h.in_dialog(Side.CALLER, "BYE")
+    finished(h)
+    h.reply_to(token, 200, ANSWER)
+    assert acks(h)[-1].cseq.number == h.ledger.requests[token].cseq.number  # 2xx: ACKed
+    finished(h)
+    assert h.cdr.termination_reason == "caller BYE"
+
+
+@pytest.mark.parametrize("answer", [481, None])
+def test_a_refresh_failing_after_the_call_ended_changes_nothing(answer: int | None) -> None:
+    h = refreshed_call()
+    h.advance(60)
+    token = last_token(h)
+    h.in_dialog(Side.CALLEE, "BYE")
+    caller_byes = len(byes(h, Side.CALLER))
+    if answer is None:
+        h.feed(NoReply(token))
+    else:
+        h.reply_to(token, answer)
+    assert len(byes(h, Side.CALLER)) == caller_byes
+    finished(h)
+    assert h.cdr.termination_reason == "callee BYE"
+
+
+def test_a_caller_without_a_from_tag_gets_no_bye() -> None:
+    invite = invite_request()
+    invite.set("From", "<sip:1001@192.0.2.10>")
+    h = make(*gws(1), invite=invite)
+    h.answer(1, 200, ANSWER)
+    h.feed(NoAck())
+    assert byes(h, Side.CALLER) == [] and len(byes(h, Side.CALLEE)) == 1
+    finished(h)
+
+
+def test_a_2xx_without_a_to_tag_racing_a_cancel_is_acked_but_not_hung_up() -> None:
+    h = make(*gws(1))
+    h.feed(CallerCancel())
+    request = h.invite_of(1)
+    untagged = make_response(request, 200)
+    h.feed(Reply(h.call.attempts[0].token, untagged))
+    assert len(acks(h)) == 1
+    assert byes(h, Side.CALLEE) == []  # no dialog to hang up
+    finished(h)
+
+
+@pytest.mark.parametrize(("source", "extra", "contact", "reached_at"), [
+    # over TCP: always on the caller's connection
+    (Peer("tcp", "192.0.2.10", 40000), "", "<sip:1001@192.0.2.10:5060;transport=tcp>",
+     Peer("tcp", "192.0.2.10", 40000)),
+    # behind NAT but record-routed: through its proxy
+    (CALLER, "Record-Route: <sip:192.0.2.200;lr>\r\n", "<sip:1001@10.0.0.12:5060>",
+     Peer("udp", "192.0.2.200", 5060)),
+], ids=["tcp", "record-routed"])
+def test_where_requests_to_the_caller_go(source: Peer, extra: str, contact: str,
+                                         reached_at: Peer) -> None:
+    invite = invite_request(extra=extra)
+    invite.set("Contact", contact)
+    h = make(*gws(1), invite=invite, source=source)
+    connect(h, 1)
+    h.feed(HangUp("operator"))
+    bye, = byes(h, Side.CALLER)
+    sent_to = next(a.peer for a in h.ledger.actions
+                   if isinstance(a, Transact) and a.request is bye)
+    assert sent_to == reached_at
+    finished(h)
+
+
+def test_a_callee_bye_before_the_callers_ack_waits_for_it() -> None:
+    """RFC 3261 15: the callee's UA (we, on the caller's leg) MUST NOT send a BYE on a
+    confirmed dialog until it has received an ACK for its 2xx (or its transaction timed
+    out)."""
+    h = make(*gws(1))
+    h.answer(1, 200, ANSWER)
+    server, _ = h.in_dialog(Side.CALLEE, "BYE")
+    assert [r.status for r in responses_on(h, server)] == [200]
+    assert byes(h, Side.CALLER) == []  # not before the caller's ACK
+    h.ack_from_caller()
+    assert len(byes(h, Side.CALLER)) == 1
+    finished(h)
+    assert (h.cdr.hangup_by, h.cdr.termination_reason) == ("callee", "callee BYE")
+
+
+def test_no_refresh_reinvite_while_a_relayed_reinvite_is_in_progress_on_that_leg() -> None:
+    """RFC 3261 14.1: no new INVITE transaction in a dialog while another one is in
+    progress in either direction."""
+    h = refreshed_call()
+    h.advance(59)
+    h.in_dialog(Side.CALLER, "INVITE", OFFER, cseq=3)
+    relayed_token = last_token(h)
+    h.advance(1)  # the callee's refresh falls due meanwhile
+    outbound = h.call.outbound
+    assert outbound is not None
+    invites = [r for t, r in h.ledger.requests.items()
+               if t > relayed_token and r.method == "INVITE" and r.call_id == outbound.call_id]
+    assert invites == []
+    h.in_dialog(Side.CALLER, "BYE")
     finished(h)
