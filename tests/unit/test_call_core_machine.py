@@ -146,7 +146,7 @@ class Setup:
         printer.text(repr(self))
 
 
-OVERRIDES = ("invite_timeout", "trying_timeout", "session_progress_timeout",
+OVERRIDES = ("capacity", "invite_timeout", "trying_timeout", "session_progress_timeout",
              "session_progress_sdp_timeout", "ringing_timeout",
              "stop_switch_after_invite_timeout", "stop_switch_after_sdp",
              "stop_switch_after_busy", "switch_after_ringing", "stop_switch_codes")
@@ -161,6 +161,7 @@ OVERRIDE = st.sampled_from([0, 0, 1, 3])  # 0: the system value
 def gateways(draw: st.DrawFn, gw_id: int) -> RoutingGateway:
     return vendor(
         gw_id, "44", priority=draw(st.integers(0, 2)),
+        capacity=draw(st.sampled_from([None, None, 1, 2])),
         invite_timeout=draw(OVERRIDE), trying_timeout=draw(OVERRIDE),
         session_progress_timeout=draw(OVERRIDE), session_progress_sdp_timeout=draw(OVERRIDE),
         ringing_timeout=draw(OVERRIDE),
@@ -239,6 +240,8 @@ def allowed_after_end(action: CallAction, server: ServerTransaction) -> bool:
 
 
 ORDER = list(CallState)
+PRELUDES = ["none", "none", "none", "busy", "ringing", "early media", "answered", "confirmed",
+            "confirmed"]
 STATUSES = st.sampled_from([100, 180, 180, 183, 183, 200, 200, 486, 503, 404, 487, 480])
 PICK = st.integers(0, 15)
 
@@ -255,14 +258,35 @@ class CallCoreMachine(RuleBasedStateMachine):
         self.state_seen = CallState.ROUTING
         self.steps_seen = 0
         self.resolved: dict[int, int] = {}  # VendorResolved fed, by gateway id
+        self.others: dict[int, int] = {}  # places on each gateway taken by other calls
         self.rules_run = 0
 
     # -- feeding -----------------------------------------------------------------------------
 
-    @initialize(setup=setups())
-    def start(self, setup: Setup) -> None:
+    @initialize(setup=setups(), prelude=st.sampled_from(PRELUDES))
+    def start(self, setup: Setup, prelude: str) -> None:
+        """The call, and perhaps a quick way into a state worth shaking: the next gateway
+        after a busy one, ringing, early media, answered (the caller's ACK not in yet),
+        confirmed."""
         self.setup = setup
         self.h = build(setup)
+        if prelude == "none":
+            return
+        for gw in self.setup.gateways:
+            if self.resolves().get(gw.id):
+                self.resolved[gw.id] = 1
+                self.feed(VendorResolved(gw, Plan(targets=targets(gw, 1))))
+        attempt = self.call.attempt
+        if attempt is None or not attempt.token or not attempt.pending:
+            return
+        steps = {"busy": [(100, False), (486, False)],
+                 "ringing": [(180, False)], "early media": [(183, True)],
+                 "answered": [(180, False), (200, True)],
+                 "confirmed": [(183, True), (200, True)]}[prelude]
+        for status, sdp in steps:
+            self.answer(attempt.seq, status, sdp, False)
+        if prelude == "confirmed":
+            self.h.ack_from_caller(b"" if self.setup.offer else OFFER)
 
     def feed(self, happening: CallEvent) -> list[CallAction]:
         return self.h.feed(happening)
@@ -361,6 +385,21 @@ class CallCoreMachine(RuleBasedStateMachine):
         at = due[pick % len(due)]
         self.h.advance(max(0.0, at - self.h.now - (0.001 if early else 0.0)))
 
+    @rule(pick=PICK, kind=st.sampled_from(["fill", "hold", "free"]))
+    def elsewhere(self, pick: int, kind: str) -> None:
+        """The rest of the switch: another call takes (or frees) a place on a gateway, or
+        a 503 with Retry-After from another call takes it out of routing."""
+        gw = self.setup.gateways[pick % len(self.setup.gateways)]
+        ctx = self.h.ctx
+        if kind == "fill":
+            self.others[gw.id] = self.others.get(gw.id, 0) + 1
+            ctx.occupied[gw.id] = ctx.occupied.get(gw.id, 0) + 1
+        elif kind == "free" and self.others.get(gw.id):
+            self.others[gw.id] -= 1
+            ctx.occupied[gw.id] -= 1
+        elif kind == "hold":
+            ctx.held_until[gw.id] = self.h.now + 30
+
     # -- the caller, the operator --------------------------------------------------------------
 
     @rule(sdp=st.booleans())
@@ -382,21 +421,28 @@ class CallCoreMachine(RuleBasedStateMachine):
 
     # -- the rarer, the late, the odd ----------------------------------------------------------
 
-    @rule(kind=st.sampled_from(["timer b", "stray 200", "stray 486", "rtp", "stale timer",
+    def quiet_invites(self) -> list[int]:
+        """Attempts whose INVITE had no response at all (Timer B may fire), or whose
+        transaction is over (a late, duplicate report)."""
+        return [a.seq for a in self.call.attempts if a.token and (
+            a.state in (AttemptState.CALLING, AttemptState.CANCEL_WAIT) or not a.pending)]
+
+    @precondition(lambda self: bool(self.quiet_invites()))
+    @rule(pick=PICK)
+    def timer_b(self, pick: int) -> None:
+        """No response at all to an INVITE within its timeout."""
+        quiet = self.quiet_invites()
+        self.h.silence(quiet[pick % len(quiet)])
+
+    @rule(kind=st.sampled_from(["stray 200", "stray 486", "rtp", "stale timer",
                                 "caller ack of re-INVITE", "callee ack of re-INVITE"]),
           pick=PICK, sdp=st.booleans())
     def oddity(self, kind: str, pick: int, sdp: bool) -> None:
-        """Timer B of an INVITE without any response (or a late, duplicate report of
-        it); a response retransmitted after its transaction ended; RTP from the
+        """A response retransmitted after its transaction ended; RTP from the
         destination side; a timer cancelled after it was due firing anyway; the ACK of
         a relayed re-INVITE's 2xx."""
         seqs = self.answerable()
-        if kind == "timer b":
-            quiet = [a.seq for a in self.call.attempts if a.token and (
-                a.state in (AttemptState.CALLING, AttemptState.CANCEL_WAIT) or not a.pending)]
-            if quiet:
-                self.h.silence(quiet[pick % len(quiet)])
-        elif kind.startswith("stray") and seqs:
+        if kind.startswith("stray") and seqs:
             attempt = self.call.attempts[seqs[pick % len(seqs)] - 1]
             assert attempt.dialog is not None
             response = make_response(self.h.invite_of(attempt.seq), int(kind[-3:]),
@@ -500,6 +546,24 @@ class CallCoreMachine(RuleBasedStateMachine):
         assert not bad, bad
 
     @invariant()
+    def cdr_says_what_happened(self) -> None:
+        ledger = self.h.ledger
+        notes = ledger.notes
+        assert notes[:1] == ["started"] and notes.count("answered") <= 1, notes
+        assert ("answered" in notes) == (200 in self.h.caller_statuses), notes
+        if not ledger.cdrs:
+            return
+        record, attempts = ledger.cdrs[0]
+        finals = [s for s in self.h.caller_statuses if s >= 200]
+        assert record.final_code == finals[0], (record.final_code, finals)
+        assert (record.answer_at is not None) == (finals[0] == 200)
+        assert record.end_at is not None and record.end_at >= record.start_at
+        assert record.duration >= 0
+        assert record.hangup_by in ("caller", "callee", "system"), record.hangup_by
+        assert [a["seq"] for a in attempts] == list(range(1, len(attempts) + 1))
+        assert all(a["outcome"] != "pending" for a in attempts), attempts
+
+    @invariant()
     def state_moves(self) -> None:
         state = self.state_seen
         for before, step, after in self.call.steps[self.steps_seen:]:
@@ -533,6 +597,7 @@ class CallCoreMachine(RuleBasedStateMachine):
                 h.answer(attempt.seq, status, body=ANSWER if status == 200 else b"")
         assert self.call.ended
         for check in (self.one_cdr_one_end, self.capacity, self.timers, self.caller_invite,
+                      self.cdr_says_what_happened,
                       self.nothing_but_cleanup_after_the_end, self.state_moves,
                       self.one_cancel_per_invite):
             check()
