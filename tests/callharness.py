@@ -189,6 +189,7 @@ class CallHarness:
         self.ledger = Ledger()
         self.invite = invite or invite_request()
         self.server = server_for(self.invite)
+        self._cseqs: dict[Side, int] = {}  # the last CSeq each side's peer sent in-dialog
         self.call = Call(self.ctx, 1, self.invite, source, self.server, origin, self.now)
         self.carry_out(self.call.begin(self.now))
 
@@ -253,8 +254,12 @@ class CallHarness:
         return self.feed(AckReceived(Side.CALLER, ack))
 
     def in_dialog(self, side: Side, method: str, body: bytes = b"",
-                  cseq: int = 2) -> tuple[ServerTransaction, list[CallAction]]:
-        """A request from ``side``'s peer in its dialog; its server handle and actions."""
+                  cseq: int | None = None) -> tuple[ServerTransaction, list[CallAction]]:
+        """A request from ``side``'s peer in its dialog; its server handle and actions.
+        Without ``cseq``, the one after the last this side sent (RFC 3261 12.2.1.1)."""
+        if cseq is None:
+            cseq = self._cseqs.get(side, 1) + 1
+        self._cseqs[side] = max(cseq, self._cseqs.get(side, 1))
         if side is Side.CALLER:
             call_id, tag = self.invite.call_id, self.call.inbound.local_tag
         else:

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from b2bua.calls.actions import (
-    CallAction,
     CallEnded,
     CancelInvite,
     CancelTimer,
@@ -81,13 +80,11 @@ class CallAdapter:
         self._invites: dict[int, ClientTransaction] = {}
 
     def start(self) -> None:
-        self._carry_out(self.call.begin(time.time()))
+        for action in self.call.begin(time.time()):
+            _DO[type(action)](self, action)
 
     def feed(self, event: CallEvent) -> None:
-        self._carry_out(self.call.handle(event, time.time()))
-
-    def _carry_out(self, actions: list[CallAction]) -> None:
-        for action in actions:
+        for action in self.call.handle(event, time.time()):
             _DO[type(action)](self, action)
 
     # -- what comes back -------------------------------------------------------------------

@@ -49,7 +49,13 @@ from b2bua.calls.actions import (
 from b2bua.calls.anchor import CallMedia, relay_wanted
 from b2bua.calls.attempt import ALLOW, Attempt
 from b2bua.calls.attempt_state import AttemptState
-from b2bua.calls.call_state import FINAL_SENT, CallState, CallStep, next_call_state
+from b2bua.calls.call_state import (
+    FINAL_SENT,
+    CallProtocolError,
+    CallState,
+    CallStep,
+)
+from b2bua.calls.call_state import TRANSITIONS as CALL_TRANSITIONS
 from b2bua.calls.caller_leg import caller_response
 from b2bua.calls.cdr import CdrRecord
 from b2bua.calls.context import CallContext
@@ -147,6 +153,7 @@ class Call:
         self.caller_routed, self.callee_routed = origin.numbers.rewrite(
             self.caller, self.callee, ctx.numbers.transforms)
         self.state = CallState.ROUTING
+        self.ended = False  # the state is ENDED (read at every event: an attribute)
         self.callee_phone: str | None = None
         self.route: list[Hop] = []
         self._next = 0  # index in route of the next destination to try
@@ -190,10 +197,6 @@ class Call:
         self._leg_timers: dict[Side, LegTimer] = {}  # each leg's refresh, once answered
         self._growing: dict[int, RelayWait] = {}  # requests waiting for more relay ports
 
-    @property
-    def ended(self) -> bool:
-        return self.state is CallState.ENDED
-
     @staticmethod
     def behind_nat(invite: Request, source: Peer) -> bool:
         """The caller's Contact names another host than the one the INVITE was sent
@@ -213,6 +216,16 @@ class Call:
             return True
         return invite.first_raw("Record-Route") is None and cls.behind_nat(invite, source)
 
+    def local_tag(self, call_id: str, side: Side) -> str | None:
+        """Our tag in the dialog of ``call_id`` (the caller's, or an attempt's)."""
+        if side is Side.CALLER:
+            return self.inbound.local_tag
+        for attempt in reversed(self.attempts):
+            dialog = attempt.dialog
+            if dialog is not None and dialog.call_id == call_id:
+                return dialog.local_tag
+        return None
+
     @property
     def outbound(self) -> Dialog | None:
         return self.attempt.dialog if self.attempt is not None else None
@@ -225,14 +238,16 @@ class Call:
 
     def begin(self, now: float) -> list[CallAction]:
         """The new call: its crash-recovery note, 100 Trying, then routing."""
-        self._emit(NoteStarted(self.cdr_record(now, "", "")))
-        self._emit(Respond(self.server, make_response(self.invite, 100)))
+        self._out.append(NoteStarted(self.cdr_record(now, "", "")))
+        self._out.append(Respond(self.server, make_response(self.invite, 100)))
         self._route_and_dial(now)
-        return self._take()
+        out, self._out = self._out, []
+        return out
 
     def handle(self, event: CallEvent, now: float) -> list[CallAction]:
         _HANDLERS[type(event)](self, event, now)
-        return self._take()
+        out, self._out = self._out, []
+        return out
 
     def on_rtp_started(self) -> None:
         """First RTP from the destination side (reported by the relay): under the
@@ -240,15 +255,11 @@ class Call:
         if self.attempt is not None and failover.commits_on_rtp(self.attempt.rules):
             self.committed = True
 
-    def _take(self) -> list[CallAction]:
-        out, self._out = self._out, []
-        return out
-
-    def _emit(self, action: CallAction) -> None:
-        self._out.append(action)
-
     def _step(self, step: CallStep) -> None:
-        self.state = next_call_state(self.state, step)
+        state = CALL_TRANSITIONS.get((self.state, step))
+        if state is None:
+            raise CallProtocolError(self.state, step)
+        self.state = state
 
     def _token(self) -> int:
         self._tokens += 1
@@ -256,12 +267,12 @@ class Call:
 
     def _set_timer(self, name: str, delay: float) -> None:
         self.timers.add(name)
-        self._emit(SetTimer(name, delay))
+        self._out.append(SetTimer(name, delay))
 
     def _cancel_timer(self, name: str) -> None:
         if name in self.timers:
             self.timers.discard(name)
-            self._emit(CancelTimer(name))
+            self._out.append(CancelTimer(name))
 
     def _transact(self, request: Request, peer: Peer, wait: Attempt | RelayWait |
                   RefreshWait | None, timeout: float | None = None,
@@ -270,7 +281,7 @@ class Call:
         if wait is not None:
             token = self._token()
             self._waiting[token] = wait
-        self._emit(Transact(token, request, peer, timeout, resend))
+        self._out.append(Transact(token, request, peer, timeout, resend))
         return token
 
     # -- routing and attempts --------------------------------------------------------------
@@ -305,7 +316,7 @@ class Call:
             self._next_attempt(now)
             return
         self.media = media
-        self._emit(StartMedia(media))
+        self._out.append(StartMedia(media))
 
     def _on_media_started(self, event: MediaStarted, now: float) -> None:
         media = self.media
@@ -313,14 +324,14 @@ class Call:
             log.warning("call %d: media relay unavailable (%s)", self.no, event.error)
             self.media = None
             if media is not None:
-                self._emit(StopMedia(media))
+                self._out.append(StopMedia(media))
             if not self.ended:
                 self._fail_caller(503, "Service Unavailable", "system", "no media port free",
                                   now)
             return
         if self.ended:
             if media is not None:  # the call ended while its ports were being bound
-                self._emit(StopMedia(media))
+                self._out.append(StopMedia(media))
             return
         self._next_attempt(now)
 
@@ -371,7 +382,7 @@ class Call:
             plan = self.ctx.vendor_plan(hop)
             if not plan.complete:
                 # A cold DNS cache: resolve first, then this gateway's INVITE.
-                self._emit(Resolve(hop))
+                self._out.append(Resolve(hop))
                 return
             if self._dial_gateway(hop, plan, now):
                 return
@@ -423,8 +434,8 @@ class Call:
             ctx, dest, self.invite, self.caller_routed, self._offer_body(dest))
         attempt.callee_sent = request.ruri.user or ""
         dialog = attempt.dialog
-        self._emit(Occupy(dest))
-        self._emit(WatchLeg(dialog.call_id))
+        self._out.append(Occupy(dest))
+        self._out.append(WatchLeg(dialog.call_id))
         token = self._transact(request, dest.peer, attempt, rules.invite_timeout,
                                ctx.params["SS_SIP_RESEND_INTERVAL"])
         attempt.sent(token)
@@ -435,7 +446,7 @@ class Call:
         if attempt.open:
             attempt.open = False
             self._cancel_timer(attempt.release_name)
-            self._emit(Release(attempt.destination))
+            self._out.append(Release(attempt.destination))
 
     def _arm(self, attempt: Attempt, timer: Timer) -> None:
         attempt.timer = timer
@@ -458,7 +469,7 @@ class Call:
             return
         before = attempt.abandon()
         if before is AttemptState.PROCEEDING:
-            self._emit(CancelInvite(attempt.token, attempt.destination.peer))
+            self._out.append(CancelInvite(attempt.token, attempt.destination.peer))
         if before not in (AttemptState.CANCEL_WAIT, AttemptState.CANCELLING) and attempt.open:
             # A destination that answers neither the CANCEL nor the INVITE must not hold
             # its capacity for ever.
@@ -470,7 +481,7 @@ class Call:
         assert dialog is not None
         ack = dialog.create_request("ACK", body, content_type, cseq=1)
         attempt.ack_bytes = ack.to_bytes()
-        self._emit(Send(attempt.ack_bytes, dialog.next_peer()))
+        self._out.append(Send(attempt.ack_bytes, dialog.next_peer()))
 
     def _bye_attempt(self, attempt: Attempt) -> None:
         dialog = attempt.dialog
@@ -511,7 +522,7 @@ class Call:
         if status < 200:
             if attempt.provisional(status, now):
                 # It waited for this first provisional.
-                self._emit(CancelInvite(attempt.token, attempt.destination.peer))
+                self._out.append(CancelInvite(attempt.token, attempt.destination.peer))
             if attempt.abandoned:
                 return
             if status != 100:
@@ -544,7 +555,7 @@ class Call:
             abandoned = attempt.abandoned
             attempt.failed(status, now)
             self._close(attempt)
-            self._emit(ForgetLeg(dialog.call_id))
+            self._out.append(ForgetLeg(dialog.call_id))
             if abandoned or self.ended:
                 return
             self.failure_codes.append(status)
@@ -567,14 +578,14 @@ class Call:
         if seconds is not None:
             log.info("routing gateway %s out of routing for %d s (Retry-After)", gw.name,
                      seconds)
-            self._emit(HoldGateway(gw, now + seconds))
+            self._out.append(HoldGateway(gw, now + seconds))
 
     def _on_invite_timeout(self, attempt: Attempt, now: float) -> None:
         abandoned = attempt.abandoned
         attempt.timed_out(now)
         self._close(attempt)
         if attempt.dialog is not None:
-            self._emit(ForgetLeg(attempt.dialog.call_id))
+            self._out.append(ForgetLeg(attempt.dialog.call_id))
         if abandoned or self.ended or self._next_target(attempt, now):
             return
         if failover.on_invite_timeout(attempt.rules) == Next.END:
@@ -616,7 +627,7 @@ class Call:
         self.committed = True
         self.answer_at = now
         self._step(CallStep.ANSWER)
-        self._emit(NoteAnswered(self.invite.call_id, now))
+        self._out.append(NoteAnswered(self.invite.call_id, now))
         self._reply_caller(200, response.reason, response)
         self._start_media_check(attempt)
         self._sdp_sent = {Side.CALLER: self._to_caller_last, Side.CALLEE: self._to_callee_last}
@@ -631,7 +642,7 @@ class Call:
                 dialog = attempt.dialog
                 if dialog is not None and dialog.call_id == event.call_id and \
                         attempt.ack_bytes is not None:
-                    self._emit(Send(attempt.ack_bytes, dialog.next_peer()))
+                    self._out.append(Send(attempt.ack_bytes, dialog.next_peer()))
 
     # -- session refresh and media liveness ------------------------------------------------
 
@@ -664,7 +675,7 @@ class Call:
         dialog = self._dialog(wait.side)
         if request.method == "INVITE" and response.status < 300 and dialog is not None:
             ack = dialog.create_request("ACK", cseq=request.cseq.number)
-            self._emit(Send(ack.to_bytes(), dialog.next_peer()))
+            self._out.append(Send(ack.to_bytes(), dialog.next_peer()))
         if response.status in (408, 481):
             self._refresh_failed(wait.side, str(response.status), now)
         else:
@@ -716,7 +727,7 @@ class Call:
         answered = 200 <= status < 300
         # A 2xx is sent again by its transaction until its ACK confirms it; no ACK in
         # 64*T1 ends the call (NoAck).
-        self._emit(Respond(self.server, response, await_ack=answered))
+        self._out.append(Respond(self.server, response, await_ack=answered))
 
     def _on_no_ack(self, event: NoAck, now: float) -> None:
         if self.state is CallState.ANSWERED:
@@ -732,7 +743,7 @@ class Call:
         if attempt is not None and attempt.open:
             self._close(attempt)
             if attempt.dialog is not None:
-                self._emit(ForgetLeg(attempt.dialog.call_id))
+                self._out.append(ForgetLeg(attempt.dialog.call_id))
 
     def _fail_caller(self, code: int, reason: str | None, hangup_by: str, why: str,
                      now: float) -> None:
@@ -759,7 +770,7 @@ class Call:
         side, request = event.side, event.request
         if side is Side.CALLER and self.state is CallState.ANSWERED:
             self._step(CallStep.ACK)
-            self._emit(Confirm(self.server))
+            self._out.append(Confirm(self.server))
             if self._late_offer and self.attempt is not None:
                 self._ack(self.attempt, self._to_callee(request.body),
                           request.get("Content-Type"))
@@ -770,23 +781,28 @@ class Call:
         pending = self._reinvite
         if pending is not None and pending.origin is side and pending.answer is not None:
             self._reinvite = None
-            self._emit(Confirm(pending.server))
+            self._out.append(Confirm(pending.server))
             other = self._dialog(_other(side))
             if other is not None:
                 body = self._cross(request.body, side)
                 ack = other.create_request("ACK", body, request.get("Content-Type"),
                                            cseq=pending.cseq or other.local_seq)
-                self._emit(Send(ack.to_bytes(), other.next_peer()))
+                self._out.append(Send(ack.to_bytes(), other.next_peer()))
 
     def _on_request(self, event: InDialogRequest, now: float) -> None:
         """An in-dialog request (not ACK, not CANCEL) from one leg."""
         side, request, server = event.side, event.request, event.server
         dialog = self._dialog(side)
-        if dialog is not None:
-            dialog.remote_seq = request.cseq.number
         method = request.method
+        if dialog is not None:
+            seq = request.cseq.number
+            if dialog.remote_seq is not None and seq < dialog.remote_seq:
+                # Out of order (RFC 3261 12.2.2).
+                self._out.append(Respond(server, make_response(request, 500)))
+                return
+            dialog.remote_seq = seq
         if method == "BYE":
-            self._emit(Respond(server, make_response(request, 200)))
+            self._out.append(Respond(server, make_response(request, 200)))
             if self.state is CallState.ANSWERED and side is Side.CALLEE:
                 self._callee_gone()
                 self._hangup_after_ack = self._hangup_after_ack or ("callee", "callee BYE")
@@ -798,15 +814,15 @@ class Call:
             return
         other = self._dialog(_other(side))
         if other is None or other.remote_tag is None or self.ended:
-            self._emit(Respond(server, make_response(request, 481)))
+            self._out.append(Respond(server, make_response(request, 481)))
             return
         if method == "INVITE":
             if self._reinvite is not None or self._refreshing:  # glare (RFC 3261 14.1)
-                self._emit(Respond(server, make_response(request, 491)))
+                self._out.append(Respond(server, make_response(request, 491)))
                 return
             self._reinvite = PendingReinvite(side, server, request)
         elif method not in RELAYED_METHODS:
-            self._emit(Respond(server, make_response(request, 501)))
+            self._out.append(Respond(server, make_response(request, 501)))
             return
         media = self.media
         if media is not None and (more := media.needs(request.body)):
@@ -814,7 +830,7 @@ class Call:
             # stream beside the audio): their relay ports first, then the offer.
             token = self._token()
             self._growing[token] = RelayWait(request, server, side)
-            self._emit(GrowMedia(token, media, more))
+            self._out.append(GrowMedia(token, media, more))
             return
         self._relay_request(RelayWait(request, server, side), other)
 
@@ -829,7 +845,7 @@ class Call:
         if self.ended or other is None:
             if wait.request.method == "INVITE":
                 self._reinvite = None
-            self._emit(Respond(wait.server, make_response(wait.request, 481)))
+            self._out.append(Respond(wait.server, make_response(wait.request, 481)))
             return
         self._relay_request(wait, other)
 
@@ -852,12 +868,12 @@ class Call:
                 self._reinvite.answer = response
             elif response.status >= 300:
                 self._reinvite = None
-        self._emit(Respond(wait.server, out))
+        self._out.append(Respond(wait.server, out))
 
     def _relay_timeout(self, wait: RelayWait) -> None:
         if wait.request.method == "INVITE":
             self._reinvite = None
-        self._emit(Respond(wait.server, make_response(wait.request, 408)))
+        self._out.append(Respond(wait.server, make_response(wait.request, 408)))
 
     # -- teardown --------------------------------------------------------------------------
 
@@ -881,7 +897,7 @@ class Call:
             if attempt is not None and attempt.open:
                 self._bye_attempt(attempt)
                 if attempt.dialog is not None:
-                    self._emit(ForgetLeg(attempt.dialog.call_id))
+                    self._out.append(ForgetLeg(attempt.dialog.call_id))
             return
         if self.inbound.remote_tag is None:
             return
@@ -898,11 +914,12 @@ class Call:
         if self.ended:
             return
         self._step(CallStep.END)
+        self.ended = True
         self.end_at = now
         for name in sorted(self.timers):
-            self._emit(CancelTimer(name))
+            self._out.append(CancelTimer(name))
         self.timers.clear()
-        self._emit(Confirm(self.server))  # no more 200s to the caller, no hold on the call
+        self._out.append(Confirm(self.server))  # no more 200s to the caller, no hold on the call
         self.hangup_by = hangup_by
         self.termination = why
         for attempt in self.attempts:
@@ -910,9 +927,9 @@ class Call:
             attempt.timer = None
             if attempt.open:
                 attempt.open = False
-                self._emit(Release(attempt.destination))
-        self._emit(CallEnded())
-        self._emit(WriteCdr(self.cdr_record(now, hangup_by, why),
+                self._out.append(Release(attempt.destination))
+        self._out.append(CallEnded())
+        self._out.append(WriteCdr(self.cdr_record(now, hangup_by, why),
                             [a.record(now) for a in self.attempts], self.media))
         log.info("call %d ended caller=%s callee=%s code=%d by=%s reason=%s attempts=%d "
                  "call-id=%s", self.no, self.caller, self.callee, self.final_code, hangup_by,

@@ -242,7 +242,9 @@ class Switchboard:
             self._unknown(request, source)
             return
         adapter, side = leg
-        if request.method == "CANCEL":
+        if request.method == "CANCEL" or \
+                request.to.tag != adapter.call.local_tag(request.call_id, side):
+            # Another dialog's tags (RFC 3261 12.2.2), or a CANCEL inside a dialog.
             self._reply(request, source, 481)
             return
         adapter.feed(InDialogRequest(side, request,
@@ -251,12 +253,15 @@ class Switchboard:
     def _cancel(self, request: Request, source: Peer) -> None:
         assert self.stack.layer is not None
         invite_txn = self.stack.layer.find_invite_server(request)
-        leg = self.legs.get(request.call_id)
-        if invite_txn is None or leg is None:
+        if invite_txn is None:
             self._unknown(request, source)
             return
+        # 200 while the INVITE's transaction exists, even when its final response went
+        # out already (RFC 3261 9.2): then the CANCEL changes nothing.
         self._reply(request, source, 200)
-        leg[0].feed(CallerCancel())
+        leg = self.legs.get(request.call_id)
+        if leg is not None:
+            leg[0].feed(CallerCancel())
 
     def on_ack(self, request: Request, source: Peer) -> None:
         leg = self.legs.get(request.call_id)
@@ -275,7 +280,10 @@ class Switchboard:
         self.stats.attempts += 1
         try:
             max_forwards = invite.max_forwards
-            invite.ruri  # noqa: B018 - a bad Request-URI is refused below, not mid-call
+            # A bad Request-URI, From or To is refused here, before the call is counted.
+            invite.ruri  # noqa: B018
+            invite.from_  # noqa: B018
+            invite.to  # noqa: B018
         except SipParseError as exc:
             self.stack.respond_stateless(invite, source, make_response(
                 invite, status_for(exc), reason_for(exc)))

@@ -1367,6 +1367,7 @@ def test_a_relayed_info_carries_its_headers() -> None:
         ("Content-Type", "application/dtmf"), ("X-Private", "no")], b"5")
     server = cast(Any, object())
     h.feed(InDialogRequest(Side.CALLER, request, server))
+    h._cseqs[Side.CALLER] = 7  # the caller's next request follows its CSeq 7
     relayed_request = h.ledger.requests[last_token(h)]
     assert relayed_request.get("Info-Package") == "dtmf"
     assert relayed_request.get("Content-Disposition") == "Info-Package"

@@ -12,8 +12,9 @@ Only what our own stack never produces is left out: a ``NoReply`` for an INVITE 
 already had a response (Timer B stops at the first response, RFC 3261 17.1.1.2), a
 ``TimerFired`` before its time, and a second ``VendorResolved`` for one ``Resolve``.
 
-Invariants (after every step, and at teardown after an operator's hang-up, 100 s of
-clock and a final response to every INVITE still open):
+Invariants (after every step, and at teardown after an operator's hang-up, the
+caller's Timer L if it had not ACKed our 200 yet, 100 s of clock and a final response
+to every INVITE still open):
 
 * at most one CDR; exactly one once the call ended; ``CallEnded`` at most once, exactly
   when the state is ENDED;
@@ -240,6 +241,8 @@ def allowed_after_end(action: CallAction, server: ServerTransaction) -> bool:
 
 
 ORDER = list(CallState)
+OPEN_STATES = {AttemptState.CALLING, AttemptState.PROCEEDING, AttemptState.CANCEL_WAIT,
+               AttemptState.CANCELLING, AttemptState.ANSWERED}
 PRELUDES = ["none", "none", "none", "busy", "ringing", "early media", "answered", "confirmed",
             "confirmed"]
 STATUSES = st.sampled_from([100, 180, 180, 183, 183, 200, 200, 486, 503, 404, 487, 480])
@@ -516,6 +519,26 @@ class CallCoreMachine(RuleBasedStateMachine):
             assert self.h.in_use() == 0, ledger.occupied
 
     @invariant()
+    def attempt_bookkeeping(self) -> None:
+        """Capacity is what the open attempts hold; an attempt given up holds it only
+        until its release timer; a switching timer runs only for the attempt the call
+        waits on."""
+        call = self.call
+        assert self.h.in_use() == sum(a.open for a in call.attempts), self.h.ledger.occupied
+        for a in call.attempts:
+            if a.open:
+                assert not call.ended
+                assert a.state in OPEN_STATES, a.state
+                assert not a.abandoned or a.release_name in call.timers, a.seq
+                assert a.state is not AttemptState.ANSWERED or (
+                    a is call.attempt and call.state in (CallState.ANSWERED,
+                                                         CallState.CONFIRMED))
+            if a.release_name in call.timers:
+                assert a.open and a.abandoned, (a.seq, a.state)
+            if a.timer_name in call.timers:
+                assert a is call.attempt and a.pending and not a.abandoned, (a.seq, a.state)
+
+    @invariant()
     def timers(self) -> None:
         assert set(self.h.ledger.timers) == self.call.timers
         if self.call.ended:
@@ -590,13 +613,17 @@ class CallCoreMachine(RuleBasedStateMachine):
         event(f"attempts: {len(self.call.attempts)}")
         event(f"steps: {self.rules_run}")
         self.feed(HangUp("operator"))
+        if self.call.state is CallState.ANSWERED:
+            # The caller's BYE waits for its ACK (RFC 3261 15): Timer L, 32 s on.
+            self.feed(NoAck())
         h.advance(100.0)
         for attempt in list(self.call.attempts):
             if attempt.token and attempt.pending:
                 status = self.setup.teardown_final
                 h.answer(attempt.seq, status, body=ANSWER if status == 200 else b"")
         assert self.call.ended
-        for check in (self.one_cdr_one_end, self.capacity, self.timers, self.caller_invite,
+        for check in (self.one_cdr_one_end, self.capacity, self.attempt_bookkeeping,
+                      self.timers, self.caller_invite,
                       self.cdr_says_what_happened,
                       self.nothing_but_cleanup_after_the_end, self.state_moves,
                       self.one_cancel_per_invite):
