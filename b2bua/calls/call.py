@@ -289,6 +289,7 @@ class Call:
     def _route_and_dial(self, now: float) -> None:
         route = call_route(self.ctx, self.origin, self.caller_routed, self.callee_routed, now)
         if isinstance(route, Refusal):
+            self.callee_phone = route.callee_phone
             if route.by_lists:
                 self.ctx.stats.refused_by_lists += 1
             self._fail_caller(route.code, route.reason, "system", route.why, now)

@@ -31,6 +31,7 @@ class Refusal:
     reason: str | None
     why: str
     by_lists: bool = False  # refused by a black/white list
+    callee_phone: str | None = None  # the callee is this phone (not reachable now)
 
 
 def call_route(ctx: CallContext, origin: Origin, caller: str, callee: str, now: float
@@ -49,7 +50,7 @@ def call_route(ctx: CallContext, origin: Origin, caller: str, callee: str, now: 
     if phone is not None:
         destination, code, why = phone
         if destination is None:
-            return Refusal(code, None, why)
+            return Refusal(code, None, why, callee_phone=callee)
         return [destination], callee
     plan = ctx.plan_route(callee, now)
     gateways: list[Hop] = []

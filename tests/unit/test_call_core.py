@@ -1772,6 +1772,7 @@ def test_a_phone_not_reachable_now_answers_with_its_code() -> None:
     assert h.call.attempts == [] and h.caller_statuses == [100, 480]
     finished(h)
     assert h.cdr.termination_reason == "phone not registered"
+    assert h.cdr.callee_phone == "4420"  # the CDR names the phone it could not reach
 
 
 def test_a_phones_attempt_fails_with_the_phones_code() -> None:
