@@ -252,7 +252,8 @@ class Call:
     def on_rtp_started(self) -> None:
         """First RTP from the destination side (reported by the relay): under the
         ``rtp`` switching rule the call is committed. No action follows."""
-        if self.attempt is not None and failover.commits_on_rtp(self.attempt.rules):
+        attempt = self.attempt
+        if attempt is not None and attempt.open and failover.commits_on_rtp(attempt.rules):
             self.committed = True
 
     def _step(self, step: CallStep) -> None:
@@ -488,6 +489,10 @@ class Call:
         dialog = attempt.dialog
         if dialog is None or dialog.remote_tag is None:
             return
+        if attempt.ack_bytes is None and attempt.state is AttemptState.ANSWERED:
+            # Every 2xx is ACKed before its BYE (RFC 3261 13.2.2.4), also a late offer's
+            # whose answer from the caller never came (an ACK without a body).
+            self._ack(attempt)
         attempt.hung_up()
         self._transact(dialog.create_request("BYE"), dialog.next_peer(), None)
         self._close(attempt)
@@ -550,6 +555,7 @@ class Call:
                 # up (RFC 3261 15), so no leg stays up at the vendor.
                 self._ack(attempt)
                 self._bye_attempt(attempt)
+                self._out.append(ForgetLeg(dialog.call_id))
                 return
             self._on_answer(attempt, response, now)
         else:
@@ -687,9 +693,7 @@ class Call:
             return
         log.info("call %d: %s did not answer the session refresh (%s)", self.no, side.value,
                  why)
-        self._bye(Side.CALLER)
-        self._bye(Side.CALLEE)
-        self._finish("system", f"session refresh failed ({side.value} {why})", now)
+        self._hang_up_both("system", f"session refresh failed ({side.value} {why})", now)
 
     def _start_media_check(self, attempt: Attempt) -> None:
         """RTP interruption check per the gateways' ``media_check`` (relayed calls only)."""
@@ -709,9 +713,7 @@ class Call:
         silent = self.media.silent_direction(self._media_checks, timeout)
         if silent is not None:
             log.info("call %d: no RTP %s for %.0f s; hanging up", self.no, silent, timeout)
-            self._bye(Side.CALLER)
-            self._bye(Side.CALLEE)
-            self._finish("system", f"RTP interruption ({silent})", now)
+            self._hang_up_both("system", f"RTP interruption ({silent})", now)
             return
         self._set_timer("media-check", MEDIA_CHECK_EVERY)
 
@@ -742,6 +744,8 @@ class Call:
         ACKed our 200 yet: its capacity is free, the caller's BYE waits for the ACK."""
         attempt = self.attempt
         if attempt is not None and attempt.open:
+            if attempt.ack_bytes is None and attempt.state is AttemptState.ANSWERED:
+                self._ack(attempt)  # a late offer's 2xx, ACKed all the same
             self._close(attempt)
             if attempt.dialog is not None:
                 self._out.append(ForgetLeg(attempt.dialog.call_id))
@@ -772,7 +776,8 @@ class Call:
         if side is Side.CALLER and self.state is CallState.ANSWERED:
             self._step(CallStep.ACK)
             self._out.append(Confirm(self.server))
-            if self._late_offer and self.attempt is not None:
+            if self._late_offer and self.attempt is not None and \
+                    self.attempt.ack_bytes is None:
                 self._ack(self.attempt, self._to_callee(request.body),
                           request.get("Content-Type"))
             if self._hangup_after_ack is not None:
@@ -793,8 +798,12 @@ class Call:
     def _on_request(self, event: InDialogRequest, now: float) -> None:
         """An in-dialog request (not ACK, not CANCEL) from one leg."""
         side, request, server = event.side, event.request, event.server
-        dialog = self._dialog(side)
         method = request.method
+        outbound = self.outbound
+        if side is Side.CALLEE and (outbound is None or request.call_id != outbound.call_id):
+            self._on_left_leg(request, server)
+            return
+        dialog = self._dialog(side)
         if dialog is not None:
             seq = request.cseq.number
             if dialog.remote_seq is not None and seq < dialog.remote_seq:
@@ -818,6 +827,10 @@ class Call:
             self._out.append(Respond(server, make_response(request, 481)))
             return
         if method == "INVITE":
+            if self.state is not CallState.CONFIRMED:
+                # The call's own INVITE transaction is still open (RFC 3261 14.1, 14.2).
+                self._out.append(Respond(server, self._early_reinvite_refusal(request, side)))
+                return
             if self._reinvite is not None or self._refreshing:  # glare (RFC 3261 14.1)
                 self._out.append(Respond(server, make_response(request, 491)))
                 return
@@ -834,6 +847,30 @@ class Call:
             self._out.append(GrowMedia(token, media, more))
             return
         self._relay_request(RelayWait(request, server, side), other)
+
+    def _early_reinvite_refusal(self, request: Request, side: Side) -> Response:
+        """A re-INVITE before the call is confirmed: from the caller before its final
+        response, 500 with a Retry-After of 0 to 10 s (RFC 3261 14.2); otherwise one
+        INVITE transaction is already in progress in a dialog of the call: 491."""
+        if side is Side.CALLER and self.state not in FINAL_SENT:
+            response = make_response(request, 500)
+            response.add("Retry-After", str(self.no % 11))
+            return response
+        return make_response(request, 491)
+
+    def _on_left_leg(self, request: Request, server: ServerTransaction) -> None:
+        """A request in the dialog of an attempt the call gave up (a 2xx that raced our
+        CANCEL, ACKed and hung up): its BYE is answered 200, anything else 481."""
+        if request.method == "BYE":
+            self._out.append(Respond(server, make_response(request, 200)))
+            for attempt in self.attempts:
+                dialog = attempt.dialog
+                if dialog is not None and dialog.call_id == request.call_id and attempt.open:
+                    if attempt.state is AttemptState.ANSWERED:
+                        attempt.hung_up()
+                    self._close(attempt)
+            return
+        self._out.append(Respond(server, make_response(request, 481)))
 
     def _on_media_grown(self, event: MediaGrown, now: float) -> None:
         wait = self._growing.pop(event.token, None)
@@ -880,17 +917,23 @@ class Call:
 
     def _on_hang_up(self, event: HangUp, now: float) -> None:
         """End the call from our side (an operator, a graceful stop)."""
-        if self.state is CallState.ANSWERED:
-            # The caller's BYE waits for its ACK (RFC 3261 15); the destination's not.
-            self._bye(Side.CALLEE)
-            self._hangup_after_ack = self._hangup_after_ack or ("system", event.why)
-        elif self.state is CallState.CONFIRMED:
-            self._bye(Side.CALLER)
-            self._bye(Side.CALLEE)
-            self._finish("system", event.why, now)
+        if self.state in (CallState.ANSWERED, CallState.CONFIRMED):
+            self._hang_up_both("system", event.why, now)
         elif not self.ended:
             self._abandon_current(now)
             self._fail_caller(503, "Service Unavailable", "system", event.why, now)
+
+    def _hang_up_both(self, hangup_by: str, why: str, now: float) -> None:
+        """BYE to both legs and the end; before the caller's ACK of our 200, the caller's
+        BYE (and the end) wait for that ACK (RFC 3261 15), the destination's does not."""
+        if self.state is CallState.ANSWERED:
+            self._bye(Side.CALLEE)
+            self._callee_gone()
+            self._hangup_after_ack = self._hangup_after_ack or (hangup_by, why)
+            return
+        self._bye(Side.CALLER)
+        self._bye(Side.CALLEE)
+        self._finish(hangup_by, why, now)
 
     def _bye(self, side: Side) -> None:
         if side is Side.CALLEE:
