@@ -11,6 +11,7 @@ each m= line at the other leg's ports.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -173,10 +174,18 @@ class CallMedia:
         receiver = 1 if sender == "a" else 0
         ports: list[int] = []
         for media in info.media:
-            if media.index >= self._started or media.disabled:
+            if media.index >= self._started:
                 ports.append(0)
                 continue
             stream = self.streams[media.index]
+            if media.disabled:
+                # Port 0: the sender takes no more media on this stream; the relay stops
+                # sending to it (a different address than before, nothing latched).
+                if media.address is not None:
+                    with contextlib.suppress(ValueError):  # not an address of ours: ignored
+                        stream.session.set_remote(sender, media.address, 0)
+                ports.append(0)
+                continue
             rtp = is_rtp(media)
             if (stream.media, stream.rtp) != (media.media, rtp):
                 stream.media = media.media
