@@ -49,13 +49,7 @@ from b2bua.calls.actions import (
 from b2bua.calls.anchor import CallMedia, relay_wanted
 from b2bua.calls.attempt import ALLOW, Attempt
 from b2bua.calls.attempt_state import AttemptState
-from b2bua.calls.call_state import (
-    FINAL_SENT,
-    CallProtocolError,
-    CallState,
-    CallStep,
-)
-from b2bua.calls.call_state import TRANSITIONS as CALL_TRANSITIONS
+from b2bua.calls.call_state import FINAL_SENT, CallState, CallStep, next_call_state
 from b2bua.calls.caller_leg import caller_response
 from b2bua.calls.cdr import CdrRecord
 from b2bua.calls.context import CallContext
@@ -144,8 +138,7 @@ class Call:
         self.caller_nat = self.behind_nat(invite, source)
         self.inbound = Dialog.as_uas(
             invite, source, ctx.sent_by, ctx.contact(source.transport),
-            send_to_source=source.reliable or (
-                self.caller_nat and invite.first_raw("Record-Route") is None),
+            send_to_source=self._pin_to_source(invite, source, self.caller_nat),
         )
         self.caller = invite.from_.uri.user or ""  # as received
         self.callee = callee if callee is not None else invite.ruri.user or ""
@@ -208,13 +201,15 @@ class Call:
         return contact is None or contact.host.strip("[]") != origin_host(invite, source)
 
     @classmethod
-    def _pin_to_source(cls, invite: Request, source: Peer) -> bool:
+    def _pin_to_source(cls, invite: Request, source: Peer, nat: bool | None = None) -> bool:
         """Send in-dialog requests back to the source address over TCP and when the
-        caller is behind NAT; a record-routed caller is reached through its route set,
-        whose proxies handle its NAT."""
+        caller is behind NAT (``nat``, when already known); a record-routed caller is
+        reached through its route set, whose proxies handle its NAT."""
         if source.reliable:
             return True
-        return invite.first_raw("Record-Route") is None and cls.behind_nat(invite, source)
+        if invite.first_raw("Record-Route") is not None:
+            return False
+        return cls.behind_nat(invite, source) if nat is None else nat
 
     def local_tag(self, call_id: str, side: Side) -> str | None:
         """Our tag in the dialog of ``call_id`` (the caller's, or an attempt's)."""
@@ -257,10 +252,7 @@ class Call:
             self.committed = True
 
     def _step(self, step: CallStep) -> None:
-        state = CALL_TRANSITIONS.get((self.state, step))
-        if state is None:
-            raise CallProtocolError(self.state, step)
-        self.state = state
+        self.state = next_call_state(self.state, step)
 
     def _token(self) -> int:
         self._tokens += 1
