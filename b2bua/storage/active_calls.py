@@ -14,15 +14,21 @@ from dataclasses import asdict, fields
 from typing import Any
 
 from b2bua.calls.cdr import INSERT, CdrRecord
+from b2bua.storage import coalesce
 from b2bua.storage.backend import Database
 from b2bua.storage.writer import DbWriter
 
 # A second note for the same Call-ID starts it afresh (not answered yet).
-_NOTE = ("INSERT INTO active_calls (call_id_in, record, start_at) VALUES (?, ?, ?) "
-         "ON CONFLICT (call_id_in) DO UPDATE SET record = excluded.record, "
-         "start_at = excluded.start_at, answer_at = NULL")
-_ANSWERED = "UPDATE active_calls SET answer_at = ? WHERE call_id_in = ?"
-_DONE = "DELETE FROM active_calls WHERE call_id_in = ?"
+# A call's note, its answer and its removal, in that order (phases for the writer's
+# multi-row batches, storage/coalesce.py).
+_NOTE = coalesce.insert(
+    "INSERT INTO active_calls (call_id_in, record, start_at) VALUES (?, ?, ?) "
+    "ON CONFLICT (call_id_in) DO UPDATE SET record = excluded.record, "
+    "start_at = excluded.start_at, answer_at = NULL",
+    space="active_calls", key=(0,), phase=0)
+_ANSWERED = coalesce.update("active_calls", "answer_at", "call_id_in",
+                            space="active_calls", phase=1)
+_DONE = coalesce.delete("active_calls", ("call_id_in",), space="active_calls", phase=2)
 
 _FIELDS = tuple(f.name for f in fields(CdrRecord))
 _encode = json.JSONEncoder(separators=(",", ":")).encode

@@ -13,20 +13,26 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from b2bua.storage import open_database
+from b2bua.storage import coalesce, open_database
 from b2bua.storage.backend import Database, Row
 from b2bua.storage.identifiers import column_list, placeholders
 
 # -- writes (queued to the engine's writer) --------------------------------------------------
 
 
-def insert_statement(columns: Sequence[str]) -> str:
-    """The statement inserting one CDR whose values come in ``columns``' order."""
-    return (f"INSERT INTO cdrs ({column_list(columns)}) VALUES ({placeholders(len(columns))}) "
-            "ON CONFLICT (cdr_uuid) DO NOTHING")
+@cache
+def insert_statement(columns: tuple[str, ...]) -> str:
+    """The statement inserting one CDR whose values come in ``columns``' order (with
+    ``cdr_uuid`` among them); then its attempts (phases for the writer's multi-row
+    batches, storage/coalesce.py)."""
+    return coalesce.insert(
+        f"INSERT INTO cdrs ({column_list(columns)}) VALUES ({placeholders(len(columns))}) "
+        "ON CONFLICT (cdr_uuid) DO NOTHING",
+        space="cdrs", key=(columns.index("cdr_uuid"),), phase=0)
 
 
 ATTEMPT_COLUMNS = ("seq", "routing_gateway_id", "routing_gateway", "call_id", "start_at",
@@ -36,11 +42,11 @@ ATTEMPT_COLUMNS = ("seq", "routing_gateway_id", "routing_gateway", "call_id", "s
 # right after it, find it by its cdr_uuid. Parameters: that uuid, then ATTEMPT_COLUMNS'
 # values. An attempt written again (a retried batch) changes nothing.
 _ATTEMPT_VALUES = f"{column_list(ATTEMPT_COLUMNS)}) VALUES ("
-INSERT_ATTEMPT = (
+INSERT_ATTEMPT = coalesce.insert(
     f"INSERT INTO cdr_attempts (cdr_id, {_ATTEMPT_VALUES}"
     "(SELECT id FROM cdrs WHERE cdr_uuid = ?), "
-    f"{placeholders(len(ATTEMPT_COLUMNS))}) ON CONFLICT (cdr_id, seq) DO NOTHING"
-)
+    f"{placeholders(len(ATTEMPT_COLUMNS))}) ON CONFLICT (cdr_id, seq) DO NOTHING",
+    space="cdrs", key=(0,), phase=1, repeatable=True)
 # A CDR without a uuid (recorded by an older release): its attempts by the caller's
 # Call-ID (indexed), the newest CDR of that Call-ID.
 INSERT_ATTEMPT_BY_CALL_ID = (

@@ -8,10 +8,12 @@ import json
 
 from b2bua.registrar.bindings import Binding
 from b2bua.sip.peer import Peer
+from b2bua.storage import coalesce
 from b2bua.storage.backend import Database
 from b2bua.storage.writer import DbWriter
 
-_UPSERT = (
+# A binding saved, then removed (phases for the writer's multi-row batches).
+_UPSERT = coalesce.insert(
     "INSERT INTO registrations (username, contact, transport, source_host, source_port, nat, "
     "expires_at, registered_at, user_agent, call_id, path, mapping_gateway_id) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -20,9 +22,10 @@ _UPSERT = (
     "nat = excluded.nat, expires_at = excluded.expires_at, "
     "registered_at = excluded.registered_at, user_agent = excluded.user_agent, "
     "call_id = excluded.call_id, path = excluded.path, "
-    "mapping_gateway_id = excluded.mapping_gateway_id"
-)
-_DELETE = "DELETE FROM registrations WHERE username = ? AND contact = ?"
+    "mapping_gateway_id = excluded.mapping_gateway_id",
+    space="registrations", key=(0, 1), phase=0)
+_DELETE = coalesce.delete("registrations", ("username", "contact"),
+                          space="registrations", phase=1)
 _PURGE = "DELETE FROM registrations WHERE expires_at <= ?"
 _LIVE = "SELECT * FROM registrations WHERE expires_at > ?"
 _LIVE_OF = "SELECT * FROM registrations WHERE expires_at > ? AND username = ?"

@@ -18,6 +18,7 @@ from b2bua.storage.backend import (
     Row,
     StorageError,
 )
+from b2bua.storage.coalesce import coalesce
 
 
 def _dict_row(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> Row:
@@ -54,6 +55,12 @@ class SqliteDatabase(Database):
             self.connection.executemany(sql, params)
         except sqlite3.Error as exc:
             raise translate(exc) from exc
+
+    def commit_batch(self, statements: Iterable[tuple[str, Params]], order: str) -> None:
+        # The writer's batch as a few multi-row statements: SQLite releases the
+        # interpreter lock around each statement, and a busy event loop hands it back
+        # late (storage/coalesce.py).
+        super().commit_batch(coalesce(list(statements)), order)
 
     def rows(self, sql: str, params: Params = ()) -> list[Row]:
         try:
