@@ -10,7 +10,7 @@ from typing import Any
 
 from b2bua.aio.dispatched import DispatchedSip
 from b2bua.aio.timers import LoopTimers
-from b2bua.calls.anchor import CallMedia, MediaTotals, stream_count
+from b2bua.calls.anchor import MediaAnchor, MediaTotals, stream_count
 from b2bua.calls.cdr import CdrWriter
 from b2bua.calls.counts import CallCounts
 from b2bua.calls.endpoints import Origin
@@ -196,6 +196,8 @@ class Engine:
             self.phones, self.bindings, self.registrar, self.numbers, self.counts)
         self.switchboard.upstream_vendor = self.upstream.vendor_for_call
         self.switchboard.media_factory = self._new_media
+        self.switchboard.media_plane = self.media
+        self.switchboard.media_totals = self.media_totals
         self.switchboard.overloaded = self._overloaded
         self.switchboard.resolver = self.resolver
         self.switchboard.number_calls(self.options.worker_index + 1,
@@ -298,12 +300,10 @@ class Engine:
         plan = await self.resolver.resolve_host(host, port, "udp")
         return (plan.targets[0].address, plan.targets[0].port) if plan.targets else None
 
-    def _new_media(self, invite: Request, origin: Origin, caller_nat: bool,
-                   on_rtp_start: Callable[[], None]) -> CallMedia:
-        return CallMedia(
-            self.params, self.media, self.options.advertised_host(),
+    def _new_media(self, invite: Request, origin: Origin, caller_nat: bool) -> MediaAnchor:
+        return MediaAnchor(
+            self.params, self.options.advertised_host(),
             caller_nat=caller_nat, caller_encrypted=origin.rtp_encryption,
-            on_rtp_start=on_rtp_start, totals=self.media_totals,
             streams=stream_count(invite.body),
         )
 

@@ -287,9 +287,18 @@ def main(argv: list[str] | None = None) -> int:
         log("measuring the highest clean rate first")
         search = SoftswitchSystem(root / "softswitch-search", code_root=code_root)
         search.start()
+        deadline = time.monotonic() + 30 * 60
         try:
-            ceiling = find_ceiling(bench, search, args.ladder, 3, time.monotonic() + 20 * 60,
-                                   confirm=True)
+            ceiling = find_ceiling(bench, search, args.ladder, 3, deadline, confirm=True)
+            # The soak's reference is a rate sustained twice in a row (the step and its
+            # confirmation): on a shared machine one clean minute at the edge can be luck,
+            # and 80% of a lucky rate is no margin. Not confirmed: 10% lower, up to 3 times.
+            for _ in range(3):
+                if ceiling.confirmed is not False or not ceiling.clean:
+                    break
+                lower = max(10, round(ceiling.clean * 0.9 / 10) * 10)
+                log(f"{ceiling.clean} cps not confirmed: trying {lower}")
+                ceiling = find_ceiling(bench, search, [lower], 0, deadline, confirm=True)
         finally:
             search.stop()
         max_cps = ceiling.clean

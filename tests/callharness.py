@@ -14,6 +14,7 @@ from b2bua.calls.actions import (
     CallEnded,
     CancelInvite,
     CancelTimer,
+    CheckMedia,
     Confirm,
     ForgetLeg,
     GrowMedia,
@@ -29,10 +30,11 @@ from b2bua.calls.actions import (
     StartMedia,
     StopMedia,
     Transact,
+    UpdateMedia,
     WatchLeg,
     WriteCdr,
 )
-from b2bua.calls.anchor import CallMedia
+from b2bua.calls.anchor import MediaAnchor, StreamUpdate, stream_count
 from b2bua.calls.call import Call
 from b2bua.calls.cdr import CdrRecord
 from b2bua.calls.endpoints import Destination, Origin
@@ -40,6 +42,8 @@ from b2bua.calls.events import (
     AckReceived,
     CallEvent,
     InDialogRequest,
+    MediaReport,
+    MediaStarted,
     NoReply,
     Reply,
     Side,
@@ -115,7 +119,7 @@ class Context:
     held_until: dict[int, float] = field(default_factory=dict)
     plans: dict[int, Plan] = field(default_factory=dict)  # by gateway id; else its IP
     phones: dict[str, tuple[Destination | None, int, str]] = field(default_factory=dict)
-    media: CallMedia | None = None
+    relay: bool = False  # the engine has a media relay: relayed calls get an anchor
     advertised_host: str = "198.51.100.1"
     sent_by: str = "198.51.100.1:5060"
     _ids: itertools.count[int] = field(default_factory=itertools.count)
@@ -147,9 +151,13 @@ class Context:
     def origin_media_check(self, origin: Origin) -> str:
         return "none"
 
-    def new_media(self, invite: Request, origin: Origin, caller_nat: bool,
-                  on_rtp_start: Any) -> CallMedia | None:
-        return self.media
+    def new_media(self, invite: Request, origin: Origin, caller_nat: bool
+                  ) -> MediaAnchor | None:
+        if not self.relay:
+            return None
+        return MediaAnchor(self.params, self.advertised_host, caller_nat=caller_nat,
+                           caller_encrypted=origin.rtp_encryption,
+                           streams=stream_count(invite.body))
 
 
 @dataclass
@@ -171,6 +179,8 @@ class Ledger:
     ended: int = 0
     confirmed: int = 0
     media: list[str] = field(default_factory=list)
+    media_updates: list[StreamUpdate] = field(default_factory=list)
+    media_checks: int = 0
     actions: list[CallAction] = field(default_factory=list)
 
 
@@ -190,6 +200,9 @@ class CallHarness:
         self.invite = invite or invite_request()
         self.server = server_for(self.invite)
         self._cseqs: dict[Side, int] = {}  # the last CSeq each side's peer sent in-dialog
+        # What the relay answers CheckMedia with: per leg, seconds since media last came
+        # (None: never); by default just now, so no call is silent unless a test says so.
+        self.idle: dict[str, float | None] = {"a": 0.0, "b": 0.0}
         self.call = Call(self.ctx, 1, self.invite, source, self.server, origin, self.now)
         self.carry_out(self.call.begin(self.now))
 
@@ -280,6 +293,7 @@ class CallHarness:
 
     def carry_out(self, actions: list[CallAction]) -> None:
         ledger = self.ledger
+        reports = 0  # CheckMedia asked: the relay's MediaReport once these actions ran
         for action in actions:
             ledger.actions.append(action)
             if isinstance(action, Respond):
@@ -334,10 +348,27 @@ class CallHarness:
                 ledger.media.append("stop")
             elif isinstance(action, GrowMedia):
                 ledger.media.append(f"grow {action.count}")
+            elif isinstance(action, UpdateMedia):
+                ledger.media_updates += action.updates
+            elif isinstance(action, CheckMedia):
+                ledger.media_checks += 1
+                reports += 1
             elif isinstance(action, Resolve):
                 ledger.media.append(f"resolve {action.gateway.id}")
             else:  # pragma: no cover - a new action the harness does not know
                 raise AssertionError(f"unknown action {action!r}")
+        for _ in range(reports):
+            self.feed(MediaReport(dict(self.idle)))
+
+    def media_started(self, count: int | None = None) -> list[CallAction]:
+        """The relay bound the call's streams (``count``, default all it asked for):
+        ports 40000+4i (the caller's leg) and 40002+4i (the destination's)."""
+        media = self.call.media
+        assert media is not None
+        count = media.unstarted if count is None else count
+        first = len(media.streams) - media.unstarted
+        return self.feed(MediaStarted(ports=[(40000 + 4 * i, 40002 + 4 * i)
+                                             for i in range(first, first + count)]))
 
     # -- what a test reads -----------------------------------------------------------------
 

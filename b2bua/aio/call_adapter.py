@@ -5,8 +5,9 @@ wall clock's ``now``. It decides nothing.
 
 One adapter per call. The switchboard finds it by Call-ID (``Switchboard.legs``) and
 hands it the messages of either leg; the stack's transactions, the timers and the
-relay's tasks report to it. Nothing the core holds refers back to the adapter, so a
-finished call is freed by reference counting once its timers and transactions let go.
+relay's tasks report to it. Nothing the core holds refers back to the adapter, and the
+relay sessions' callback to it is cut when they close, so a finished call is freed by
+reference counting once its timers and transactions let go.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from b2bua.aio.call_media import RelaySessions
 from b2bua.calls.actions import (
     CallEnded,
     CancelInvite,
     CancelTimer,
+    CheckMedia,
     Confirm,
     ForgetLeg,
     GrowMedia,
@@ -36,6 +39,7 @@ from b2bua.calls.actions import (
     StartMedia,
     StopMedia,
     Transact,
+    UpdateMedia,
     WatchLeg,
     WriteCdr,
 )
@@ -43,14 +47,17 @@ from b2bua.calls.call import Call
 from b2bua.calls.events import (
     CallEvent,
     MediaGrown,
+    MediaReport,
     MediaStarted,
     NoAck,
     NoReply,
     Reply,
+    RtpStarted,
     Side,
     TimerFired,
     VendorResolved,
 )
+from b2bua.media.plane import Counters
 from b2bua.sip.message import Response
 from b2bua.sip.transaction import TIMER_64T1, ClientTransaction, TimerHandle
 from b2bua.storage.active_calls import note_answered, note_ended, note_started
@@ -70,7 +77,7 @@ def _ignore() -> None:
 class CallAdapter:
     """Runs one call's core."""
 
-    __slots__ = ("_invites", "_timers", "board", "call")
+    __slots__ = ("_feeding", "_invites", "_queued", "_timers", "board", "call", "media")
 
     def __init__(self, call: Call, board: Switchboard) -> None:
         self.call = call
@@ -78,14 +85,43 @@ class CallAdapter:
         self._timers: dict[str, TimerHandle] = {}
         # INVITE transactions by token, kept until their final response for a CANCEL.
         self._invites: dict[int, ClientTransaction] = {}
+        self.media: RelaySessions | None = None  # the call's relay sessions, if relayed
+        # An event that comes while the actions of another are carried out (a report
+        # an action asks for) waits for them: the core sees events one at a time and
+        # its actions run in the order it returned them.
+        self._feeding = False
+        self._queued: list[CallEvent] = []
 
     def start(self) -> None:
-        for action in self.call.begin(time.time()):
-            _DO[type(action)](self, action)
+        self._feeding = True
+        try:
+            for action in self.call.begin(time.time()):
+                _DO[type(action)](self, action)
+        finally:
+            self._feeding = False
+        if self._queued:
+            self.feed(self._queued.pop(0))
 
     def feed(self, event: CallEvent) -> None:
-        for action in self.call.handle(event, time.time()):
-            _DO[type(action)](self, action)
+        if self._feeding:
+            self._queued.append(event)
+            return
+        self._feeding = True
+        try:
+            for action in self.call.handle(event, time.time()):
+                _DO[type(action)](self, action)
+        finally:
+            self._feeding = False
+        if self._queued:
+            self.feed(self._queued.pop(0))
+
+    def snapshot(self) -> dict[str, object]:
+        """The call as the API lists it, with its relay's counters now."""
+        snapshot = self.call.snapshot()
+        anchor = self.call.media
+        if anchor is not None and self.media is not None:
+            snapshot["media"] = anchor.stats(self.media.counters())
+        return snapshot
 
     # -- what comes back -------------------------------------------------------------------
 
@@ -105,21 +141,24 @@ class CallAdapter:
     def _no_ack(self) -> None:
         self.feed(NoAck())
 
-    async def _start_media(self, action: StartMedia) -> None:
+    def _rtp_started(self) -> None:
+        self.feed(RtpStarted())
+
+    async def _start_media(self, media: RelaySessions, count: int) -> None:
         try:
-            await action.media.start()
+            ports = await media.add(count)
         except Exception as exc:  # no free port pair, or a bind error
             self.feed(MediaStarted(str(exc) or type(exc).__name__))
             return
-        self.feed(MediaStarted())
+        self.feed(MediaStarted(ports=ports))
 
-    async def _grow_media(self, action: GrowMedia) -> None:
+    async def _grow_media(self, media: RelaySessions, action: GrowMedia) -> None:
         try:
-            await action.media.grow(action.count)
+            ports = await media.add(action.count)
         except Exception as exc:  # no free port pair: the extra m= lines are declined
             self.feed(MediaGrown(action.token, str(exc) or type(exc).__name__))
             return
-        self.feed(MediaGrown(action.token))
+        self.feed(MediaGrown(action.token, ports=ports))
 
     async def _resolve(self, action: Resolve) -> None:
         plan = await self.board.resolve_vendor(action.gateway)
@@ -172,13 +211,29 @@ class CallAdapter:
             handle.cancel()
 
     def _start_media_action(self, action: StartMedia) -> None:
-        self.board.run(self._start_media(action))
+        plane = self.board.media_plane
+        if plane is None:
+            self.feed(MediaStarted("no media relay in this engine"))
+            return
+        self.media = RelaySessions(plane, action.setup, self._rtp_started)
+        self.board.run(self._start_media(self.media, action.count))
 
     def _stop_media(self, action: StopMedia) -> None:
-        action.media.close()
+        if self.media is not None:
+            self.media.close()
 
     def _grow_media_action(self, action: GrowMedia) -> None:
-        self.board.run(self._grow_media(action))
+        if self.media is None:
+            self.feed(MediaGrown(action.token, "no relay sessions"))
+            return
+        self.board.run(self._grow_media(self.media, action))
+
+    def _update_media(self, action: UpdateMedia) -> None:
+        if self.media is not None:
+            self.media.apply(action.updates)
+
+    def _check_media(self, action: CheckMedia) -> None:
+        self.feed(MediaReport(self.media.idle() if self.media is not None else {}))
 
     def _resolve_action(self, action: Resolve) -> None:
         self.board.run(self._resolve(action))
@@ -213,11 +268,20 @@ class CallAdapter:
             cdrs.submit(record, attempts)
             note_ended(cdrs.writer, record.call_id_in)
 
-        if action.media is not None:
+        anchor, media, totals = action.media, self.media, self.board.media_totals
+        if anchor is not None and media is not None:
             # The CDR carries the relay's final counters (a relay worker reports them
             # once the session's sockets are closed; bounded wait in the pool).
-            action.media.finish(write)
+            def final(counters: list[Counters]) -> None:
+                stats = anchor.stats(counters)
+                if totals is not None:
+                    totals.add(stats)
+                write(stats)
+
+            media.finish(final)
         else:
+            if media is not None:
+                media.close()
             write({"relayed": False})
 
     def _call_ended(self, action: CallEnded) -> None:
@@ -235,6 +299,8 @@ _DO: dict[type, Callable[[CallAdapter, Any], None]] = {
     StartMedia: CallAdapter._start_media_action,
     StopMedia: CallAdapter._stop_media,
     GrowMedia: CallAdapter._grow_media_action,
+    UpdateMedia: CallAdapter._update_media,
+    CheckMedia: CallAdapter._check_media,
     Resolve: CallAdapter._resolve_action,
     Occupy: CallAdapter._occupy,
     Release: CallAdapter._release,

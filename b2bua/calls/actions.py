@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from b2bua.calls.anchor import CallMedia
+from b2bua.calls.anchor import MediaAnchor, MediaSetup, StreamUpdate
 from b2bua.calls.cdr import CdrRecord
 from b2bua.calls.endpoints import Destination
 from b2bua.routing.gateways import RoutingGateway
@@ -76,16 +76,15 @@ class CancelTimer:
 
 @dataclass(slots=True)
 class StartMedia:
-    """Bind the relay ports of ``media``; ``MediaStarted`` follows."""
+    """Open and bind ``count`` relay sessions with ``setup``; ``MediaStarted`` follows."""
 
-    media: CallMedia
+    setup: MediaSetup
+    count: int
 
 
 @dataclass(slots=True)
 class StopMedia:
-    """Close the relay sessions of ``media`` (not started in time, or given up)."""
-
-    media: CallMedia
+    """Close the call's relay sessions (not started in time, or given up)."""
 
 
 @dataclass(slots=True)
@@ -93,8 +92,19 @@ class GrowMedia:
     """Bind ``count`` more streams (an offer with more m= lines); ``MediaGrown`` follows."""
 
     token: int
-    media: CallMedia
     count: int
+
+
+@dataclass(slots=True)
+class UpdateMedia:
+    """Apply ``updates`` to the streams' relay sessions, in order."""
+
+    updates: list[StreamUpdate]
+
+
+@dataclass(slots=True)
+class CheckMedia:
+    """Report how long each leg's media has been quiet; ``MediaReport`` follows."""
 
 
 @dataclass(slots=True)
@@ -156,7 +166,7 @@ class WriteCdr:
 
     record: CdrRecord
     attempts: list[dict[str, Any]]
-    media: CallMedia | None
+    media: MediaAnchor | None
 
 
 @dataclass(slots=True)
@@ -166,5 +176,6 @@ class CallEnded:
 
 
 CallAction = (Respond | Confirm | Send | Transact | CancelInvite | SetTimer | CancelTimer
-              | StartMedia | StopMedia | GrowMedia | Resolve | Occupy | Release | WatchLeg
-              | ForgetLeg | HoldGateway | NoteStarted | NoteAnswered | WriteCdr | CallEnded)
+              | StartMedia | StopMedia | GrowMedia | UpdateMedia | CheckMedia | Resolve
+              | Occupy | Release | WatchLeg | ForgetLeg | HoldGateway | NoteStarted
+              | NoteAnswered | WriteCdr | CallEnded)

@@ -4,26 +4,23 @@ Each m= line of the call (audio, video, T.38 ``image``; up to :data:`MAX_STREAMS
 its own relay session; leg ``a`` of each faces the caller, leg ``b`` the destination.
 Every SDP that crosses the B2BUA (offer or answer, in INVITE, 18x, 200, ACK, re-INVITE,
 UPDATE) goes through ``from_caller`` or ``from_callee``: the sender's media address for
-each m= line is given to its stream's leg, and the body the other side receives points
-each m= line at the other leg's ports.
+each m= line goes to its stream's leg, and the body the other side receives points each
+m= line at the other leg's ports.
+
+Pure, as the call core is: the sessions themselves are opened, set and read by the
+call's adapter (``b2bua/aio/call_media.py``), which applies the :data:`StreamUpdate`
+values returned here.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import functools
-import logging
-import time
-from collections.abc import Callable
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from b2bua.config.live import Params
-from b2bua.media.plane import CipherSpec, Counters, MediaPlane, MediaSession
+from b2bua.media.plane import CipherSpec, Counters
 from b2bua.media.sdp import MediaInfo, parse_sdp, rewrite_sdp
-
-log = logging.getLogger("b2bua.media")
 
 MODES = ("auto", "on", "off", "must_on")
 
@@ -60,27 +57,72 @@ def is_rtp(media: MediaInfo) -> bool:
     return "RTP" in media.proto.upper()
 
 
+@dataclass(frozen=True, slots=True)
+class MediaSetup:
+    """What the relay sessions of a call are opened with (``actions.StartMedia``)."""
+
+    latching: bool
+    caller_nat: bool
+    caller_cipher: CipherSpec | None
+
+
+@dataclass(frozen=True, slots=True)
+class SetRemote:
+    """Where ``leg`` of stream ``stream`` sends (port 0: nowhere, the stream is off)."""
+
+    stream: int
+    leg: str
+    host: str
+    port: int
+    rtcp_port: int | None = None
+    rtcp_host: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SetNat:
+    stream: int
+    leg: str
+    nat: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SetCipher:
+    stream: int
+    leg: str
+    cipher: CipherSpec | None
+
+
+@dataclass(frozen=True, slots=True)
+class SetRtp:
+    """Whether the stream carries RTP (checks and ciphers) or not (T.38)."""
+
+    stream: int
+    rtp: bool
+
+
+StreamUpdate = SetRemote | SetNat | SetCipher | SetRtp
+
+
 @dataclass(slots=True)
 class Stream:
-    """One relayed m= line: its relay session, and what the SDP last said it carries."""
+    """One relayed m= line: what the SDP last said it carries, and its relay ports
+    (leg ``a`` faces the caller, ``b`` the destination) once bound."""
 
-    session: MediaSession
     media: str = "audio"
     rtp: bool = True
+    ports: tuple[int, int] = (0, 0)
 
 
-class CallMedia:
-    """The relay sessions of one call, one per m= line (in this process or a relay
-    worker: see :mod:`b2bua.media.plane`), and the SDP that crosses them."""
+class MediaAnchor:
+    """The anchored media of one call as the call core sees it: its streams, the SDP
+    that crosses them, and the settings each relay session needs, returned as
+    :data:`StreamUpdate` values for the adapter to apply to the sessions it holds
+    (``b2bua/aio/call_media.py``). No sockets and no clock: ports come in when bound,
+    the time with each question."""
 
-    def __init__(self, params: Params, plane: MediaPlane, advertised_host: str, *,
-                 caller_nat: bool, caller_encrypted: bool,
-                 on_rtp_start: Callable[[], None], totals: MediaTotals | None = None,
-                 streams: int = 1) -> None:
-        self.params = params
-        self.plane = plane
+    def __init__(self, params: Params, advertised_host: str, *, caller_nat: bool,
+                 caller_encrypted: bool, streams: int = 1) -> None:
         self.advertised_host = advertised_host
-        self.totals = totals
         # Mode and key are read once: a change applies to new calls, never to the next
         # attempt of a call already up (both ends of that call must keep one cipher).
         self.mode = int(params["SS_RTPENCRYPTIONMODE"])
@@ -91,86 +133,89 @@ class CallMedia:
         self.caller_encrypted = caller_encrypted
         self.callee_nat = False
         self.callee_encrypted = False
-        self.on_rtp_start = on_rtp_start
-        self.streams: list[Stream] = []
-        self._started = 0  # streams whose sessions have been started
-        self._check_since = time.monotonic()
-        for _ in range(max(1, min(streams, MAX_STREAMS))):
-            self._add_stream()
+        self.streams = [Stream() for _ in range(max(1, min(streams, MAX_STREAMS)))]
+        self._started = 0  # streams whose relay ports are bound
+        self.watch_at: float | None = None
 
     @property
-    def session(self) -> MediaSession:
-        """The first stream's session (the call's audio in nearly every call)."""
-        return self.streams[0].session
+    def setup(self) -> MediaSetup:
+        return MediaSetup(self.latching, self.caller_nat,
+                          self.cipher if self.caller_encrypted else None)
 
-    def _add_stream(self) -> None:
-        session = self.plane.new_session(
-            latching=self.latching, a_nat=self.caller_nat,
-            a_cipher=self.cipher if self.caller_encrypted else None,
-            on_rtp_start=self.on_rtp_start)
-        self.streams.append(Stream(session))
+    @property
+    def ports(self) -> tuple[int, int]:
+        """The first stream's ports (the call's audio in nearly every call)."""
+        return self.streams[0].ports
 
-    async def start(self) -> None:
-        """Bind the streams not yet started; on failure every new one is closed."""
-        fresh = self.streams[self._started:]
-        grown = self._started > 0  # streams added to a call that has a destination
-        self._started = len(self.streams)
-        results = await asyncio.gather(*(s.session.start() for s in fresh),
-                                       return_exceptions=True)
-        failure = next((r for r in results if isinstance(r, BaseException)), None)
-        if failure is not None:
-            for stream in fresh:
-                stream.session.close()
-            del self.streams[len(self.streams) - len(fresh):]
-            self._started = len(self.streams)
-            raise failure
+    @property
+    def unstarted(self) -> int:
+        return len(self.streams) - self._started
+
+    def started(self, ports: Sequence[tuple[int, int]]) -> list[StreamUpdate]:
+        """The next ``len(ports)`` streams are bound; streams added to a call that
+        already has a destination get its settings."""
+        grown = self._started > 0
+        while len(self.streams) < self._started + len(ports):
+            self.streams.append(Stream())
+        fresh = range(self._started, self._started + len(ports))
+        for index, pair in zip(fresh, ports, strict=True):
+            self.streams[index].ports = pair
+        self._started += len(ports)
+        updates: list[StreamUpdate] = []
         if grown:
-            for stream in fresh:
-                self._apply_destination(stream)
+            for index in fresh:
+                updates += self._destination(index)
+        return updates
+
+    def not_started(self, count: int) -> None:
+        """``count`` streams could not be bound: they are dropped (from the end)."""
+        del self.streams[max(self._started, len(self.streams) - count):]
 
     def needs(self, body: bytes) -> int:
         """Streams an offer needs beyond those the call has (a re-INVITE adding video)."""
         return max(0, stream_count(body) - len(self.streams)) if body else 0
 
-    async def grow(self, count: int) -> None:
-        for _ in range(min(count, MAX_STREAMS - len(self.streams))):
-            self._add_stream()
-        await self.start()
+    def grow(self, count: int) -> int:
+        """Add up to ``count`` streams (within MAX_STREAMS); how many were added."""
+        added = max(0, min(count, MAX_STREAMS - len(self.streams)))
+        self.streams += [Stream() for _ in range(added)]
+        return added
 
-    def set_destination(self, nat: bool, encrypted: bool) -> None:
+    def set_destination(self, nat: bool, encrypted: bool) -> list[StreamUpdate]:
         """A new attempt: its leg's NAT and encryption (the peer address comes with SDP)."""
         self.callee_nat = nat
         self.callee_encrypted = encrypted
-        for stream in self.streams[:self._started]:
-            self._apply_destination(stream)
+        updates: list[StreamUpdate] = []
+        for index in range(self._started):
+            updates += self._destination(index)
+        return updates
 
-    def _apply_destination(self, stream: Stream) -> None:
-        stream.session.set_nat("b", self.callee_nat)
-        self._apply_ciphers(stream)
+    def _destination(self, index: int) -> list[StreamUpdate]:
+        return [SetNat(index, "b", self.callee_nat), *self._ciphers(index)]
 
-    def _apply_ciphers(self, stream: Stream) -> None:
+    def _ciphers(self, index: int) -> list[StreamUpdate]:
         """Ciphers on RTP streams only: a T.38 stream's packets are not RTP."""
-        stream.session.set_cipher(
-            "a", self.cipher if self.caller_encrypted and stream.rtp else None)
-        stream.session.set_cipher(
-            "b", self.cipher if self.callee_encrypted and stream.rtp else None)
+        rtp = self.streams[index].rtp
+        return [SetCipher(index, "a", self.cipher if self.caller_encrypted and rtp else None),
+                SetCipher(index, "b", self.cipher if self.callee_encrypted and rtp else None)]
 
-    def from_caller(self, body: bytes) -> bytes:
+    def from_caller(self, body: bytes) -> tuple[bytes, list[StreamUpdate]]:
         return self._cross(body, "a")
 
-    def from_callee(self, body: bytes) -> bytes:
+    def from_callee(self, body: bytes) -> tuple[bytes, list[StreamUpdate]]:
         return self._cross(body, "b")
 
-    def _cross(self, body: bytes, sender: str) -> bytes:
+    def _cross(self, body: bytes, sender: str) -> tuple[bytes, list[StreamUpdate]]:
         """The sender's address for each m= line to its stream's leg; the body the other
         side gets points each m= line at the other leg of its stream. An m= line without
         a stream (past MAX_STREAMS, or one the offer did not allocate) is declined, and
         one disabled by either side stays disabled (port 0 crosses as 0)."""
+        updates: list[StreamUpdate] = []
         if not body:
-            return body
+            return body, updates
         info = parse_sdp(body)
         if not info.ok or not info.media:
-            return body
+            return body, updates
         receiver = 1 if sender == "a" else 0
         ports: list[int] = []
         for media in info.media:
@@ -182,8 +227,7 @@ class CallMedia:
                 # Port 0: the sender takes no more media on this stream; the relay stops
                 # sending to it (a different address than before, nothing latched).
                 if media.address is not None:
-                    with contextlib.suppress(ValueError):  # not an address of ours: ignored
-                        stream.session.set_remote(sender, media.address, 0)
+                    updates.append(SetRemote(media.index, sender, media.address, 0))
                 ports.append(0)
                 continue
             rtp = is_rtp(media)
@@ -191,35 +235,31 @@ class CallMedia:
                 stream.media = media.media
                 if stream.rtp != rtp:  # the T.38 switch, or back to audio
                     stream.rtp = rtp
-                    stream.session.set_rtp(rtp)
-                    self._apply_ciphers(stream)
+                    updates.append(SetRtp(media.index, rtp))
+                    updates += self._ciphers(media.index)
             if media.address is not None:
-                try:
-                    stream.session.set_remote(sender, media.address, media.port,
-                                              media.rtcp_port, media.rtcp_address)
-                except ValueError:
-                    log.info("media address %s not usable; stream %d not relayed",
-                             media.address, media.index)
-            ports.append(stream.session.ports[receiver])
+                updates.append(SetRemote(media.index, sender, media.address, media.port,
+                                         media.rtcp_port, media.rtcp_address))
+            ports.append(stream.ports[receiver])
         rewritten = rewrite_sdp(body, self.advertised_host, ports)
-        return rewritten.body if rewritten.ok else body
+        return (rewritten.body if rewritten.ok else body), updates
 
-    def watch(self) -> None:
-        """Start counting silence from now (the call is answered)."""
-        self._check_since = time.monotonic()
+    def watch(self, now: float) -> None:
+        """Start counting silence from ``now`` (the call is answered)."""
+        self.watch_at = now
 
-    def silent_direction(self, checks: dict[str, str], timeout: float) -> str | None:
+    def silent_direction(self, checks: dict[str, str], timeout: float, now: float,
+                         idle: Mapping[str, float | None]) -> str | None:
         """The first checked direction silent for ``timeout`` seconds, or None.
 
         ``checks`` maps a leg ("a" caller side, "b" destination side) to its gateway's
         ``media_check``: ``from_remote`` watches what the leg's peer sends us,
         ``to_remote`` what we relay toward it (what the other leg receives), ``both``
-        both. Silence is counted from :meth:`watch` while nothing has arrived yet. A
-        direction is silent when no stream of the
-        call carried anything in it. The relay's clock is the monotonic one.
+        both. ``idle`` is, per leg, the seconds since any stream of the call last
+        received on it (None: nothing yet), as the relay reported it; silence is counted
+        from :meth:`watch` at the longest.
         """
-        now = time.monotonic()
-        since = self._check_since
+        watched_for = now - self.watch_at if self.watch_at is not None else 0.0
         for name, check in checks.items():
             watched = []
             if check in ("from_remote", "both"):
@@ -227,49 +267,17 @@ class CallMedia:
             if check in ("to_remote", "both"):
                 watched.append(("to_remote", "b" if name == "a" else "a"))
             for direction, source in watched:
-                heard = [t for s in self.streams[:self._started]
-                         if (t := s.session.last_rx(source)) is not None]
-                last = max(heard) if heard else since
-                if now - max(last, since) >= timeout:
+                quiet = idle.get(source)
+                if min(watched_for, watched_for if quiet is None else quiet) >= timeout:
                     return f"{'caller' if name == 'a' else 'callee'} {direction}"
         return None
 
-    def _release_call(self) -> None:
-        """Drop the call's callback (a bound method of the call): call -> media -> call
-        would otherwise be a cycle that only the cyclic collector frees."""
-        self.on_rtp_start = _no_rtp_start
-
-    def close(self) -> None:
-        self._release_call()
-        for stream in self.streams:
-            stream.session.close()
-
-    def finish(self, on_final: Callable[[dict[str, Any]], None]) -> None:
-        """Close, and hand ``on_final`` the call's media stats once every stream's final
-        counters are in (at once in process; after the worker's last report otherwise)."""
-        self._release_call()
-        finals: dict[int, Counters] = {}
-        count = len(self.streams)
-
-        def final(index: int, counters: Counters) -> None:
-            finals[index] = counters
-            if len(finals) < count:
-                return
-            stats = self.stats([finals[i] for i in range(count)])
-            if self.totals is not None:
-                self.totals.add(stats)
-            on_final(stats)
-
-        for index, stream in enumerate(self.streams):
-            stream.session.close(functools.partial(final, index))
-
-    def stats(self, counters: list[Counters] | None = None) -> dict[str, Any]:
-        """Totals over the call's streams, and each stream on its own."""
-        if counters is None:
-            counters = [s.session.stats() for s in self.streams]
+    def stats(self, counters: Sequence[Counters]) -> dict[str, Any]:
+        """Totals over the call's streams, and each stream on its own, from the relay
+        sessions' ``counters`` (one per stream, in order)."""
         streams = [_stream_stats(index, stream, c, self._stream_mode(stream))
                    for index, (stream, c) in enumerate(zip(self.streams, counters,
-                                                           strict=True))]
+                                                           strict=False))]
         totals = {key: sum(s[key] for s in streams) for key in _STREAM_TOTALS}
         return {
             "relayed": True,
@@ -278,17 +286,13 @@ class CallMedia:
             "caller_encrypted": self.caller_encrypted,
             "callee_encrypted": self.callee_encrypted,
             **totals,
-            "ports": list(self.session.ports),
+            "ports": list(self.ports),
             "streams": streams,
         }
 
     def _stream_mode(self, stream: Stream) -> int:
         encrypted = self.caller_encrypted or self.callee_encrypted
         return self.mode if encrypted and stream.rtp else 0
-
-
-def _no_rtp_start() -> None:
-    pass
 
 
 _STREAM_TOTALS = ("caller_to_callee_packets", "caller_to_callee_bytes",
@@ -311,7 +315,7 @@ def _stream_stats(index: int, stream: Stream, counters: Counters, mode: int
         "malformed": a_to_b["rx_malformed"] + b_to_a["rx_malformed"],
         "foreign": a_to_b["rx_foreign"] + b_to_a["rx_foreign"],
         "dropped": a_to_b["send_dropped"] + b_to_a["send_dropped"],
-        "ports": list(stream.session.ports),
+        "ports": list(stream.ports),
     }
 
 

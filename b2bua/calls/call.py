@@ -11,8 +11,9 @@ nothing itself: each step returns the actions (``actions.py``) that the asyncio 
 (``tests/unit/test_call_core.py``).
 
 Its questions to the switch (routing plans, gateway state, a phone's binding,
-parameters) go through :class:`~b2bua.calls.context.CallContext`; SDP crosses the call's
-relay session (``anchor.CallMedia``), a port the adapter's media plane backs.
+parameters) go through :class:`~b2bua.calls.context.CallContext`. SDP crosses the call's
+media anchor (``anchor.MediaAnchor``, pure too): what each relay session must be set to
+comes out as ``UpdateMedia`` actions, and the relay's reports come back as events.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from b2bua.calls.actions import (
     CallEnded,
     CancelInvite,
     CancelTimer,
+    CheckMedia,
     Confirm,
     ForgetLeg,
     GrowMedia,
@@ -43,10 +45,11 @@ from b2bua.calls.actions import (
     StartMedia,
     StopMedia,
     Transact,
+    UpdateMedia,
     WatchLeg,
     WriteCdr,
 )
-from b2bua.calls.anchor import CallMedia, relay_wanted
+from b2bua.calls.anchor import MediaAnchor, StreamUpdate, relay_wanted
 from b2bua.calls.attempt import ALLOW, Attempt
 from b2bua.calls.attempt_state import AttemptState
 from b2bua.calls.call_state import FINAL_SENT, CallState, CallStep, next_call_state
@@ -71,10 +74,12 @@ from b2bua.calls.events import (
     HangUp,
     InDialogRequest,
     MediaGrown,
+    MediaReport,
     MediaStarted,
     NoAck,
     NoReply,
     Reply,
+    RtpStarted,
     Side,
     StrayResponse,
     TimerFired,
@@ -175,7 +180,7 @@ class Call:
         # A hang-up that waits for the caller's ACK of our 200 (RFC 3261 15: no BYE to
         # the caller before it): who hung up, and why.
         self._hangup_after_ack: tuple[str, str] | None = None
-        self.media: CallMedia | None = None
+        self.media: MediaAnchor | None = None
         self._to_caller_last = b""  # the last SDP each leg got from us (liveness re-INVITE)
         self._to_callee_last = invite.body
         self._sdp_sent: dict[Side, bytes] = {}
@@ -188,7 +193,8 @@ class Call:
         self._tokens = 0
         self._out: list[CallAction] = []
         self._leg_timers: dict[Side, LegTimer] = {}  # each leg's refresh, once answered
-        self._growing: dict[int, RelayWait] = {}  # requests waiting for more relay ports
+        # Requests waiting for more relay ports, with how many streams they asked.
+        self._growing: dict[int, tuple[RelayWait, int]] = {}
 
     @staticmethod
     def behind_nat(invite: Request, source: Peer) -> bool:
@@ -244,13 +250,6 @@ class Call:
         out, self._out = self._out, []
         return out
 
-    def on_rtp_started(self) -> None:
-        """First RTP from the destination side (reported by the relay): under the
-        ``rtp`` switching rule the call is committed. No action follows."""
-        attempt = self.attempt
-        if attempt is not None and attempt.open and failover.commits_on_rtp(attempt.rules):
-            self.committed = True
-
     def _step(self, step: CallStep) -> None:
         self.state = next_call_state(self.state, step)
 
@@ -304,13 +303,12 @@ class Call:
                 log.info("call %d: no SDP offer from the caller; media not relayed", self.no)
             self._next_attempt(now)
             return
-        media = self.ctx.new_media(self.invite, self.origin, self.caller_nat,
-                                   self.on_rtp_started)
+        media = self.ctx.new_media(self.invite, self.origin, self.caller_nat)
         if media is None:
             self._next_attempt(now)
             return
         self.media = media
-        self._out.append(StartMedia(media))
+        self._out.append(StartMedia(media.setup, media.unstarted))
 
     def _on_media_started(self, event: MediaStarted, now: float) -> None:
         media = self.media
@@ -318,32 +316,52 @@ class Call:
             log.warning("call %d: media relay unavailable (%s)", self.no, event.error)
             self.media = None
             if media is not None:
-                self._out.append(StopMedia(media))
+                self._out.append(StopMedia())
             if not self.ended:
                 self._fail_caller(503, "Service Unavailable", "system", "no media port free",
                                   now)
             return
         if self.ended:
             if media is not None:  # the call ended while its ports were being bound
-                self._out.append(StopMedia(media))
+                self._out.append(StopMedia())
             return
+        if media is not None:
+            self._update_media(media.started(event.ports))
         self._next_attempt(now)
+
+    def _update_media(self, updates: list[StreamUpdate]) -> None:
+        if updates:
+            self._out.append(UpdateMedia(updates))
+
+    def _on_rtp_started(self, event: RtpStarted, now: float) -> None:
+        """First RTP from the destination side (reported by the relay): under the
+        ``rtp`` switching rule the call is committed. No action follows."""
+        attempt = self.attempt
+        if attempt is not None and attempt.open and failover.commits_on_rtp(attempt.rules):
+            self.committed = True
 
     def _offer_body(self, destination: Destination) -> bytes:
         """The caller's SDP as the destination receives it."""
         if self.media is not None:
-            self.media.set_destination(destination.nat, destination.encrypted)
+            self._update_media(self.media.set_destination(destination.nat,
+                                                          destination.encrypted))
         return self._to_callee(self.invite.body)
 
     def _to_caller(self, body: bytes) -> bytes:
-        out = self.media.from_callee(body) if self.media is not None and body else body
+        out = body
+        if self.media is not None and body:
+            out, updates = self.media.from_callee(body)
+            self._update_media(updates)
         if out:
             self._to_caller_last = out
             self._sdp_sent[Side.CALLER] = out
         return out
 
     def _to_callee(self, body: bytes) -> bytes:
-        out = self.media.from_caller(body) if self.media is not None and body else body
+        out = body
+        if self.media is not None and body:
+            out, updates = self.media.from_caller(body)
+            self._update_media(updates)
         if out:
             self._to_callee_last = out
             self._sdp_sent[Side.CALLEE] = out
@@ -628,7 +646,7 @@ class Call:
         self._step(CallStep.ANSWER)
         self._out.append(NoteAnswered(self.invite.call_id, now))
         self._reply_caller(200, response.reason, response)
-        self._start_media_check(attempt)
+        self._start_media_check(attempt, now)
         self._sdp_sent = {Side.CALLER: self._to_caller_last, Side.CALLEE: self._to_callee_last}
         self._arm_refresh(Side.CALLER, leg_timer(self.ctx.params, self.invite))
         self._arm_refresh(Side.CALLEE, leg_timer(self.ctx.params, response))
@@ -687,7 +705,7 @@ class Call:
                  why)
         self._hang_up_both("system", f"session refresh failed ({side.value} {why})", now)
 
-    def _start_media_check(self, attempt: Attempt) -> None:
+    def _start_media_check(self, attempt: Attempt, now: float) -> None:
         """RTP interruption check per the gateways' ``media_check`` (relayed calls only)."""
         if self.media is None:
             return
@@ -695,14 +713,19 @@ class Call:
                               attempt.destination.gateway)
         if checks:
             self._media_checks = checks
-            self.media.watch()
+            self.media.watch(now)
             self._set_timer("media-check", MEDIA_CHECK_EVERY)
 
     def _check_media(self, now: float) -> None:
         if self.ended or self.media is None:
             return
+        self._out.append(CheckMedia())  # MediaReport follows
+
+    def _on_media_report(self, event: MediaReport, now: float) -> None:
+        if self.ended or self.media is None or self._media_checks == {}:
+            return
         timeout = float(self.ctx.params.integer("SS_MEDIA_CHECK_TIMEOUT"))
-        silent = self.media.silent_direction(self._media_checks, timeout)
+        silent = self.media.silent_direction(self._media_checks, timeout, now, event.idle)
         if silent is not None:
             log.info("call %d: no RTP %s for %.0f s; hanging up", self.no, silent, timeout)
             self._hang_up_both("system", f"RTP interruption ({silent})", now)
@@ -831,12 +854,12 @@ class Call:
             self._out.append(Respond(server, make_response(request, 501)))
             return
         media = self.media
-        if media is not None and (more := media.needs(request.body)):
+        if media is not None and (more := media.grow(media.needs(request.body))):
             # An offer with more m= lines than the call relays (video added, a T.38
             # stream beside the audio): their relay ports first, then the offer.
             token = self._token()
-            self._growing[token] = RelayWait(request, server, side)
-            self._out.append(GrowMedia(token, media, more))
+            self._growing[token] = (RelayWait(request, server, side), more)
+            self._out.append(GrowMedia(token, more))
             return
         self._relay_request(RelayWait(request, server, side), other)
 
@@ -865,12 +888,18 @@ class Call:
         self._out.append(Respond(server, make_response(request, 481)))
 
     def _on_media_grown(self, event: MediaGrown, now: float) -> None:
-        wait = self._growing.pop(event.token, None)
-        if wait is None:
+        waiting = self._growing.pop(event.token, None)
+        if waiting is None:
             return
+        wait, count = waiting
+        media = self.media
         if event.error is not None:  # no free port pair: the extra m= lines are declined
             log.warning("call %d: no relay ports for more streams (%s)", self.no,
                         event.error)
+            if media is not None:
+                media.not_started(count)
+        elif media is not None and not self.ended:
+            self._update_media(media.started(event.ports))
         other = self._dialog(_other(wait.origin))
         if self.ended or other is None:
             if wait.request.method == "INVITE":
@@ -993,6 +1022,8 @@ _HANDLERS: dict[type, Callable[[Call, Any, float], None]] = {
     InDialogRequest: Call._on_request,
     MediaStarted: Call._on_media_started,
     MediaGrown: Call._on_media_grown,
+    RtpStarted: Call._on_rtp_started,
+    MediaReport: Call._on_media_report,
     VendorResolved: Call._on_resolved,
     StrayResponse: Call._on_stray_response,
     HangUp: Call._on_hang_up,

@@ -5,10 +5,9 @@ unit test answers them with plain objects. Nothing here sends, waits or writes."
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
-from b2bua.calls.anchor import CallMedia
+from b2bua.calls.anchor import MediaAnchor
 from b2bua.calls.endpoints import Destination, Origin
 from b2bua.config.live import Params
 from b2bua.numbers.rules import NumberTables
@@ -51,8 +50,8 @@ class CallContext(Protocol):
 
     def origin_media_check(self, origin: Origin) -> str: ...
 
-    def new_media(self, invite: Request, origin: Origin, caller_nat: bool,
-                  on_rtp_start: Callable[[], None]) -> CallMedia | None:
-        """A relay session for a call, None when the relay is off in this engine;
-        ``on_rtp_start`` is called at the first RTP from the destination side."""
+    def new_media(self, invite: Request, origin: Origin, caller_nat: bool
+                  ) -> MediaAnchor | None:
+        """The media anchor of a call whose media is relayed (its streams not bound
+        yet), None when this engine has no relay."""
         ...

@@ -7,7 +7,7 @@ call sent come back by the token the call gave the request (``actions.Transact``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from b2bua.routing.dns import Plan
@@ -71,9 +71,11 @@ class InDialogRequest:
 
 @dataclass(slots=True)
 class MediaStarted:
-    """The relay ports of ``StartMedia`` are bound, or could not be (``error``)."""
+    """The relay ports of ``StartMedia`` are bound (``ports``, per stream: the caller's
+    leg, the destination's), or could not be (``error``)."""
 
     error: str | None = None
+    ports: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -82,6 +84,20 @@ class MediaGrown:
 
     token: int
     error: str | None = None
+    ports: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class RtpStarted:
+    """The relay saw the first RTP from the destination side."""
+
+
+@dataclass(slots=True)
+class MediaReport:
+    """The answer to ``CheckMedia``: per leg ("a" the caller's, "b" the destination's),
+    seconds since any stream of the call last received on it (None: nothing yet)."""
+
+    idle: dict[str, float | None]
 
 
 @dataclass(slots=True)
@@ -106,5 +122,5 @@ class HangUp:
 
 
 CallEvent = (Reply | NoReply | TimerFired | NoAck | CallerCancel | AckReceived
-             | InDialogRequest | MediaStarted | MediaGrown | VendorResolved | StrayResponse
-             | HangUp)
+             | InDialogRequest | MediaStarted | MediaGrown | RtpStarted | MediaReport
+             | VendorResolved | StrayResponse | HangUp)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from b2bua.aio.call_adapter import CallAdapter
-from b2bua.calls.anchor import CallMedia
+from b2bua.calls.anchor import MediaAnchor, MediaTotals
 from b2bua.calls.call import ALLOW, Call
 from b2bua.calls.cdr import CdrWriter
 from b2bua.calls.counts import CallCounts
@@ -28,6 +28,7 @@ from b2bua.calls.events import (
     StrayResponse,
 )
 from b2bua.config.live import Params
+from b2bua.media.plane import MediaPlane
 from b2bua.numbers.rules import NumberTables
 from b2bua.policy import Action, Outcome, Policy, SourceKind, classify_by_address
 from b2bua.registrar.bindings import BindingStore
@@ -84,10 +85,13 @@ class Switchboard:
         self.registrar = registrar
         self.numbers = numbers
         self.upstream_vendor: Callable[[Peer, str | None], int | None] | None = None
-        # Set by the engine: a relay session for a call (its INVITE, its origin, whether
-        # the caller is behind NAT), None when the relay is off.
-        self.media_factory: Callable[[Request, Origin, bool, Callable[[], None]],
-                                     CallMedia | None] | None = None
+        # Set by the engine: a call's media anchor (from its INVITE, its origin, whether
+        # the caller is behind NAT), and the relay its adapter opens sessions on; None
+        # when the relay is off. Finished calls' media are added to ``media_totals``.
+        self.media_factory: Callable[[Request, Origin, bool],
+                                     MediaAnchor | None] | None = None
+        self.media_plane: MediaPlane | None = None
+        self.media_totals: MediaTotals | None = None
         # Set by the engine: True while new calls must wait (SS_OVERLOAD_LOOP_LAG).
         self.overloaded: Callable[[], bool] = lambda: False
         # Replaced by the engine with one using its --dns-server.
@@ -396,11 +400,10 @@ class Switchboard:
             return vendor.media_check if vendor is not None else "none"
         return "none"
 
-    def new_media(self, invite: Request, origin: Origin, caller_nat: bool,
-                  on_rtp_start: Callable[[], None]) -> CallMedia | None:
+    def new_media(self, invite: Request, origin: Origin, caller_nat: bool
+                  ) -> MediaAnchor | None:
         factory = self.media_factory
-        return factory(invite, origin, caller_nat, on_rtp_start) if factory is not None \
-            else None
+        return factory(invite, origin, caller_nat) if factory is not None else None
 
     def run(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a call's coroutine (e.g. binding relay ports), keeping a reference."""
@@ -462,7 +465,7 @@ class Switchboard:
             adapter.feed(HangUp(why))
 
     def active_calls(self) -> list[dict[str, Any]]:
-        return [adapter.call.snapshot() for adapter in self.calls.values()]
+        return [adapter.snapshot() for adapter in self.calls.values()]
 
     def stats_snapshot(self) -> dict[str, Any]:
         return {

@@ -42,8 +42,9 @@ from b2bua.calls.actions import (
     SetTimer,
     StopMedia,
     Transact,
+    UpdateMedia,
 )
-from b2bua.calls.anchor import CallMedia
+from b2bua.calls.anchor import MAX_STREAMS, SetCipher, SetNat, SetRemote
 from b2bua.calls.attempt import Attempt
 from b2bua.calls.attempt_state import (
     TRANSITIONS as ATTEMPT_TRANSITIONS,
@@ -75,6 +76,7 @@ from b2bua.calls.events import (
     NoAck,
     NoReply,
     Reply,
+    RtpStarted,
     Side,
     StrayResponse,
     TimerFired,
@@ -227,54 +229,21 @@ def responses_on(h: CallHarness, server: Any) -> list[Response]:
     return [r for s, r in h.ledger.responses if s is server]
 
 
-class FakeMedia:
-    """A relay session as the core uses it (``anchor.CallMedia``, duck-typed)."""
-
-    RELAY = b"198.51.100.1"
-
-    def __init__(self) -> None:
-        self.silent: str | None = None
-        self.more = 0
-        self.watched = 0
-        self.checks: list[tuple[dict[str, str], float]] = []
-        self.destinations: list[tuple[bool, bool]] = []
-        self.closed = False
-
-    def from_caller(self, body: bytes) -> bytes:
-        return body.replace(b"192.0.2.10", self.RELAY)
-
-    def from_callee(self, body: bytes) -> bytes:
-        return body.replace(b"203.0.113.5", self.RELAY)
-
-    def set_destination(self, nat: bool, encrypted: bool) -> None:
-        self.destinations.append((nat, encrypted))
-
-    def needs(self, body: bytes) -> int:
-        return self.more
-
-    def watch(self) -> None:
-        self.watched += 1
-
-    def silent_direction(self, checks: dict[str, str], timeout: float) -> str | None:
-        self.checks.append((dict(checks), timeout))
-        return self.silent
-
-    def stats(self) -> dict[str, Any]:
-        return {"relayed": True}
-
-    def close(self) -> None:
-        self.closed = True
+# The bodies each side gets: the relay's address on c= (o= is the sender's own), its port.
+RELAYED_OFFER = OFFER.replace(b"c=IN IP4 192.0.2.10", b"c=IN IP4 198.51.100.1").replace(
+    b"4000", b"40002")
+RELAYED_ANSWER = ANSWER.replace(b"c=IN IP4 203.0.113.5", b"c=IN IP4 198.51.100.1").replace(
+    b"5000", b"40000")
 
 
-def relayed(*gateways: RoutingGateway, **params: Any) -> tuple[CallHarness, FakeMedia]:
+def relayed(*gateways: RoutingGateway, **params: Any) -> CallHarness:
     """A call whose media is relayed (``SS_MEDIAPROXYMODE`` On), its ports bound."""
-    media = FakeMedia()
-    ctx = LiveContext(gateways=list(gateways), media=cast(CallMedia, media))
+    ctx = LiveContext(gateways=list(gateways), relay=True)
     h = make(ctx=ctx, SS_MEDIAPROXYMODE="On", **params)
     assert h.ledger.media == ["start"]
     assert h.call.attempts == []  # the INVITE waits for the ports
-    h.feed(MediaStarted())
-    return h, media
+    h.media_started()
+    return h
 
 
 # -- the timers of an attempt ---------------------------------------------------------------
@@ -506,7 +475,7 @@ def test_rtp_from_the_gateway_commits_under_stop_after_rtp_start(
              SS_GATEWAY_SWITCH_STOP_AFTER_RTP_START=system, SS_SIP_STOP_SWITCH_AFTER_SDP="Off",
              SS_GATEWAY_SWITCH_UNTIL_CONNECT=until_connect)
     h.answer(1, 183, ANSWER)
-    h.call.on_rtp_started()
+    h.feed(RtpStarted())
     assert h.call.committed is committed
     h.answer(1, 503)
     if committed:
@@ -521,12 +490,11 @@ def test_rtp_from_the_gateway_commits_under_stop_after_rtp_start(
 
 
 def test_rtp_before_any_attempt_commits_nothing() -> None:
-    media = FakeMedia()
-    ctx = LiveContext(gateways=gws(2), media=cast(CallMedia, media))
+    ctx = LiveContext(gateways=gws(2), relay=True)
     h = make(ctx=ctx, SS_MEDIAPROXYMODE="On")
-    h.call.on_rtp_started()  # no attempt yet: the ports are being bound
+    h.feed(RtpStarted())  # no attempt yet: the ports are being bound
     assert not h.call.committed
-    h.feed(MediaStarted())
+    h.media_started()
     h.answer(1, 503)
     assert tried(h) == ["v1", "v2"]
     h.feed(HangUp("shutdown"))
@@ -556,7 +524,7 @@ def test_a_timer_expiring_on_a_committed_call_cancels_and_gives_408(
              SS_SIP_TIMEOUT_SESSION_PROGRESS_SDP=5)
     h.answer(1, status, ANSWER if sdp else b"")
     if rtp:
-        h.call.on_rtp_started()
+        h.feed(RtpStarted())
     h.advance(5)
     assert cancelled(h) == [1]
     assert tried(h) == ["v1"]
@@ -1424,41 +1392,65 @@ def test_a_callee_bye_before_the_answer_changes_nothing_for_the_caller() -> None
 
 
 def test_an_offer_with_more_streams_grows_the_relay_first() -> None:
-    h, media = relayed(vendor(1, "44"))
+    h = relayed(vendor(1, "44"))
     connect(h, 1)
-    media.more = 1
     video = OFFER + b"m=video 4002 RTP/AVP 96\r\n"
     _server, actions = h.in_dialog(Side.CALLER, "INVITE", video)
     grow, = [a for a in actions if isinstance(a, GrowMedia)]
     assert grow.count == 1 and h.ledger.media[-1] == "grow 1"
     assert not any(isinstance(a, Transact) for a in actions)
-    h.feed(MediaGrown(grow.token))
+    h.ledger.media_updates.clear()
+    h.feed(MediaGrown(grow.token, ports=[(40004, 40006)]))
+    # The new stream gets the destination's settings, then the offer's addresses.
+    assert h.ledger.media_updates[:3] == [
+        SetNat(1, "b", False), SetCipher(1, "a", None), SetCipher(1, "b", None)]
+    assert SetRemote(1, "a", "192.0.2.10", 4002) in h.ledger.media_updates
     relayed_invite = h.ledger.requests[last_token(h)]
     assert relayed_invite.method == "INVITE"
-    assert relayed_invite.body == video.replace(b"192.0.2.10", FakeMedia.RELAY)
-    assert h.feed(MediaGrown(grow.token)) == []  # once
+    assert relayed_invite.body.endswith(
+        b"c=IN IP4 198.51.100.1\r\nt=0 0\r\nm=audio 40002 RTP/AVP 0\r\n"
+        b"m=video 40006 RTP/AVP 96\r\n")
+    assert h.feed(MediaGrown(grow.token, ports=[(1, 2)])) == []  # once
+    caller_bye(h)
+
+
+def test_streams_past_the_cap_are_declined_without_growing() -> None:
+    h = relayed(vendor(1, "44"))
+    connect(h, 1)
+    media = h.call.media
+    assert media is not None
+    media.grow(MAX_STREAMS)  # the cap reached (bound or not)
+    video = OFFER + b"m=video 4002 RTP/AVP 96\r\n"
+    _server, actions = h.in_dialog(Side.CALLER, "INVITE", video)
+    assert not any(isinstance(a, GrowMedia) for a in actions)
+    assert h.ledger.requests[last_token(h)].body.endswith(b"m=video 0 RTP/AVP 96\r\n")
     caller_bye(h)
 
 
 def test_an_offer_whose_streams_could_not_grow_is_relayed_anyway() -> None:
-    h, media = relayed(vendor(1, "44"))
+    h = relayed(vendor(1, "44"))
     connect(h, 1)
-    media.more = 2
-    _server, actions = h.in_dialog(Side.CALLER, "INFO", b"x")
+    offer = OFFER + b"m=video 4002 RTP/AVP 96\r\nm=image 4004 udptl t38\r\n"
+    _server, actions = h.in_dialog(Side.CALLER, "UPDATE", offer)
     grow, = [a for a in actions if isinstance(a, GrowMedia)]
+    assert grow.count == 2
     h.feed(MediaGrown(grow.token, error="no free port pair"))
-    assert h.ledger.requests[last_token(h)].method == "INFO"
+    media = h.call.media
+    assert media is not None and len(media.streams) == 1  # the two not bound: dropped
+    relayed_update = h.ledger.requests[last_token(h)]
+    assert relayed_update.method == "UPDATE"
+    assert relayed_update.body.endswith(b"m=video 0 RTP/AVP 96\r\nm=image 0 udptl t38\r\n")
     caller_bye(h)
 
 
 def test_an_offer_growing_while_the_call_ends_gets_481() -> None:
-    h, media = relayed(vendor(1, "44"))
+    h = relayed(vendor(1, "44"))
     connect(h, 1)
-    media.more = 1
-    server, actions = h.in_dialog(Side.CALLER, "INVITE", OFFER)
+    server, actions = h.in_dialog(Side.CALLER, "INVITE",
+                                  OFFER + b"m=video 4002 RTP/AVP 96\r\n")
     grow, = [a for a in actions if isinstance(a, GrowMedia)]
     h.in_dialog(Side.CALLEE, "BYE")
-    h.feed(MediaGrown(grow.token))
+    h.feed(MediaGrown(grow.token, ports=[(40004, 40006)]))
     assert [r.status for r in responses_on(h, server)] == [481]
     finished(h)
 
@@ -1596,59 +1588,87 @@ def test_no_refresh_before_the_callers_ack() -> None:
 
 
 def test_a_relayed_call_crosses_its_sdp_through_the_relay() -> None:
-    h, media = relayed(vendor(1, "44"))
-    assert h.invite_of(1).body == OFFER.replace(b"192.0.2.10", FakeMedia.RELAY)
-    assert media.destinations == [(False, False)]
+    h = relayed(vendor(1, "44"))
+    assert h.invite_of(1).body == RELAYED_OFFER
+    # The destination's settings, then the caller's address: before the INVITE leaves.
+    assert h.ledger.media_updates == [
+        SetNat(0, "b", False), SetCipher(0, "a", None), SetCipher(0, "b", None),
+        SetRemote(0, "a", "192.0.2.10", 4000)]
+    update = next(i for i, a in enumerate(h.ledger.actions) if isinstance(a, UpdateMedia))
+    invite = next(i for i, a in enumerate(h.ledger.actions) if isinstance(a, Transact))
+    assert update < invite
     h.answer(1, 183, ANSWER)
-    assert h.ledger.to_caller[-1].body == ANSWER.replace(b"203.0.113.5", FakeMedia.RELAY)
+    assert h.ledger.to_caller[-1].body == RELAYED_ANSWER
+    assert h.ledger.media_updates[-1] == SetRemote(0, "b", "203.0.113.5", 5000)
     h.answer(1, 200, ANSWER)
     h.ack_from_caller()
-    assert media.watched == 0  # media_check none: no RTP check
+    media = h.call.media
+    assert media is not None and media.watch_at is None  # media_check none: no RTP check
     assert "media-check" not in h.ledger.timers
     caller_bye(h)
     assert h.call.snapshot()["media"] == {"relayed": True}
+    assert h.ledger.media[-1] == "start"  # the CDR's write closes the sessions
+    assert h.ledger.actions[-1].media is media  # type: ignore[union-attr]
 
 
 def test_silent_rtp_ends_the_call() -> None:
-    h, media = relayed(vendor(1, "44", media_check="both"), SS_MEDIA_CHECK_TIMEOUT=12)
+    h = relayed(vendor(1, "44", media_check="both"), SS_MEDIA_CHECK_TIMEOUT=12)
     connect(h, 1)
-    assert media.watched == 1
+    media = h.call.media
+    assert media is not None and media.watch_at == START
     assert h.ledger.timers["media-check"] == START + 1
     h.advance(5)
-    assert len(media.checks) == 5
-    assert media.checks[0] == ({"b": "both"}, 12.0)
-    media.silent = "callee from_remote"
+    assert h.ledger.media_checks == 5
+    h.idle = {"a": 0.5, "b": 30.0}  # nothing from the destination for 30 s...
+    h.advance(6)
+    assert h.call.state is CallState.CONFIRMED  # ...but the call is 11 s old
     h.advance(1)
     assert len(byes(h, Side.CALLER)) == 1 and len(byes(h, Side.CALLEE)) == 1
     finished(h)
     assert (h.cdr.hangup_by, h.cdr.termination_reason) == (
         "system", "RTP interruption (callee from_remote)")
-    assert h.cdr.duration == 6
+    assert h.cdr.duration == 12
+
+
+@pytest.mark.parametrize(("idle", "watched", "silent"), [
+    ({"a": None, "b": None}, 29, False),  # nothing yet: counted from the answer
+    ({"a": None, "b": None}, 30, True),
+    ({"a": 40.0, "b": 29.0}, 40, False),  # to_remote of the caller: what "b" receives
+    ({"a": 0.0, "b": 30.0}, 40, True),
+    ({"a": 0.0, "b": 50.0}, 29, False),  # quiet longer than watched: the watch counts
+])
+def test_silence_is_counted_from_the_answer_at_the_longest(
+        idle: dict[str, float | None], watched: float, silent: bool) -> None:
+    h = relayed(vendor(1, "44", media_check="to_remote"))  # timeout: 30 s by default
+    connect(h, 1)
+    media = h.call.media
+    assert media is not None
+    assert (media.silent_direction({"a": "to_remote"}, 30.0, START + watched, idle)
+            == ("caller to_remote" if silent else None))
 
 
 def test_the_origins_media_check_is_checked_too() -> None:
-    media = FakeMedia()
-
     @dataclass
     class CheckingContext(LiveContext):
         def origin_media_check(self, origin: Origin) -> str:
             return "to_remote"
 
-    ctx = CheckingContext(gateways=[vendor(1, "44")], media=cast(CallMedia, media))
+    ctx = CheckingContext(gateways=[vendor(1, "44")], relay=True)
     h = make(ctx=ctx, SS_MEDIAPROXYMODE="On")
-    h.feed(MediaStarted())
+    h.media_started()
     connect(h, 1)
     h.advance(1)
-    assert media.checks == [({"a": "to_remote"}, 30.0)]
-    media.silent = "caller to_remote"
+    assert h.ledger.media_checks == 1 and h.call.state is CallState.CONFIRMED
+    h.idle = {"a": 0.0, "b": 31.0}  # what the caller's leg is sent: nothing for 31 s
+    h.advance(28)
+    assert h.call.state is CallState.CONFIRMED  # the call is 29 s old
     h.advance(1)
     finished(h)
     assert h.cdr.termination_reason == "RTP interruption (caller to_remote)"
 
 
 def test_no_free_media_port_gives_the_caller_503() -> None:
-    media = FakeMedia()
-    ctx = LiveContext(gateways=[vendor(1, "44")], media=cast(CallMedia, media))
+    ctx = LiveContext(gateways=[vendor(1, "44")], relay=True)
     h = make(ctx=ctx, SS_MEDIAPROXYMODE="On")
     actions = h.feed(MediaStarted(error="no free port pair"))
     assert any(isinstance(a, StopMedia) for a in actions)
@@ -1660,11 +1680,10 @@ def test_no_free_media_port_gives_the_caller_503() -> None:
 
 
 def test_media_bound_after_the_caller_left_is_stopped() -> None:
-    media = FakeMedia()
-    ctx = LiveContext(gateways=[vendor(1, "44")], media=cast(CallMedia, media))
+    ctx = LiveContext(gateways=[vendor(1, "44")], relay=True)
     h = make(ctx=ctx, SS_MEDIAPROXYMODE="On")
     h.feed(CallerCancel())
-    h.feed(MediaStarted())
+    h.media_started()
     assert h.ledger.media == ["start", "stop"] and h.call.attempts == []
     h.feed(MediaStarted(error="late"))  # an error after the end: nothing more to the caller
     assert h.caller_statuses == [100, 487]
@@ -1672,8 +1691,7 @@ def test_media_bound_after_the_caller_left_is_stopped() -> None:
 
 
 def test_a_caller_without_sdp_is_not_relayed() -> None:
-    media = FakeMedia()
-    ctx = LiveContext(gateways=[vendor(1, "44")], media=cast(CallMedia, media))
+    ctx = LiveContext(gateways=[vendor(1, "44")], relay=True)
     h = make(ctx=ctx, invite=invite_request(body=b""), SS_MEDIAPROXYMODE="On")
     assert h.ledger.media == [] and tried(h) == ["v1"]
     h.feed(CallerCancel())
@@ -2074,11 +2092,10 @@ def test_provisionals_reach_the_caller_with_our_tag_and_contact() -> None:
 
 
 def test_every_gateway_gone_while_the_media_was_bound_gives_503() -> None:
-    media = FakeMedia()
-    ctx = LiveContext(gateways=[vendor(1, "44")], media=cast(CallMedia, media))
+    ctx = LiveContext(gateways=[vendor(1, "44")], relay=True)
     h = make(ctx=ctx, SS_MEDIAPROXYMODE="On")
     ctx.gateways[0] = dataclasses.replace(ctx.gateways[0], enabled=False)
-    h.feed(MediaStarted())
+    h.media_started()
     assert h.call.attempts == [] and h.caller_statuses == [100, 503]
     finished(h)
     assert (h.cdr.hangup_by, h.cdr.termination_reason) == (

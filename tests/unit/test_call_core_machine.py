@@ -45,7 +45,7 @@ open, every other request of ours timed out):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from callharness import (
     ANSWER,
@@ -84,7 +84,6 @@ from b2bua.calls.actions import (
     Transact,
     WriteCdr,
 )
-from b2bua.calls.anchor import CallMedia
 from b2bua.calls.attempt import Attempt
 from b2bua.calls.attempt_state import AttemptState
 from b2bua.calls.call import Call
@@ -100,6 +99,7 @@ from b2bua.calls.events import (
     NoAck,
     NoReply,
     Reply,
+    RtpStarted,
     Side,
     StrayResponse,
     TimerFired,
@@ -233,36 +233,6 @@ def setups(draw: st.DrawFn) -> Setup:
                  relay=draw(st.booleans()))
 
 
-class FakeMedia:
-    """The call's relay session as the core sees it: SDP passes unchanged, an offer with
-    more m= lines than streams bound asks for more, and RTP is silent when told."""
-
-    def __init__(self) -> None:
-        self.streams = 1
-        self.silent: str | None = None  # the direction the RTP check finds silent
-
-    def needs(self, body: bytes) -> int:
-        return max(0, body.count(b"\nm=") - self.streams) if body else 0
-
-    def set_destination(self, nat: bool, encrypted: bool) -> None:
-        return None
-
-    def from_caller(self, body: bytes) -> bytes:
-        return body
-
-    def from_callee(self, body: bytes) -> bytes:
-        return body
-
-    def watch(self) -> None:
-        return None
-
-    def silent_direction(self, checks: dict[str, str], timeout: float) -> str | None:
-        return self.silent if checks else None
-
-    def stats(self) -> dict[str, Any]:
-        return {"relayed": True}
-
-
 def targets(gw: RoutingGateway, count: int) -> tuple[Target, ...]:
     return tuple(Target(f"v{gw.id}.test", f"203.0.{113 + n}.{gw.id}", 5060)
                  for n in range(count))
@@ -287,7 +257,7 @@ def build(setup: Setup) -> MachineHarness:
     if setup.relay:
         params.values["SS_MEDIAPROXYMODE"] = "On"
     ctx = Context(gateways=list(setup.gateways), params=params, plans=plans,
-                  media=cast(CallMedia, FakeMedia()) if setup.relay else None)
+                  relay=setup.relay)
     extra = "Session-Expires: 90\r\n" if setup.session_timer else ""
     invite = invite_request(body=OFFER if setup.offer else b"", extra=extra)
     return MachineHarness(ctx, invite)
@@ -479,7 +449,10 @@ class CallCoreMachine(RuleBasedStateMachine):
     def relay_ports_bound(self, failed: bool) -> None:
         """The relay's ports for the call are bound, or none is free."""
         self.media_started += 1
-        self.feed(MediaStarted("no free port pair" if failed else None))
+        if failed:
+            self.feed(MediaStarted("no free port pair"))
+        else:
+            self.h.media_started()
 
     def growing(self) -> list[int]:
         """GrowMedia tokens not answered yet."""
@@ -493,16 +466,19 @@ class CallCoreMachine(RuleBasedStateMachine):
         tokens = self.growing()
         token = tokens[pick % len(tokens)]
         self.grown.add(token)
-        media = self.h.ctx.media
-        if media is not None and not failed:
-            cast(FakeMedia, media).streams += 1
-        self.feed(MediaGrown(token, "no free port pair" if failed else None))
+        grow = next(a for a in self.h.ledger.actions
+                    if isinstance(a, GrowMedia) and a.token == token)
+        if failed:
+            self.feed(MediaGrown(token, "no free port pair"))
+        else:
+            self.feed(MediaGrown(token, ports=[(41000 + 4 * i, 41002 + 4 * i)
+                                               for i in range(grow.count)]))
 
-    @precondition(lambda self: self.h.ctx.media is not None)
-    @rule(silent=st.sampled_from([None, "callee from_remote"]))
-    def rtp_flow(self, silent: str | None) -> None:
-        """RTP stops (the RTP check finds a direction silent) or flows again."""
-        cast(FakeMedia, self.h.ctx.media).silent = silent
+    @precondition(lambda self: self.h.ctx.relay)
+    @rule(silent=st.booleans())
+    def rtp_flow(self, silent: bool) -> None:
+        """RTP stops (the relay reports both legs quiet for ever) or flows again."""
+        self.h.idle = {"a": 1e6, "b": 1e6} if silent else {"a": 0.0, "b": 0.0}
 
     # -- the clock ---------------------------------------------------------------------------
 
@@ -582,7 +558,7 @@ class CallCoreMachine(RuleBasedStateMachine):
                                      to_tag="callee-tag")
             self.feed(StrayResponse(attempt.dialog.call_id, response))
         elif kind == "rtp":
-            self.call.on_rtp_started()
+            self.feed(RtpStarted())
         elif kind == "stale timer":
             names = sorted({a.name for a in self.h.ledger.actions
                             if isinstance(a, SetTimer)} - self.call.timers)

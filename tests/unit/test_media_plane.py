@@ -8,10 +8,11 @@ import time
 from collections.abc import Callable
 
 import pytest
+from fakerelay import AnchoredMedia
 from hypothesis import given
 from hypothesis import strategies as st
 
-from b2bua.calls.anchor import MAX_STREAMS, CallMedia, stream_count
+from b2bua.calls.anchor import MAX_STREAMS, stream_count
 from b2bua.config.live import Params
 from b2bua.looplag import WINDOW, LoopLag
 from b2bua.media.plane import CipherSpec
@@ -126,11 +127,11 @@ def test_each_m_line_has_its_own_relay_and_t38_gets_no_cipher() -> None:
     plane = _RecordingPlane()
     offer = _offer("m=audio 6000 RTP/AVP 0", "m=video 6002 RTP/AVP 96",
                    *[f"m=text {7000 + 2 * i} RTP/AVP 98" for i in range(8)])
-    media = CallMedia(params, plane, "192.0.2.1", caller_nat=False,  # type: ignore[arg-type]
-                      caller_encrypted=True, on_rtp_start=lambda: None,
-                      streams=stream_count(offer))
-    assert len(plane.sessions) == MAX_STREAMS == 8
+    media = AnchoredMedia(params, plane, "192.0.2.1", caller_nat=False,  # type: ignore[arg-type]
+                          caller_encrypted=True, on_rtp_start=lambda: None,
+                          streams=stream_count(offer))
     asyncio.run(media.start())
+    assert len(plane.sessions) == MAX_STREAMS == 8
     media.set_destination(nat=False, encrypted=False)
     out = media.from_caller(offer).decode()
     ports = [line.split()[1] for line in out.splitlines() if line.startswith("m=")]
@@ -151,13 +152,14 @@ def test_a_key_or_mode_change_applies_to_new_calls_only() -> None:
     params = Params()
     params.values.update(SS_RTPENCRYPTIONMODE=3, SS_RTPENCRYPTIONKEY="0123456789abcdef")
     plane = _RecordingPlane()
-    media = CallMedia(params, plane, "127.0.0.1", caller_nat=False,  # type: ignore[arg-type]
-                      caller_encrypted=True, on_rtp_start=lambda: None)
+    media = AnchoredMedia(params, plane, "127.0.0.1", caller_nat=False,  # type: ignore[arg-type]
+                          caller_encrypted=True, on_rtp_start=lambda: None)
     asyncio.run(media.start())
     params.values.update(SS_RTPENCRYPTIONMODE=2, SS_RTPENCRYPTIONKEY="fedcba9876543210")
     media.set_destination(nat=False, encrypted=True)  # a failover attempt after the change
     assert plane.session.ciphers == {"a": (3, "0123456789abcdef"), "b": (3, "0123456789abcdef")}
     assert media.mode == 3  # what the CDR's media says
-    later = CallMedia(params, plane, "127.0.0.1", caller_nat=False,  # type: ignore[arg-type]
-                      caller_encrypted=True, on_rtp_start=lambda: None)
+    later = AnchoredMedia(params, plane, "127.0.0.1", caller_nat=False,  # type: ignore[arg-type]
+                          caller_encrypted=True, on_rtp_start=lambda: None)
+    asyncio.run(later.start())
     assert plane.session.ciphers["a"] == (2, "fedcba9876543210") and later.mode == 2

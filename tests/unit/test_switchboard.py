@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from fakerelay import FakePlane, counters, leg_counters
 
 from b2bua.calls import cdr
+from b2bua.calls.anchor import MediaAnchor, stream_count
 from b2bua.calls.cdr import CdrWriter
 from b2bua.calls.switchboard import Switchboard
 from b2bua.config.live import Params
@@ -1183,7 +1185,7 @@ def test_requests_to_a_caller_behind_nat_go_to_its_source_address() -> None:
     nat = Peer("udp", CUSTOMER.host, 5070)
     asked: list[bool] = []
 
-    def no_relay(invite: Request, origin: Any, caller_nat: bool, on_rtp: Any) -> None:
+    def no_relay(invite: Request, origin: Any, caller_nat: bool) -> None:
         asked.append(caller_nat)  # the relay would be wanted (Auto, NAT): none here
 
     switch.board.media_factory = no_relay
@@ -1327,49 +1329,13 @@ def test_a_vendor_calling_our_registered_contact_is_routed_elsewhere() -> None:
 # -- the relay and the DNS: a call's coroutines on the event loop ---------------------------
 
 
-class FakeMedia:
-    """A call's relay session (``anchor.CallMedia``) as far as the call uses it."""
-
-    def __init__(self, fail: str | None = None) -> None:
-        self.fail = fail
-        self.started = False
-        self.closed = False
-        self.streams = 1
-        self.destination: tuple[bool, bool] | None = None
-
-    async def start(self) -> None:
-        if self.fail:
-            raise OSError(self.fail)
-        self.started = True
-
-    def needs(self, body: bytes) -> int:
-        """Relay ports missing for an offer's m= lines."""
-        return max(0, body.count(b"\r\nm=") - self.streams)
-
-    async def grow(self, count: int) -> None:
-        self.streams += count
-
-    def set_destination(self, nat: bool, encrypted: bool) -> None:
-        self.destination = (nat, encrypted)
-
-    def from_caller(self, body: bytes) -> bytes:
-        return body.replace(b"127.0.0.10", b"127.0.0.1").replace(b"4000", b"40000")
-
-    def from_callee(self, body: bytes) -> bytes:
-        return body.replace(b"127.0.0.20", b"127.0.0.1").replace(b"5000", b"40002")
-
-    def watch(self) -> None:
-        return None
-
-    def close(self) -> None:
-        self.closed = True
-
-    def finish(self, on_final: Callable[[dict[str, Any]], None]) -> None:
-        self.closed = True
-        on_final({"relayed": True, "packets": 42})
-
-    def stats(self) -> dict[str, Any]:
-        return {"relayed": True}
+def relay_on(switch: Switch, plane: FakePlane) -> None:
+    """The switch's media relay: the fake plane, anchors as the engine makes them."""
+    board = switch.board
+    board.media_plane = plane  # type: ignore[assignment]
+    board.media_factory = lambda invite, origin, nat: MediaAnchor(
+        board.params, "127.0.0.1", caller_nat=nat, caller_encrypted=origin.rtp_encryption,
+        streams=stream_count(invite.body))
 
 
 async def _settle() -> None:
@@ -1380,18 +1346,24 @@ async def _settle() -> None:
 def test_a_relayed_call_waits_for_its_ports_and_crosses_the_relay() -> None:
     async def scenario() -> None:
         switch = Switch(values={"SS_MEDIAPROXYMODE": "On"})
-        media = FakeMedia()
-        switch.board.media_factory = lambda *_args: media  # type: ignore[assignment]
+        plane = FakePlane()
+        relay_on(switch, plane)
         caller = Caller()
         sent = switch.feed(caller.invite(), CUSTOMER)
         assert statuses(sent) == [100] and to(sent, V1) == []  # the ports first
         await _settle()
         invite = only_request(switch.drain(), V1, "INVITE")
-        assert media.started and media.destination == (False, False)
-        assert b"c=IN IP4 127.0.0.1\r\n" in invite.body and b"m=audio 40000 " in invite.body
+        session, = plane.sessions
+        assert session.started == 1 and ("nat", "b", False) in session.calls
+        assert session.remotes["a"][:2] == ("127.0.0.10", 4000)
+        assert b"c=IN IP4 127.0.0.1\r\n" in invite.body and b"m=audio 40002 " in invite.body
         sent = switch.feed(vendor_reply(invite, 200, "OK", ANSWER), V1_PEER)
         ok = only_response(sent, 200)
-        assert b"127.0.0.20" not in ok.body and b"m=audio 40002 " in ok.body
+        assert b"c=IN IP4 127.0.0.20" not in ok.body and b"m=audio 40000 " in ok.body
+        assert session.remotes["b"][:2] == ("127.0.0.20", 5000)
+        session.on_rtp_start()  # reported by the relay: fed to the call, nothing sent
+        assert switch.drain() == []
+        assert switch.board.active_calls()[0]["media"]["relayed"] is True
         caller.to_tag = ok.to.tag
         switch.feed(caller.ack(), CUSTOMER)
 
@@ -1401,15 +1373,18 @@ def test_a_relayed_call_waits_for_its_ports_and_crosses_the_relay() -> None:
         assert sent == []
         await _settle()
         reinvite = only_request(switch.drain(), V1, "INVITE")
-        assert media.streams == 2 and b"m=video 4002 RTP/AVP 96" in reinvite.body
-        assert b"127.0.0.10" not in reinvite.body
+        assert len(plane.sessions) == 2 and b"m=video 40006 RTP/AVP 96" in reinvite.body
+        assert b"c=IN IP4 127.0.0.10" not in reinvite.body
         sent = switch.feed(reply(reinvite, 200, "OK", body=ANSWER), V1_PEER)
-        assert b"m=audio 40002 " in only_response(sent, 200).body
+        assert b"m=audio 40000 " in only_response(sent, 200).body
 
+        plane.sessions[1].final = counters(leg_counters(42, 4200))
         switch.feed(caller.request("BYE"), CUSTOMER)
         assert_idle(switch)
-        assert media.closed  # the CDR waited for the relay's final counters
-        assert json.loads(switch.writer.cdr()["media"]) == {"relayed": True, "packets": 42}
+        assert [s.closed for s in plane.sessions] == [1, 1]
+        media = json.loads(switch.writer.cdr()["media"])  # the relay's final counters
+        assert media["relayed"] is True and media["caller_to_callee_packets"] == 42
+        assert [s["media"] for s in media["streams"]] == ["audio", "video"]
 
     asyncio.run(scenario())
 
@@ -1417,14 +1392,15 @@ def test_a_relayed_call_waits_for_its_ports_and_crosses_the_relay() -> None:
 def test_no_relay_ports_is_503_to_the_caller() -> None:
     async def scenario() -> None:
         switch = Switch(values={"SS_MEDIAPROXYMODE": "On"})
-        media = FakeMedia(fail="no free port pair")
-        switch.board.media_factory = lambda *_args: media  # type: ignore[assignment]
+        plane = FakePlane()
+        plane.fail[0] = OSError("no free port pair")
+        relay_on(switch, plane)
         sent = switch.feed(Caller().invite(), CUSTOMER)
         assert statuses(sent) == [100]
         await _settle()
         sent = switch.drain()
         assert statuses(sent) == [503] and to(sent, V1) == []
-        assert media.closed and not media.started
+        assert [s.closed for s in plane.sessions] == [1]
         assert_idle(switch)
         assert switch.writer.cdr()["termination_reason"] == "no media port free"
 
