@@ -281,7 +281,9 @@ class MediaAnchor:
         totals = {key: sum(s[key] for s in streams) for key in _STREAM_TOTALS}
         return {
             "relayed": True,
-            "encryption_mode": self.mode if (self.caller_encrypted or self.callee_encrypted)
+            # The mode the call used: none when no stream was encrypted (a fax call's
+            # T.38 is relayed as it is), so the totals by cipher count what was.
+            "encryption_mode": self.mode if any(s["encryption_mode"] for s in streams)
             else 0,
             "caller_encrypted": self.caller_encrypted,
             "callee_encrypted": self.callee_encrypted,

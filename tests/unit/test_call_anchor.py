@@ -702,6 +702,21 @@ def test_stats_totals_over_the_streams_and_each_stream_on_its_own() -> None:
     assert [s["encryption_mode"] for s in stats["streams"]] == [3, 3, 0]
 
 
+def test_a_fax_only_call_used_no_cipher() -> None:
+    plane = FakePlane()
+    totals = MediaTotals()
+    media = started(plane, mode=1, key="k", caller_encrypted=True, totals=totals)
+    media.set_destination(nat=False, encrypted=True)
+    media.from_caller(sdp("m=image 6000 udptl t38"))  # the call switched to T.38 only
+    plane.sessions[0].final = counters(leg_counters(7, 700), leg_counters(7, 700))
+    results: list[dict[str, object]] = []
+    media.finish(results.append)
+    stats = results[0]
+    assert stats["encryption_mode"] == 0
+    assert (stats["caller_encrypted"], stats["callee_encrypted"]) == (True, True)
+    assert list(totals.snapshot()) == ["none"]
+
+
 def test_stats_with_counters_uses_them_instead_of_the_live_ones() -> None:
     plane = FakePlane()
     media = started(plane, streams=2)
