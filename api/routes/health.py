@@ -15,6 +15,10 @@ from b2bua.storage.backend import StorageError
 
 bp = Blueprint("health", __name__)
 
+# A busy engine answers its control socket late; a dead one refuses at once. Within a
+# load balancer's usual probe timeout, so a loaded engine is not reported down.
+HEALTH_TIMEOUT = 2.0
+
 
 @bp.get("/api/v1/health")
 @operation("get", "API liveness, and whether the engine and the database answer",
@@ -22,7 +26,7 @@ bp = Blueprint("health", __name__)
            public=True)
 def health() -> dict[str, Any]:
     try:
-        control.request(context.control_path(), "status", timeout=0.5)
+        control.request(context.control_path(), "status", timeout=HEALTH_TIMEOUT)
         engine = "up"
     except control.ControlError:
         engine = "down"

@@ -71,10 +71,18 @@ class Reader:
         while time.monotonic() < deadline:
             assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
             done = self.type("curl -s localhost:8088/api/v1/health", timeout=10)
-            if done.returncode == 0 and '"up"' in done.stdout:
+            # The engine, not only the database: the API answers before the engine's control socket.
+            if done.returncode == 0 and engine_up(done.stdout):
                 return
             time.sleep(0.2)
         raise AssertionError("softswitch did not come up:\n" + log.read_text()[-3000:])
+
+
+def engine_up(answer: str) -> bool:
+    try:
+        return bool(json.loads(answer).get("engine") == "up")
+    except ValueError:
+        return False
 
 
 def lines(block: Block) -> list[str]:
