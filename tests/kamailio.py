@@ -11,6 +11,7 @@ from pathlib import Path
 from support import end_process
 
 CONFIGS = Path(__file__).parent / "interop" / "kamailio"
+DEPLOY = Path(__file__).parent.parent / "deploy" / "kamailio"  # the configs operators run
 
 
 def kamailio_version() -> str:
@@ -28,7 +29,8 @@ class Kamailio:
     host: str
     port: int
     next_hop: str = ""
-    config: str = "proxy.cfg"
+    config: str = "proxy.cfg"  # in tests/interop/kamailio, unless ``config_file``
+    config_file: Path | None = None
     values: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -40,15 +42,24 @@ class Kamailio:
     def log_path(self) -> Path:
         return self.workdir / f"kamailio-{self.port}.log"
 
+    @property
+    def rundir(self) -> Path:
+        return self.workdir / f"kamailio-{self.port}.run"
+
+    def rpc(self, *command: str) -> str:
+        """A control command (``ctl`` module's socket in ``rundir``), its output."""
+        return subprocess.run(["kamcmd", "-s", f"unix:{self.rundir}/kamailio_ctl", *command],
+                              capture_output=True, text=True, timeout=10, check=True).stdout
+
     def start(self) -> Kamailio:
         self.workdir.mkdir(parents=True, exist_ok=True)
         cfg = self.workdir / f"kamailio-{self.port}.cfg"
-        text = (CONFIGS / self.config).read_text()
+        text = (self.config_file or CONFIGS / self.config).read_text()
         for name, value in {"LISTEN": self.address, "NEXT_HOP": f"sip:{self.next_hop}",
-                            **self.values}.items():
+                            "RUNDIR": str(self.rundir), **self.values}.items():
             text = text.replace("{{" + name + "}}", value)
         cfg.write_text(text)
-        rundir = self.workdir / f"kamailio-{self.port}.run"
+        rundir = self.rundir
         rundir.mkdir(exist_ok=True)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(

@@ -104,6 +104,7 @@ from b2bua.calls.relay import (
 from b2bua.routing.dns import Plan, Target
 from b2bua.routing.gateways import RoutingGateway
 from b2bua.sip.dialog import Dialog, origin_host
+from b2bua.sip.edge import outbound_proxy
 from b2bua.sip.message import Request, Response, make_response
 from b2bua.sip.peer import Peer
 from b2bua.sip.transaction import TIMER_64T1, ServerTransaction
@@ -132,11 +133,14 @@ class Call:
 
     def __init__(self, ctx: CallContext, call_no: int, invite: Request, source: Peer,
                  server: ServerTransaction, origin: Origin, now: float,
-                 callee: str | None = None) -> None:
+                 callee: str | None = None, customer: Peer | None = None) -> None:
         self.ctx = ctx
         self.no = call_no
         self.invite = invite
-        self.source = source
+        self.source = source  # where the INVITE came from: the caller, or an edge
+        # Whose call it is (the CDR's source): behind a trusted edge, the address the
+        # edge received it from (b2bua/sip/edge.py); else the source.
+        self.customer = customer or source
         self.server = server
         self.origin = origin
         # Read once: the relay decision and the media's NAT flag ask again.
@@ -373,7 +377,8 @@ class Call:
         if isinstance(hop, Destination):
             return hop
         return vendor_destination(hop, self.caller_routed, self.callee_routed,
-                                  self.ctx.numbers.transforms, target)
+                                  self.ctx.numbers.transforms, target,
+                                  outbound_proxy(self.ctx.params["SS_OUTBOUND_PROXY"]))
 
     def _next_attempt(self, now: float) -> None:
         if self.ended:

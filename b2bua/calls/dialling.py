@@ -18,6 +18,7 @@ from b2bua.routing.dns import Target
 from b2bua.routing.gateways import RoutingGateway
 from b2bua.sip.dialog import Dialog, new_tag
 from b2bua.sip.message import Request, Response
+from b2bua.sip.peer import Peer
 
 Hop = Destination | RoutingGateway  # a phone's binding, or a vendor (resolved per attempt)
 RETRY_AFTER_MAX = 86400  # a vendor's Retry-After holds it out of routing at most a day
@@ -71,10 +72,13 @@ def call_route(ctx: CallContext, origin: Origin, caller: str, callee: str, now: 
 
 
 def vendor_destination(gw: RoutingGateway, caller: str, callee: str,
-                       transforms: TransformTable, target: Target | None) -> Destination:
-    """A vendor's numbers are computed for each attempt, from the platform numbers."""
+                       transforms: TransformTable, target: Target | None,
+                       proxy: Peer | None = None) -> Destination:
+    """A vendor's numbers are computed for each attempt, from the platform numbers;
+    ``proxy``: the outbound proxy it is sent through (SS_OUTBOUND_PROXY)."""
     caller_out, callee_out = gw.numbers.rewrite(caller, callee, transforms)
-    return Destination.vendor(gw, caller_out, callee_out, gw.numbers.pai(caller_out), target)
+    return Destination.vendor(gw, caller_out, callee_out, gw.numbers.pai(caller_out),
+                              target).through(proxy)
 
 
 def outbound_invite(ctx: CallContext, dest: Destination, invite: Request, caller_routed: str,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from b2bua.numbers.rules import NO_RULES, NumberRules
 from b2bua.registrar.bindings import Binding
@@ -56,6 +56,7 @@ class Destination:
     caller: str | None = None  # the caller number sent (None: the platform number)
     pai: str | None = None  # the P-Asserted-Identity number, if the gateway sends one
     route: tuple[str, ...] = ()  # a preloaded route (a phone's Path), ``peer`` its first hop
+    vendor_peer: Peer | None = None  # behind an outbound proxy: the vendor's own address
 
     @property
     def media_relay(self) -> str:
@@ -79,9 +80,20 @@ class Destination:
 
     @property
     def target(self) -> str:
-        """The address the INVITE goes to, as the CDR attempt shows it."""
-        host = f"[{self.peer.host}]" if ":" in self.peer.host else self.peer.host
-        return f"{host}:{self.peer.port}"
+        """The address the INVITE goes to, as the CDR attempt shows it: the vendor's,
+        also when it leaves through an outbound proxy."""
+        peer = self.vendor_peer or self.peer
+        host = f"[{peer.host}]" if ":" in peer.host else peer.host
+        return f"{host}:{peer.port}"
+
+    def through(self, proxy: Peer | None) -> Destination:
+        """The same leg sent to an outbound proxy with a loose Route to it (RFC 3261
+        8.1.2), the Request-URI still the vendor's; unchanged when ``proxy`` is None."""
+        if proxy is None:
+            return self
+        host = f"[{proxy.host}]" if ":" in proxy.host else proxy.host
+        return replace(self, peer=proxy, route=(f"<sip:{host}:{proxy.port};lr>", *self.route),
+                       vendor_peer=self.peer)
 
     @classmethod
     def vendor(cls, gw: RoutingGateway, caller: str, callee: str,

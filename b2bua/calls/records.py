@@ -22,7 +22,7 @@ def call_record(call: Call, end: float, hangup_by: str, why: str) -> CdrRecord:
         call_id_out=outbound.call_id if outbound else None,
         caller=call.caller,
         callee=call.callee,
-        source=f"{call.source.host}:{call.source.port}",
+        source=f"{call.customer.host}:{call.customer.port}",
         mapping_gateway_id=origin.id if origin.kind == "gateway" else None,
         mapping_gateway=origin.name if origin.kind == "gateway" else None,
         routing_gateway_id=gw.id if gw else None,
@@ -49,7 +49,7 @@ def call_record(call: Call, end: float, hangup_by: str, why: str) -> CdrRecord:
 
 def call_snapshot(call: Call) -> dict[str, object]:
     """A live call as the API lists it."""
-    origin, source, gw, outbound = call.origin, call.source, call.gateway, call.outbound
+    origin, source, gw, outbound = call.origin, call.customer, call.gateway, call.outbound
     return {
         "id": call.no,
         "state": call.state.value,

@@ -45,6 +45,7 @@ from b2bua.sip.badrequest import (
     status_for,
     unsupported_required,
 )
+from b2bua.sip.edge import DROP_HEADER, Arrival, EdgeTrust
 from b2bua.sip.errors import SipParseError
 from b2bua.sip.message import Request, Response, make_response
 from b2bua.sip.peer import Peer
@@ -71,6 +72,7 @@ class CallStats:
     bad_requests_answered: int = 0  # 400/416/420/505 to known sources (docs/sip.md)
     bad_requests_dropped: int = 0  # malformed, from an unknown source or unanswerable
     dns_failures: int = 0  # attempts not sent: the gateway's name gave no address
+    edge_probes: int = 0  # OPTIONS from a trusted edge itself (its liveness probe)
 
 
 class Switchboard:
@@ -107,6 +109,8 @@ class Switchboard:
         # ("routing"), and per phone as a callee (phones count both directions against
         # their capacity); shared by the signalling workers.
         self.counts = counts or CallCounts()
+        # The proxies in front (SS_EDGE_ADDRESSES) whose X-Softswitch-Source is believed.
+        self.edge = EdgeTrust()
         self.stats = CallStats()
         self._numbers = itertools.count(1)
 
@@ -124,19 +128,27 @@ class Switchboard:
         if request.method == "CANCEL":
             self._cancel(request, source)
             return
+        self.edge.update(self.params["SS_EDGE_ADDRESSES"])
+        arrival = self.edge.arrival(request, source)
+        customer = arrival.customer
+        if request.method == "OPTIONS" and not arrival.via_edge and self.edge.is_edge(source):
+            # The edge's own probe: a node that answers is one it may send calls to.
+            self.stats.edge_probes += 1
+            self._answer_options(request, source)
+            return
         if request.method == "INVITE" and self.upstream_vendor is not None:
-            vendor_id = self.upstream_vendor(source, request.ruri.user)
+            vendor_id = self.upstream_vendor(customer, request.ruri.user)
             vendor = self.gateways.routing.get(vendor_id) if vendor_id is not None else None
             if vendor is not None:
                 # A vendor we registered to, calling our registered contact: the callee
                 # is the number it dialled (To), routed like any other call.
                 self.stack.trust(source)
                 self._new_call(request, source, Origin.vendor(vendor),
-                               callee=request.to.uri.user or "")
+                               callee=request.to.uri.user or "", customer=customer)
                 return
-        outcome = self.policy.admit(request, source, time.time())
+        outcome = self.policy.admit(request, customer, time.time())
         if outcome.action != Action.PASS or outcome.source is None:
-            self._refuse(request, source, outcome)
+            self._refuse(request, arrival, outcome)
             return
         self.stack.trust(source)
         if request.first_raw("Require") is not None and \
@@ -148,9 +160,10 @@ class Switchboard:
             verdict.account.kind == "phone" else None
         if method == "INVITE":
             if verdict.mapping is not None:
-                self._new_call(request, source, Origin.gateway(verdict.mapping))
+                self._new_call(request, source, Origin.gateway(verdict.mapping),
+                               customer=customer)
             elif phone is not None:
-                self._new_call(request, source, Origin.phone(phone))
+                self._new_call(request, source, Origin.phone(phone), customer=customer)
             else:
                 # Vendors do not originate calls through us: refuse, but audibly, since
                 # the source is known.
@@ -167,10 +180,7 @@ class Switchboard:
             server.respond(self.registrar.register(request, source, verdict.account.username,
                                                    time.time(), verdict.mapping.id))
         elif method == "OPTIONS":
-            server = self.stack.server_transaction(request, source)
-            response = make_response(request, 200, to_tag=None)
-            response.add("Allow", ALLOW)
-            server.respond(response)
+            self._answer_options(request, source)
         elif method in ("BYE", "INFO", "UPDATE", "PRACK"):
             self._reply(request, source, 481)
         else:
@@ -178,6 +188,12 @@ class Switchboard:
             response = make_response(request, 405)
             response.add("Allow", ALLOW)
             server.respond(response)
+
+    def _answer_options(self, request: Request, source: Peer) -> None:
+        server = self.stack.server_transaction(request, source)
+        response = make_response(request, 200, to_tag=None)
+        response.add("Allow", ALLOW)
+        server.respond(response)
 
     def on_malformed(self, data: bytes, source: Peer, error: SipParseError) -> None:
         """A request the stack could not take: answered (400, 416, 505) when it comes
@@ -216,10 +232,18 @@ class Switchboard:
     def _reply(self, request: Request, source: Peer, status: int) -> None:
         self.stack.server_transaction(request, source).respond(make_response(request, status))
 
-    def _refuse(self, request: Request, source: Peer, outcome: Outcome) -> None:
+    def _refuse(self, request: Request, arrival: Arrival, outcome: Outcome) -> None:
         """Carry out a policy verdict other than pass."""
+        source = arrival.peer
         if outcome.action == Action.DROP:
             self.stats.dropped_unknown += 1
+            if arrival.via_edge:
+                # The edge must not time out and answer 408 itself (or try the next
+                # node): it is told, and swallows this answer (b2bua/sip/edge.py).
+                silence = make_response(request, 403)
+                silence.add(DROP_HEADER, "silent")
+                self.stack.respond_stateless(request, source, silence)
+                return
             # A TCP connection that never carried an authorised request is closed
             # without a word, so a scanner learns nothing from it either.
             self.stack.close_untrusted(source)
@@ -235,8 +259,11 @@ class Switchboard:
 
     def _unknown(self, request: Request, source: Peer) -> None:
         """A stray request that matches no dialog: 481 for known sources, else policy."""
-        if classify_by_address(source, self.gateways).kind == SourceKind.UNKNOWN:
-            self._refuse(request, source, self.policy.unknown(request, source, time.time()))
+        self.edge.update(self.params["SS_EDGE_ADDRESSES"])
+        arrival = self.edge.arrival(request, source)
+        if classify_by_address(arrival.customer, self.gateways).kind == SourceKind.UNKNOWN:
+            self._refuse(request, arrival, self.policy.unknown(request, arrival.customer,
+                                                               time.time()))
         else:
             self._reply(request, source, 481)
 
@@ -280,7 +307,7 @@ class Switchboard:
     # -- new calls -------------------------------------------------------------------------
 
     def _new_call(self, invite: Request, source: Peer, origin: Origin,
-                  callee: str | None = None) -> None:
+                  callee: str | None = None, customer: Peer | None = None) -> None:
         self.stats.attempts += 1
         try:
             max_forwards = invite.max_forwards
@@ -315,7 +342,7 @@ class Switchboard:
             return
         server = self.stack.server_transaction(invite, source)
         call = Call(self, next(self._numbers), invite, source, server, origin, time.time(),
-                    callee)
+                    callee, customer)
         adapter = CallAdapter(call, self)
         self.calls[call.no] = adapter
         self.legs[invite.call_id] = (adapter, Side.CALLER)

@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from b2bua.sip.edge import parse_addresses, parse_proxy
+
 
 class ParamError(ValueError):
     """A value outside a parameter's type or range; the message is shown to operators."""
@@ -229,6 +231,20 @@ _KIND_CHECKS: dict[str, Callable[[Param, Any], Any]] = {
 }
 
 
+def _check_edge_addresses(value: Any) -> None:
+    try:
+        parse_addresses(str(value))
+    except ValueError as exc:
+        raise ParamError(str(exc)) from None
+
+
+def _check_outbound_proxy(value: Any) -> None:
+    try:
+        parse_proxy(str(value))
+    except ValueError as exc:
+        raise ParamError(str(exc)) from None
+
+
 def _onoff(name: str, default: str, group: str, description: str) -> Param:
     return Param(name, "onoff", default, group, description)
 
@@ -253,6 +269,7 @@ UPSTREAM = "Registration to vendors"
 MEDIA = "Media"
 LIVENESS = "Call liveness"
 ENGINE = "Engine and logging"
+EDGE = "Edge proxy and cluster"
 
 PARAMETERS: tuple[Param, ...] = (
     # Unknown sources and authentication
@@ -629,6 +646,30 @@ PARAMETERS: tuple[Param, ...] = (
         ENGINE,
         "A failed authentication or a silent drop is logged at most once per source per "
         "interval.",
+    ),
+    # Edge proxy and cluster (ours; docs/cluster.md)
+    Param(
+        "SS_EDGE_ADDRESSES",
+        "string",
+        "",
+        EDGE,
+        "IP addresses of the proxies in front of the softswitch (the cluster's kamailio "
+        "edge, deploy/kamailio/edge.cfg), comma-separated. A request from one of them is "
+        "judged on the address in its X-Softswitch-Source header (the customer's), and a "
+        "silent drop is answered to the edge with X-Softswitch-Drop, which the edge "
+        "swallows. Empty: no edge; the header is ignored from anyone.",
+        max_length=512,
+        extra_check=_check_edge_addresses,
+    ),
+    Param(
+        "SS_OUTBOUND_PROXY",
+        "string",
+        "",
+        EDGE,
+        "ip[:port] (UDP) that calls to vendors are sent through, with a loose Route to it "
+        "(the edge, so vendors see one address). Empty: straight to the vendor.",
+        max_length=64,
+        extra_check=_check_outbound_proxy,
     ),
 )
 
