@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -65,6 +66,16 @@ def _count(what: str, low: int, high: int) -> Callable[[str], int]:
 _workers = _count("relay workers", 0, 64)
 
 
+def _node_name(text: str) -> str:
+    if text == "":  # argparse runs the default through here too: none
+        return text
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", text):
+        raise argparse.ArgumentTypeError(
+            "a node name is 1-63 letters, digits, '.', '_' or '-', starting with a letter "
+            "or digit")
+    return text
+
+
 def _dns_server(text: str) -> HostPort:
     try:
         return HostPort.parse_default(text, 53)
@@ -100,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="folder for the engine's control socket, the admin token and "
                           "writes saved at a locked stop (default: the SQLite database's "
                           f"folder; {DEFAULT_VAR_DIR}/ with a postgresql:// database)")
+    run.add_argument("--node", type=_node_name, default="",
+                     help="this node's name when several share one database "
+                          "(docs/cluster.md): its calls are recovered by it, or by the "
+                          "node that takes over when it dies (default: none, on its own)")
     run.add_argument("--log-level", default="INFO")
 
     mig = sub.add_parser("migrate", help="create or upgrade the database")
@@ -155,6 +170,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                        else args.media_workers),
         signalling_workers=args.signalling_workers,
         dns_server=args.dns_server,
+        node=args.node,
+        api_address=str(args.api_listen),
     )
     if options.signalling_workers > 1:
         logs.setup(args.log_level, worker=0)

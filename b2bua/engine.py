@@ -16,6 +16,7 @@ from b2bua.calls.counts import CallCounts
 from b2bua.calls.endpoints import Origin
 from b2bua.calls.recovery import recover
 from b2bua.calls.switchboard import Switchboard
+from b2bua.cluster.life import NodeWatch, take_life
 from b2bua.collector import FullCollections
 from b2bua.config.live import ConfigWatcher, Params
 from b2bua.control import ControlServer
@@ -44,6 +45,7 @@ from b2bua.sip.peer import Peer
 from b2bua.sip.stack import SipStack
 from b2bua.storage import open_database
 from b2bua.storage.backend import Database
+from b2bua.storage.cluster import register_node
 from b2bua.storage.gateways import mapping_gateways, routing_gateways
 from b2bua.storage.numbers import number_groups, transform_table
 from b2bua.storage.params_store import load_values
@@ -91,6 +93,7 @@ class Engine:
         if self.workers is not None:
             self.workers.on_worker_down = self.counts.clear_worker
         self.database = open_database(options.database)
+        self.node_watch: NodeWatch | None = None  # a named node's (docs/cluster.md)
         self.params = Params()
         # A connection of the watcher's own: it reads in a thread of its own.
         self.watcher = ConfigWatcher(open_database(options.database))
@@ -200,13 +203,22 @@ class Engine:
         self.switchboard.media_totals = self.media_totals
         self.switchboard.overloaded = self._overloaded
         self.switchboard.resolver = self.resolver
+        self.switchboard.node = self.options.node
         self.switchboard.number_calls(self.options.worker_index + 1,
                                       self.options.signalling_workers)
         if self.primary:
             # Writes a stop could not apply (the database was locked) first: a finished
             # call's CDR there must exist before recovery looks for interrupted calls.
             replay(self.database, self.spill_base)
-            recover(self.database)
+            node = self.options.node
+            if node:
+                # A named node: its life lock first (a peer recovering it holds it
+                # meanwhile), then its own calls only; the others' stay theirs.
+                life = await asyncio.to_thread(take_life, self.database, node)
+                self.node_watch = NodeWatch(self.options.database, node, life)
+                register_node(self.database, node, str(self.options.sip_listen),
+                              self.options.api_address, time.time())
+            recover(self.database, node=node)
             restored = self.bindings.restore(live_bindings(self.database, time.time()))
             if restored:
                 log.info("restored %d registrations", restored)
@@ -230,6 +242,8 @@ class Engine:
         await self.control.start()
         self.spawn(self.watcher.run())
         self.spawn(self.loop_lag.run())
+        if self.node_watch is not None:
+            self.node_watch.start()
         # Through the directory each time: a reload replaces its dictionary.
         self.spawn(self.resolver.run(lambda: self.gateways.routing.values()))
         log.info("engine started sip=%s control=%s", self.options.sip_listen,
@@ -267,6 +281,8 @@ class Engine:
             # waiting out a locked database, as ours was) finish alongside it.
             self.workers.close()
         self.watcher.close()
+        if self.node_watch is not None:
+            self.node_watch.close()  # the life lock last: the calls' CDRs are written
         self.database.close()
         log.info("engine stopped")
 

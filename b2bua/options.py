@@ -72,6 +72,8 @@ class EngineOptions:
     signalling_workers: int = 1  # engine processes sharing SIP by Call-ID (docs/scaling.md)
     worker_index: int = 0  # this engine's place among them; 0 reads the socket and the API
     dns_server: HostPort | None = None  # for DNS-named vendors; None: resolv.conf's
+    node: str = ""  # this node's name in a cluster (docs/cluster.md); "": on its own
+    api_address: str = ""  # where the API listens (listed for the other nodes)
 
     def for_worker(self, index: int) -> EngineOptions:
         """What signalling worker ``index`` runs with: its share of the relay workers, its

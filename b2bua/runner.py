@@ -15,6 +15,7 @@ from pathlib import Path
 
 import uvloop
 
+from b2bua.cluster.life import NodeNameTaken
 from b2bua.engine import Engine
 from b2bua.lifeline import die_with_parent
 from b2bua.options import EngineOptions, HostPort
@@ -161,6 +162,9 @@ def run(options: EngineOptions, api_listen: HostPort) -> int:
     except _StopDuringStartup:
         print("softswitch: stopped during start-up", flush=True)
         return 0
+    except NodeNameTaken as exc:
+        print(f"softswitch: {exc}", file=sys.stderr, flush=True)
+        return 1
 
 
 def _run(options: EngineOptions, api_listen: HostPort) -> int:

@@ -114,6 +114,7 @@ class Context:
     gateways: list[RoutingGateway] = field(default_factory=list)
     params: Params = field(default_factory=Params)
     numbers: NumberTables = field(default_factory=NumberTables)
+    node: str = ""
     stats: CallStats = field(default_factory=CallStats)
     occupied: dict[int, int] = field(default_factory=dict)  # by routing gateway id
     held_until: dict[int, float] = field(default_factory=dict)

@@ -70,6 +70,9 @@ class CdrSchema(Schema):
     cdr_uuid = fields.String(allow_none=True, metadata={
         "description": "the call's own id, given at its start: a CDR is stored once under "
                        "it (empty for CDRs written before it existed)"})
+    node = fields.String(allow_none=True, metadata={
+        "description": "the node that carried the call (docs/cluster.md); empty for a "
+                       "switch on its own"})
 
 
 MAX_ID = 2**62
@@ -83,7 +86,7 @@ CSV_COLUMNS = (
     "source", "mapping_gateway_id", "mapping_gateway", "routing_gateway_id",
     "routing_gateway", "phone", "callee_phone", "origin_vendor",
     "final_code", "final_reason", "hangup_by", "termination_reason",
-    "call_id_in", "call_id_out", "media", "cdr_uuid",
+    "call_id_in", "call_id_out", "media", "cdr_uuid", "node",
 )
 _NUMBER_MAX = 128
 

@@ -76,6 +76,10 @@ class PhoneRegistrationSchema(Schema):
         metadata={"description": "the mapping gateway that registered (kind mapping_gateway)"})
     mapping_gateway = fields.String(allow_none=True, required=True,
                                     metadata={"description": "its name"})
+    customer = fields.String(allow_none=True, metadata={
+        "description": "behind a trusted edge (docs/cluster.md): the transport:IP:port the "
+                       "edge received the REGISTER from, which identifies it as "
+                       "``source`` does without an edge"})
 
 
 class RegistrationListSchema(Schema):

@@ -42,6 +42,7 @@ class CdrRecord:
     # Given at the call's start and kept in its crash-recovery note: the CDR is inserted
     # once whatever retries or recoveries follow (docs/calls.md, CDRs exactly once).
     cdr_uuid: str | None = None
+    node: str | None = None  # the node that carried the call (None: an unnamed switch)
 
 
 _COLUMNS = tuple(CdrRecord.__dataclass_fields__)

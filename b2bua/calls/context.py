@@ -25,6 +25,7 @@ class CallStatsLike(Protocol):
 class CallContext(Protocol):
     params: Params
     numbers: NumberTables
+    node: str  # this node's name in a cluster ("" for a switch on its own)
 
     @property
     def stats(self) -> CallStatsLike: ...

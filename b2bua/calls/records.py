@@ -44,6 +44,7 @@ def call_record(call: Call, end: float, hangup_by: str, why: str) -> CdrRecord:
         callee_sent=attempt.callee_sent if attempt else None,
         origin_vendor=origin.name if origin.kind == "vendor" else None,
         cdr_uuid=call.cdr_uuid,
+        node=call.ctx.node or None,
     )
 
 

@@ -15,10 +15,11 @@ log = logging.getLogger("b2bua.recovery")
 REASON = "interrupted: the softswitch stopped while the call was up"
 
 
-def recover(database: Database, now: float | None = None) -> int:
-    """Turn what a crash left in ``active_calls`` into CDRs; returns how many."""
+def recover(database: Database, now: float | None = None, node: str = "") -> int:
+    """Turn what a crash of ``node`` left in ``active_calls`` into CDRs; returns how
+    many. A node recovers its own at start, and a dead node's when it takes over."""
     end = time.time() if now is None else now
-    left = active_calls.left_behind(database)
+    left = active_calls.left_behind(database, node)
     if not left:
         return 0
     records = []
@@ -31,7 +32,7 @@ def recover(database: Database, now: float | None = None) -> int:
             hangup_by="system", termination_reason=REASON,
         )
         records.append(CdrRecord(**data))
-    active_calls.settle(database, records)
-    log.warning("%d calls were up when the softswitch last stopped; CDRs written as "
-                "interrupted", len(left))
+    active_calls.settle(database, records, node)
+    log.warning("%d calls were up when %s last stopped; CDRs written as interrupted",
+                len(left), f"node {node}" if node else "the softswitch")
     return len(left)

@@ -111,6 +111,7 @@ class Switchboard:
         self.counts = counts or CallCounts()
         # The proxies in front (SS_EDGE_ADDRESSES) whose X-Softswitch-Source is believed.
         self.edge = EdgeTrust()
+        self.node = ""  # set by the engine from --node (docs/cluster.md)
         self.stats = CallStats()
         self._numbers = itertools.count(1)
 
@@ -156,6 +157,7 @@ class Switchboard:
             return
         verdict = outcome.source
         method = request.method
+        vouched = customer if arrival.via_edge else None
         phone = self.phones.get(verdict.account.username) if verdict.account and \
             verdict.account.kind == "phone" else None
         if method == "INVITE":
@@ -171,14 +173,14 @@ class Switchboard:
         elif method == "REGISTER" and phone is not None:
             server = self.stack.server_transaction(request, source)
             server.respond(self.registrar.register(request, source, phone.username,
-                                                   time.time()))
+                                                   time.time(), None, vouched))
         elif method == "REGISTER" and verdict.mapping is not None and verdict.account \
                 and verdict.account.kind == "gateway":
             # A password-mode trunk registering (VOS3000's dynamic mapping gateway): its
             # address then identifies its calls (docs/registration.md).
             server = self.stack.server_transaction(request, source)
             server.respond(self.registrar.register(request, source, verdict.account.username,
-                                                   time.time(), verdict.mapping.id))
+                                                   time.time(), verdict.mapping.id, vouched))
         elif method == "OPTIONS":
             self._answer_options(request, source)
         elif method in ("BYE", "INFO", "UPDATE", "PRACK"):

@@ -31,10 +31,18 @@ class Binding:
     path: tuple[str, ...] = ()
     # Set when a password-mode mapping gateway registered (a PBX trunk), None for a phone.
     mapping_gateway_id: int | None = None
+    # Registered through a trusted edge (docs/cluster.md): the address the edge received
+    # it from, which the edge vouches for; it identifies the binding as ``source`` does.
+    customer: Peer | None = None
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.username, self.contact)
+
+    @property
+    def identity(self) -> Peer:
+        """The address that identifies it: the customer's behind an edge, else the source."""
+        return self.customer if self.customer is not None else self.source
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -50,6 +58,7 @@ class Binding:
             "path": list(self.path),
             "kind": "phone" if self.mapping_gateway_id is None else "mapping_gateway",
             "mapping_gateway_id": self.mapping_gateway_id,
+            "customer": str(self.customer) if self.customer is not None else None,
         }
 
 
@@ -100,13 +109,14 @@ class BindingStore:
 
     def _index(self, binding: Binding) -> None:
         old = self.by_user.setdefault(binding.username, {}).get(binding.contact)
-        if old is not None and self.by_source.get(old.source) is old:
-            del self.by_source[old.source]
+        if old is not None and self.by_source.get(old.identity) is old:
+            del self.by_source[old.identity]
         self.by_user[binding.username][binding.contact] = binding
-        if not binding.path:
+        if binding.customer is not None or not binding.path:
             # Through a proxy every phone behind it shares the proxy's address: the
-            # address tells nothing about who sends, so such phones authenticate.
-            self.by_source[binding.source] = binding
+            # address tells nothing about who sends, so such phones authenticate;
+            # unless the proxy is our edge, which says whose address it is.
+            self.by_source[binding.identity] = binding
 
     def _unindex(self, binding: Binding) -> None:
         contacts = self.by_user.get(binding.username, {})
@@ -114,8 +124,8 @@ class BindingStore:
             del contacts[binding.contact]
         if not contacts:
             self.by_user.pop(binding.username, None)
-        if self.by_source.get(binding.source) is binding:
-            del self.by_source[binding.source]
+        if self.by_source.get(binding.identity) is binding:
+            del self.by_source[binding.identity]
 
     def put(self, binding: Binding) -> None:
         self._index(binding)

@@ -62,16 +62,19 @@ class Registrar:
         self.refused = 0
 
     def register(self, request: Request, source: Peer, username: str, now: float,
-                 mapping_gateway_id: int | None = None) -> Response:
+                 mapping_gateway_id: int | None = None,
+                 customer: Peer | None = None) -> Response:
         """``username``: the authenticated phone account, or the mapping gateway's
-        username with its ``mapping_gateway_id``."""
+        username with its ``mapping_gateway_id``; ``customer``: the address a trusted
+        edge received the REGISTER from (docs/cluster.md)."""
         try:
-            return self._register(request, source, username, now, mapping_gateway_id)
+            return self._register(request, source, username, now, mapping_gateway_id,
+                                  customer)
         except (SipParseError, ValueError):
             return make_response(request, 400, "Bad Contact or Expires")
 
     def _register(self, request: Request, source: Peer, user: str, now: float,
-                  mapping_gateway_id: int | None) -> Response:
+                  mapping_gateway_id: int | None, customer: Peer | None = None) -> Response:
         contacts = request.get_all("Contact")
         header_expires = _expires(request.get("Expires"))
         if contacts and any(c.strip() == "*" for c in contacts):
@@ -105,11 +108,11 @@ class Registrar:
                 if self.bindings.remove(user, change.contact) is not None:
                     self.unregistered += 1
                 continue
-            self._bind(request, source, user, change, now, mapping_gateway_id)
+            self._bind(request, source, user, change, now, mapping_gateway_id, customer)
         return self._ok(request, user, now)
 
     def _bind(self, request: Request, source: Peer, user: str, change: _Change,
-              now: float, mapping_gateway_id: int | None) -> None:
+              now: float, mapping_gateway_id: int | None, customer: Peer | None) -> None:
         path = tuple(request.get_all("Path"))
         contact = SipUri.parse(change.contact)
         nat = behind_nat_through(contact, request, source) if path else \
@@ -132,6 +135,7 @@ class Registrar:
             call_id=request.call_id,
             path=path,
             mapping_gateway_id=mapping_gateway_id,
+            customer=customer,
         ))
         self.registered += 1
 

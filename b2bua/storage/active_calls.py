@@ -22,9 +22,9 @@ from b2bua.storage.writer import DbWriter
 # A call's note, its answer and its removal, in that order (phases for the writer's
 # multi-row batches, storage/coalesce.py).
 _NOTE = coalesce.insert(
-    "INSERT INTO active_calls (call_id_in, record, start_at) VALUES (?, ?, ?) "
+    "INSERT INTO active_calls (call_id_in, record, start_at, node) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (call_id_in) DO UPDATE SET record = excluded.record, "
-    "start_at = excluded.start_at, answer_at = NULL",
+    "start_at = excluded.start_at, answer_at = NULL, node = excluded.node",
     space="active_calls", key=(0,), phase=0)
 _ANSWERED = coalesce.update("active_calls", "answer_at", "call_id_in",
                             space="active_calls", phase=1)
@@ -38,7 +38,8 @@ def note_started(writer: DbWriter, record: CdrRecord) -> None:
     # Every field is a str, number or None: a flat dict, not dataclasses.asdict's deep
     # copy (which cost a tenth of the engine's CPU per call).
     flat = {name: getattr(record, name) for name in _FIELDS}
-    writer.submit(_NOTE, (record.call_id_in, _encode(flat), record.start_at))
+    writer.submit(_NOTE, (record.call_id_in, _encode(flat), record.start_at,
+                          record.node or ""))
 
 
 def note_answered(writer: DbWriter, call_id_in: str, at: float) -> None:
@@ -49,17 +50,21 @@ def note_ended(writer: DbWriter, call_id_in: str) -> None:
     writer.submit(_DONE, (call_id_in,))
 
 
-def left_behind(database: Database) -> list[tuple[dict[str, Any], float | None]]:
-    """The calls noted and not ended: each one's CDR fields as noted at its start, and
-    when it was answered (None: it was not)."""
+def left_behind(database: Database, node: str = ""
+                ) -> list[tuple[dict[str, Any], float | None]]:
+    """The calls ``node`` noted and did not end: each one's CDR fields as noted at its
+    start, and when it was answered (None: it was not)."""
     return [(json.loads(row["record"]), row["answer_at"])
-            for row in database.rows("SELECT record, answer_at FROM active_calls")]
+            for row in database.rows("SELECT record, answer_at FROM active_calls "
+                                     "WHERE node = ?", (node,))]
 
 
-def settle(database: Database, records: Sequence[CdrRecord]) -> None:
-    """Write the CDRs of the calls left behind and forget the notes, in one transaction."""
+def settle(database: Database, records: Sequence[CdrRecord], node: str = "") -> None:
+    """Write the CDRs of ``node``'s calls left behind and forget their notes, in one
+    transaction (a CDR written before is not written again: its ``cdr_uuid``)."""
     with database.transaction():
         database.order_commits("writer")  # ids in commit order (storage/cdrs.py)
         for record in records:
             database.execute(INSERT, tuple(asdict(record).values()))
-        database.execute("DELETE FROM active_calls")
+            database.execute("DELETE FROM active_calls WHERE call_id_in = ? AND node = ?",
+                             (record.call_id_in, node))

@@ -37,6 +37,18 @@ class UnavailableError(StorageError):
     and are retried; the API answers 503."""
 
 
+class HeldLock(ABC):
+    """A lock taken by :meth:`Database.try_hold`."""
+
+    @abstractmethod
+    def held(self) -> bool:
+        """Still ours: False once the session that held it is gone (the server
+        restarted); the holder must take it again."""
+
+    @abstractmethod
+    def release(self) -> None: ...
+
+
 class Database(ABC):
     """One connection (or a connection pool) to the softswitch's database.
 
@@ -127,6 +139,14 @@ class Database(ABC):
         """Hold a lock named ``name`` across every process and node that shares this
         database, for a job only one may run at a time (migrating, a cleanup); blocks
         until it is free."""
+
+    @abstractmethod
+    def try_hold(self, name: str) -> HeldLock | None:
+        """Take the lock named ``name`` if nobody holds it, without waiting, and keep it
+        until :meth:`HeldLock.release`, or until this process dies: the backend then
+        frees it by itself (PostgreSQL ends the session, the kernel drops the file
+        lock). None when another holds it. A node holds its own name's lock while it
+        lives (docs/cluster.md)."""
 
     # -- life ------------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from b2bua.storage.backend import (
     BusyError,
     ConflictError,
     Database,
+    HeldLock,
     Params,
     Row,
     StorageError,
@@ -279,6 +280,29 @@ class _Listener:
             self._conn = self._opened = None
 
 
+_LIFE_SETTINGS = ("SET tcp_keepalives_idle = 2", "SET tcp_keepalives_interval = 1",
+                  "SET tcp_keepalives_count = 2", "SET tcp_user_timeout = 4000")
+
+
+class _SessionLock(HeldLock):
+    """An advisory lock held by a session of its own."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def held(self) -> bool:
+        if _is_dead(self._conn):
+            return False
+        try:  # a round trip: a session the server ended is not seen otherwise
+            self._conn.execute("SELECT 1")
+        except psycopg.Error:
+            return False
+        return True
+
+    def release(self) -> None:
+        self._conn.close()  # the session's end frees its locks
+
+
 class PostgresDatabase(Database):
     kind = "postgresql"
 
@@ -449,6 +473,25 @@ class PostgresDatabase(Database):
             yield
         finally:
             conn.close()
+
+    def try_hold(self, name: str) -> HeldLock | None:
+        # A session lock on a connection of its own, kept open while it is held. The
+        # server ends a session whose client stopped answering within ~4 s (the
+        # keepalive and user timeout below, for a power loss; a killed process's socket
+        # is closed by its kernel at once), and the lock with it.
+        conn = self._direct()
+        try:
+            for setting in _LIFE_SETTINGS:
+                conn.execute(setting)
+            row = conn.execute("SELECT pg_try_advisory_lock(%s) AS taken",
+                               (lock_key(name),)).fetchone()
+        except psycopg.Error as exc:
+            conn.close()
+            raise translate(exc) from exc
+        if not row or not row["taken"]:
+            conn.close()
+            return None
+        return _SessionLock(conn)
 
     # -- life ------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from b2bua.registrar.bindings import Binding
+from b2bua.sip.edge import parse_source
 from b2bua.sip.peer import Peer
 from b2bua.storage import coalesce
 from b2bua.storage.backend import Database
@@ -15,14 +16,14 @@ from b2bua.storage.writer import DbWriter
 # A binding saved, then removed (phases for the writer's multi-row batches).
 _UPSERT = coalesce.insert(
     "INSERT INTO registrations (username, contact, transport, source_host, source_port, nat, "
-    "expires_at, registered_at, user_agent, call_id, path, mapping_gateway_id) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "expires_at, registered_at, user_agent, call_id, path, mapping_gateway_id, customer) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (username, contact) DO UPDATE SET transport = excluded.transport, "
     "source_host = excluded.source_host, source_port = excluded.source_port, "
     "nat = excluded.nat, expires_at = excluded.expires_at, "
     "registered_at = excluded.registered_at, user_agent = excluded.user_agent, "
     "call_id = excluded.call_id, path = excluded.path, "
-    "mapping_gateway_id = excluded.mapping_gateway_id",
+    "mapping_gateway_id = excluded.mapping_gateway_id, customer = excluded.customer",
     space="registrations", key=(0, 1), phase=0)
 _DELETE = coalesce.delete("registrations", ("username", "contact"),
                           space="registrations", phase=1)
@@ -47,6 +48,7 @@ class RegistrationLog:
             binding.expires_at, binding.registered_at, binding.user_agent, binding.call_id,
             json.dumps(list(binding.path)) if binding.path else "",
             binding.mapping_gateway_id,
+            str(binding.customer) if binding.customer is not None else None,
         ))
 
     def remove(self, username: str, contact: str) -> None:
@@ -74,6 +76,7 @@ def live_bindings(database: Database, now: float, username: str | None = None
             path=tuple(json.loads(r["path"])) if r["path"] else (),
             mapping_gateway_id=None if r["mapping_gateway_id"] is None
             else int(r["mapping_gateway_id"]),
+            customer=parse_source(str(r["customer"])) if r["customer"] else None,
         )
         for r in rows
     ]

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import fcntl
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from b2bua.storage import db
 from b2bua.storage.backend import (
     BusyError,
     ConflictError,
     Database,
+    HeldLock,
     Params,
     Row,
     StorageError,
@@ -33,6 +35,19 @@ def translate(exc: sqlite3.Error) -> StorageError:
     if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
         return BusyError(str(exc))
     return StorageError(str(exc))
+
+
+class _FileLock(HeldLock):
+    """An flock on a file beside the database: the kernel drops it with the process."""
+
+    def __init__(self, handle: IO[str]) -> None:
+        self._handle = handle
+
+    def held(self) -> bool:
+        return not self._handle.closed
+
+    def release(self) -> None:
+        self._handle.close()  # closing the descriptor drops the lock
 
 
 class SqliteDatabase(Database):
@@ -111,6 +126,18 @@ class SqliteDatabase(Database):
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def try_hold(self, name: str) -> HeldLock | None:
+        if str(self.path) == ":memory:":  # private to this connection: nobody to exclude
+            return _FileLock(open(os.devnull))
+        lock_path = self.path.with_name(f"{self.path.name}.lock-{name}")
+        handle = open(lock_path, "a")  # noqa: SIM115 - kept open while the lock is held
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return None
+        return _FileLock(handle)
 
     def close(self) -> None:
         self.connection.close()

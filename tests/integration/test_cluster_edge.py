@@ -14,11 +14,14 @@ import re
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import rawsip
 from kamailio import DEPLOY, Kamailio
 from sippctl import CUSTOMER_IP, VENDOR_IP, Sipp, sipp
-from support import Softswitch, free_port, wait_until
+from support import Api, Softswitch, free_port, wait_until
+
+from b2bua.calls.recovery import REASON
 
 EDGE_IP = "127.0.0.50"
 NODE_IPS = ("127.0.0.61", "127.0.0.62")
@@ -40,10 +43,14 @@ def attempts(node: Softswitch) -> int:
     return int(node.api.get("/api/v1/stats")["attempts"])
 
 
-def call_batch(workdir: Path, edge: Kamailio, label: str) -> Sipp:
+def call_batch(workdir: Path, edge: Kamailio, label: str, hold_ms: int = 200) -> Sipp:
     (workdir / label).mkdir()
     return sipp(ROUTED_CALL, workdir / label, CUSTOMER_IP, free_port(CUSTOMER_IP),
-                edge.address, calls=CALLS, rate=RATE, hold_ms=200, timeout_s=40)
+                edge.address, calls=CALLS, rate=RATE, hold_ms=hold_ms, timeout_s=40)
+
+
+def cdrs_of(api: Api) -> list[dict[str, Any]]:
+    return list(api.get("/api/v1/cdrs?limit=500")["items"])
 
 
 def test_two_nodes_behind_the_edge(pg_url: str, tmp_path: Path) -> None:
@@ -51,8 +58,8 @@ def test_two_nodes_behind_the_edge(pg_url: str, tmp_path: Path) -> None:
     for n, ip in enumerate(NODE_IPS):
         (tmp_path / f"node{n}").mkdir()
         nodes.append(Softswitch(tmp_path / f"node{n}", sip_host=ip, db=pg_url,
-                                extra_args=["--media-ports", f"{40000 + 5000 * n}-"
-                                                             f"{44999 + 5000 * n}"]))
+                                extra_args=["--node", f"n{n + 1}", "--media-ports",
+                                            f"{40000 + 5000 * n}-{44999 + 5000 * n}"]))
     nodes[0].start()
     nodes[1].start()
     edge_port = free_port(EDGE_IP)
@@ -80,7 +87,7 @@ def test_two_nodes_behind_the_edge(pg_url: str, tmp_path: Path) -> None:
             edge.rpc("dispatcher.list")
         (tmp_path / "vendor").mkdir()
         vendor = sipp("uas_answer.xml", tmp_path / "vendor", VENDOR_IP, vendor_port,
-                      calls=3 * CALLS, timeout_s=120, extra=["-trace_msg"])
+                      calls=4 * CALLS, timeout_s=120, extra=["-trace_msg"])
 
         # Calls through the edge: spread over both nodes, every one answered.
         batch = call_batch(tmp_path, edge, "first")
@@ -90,8 +97,10 @@ def test_two_nodes_behind_the_edge(pg_url: str, tmp_path: Path) -> None:
         cdrs = wait_until(lambda: len(items := api.get("/api/v1/cdrs?limit=100")["items"])
                           == CALLS and items, timeout=10)
         assert cdrs, api.get("/api/v1/cdrs?limit=100")
-        # Judged, and recorded, on the customer's address, not the edge's.
+        # Judged, and recorded, on the customer's address, not the edge's; named by node.
         assert {c["source"].split(":")[0] for c in cdrs} == {CUSTOMER_IP}
+        assert {c["node"] for c in cdrs} == {"n1", "n2"}
+        seen = {c["call_id_in"] for c in cdrs}
         # The vendor got every INVITE from the edge (its Via on top), not from a node.
         messages = "".join(p.read_text(errors="replace")
                            for p in (tmp_path / "vendor").rglob("*_messages.log"))
@@ -108,9 +117,14 @@ def test_two_nodes_behind_the_edge(pg_url: str, tmp_path: Path) -> None:
         dropped = sum(int(n.api.get("/api/v1/stats")["counters"]["dropped_unknown"]) for n in nodes)
         assert dropped == 3
 
-        # A node killed: out of the dispatcher within 3 s; calls go on through the other.
+        # A node killed with calls up: out of the dispatcher within 3 s; the other node
+        # takes it over and writes those calls' CDRs, marked interrupted, once.
         victim = nodes[1]
         assert victim.proc is not None
+        long_calls = call_batch(tmp_path, edge, "up-at-kill", hold_ms=6000)
+        assert wait_until(lambda: all(len(n.api.get("/api/v1/calls")["items"]) >= 2
+                                      for n in nodes), timeout=10)
+        on_victim = {c["call_id_in"] for c in victim.api.get("/api/v1/calls")["items"]}
         os.kill(victim.proc.pid, signal.SIGKILL)
         killed_at = time.monotonic()
         victim.proc.wait(10)
@@ -118,6 +132,15 @@ def test_two_nodes_behind_the_edge(pg_url: str, tmp_path: Path) -> None:
         assert wait_until(lambda: dispatcher_flags(edge).get(victim_uri, "").startswith("I"),
                           timeout=3.5, interval=0.1), edge.rpc("dispatcher.list")
         assert time.monotonic() - killed_at <= 3.5
+        assert wait_until(lambda: on_victim <= {c["call_id_in"] for c in cdrs_of(api)},
+                          timeout=8, interval=0.2), "the dead node's calls have no CDR"
+        recovered = [c for c in cdrs_of(api) if c["call_id_in"] in on_victim]
+        assert {(c["node"], c["termination_reason"]) for c in recovered} == {("n2", REASON)}
+        long_calls.wait(60)  # the dead node's calls fail at the customer; the rest end
+        # Every INVITE of the batch has exactly one CDR.
+        batch_ids = [c["call_id_in"] for c in cdrs_of(api) if c["call_id_in"] not in seen]
+        assert len(batch_ids) == len(set(batch_ids)) == CALLS
+        seen.update(batch_ids)
         before = attempts(nodes[0])
         batch = call_batch(tmp_path, edge, "after-kill")
         assert batch.wait(60) == 0, batch.output()
@@ -130,8 +153,9 @@ def test_two_nodes_behind_the_edge(pg_url: str, tmp_path: Path) -> None:
         batch = call_batch(tmp_path, edge, "after-restart")
         assert batch.wait(60) == 0, batch.output()
         assert attempts(victim) > 0
-        assert wait_until(lambda: len(api.get("/api/v1/cdrs?limit=100")["items"])
-                          == 3 * CALLS, timeout=10)
+        assert wait_until(lambda: len(cdrs_of(api)) == 4 * CALLS, timeout=10)
+        ids = [c["call_id_in"] for c in cdrs_of(api)]
+        assert len(set(ids)) == len(ids)
     finally:
         if vendor is not None:
             vendor.stop()

@@ -4,6 +4,9 @@ advisory lock; and PostgreSQL's recovery from a server restart."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,8 +14,9 @@ from pathlib import Path
 
 import pgserver
 import pytest
+from support import REPO
 
-from b2bua.storage import migrate, open_database, postgres
+from b2bua.storage import cluster, migrate, open_database, postgres
 from b2bua.storage.backend import (
     BusyError,
     ConflictError,
@@ -300,6 +304,53 @@ def test_advisory_lock_excludes_a_second_holder(connect: Callable[[], Database])
     waiter.join(WAIT)
     assert not waiter.is_alive()
     assert events == ["another name is free", "first releases", "second holds it"]
+
+
+def test_a_held_lock_is_one_holders_until_released_or_its_process_dies(
+        url: str, connect: Callable[[], Database]) -> None:
+    """``try_hold``: a node's life lock (docs/cluster.md)."""
+    first, second = connect(), connect()
+    held = first.try_hold("node:a")
+    assert held is not None and held.held()
+    assert second.try_hold("node:a") is None
+    other = second.try_hold("node:b")
+    assert other is not None
+    other.release()
+    held.release()
+    again = second.try_hold("node:a")
+    assert again is not None
+    again.release()
+    # A process holding it and killed: the lock is free again, with nobody releasing it.
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\n"
+         "from b2bua.storage import open_database\n"
+         f"lock = open_database({url!r}).try_hold('node:a')\n"
+         "print('held' if lock else 'busy', flush=True)\n"
+         "time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert second.try_hold("node:a") is None
+        holder.kill()
+        holder.wait(WAIT)
+        assert wait_for(lambda: (lock := second.try_hold("node:a")) is not None
+                        and (lock.release() or True))
+    finally:
+        holder.kill()
+        holder.wait(WAIT)
+
+
+def test_nodes_are_listed_once_each(connect: Callable[[], Database]) -> None:
+    database = connect()
+    cluster.register_node(database, "a", "198.18.1.1:5060", "127.0.0.1:8088", 1.0)
+    cluster.register_node(database, "b", "198.18.1.2:5060", "127.0.0.1:8088", 2.0)
+    cluster.register_node(database, "a", "198.18.1.9:5060", "127.0.0.1:8089", 3.0)
+    assert cluster.nodes(database) == [
+        cluster.NodeRow("a", "198.18.1.9:5060", "127.0.0.1:8089", 3.0),
+        cluster.NodeRow("b", "198.18.1.2:5060", "127.0.0.1:8088", 2.0)]
+    assert cluster.forget_node(database, "b")
+    assert [n.name for n in cluster.nodes(database)] == ["a"]
 
 
 def test_two_nodes_migrating_at_once_migrate_once(empty_url: str) -> None:

@@ -9,16 +9,23 @@ import pytest
 from test_switchboard import (
     CALLEE,
     CUSTOMER,
+    HOST,
+    PHONE,
+    PHONE_SRC,
     STRANGER,
     V1,
     Caller,
     Switch,
+    _register,
     only_request,
+    only_response,
     statuses,
     vendor_reply,
 )
 
+from b2bua.security.digest import response_digest
 from b2bua.sip.edge import parse_addresses, parse_proxy, parse_source
+from b2bua.sip.headers import parse_auth_params
 from b2bua.sip.peer import Peer
 
 EDGE = Peer("udp", "127.0.0.50", 5060)
@@ -119,6 +126,50 @@ def test_calls_to_vendors_go_through_the_outbound_proxy() -> None:
     # The CDR attempt names the vendor, not the proxy.
     switch.feed(vendor_reply(invite, 486, "Busy Here"), Peer("udp", *proxy))
     assert switch.writer.attempts[0]["target"] == f"{V1[0]}:{V1[1]}"
+
+
+def relayed(text: str, customer: Peer) -> str:
+    """Any request as the edge relays it: its Via on top, a Path on a REGISTER, the
+    customer's address vouched for."""
+    first, rest = text.split("\r\n", 1)
+    path = f"Path: <sip:{EDGE.host}:{EDGE.port};lr>\r\n" if first.startswith("REGISTER") \
+        else ""
+    return (f"{first}\r\nVia: SIP/2.0/UDP {EDGE.host}:{EDGE.port};branch=z9hG4bK-e"
+            f"{abs(hash(text))}\r\n{path}X-Softswitch-Source: {customer}\r\n{rest}")
+
+
+def test_a_phone_registered_through_the_edge_is_known_by_its_own_address() -> None:
+    """With SS_REPLY_UNAUTHORIZED Off an INVITE from an unknown address is silence; from
+    the address a phone registered from (the edge vouching for both) it is the phone's
+    call, as without an edge, while its calls still go through the edge (its Path)."""
+    switch = edge_switch(SS_REPLY_UNAUTHORIZED="Off")
+    challenge = only_response(switch.feed(relayed(_register(), PHONE_SRC), EDGE), 401,
+                              EDGE_ADDR)
+    _scheme, params = parse_auth_params(challenge.first_raw("WWW-Authenticate") or "")
+    uri = f"sip:{HOST}"
+    digest = response_digest(params["algorithm"], PHONE.username, params["realm"],
+                             PHONE.password, "REGISTER", uri, params["nonce"], "00000001",
+                             "c0ffee", "auth")
+    auth = (f'Authorization: Digest username="{PHONE.username}",realm="{params["realm"]}",'
+            f'nonce="{params["nonce"]}",uri="{uri}",response="{digest}",'
+            f'algorithm={params["algorithm"]},qop=auth,nc=00000001,cnonce="c0ffee"\r\n')
+    only_response(switch.feed(relayed(_register(auth, 2), PHONE_SRC), EDGE), 200, EDGE_ADDR)
+    (binding,) = switch.bindings.all()
+    assert binding.customer == PHONE_SRC and binding.source == EDGE
+    assert binding.snapshot()["customer"] == str(PHONE_SRC)
+
+    caller = Caller(source=EDGE)
+    call = caller.invite().replace("<sip:1001@", f"<sip:{PHONE.username}@")
+    sent = switch.feed(relayed(call, PHONE_SRC), EDGE)
+    assert statuses(sent, EDGE_ADDR) == [100]  # the phone's call, no challenge
+    # The same INVITE vouched for another address: silence, answered to the edge.
+    other = Caller(source=EDGE).invite().replace("<sip:1001@", f"<sip:{PHONE.username}@")
+    sent = switch.feed(relayed(other, STRANGER), EDGE)
+    assert [s.response.get("X-Softswitch-Drop") for s in sent] == ["silent"]
+    # A call to the phone goes to the edge, its Path as the Route.
+    sent = switch.feed(Caller(callee=PHONE.username).invite(), CUSTOMER)
+    invite = only_request(sent, EDGE_ADDR, "INVITE")
+    assert invite.get("Route") == f"<sip:{EDGE.host}:{EDGE.port};lr>"
 
 
 def test_parsing() -> None:

@@ -4,6 +4,7 @@ registrations, the number tables."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,6 +71,21 @@ def test_bindings_survive_a_restart(database: Database, writer: DbWriter) -> Non
     assert database.value("SELECT COUNT(*) FROM registrations") == 0
 
 
+def test_a_binding_through_the_edge_keeps_the_customers_address(database: Database,
+                                                                writer: DbWriter) -> None:
+    store = BindingStore(RegistrationLog(writer))
+    customer = Peer("tcp", "2001:db8::7", 5070)
+    store.put(dataclasses.replace(_binding("sip:1001@10.0.0.7", T0 + 60, ("<sip:e;lr>",)),
+                                  customer=customer))
+    assert writer.flush()
+    (kept,) = live_bindings(database, T0)
+    assert kept.customer == customer
+    restarted = BindingStore(RegistrationLog(writer))
+    restarted.restore([kept])
+    assert restarted.find_by_source(customer, T0) == kept  # known by the vouched address
+    assert restarted.find_by_source(kept.source, T0) is None  # not by the edge's
+
+
 def _record(call_id: str) -> CdrRecord:
     return CdrRecord(call_id, None, "1001", "4930", "192.0.2.1:5060", 1, "customer", None,
                      None, T0, None, None, T0, 0.0, 0, "", "", "")
@@ -92,6 +108,25 @@ def test_calls_up_at_a_crash_become_interrupted_cdrs(database: Database,
     assert cdrs["ringing"]["termination_reason"] == REASON
     assert database.value("SELECT COUNT(*) FROM active_calls") == 0
     assert recover(database, now=T0 + 20) == 0
+
+
+def test_each_node_recovers_its_own_calls_only(database: Database, writer: DbWriter) -> None:
+    """Nodes sharing the database (docs/cluster.md): a node starting recovers what it
+    left, never a live peer's calls; the node taking over a dead one recovers that one's,
+    once, named in its CDRs."""
+    for call_id, node in (("a1", "a"), ("a2", "a"), ("b1", "b"), ("solo", None)):
+        record = _record(call_id)
+        record.node = node
+        note_started(writer, record)
+    assert writer.flush()
+    assert recover(database, now=T0 + 10, node="b") == 1
+    assert [r["call_id_in"] for r in database.rows("SELECT call_id_in FROM cdrs")] == ["b1"]
+    assert database.value("SELECT node FROM cdrs") == "b"
+    assert recover(database, now=T0 + 11, node="b") == 0  # once
+    assert recover(database, now=T0 + 12, node="a") == 2
+    assert recover(database, now=T0 + 13) == 1  # an unnamed switch's own
+    assert database.value("SELECT COUNT(*) FROM cdrs") == 4
+    assert database.value("SELECT COUNT(*) FROM active_calls") == 0
 
 
 def test_a_cdr_with_nul_in_a_header_is_written_with_the_others(database: Database,

@@ -194,7 +194,7 @@ def test_the_binding_is_stored_with_the_gateway_id() -> None:
     switch = Switch()
     assert switch.register(PBX, T0) == 200
     sql, args = switch.writes.rows[-1]
-    assert "mapping_gateway_id" in sql and args[-1] == ACME.id
+    assert "mapping_gateway_id" in sql and args[-2] == ACME.id and args[-1] is None
 
 
 def test_a_nat_gateway_gets_the_nat_keepalive() -> None:

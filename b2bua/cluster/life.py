@@ -1,0 +1,132 @@
+"""A named node's life in the shared database: it holds its life lock from start to
+stop, and a thread of its own looks at the other nodes' locks every second and takes
+over the jobs of a dead one (its interrupted calls' CDRs) when this node wins that
+node's lock. Only nodes started with ``--node NAME`` do this; an unnamed switch is on its
+own (docs/cluster.md)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from b2bua.calls.recovery import recover
+from b2bua.cluster.takeover import DeadNodes
+from b2bua.storage import cluster, open_database
+from b2bua.storage.backend import Database, HeldLock, StorageError
+
+log = logging.getLogger("b2bua.cluster")
+
+START_WAIT = 10.0  # a node restarting may wait this long for a peer recovering it
+SWEEP = 1.0
+
+
+class NodeNameTaken(RuntimeError):
+    """Another live process holds this node's life lock: the name is in use."""
+
+
+def take_life(database: Database, node: str, wait: float = START_WAIT,
+              sleep: Callable[[float], None] = time.sleep) -> HeldLock:
+    """Take ``node``'s life lock, waiting up to ``wait`` seconds (a peer taking the node
+    over holds it meanwhile); NodeNameTaken when it stays held."""
+    deadline = time.monotonic() + wait
+    while True:
+        lock = database.try_hold(cluster.life_lock(node))
+        if lock is not None:
+            return lock
+        if time.monotonic() >= deadline:
+            raise NodeNameTaken(f"node {node!r} is already running (its lock in the "
+                                "database is held): give each node its own --node name")
+        sleep(0.5)
+
+
+@dataclass
+class NodeStats:
+    sweeps: int = 0
+    takeovers: int = 0
+    calls_recovered: int = 0
+    errors: int = 0
+    life_lost: int = 0  # our lock found gone (a database restart) and taken back
+    suspected: dict[str, float] = field(default_factory=dict)
+
+
+class NodeWatch:
+    """The sweeping thread of one node, with a database connection of its own."""
+
+    def __init__(self, target: Path | str, node: str, life: HeldLock,
+                 interval: float = SWEEP) -> None:
+        self.target = target
+        self.node = node
+        self.life: HeldLock | None = life
+        self.interval = interval
+        self.dead = DeadNodes(node)
+        self.stats = NodeStats()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="node-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        if self.life is not None:
+            self.life.release()
+            self.life = None
+
+    def _run(self) -> None:
+        database: Database | None = None
+        while not self._stop.wait(self.interval):
+            try:
+                if database is None:
+                    database = open_database(self.target)
+                self.sweep(database, time.time())
+            except StorageError as exc:
+                self.stats.errors += 1
+                if self.stats.errors in (1, 10) or self.stats.errors % 100 == 0:
+                    log.warning("node watch: %s", exc)
+        if database is not None:
+            database.close()
+
+    def sweep(self, database: Database, now: float) -> None:
+        self.stats.sweeps += 1
+        self._keep_life(database)
+        listed = cluster.nodes(database)
+        for row in listed:
+            if row.name == self.node:
+                continue
+            lock = database.try_hold(cluster.life_lock(row.name))
+            try:
+                if self.dead.observe(row.name, lock is not None, now):
+                    count = recover(database, now, node=row.name)
+                    self.dead.taken_over(row.name)
+                    self.stats.takeovers += 1
+                    self.stats.calls_recovered += count
+                    log.warning("node %s is gone: took over (%d calls recovered)",
+                                row.name, count)
+            finally:
+                if lock is not None:
+                    lock.release()
+        names = {row.name for row in listed}
+        for name in list(self.dead.suspected):
+            if name not in names:
+                self.dead.forget(name)
+        self.stats.suspected = self.dead.suspected
+
+    def _keep_life(self, database: Database) -> None:
+        """Our own lock, taken back when the database lost it (a restart)."""
+        if self.life is not None and self.life.held():
+            return
+        if self.life is not None:
+            self.life.release()
+            self.life = None
+            self.stats.life_lost += 1
+            log.warning("node %s: the database dropped its life lock; taking it back",
+                        self.node)
+        self.life = database.try_hold(cluster.life_lock(self.node))
+        if self.life is None:
+            log.error("node %s: its life lock is held by another process (a node "
+                      "with the same --node name?)", self.node)
