@@ -15,6 +15,7 @@ from api.routes import (
     audit,
     calls,
     cdrs,
+    cluster,
     engine,
     gateways,
     health,
@@ -51,7 +52,7 @@ def create_app(db_path: str | Path | None = None, control_path: str | Path | Non
         gateways.mapping_gateways.blueprint(), gateways.routing_gateways.blueprint(),
         phones.phones.blueprint(), phones.bp, numbers.transforms.blueprint(),
         numbers.groups.blueprint(), numbers.bp, upstream.bp,
-        audit.bp, metrics.bp,
+        audit.bp, metrics.bp, cluster.bp,
     )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)

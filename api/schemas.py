@@ -16,6 +16,10 @@ class ProblemSchema(Schema):
 class HealthSchema(Schema):
     status = fields.String(required=True)
     engine = fields.String(required=True, metadata={"description": "up or down"})
+    node = fields.String(metadata={"description": "a cluster node's name (docs/cluster.md)"})
+    redis = fields.String(metadata={
+        "description": "a cluster node's shared counters: up, down (admitting by its share "
+                       "of each capacity), rebuilding (Redis lost its data), none"})
     database = fields.String(required=True, metadata={
         "description": "up or down: whether the API reaches the database (down: writes "
                        "answer 503, calls go on and the engine keeps their CDRs until it "
@@ -120,6 +124,10 @@ class EngineStatusSchema(Schema):
     # Frames refused between processes, by channel (b2bua/ipc.py): a bug, never traffic.
     malformed_frames = fields.Dict(keys=fields.String(), values=fields.Integer(),
                                    required=True)
+    cluster = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True),
+                          allow_none=True, metadata={
+                              "description": "this node's view of the cluster (docs/"
+                                             "cluster.md); null for a switch on its own"})
 
 
 _PAGES: dict[str, type[Schema]] = {}

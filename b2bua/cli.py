@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="this node's name when several share one database "
                           "(docs/cluster.md): its calls are recovered by it, or by the "
                           "node that takes over when it dies (default: none, on its own)")
+    run.add_argument("--redis", default="", metavar="URL",
+                     help="redis://HOST[:PORT][/DB]: the cluster's live counters, shared by "
+                          "the nodes (needs --node; docs/cluster.md)")
     run.add_argument("--log-level", default="INFO")
 
     mig = sub.add_parser("migrate", help="create or upgrade the database")
@@ -172,7 +175,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         dns_server=args.dns_server,
         node=args.node,
         api_address=str(args.api_listen),
+        redis=args.redis,
     )
+    if options.redis and not options.node:
+        print("softswitch: --redis needs --node (each node's counts are its own)",
+              file=sys.stderr)
+        return 2
     if options.signalling_workers > 1:
         logs.setup(args.log_level, worker=0)
     try:  # each signalling worker, and each relay worker, needs its own media ports

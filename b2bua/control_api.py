@@ -36,6 +36,7 @@ class ControlApi:
     def register(self, control: ControlServer) -> None:
         engine = self.engine
         control.register("status", self._status)
+        control.register("cluster", lambda _r: engine.cluster_snapshot())
         control.register("calls", self._calls)
         control.register("stats", self._stats)
         control.register("media", self._media_status)
@@ -172,4 +173,5 @@ class ControlApi:
             "signalling": (self.engine.workers.snapshot() if self.engine.workers is not None
                            else {"workers": 1, "dispatcher": None, "restarts": []}),
             "malformed_frames": dict(ipc.malformed),
+            "cluster": self.engine.cluster_snapshot(),
         }

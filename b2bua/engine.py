@@ -6,7 +6,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
 from b2bua.aio.dispatched import DispatchedSip
 from b2bua.aio.timers import LoopTimers
@@ -55,6 +56,9 @@ from b2bua.storage.upstream import vendor_registrations
 from b2bua.storage.writer import DbWriter, replay, spill_base
 from b2bua.upstream.manager import UpstreamManager, VendorRegistration
 
+if TYPE_CHECKING:
+    from b2bua.cluster.shared_counts import SharedCounts
+
 log = logging.getLogger("b2bua.engine")
 
 ShutdownHook = Callable[[], Awaitable[None]]
@@ -92,6 +96,13 @@ class Engine:
                                  options.signalling_workers, options.worker_index)
         if self.workers is not None:
             self.workers.on_worker_down = self.counts.clear_worker
+        self.shared_counts: SharedCounts | None = None
+        if options.redis:
+            from b2bua.cluster.shared_counts import SharedCounts
+
+            self.shared_counts = SharedCounts(options.redis, options.node,
+                                              options.worker_index)
+            self.counts.shared = self.shared_counts
         self.database = open_database(options.database)
         self.node_watch: NodeWatch | None = None  # a named node's (docs/cluster.md)
         self.params = Params()
@@ -225,6 +236,9 @@ class Engine:
             # A gateway changed while the engine was down loses its registration now.
             self._prune_gateway_bindings()
         self.writer.start()
+        if self.shared_counts is not None:
+            await self.shared_counts.start()
+            self.on_shutdown(self.shared_counts.close)
         await self.media.start()
         await self.stack.start(self.switchboard, self.dispatched)
         if self.primary:
@@ -248,6 +262,22 @@ class Engine:
         self.spawn(self.resolver.run(lambda: self.gateways.routing.values()))
         log.info("engine started sip=%s control=%s", self.options.sip_listen,
                  self.options.control_path)
+
+    def cluster_snapshot(self) -> dict[str, Any] | None:
+        """This node's view of the cluster (docs/cluster.md); None for a switch on its own."""
+        if not self.options.node:
+            return None
+        shared = self.shared_counts
+        watch = self.node_watch
+        return {
+            "node": self.options.node,
+            "redis": shared.stats.state if shared is not None else "none",
+            "redis_live_nodes": shared.stats.live_nodes if shared is not None else None,
+            "counters": asdict(shared.stats) if shared is not None else None,
+            "watch": asdict(watch.stats) if watch is not None else None,
+            "edge": self.params["SS_EDGE_ADDRESSES"],
+            "outbound_proxy": self.params["SS_OUTBOUND_PROXY"],
+        }
 
     def request_stop(self) -> None:
         self._stop.set()

@@ -74,6 +74,7 @@ class EngineOptions:
     dns_server: HostPort | None = None  # for DNS-named vendors; None: resolv.conf's
     node: str = ""  # this node's name in a cluster (docs/cluster.md); "": on its own
     api_address: str = ""  # where the API listens (listed for the other nodes)
+    redis: str = ""  # redis://... for the cluster's live counters; "": none
 
     def for_worker(self, index: int) -> EngineOptions:
         """What signalling worker ``index`` runs with: its share of the relay workers, its

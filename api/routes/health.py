@@ -25,8 +25,9 @@ HEALTH_TIMEOUT = 2.0
            response=HealthSchema,
            public=True)
 def health() -> dict[str, Any]:
+    cluster: dict[str, Any] | None = None
     try:
-        control.request(context.control_path(), "status", timeout=HEALTH_TIMEOUT)
+        cluster = control.request(context.control_path(), "cluster", timeout=HEALTH_TIMEOUT)
         engine = "up"
     except control.ControlError:
         engine = "down"
@@ -34,4 +35,7 @@ def health() -> dict[str, Any]:
         database = "up" if probe.answers(context.database()) else "down"
     except StorageError:
         database = "down"
-    return {"status": "ok", "engine": engine, "database": database}
+    answer: dict[str, Any] = {"status": "ok", "engine": engine, "database": database}
+    if cluster is not None:
+        answer.update(node=cluster["node"], redis=cluster["redis"])
+    return answer

@@ -5,13 +5,21 @@ across the signalling workers.
 The numbers live in a :class:`~b2bua._tally.Tally`, a table in shared memory with one
 column per worker (``b2bua/_tally.c``). With one worker it is private memory and the
 same code runs. A key is a kind and a configuration id.
+
+A node of a cluster with Redis (docs/cluster.md) also has ``shared``: what this node
+counts is written there too, the other nodes' counts are added to every read, and an
+origin's capacity is checked across the cluster by :meth:`CallCounts.admit_shared`.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from b2bua.shared_tables import map_table
+
+if TYPE_CHECKING:
+    from b2bua.cluster.shared_counts import SharedCounts
 
 log = logging.getLogger("b2bua.counts")
 
@@ -27,6 +35,7 @@ class CallCounts:
     def __init__(self, fd: int | None = None, workers: int = 1, worker: int = 0) -> None:
         self._tally = map_table(fd, workers, worker, SLOTS)
         self.overflows = 0
+        self.shared: SharedCounts | None = None  # set by the engine of a cluster node
 
     @staticmethod
     def _key(key: Key) -> int:
@@ -34,29 +43,58 @@ class CallCounts:
         return (_KINDS[kind] << _ID_BITS) | (ident & ((1 << _ID_BITS) - 1))
 
     def __getitem__(self, key: Key) -> int:
-        """Calls now (``routing_total``: ever) under ``key``, every worker's together."""
-        return int(self._tally.total(self._key(key)))
+        """Calls now (``routing_total``: ever) under ``key``, every worker's together, and
+        in a cluster every live node's."""
+        total = int(self._tally.total(self._key(key)))
+        shared = self.shared
+        if shared is not None:
+            total += shared.other(*key)
+        return total
+
+    async def admit_shared(self, key: Key, capacity: int | None) -> bool:
+        """:meth:`admit`, with the capacity checked across the cluster's live nodes when
+        there is one (a round trip to Redis; this node's share of it while Redis is
+        unreachable)."""
+        shared = self.shared
+        if shared is None or capacity is None:
+            return self.admit(key, capacity)
+        slot = self._key(key)
+        local = int(self._tally.total(slot))
+        self._tally.add(slot, 1)  # ours at once: this node's reads see it meanwhile
+        if await shared.admit(key[0], key[1], capacity, local):
+            return True
+        self._tally.add(slot, -1)
+        return False
 
     def admit(self, key: Key, capacity: int | None) -> bool:
         """Count one more call under ``key`` unless that would pass ``capacity``."""
         try:
             if capacity is None:
                 self._tally.add(self._key(key), 1)
-                return True
-            return bool(self._tally.admit(self._key(key), capacity))
+                admitted = True
+            else:
+                admitted = bool(self._tally.admit(self._key(key), capacity))
         except OverflowError:
             self._overflow(key)
             return True
+        if admitted and self.shared is not None:
+            self.shared.changed(key[0], key[1], 1)
+        return admitted
 
     def add(self, key: Key, delta: int) -> None:
         try:
             self._tally.add(self._key(key), delta)
         except OverflowError:
             self._overflow(key)
+        if self.shared is not None:
+            self.shared.changed(key[0], key[1], delta)
 
     def hold(self, key: Key, until: float) -> None:
-        """Remember a deadline (a vendor's Retry-After); the latest any worker set wins."""
+        """Remember a deadline (a vendor's Retry-After); the latest any worker (any node)
+        set wins."""
         self.publish(key, int(until * 1000))
+        if self.shared is not None:
+            self.shared.publish(key[0], key[1], int(until * 1000))
 
     def publish(self, key: Key, value: int) -> None:
         """Set this worker's value under ``key`` (a state only one worker knows, such as
@@ -68,7 +106,10 @@ class CallCounts:
 
     def held_until(self, key: Key) -> float:
         """The deadline under ``key``, 0 when none was set."""
-        return int(self._tally.maximum(self._key(key))) / 1000
+        latest = int(self._tally.maximum(self._key(key)))
+        if self.shared is not None:
+            latest = max(latest, self.shared.other_max(*key))
+        return latest / 1000
 
     def clear_worker(self, worker: int) -> None:
         """A worker is down: what it counted ends with it."""

@@ -50,7 +50,7 @@ from b2bua.sip.errors import SipParseError
 from b2bua.sip.message import Request, Response, make_response
 from b2bua.sip.peer import Peer
 from b2bua.sip.stack import SipStack
-from b2bua.sip.transaction import Timers
+from b2bua.sip.transaction import ServerTransaction, Timers
 
 log = logging.getLogger("b2bua.calls")
 
@@ -105,6 +105,8 @@ class Switchboard:
         self.timers = timers
         self.calls: dict[int, CallAdapter] = {}
         self.legs: dict[str, tuple[CallAdapter, Side]] = {}
+        # New calls waiting for the cluster's admission (Call-ID: CANCELled meanwhile).
+        self.admitting: dict[str, bool] = {}
         # Concurrent calls per origin (("gateway", id) or ("phone", id)), per vendor
         # ("routing"), and per phone as a callee (phones count both directions against
         # their capacity); shared by the signalling workers.
@@ -295,6 +297,8 @@ class Switchboard:
         leg = self.legs.get(request.call_id)
         if leg is not None:
             leg[0].feed(CallerCancel())
+        elif request.call_id in self.admitting:
+            self.admitting[request.call_id] = True  # answered 487 once admitted
 
     def on_ack(self, request: Request, source: Peer) -> None:
         leg = self.legs.get(request.call_id)
@@ -327,7 +331,8 @@ class Switchboard:
             self.stats.too_many_hops += 1
             self._reply(invite, source, 483)
             return
-        if self._is_loop(invite) or invite.call_id in self.legs:
+        if self._is_loop(invite) or invite.call_id in self.legs or \
+                invite.call_id in self.admitting:
             self.stats.loops += 1
             self._reply(invite, source, 482)
             return
@@ -338,11 +343,38 @@ class Switchboard:
             refusal.add("Retry-After", str(OVERLOAD_RETRY_AFTER))
             self.stack.respond_stateless(invite, source, refusal)
             return
+        if self.counts.shared is not None and origin.capacity is not None:
+            # A cluster node: the capacity is the cluster's, asked of Redis (docs/
+            # cluster.md); the INVITE's transaction absorbs retransmissions meanwhile.
+            server = self.stack.server_transaction(invite, source)
+            self.admitting[invite.call_id] = False
+            self.run(self._admit_across(invite, source, origin, server, callee, customer))
+            return
         if not self.counts.admit(origin.key, origin.capacity):  # counted from here
             self.stats.rejected_capacity += 1
             self._reply(invite, source, 503)
             return
-        server = self.stack.server_transaction(invite, source)
+        self._start_call(invite, source, origin, self.stack.server_transaction(invite, source),
+                         callee, customer)
+
+    async def _admit_across(self, invite: Request, source: Peer, origin: Origin,
+                            server: ServerTransaction, callee: str | None,
+                            customer: Peer | None) -> None:
+        admitted = await self.counts.admit_shared(origin.key, origin.capacity)
+        cancelled = self.admitting.pop(invite.call_id, False)
+        if not admitted:
+            self.stats.rejected_capacity += 1
+            server.respond(make_response(invite, 487 if cancelled else 503))
+            return
+        if cancelled:
+            self.counts.add(origin.key, -1)
+            server.respond(make_response(invite, 487))
+            return
+        self._start_call(invite, source, origin, server, callee, customer)
+
+    def _start_call(self, invite: Request, source: Peer, origin: Origin,
+                    server: ServerTransaction, callee: str | None,
+                    customer: Peer | None) -> None:
         call = Call(self, next(self._numbers), invite, source, server, origin, time.time(),
                     callee, customer)
         adapter = CallAdapter(call, self)

@@ -51,6 +51,9 @@ class NodeStats:
     errors: int = 0
     life_lost: int = 0  # our lock found gone (a database restart) and taken back
     suspected: dict[str, float] = field(default_factory=dict)
+    # Each listed node at the last sweep: "alive" (its lock held), "suspected" (free, not
+    # for 3 s yet), "dead" (taken over), "self".
+    nodes: dict[str, str] = field(default_factory=dict)
 
 
 class NodeWatch:
@@ -95,12 +98,16 @@ class NodeWatch:
         self.stats.sweeps += 1
         self._keep_life(database)
         listed = cluster.nodes(database)
+        seen = {self.node: "self"}
         for row in listed:
             if row.name == self.node:
                 continue
             lock = database.try_hold(cluster.life_lock(row.name))
+            seen[row.name] = "alive" if lock is None else \
+                "dead" if self.dead.is_taken(row.name) else "suspected"
             try:
                 if self.dead.observe(row.name, lock is not None, now):
+                    seen[row.name] = "dead"
                     count = recover(database, now, node=row.name)
                     self.dead.taken_over(row.name)
                     self.stats.takeovers += 1
@@ -115,6 +122,7 @@ class NodeWatch:
             if name not in names:
                 self.dead.forget(name)
         self.stats.suspected = self.dead.suspected
+        self.stats.nodes = seen
 
     def _keep_life(self, database: Database) -> None:
         """Our own lock, taken back when the database lost it (a restart)."""

@@ -33,6 +33,9 @@ class DeadNodes:
         since = self._free_since.setdefault(node, now)
         return now - since >= self.grace
 
+    def is_taken(self, node: str) -> bool:
+        return node in self._taken
+
     def taken_over(self, node: str) -> None:
         self._taken.add(node)
         self._free_since.pop(node, None)

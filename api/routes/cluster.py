@@ -1,0 +1,63 @@
+"""The cluster as this node sees it (docs/cluster.md): the nodes listed in the shared
+database with each one's life as this node's last sweep found it, Redis, the edge."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint
+from marshmallow import Schema, fields, validate
+
+from api import context
+from api.openapi import operation
+from api.routes.engine import engine_request
+from b2bua.storage import cluster
+
+bp = Blueprint("cluster", __name__)
+
+NODE_STATES = ("self", "alive", "suspected", "dead", "unknown")
+
+
+class ClusterNodeSchema(Schema):
+    name = fields.String(required=True)
+    sip = fields.String(allow_none=True, required=True)
+    api = fields.String(allow_none=True, required=True)
+    started_at = fields.Float(required=True)
+    state = fields.String(required=True, validate=validate.OneOf(NODE_STATES), metadata={
+        "description": "self; alive (its life lock held); suspected (free, not 3 s yet); "
+                       "dead (taken over); unknown (this node is on its own, or has not "
+                       "swept yet)"})
+
+
+class ClusterSchema(Schema):
+    node = fields.String(allow_none=True, required=True,
+                         metadata={"description": "this node's name; null: on its own"})
+    nodes = fields.List(fields.Nested(ClusterNodeSchema), required=True)
+    redis = fields.String(required=True, metadata={
+        "description": "up, down, rebuilding, starting, or none (no --redis)"})
+    redis_live_nodes = fields.Integer(allow_none=True, required=True)
+    edge = fields.String(required=True, metadata={"description": "SS_EDGE_ADDRESSES"})
+    outbound_proxy = fields.String(required=True, metadata={"description": "SS_OUTBOUND_PROXY"})
+    takeovers = fields.Integer(required=True,
+                               metadata={"description": "dead nodes this node took over"})
+
+
+@bp.get("/api/v1/cluster")
+@operation("get", "The cluster's nodes and their life, Redis and the edge, as this node "
+                  "sees them", response=ClusterSchema, errors=(503,))
+def cluster_view() -> Any:
+    view: dict[str, Any] | None = engine_request("cluster")
+    watch = (view or {}).get("watch") or {}
+    states: dict[str, str] = watch.get("nodes") or {}
+    params_edge = "" if view is None else str(view["edge"])
+    return {
+        "node": None if view is None else view["node"],
+        "nodes": [{"name": row.name, "sip": row.sip, "api": row.api,
+                   "started_at": row.started_at, "state": states.get(row.name, "unknown")}
+                  for row in cluster.nodes(context.database())],
+        "redis": "none" if view is None else view["redis"],
+        "redis_live_nodes": None if view is None else view["redis_live_nodes"],
+        "edge": params_edge,
+        "outbound_proxy": "" if view is None else str(view["outbound_proxy"]),
+        "takeovers": int(watch.get("takeovers", 0)),
+    }

@@ -1,0 +1,263 @@
+"""The live counters of a cluster in Redis (docs/cluster.md): the I/O of the rules in
+``shares.py``, for one signalling worker of one node.
+
+- Our fields change in order through one queue and one connection: a call's place is
+  taken by the admission script, given back by ``HINCRBY -1``; every ``REWRITE`` seconds
+  we write our absolute values again, so what a Redis restart lost comes back.
+- Our liveness key is refreshed every second and lives 3 s: a dead node's places stop
+  counting within 3 s, and the next admission on that counter drops its field.
+- What routing reads (a vendor's calls now, a phone's, a vendor's Retry-After hold) is
+  our own count plus the other nodes', fetched every ``OTHERS_EVERY`` seconds.
+- Redis unreachable, or rebuilding after it lost its data: an admission takes at most
+  this node's share of the capacity (capacity / live nodes), from our own count; the
+  state shows in ``/health`` and ``/cluster``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from b2bua.cluster import shares
+
+log = logging.getLogger("b2bua.cluster")
+
+FAILURES = (RedisError, OSError, TimeoutError)
+OTHERS_EVERY = 0.25
+TIMEOUT = 0.5  # seconds a Redis command may take before Redis counts as unreachable
+
+
+@dataclass
+class SharedStats:
+    admissions: int = 0
+    refused: int = 0
+    by_share: int = 0  # admissions decided on our share (Redis down or rebuilding)
+    errors: int = 0
+    restarts_seen: int = 0  # Redis came back without its data
+    state: str = "starting"  # up, down, rebuilding
+    live_nodes: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Op:
+    kind: str  # "admit", "delta", "set"
+    key: str
+    value: int = 0
+    done: asyncio.Future[bool] | None = None
+
+
+class SharedCounts:
+    def __init__(self, url: str, node: str, worker: int) -> None:
+        self.url = url
+        self.node = node
+        self.mine = shares.field(node, worker)
+        self.own: dict[str, int] = {}  # our field's value per counter (ours only)
+        self.others: dict[str, tuple[int, int]] = {}  # other live nodes: (sum, max)
+        self.stats = SharedStats()
+        self._queue: deque[_Op] = deque()
+        self._wake = asyncio.Event()
+        self._client: Any = None
+        self._admit: Any = None
+        self._sum_others: Any = None
+        self._rebuild_until = 0.0
+        self._run_id: str | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._indexed: set[str] = set()  # counters we added to the index
+
+    # -- what the counters ask -------------------------------------------------------------
+
+    @property
+    def usable(self) -> bool:
+        return self.stats.state == "up"
+
+    def other(self, kind: str, ident: int) -> int:
+        return self.others.get(shares.counter_key(kind, ident), (0, 0))[0]
+
+    def other_max(self, kind: str, ident: int) -> int:
+        return self.others.get(shares.counter_key(kind, ident), (0, 0))[1]
+
+    def changed(self, kind: str, ident: int, delta: int) -> None:
+        """Our count under a key moved (a call ended, a leg to a vendor started)."""
+        key = shares.counter_key(kind, ident)
+        self.own[key] = self.own.get(key, 0) + delta
+        self._push(_Op("delta", key, delta))
+
+    def publish(self, kind: str, ident: int, value: int) -> None:
+        """Our value under a key (a vendor's Retry-After hold): the others read the max."""
+        key = shares.counter_key(kind, ident)
+        self.own[key] = value
+        self._push(_Op("set", key, value))
+
+    async def admit(self, kind: str, ident: int, capacity: int, local_total: int) -> bool:
+        """One more call under the key if the cluster's total stays within ``capacity``;
+        ``local_total``: this node's count now, for the share when Redis cannot say."""
+        key = shares.counter_key(kind, ident)
+        self.own[key] = self.own.get(key, 0) + 1  # reserved: a rewrite meanwhile keeps it
+        if not self.usable:
+            return self._by_share(key, capacity, local_total)
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._push(_Op("admit", key, capacity, done))
+        try:
+            admitted = await asyncio.wait_for(asyncio.shield(done), TIMEOUT * 2)
+        except (TimeoutError, ConnectionError):
+            return self._by_share(key, capacity, local_total)
+        self._count(key, admitted)
+        return admitted
+
+    def _by_share(self, key: str, capacity: int, local_total: int) -> bool:
+        admitted = local_total < shares.share(capacity, self.stats.live_nodes)
+        self.stats.by_share += 1
+        self._count(key, admitted)
+        return admitted
+
+    def _count(self, key: str, admitted: bool) -> None:
+        if admitted:
+            self.stats.admissions += 1
+        else:
+            self.stats.refused += 1
+            self.own[key] -= 1  # the reservation given back; Redis never counted it
+
+    def _push(self, op: _Op) -> None:
+        self._queue.append(op)
+        self._wake.set()
+
+    # -- life ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        import redis.asyncio as aioredis
+
+        self._client = aioredis.from_url(
+            self.url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT,
+            single_connection_client=True, decode_responses=True)
+        self._admit = self._client.register_script(shares.ADMIT_LUA)
+        self._sum_others = self._client.register_script(shares.OTHERS_LUA)
+        for job in (self._flush(), self._liveness(), self._rewrite(), self._fetch_others()):
+            self._tasks.append(asyncio.ensure_future(job))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._client is not None:
+            with contextlib.suppress(*FAILURES):  # best effort at the stop
+                await self._client.delete(shares.liveness_key(self.node))
+            await self._client.aclose()
+
+    def _failed(self, exc: BaseException) -> None:
+        self.stats.errors += 1
+        if self.stats.state != "down":
+            log.warning("Redis unreachable (%s): admissions by this node's share", exc)
+        self.stats.state = "down"
+
+    def _reachable(self) -> None:
+        if self.stats.state == "down" or self.stats.state == "starting":
+            log.info("Redis reachable: shared counters in use")
+        self.stats.state = "rebuilding" if time.monotonic() < self._rebuild_until else "up"
+
+    async def _flush(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch = list(self._queue)
+            self._queue.clear()
+            if not batch:
+                continue
+            try:
+                results = await self._send(batch)
+            except FAILURES as exc:  # any Redis failure: down
+                self._failed(exc)
+                for op in batch:
+                    if op.done is not None and not op.done.done():
+                        op.done.set_exception(ConnectionError(str(exc)))
+                continue
+            for op, result in zip(batch, results, strict=True):
+                if op.done is not None and not op.done.done():
+                    op.done.set_result(bool(result))
+
+    async def _send(self, batch: list[_Op]) -> list[Any]:
+        """The batch in one pipeline, in order; each op's result. A counter new to us is
+        added to the index the other nodes fetch."""
+        new = sorted({op.key for op in batch} - self._indexed)
+        async with self._client.pipeline(transaction=False) as pipe:
+            if new:
+                pipe.sadd(_INDEX, *new)
+            for op in batch:
+                if op.kind == "admit":
+                    await self._admit(keys=[op.key], client=pipe, args=[
+                        self.mine, op.value, shares.liveness_key("")])
+                elif op.kind == "delta":
+                    pipe.hincrby(op.key, self.mine, op.value)
+                else:
+                    pipe.hset(op.key, self.mine, op.value)
+            results = list(await pipe.execute())
+        self._indexed.update(new)
+        return results[1:] if new else results
+
+    async def _liveness(self) -> None:
+        while True:
+            try:
+                await self._client.set(shares.liveness_key(self.node), "1",
+                                       px=shares.LIVENESS_MS)
+                info = await self._client.info("server")
+                run_id = str(info.get("run_id", ""))
+                if self._run_id is not None and run_id != self._run_id:
+                    # Redis restarted without our fields: admissions by share until
+                    # every node has written its values again.
+                    self.stats.restarts_seen += 1
+                    self._rebuild_until = time.monotonic() + shares.REBUILD
+                    log.warning("Redis restarted: counters rebuilt within %.1f s",
+                                shares.REBUILD)
+                    self._indexed.clear()
+                    await self._write_own()
+                self._run_id = run_id
+                live = 0
+                async for _key in self._client.scan_iter(
+                        match=shares.liveness_key("*"), count=100):
+                    live += 1
+                self.stats.live_nodes = max(live, 1)
+                self._reachable()
+            except FAILURES as exc:
+                self._failed(exc)
+            await asyncio.sleep(shares.REFRESH)
+
+    async def _write_own(self) -> None:
+        if not self.own:
+            return
+        async with self._client.pipeline(transaction=False) as pipe:
+            for key, value in self.own.items():
+                pipe.hset(key, self.mine, value)
+            await pipe.execute()
+
+    async def _rewrite(self) -> None:
+        while True:
+            await asyncio.sleep(shares.REWRITE)
+            for key, value in list(self.own.items()):
+                self._push(_Op("set", key, value))
+
+    async def _fetch_others(self) -> None:
+        while True:
+            await asyncio.sleep(OTHERS_EVERY)
+            if self.stats.state == "down":
+                continue
+            try:
+                keys = sorted(await self._client.smembers(_INDEX))
+                if not keys:
+                    continue
+                flat = await self._sum_others(keys=keys, args=[self.node,
+                                                               shares.liveness_key("")])
+            except FAILURES as exc:
+                self._failed(exc)
+                continue
+            self.others = {key: (int(flat[2 * i]), int(flat[2 * i + 1]))
+                           for i, key in enumerate(keys)}
+
+
+_INDEX = f"{shares.PREFIX}counters"

@@ -1,0 +1,90 @@
+"""The rules of the counters shared through Redis (docs/cluster.md), apart from the I/O
+so that they are tested on their own (tests/unit/test_cluster_shares.py).
+
+Each counter is a Redis hash, one field per node and signalling worker
+(``node/worker``); a node's liveness key expires unless the node refreshes it. A total is
+the sum of the fields of live nodes; the fields of dead nodes are dropped by whoever
+finds them. The Lua below does an admission in one step on the server, so two nodes
+never both take a counter's last place.
+"""
+
+from __future__ import annotations
+
+PREFIX = "ss:"
+LIVENESS_MS = 3000  # a node's liveness key lives this long unless refreshed
+REFRESH = 1.0  # seconds between refreshes of our liveness key
+REWRITE = 2.0  # seconds between rewrites of our own absolute values
+REBUILD = REWRITE + 1.5  # after Redis lost its data: every node has rewritten by then
+
+
+def counter_key(kind: str, ident: int) -> str:
+    return f"{PREFIX}count:{kind}:{ident}"
+
+
+def liveness_key(node: str) -> str:
+    return f"{PREFIX}node:{node}"
+
+
+def field(node: str, worker: int) -> str:
+    return f"{node}/{worker}"
+
+
+def share(capacity: int, live_nodes: int) -> int:
+    """What one node may admit on its own while the shared count cannot be asked: its
+    share of the capacity, rounded down so that the shares never add up to more."""
+    return capacity // max(live_nodes, 1)
+
+
+# KEYS[1]: the counter. ARGV: our field, the capacity, the liveness key prefix.
+# Sums the fields of live nodes (ours always), drops the dead ones', and takes one
+# place in our field when the total is below the capacity. 1: admitted, 0: full.
+ADMIT_LUA = """
+local fields = redis.call('HGETALL', KEYS[1])
+local mine = ARGV[1]
+local mynode = string.match(mine, '^(.*)/[^/]*$')
+local total = 0
+local alive = {}
+for i = 1, #fields, 2 do
+  local node = string.match(fields[i], '^(.*)/[^/]*$') or fields[i]
+  if alive[node] == nil then
+    alive[node] = node == mynode or redis.call('EXISTS', ARGV[3] .. node) == 1
+  end
+  if alive[node] then
+    total = total + tonumber(fields[i + 1])
+  else
+    redis.call('HDEL', KEYS[1], fields[i])
+  end
+end
+if total >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('HINCRBY', KEYS[1], mine, 1)
+return 1
+"""
+
+# KEYS: counters. ARGV: our node, the liveness key prefix. For each counter, the sum and
+# the maximum of the other live nodes' fields (a vendor's Retry-After hold is a maximum).
+OTHERS_LUA = """
+local out = {}
+local alive = {}
+for k = 1, #KEYS do
+  local fields = redis.call('HGETALL', KEYS[k])
+  local sum, max = 0, 0
+  for i = 1, #fields, 2 do
+    local node = string.match(fields[i], '^(.*)/[^/]*$') or fields[i]
+    if node ~= ARGV[1] then
+      if alive[node] == nil then
+        alive[node] = redis.call('EXISTS', ARGV[2] .. node) == 1
+      end
+      if alive[node] then
+        local value = tonumber(fields[i + 1])
+        sum = sum + value
+        if value > max then max = value end
+      end
+    end
+  end
+  out[#out + 1] = sum
+  out[#out + 1] = max
+end
+return out
+"""
