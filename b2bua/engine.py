@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
@@ -40,13 +41,13 @@ from b2bua.security.digest import NONCE_SLOTS, NonceMinter, SharedNonceCounts
 from b2bua.security.state import SECURITY_SLOTS, SharedBoard
 from b2bua.shared_tables import map_table
 from b2bua.signalling import SignallingWorkers
-from b2bua.sip.dialog import CallIds
+from b2bua.sip.dialog import CallIds, Dialog
 from b2bua.sip.message import Request
 from b2bua.sip.peer import Peer
 from b2bua.sip.stack import SipStack
 from b2bua.storage import open_database
 from b2bua.storage.backend import Database
-from b2bua.storage.cluster import register_node
+from b2bua.storage.cluster import register_node, shared_secret
 from b2bua.storage.gateways import mapping_gateways, routing_gateways
 from b2bua.storage.numbers import number_groups, transform_table
 from b2bua.storage.params_store import load_values
@@ -67,6 +68,9 @@ ShutdownHook = Callable[[], Awaitable[None]]
 SHUTDOWN_BUDGET = 8.0
 # How often worker 0 tells the other signalling workers which upstream registrations hold.
 UPSTREAM_PUBLISH_INTERVAL = 0.5
+# A dead node's dialog may have had re-INVITEs or refreshes since it was noted: our BYE's
+# CSeq is this far past the noted one (RFC 3261 12.2.1.1 asks only for a higher one).
+ORPHAN_CSEQ_STEP = 100
 
 
 def _read_routing(database: Database
@@ -75,13 +79,22 @@ def _read_routing(database: Database
     return routing_gateways(database), vendor_registrations(database)
 
 
+def cluster_nonce_key(options: EngineOptions) -> bytes:
+    with open_database(options.database) as database:
+        return shared_secret(database, "nonce", secrets.token_bytes(32))
+
+
 class Engine:
     def __init__(self, options: EngineOptions, dispatched: DispatchedSip | None = None) -> None:
         """``options`` as given to ``softswitch run`` (this engine takes its share below);
         ``dispatched``: this engine is signalling worker ``options.worker_index`` > 0, fed
         by worker 0's dispatcher (b2bua/signalling.py)."""
+        # A cluster node mints and checks nonces with the cluster's key: a nonce another
+        # node issued is good here (a phone reusing it on a call that lands here).
+        nonce_key = cluster_nonce_key(options) if options.node and \
+            options.worker_index == 0 else None
         if options.signalling_workers > 1 and options.worker_index == 0:
-            self.workers: SignallingWorkers | None = SignallingWorkers(options)  # all of it
+            self.workers: SignallingWorkers | None = SignallingWorkers(options, nonce_key)
             dispatched = self.workers.own()
         else:
             self.workers = None
@@ -105,6 +118,7 @@ class Engine:
             self.counts.shared = self.shared_counts
         self.database = open_database(options.database)
         self.node_watch: NodeWatch | None = None  # a named node's (docs/cluster.md)
+        self.orphans_hung_up = 0  # legs of dead nodes' calls ended with BYE
         self.params = Params()
         # A connection of the watcher's own: it reads in a thread of its own.
         self.watcher = ConfigWatcher(open_database(options.database))
@@ -157,6 +171,15 @@ class Engine:
             self.policy.verifier.minter = NonceMinter(dispatched.nonce_key)
             self.policy.verifier.counts = SharedNonceCounts(map_table(
                 dispatched.nonces_fd, workers, index, NONCE_SLOTS, evicting=True))
+        elif nonce_key is not None:
+            self.policy.verifier.minter = NonceMinter(nonce_key)
+        if self.shared_counts is not None:
+            from b2bua.cluster.security_board import ClusterBoard
+
+            # Failures counted, suspensions told, across the nodes (docs/cluster.md).
+            self.policy.suspensions.board = ClusterBoard(
+                self.policy.suspensions.board, self.shared_counts,
+                lists=options.worker_index == 0)
         if not self.primary:
             # Worker 0 takes every REGISTER; the others follow its bindings in the database.
             self.watcher.register("registrations",
@@ -226,7 +249,11 @@ class Engine:
                 # A named node: its life lock first (a peer recovering it holds it
                 # meanwhile), then its own calls only; the others' stay theirs.
                 life = await asyncio.to_thread(take_life, self.database, node)
-                self.node_watch = NodeWatch(self.options.database, node, life)
+                loop = asyncio.get_running_loop()
+                self.node_watch = NodeWatch(
+                    self.options.database, node, life,
+                    hang_up=lambda dialogs: loop.call_soon_threadsafe(
+                        self._hang_up_orphans, dialogs))
                 register_node(self.database, node, str(self.options.sip_listen),
                               self.options.api_address, time.time())
             recover(self.database, node=node)
@@ -263,6 +290,28 @@ class Engine:
         log.info("engine started sip=%s control=%s", self.options.sip_listen,
                  self.options.control_path)
 
+    def _hang_up_orphans(self, dialogs: list[dict[str, Any]]) -> None:
+        """A dead node's answered calls: BYE on both legs from here, so neither the
+        customer nor the vendor keeps a call (and bills it) that no node carries. The
+        CSeq jumps past any the dead node may have used since it noted the dialog."""
+        sent = 0
+        for note in dialogs:
+            try:
+                transport = str(note["transport"])
+                dialog = Dialog.from_note(note, self.stack.sent_by,
+                                          self.stack.contact(transport))
+            except (KeyError, TypeError, ValueError):
+                log.warning("a dead node's dialog note not understood: %.200r", note)
+                continue
+            dialog.local_seq += ORPHAN_CSEQ_STEP
+            bye = dialog.create_request("BYE", extra=[
+                ("Reason", 'SIP;cause=500;text="node lost"')])
+            self.stack.client_transaction(bye, dialog.next_peer(), lambda _r: None,
+                                          lambda: None)
+            sent += 1
+        self.orphans_hung_up += sent
+        log.warning("sent BYE on %d legs of a dead node's calls", sent)
+
     def cluster_snapshot(self) -> dict[str, Any] | None:
         """This node's view of the cluster (docs/cluster.md); None for a switch on its own."""
         if not self.options.node:
@@ -277,6 +326,7 @@ class Engine:
             "watch": asdict(watch.stats) if watch is not None else None,
             "edge": self.params["SS_EDGE_ADDRESSES"],
             "outbound_proxy": self.params["SS_OUTBOUND_PROXY"],
+            "orphans_hung_up": self.orphans_hung_up,
         }
 
     def request_stop(self) -> None:

@@ -108,7 +108,8 @@ def read_options_fd(fd: int) -> EngineOptions:
 class SignallingWorkers:
     """Worker 0's side: the SIP socket, the dispatcher, and workers 1..N-1."""
 
-    def __init__(self, options: EngineOptions) -> None:
+    def __init__(self, options: EngineOptions, nonce_key: bytes | None = None) -> None:
+        """``nonce_key``: the cluster's (docs/cluster.md); None: one drawn here."""
         self.options = options
         self.count = options.signalling_workers
         self.sip_socket = bind_sip_socket(options.sip_listen)
@@ -120,7 +121,7 @@ class SignallingWorkers:
         self.nonces_fd = shared_memory(table_size(self.count, NONCE_SLOTS))
         # A nonce any worker issued is good on all (a phone may reuse it for a call that
         # lands elsewhere); the key reaches them in memory, never in a command line.
-        self.nonce_key = secrets.token_bytes(32)
+        self.nonce_key = nonce_key or secrets.token_bytes(32)
         self.key_fd = shared_memory(len(self.nonce_key))
         os.pwrite(self.key_fd, self.nonce_key, 0)
         self.procs: dict[int, subprocess.Popen[bytes]] = {}

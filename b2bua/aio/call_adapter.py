@@ -257,7 +257,7 @@ class CallAdapter:
         note_started(self.board.cdrs.writer, action.record)
 
     def _note_answered(self, action: NoteAnswered) -> None:
-        note_answered(self.board.cdrs.writer, action.call_id, action.at)
+        note_answered(self.board.cdrs.writer, action.call_id, action.at, action.dialogs)
 
     def _write_cdr(self, action: WriteCdr) -> None:
         cdrs = self.board.cdrs

@@ -157,6 +157,8 @@ class NoteStarted:
 class NoteAnswered:
     call_id: str
     at: float
+    # Both legs' dialogs (Dialog.to_note), for a node taking over ours to end them.
+    dialogs: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(slots=True)

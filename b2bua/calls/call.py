@@ -649,7 +649,9 @@ class Call:
         self.committed = True
         self.answer_at = now
         self._step(CallStep.ANSWER)
-        self._out.append(NoteAnswered(self.invite.call_id, now))
+        dialogs = (self.inbound.to_note(),) + \
+            ((attempt.dialog.to_note(),) if attempt.dialog is not None else ())
+        self._out.append(NoteAnswered(self.invite.call_id, now, dialogs))
         self._reply_caller(200, response.reason, response)
         self._start_media_check(attempt, now)
         self._sdp_sent = {Side.CALLER: self._to_caller_last, Side.CALLEE: self._to_callee_last}

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from b2bua.calls.recovery import recover
 from b2bua.cluster.takeover import DeadNodes
@@ -60,8 +61,11 @@ class NodeWatch:
     """The sweeping thread of one node, with a database connection of its own."""
 
     def __init__(self, target: Path | str, node: str, life: HeldLock,
-                 interval: float = SWEEP) -> None:
+                 interval: float = SWEEP,
+                 hang_up: Callable[[list[dict[str, Any]]], object] | None = None) -> None:
+        """``hang_up``: given a dead node's answered calls' dialogs, from this thread."""
         self.target = target
+        self.hang_up = hang_up
         self.node = node
         self.life: HeldLock | None = life
         self.interval = interval
@@ -108,7 +112,7 @@ class NodeWatch:
             try:
                 if self.dead.observe(row.name, lock is not None, now):
                     seen[row.name] = "dead"
-                    count = recover(database, now, node=row.name)
+                    count = recover(database, now, node=row.name, hang_up=self.hang_up)
                     self.dead.taken_over(row.name)
                     self.stats.takeovers += 1
                     self.stats.calls_recovered += count

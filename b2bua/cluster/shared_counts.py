@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,10 +50,11 @@ class SharedStats:
 
 @dataclass
 class _Op:
-    kind: str  # "admit", "delta", "set"
+    kind: str  # "admit", "delta", "set", "fail", "forget", "tell"
     key: str
     value: int = 0
-    done: asyncio.Future[bool] | None = None
+    done: asyncio.Future[Any] | None = None
+    text: str = ""
 
 
 class SharedCounts:
@@ -71,6 +74,9 @@ class SharedCounts:
         self._run_id: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._indexed: set[str] = set()  # counters we added to the index
+        self._fail: Any = None
+        # What another node (or this one) tells on the suspensions channel: a JSON dict.
+        self.on_told: Callable[[dict[str, Any]], None] = lambda message: None
 
     # -- what the counters ask -------------------------------------------------------------
 
@@ -103,10 +109,10 @@ class SharedCounts:
         self.own[key] = self.own.get(key, 0) + 1  # reserved: a rewrite meanwhile keeps it
         if not self.usable:
             return self._by_share(key, capacity, local_total)
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._push(_Op("admit", key, capacity, done))
         try:
-            admitted = await asyncio.wait_for(asyncio.shield(done), TIMEOUT * 2)
+            admitted = bool(await asyncio.wait_for(asyncio.shield(done), TIMEOUT * 2))
         except (TimeoutError, ConnectionError):
             return self._by_share(key, capacity, local_total)
         self._count(key, admitted)
@@ -125,6 +131,24 @@ class SharedCounts:
             self.stats.refused += 1
             self.own[key] -= 1  # the reservation given back; Redis never counted it
 
+    def count_failure(self, key: str) -> asyncio.Future[Any]:
+        """One failure of a terminal (``shares.failures_key``); resolves to the live
+        nodes' failures together (an exception when Redis cannot say)."""
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if not self.usable:
+            done.set_exception(ConnectionError("Redis unreachable"))
+        else:
+            self._push(_Op("fail", key, done=done))
+        return done
+
+    def forget_failures(self, key: str) -> None:
+        if self.usable:
+            self._push(_Op("forget", key))
+
+    def tell(self, message: dict[str, Any]) -> None:
+        """Tell every node (this one too) on the suspensions channel."""
+        self._push(_Op("tell", shares.SUSPENSIONS, text=json.dumps(message)))
+
     def _push(self, op: _Op) -> None:
         self._queue.append(op)
         self._wake.set()
@@ -139,7 +163,9 @@ class SharedCounts:
             single_connection_client=True, decode_responses=True)
         self._admit = self._client.register_script(shares.ADMIT_LUA)
         self._sum_others = self._client.register_script(shares.OTHERS_LUA)
-        for job in (self._flush(), self._liveness(), self._rewrite(), self._fetch_others()):
+        self._fail = self._client.register_script(shares.FAIL_LUA)
+        for job in (self._flush(), self._liveness(), self._rewrite(), self._fetch_others(),
+                    self._listen()):
             self._tasks.append(asyncio.ensure_future(job))
 
     async def close(self) -> None:
@@ -180,12 +206,12 @@ class SharedCounts:
                 continue
             for op, result in zip(batch, results, strict=True):
                 if op.done is not None and not op.done.done():
-                    op.done.set_result(bool(result))
+                    op.done.set_result(result)
 
     async def _send(self, batch: list[_Op]) -> list[Any]:
         """The batch in one pipeline, in order; each op's result. A counter new to us is
         added to the index the other nodes fetch."""
-        new = sorted({op.key for op in batch} - self._indexed)
+        new = sorted({op.key for op in batch if op.kind in _COUNTER_OPS} - self._indexed)
         async with self._client.pipeline(transaction=False) as pipe:
             if new:
                 pipe.sadd(_INDEX, *new)
@@ -193,6 +219,13 @@ class SharedCounts:
                 if op.kind == "admit":
                     await self._admit(keys=[op.key], client=pipe, args=[
                         self.mine, op.value, shares.liveness_key("")])
+                elif op.kind == "fail":
+                    await self._fail(keys=[op.key], client=pipe, args=[
+                        self.mine, shares.FAILURES_TTL_MS, shares.liveness_key("")])
+                elif op.kind == "forget":
+                    pipe.delete(op.key)
+                elif op.kind == "tell":
+                    pipe.publish(op.key, op.text)
                 elif op.kind == "delta":
                     pipe.hincrby(op.key, self.mine, op.value)
                 else:
@@ -260,4 +293,30 @@ class SharedCounts:
                            for i, key in enumerate(keys)}
 
 
+    async def _listen(self) -> None:
+        """The suspensions channel, on a connection of its own; subscribed again after
+        Redis comes back."""
+        while True:
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(shares.SUSPENSIONS)
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    try:
+                        told = json.loads(message["data"])
+                    except (TypeError, ValueError):
+                        continue
+                    if isinstance(told, dict):
+                        self.on_told(told)
+            except FAILURES as exc:
+                self._failed(exc)
+            finally:
+                with contextlib.suppress(*FAILURES):
+                    await pubsub.aclose()
+            await asyncio.sleep(shares.REFRESH)
+
+
 _INDEX = f"{shares.PREFIX}counters"
+_COUNTER_OPS = ("admit", "delta", "set")

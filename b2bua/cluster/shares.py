@@ -10,6 +10,8 @@ never both take a counter's last place.
 
 from __future__ import annotations
 
+import hashlib
+
 PREFIX = "ss:"
 LIVENESS_MS = 3000  # a node's liveness key lives this long unless refreshed
 REFRESH = 1.0  # seconds between refreshes of our liveness key
@@ -88,3 +90,29 @@ for k = 1, #KEYS do
 end
 return out
 """
+
+# KEYS[1]: a terminal's failures. ARGV: our field, the key's lifetime (ms), the liveness
+# key prefix. One failure in our field; the failures of the live nodes together.
+FAIL_LUA = """
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local fields = redis.call('HGETALL', KEYS[1])
+local mynode = string.match(ARGV[1], '^(.*)/[^/]*$')
+local total = 0
+for i = 1, #fields, 2 do
+  local node = string.match(fields[i], '^(.*)/[^/]*$') or fields[i]
+  if node == mynode or redis.call('EXISTS', ARGV[3] .. node) == 1 then
+    total = total + tonumber(fields[i + 1])
+  end
+end
+return total
+"""
+
+SUSPENSIONS = f"{PREFIX}suspensions"  # the channel suspensions and lifts are told on
+FAILURES_TTL_MS = 3600_000  # a terminal's failures are forgotten an hour after the last
+
+
+def failures_key(kind: str, username: str, source_ip: str) -> str:
+    """A terminal's failure counter; hashed, so a long or odd username is a fixed key."""
+    digest = hashlib.sha256(f"{kind}\0{username}\0{source_ip}".encode()).hexdigest()[:32]
+    return f"{PREFIX}fail:{digest}"

@@ -96,6 +96,16 @@ class LocalBoard:
     def reset_failures(self, kind: str, terminal: Terminal) -> None:
         return None
 
+    def failed(self, kind: str, terminal: Terminal, max_failures: int, suspend_for: float,
+               now: float) -> None:
+        """A failure counted here and judged below the limit (a cluster node also counts
+        it across the nodes: docs/cluster.md)."""
+        return None
+
+    def held_elsewhere(self, now: float) -> list[Suspension]:
+        """Suspensions another node decided, for the API's list."""
+        return []
+
     def until(self, terminal: Terminal) -> float:
         """The end of a suspension another worker decided (epoch seconds), 0 for none."""
         return 0.0
@@ -202,6 +212,8 @@ class SuspensionTable:
         count = self.board.count(kind, terminal, (self.failures.get(key) or 0) + 1)
         if count <= max_failures or suspend_for <= 0:
             self.failures.put(key, count)
+            if suspend_for > 0:
+                self.board.failed(kind, terminal, max_failures, suspend_for, now)
             return None
         self.failures.pop(key)
         entry = Suspension(terminal[0], terminal[1], kind, now, now + suspend_for, count)
@@ -236,7 +248,8 @@ class SuspensionTable:
         return lifted
 
     def active(self, now: float) -> list[Suspension]:
-        return [s for _t, s in self.suspended.items() if s.until > now]
+        return [s for _t, s in self.suspended.items() if s.until > now] + \
+            self.board.held_elsewhere(now)
 
 
 class LogThrottle:

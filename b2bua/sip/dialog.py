@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
+from typing import Any
 
 from b2bua.sip._dispatch import call_id_hash
 from b2bua.sip.errors import SipParseError
@@ -101,6 +102,29 @@ class Dialog:
             self.remote_target = target
             if not self.route_set and not self.pinned:
                 self.peer = _peer_for(target, self.peer.transport, self.peer)
+
+    def to_note(self) -> dict[str, Any]:
+        """What another node needs to end this dialog if we die (docs/cluster.md): a
+        flat dict of strings and numbers."""
+        return {"call_id": self.call_id, "local_tag": self.local_tag,
+                "local_uri": self.local_uri, "remote_uri": self.remote_uri,
+                "remote_tag": self.remote_tag, "remote_target": self.remote_target,
+                "transport": self.peer.transport, "host": self.peer.host,
+                "port": self.peer.port, "route_set": list(self.route_set),
+                "local_seq": self.local_seq, "pinned": self.pinned}
+
+    @classmethod
+    def from_note(cls, note: dict[str, Any], via_host: str, contact: str) -> Dialog:
+        """A dialog noted by :meth:`to_note`, to be continued from ``via_host``."""
+        return cls(call_id=str(note["call_id"]), local_tag=str(note["local_tag"]),
+                   local_uri=str(note["local_uri"]), remote_uri=str(note["remote_uri"]),
+                   remote_tag=None if note["remote_tag"] is None else str(note["remote_tag"]),
+                   remote_target=str(note["remote_target"]),
+                   peer=Peer(str(note["transport"]), str(note["host"]), int(note["port"])),
+                   via_host=via_host, contact=contact,
+                   route_set=[str(r) for r in note["route_set"]],
+                   local_seq=int(note["local_seq"]), confirmed=True,
+                   pinned=bool(note["pinned"]))
 
     def local_name_addr(self) -> str:
         return f"{self.local_uri};tag={self.local_tag}"

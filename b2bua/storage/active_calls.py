@@ -26,7 +26,7 @@ _NOTE = coalesce.insert(
     "ON CONFLICT (call_id_in) DO UPDATE SET record = excluded.record, "
     "start_at = excluded.start_at, answer_at = NULL, node = excluded.node",
     space="active_calls", key=(0,), phase=0)
-_ANSWERED = coalesce.update("active_calls", "answer_at", "call_id_in",
+_ANSWERED = coalesce.update("active_calls", ("answer_at", "dialogs"), "call_id_in",
                             space="active_calls", phase=1)
 _DONE = coalesce.delete("active_calls", ("call_id_in",), space="active_calls", phase=2)
 
@@ -42,8 +42,10 @@ def note_started(writer: DbWriter, record: CdrRecord) -> None:
                           record.node or ""))
 
 
-def note_answered(writer: DbWriter, call_id_in: str, at: float) -> None:
-    writer.submit(_ANSWERED, (at, call_id_in))
+def note_answered(writer: DbWriter, call_id_in: str, at: float,
+                  dialogs: Sequence[dict[str, Any]] = ()) -> None:
+    """The call's answer, with both legs' dialogs (a node taking over ends them)."""
+    writer.submit(_ANSWERED, (at, _encode(list(dialogs)) if dialogs else None, call_id_in))
 
 
 def note_ended(writer: DbWriter, call_id_in: str) -> None:
@@ -51,11 +53,12 @@ def note_ended(writer: DbWriter, call_id_in: str) -> None:
 
 
 def left_behind(database: Database, node: str = ""
-                ) -> list[tuple[dict[str, Any], float | None]]:
+                ) -> list[tuple[dict[str, Any], float | None, list[dict[str, Any]]]]:
     """The calls ``node`` noted and did not end: each one's CDR fields as noted at its
-    start, and when it was answered (None: it was not)."""
-    return [(json.loads(row["record"]), row["answer_at"])
-            for row in database.rows("SELECT record, answer_at FROM active_calls "
+    start, when it was answered (None: it was not), and its legs' dialogs then."""
+    return [(json.loads(row["record"]), row["answer_at"],
+             json.loads(row["dialogs"]) if row["dialogs"] else [])
+            for row in database.rows("SELECT record, answer_at, dialogs FROM active_calls "
                                      "WHERE node = ?", (node,))]
 
 

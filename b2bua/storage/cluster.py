@@ -34,6 +34,15 @@ def nodes(database: Database) -> list[NodeRow]:
                                    "ORDER BY name")]
 
 
+def shared_secret(database: Database, name: str, fresh: bytes) -> bytes:
+    """The cluster's secret ``name``: the one stored, or ``fresh`` stored now when there
+    is none yet (the first node to start draws it; the others read the same)."""
+    database.execute("INSERT INTO cluster_secrets (name, value) VALUES (?, ?) "
+                     "ON CONFLICT (name) DO NOTHING", (name, fresh.hex()))
+    return bytes.fromhex(str(database.value(
+        "SELECT value FROM cluster_secrets WHERE name = ?", (name,))))
+
+
 def forget_node(database: Database, name: str) -> bool:
     """Take a node off the list (an operator retiring it); its notes stay."""
     return database.execute("DELETE FROM cluster_nodes WHERE name = ?", (name,)) > 0

@@ -108,22 +108,27 @@ def delete(table: str, columns: Sequence[str], *, space: str, phase: int) -> str
                                _chain, _limit(len(columns))))
 
 
-def update(table: str, column: str, key: str, *, space: str, phase: int) -> str:
-    """Register and return ``UPDATE table SET column = ? WHERE key = ?``; its rows are
-    merged into one ``CASE`` over the keys. Not repeatable: one value per key."""
-    sql = f"UPDATE {table} SET {column} = ? WHERE {key} = ?"
+def update(table: str, columns: str | tuple[str, ...], key: str, *, space: str,
+           phase: int) -> str:
+    """Register and return ``UPDATE table SET column = ?[, column = ?...] WHERE key = ?``;
+    its rows are merged into one ``CASE`` over the keys per column. Not repeatable: one
+    value per key."""
+    names = (columns,) if isinstance(columns, str) else columns
+    width = len(names)
+    sql = f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in names)} WHERE {key} = ?"
 
     def render(n: int) -> str:
         cases = " ".join(["WHEN ? THEN ?"] * n)
-        return (f"UPDATE {table} SET {column} = CASE {key} {cases} END "
-                f"WHERE {key} IN ({', '.join('?' * n)})")
+        sets = ", ".join(f"{c} = CASE {key} {cases} END" for c in names)
+        return f"UPDATE {table} SET {sets} WHERE {key} IN ({', '.join('?' * n)})"
 
     def flatten(rows: list[Sequence[Any]]) -> list[Any]:
-        values = [v for value, name in rows for v in (name, value)]
-        values.extend(name for _value, name in rows)
+        values = [v for i in range(width) for row in rows for v in (row[width], row[i])]
+        values.extend(row[width] for row in rows)
         return values
 
-    return _register(sql, Rule(space, (1,), phase, False, render, flatten, _limit(3)))
+    return _register(sql, Rule(space, (width,), phase, False, render, flatten,
+                               _limit(2 * width + 1)))
 
 
 def coalesce(statements: Sequence[Statement]) -> list[Statement]:

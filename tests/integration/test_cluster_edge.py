@@ -90,7 +90,9 @@ def test_two_nodes_behind_the_edge(pg_url: str, tmp_path: Path) -> None:
         long_calls = call_batch(tmp_path, edge, "up-at-kill", hold_ms=6000)
         assert wait_until(lambda: all(len(n.api.get("/api/v1/calls")["items"]) >= 2
                                       for n in nodes), timeout=10)
-        on_victim = {c["call_id_in"] for c in victim.api.get("/api/v1/calls")["items"]}
+        up_on_victim = victim.api.get("/api/v1/calls")["items"]
+        on_victim = {c["call_id_in"] for c in up_on_victim}
+        answered_on_victim = sum(1 for c in up_on_victim if c["answer_at"] is not None)
         os.kill(victim.proc.pid, signal.SIGKILL)
         killed_at = time.monotonic()
         victim.proc.wait(10)
@@ -102,6 +104,23 @@ def test_two_nodes_behind_the_edge(pg_url: str, tmp_path: Path) -> None:
                           timeout=8, interval=0.2), "the dead node's calls have no CDR"
         recovered = [c for c in lab.cdrs() if c["call_id_in"] in on_victim]
         assert {(c["node"], c["termination_reason"]) for c in recovered} == {("n2", REASON)}
+        # Both legs of each answered call ended from n1 (through the edge): the vendor
+        # and the customer each got a BYE saying why.
+        def byes(folder: Path) -> int:
+            """Distinct calls a "node lost" BYE was received for, in sipp's message log."""
+            text = "".join(p.read_text(errors="replace")
+                           for p in folder.rglob("*_messages.log"))
+            calls = set()
+            for block in text.split("message received")[1:]:
+                body = block.split("\n", 1)[-1].lstrip()
+                found = re.search(r"^Call-ID:\s*(\S+)", body, flags=re.M | re.I)
+                if body.startswith("BYE ") and 'text="node lost"' in body and found:
+                    calls.add(found.group(1))
+            return len(calls)
+
+        assert wait_until(lambda: byes(tmp_path / "vendor") >= answered_on_victim,
+                          timeout=5), byes(tmp_path / "vendor")
+        assert byes(tmp_path / "vendor") == answered_on_victim > 0
         view = api.get("/api/v1/cluster")
         assert {n["name"]: n["state"] for n in view["nodes"]} == {"n1": "self", "n2": "dead"}
         assert view["takeovers"] == 1

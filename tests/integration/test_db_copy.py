@@ -95,10 +95,12 @@ def populate(tmp_path: Path) -> Path:
               None, None),
              ("in-3", 2, None, "vendor-b", "a-3", 1.7e9 + 1, None, None, 408, "timeout", None,
               "udp:203.0.113.5:5060")])
-        db.execute("INSERT INTO active_calls (call_id_in, record, start_at, answer_at, node) "
-                   "VALUES (?, ?, ?, ?, ?)",
-                   ("in-9", json.dumps({"call_id_in": "in-9", "caller": "1001"}), 1.7e9, None,
-                    "n1"))
+        db.execute("INSERT INTO active_calls (call_id_in, record, start_at, answer_at, node, "
+                   "dialogs) VALUES (?, ?, ?, ?, ?, ?)",
+                   ("in-9", json.dumps({"call_id_in": "in-9", "caller": "1001"}), 1.7e9, 1.8e9,
+                    "n1", json.dumps([{"call_id": "in-9", "local_tag": "t"}])))
+        db.execute("INSERT INTO cluster_secrets (name, value) VALUES (?, ?)",
+                   ("nonce", "00" * 32))
         db.execute("INSERT INTO cluster_nodes (name, sip, api, started_at) "
                    "VALUES (?, ?, ?, ?)", ("n1", "198.18.1.1:5060", "127.0.0.1:8088", 1.7e9))
     return Path(api.target)

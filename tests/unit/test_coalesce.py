@@ -44,15 +44,18 @@ def _attempt(call: str, seq: int, version: int) -> tuple[Any, ...]:
 calls = st.sampled_from(CALLS)
 versions = st.integers(0, 3)
 statement = st.one_of(
-    st.builds(lambda c, v: (active_calls._NOTE, (c, f'{{"v":{v}}}', float(v))), calls, versions),
-    st.builds(lambda c, v: (active_calls._ANSWERED, (float(v), c)), calls, versions),
+    st.builds(lambda c, v: (active_calls._NOTE, (c, f'{{"v":{v}}}', float(v), f"n{v % 2}")),
+              calls, versions),
+    st.builds(lambda c, v: (active_calls._ANSWERED, (float(v), f'[{{"d":{v}}}]' if v else None,
+                                                     c)), calls, versions),
     st.builds(lambda c: (active_calls._DONE, (c,)), calls),
     st.builds(lambda c, v: (INSERT, _cdr(c, v)), calls, versions),
     st.builds(lambda c, s, v: (INSERT_ATTEMPT, _attempt(c, s, v)), calls, st.integers(1, 3),
               versions),
     st.builds(lambda u, v: (registrations._UPSERT,
                             (u, "sip:x@192.0.2.9", "udp", "192.0.2.9", 5060, 0, 100.0 + v,
-                             1.0, "ua", "cid", "", None)), st.sampled_from(("u1", "u2")),
+                             1.0, "ua", "cid", "", None, f"udp:198.18.0.{v}:5060" if v
+                             else None)), st.sampled_from(("u1", "u2")),
               versions),
     st.builds(lambda u: (registrations._DELETE, (u, "sip:x@192.0.2.9")),
               st.sampled_from(("u1", "u2"))),
@@ -126,19 +129,20 @@ def test_a_call_s_statements_become_one_statement_per_kind() -> None:
     batch: list[Statement] = []
     for n in range(100):
         call = f"{n}@h"
-        batch += [(active_calls._NOTE, (call, "{}", 1.0)),
-                  (active_calls._ANSWERED, (2.0, call)),
+        batch += [(active_calls._NOTE, (call, "{}", 1.0, "n1")),
+                  (active_calls._ANSWERED, (2.0, "[]", call)),
                   (INSERT, _cdr(call, 0)),
                   (INSERT_ATTEMPT, _attempt(call, 1, 0)),
                   (active_calls._DONE, (call,))]
     out = coalesce.coalesce(batch)
     # 100 rows each: chunks of 64 + 32 + 4 (CDRs: 32 per statement under 999 parameters)
     assert len(out) < 20
-    assert sum(sql.count("WHEN ?") for sql, _ in out) == 100
+    # The answers: one CASE per column (answer_at, dialogs) over the 100 calls.
+    assert sum(sql.count("WHEN ?") for sql, _ in out) == 2 * 100
 
 
 def test_a_call_id_used_again_cuts_the_batch() -> None:
-    note = (active_calls._NOTE, ("a@h", "{}", 1.0))
+    note = (active_calls._NOTE, ("a@h", "{}", 1.0, ""))
     done = (active_calls._DONE, ("a@h",))
     out = coalesce.coalesce([note, done, note])
     # Not merged into "insert both, then delete": the second note must survive.
@@ -147,8 +151,8 @@ def test_a_call_id_used_again_cuts_the_batch() -> None:
 
 def test_statements_not_registered_run_alone_in_their_place() -> None:
     purge = (registrations._PURGE, (5.0,))
-    note_a = (active_calls._NOTE, ("a@h", "{}", 1.0))
-    note_b = (active_calls._NOTE, ("b@h", "{}", 1.0))
+    note_a = (active_calls._NOTE, ("a@h", "{}", 1.0, ""))
+    note_b = (active_calls._NOTE, ("b@h", "{}", 1.0, ""))
     out = coalesce.coalesce([note_a, purge, note_b])
     assert out == [note_a, purge, note_b]
 

@@ -16,6 +16,7 @@ from b2bua.calls.recovery import REASON, recover
 from b2bua.config.live import ConfigWatcher
 from b2bua.registrar.bindings import Binding, BindingStore
 from b2bua.registrar.phones import PhoneDirectory
+from b2bua.sip.dialog import Dialog
 from b2bua.sip.peer import Peer
 from b2bua.storage import migrate, open_database
 from b2bua.storage.active_calls import note_answered, note_ended, note_started
@@ -127,6 +128,34 @@ def test_each_node_recovers_its_own_calls_only(database: Database, writer: DbWri
     assert recover(database, now=T0 + 13) == 1  # an unnamed switch's own
     assert database.value("SELECT COUNT(*) FROM cdrs") == 4
     assert database.value("SELECT COUNT(*) FROM active_calls") == 0
+
+
+def test_a_dead_nodes_answered_calls_are_handed_over_to_be_hung_up(
+        database: Database, writer: DbWriter) -> None:
+    """The dialogs noted at answer come back from recovery, through the database, as
+    dialogs that continue from the node taking over (its Via, a higher CSeq)."""
+    inbound = Dialog(call_id="in-1", local_tag="lt", local_uri="<sip:4930@ss>",
+                     remote_uri='"A" <sip:1001@c>', remote_target="sip:1001@198.18.0.9:5070",
+                     peer=Peer("udp", "198.18.0.9", 5070), via_host="198.18.1.2:5060",
+                     contact="<sip:ss@198.18.1.2>", remote_tag="rt",
+                     route_set=["<sip:198.18.0.1;lr>"], local_seq=3)
+    for call_id in ("in-1", "ringing"):
+        record = _record(call_id)
+        record.node = "b"
+        note_started(writer, record)
+    note_answered(writer, "in-1", T0 + 1, [inbound.to_note()])
+    assert writer.flush()
+    handed: list[dict[str, object]] = []
+    assert recover(database, now=T0 + 5, node="b", hang_up=handed.extend) == 2
+    (note,) = handed
+    again = Dialog.from_note(note, "198.18.1.3:5060", "<sip:ss@198.18.1.3>")
+    assert (again.call_id, again.local_tag, again.remote_tag, again.route_set,
+            again.peer, again.local_seq) == ("in-1", "lt", "rt", ["<sip:198.18.0.1;lr>"],
+                                             inbound.peer, 3)
+    bye = again.create_request("BYE", cseq=103)
+    assert bye.get("Route") == "<sip:198.18.0.1;lr>"
+    assert bye.top_via.host == "198.18.1.3"
+    assert again.next_peer() == Peer("udp", "198.18.0.1", 5060)
 
 
 def test_a_cdr_with_nul_in_a_header_is_written_with_the_others(database: Database,
