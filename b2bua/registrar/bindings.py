@@ -96,6 +96,18 @@ class BindingStore:
         self.by_source.clear()
         return self.restore(bindings)
 
+    def follow(self, bindings: Iterable[Binding], now: float, recent: float = 2.0) -> int:
+        """Hold ``bindings`` (the database's, written by every node of a cluster), and
+        also those registered here within ``recent`` seconds that the database does not
+        show yet (our writer commits them within milliseconds)."""
+        fresh = [b for contacts in self.by_user.values() for b in contacts.values()
+                 if b.registered_at > now - recent]
+        count = self.replace(bindings)
+        for binding in fresh:
+            if binding.contact not in self.by_user.get(binding.username, {}):
+                self._index(binding)
+        return count
+
     def of(self, username: str, now: float) -> list[Binding]:
         """Live bindings of an account, most recent registration first."""
         live = [b for b in self.by_user.get(username, {}).values() if b.expires_at > now]

@@ -1,5 +1,7 @@
 """Named nodes sharing one PostgreSQL and Redis (docs/cluster.md), without an edge: a
-nonce one node issued is good on the other (the cluster's key, from the database);
+change through one node's API is live on the other within a second; a nonce one node
+issued is good on the other (the cluster's key, from the database), and the phone it
+registered is known to both;
 wrong passwords spread over both nodes suspend the terminal on both, and a lift through
 one node's API lifts it on both; a second process started with a name in use exits,
 saying so; each node lists the other alive in ``GET /cluster``.
@@ -75,9 +77,10 @@ def test_named_nodes_share_nonces_suspensions_and_names(pg_url: str, tmp_path: P
             node.start()
         api = nodes[0].api
         api.post("/api/v1/phones", {"username": "3001", "password": "pw-3001"})
+        # A change through n1's API is live on n2 within a second.
         api.put("/api/v1/parameters/SS_SIP_AUTHENTICATION_REALM", {"value": REALM})
         assert wait_until(lambda: all(n.api.get("/api/v1/engine")["params"][
-            "SS_SIP_AUTHENTICATION_REALM"] == REALM for n in nodes), timeout=5)
+            "SS_SIP_AUTHENTICATION_REALM"] == REALM for n in nodes), timeout=1.0)
 
         # Challenged by n1; the answer, on a new Call-ID, lands on n2: accepted there.
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -87,6 +90,9 @@ def test_named_nodes_share_nonces_suspensions_and_names(pg_url: str, tmp_path: P
             assert status == 401 and challenge
             status, _ = register(sock, nodes[1], "reg-b", 2, authorization(challenge))
             assert status == 200
+        # Registered through n2, known to n1 within a second (the shared bindings).
+        assert wait_until(lambda: [r["username"] for r in nodes[0].api.get(
+            "/api/v1/registrations")["items"]] == ["3001"], timeout=1.0)
 
         # Three wrong passwords, on n1, n2, n1 (each node saw at most two): suspended on
         # both; the right password then hears 403 once on each, then nothing.

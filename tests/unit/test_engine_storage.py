@@ -87,6 +87,18 @@ def test_a_binding_through_the_edge_keeps_the_customers_address(database: Databa
     assert restarted.find_by_source(kept.source, T0) is None  # not by the edge's
 
 
+def test_a_cluster_node_follows_the_databases_bindings_and_keeps_its_newest(
+        writer: DbWriter) -> None:
+    """Another node's registration appears, one removed elsewhere goes, and one this
+    node took a moment ago (its write not committed yet) stays."""
+    store = BindingStore(RegistrationLog(writer))
+    store.put(dataclasses.replace(_binding("sip:1001@10.0.0.1", T0 + 60), registered_at=T0 - 30))
+    store.put(dataclasses.replace(_binding("sip:1001@10.0.0.2", T0 + 60), registered_at=T0 - 1))
+    elsewhere = dataclasses.replace(_binding("sip:1001@10.0.0.3", T0 + 60), username="1002")
+    assert store.follow([elsewhere], T0) == 1
+    assert sorted(b.contact for b in store.all()) == ["sip:1001@10.0.0.2", "sip:1001@10.0.0.3"]
+
+
 def _record(call_id: str) -> CdrRecord:
     return CdrRecord(call_id, None, "1001", "4930", "192.0.2.1:5060", 1, "customer", None,
                      None, T0, None, None, T0, 0.0, 0, "", "", "")
