@@ -9,7 +9,6 @@ import pytest
 from test_switchboard import (
     CALLEE,
     CUSTOMER,
-    HOST,
     PHONE,
     PHONE_SRC,
     STRANGER,
@@ -19,13 +18,12 @@ from test_switchboard import (
     _register,
     only_request,
     only_response,
+    phone_authorization,
     statuses,
     vendor_reply,
 )
 
-from b2bua.security.digest import response_digest
 from b2bua.sip.edge import parse_addresses, parse_proxy, parse_source
-from b2bua.sip.headers import parse_auth_params
 from b2bua.sip.peer import Peer
 
 EDGE = Peer("udp", "127.0.0.50", 5060)
@@ -145,14 +143,7 @@ def test_a_phone_registered_through_the_edge_is_known_by_its_own_address() -> No
     switch = edge_switch(SS_REPLY_UNAUTHORIZED="Off")
     challenge = only_response(switch.feed(relayed(_register(), PHONE_SRC), EDGE), 401,
                               EDGE_ADDR)
-    _scheme, params = parse_auth_params(challenge.first_raw("WWW-Authenticate") or "")
-    uri = f"sip:{HOST}"
-    digest = response_digest(params["algorithm"], PHONE.username, params["realm"],
-                             PHONE.password, "REGISTER", uri, params["nonce"], "00000001",
-                             "c0ffee", "auth")
-    auth = (f'Authorization: Digest username="{PHONE.username}",realm="{params["realm"]}",'
-            f'nonce="{params["nonce"]}",uri="{uri}",response="{digest}",'
-            f'algorithm={params["algorithm"]},qop=auth,nc=00000001,cnonce="c0ffee"\r\n')
+    auth = phone_authorization(challenge)
     only_response(switch.feed(relayed(_register(auth, 2), PHONE_SRC), EDGE), 200, EDGE_ADDR)
     (binding,) = switch.bindings.all()
     assert binding.customer == PHONE_SRC and binding.source == EDGE

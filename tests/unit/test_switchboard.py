@@ -1243,18 +1243,23 @@ def _register(auth: str = "", cseq: int = 1) -> str:
             f"Expires: 300\r\n{auth}Content-Length: 0\r\n\r\n")
 
 
-def register_phone(switch: Switch) -> None:
-    """The phone's REGISTER, its challenge, and the REGISTER with its credentials."""
-    addr = (PHONE_SRC.host, PHONE_SRC.port)
-    challenge = only_response(switch.feed(_register(), PHONE_SRC), 401, addr)
+def phone_authorization(challenge: Response) -> str:
+    """The phone's Authorization header line answering a REGISTER's challenge."""
     _scheme, params = parse_auth_params(challenge.first_raw("WWW-Authenticate") or "")
     uri = f"sip:{HOST}"
     digest = response_digest(params["algorithm"], PHONE.username, params["realm"],
                              PHONE.password, "REGISTER", uri, params["nonce"], "00000001",
                              "c0ffee", "auth")
-    auth = (f'Authorization: Digest username="{PHONE.username}",realm="{params["realm"]}",'
+    return (f'Authorization: Digest username="{PHONE.username}",realm="{params["realm"]}",'
             f'nonce="{params["nonce"]}",uri="{uri}",response="{digest}",'
             f'algorithm={params["algorithm"]},qop=auth,nc=00000001,cnonce="c0ffee"\r\n')
+
+
+def register_phone(switch: Switch) -> None:
+    """The phone's REGISTER, its challenge, and the REGISTER with its credentials."""
+    addr = (PHONE_SRC.host, PHONE_SRC.port)
+    challenge = only_response(switch.feed(_register(), PHONE_SRC), 401, addr)
+    auth = phone_authorization(challenge)
     ok = only_response(switch.feed(_register(auth, 2), PHONE_SRC), 200, addr)
     assert ok.get_all("Contact")
 
