@@ -261,7 +261,13 @@ class Engine:
                 self.node_watch = NodeWatch(
                     self.options.database, node, life,
                     hang_up=lambda dialogs: loop.call_soon_threadsafe(
-                        self._hang_up_orphans, dialogs))
+                        self._hang_up_orphans, dialogs),
+                    # One node of the cluster keeps phones' NAT open and registers to
+                    # vendors: the one that wins each job's lock (docs/cluster.md).
+                    jobs={"keepalive": lambda: loop.call_soon_threadsafe(
+                              self.spawn, self.keepalive.run()),
+                          "upstream": lambda: loop.call_soon_threadsafe(
+                              self.upstream.start)})
                 register_node(self.database, node, str(self.options.sip_listen),
                               self.options.api_address, time.time())
             recover(self.database, node=node)
@@ -277,11 +283,13 @@ class Engine:
         await self.media.start()
         await self.stack.start(self.switchboard, self.dispatched)
         if self.primary:
-            self.upstream.start()
+            if self.node_watch is None:  # a cluster node: when it wins the jobs' locks
+                self.upstream.start()
             self.on_shutdown(self.upstream.shutdown)
             # Only once the SIP socket exists: keep-alives go out from it.
             self.spawn(self._expire_bindings())
-            self.spawn(self.keepalive.run())
+            if self.node_watch is None:
+                self.spawn(self.keepalive.run())
         self.on_shutdown(self._stop_calls)
         if self.workers is not None:
             self.workers.start(self.stack.port)

@@ -40,6 +40,9 @@ class ClusterSchema(Schema):
     outbound_proxy = fields.String(required=True, metadata={"description": "SS_OUTBOUND_PROXY"})
     takeovers = fields.Integer(required=True,
                                metadata={"description": "dead nodes this node took over"})
+    jobs = fields.List(fields.String(), required=True, metadata={
+        "description": "the cluster's jobs this node runs: keepalive (NAT keep-alives to "
+                       "registered phones), upstream (registrations to vendors)"})
 
 
 @bp.get("/api/v1/cluster")
@@ -60,4 +63,5 @@ def cluster_view() -> Any:
         "edge": params_edge,
         "outbound_proxy": "" if view is None else str(view["outbound_proxy"]),
         "takeovers": int(watch.get("takeovers", 0)),
+        "jobs": [str(job) for job in watch.get("jobs", [])],
     }

@@ -55,6 +55,7 @@ class NodeStats:
     # Each listed node at the last sweep: "alive" (its lock held), "suspected" (free, not
     # for 3 s yet), "dead" (taken over), "self".
     nodes: dict[str, str] = field(default_factory=dict)
+    jobs: list[str] = field(default_factory=list)  # the cluster's jobs this node runs
 
 
 class NodeWatch:
@@ -62,10 +63,15 @@ class NodeWatch:
 
     def __init__(self, target: Path | str, node: str, life: HeldLock,
                  interval: float = SWEEP,
-                 hang_up: Callable[[list[dict[str, Any]]], object] | None = None) -> None:
-        """``hang_up``: given a dead node's answered calls' dialogs, from this thread."""
+                 hang_up: Callable[[list[dict[str, Any]]], object] | None = None,
+                 jobs: dict[str, Callable[[], object]] | None = None) -> None:
+        """``hang_up``: given a dead node's answered calls' dialogs, from this thread.
+        ``jobs``: work one node of the cluster does (NAT keep-alives, registrations to
+        vendors), each started here, from this thread, once this node wins its lock."""
         self.target = target
         self.hang_up = hang_up
+        self.jobs = dict(jobs or {})
+        self.job_locks: dict[str, HeldLock] = {}
         self.node = node
         self.life: HeldLock | None = life
         self.interval = interval
@@ -79,7 +85,11 @@ class NodeWatch:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(5)
+        if self._thread.is_alive():
+            self._thread.join(5)
+        for lock in self.job_locks.values():
+            lock.release()
+        self.job_locks.clear()
         if self.life is not None:
             self.life.release()
             self.life = None
@@ -127,6 +137,21 @@ class NodeWatch:
                 self.dead.forget(name)
         self.stats.suspected = self.dead.suspected
         self.stats.nodes = seen
+        self._take_jobs(database)
+
+    def _take_jobs(self, database: Database) -> None:
+        """Each job not running here yet, when its lock is free: this node's from now on
+        (until it stops; the lock goes with it, and the next node to look takes it)."""
+        for name, start in self.jobs.items():
+            if name in self.job_locks:
+                continue
+            lock = database.try_hold(cluster.job_lock(name))
+            if lock is None:
+                continue
+            self.job_locks[name] = lock
+            self.stats.jobs.append(name)
+            log.info("node %s runs the cluster's %s", self.node, name)
+            start()
 
     def _keep_life(self, database: Database) -> None:
         """Our own lock, taken back when the database lost it (a restart)."""

@@ -21,6 +21,11 @@ def life_lock(node: str) -> str:
     return f"node:{node}"
 
 
+def job_lock(job: str) -> str:
+    """The lock of work one node of the cluster does (``Database.try_hold``)."""
+    return f"job:{job}"
+
+
 def register_node(database: Database, name: str, sip: str, api: str, now: float) -> None:
     database.execute(
         "INSERT INTO cluster_nodes (name, sip, api, started_at) VALUES (?, ?, ?, ?) "

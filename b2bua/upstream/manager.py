@@ -118,6 +118,8 @@ class UpstreamManager:
 
     async def shutdown(self) -> None:
         """Graceful stop: unregister everything (bounded) or just forget, per parameter."""
+        if not self.started:  # a cluster node that never ran this job: nothing to undo
+            return
         registrations = list(self.registrations.values())
         if not self.params.flag("SS_SIP_USER_AGENT_SEND_UNREGISTER"):
             for registration in registrations:
