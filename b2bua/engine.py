@@ -187,6 +187,9 @@ class Engine:
                                   self.bindings.replace)
             self.bindings.on_miss = lambda user: self.bindings.restore(
                 live_bindings(self.database, time.time(), user))
+            # ... and registers to vendors; the others read whether that holds.
+            self.upstream.registered_elsewhere = \
+                lambda gw_id: self.counts[("upstream", gw_id)] > 0
         elif options.node:
             # A cluster node: a phone may have registered through another node; its
             # binding is in the shared database (docs/cluster.md).
@@ -195,9 +198,6 @@ class Engine:
                                   lambda bindings: self.bindings.follow(bindings, time.time()))
             self.bindings.on_miss = lambda user: self.bindings.restore(
                 live_bindings(self.database, time.time(), user))
-            # ... and registers to vendors; the others read whether that holds.
-            self.upstream.registered_elsewhere = \
-                lambda gw_id: self.counts[("upstream", gw_id)] > 0
         self.switchboard: Switchboard | None = None
         self.control = ControlServer(options.control_path)
         ControlApi(self).register(self.control)

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint
 from marshmallow import Schema, fields
 
+from api.cluster_merge import SCOPE, merged_counters, merged_items
 from api.openapi import operation
 from api.routes.engine import engine_request
 from api.routes.phones import PhoneRegistrationSchema
@@ -30,10 +31,13 @@ class ActiveCallSchema(Schema):
     start_at = fields.Float(required=True)
     ringing_at = fields.Float(allow_none=True)
     answer_at = fields.Float(allow_none=True)
+    node = fields.String(metadata={"description": "the node carrying it (a cluster)"})
 
 
 class ActiveCallListSchema(Schema):
     items = fields.List(fields.Nested(ActiveCallSchema), required=True)
+    unreachable = fields.List(fields.String(), metadata={
+        "description": "live nodes whose API did not answer (their calls are missing)"})
 
 
 class StatsSchema(Schema):
@@ -42,20 +46,27 @@ class StatsSchema(Schema):
     failed = fields.Integer(required=True)
     active = fields.Integer(required=True)
     counters = fields.Dict(keys=fields.String(), values=fields.Raw())
+    nodes = fields.Dict(keys=fields.String(), values=fields.Raw(), metadata={
+        "description": "a cluster node: each live node's own counters, by name"})
+    unreachable = fields.List(fields.String(), metadata={
+        "description": "live nodes whose API did not answer (not in the sums)"})
 
 
 @bp.get("/api/v1/calls")
-@operation("get", "Calls up now", response=ActiveCallListSchema, errors=(503,))
+@operation("get", "Calls up now (on a cluster node: on every live node)",
+           response=ActiveCallListSchema, errors=(503,), parameters=[SCOPE])
 def list_calls() -> Any:
-    return {"items": engine_request("calls")}
+    return merged_items("/api/v1/calls", engine_request("calls"))
 
 
 @bp.get("/api/v1/stats")
-@operation("get", "Call and SIP counters since start", response=StatsSchema, errors=(503,))
+@operation("get", "Call and SIP counters since start (on a cluster node: summed over the "
+                  "live nodes, each one's under nodes)", response=StatsSchema,
+           errors=(503,), parameters=[SCOPE])
 def stats() -> Any:
     snapshot: dict[str, Any] = engine_request("stats")
     head = {k: snapshot.pop(k) for k in ("attempts", "answered", "failed", "active")}
-    return {**head, "counters": snapshot}
+    return merged_counters("/api/v1/stats", {**head, "counters": snapshot})
 
 
 class RelayWorkerSchema(Schema):

@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, request
 from marshmallow import Schema, fields
 
+from api.cluster_merge import SCOPE, merged_counters, merged_items
 from api.errors import ApiError
 from api.openapi import operation
 from api.routes.engine import engine_request
@@ -29,6 +30,10 @@ class SecurityStatsSchema(Schema):
     failure_entries = fields.Integer(required=True)
     nonce_counts = fields.Integer(required=True)
     log_lines_suppressed = fields.Integer(required=True)
+    nodes = fields.Dict(keys=fields.String(), values=fields.Raw(), metadata={
+        "description": "a cluster node: each live node's own counters, by name"})
+    unreachable = fields.List(fields.String(), metadata={
+        "description": "live nodes whose API did not answer (not in the sums)"})
 
 
 class SuspensionSchema(Schema):
@@ -38,10 +43,13 @@ class SuspensionSchema(Schema):
     since = fields.Float(required=True)
     until = fields.Float(required=True)
     failures = fields.Integer(required=True)
+    node = fields.String(metadata={"description": "the node listing it (a cluster)"})
 
 
 class SuspensionListSchema(Schema):
     items = fields.List(fields.Nested(SuspensionSchema), required=True)
+    unreachable = fields.List(fields.String(), metadata={
+        "description": "live nodes whose API did not answer"})
 
 
 class LiftedSchema(Schema):
@@ -50,16 +58,18 @@ class LiftedSchema(Schema):
 
 @bp.get("/api/v1/security/stats")
 @operation("get", "Policy counters: dropped, rejected, challenged, authenticated, suspended",
-           response=SecurityStatsSchema, errors=(503,))
+           response=SecurityStatsSchema, errors=(503,), parameters=[SCOPE])
 def security_stats() -> Any:
-    return engine_request("security")
+    return merged_counters("/api/v1/security/stats", engine_request("security"))
 
 
 @bp.get("/api/v1/suspensions")
-@operation("get", "Terminals suspended now, with their end time", response=SuspensionListSchema,
-           errors=(503,))
+@operation("get", "Terminals suspended now, with their end time (on a cluster node: on "
+                  "every live node, each once)", response=SuspensionListSchema,
+           errors=(503,), parameters=[SCOPE])
 def list_suspensions() -> Any:
-    return {"items": engine_request("suspensions")}
+    return merged_items("/api/v1/suspensions", engine_request("suspensions"),
+                        key=lambda s: (s["terminal"], s["source_ip"]))
 
 
 @bp.delete("/api/v1/suspensions/<username>")

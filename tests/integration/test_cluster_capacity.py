@@ -27,7 +27,7 @@ def gateway_calls(node: Softswitch) -> int:
 
 def node_calls(node: Softswitch) -> int:
     """Calls up on this node itself."""
-    return len(node.api.get("/api/v1/calls")["items"])
+    return len(node.api.get("/api/v1/calls?scope=node")["items"])
 
 
 def up(lab: Cluster) -> int:
@@ -64,10 +64,10 @@ def test_capacity_is_the_clusters(pg_url: str, tmp_path: Path) -> None:
         # Each node's view of the trunk is the cluster's.
         assert wait_until(lambda: all(gateway_calls(n) == CAPACITY for n in lab.nodes),
                           timeout=3)
-        refused = sum(int(n.api.get("/api/v1/stats")["counters"]["rejected_capacity"])
+        refused = sum(int(n.api.get("/api/v1/stats?scope=node")["counters"]["rejected_capacity"])
                       for n in lab.nodes)
         assert wait_until(lambda: sum(
-            int(n.api.get("/api/v1/stats")["counters"]["rejected_capacity"])
+            int(n.api.get("/api/v1/stats?scope=node")["counters"]["rejected_capacity"])
             for n in lab.nodes) == OFFERED - CAPACITY, timeout=5), refused
         first.wait(60)
         assert wait_until(lambda: up(lab) == 0, timeout=10)
@@ -91,7 +91,7 @@ def test_capacity_is_the_clusters(pg_url: str, tmp_path: Path) -> None:
                                       for n in lab.nodes), timeout=10)
         third = offer(tmp_path, lab, "redis-back", OFFERED, 6000)
         assert wait_until(lambda: up(lab) == CAPACITY, timeout=10)
-        assert wait_until(lambda: all(n.api.get("/api/v1/stats")["counters"][
+        assert wait_until(lambda: all(n.api.get("/api/v1/stats?scope=node")["counters"][
             "rejected_capacity"] for n in lab.nodes), timeout=5)
         third.wait(60)
         assert wait_until(lambda: up(lab) == 0, timeout=10)

@@ -32,7 +32,7 @@ RATE = 10
 
 
 def attempts(node: Softswitch) -> int:
-    return int(node.api.get("/api/v1/stats")["attempts"])
+    return int(node.api.get("/api/v1/stats?scope=node")["attempts"])
 
 
 def call_batch(workdir: Path, edge: Kamailio, label: str, hold_ms: int = 200,
@@ -60,6 +60,11 @@ def test_two_nodes_behind_the_edge(pg_url: str, tmp_path: Path) -> None:
         assert batch.wait(60) == 0, batch.output()
         spread = [attempts(node) for node in nodes]
         assert sum(spread) == CALLS and min(spread) > 0, spread
+        # Any node's API shows the cluster: the counters summed, each node's own beside.
+        merged = nodes[1].api.get("/api/v1/stats")
+        assert merged["attempts"] == CALLS and merged["unreachable"] == []
+        assert {name: n["attempts"] for name, n in merged["nodes"].items()} == \
+            {"n1": spread[0], "n2": spread[1]}
         cdrs = wait_until(lambda: len(items := lab.cdrs()) == CALLS and items, timeout=10)
         assert cdrs, lab.cdrs()
         # Judged, and recorded, on the customer's address, not the edge's; named by node.
@@ -79,7 +84,7 @@ def test_two_nodes_behind_the_edge(pg_url: str, tmp_path: Path) -> None:
             data = rawsip.request(method, edge.host, edge.port, STRANGER_IP, 0, extra=forged)
             replies, _ = rawsip.exchange(data, STRANGER_IP, (edge.host, edge.port), wait=2.5)
             assert replies == [], (method, forged, replies)
-        dropped = sum(int(n.api.get("/api/v1/stats")["counters"]["dropped_unknown"])
+        dropped = sum(int(n.api.get("/api/v1/stats?scope=node")["counters"]["dropped_unknown"])
                       for n in nodes)
         assert dropped == 3
 
@@ -88,9 +93,13 @@ def test_two_nodes_behind_the_edge(pg_url: str, tmp_path: Path) -> None:
         victim = nodes[1]
         assert victim.proc is not None
         long_calls = call_batch(tmp_path, edge, "up-at-kill", hold_ms=6000)
-        assert wait_until(lambda: all(len(n.api.get("/api/v1/calls")["items"]) >= 2
+        assert wait_until(lambda: all(len(n.api.get("/api/v1/calls?scope=node")["items"]) >= 2
                                       for n in nodes), timeout=10)
-        up_on_victim = victim.api.get("/api/v1/calls")["items"]
+        up_on_victim = victim.api.get("/api/v1/calls?scope=node")["items"]
+        merged_calls = api.get("/api/v1/calls")["items"]  # n1's API, both nodes' calls
+        assert {c["node"] for c in merged_calls} == {"n1", "n2"}
+        assert {c["call_id_in"] for c in merged_calls if c["node"] == "n2"} >= \
+            {c["call_id_in"] for c in up_on_victim}
         on_victim = {c["call_id_in"] for c in up_on_victim}
         answered_on_victim = sum(1 for c in up_on_victim if c["answer_at"] is not None)
         os.kill(victim.proc.pid, signal.SIGKILL)

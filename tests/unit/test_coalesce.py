@@ -88,9 +88,18 @@ def _copy(template: Path, name: str) -> Iterator[SqliteDatabase]:
 def _dump(database: SqliteDatabase) -> dict[str, list[tuple[Any, ...]]]:
     connection = sqlite3.connect(database.path)
     try:
-        return {table: sorted(connection.execute(f"SELECT * FROM {table}").fetchall(),
-                              key=repr)
-                for table in ("active_calls", "cdrs", "cdr_attempts", "registrations")}
+        tables = {table: sorted(connection.execute(f"SELECT * FROM {table}").fetchall(),
+                                key=repr)
+                  for table in ("active_calls", "cdrs", "cdr_attempts")}
+        # A binding's row id is a surrogate nothing refers to (bindings are keyed by
+        # username and contact): saved, removed and another saved in one batch, the
+        # merged insert numbers them in another order. CDR ids, which the billing cursor
+        # reads, are compared above.
+        tables["registrations"] = sorted(connection.execute(
+            "SELECT username, contact, transport, source_host, source_port, nat, expires_at, "
+            "registered_at, user_agent, call_id, path, mapping_gateway_id, customer "
+            "FROM registrations").fetchall(), key=repr)
+        return tables
     finally:
         connection.close()
 
