@@ -23,6 +23,7 @@ from b2bua.calls.actions import (
     NoteStarted,
     Occupy,
     Release,
+    Reserve,
     Resolve,
     Respond,
     Send,
@@ -30,6 +31,7 @@ from b2bua.calls.actions import (
     StartMedia,
     StopMedia,
     Transact,
+    Unreserve,
     UpdateMedia,
     WatchLeg,
     WriteCdr,
@@ -46,12 +48,14 @@ from b2bua.calls.events import (
     MediaStarted,
     NoReply,
     Reply,
+    Reserved,
     Side,
     TimerFired,
 )
 from b2bua.calls.switchboard import CallStats
 from b2bua.config.live import Params
 from b2bua.numbers.rules import NumberTables
+from b2bua.registrar.bindings import Binding
 from b2bua.routing.dns import Plan, ip_plan
 from b2bua.routing.gateways import RoutingGateway
 from b2bua.routing.select import RoutePlan, plan_route
@@ -76,6 +80,13 @@ def vendor(gw_id: int, prefix: str = "", priority: int = 0, **fields: Any) -> Ro
                           priority=priority, prefix_mode="terminate",
                           capacity=fields.pop("capacity", None),
                           enabled=fields.pop("enabled", True), **fields)
+
+
+# A registered phone's binding as a destination (user alice, number 4420).
+PHONE_DESTINATION = Destination(
+    Peer("udp", "192.0.2.50", 5062), "sip:alice@192.0.2.50:5062", "<sip:4420@198.51.100.1>",
+    binding=Binding("alice", "sip:alice@192.0.2.50:5062", Peer("udp", "192.0.2.50", 5062),
+                    False, START + 3600, START, "phone/1", "reg-1"))
 
 
 def invite_request(callee: str = "4420", caller: str = "1001", body: bytes = OFFER,
@@ -121,6 +132,10 @@ class Context:
     plans: dict[int, Plan] = field(default_factory=dict)  # by gateway id; else its IP
     phones: dict[str, tuple[Destination | None, int, str]] = field(default_factory=dict)
     relay: bool = False  # the engine has a media relay: relayed calls get an anchor
+    # A cluster node's shared counts (the cluster's calls now, by counter) and the phone
+    # capacities it reserves against; None: a switch on its own, nothing reserved.
+    cluster: dict[tuple[str, int], int] | None = None
+    phone_capacity: dict[str, tuple[int, int]] = field(default_factory=dict)  # id, cap
     advertised_host: str = "198.51.100.1"
     sent_by: str = "198.51.100.1:5060"
     _ids: itertools.count[int] = field(default_factory=itertools.count)
@@ -149,6 +164,24 @@ class Context:
     def vendor_plan(self, gw: RoutingGateway) -> Plan:
         return self.plans.get(gw.id) or ip_plan(gw.host, gw.port or 5060)
 
+    def reservation(self, hop: Destination | RoutingGateway
+                    ) -> tuple[tuple[str, int], int] | None:
+        if self.cluster is None:
+            return None
+        if isinstance(hop, RoutingGateway):
+            return (("routing", hop.id), hop.capacity) if hop.capacity is not None else None
+        if hop.binding is not None and hop.binding.username in self.phone_capacity:
+            phone_id, capacity = self.phone_capacity[hop.binding.username]
+            return ("phone", phone_id), capacity
+        return None
+
+    def cluster_key(self, destination: Destination) -> tuple[str, int] | None:
+        """The shared counter a leg to ``destination`` counts under, if any."""
+        if self.cluster is None:
+            return None
+        wanted = self.reservation(destination.gateway or destination)
+        return wanted[0] if wanted is not None else None
+
     def origin_media_check(self, origin: Origin) -> str:
         return "none"
 
@@ -175,6 +208,8 @@ class Ledger:
     occupied: dict[Any, int] = field(default_factory=dict)
     watched: set[str] = field(default_factory=set)
     holds: dict[int, float] = field(default_factory=dict)
+    reserving: list[Reserve] = field(default_factory=list)  # asked, not answered yet
+    unreserved: list[tuple[str, int]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     cdrs: list[tuple[CdrRecord, list[dict[str, Any]]]] = field(default_factory=list)
     ended: int = 0
@@ -316,13 +351,21 @@ class CallHarness:
                 ledger.timers[action.name] = self.now + action.delay
             elif isinstance(action, CancelTimer):
                 ledger.timers.pop(action.name, None)
+            elif isinstance(action, Reserve):
+                ledger.reserving.append(action)
+            elif isinstance(action, Unreserve):
+                ledger.unreserved.append(action.key)
+                self._shared(action.key, -1)
             elif isinstance(action, Occupy):
+                if not action.reserved:
+                    self._shared(self.ctx.cluster_key(action.destination), 1)
                 key = destination_key(action.destination)
                 ledger.occupied[key] = ledger.occupied.get(key, 0) + 1
                 gw = action.destination.gateway
                 if gw is not None:
                     self.ctx.occupied[gw.id] = self.ctx.occupied.get(gw.id, 0) + 1
             elif isinstance(action, Release):
+                self._shared(self.ctx.cluster_key(action.destination), -1)
                 key = destination_key(action.destination)
                 ledger.occupied[key] = ledger.occupied.get(key, 0) - 1
                 gw = action.destination.gateway
@@ -360,6 +403,22 @@ class CallHarness:
                 raise AssertionError(f"unknown action {action!r}")
         for _ in range(reports):
             self.feed(MediaReport(dict(self.idle)))
+
+    def _shared(self, key: tuple[str, int] | None, delta: int) -> None:
+        cluster = self.ctx.cluster
+        if cluster is not None and key is not None:
+            cluster[key] = cluster.get(key, 0) + delta
+
+    def reserved(self) -> list[CallAction]:
+        """Redis answers the oldest ``Reserve``: granted while the cluster's count is
+        under the capacity (the admission script's rule)."""
+        ask = self.ledger.reserving.pop(0)
+        cluster = self.ctx.cluster
+        assert cluster is not None
+        granted = cluster.get(ask.key, 0) < ask.capacity
+        if granted:
+            cluster[ask.key] = cluster.get(ask.key, 0) + 1
+        return self.feed(Reserved(ask.key, granted))
 
     def media_started(self, count: int | None = None) -> list[CallAction]:
         """The relay bound the call's streams (``count``, default all it asked for):

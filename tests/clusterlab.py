@@ -47,22 +47,32 @@ class Cluster:
         self.edge.start()
         return self
 
-    def configure(self, vendor_port: int, capacity: int | None = None) -> None:
-        """The customer trunk (by IP, with ``capacity``), the vendor, the edge settings,
-        through the first node's API; every node has them when this returns."""
+    def configure(self, vendor_port: int, capacity: int | None = None,
+                  vendor_capacity: int | None = None,
+                  spare_vendor_port: int | None = None) -> None:
+        """The customer trunk (by IP, with ``capacity``), the vendor "out" (with
+        ``vendor_capacity``) and, with ``spare_vendor_port``, a vendor "spare" tried after
+        it, the edge settings, through the first node's API; every node has them when
+        this returns."""
         assert self.edge is not None
         api = self.api
         api.post("/api/v1/mapping-gateways", {"name": "in", "ips": [CUSTOMER_IP],
                                               "capacity": capacity})
         api.post("/api/v1/routing-gateways", {"name": "out", "host": VENDOR_IP,
-                                              "port": vendor_port})
+                                              "port": vendor_port, "priority": 1,
+                                              "capacity": vendor_capacity})
+        vendors = 1
+        if spare_vendor_port is not None:
+            api.post("/api/v1/routing-gateways", {"name": "spare", "host": VENDOR_IP,
+                                                  "port": spare_vendor_port, "priority": 2})
+            vendors = 2
         for name, value in (("SS_EDGE_ADDRESSES", EDGE_IP),
                             ("SS_OUTBOUND_PROXY", self.edge.address),
                             ("SS_REPLY_UNAUTHORIZED", "Off")):
             api.put(f"/api/v1/parameters/{name}", {"value": value})
         for node in self.nodes:
             assert wait_until(lambda node=node: node.api.get("/api/v1/engine")
-                              ["routing_gateways"] == 1, timeout=5)
+                              ["routing_gateways"] == vendors, timeout=5)
         assert wait_until(lambda: set(self.dispatcher().values()) == {"AP"}, timeout=5), \
             self.edge.rpc("dispatcher.list")
 

@@ -32,6 +32,7 @@ from b2bua.calls.actions import (
     NoteStarted,
     Occupy,
     Release,
+    Reserve,
     Resolve,
     Respond,
     Send,
@@ -39,6 +40,7 @@ from b2bua.calls.actions import (
     StartMedia,
     StopMedia,
     Transact,
+    Unreserve,
     UpdateMedia,
     WatchLeg,
     WriteCdr,
@@ -52,6 +54,7 @@ from b2bua.calls.events import (
     NoAck,
     NoReply,
     Reply,
+    Reserved,
     RtpStarted,
     Side,
     TimerFired,
@@ -238,8 +241,18 @@ class CallAdapter:
     def _resolve_action(self, action: Resolve) -> None:
         self.board.run(self._resolve(action))
 
+    def _reserve_action(self, action: Reserve) -> None:
+        self.board.run(self._reserve(action))
+
+    async def _reserve(self, action: Reserve) -> None:
+        granted = await self.board.reserve(action.key, action.capacity)
+        self.feed(Reserved(action.key, granted))
+
+    def _unreserve(self, action: Unreserve) -> None:
+        self.board.unreserve(action.key)
+
     def _occupy(self, action: Occupy) -> None:
-        self.board.leg_started(action.destination)
+        self.board.leg_started(action.destination, action.reserved)
 
     def _release(self, action: Release) -> None:
         self.board.leg_ended(action.destination)
@@ -302,6 +315,8 @@ _DO: dict[type, Callable[[CallAdapter, Any], None]] = {
     UpdateMedia: CallAdapter._update_media,
     CheckMedia: CallAdapter._check_media,
     Resolve: CallAdapter._resolve_action,
+    Reserve: CallAdapter._reserve_action,
+    Unreserve: CallAdapter._unreserve,
     Occupy: CallAdapter._occupy,
     Release: CallAdapter._release,
     WatchLeg: CallAdapter._watch_leg,

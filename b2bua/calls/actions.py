@@ -115,10 +115,29 @@ class Resolve:
 
 
 @dataclass(slots=True)
+class Reserve:
+    """Take a place under ``key`` (a vendor's or a phone's calls now) if the cluster's
+    total stays within ``capacity``; ``Reserved`` follows. Only on a cluster node, where
+    the count is shared in Redis (docs/cluster.md)."""
+
+    key: tuple[str, int]
+    capacity: int
+
+
+@dataclass(slots=True)
+class Unreserve:
+    """Give back a place ``Reserve`` took that no leg used."""
+
+    key: tuple[str, int]
+
+
+@dataclass(slots=True)
 class Occupy:
-    """A leg to ``destination`` counts against its capacity from now."""
+    """A leg to ``destination`` counts against its capacity from now; ``reserved``: its
+    place was taken already (``Reserve``), only the totals move."""
 
     destination: Destination
+    reserved: bool = False
 
 
 @dataclass(slots=True)
@@ -179,5 +198,5 @@ class CallEnded:
 
 CallAction = (Respond | Confirm | Send | Transact | CancelInvite | SetTimer | CancelTimer
               | StartMedia | StopMedia | GrowMedia | UpdateMedia | CheckMedia | Resolve
-              | Occupy | Release | WatchLeg | ForgetLeg | HoldGateway | NoteStarted
-              | NoteAnswered | WriteCdr | CallEnded)
+              | Reserve | Unreserve | Occupy | Release | WatchLeg | ForgetLeg | HoldGateway
+              | NoteStarted | NoteAnswered | WriteCdr | CallEnded)

@@ -38,6 +38,7 @@ from b2bua.calls.actions import (
     NoteStarted,
     Occupy,
     Release,
+    Reserve,
     Resolve,
     Respond,
     Send,
@@ -45,6 +46,7 @@ from b2bua.calls.actions import (
     StartMedia,
     StopMedia,
     Transact,
+    Unreserve,
     UpdateMedia,
     WatchLeg,
     WriteCdr,
@@ -79,6 +81,7 @@ from b2bua.calls.events import (
     NoAck,
     NoReply,
     Reply,
+    Reserved,
     RtpStarted,
     Side,
     StrayResponse,
@@ -163,6 +166,10 @@ class Call:
         # The current gateway's DNS targets not tried yet (RFC 3263: a timeout or 503
         # from one moves to the next before the gateway counts as failed).
         self._targets: list[Target] = []
+        # A cluster's shared capacity (docs/cluster.md): the hop waiting for ``Reserved``,
+        # and the place taken for the next leg and not used by one yet.
+        self._reserving: Hop | None = None
+        self._reserved: tuple[str, int] | None = None
         self.attempts: list[Attempt] = []
         self.attempt: Attempt | None = None  # the current one; after answer, the answered one
         self.committed = False
@@ -383,28 +390,63 @@ class Call:
     def _next_attempt(self, now: float) -> None:
         if self.ended:
             return
+        self._give_back()
         self._targets = []
         limit = self.ctx.params["SS_GATEWAY_SWITCH_LIMIT"]
         while self._next < len(self.route) and not (limit and self._hops >= limit):
             hop = self.route[self._next]
             self._next += 1
-            if isinstance(hop, Destination):
-                self._hops += 1
-                self._start_attempt(hop, now)
-                return
             # A gateway may have filled up or been taken out of routing since the plan.
-            if not self.ctx.gateway_usable(hop, now):
+            if isinstance(hop, RoutingGateway) and not self.ctx.gateway_usable(hop, now):
                 continue
-            self._hops += 1
-            plan = self.ctx.vendor_plan(hop)
-            if not plan.complete:
-                # A cold DNS cache: resolve first, then this gateway's INVITE.
-                self._out.append(Resolve(hop))
+            wanted = self.ctx.reservation(hop)
+            if wanted is not None:
+                self._reserving = hop
+                self._out.append(Reserve(*wanted))
                 return
-            if self._dial_gateway(hop, plan, now):
+            if self._take(hop, now):
                 return
+        self._route_spent(now)
+
+    def _route_spent(self, now: float) -> None:
         code, hangup_by, why = all_failed(self.attempts, self.failure_codes)
         self._fail_caller(code, None, hangup_by, why, now)
+
+    def _take(self, hop: Hop, now: float) -> bool:
+        """Dial ``hop`` (after its name is resolved, when the DNS cache is cold); False
+        when nothing was sent and the route goes on."""
+        self._hops += 1
+        if isinstance(hop, Destination):
+            self._start_attempt(hop, now)
+            return True
+        plan = self.ctx.vendor_plan(hop)
+        if not plan.complete:
+            # A cold DNS cache: resolve first, then this gateway's INVITE.
+            self._out.append(Resolve(hop))
+            return True
+        return self._dial_gateway(hop, plan, now)
+
+    def _on_reserved(self, event: Reserved, now: float) -> None:
+        hop, self._reserving = self._reserving, None
+        if event.granted:
+            self._reserved = event.key
+        if self.ended or hop is None:
+            self._give_back()
+            return
+        if not event.granted:
+            if isinstance(hop, Destination):  # a phone: its only hop
+                self._fail_caller(486, None, "system", "phone at capacity", now)
+                return
+            self._next_attempt(now)  # full across the cluster: as if full here
+            return
+        if not self._take(hop, now):
+            self._next_attempt(now)
+
+    def _give_back(self) -> None:
+        """The place reserved for a leg that was never sent (a DNS failure, the end)."""
+        if self._reserved is not None:
+            self._out.append(Unreserve(self._reserved))
+            self._reserved = None
 
     def _on_resolved(self, event: VendorResolved, now: float) -> None:
         if self.ended:
@@ -451,7 +493,8 @@ class Call:
             ctx, dest, self.invite, self.caller_routed, self._offer_body(dest))
         attempt.callee_sent = request.ruri.user or ""
         dialog = attempt.dialog
-        self._out.append(Occupy(dest))
+        self._out.append(Occupy(dest, reserved=self._reserved is not None))
+        self._reserved = None
         self._out.append(WatchLeg(dialog.call_id))
         token = self._transact(request, dest.peer, attempt, rules.invite_timeout,
                                ctx.params["SS_SIP_RESEND_INTERVAL"])
@@ -994,6 +1037,7 @@ class Call:
         self._out.append(Confirm(self.server))  # no more 200s to the caller, no hold on the call
         self.hangup_by = hangup_by
         self.termination = why
+        self._give_back()
         for attempt in self.attempts:
             attempt.finish("answered" if attempt.final_code == 200 else "abandoned", now)
             attempt.timer = None
@@ -1032,6 +1076,7 @@ _HANDLERS: dict[type, Callable[[Call, Any, float], None]] = {
     RtpStarted: Call._on_rtp_started,
     MediaReport: Call._on_media_report,
     VendorResolved: Call._on_resolved,
+    Reserved: Call._on_reserved,
     StrayResponse: Call._on_stray_response,
     HangUp: Call._on_hang_up,
 }

@@ -49,6 +49,11 @@ class CallContext(Protocol):
 
     def vendor_plan(self, gw: RoutingGateway) -> Plan: ...
 
+    def reservation(self, hop: Destination | RoutingGateway) -> tuple[tuple[str, int], int] | None:
+        """The counter and capacity to reserve a place under before dialling ``hop``
+        (a cluster node's vendor or phone with a capacity); None: dial at once."""
+        ...
+
     def origin_media_check(self, origin: Origin) -> str: ...
 
     def new_media(self, invite: Request, origin: Origin, caller_nat: bool

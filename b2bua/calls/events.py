@@ -107,6 +107,14 @@ class VendorResolved:
 
 
 @dataclass(slots=True)
+class Reserved:
+    """The answer to ``Reserve``: whether the place under ``key`` is ours."""
+
+    key: tuple[str, int]
+    granted: bool
+
+
+@dataclass(slots=True)
 class StrayResponse:
     """A 2xx retransmitted by a destination after its transaction ended."""
 
@@ -123,4 +131,4 @@ class HangUp:
 
 CallEvent = (Reply | NoReply | TimerFired | NoAck | CallerCancel | AckReceived
              | InDialogRequest | MediaStarted | MediaGrown | RtpStarted | MediaReport
-             | VendorResolved | StrayResponse | HangUp)
+             | VendorResolved | Reserved | StrayResponse | HangUp)

@@ -433,6 +433,22 @@ class Switchboard:
             return False
         return not self._suspended_gateway(gw.id, now)
 
+    def reservation(self, hop: Destination | RoutingGateway
+                    ) -> tuple[tuple[str, int], int] | None:
+        """On a cluster node, a vendor's or phone's capacity is the cluster's: a place is
+        taken in Redis before the leg is dialled (docs/cluster.md)."""
+        if self.counts.shared is None:
+            return None
+        if isinstance(hop, RoutingGateway):
+            current = self.gateways.routing.get(hop.id) or hop
+            return (("routing", hop.id), current.capacity) \
+                if current.capacity is not None else None
+        if hop.binding is not None:
+            phone = self.phones.get(hop.binding.username)
+            if phone is not None and phone.capacity is not None:
+                return ("phone", phone.id), phone.capacity
+        return None
+
     def _suspended_gateway(self, gw_id: int, now: float) -> bool:
         return self.counts.held_until(("retry_ms", gw_id)) > now
 
@@ -488,14 +504,22 @@ class Switchboard:
             return None, 486, "phone at capacity"
         return Destination.phone(bindings[0], callee, self.stack.advertised_host), 0, ""
 
-    def leg_started(self, destination: Destination) -> None:
+    def leg_started(self, destination: Destination, reserved: bool = False) -> None:
+        """A leg counts from now; ``reserved``: its place was taken by ``reserve``."""
         if destination.gateway is not None:
-            self.counts.add(("routing", destination.gateway.id), 1)
+            if not reserved:
+                self.counts.add(("routing", destination.gateway.id), 1)
             self.counts.add(("routing_total", destination.gateway.id), 1)
-        elif destination.binding is not None:
+        elif destination.binding is not None and not reserved:
             phone = self.phones.get(destination.binding.username)
             if phone is not None:
                 self.counts.add(("phone", phone.id), 1)
+
+    async def reserve(self, key: tuple[str, int], capacity: int) -> bool:
+        return await self.counts.admit_shared(key, capacity)
+
+    def unreserve(self, key: tuple[str, int]) -> None:
+        self.counts.add(key, -1)
 
     def leg_ended(self, destination: Destination) -> None:
         if destination.gateway is not None:

@@ -100,3 +100,50 @@ def test_capacity_is_the_clusters(pg_url: str, tmp_path: Path) -> None:
             vendor.stop()
         lab.stop()
         redis.stop()
+
+
+VENDOR_CAPACITY = 20
+
+
+def test_a_vendors_capacity_is_the_clusters(pg_url: str, tmp_path: Path) -> None:
+    """A vendor of capacity 20 offered 60 overlapping calls through two nodes: exactly 20
+    reach it, the other 40 go on to the next vendor; afterwards it takes 20 again."""
+    redis = RedisServer(tmp_path / "redis").start()
+    lab = Cluster(tmp_path, pg_url, redis=redis.url)
+    vendors: list[Sipp] = []
+    try:
+        lab.start()
+        out_port, spare_port = free_port(VENDOR_IP), free_port(VENDOR_IP)
+        lab.configure(out_port, vendor_capacity=VENDOR_CAPACITY, spare_vendor_port=spare_port)
+        assert wait_until(lambda: all(n.api.get("/api/v1/cluster")["redis_live_nodes"] == 2
+                                      for n in lab.nodes), timeout=10)
+        for label, port in (("out", out_port), ("spare", spare_port)):
+            (tmp_path / label).mkdir()
+            vendors.append(sipp("uas_answer.xml", tmp_path / label, VENDOR_IP, port,
+                                calls=1000, timeout_s=180))
+        for round_no in (1, 2):
+            # 60 calls in a second, each held 6 s: all overlap at the vendors.
+            load = offer(tmp_path, lab, f"round{round_no}", OFFERED, 6000)
+            assert wait_until(lambda: up(lab) == OFFERED, timeout=10), up(lab)
+            spread = [node_calls(n) for n in lab.nodes]
+            assert min(spread) > 0, spread  # both nodes sent calls to the vendor
+            load.wait(60)
+            assert wait_until(lambda: up(lab) == 0, timeout=10)
+            answered = [c for c in lab.cdrs() if c["final_code"] == 200]
+            assert len(answered) == OFFERED * round_no
+            by_vendor = [c["routing_gateway"] for c in answered[-OFFERED:]]
+            assert by_vendor.count("out") == VENDOR_CAPACITY, by_vendor
+            assert by_vendor.count("spare") == OFFERED - VENDOR_CAPACITY
+        # Nothing left counted anywhere: both nodes see the vendor empty.
+        def counted(node: Softswitch) -> dict[str, int]:
+            status = node.api.get("/api/v1/routing-gateways/status")["items"]
+            return {g["name"]: g["current_calls"] for g in status}
+
+        for node in lab.nodes:
+            assert wait_until(lambda node=node: counted(node) == {"out": 0, "spare": 0},
+                              timeout=3), counted(node)
+    finally:
+        for vendor in vendors:
+            vendor.stop()
+        lab.stop()
+        redis.stop()
