@@ -71,6 +71,7 @@ def stats() -> Any:
 
 class RelayWorkerSchema(Schema):
     index = fields.Integer(required=True)
+    node = fields.String(metadata={"description": "on a cluster node: whose relay worker"})
     pid = fields.Integer(allow_none=True)
     alive = fields.Boolean(required=True)
     ports = fields.String(required=True, metadata={"description": "its slice of --media-ports"})
@@ -95,13 +96,32 @@ class MediaStatusSchema(Schema):
     totals = fields.Dict(keys=fields.String(), values=fields.Dict(
         keys=fields.String(), values=fields.Integer()), required=True,
         metadata={"description": "finished calls' relayed media by payload cipher"})
+    nodes = fields.Dict(keys=fields.String(), values=fields.Raw(), metadata={
+        "description": "on a cluster node: each live node's own view"})
+    unreachable = fields.List(fields.String(), metadata={
+        "description": "live nodes whose API did not answer (not in the sums)"})
 
 
 @bp.get("/api/v1/media")
-@operation("get", "Media relay: workers, ports, event-loop lag, relayed totals by cipher",
-           response=MediaStatusSchema, errors=(503,))
+@operation("get", "Media relay: workers, ports, event-loop lag, relayed totals by cipher "
+                  "(on a cluster node: every live node's, ports and totals summed, each "
+                  "worker naming its node)", response=MediaStatusSchema, errors=(503,),
+           parameters=[SCOPE])
 def media_status() -> Any:
-    return engine_request("media")
+    local: dict[str, Any] = engine_request("media")
+    merged = merged_counters("/api/v1/media", local)
+    nodes: dict[str, dict[str, Any]] | None = merged.get("nodes")
+    if not nodes:
+        return local
+    # Workers listed per node and numbered across the cluster; the lag is the most
+    # loaded engine's (a sum of lags means nothing).
+    merged["workers"] = [{**worker, "node": name} for name, view in nodes.items()
+                         for worker in view.get("workers", [])]
+    for index, worker in enumerate(merged["workers"]):
+        worker["index"] = index
+    merged["engine_loop_lag"] = max((view["engine_loop_lag"] for view in nodes.values()),
+                                    key=lambda lag: float(lag["mean_ms"]))
+    return merged
 
 
 class GatewayStatusSchema(Schema):

@@ -87,6 +87,9 @@ class Exposition:
 
     def __init__(self) -> None:
         self.families: dict[str, Family] = {}
+        # A cluster node's name: every sample carries it as the ``node`` label, so the
+        # nodes' series stay apart however they are scraped (docs/cluster.md).
+        self.node: str | None = None
 
     def declare(self, name: str, kind: str, help_text: str) -> Family:
         """The family ``name``; a labelled family may stay without samples."""
@@ -105,6 +108,8 @@ class Exposition:
             lines.append(f"# HELP {family.name} {escape_help(family.help)}")
             lines.append(f"# TYPE {family.name} {family.kind}")
             for labels, value in family.samples:
+                if self.node is not None:
+                    labels = {"node": self.node, **labels}
                 lines.append(f"{family.name}{render_labels(labels)} {format_value(value)}")
         return "\n".join(lines) + "\n"
 
@@ -171,6 +176,8 @@ def collect(metrics: Exposition) -> bool:
         metrics.add("gc_last_full_pause_seconds", "gauge",
                     "How long the last full garbage collection paused the engine",
                     collector.get("last_full_pause_seconds"))
+        if isinstance(status.get("cluster"), dict):
+            _cluster(metrics, status["cluster"])
     snapshots: tuple[tuple[str, type, Callable[[Exposition, Any], None]], ...] = (
         ("stats", dict, _stats), ("security", dict, _security),
         ("keepalive", dict, _keepalive), ("registrations", list, _registrations),
@@ -237,6 +244,32 @@ def _keepalive(metrics: Exposition, keepalive: dict[str, Any]) -> None:
         metrics.add(name, "counter", help_text, keepalive.get(key))
     for key, (name, help_text) in _KEEPALIVE_GAUGES.items():
         metrics.add(name, "gauge", help_text, keepalive.get(key))
+
+
+_SHARED_COUNTS = {
+    "admissions": "Capacity admissions asked of Redis",
+    "refused": "Capacity admissions Redis refused (the cluster's count at capacity)",
+    "by_share": "Admissions decided on this node's share (Redis down or rebuilding)",
+    "errors": "Redis commands that failed or timed out",
+    "restarts_seen": "Times Redis came back without its data",
+}
+
+
+def _cluster(metrics: Exposition, view: dict[str, Any]) -> None:
+    metrics.node = str(view["node"])
+    redis = view.get("redis")
+    if redis != "none":
+        metrics.add("cluster_redis_up", "gauge", "1 when this node reaches Redis and "
+                    "admits by the cluster's counts", 1 if redis == "up" else 0)
+        metrics.add("cluster_redis_live_nodes", "gauge",
+                    "Live nodes as Redis sees them (their liveness keys)",
+                    view.get("redis_live_nodes"))
+    for name, help_text in _SHARED_COUNTS.items():
+        metrics.add(f"cluster_shared_{name}_total", "counter", help_text,
+                    (view.get("counters") or {}).get(name))
+    metrics.add("cluster_orphans_hung_up_total", "counter",
+                "Legs of dead nodes' answered calls this node ended with BYE",
+                view.get("orphans_hung_up"))
 
 
 def _registrations(metrics: Exposition, bindings: Iterable[dict[str, Any]]) -> None:

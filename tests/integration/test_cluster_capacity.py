@@ -76,9 +76,13 @@ def test_capacity_is_the_clusters(pg_url: str, tmp_path: Path) -> None:
         assert len(lab.cdrs()) == CAPACITY  # refusals at capacity have no CDR
 
         # Redis gone under load: each node admits at most its share (40 // 2).
+        metrics = lab.nodes[1].api.get("/api/v1/metrics")
+        assert 'softswitch_cluster_redis_up{node="n2"} 1' in metrics
+        assert 'softswitch_cluster_redis_live_nodes{node="n2"} 2' in metrics
         redis.kill()
         assert wait_until(lambda: all(n.api.get("/api/v1/health").get("redis") == "down"
                                       for n in lab.nodes), timeout=5)
+        assert 'softswitch_cluster_redis_up{node="n1"} 0' in lab.api.get("/api/v1/metrics")
         second = offer(tmp_path, lab, "redis-down", OFFERED, 6000)
         assert wait_until(lambda: up(lab) >= CAPACITY - 4, timeout=10)
         assert all(node_calls(n) <= CAPACITY // 2 for n in lab.nodes)

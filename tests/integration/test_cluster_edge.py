@@ -65,6 +65,17 @@ def test_two_nodes_behind_the_edge(pg_url: str, tmp_path: Path) -> None:
         assert merged["attempts"] == CALLS and merged["unreachable"] == []
         assert {name: n["attempts"] for name, n in merged["nodes"].items()} == \
             {"n1": spread[0], "n2": spread[1]}
+        # The relays too: ports summed, each node's view under its name.
+        media = nodes[1].api.get("/api/v1/media")
+        assert set(media["nodes"]) == {"n1", "n2"} and media["unreachable"] == []
+        assert media["ports_free"] == sum(v["ports_free"] for v in media["nodes"].values())
+        assert media["ports_free"] > nodes[1].api.get("/api/v1/media?scope=node")["ports_free"]
+        # Each node's metrics carry its name, so one Prometheus keeps them apart.
+        for name, node in zip(("n1", "n2"), nodes, strict=True):
+            text = node.api.get("/api/v1/metrics")
+            assert f'softswitch_engine_up{{node="{name}"}} 1' in text
+            assert f'softswitch_call_attempts_total{{node="{name}"}} ' in text
+            assert "softswitch_cluster_redis_up" not in text  # no Redis in this lab
         cdrs = wait_until(lambda: len(items := lab.cdrs()) == CALLS and items, timeout=10)
         assert cdrs, lab.cdrs()
         # Judged, and recorded, on the customer's address, not the edge's; named by node.
