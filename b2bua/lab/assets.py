@@ -11,7 +11,7 @@ import math
 from importlib import resources
 from pathlib import Path
 
-SCENARIOS = ("customer_call.xml", "vendor_answer.xml")
+SCENARIOS = ("customer_call.xml", "customer_load.xml", "vendor_answer.xml")
 TONE = "tone.pcmu"
 TONE_HZ = 440
 TONE_SECONDS = 1

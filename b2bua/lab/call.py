@@ -109,13 +109,14 @@ def place(state: State, a_api: Api, b_api: Api, number: str, hold: float,
     return result
 
 
-def describe(result: CallResult) -> str:
+def describe(result: CallResult, customer: str = plan.CUSTOMER_ADDR,
+             label: str = "softswitch A") -> str:
     """The outcome for an operator."""
-    lines = [f"call to {result.number} from the customer trunk {plan.CUSTOMER_ADDR}: "
+    lines = [f"call to {result.number} from the customer trunk {customer}: "
              f"{'answered' if result.ok else 'FAILED'} (sipp exit {result.sipp_exit}, "
              f"logs in {result.log_dir})"]
     if result.cdr is not None:
-        lines += _describe_cdr("softswitch A", result.cdr)
+        lines += _describe_cdr(label, result.cdr)
     if result.b_cdr is not None:
         lines += _describe_cdr("softswitch B", result.b_cdr)
     lines += [f"error: {e}" for e in result.errors]
@@ -126,9 +127,10 @@ def _describe_cdr(label: str, cdr: dict[str, Any]) -> list[str]:
     source = cdr.get("mapping_gateway") or cdr.get("phone") or cdr.get("source")
     target = cdr.get("callee_phone") and f"phone {cdr['callee_phone']}"
     target = target or cdr.get("routing_gateway") or "-"
-    lines = [f"{label} CDR {cdr['id']}: {cdr.get('final_code')} {cdr.get('final_reason') or ''}"
-             f" from {source} to {target}, {cdr.get('duration') or 0:.1f} s, "
-             f"hangup by {cdr.get('hangup_by')}"]
+    node = f" (node {cdr['node']})" if cdr.get("node") else ""
+    lines = [f"{label} CDR {cdr['id']}{node}: {cdr.get('final_code')} "
+             f"{cdr.get('final_reason') or ''} from {source} to {target}, "
+             f"{cdr.get('duration') or 0:.1f} s, hangup by {cdr.get('hangup_by')}"]
     phone = f"phone {cdr['callee_phone']}" if cdr.get("callee_phone") else "-"
     for att in cdr.get("attempts", []):
         lines.append(f"  attempt {att.get('seq')}: {att.get('routing_gateway') or phone:<14}"

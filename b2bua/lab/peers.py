@@ -117,6 +117,21 @@ def stop(state: State, name: str, timeout: float = STOP_TIMEOUT) -> str | None:
     return f"killed {name} (pid {proc.pid}) after {timeout:.0f} s"
 
 
+def kill(state: State, name: str) -> str | None:
+    """SIGKILL the recorded process at once (a node's power cut); remove its pid file.
+    Returns what was done, or None when nothing was running."""
+    proc = read(state, name)
+    state.pid_file(name).unlink(missing_ok=True)
+    if proc is None or not is_running(proc):
+        return None
+    try:
+        os.kill(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return None
+    _wait_gone(proc, KILL_TIMEOUT)
+    return f"killed {name} (pid {proc.pid})"
+
+
 def _wait_gone(proc: Running, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -28,9 +28,9 @@ class ProvisionError(Exception):
     """A softswitch could not be configured."""
 
 
-def create_token(db: Path) -> str:
-    """``softswitch token create --db DB --name lab --role admin``; the database is
-    created and migrated if needed."""
+def create_token(db: Path | str) -> str:
+    """``softswitch token create --db DB --name lab --role admin``; the database (a
+    SQLite file or a ``postgresql://`` URL) is created and migrated if needed."""
     cmd = [sys.executable, "-m", "b2bua.cli", "token", "create", "--db", str(db),
            "--name", TOKEN_NAME, "--role", "admin"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)

@@ -55,14 +55,14 @@ def build() -> None:
         sh(*in_ns(ns, "sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1"))
         sh("ip", "-n", ns, "link", "set", "lo", "up")
     sh("ip", "link", "add", plan.BRIDGE, "type", "bridge")
-    _quiet_ipv6(plan.BRIDGE)
+    quiet_ipv6(plan.BRIDGE)
     sh("ip", "addr", "add", f"{plan.A_ADDR}/{plan.CARRIER_PREFIX_LEN}", "dev", plan.BRIDGE)
     sh("ip", "link", "set", plan.BRIDGE, "up")
     sh("ip", "route", "add", "unreachable", plan.LAB_NET)
     for port in plan.BRIDGE_PORTS:
         sh("ip", "link", "add", port.port, "type", "veth", "peer", "name", "eth0",
            "netns", port.namespace)
-        _quiet_ipv6(port.port)
+        quiet_ipv6(port.port)
         sh("ip", "link", "set", port.port, "master", plan.BRIDGE)
         sh("ip", "link", "set", port.port, "up")
         sh("ip", "-n", port.namespace, "addr", "add",
@@ -85,7 +85,7 @@ def build() -> None:
     sh(*in_ns(plan.DEAD_NS, "iptables", "-A", "INPUT", "-j", "DROP"))
 
 
-def _quiet_ipv6(interface: str) -> None:
+def quiet_ipv6(interface: str) -> None:
     """No IPv6 router solicitations or MLD on the lab's root-side interfaces."""
     path = Path("/proc/sys/net/ipv6/conf") / interface / "disable_ipv6"
     with contextlib.suppress(OSError):
