@@ -168,11 +168,12 @@ class Engine:
             # Several signalling workers: what one sees of a source, all see.
             self.policy.suspensions.board = SharedBoard(map_table(
                 dispatched.security_fd, workers, index, SECURITY_SLOTS, evicting=True))
-            self.policy.verifier.minter = NonceMinter(dispatched.nonce_key)
+            self.policy.verifier.minter = NonceMinter(dispatched.nonce_key,
+                                                      origin=options.node)
             self.policy.verifier.counts = SharedNonceCounts(map_table(
                 dispatched.nonces_fd, workers, index, NONCE_SLOTS, evicting=True))
         elif nonce_key is not None:
-            self.policy.verifier.minter = NonceMinter(nonce_key)
+            self.policy.verifier.minter = NonceMinter(nonce_key, origin=options.node)
         if self.shared_counts is not None:
             from b2bua.cluster.security_board import ClusterBoard
 

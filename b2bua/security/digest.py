@@ -1,11 +1,16 @@
 """SIP digest authentication (RFC 2617, RFC 7616 with MD5 and SHA-256, qop=auth).
 
-Nonces are stateless: ``time.random.mac`` where the MAC (HMAC-SHA256 under a key
-drawn at start-up) covers the time, the random part and the realm. A forged nonce,
-or one minted for another realm, fails the MAC; an old one is reported stale so the
-client retries with the new nonce without asking its user again. Replay of a nonce
-count is refused by remembering the highest ``nc`` seen per nonce (bounded; see
-``NonceCounts``).
+Nonces are stateless: ``time.random.origin.mac`` where the MAC (HMAC-SHA256 under a
+key drawn at start-up, or the cluster's) covers the time, the random part, the origin
+and the realm. A forged nonce, or one minted for another realm, fails the MAC; an old
+one is reported stale so the client retries with the new nonce without asking its user
+again. Replay of a nonce count is refused by remembering the highest ``nc`` seen per
+nonce (bounded; see ``NonceCounts``).
+
+The origin is the minting node's name, hashed (docs/cluster.md): a cluster's nodes share
+the key, so another node's nonce passes the MAC, but it is answered as stale, not
+accepted: the nonce counts a node keeps then cover every nonce it accepts, and a nonce
+replayed to another node than the one that saw it gets a new challenge, not a call.
 """
 
 from __future__ import annotations
@@ -52,16 +57,23 @@ class NonceState(Enum):
     INVALID = "invalid"
 
 
+_ORIGIN_BYTES = 4
+_NONCE_BYTES = 16 + _ORIGIN_BYTES + 16  # time and random, origin, MAC
+
+
 class NonceMinter:
-    def __init__(self, key: bytes | None = None, lifetime: float = NONCE_LIFETIME) -> None:
+    def __init__(self, key: bytes | None = None, lifetime: float = NONCE_LIFETIME,
+                 origin: str = "") -> None:
         self._key = key or secrets.token_bytes(32)
         self.lifetime = lifetime
+        # This node's name as four bytes: another node's nonces are told apart.
+        self._origin = hashlib.sha256(origin.encode()).digest()[:_ORIGIN_BYTES]
 
     def _mac(self, stamp: bytes, realm: str) -> bytes:
         return hmac.new(self._key, stamp + realm.encode(), hashlib.sha256).digest()[:16]
 
     def mint(self, realm: str, now: float) -> str:
-        stamp = struct.pack(">d", now) + secrets.token_bytes(8)
+        stamp = struct.pack(">d", now) + secrets.token_bytes(8) + self._origin
         return base64.urlsafe_b64encode(stamp + self._mac(stamp, realm)).decode().rstrip("=")
 
     def check(self, nonce: str, realm: str, now: float) -> NonceState:
@@ -69,11 +81,13 @@ class NonceMinter:
             raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
         except (ValueError, TypeError):
             return NonceState.INVALID
-        if len(raw) != 32:
+        if len(raw) != _NONCE_BYTES:
             return NonceState.INVALID
-        stamp, mac = raw[:16], raw[16:]
+        stamp, mac = raw[:-16], raw[-16:]
         if not hmac.compare_digest(mac, self._mac(stamp, realm)):
             return NonceState.INVALID
+        if stamp[16:] != self._origin:
+            return NonceState.STALE  # another node's: genuine, but its counts are there
         (minted,) = struct.unpack(">d", stamp[:8])
         if not 0 <= now - minted <= self.lifetime:
             return NonceState.STALE

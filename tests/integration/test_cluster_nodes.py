@@ -1,7 +1,7 @@
 """Named nodes sharing one PostgreSQL and Redis (docs/cluster.md), without an edge: a
 change through one node's API is live on the other within a second; a nonce one node
-issued is good on the other (the cluster's key, from the database), and the phone it
-registered is known to both;
+issued is genuine on the other (the cluster's key, from the database) but answered there
+as stale, without counting a failure, and the phone registered is known to both;
 wrong passwords spread over both nodes suspend the terminal on both, and a lift through
 one node's API lifts it on both; a second process started with a name in use exits,
 saying so; each node lists the other alive in ``GET /cluster``.
@@ -82,13 +82,19 @@ def test_named_nodes_share_nonces_suspensions_and_names(pg_url: str, tmp_path: P
         assert wait_until(lambda: all(n.api.get("/api/v1/engine")["params"][
             "SS_SIP_AUTHENTICATION_REALM"] == REALM for n in nodes), timeout=1.0)
 
-        # Challenged by n1; the answer, on a new Call-ID, lands on n2: accepted there.
+        # Challenged by n1; the right answer, on a new Call-ID, lands on n2: a new
+        # challenge there, stale (n1's nonce is genuine, but its counts are on n1), not
+        # a failure; answered, registered.
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.bind((PHONE_IP, 0))
             sock.settimeout(5)
             status, challenge = register(sock, nodes[0], "reg-a", 1)
             assert status == 401 and challenge
-            status, _ = register(sock, nodes[1], "reg-b", 2, authorization(challenge))
+            status, again = register(sock, nodes[1], "reg-b", 2, authorization(challenge))
+            assert status == 401 and "stale=true" in again, again
+            assert nodes[1].api.get("/api/v1/security/stats?scope=node")[
+                "failure_entries"] == 0
+            status, _ = register(sock, nodes[1], "reg-b", 3, authorization(again))
             assert status == 200
         # Registered through n2, known to n1 within a second (the shared bindings).
         assert wait_until(lambda: [r["username"] for r in nodes[0].api.get(

@@ -147,7 +147,7 @@ def test_garbage_nonce_invalid(garbage: str) -> None:
 def test_wrong_length_nonce_invalid() -> None:
     minter = NonceMinter()
     nonce = minter.mint(REALM, T0)
-    assert len(nonce) == 43  # 32 bytes, unpadded base64url
+    assert len(nonce) == 48  # 36 bytes, base64url
     assert minter.check(nonce[:-4], REALM, T0) == NonceState.INVALID
     assert minter.check(nonce + "AAAA", REALM, T0) == NonceState.INVALID
 
@@ -216,6 +216,30 @@ def test_verify_stale_with_correct_password() -> None:
     # A wrong password on a stale nonce is still a wrong password, not a free retry.
     wrong = make_creds(nonce, password="guess")
     assert verifier.verify(wrong, "INVITE", REALM, PASSWORD, later) == Verdict.WRONG
+
+
+def test_another_nodes_nonce_is_stale_here_and_valid_there() -> None:
+    """A cluster's nodes share the key (docs/cluster.md): a nonce passes the MAC on
+    every node, but only its own node accepts it, so the nonce counts of one node cover
+    every nonce it accepts."""
+    key = b"k" * 32
+    n1, n2 = NonceMinter(key, origin="n1"), NonceMinter(key, origin="n2")
+    nonce = n1.mint(REALM, T0)
+    assert n1.check(nonce, REALM, T0) == NonceState.VALID
+    assert n2.check(nonce, REALM, T0) == NonceState.STALE
+    assert NonceMinter(key).check(nonce, REALM, T0) == NonceState.STALE  # a lone switch
+    assert NonceMinter(b"x" * 32, origin="n1").check(nonce, REALM, T0) == NonceState.INVALID
+    here, there = DigestVerifier(), DigestVerifier()
+    here.minter, there.minter = n1, n2
+    creds = make_creds(nonce)
+    # The right password with n1's nonce on n2: stale (a new challenge, no failure)...
+    assert there.verify(creds, "INVITE", REALM, PASSWORD, T0 + 1) == Verdict.STALE
+    assert len(there.counts) == 0
+    # ...a wrong one is still wrong there; on n1 the nonce works once per count.
+    assert there.verify(make_creds(nonce, password="guess"), "INVITE", REALM, PASSWORD,
+                        T0 + 1) == Verdict.WRONG
+    assert here.verify(creds, "INVITE", REALM, PASSWORD, T0 + 1) == Verdict.OK
+    assert here.verify(creds, "INVITE", REALM, PASSWORD, T0 + 1) == Verdict.INVALID
 
 
 def test_verify_invalid_cases() -> None:
