@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from b2bua.aio.call_media import RelaySessions
 from b2bua.calls.actions import (
+    CallAction,
     CallEnded,
     CancelInvite,
     CancelTimer,
@@ -80,7 +81,8 @@ def _ignore() -> None:
 class CallAdapter:
     """Runs one call's core."""
 
-    __slots__ = ("_feeding", "_invites", "_queued", "_timers", "board", "call", "media")
+    __slots__ = ("_feeding", "_held", "_invites", "_queued", "_timers", "board", "call",
+                 "media")
 
     def __init__(self, call: Call, board: Switchboard) -> None:
         self.call = call
@@ -94,11 +96,36 @@ class CallAdapter:
         # its actions run in the order it returned them.
         self._feeding = False
         self._queued: list[CallEvent] = []
+        # On a cluster node, the new call's actions after its note, held until the note
+        # is in the database (Switchboard.when_noted); None when nothing is held.
+        self._held: list[CallAction] | None = None
 
     def start(self) -> None:
         self._feeding = True
+        actions = self.call.begin(time.time())
+        if self.board.node:
+            # Behind the edge, a call the caller heard nothing about is the edge's to
+            # retry on another node if this one dies; one it heard from (its 100) has a
+            # note, which the node taking over turns into its CDR (docs/cluster.md).
+            # Nothing is said or sent for the call, and the events that come meanwhile
+            # wait, until the note is committed.
+            noted = [a for a in actions if isinstance(a, NoteStarted)]
+            self._held = [a for a in actions if not isinstance(a, NoteStarted)]
+            for action in noted:
+                self._note_started(action)
+            self.board.when_noted(self._noted)
+            return
+        self._run(actions)
+
+    def _noted(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            self._run(held)
+
+    def _run(self, actions: list[CallAction]) -> None:
+        self._feeding = True
         try:
-            for action in self.call.begin(time.time()):
+            for action in actions:
                 _DO[type(action)](self, action)
         finally:
             self._feeding = False

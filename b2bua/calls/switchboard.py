@@ -6,6 +6,7 @@ state."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -55,6 +56,25 @@ from b2bua.sip.transaction import ServerTransaction, Timers
 log = logging.getLogger("b2bua.calls")
 
 OVERLOAD_RETRY_AFTER = 2  # seconds a caller is asked to wait while the engine is overloaded
+# A cluster node answers a new call only once its note is committed (docs/cluster.md),
+# but never waits longer than this for it: well inside the edge's 1.5 s INVITE timer
+# and RFC 3261's 200 ms for the first provisional.
+NOTE_WAIT = 0.15
+
+
+class _Committed:
+    """A writer marker (``DbWriter.flush``'s kind): its ``set``, run in the writer's
+    thread once the writes before it are committed, hands ``callback`` to the loop."""
+
+    __slots__ = ("callback", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+        self.loop = loop
+        self.callback = callback
+
+    def set(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed at a stop: nobody waits
+            self.loop.call_soon_threadsafe(self.callback)
 
 
 @dataclass
@@ -528,6 +548,22 @@ class Switchboard:
             phone = self.phones.get(destination.binding.username)
             if phone is not None:
                 self.counts.add(("phone", phone.id), -1)
+
+    def when_noted(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on the event loop once what the writer holds now is
+        committed, or after ``NOTE_WAIT`` at most (a database away must not stop calls)."""
+        loop = asyncio.get_running_loop()
+        done = False
+
+        def once() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                late.cancel()
+                callback()
+
+        late = loop.call_later(NOTE_WAIT, once)
+        self.cdrs.writer.submit("", (_Committed(loop, once),))
 
     def call_ended(self, adapter: CallAdapter) -> None:
         call = adapter.call

@@ -60,18 +60,15 @@ def test_a_node_killed_at_30_calls_per_second(pg_url: str, tmp_path: Path) -> No
         late = int((KILL_AT + GRACE) * RATE)
         failed = failed_call_numbers(load)
         assert not {n for n in failed if n > late}, sorted(failed)
-        # Every INVITE has one CDR at most, and one unless it reached the dead node in
-        # the instant before the kill (its note not committed yet: docs/cluster.md); the
-        # dead node's calls are marked.
+        # Every INVITE has exactly one CDR: a call the dead node had answered anything
+        # to was noted first (its CDR written by the node taking over, marked), one it
+        # had not is retried by the edge on the other node (docs/cluster.md).
         time.sleep(6)  # the takeover: 3 s of grace and a sweep
         cdrs = lab.cdrs()
         ids = [c["call_id_in"] for c in cdrs]
         assert len(ids) == len(set(ids))
         numbers = {int(i.split("-", 1)[0]) for i in ids}
-        missing = set(range(1, CALLS + 1)) - numbers
-        near_kill = range(int((KILL_AT - 0.5) * RATE), int((KILL_AT + 1.0) * RATE) + 1)
-        assert all(n in near_kill for n in missing), sorted(missing)
-        assert len(missing) <= 2, sorted(missing)
+        assert set(range(1, CALLS + 1)) - numbers == set()
         interrupted = [c for c in cdrs if c["termination_reason"] == REASON]
         assert interrupted and {c["node"] for c in interrupted} == {"n2"}
         # Nothing left counted: the dead node's places are gone with its liveness.
