@@ -18,7 +18,7 @@ from b2bua.calls.counts import CallCounts
 from b2bua.calls.endpoints import Origin
 from b2bua.calls.recovery import recover
 from b2bua.calls.switchboard import Switchboard
-from b2bua.cluster.life import NodeWatch, take_life
+from b2bua.cluster.life import Job, NodeWatch, take_life
 from b2bua.collector import FullCollections
 from b2bua.config.live import ConfigWatcher, Params
 from b2bua.control import ControlServer
@@ -118,6 +118,7 @@ class Engine:
             self.counts.shared = self.shared_counts
         self.database = open_database(options.database)
         self.node_watch: NodeWatch | None = None  # a named node's (docs/cluster.md)
+        self._keepalive: asyncio.Future[Any] | None = None  # the NAT keep-alive task
         self.orphans_hung_up = 0  # legs of dead nodes' calls ended with BYE
         self.params = Params()
         # A connection of the watcher's own: it reads in a thread of its own.
@@ -210,8 +211,19 @@ class Engine:
     def on_shutdown(self, hook: ShutdownHook) -> None:
         self._shutdown_hooks.append(hook)
 
-    def spawn(self, coro: Awaitable[Any]) -> None:
-        self._tasks.append(asyncio.ensure_future(coro))
+    def spawn(self, coro: Awaitable[Any]) -> asyncio.Future[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.append(task)
+        return task
+
+    def _start_keepalive(self) -> None:
+        if self._keepalive is None or self._keepalive.done():
+            self._keepalive = self.spawn(self.keepalive.run())
+
+    def _stop_keepalive(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
 
     def _apply_params(self, values: dict[str, Any]) -> None:
         self.params.replace(values)
@@ -265,10 +277,13 @@ class Engine:
                         self._hang_up_orphans, dialogs),
                     # One node of the cluster keeps phones' NAT open and registers to
                     # vendors: the one that wins each job's lock (docs/cluster.md).
-                    jobs={"keepalive": lambda: loop.call_soon_threadsafe(
-                              self.spawn, self.keepalive.run()),
-                          "upstream": lambda: loop.call_soon_threadsafe(
-                              self.upstream.start)})
+                    jobs={"keepalive": Job(
+                              lambda: loop.call_soon_threadsafe(self._start_keepalive),
+                              lambda: loop.call_soon_threadsafe(self._stop_keepalive)),
+                          "upstream": Job(
+                              lambda: loop.call_soon_threadsafe(self.upstream.start),
+                              lambda: loop.call_soon_threadsafe(
+                                  self.spawn, self.upstream.hand_over()))})
                 register_node(self.database, node, str(self.options.sip_listen),
                               self.options.api_address, time.time())
             recover(self.database, node=node)
@@ -290,7 +305,7 @@ class Engine:
             # Only once the SIP socket exists: keep-alives go out from it.
             self.spawn(self._expire_bindings())
             if self.node_watch is None:
-                self.spawn(self.keepalive.run())
+                self._start_keepalive()
         self.on_shutdown(self._stop_calls)
         if self.workers is not None:
             self.workers.start(self.stack.port)

@@ -56,6 +56,15 @@ class NodeStats:
     # for 3 s yet), "dead" (taken over), "self".
     nodes: dict[str, str] = field(default_factory=dict)
     jobs: list[str] = field(default_factory=list)  # the cluster's jobs this node runs
+    jobs_handed_over: int = 0  # stopped here: the database lost our lock, another won it
+
+
+@dataclass(frozen=True)
+class Job:
+    """Work one node of the cluster does; both called from the watch's thread."""
+
+    start: Callable[[], object]
+    stop: Callable[[], object]
 
 
 class NodeWatch:
@@ -64,7 +73,7 @@ class NodeWatch:
     def __init__(self, target: Path | str, node: str, life: HeldLock,
                  interval: float = SWEEP,
                  hang_up: Callable[[list[dict[str, Any]]], object] | None = None,
-                 jobs: dict[str, Callable[[], object]] | None = None) -> None:
+                 jobs: dict[str, Job] | None = None) -> None:
         """``hang_up``: given a dead node's answered calls' dialogs, from this thread.
         ``jobs``: work one node of the cluster does (NAT keep-alives, registrations to
         vendors), each started here, from this thread, once this node wins its lock."""
@@ -141,9 +150,28 @@ class NodeWatch:
 
     def _take_jobs(self, database: Database) -> None:
         """Each job not running here yet, when its lock is free: this node's from now on
-        (until it stops; the lock goes with it, and the next node to look takes it)."""
-        for name, start in self.jobs.items():
-            if name in self.job_locks:
+        (until it stops; the lock goes with it, and the next node to look takes it).
+        A job whose lock the database lost (a restart ends every session) is taken back
+        at once, or, when another node was quicker, stopped here: never run twice for
+        longer than a sweep."""
+        for name, job in self.jobs.items():
+            held = self.job_locks.get(name)
+            if held is not None:
+                if held.held():
+                    continue
+                held.release()
+                del self.job_locks[name]
+                again = database.try_hold(cluster.job_lock(name))
+                if again is not None:
+                    self.job_locks[name] = again
+                    log.warning("node %s: the database dropped the %s lock; taken back",
+                                self.node, name)
+                    continue
+                self.stats.jobs.remove(name)
+                self.stats.jobs_handed_over += 1
+                log.warning("node %s: another node took the cluster's %s after the "
+                            "database dropped its lock; stopping it here", self.node, name)
+                job.stop()
                 continue
             lock = database.try_hold(cluster.job_lock(name))
             if lock is None:
@@ -151,7 +179,7 @@ class NodeWatch:
             self.job_locks[name] = lock
             self.stats.jobs.append(name)
             log.info("node %s runs the cluster's %s", self.node, name)
-            start()
+            job.start()
 
     def _keep_life(self, database: Database) -> None:
         """Our own lock, taken back when the database lost it (a restart)."""

@@ -21,7 +21,7 @@ log = logging.getLogger("b2bua.upstream")
 # Graceful stop waits at most this long for every unregister together.
 UNREGISTER_TIMEOUT = 3.0
 
-Spawn = Callable[[Coroutine[Any, Any, None]], None]
+Spawn = Callable[[Coroutine[Any, Any, None]], object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +115,12 @@ class UpstreamManager:
         self.started = True
         for registration in self.registrations.values():
             registration.start()
+
+    async def hand_over(self) -> None:
+        """Another node of the cluster registers to the vendors from now on: ours end
+        as at a graceful stop, and nothing restarts them until ``start``."""
+        await self.shutdown()
+        self.started = False
 
     async def shutdown(self) -> None:
         """Graceful stop: unregister everything (bounded) or just forget, per parameter."""
