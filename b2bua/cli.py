@@ -21,6 +21,7 @@ from b2bua.options import (
     default_media_workers,
     split_ports,
     var_dir_for,
+    with_redis_password,
 )
 from b2bua.storage import (
     audit,
@@ -118,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--redis", default="", metavar="URL",
                      help="redis://HOST[:PORT][/DB]: the cluster's live counters, shared by "
                           "the nodes (needs --node; docs/cluster.md)")
+    run.add_argument("--redis-password-file", type=Path, default=None, metavar="PATH",
+                     help="a file holding Redis's password (its first line), so that it "
+                          "is not on the command line")
     run.add_argument("--log-level", default="INFO")
 
     mig = sub.add_parser("migrate", help="create or upgrade the database")
@@ -162,6 +166,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     logs.setup(args.log_level)
     var_dir = args.var_dir if args.var_dir is not None else var_dir_for(args.db).resolve()
+    redis = args.redis
+    if args.redis_password_file is not None:
+        try:
+            lines = args.redis_password_file.read_text().splitlines()
+            redis = with_redis_password(redis, lines[0] if lines else "")
+        except (OSError, ValueError) as exc:
+            print(f"softswitch: --redis-password-file: {exc}", file=sys.stderr)
+            return 2
     options = EngineOptions(
         database=args.db,
         sip_listen=args.sip_listen,
@@ -175,7 +187,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         dns_server=args.dns_server,
         node=args.node,
         api_address=str(args.api_listen),
-        redis=args.redis,
+        redis=redis,
     )
     if options.redis and not options.node:
         print("softswitch: --redis needs --node (each node's counts are its own)",

@@ -6,6 +6,7 @@ import ipaddress
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from b2bua.storage import is_postgres, sqlite_path
 
@@ -137,3 +138,19 @@ def split_ports(low: int, high: int, parts: int, what: str = "relay workers"
         end = first + 2 * (pairs * (i + 1) // parts) - 1
         out.append((start, end))
     return out
+
+
+def with_redis_password(url: str, password: str) -> str:
+    """``url`` with ``password`` in it (``redis://:PASSWORD@HOST...``), so the password
+    can be kept in a file rather than on the command line (docs/cluster.md). ValueError
+    when the URL is not redis:// or rediss://, or already carries a password."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError(f"not a redis:// URL: {url!r}")
+    if parts.password is not None:
+        raise ValueError("the URL already has a password: give it once")
+    user = quote(parts.username or "", safe="")
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{user}:{quote(password, safe='')}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+

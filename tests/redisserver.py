@@ -17,6 +17,7 @@ class RedisServer:
     workdir: Path
     host: str = "127.0.0.1"
     port: int = 0
+    password: str = ""  # requirepass: clients must AUTH
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -34,14 +35,16 @@ class RedisServer:
             self.proc = subprocess.Popen(
                 ["redis-server", "--bind", self.host, "--port", str(self.port),
                  "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
-                 "--protected-mode", "no"],
+                 "--protected-mode", "no",
+                 *(["--requirepass", self.password] if self.password else [])],
                 stdout=log, stderr=log, start_new_session=True)
         deadline = time.monotonic() + 10
         while True:
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.5) as sock:
                     sock.sendall(b"PING\r\n")
-                    if sock.recv(64).startswith(b"+PONG"):
+                    answer = sock.recv(64)
+                    if answer.startswith(b"+PONG") or answer.startswith(b"-NOAUTH"):
                         return self
             except OSError:
                 pass

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 from redisserver import RedisServer
+from support import Softswitch, wait_until
 
 from b2bua.cluster import shares
 from b2bua.cluster.shared_counts import SharedCounts
@@ -117,3 +118,27 @@ def test_without_redis_a_node_admits_its_share_then_writes_back(server: RedisSer
             await peer.close()
 
     asyncio.run(run())
+
+
+def test_a_node_reads_the_redis_password_from_a_file(pg_url: str, tmp_path: Path) -> None:
+    """A Redis with a password: the node reads it from ``--redis-password-file``, so it
+    is in no process's command line, and counts through Redis."""
+    secure = RedisServer(tmp_path / "redis", password="s3cr3t-pw").start()
+    secret = tmp_path / "redis.pw"
+    secret.write_text("s3cr3t-pw\n")
+    secret.chmod(0o600)
+    (tmp_path / "n1").mkdir()
+    node = Softswitch(tmp_path / "n1", db=pg_url, extra_args=[
+        "--node", "n1", "--redis", f"redis://127.0.0.1:{secure.port}/0",
+        "--redis-password-file", str(secret)])
+    try:
+        node.start()
+        assert wait_until(lambda: node.api.get("/api/v1/health").get("redis") == "up",
+                          timeout=10), node.api.get("/api/v1/health")
+        assert node.proc is not None
+        assert b"s3cr3t" not in Path(f"/proc/{node.proc.pid}/cmdline").read_bytes()
+        with redis.Redis(port=secure.port, password="s3cr3t-pw") as client:
+            assert client.exists(shares.liveness_key("n1"))
+    finally:
+        node.stop()
+        secure.stop()
