@@ -3,7 +3,10 @@
 
 - Our fields change in order through one queue and one connection: a call's place is
   taken by the admission script, given back by ``HINCRBY -1``; every ``REWRITE`` seconds
-  we write our absolute values again, so what a Redis restart lost comes back.
+  we write our absolute values again, so what a Redis restart lost comes back. A field
+  back at zero (and a Retry-After hold past) is deleted rather than kept, and a counter
+  without fields leaves the index the nodes fetch: Redis holds, and each node fetches,
+  the counters in use, not every gateway and phone that ever had a call.
 - Our liveness key is refreshed every second and lives 3 s: a dead node's places stop
   counting within 3 s, and the next admission on that counter drops its field.
 - What routing reads (a vendor's calls now, a phone's, a vendor's Retry-After hold) is
@@ -34,6 +37,7 @@ log = logging.getLogger("b2bua.cluster")
 FAILURES = (RedisError, OSError, TimeoutError)
 OTHERS_EVERY = 0.25
 TIMEOUT = 0.5  # seconds a Redis command may take before Redis counts as unreachable
+ADMIT_WAIT = 0.6  # an admission not answered by then is decided by this node's share
 
 
 @dataclass
@@ -50,7 +54,7 @@ class SharedStats:
 
 @dataclass
 class _Op:
-    kind: str  # "admit", "delta", "set", "fail", "forget", "tell"
+    kind: str  # "admit", "delta", "set", "clear", "fail", "forget", "tell"
     key: str
     value: int = 0
     done: asyncio.Future[Any] | None = None
@@ -93,8 +97,16 @@ class SharedCounts:
     def changed(self, kind: str, ident: int, delta: int) -> None:
         """Our count under a key moved (a call ended, a leg to a vendor started)."""
         key = shares.counter_key(kind, ident)
-        self.own[key] = self.own.get(key, 0) + delta
+        value = self.own.get(key, 0) + delta
+        if value == 0:
+            self._clear(key)  # nothing of ours left: our field goes
+            return
+        self.own[key] = value
         self._push(_Op("delta", key, delta))
+
+    def _clear(self, key: str) -> None:
+        self.own.pop(key, None)
+        self._push(_Op("clear", key))
 
     def publish(self, kind: str, ident: int, value: int) -> None:
         """Our value under a key (a vendor's Retry-After hold): the others read the max."""
@@ -112,7 +124,9 @@ class SharedCounts:
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._push(_Op("admit", key, capacity, done))
         try:
-            admitted = bool(await asyncio.wait_for(asyncio.shield(done), TIMEOUT * 2))
+            # Bounded well inside the edge's 1.5 s for a node's first answer (with the
+            # note's wait after it), so a slow Redis never makes the edge give up on us.
+            admitted = bool(await asyncio.wait_for(asyncio.shield(done), ADMIT_WAIT))
         except (TimeoutError, ConnectionError):
             return self._by_share(key, capacity, local_total)
         self._count(key, admitted)
@@ -210,11 +224,11 @@ class SharedCounts:
 
     async def _send(self, batch: list[_Op]) -> list[Any]:
         """The batch in one pipeline, in order; each op's result. A counter new to us is
-        added to the index the other nodes fetch."""
+        added to the index the other nodes fetch, after our field is written: the index
+        drops counters without fields, and ours must not be dropped in between."""
         new = sorted({op.key for op in batch if op.kind in _COUNTER_OPS} - self._indexed)
+        cleared = {op.key for op in batch if op.kind == "clear"}
         async with self._client.pipeline(transaction=False) as pipe:
-            if new:
-                pipe.sadd(_INDEX, *new)
             for op in batch:
                 if op.kind == "admit":
                     await self._admit(keys=[op.key], client=pipe, args=[
@@ -228,11 +242,18 @@ class SharedCounts:
                     pipe.publish(op.key, op.text)
                 elif op.kind == "delta":
                     pipe.hincrby(op.key, self.mine, op.value)
+                elif op.kind == "clear":
+                    pipe.hdel(op.key, self.mine)
                 else:
                     pipe.hset(op.key, self.mine, op.value)
+            if new:
+                pipe.sadd(_INDEX, *new)
             results = list(await pipe.execute())
+        # A counter we cleared may leave the index: added again when ours rises (at the
+        # latest by the next rewrite, which writes what is ours).
         self._indexed.update(new)
-        return results[1:] if new else results
+        self._indexed.difference_update(cleared)
+        return results[:-1] if new else results
 
     async def _liveness(self) -> None:
         while True:
@@ -272,8 +293,12 @@ class SharedCounts:
     async def _rewrite(self) -> None:
         while True:
             await asyncio.sleep(shares.REWRITE)
+            now_ms = time.time() * 1000
             for key, value in list(self.own.items()):
-                self._push(_Op("set", key, value))
+                if value == 0 or (key.startswith(_HOLDS) and value < now_ms):
+                    self._clear(key)  # a place given back, a hold that is over
+                else:
+                    self._push(_Op("set", key, value))
 
     async def _fetch_others(self) -> None:
         while True:
@@ -284,8 +309,8 @@ class SharedCounts:
                 keys = sorted(await self._client.smembers(_INDEX))
                 if not keys:
                     continue
-                flat = await self._sum_others(keys=keys, args=[self.node,
-                                                               shares.liveness_key("")])
+                flat = await self._sum_others(keys=keys, args=[
+                    self.node, shares.liveness_key(""), _INDEX])
             except FAILURES as exc:
                 self._failed(exc)
                 continue
@@ -320,3 +345,4 @@ class SharedCounts:
 
 _INDEX = f"{shares.PREFIX}counters"
 _COUNTER_OPS = ("admit", "delta", "set")
+_HOLDS = shares.counter_key("retry_ms", 0).rsplit(":", 1)[0] + ":"  # vendors' Retry-After

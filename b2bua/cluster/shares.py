@@ -64,13 +64,18 @@ redis.call('HINCRBY', KEYS[1], mine, 1)
 return 1
 """
 
-# KEYS: counters. ARGV: our node, the liveness key prefix. For each counter, the sum and
-# the maximum of the other live nodes' fields (a vendor's Retry-After hold is a maximum).
+# KEYS: counters. ARGV: our node, the liveness key prefix, the index of counters. For
+# each counter, the sum and the maximum of the other live nodes' fields (a vendor's
+# Retry-After hold is a maximum). A counter no field is left in (every node gives its
+# field back at zero) leaves the index: what is fetched stays what is in use.
 OTHERS_LUA = """
 local out = {}
 local alive = {}
 for k = 1, #KEYS do
   local fields = redis.call('HGETALL', KEYS[k])
+  if #fields == 0 then
+    redis.call('SREM', ARGV[3], KEYS[k])
+  end
   local sum, max = 0, 0
   for i = 1, #fields, 2 do
     local node = string.match(fields[i], '^(.*)/[^/]*$') or fields[i]

@@ -142,3 +142,38 @@ def test_a_node_reads_the_redis_password_from_a_file(pg_url: str, tmp_path: Path
     finally:
         node.stop()
         secure.stop()
+
+
+def test_counters_in_use_only_stay_in_redis(server: RedisServer) -> None:
+    """A field back at zero is deleted, a counter without fields leaves the index at the
+    next fetch, and one that rises again is indexed and seen by the other node."""
+    async def run() -> None:
+        node = SharedCounts(server.url, "a", 0)
+        peer = SharedCounts(server.url, "b", 0)
+        await node.start()
+        await peer.start()
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        key = shares.counter_key("vendor", 9)
+        try:
+            for _ in range(40):
+                if node.usable and peer.usable:
+                    break
+                await asyncio.sleep(0.1)
+            node.changed("vendor", 9, 1)
+            await asyncio.sleep(0.6)  # written, indexed, fetched by the peer
+            assert client.sismember("ss:counters", key)
+            assert peer.other("vendor", 9) == 1
+            node.changed("vendor", 9, -1)
+            await asyncio.sleep(0.6)
+            assert not client.exists(key)  # our field went, the hash with it
+            assert not client.sismember("ss:counters", key)  # out of what is fetched
+            assert peer.other("vendor", 9) == 0 and key not in node.own
+            node.changed("vendor", 9, 2)
+            await asyncio.sleep(0.6)
+            assert client.sismember("ss:counters", key) and peer.other("vendor", 9) == 2
+        finally:
+            client.close()
+            await node.close()
+            await peer.close()
+
+    asyncio.run(run())
