@@ -1,6 +1,7 @@
 """The cluster lab (docs/lab.md, "The cluster lab") as an operator runs it: ``softswitch lab
 cluster up`` builds three nodes behind the kamailio edge with PostgreSQL and Redis in
-network namespaces; calls go through the edge to the vendor and to the phone registered
+network namespaces; a change through n1's API is live on n3 within a second; calls go
+through the edge to the vendor and to the phone registered
 through it; a node's power is cut under load and the cluster carries on; the node comes
 back; ``down`` leaves nothing behind. Needs root, as CI has."""
 
@@ -13,7 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from support import REPO
+from support import REPO, wait_until
+
+from b2bua.lab.api import Api
 
 LOAD_RATE = 30
 LOAD_SECONDS = 10
@@ -59,6 +62,16 @@ def test_cluster_lab(tmp_path: Path) -> None:
         code, out = status(state)
         assert code == 0, out
         assert out.count(" AP") == 3 and "3 live in Redis" in out, out
+
+        # A change through n1's API is live on n3 within a second (the shared database).
+        info = json.loads((state / "lab.json").read_text())
+        n1 = Api(info["nodes"]["n1"]["api"], info["token"])
+        n3 = Api(info["nodes"]["n3"]["api"], info["token"])
+        n1.put("/api/v1/parameters/SS_SIP_AUTHENTICATION_REALM", {"value": "lab.example"})
+        changed = time.monotonic()
+        assert wait_until(lambda: n3.get("/api/v1/engine")["params"][
+            "SS_SIP_AUTHENTICATION_REALM"] == "lab.example", timeout=1.0, interval=0.05)
+        assert time.monotonic() - changed <= 1.0
 
         for number, target in (("4420001", "to vendor"), ("3001", "to phone 3001")):
             placed = lab(state, "call", "--to", number, "--hold", "2")
