@@ -51,6 +51,8 @@ class NodeStats:
     calls_recovered: int = 0
     errors: int = 0
     life_lost: int = 0  # our lock found gone (a database restart) and taken back
+    last_sweep_at: float = 0.0  # when a sweep last went through (the database answered)
+    last_error: str = ""
     suspected: dict[str, float] = field(default_factory=dict)
     # Each listed node at the last sweep: "alive" (its lock held), "suspected" (free, not
     # for 3 s yet), "dead" (taken over), "self".
@@ -110,8 +112,10 @@ class NodeWatch:
                 if database is None:
                     database = open_database(self.target)
                 self.sweep(database, time.time())
+                self.stats.last_sweep_at = time.time()
             except StorageError as exc:
                 self.stats.errors += 1
+                self.stats.last_error = str(exc)
                 if self.stats.errors in (1, 10) or self.stats.errors % 100 == 0:
                     log.warning("node watch: %s", exc)
         if database is not None:
