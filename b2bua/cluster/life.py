@@ -129,21 +129,26 @@ class NodeWatch:
         for row in listed:
             if row.name == self.node:
                 continue
-            lock = database.try_hold(cluster.life_lock(row.name))
-            seen[row.name] = "alive" if lock is None else \
+            free = database.lock_free(cluster.life_lock(row.name))
+            seen[row.name] = "alive" if not free else \
                 "dead" if self.dead.is_taken(row.name) else "suspected"
+            if not self.dead.observe(row.name, free, now):
+                continue
+            # Dead for the grace: its lock held while its calls are recovered, so only
+            # one node does it (another quicker one holds it: nothing to do here).
+            lock = database.try_hold(cluster.life_lock(row.name))
+            if lock is None:
+                continue
             try:
-                if self.dead.observe(row.name, lock is not None, now):
-                    seen[row.name] = "dead"
-                    count = recover(database, now, node=row.name, hang_up=self.hang_up)
-                    self.dead.taken_over(row.name)
-                    self.stats.takeovers += 1
-                    self.stats.calls_recovered += count
-                    log.warning("node %s is gone: took over (%d calls recovered)",
-                                row.name, count)
+                seen[row.name] = "dead"
+                count = recover(database, now, node=row.name, hang_up=self.hang_up)
+                self.dead.taken_over(row.name)
+                self.stats.takeovers += 1
+                self.stats.calls_recovered += count
+                log.warning("node %s is gone: took over (%d calls recovered)",
+                            row.name, count)
             finally:
-                if lock is not None:
-                    lock.release()
+                lock.release()
         names = {row.name for row in listed}
         for name in list(self.dead.suspected):
             if name not in names:

@@ -148,6 +148,15 @@ class Database(ABC):
         lock). None when another holds it. A node holds its own name's lock while it
         lives (docs/cluster.md)."""
 
+    def lock_free(self, name: str) -> bool:
+        """Whether nobody holds the lock named ``name`` now (taken and let go at once: a
+        look, not a hold)."""
+        lock = self.try_hold(name)
+        if lock is None:
+            return False
+        lock.release()
+        return True
+
     # -- life ------------------------------------------------------------------------------
 
     @abstractmethod

@@ -493,6 +493,14 @@ class PostgresDatabase(Database):
             return None
         return _SessionLock(conn)
 
+    def lock_free(self, name: str) -> bool:
+        # On the statement connection, taken and let go in one round trip: no session of
+        # its own per look (a node looks at every other node's lock every second).
+        row = self.row("SELECT CASE WHEN pg_try_advisory_lock(?) THEN "
+                       "pg_advisory_unlock(?) ELSE false END AS free",
+                       (lock_key(name), lock_key(name)))
+        return bool(row and row["free"])
+
     # -- life ------------------------------------------------------------------------------
 
     def close(self) -> None:

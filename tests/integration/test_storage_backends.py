@@ -310,9 +310,12 @@ def test_a_held_lock_is_one_holders_until_released_or_its_process_dies(
         url: str, connect: Callable[[], Database]) -> None:
     """``try_hold``: a node's life lock (docs/cluster.md)."""
     first, second = connect(), connect()
+    assert second.lock_free("node:a")  # a look: taken and let go at once
     held = first.try_hold("node:a")
     assert held is not None and held.held()
     assert second.try_hold("node:a") is None
+    assert not second.lock_free("node:a") and not first.lock_free("node:a")
+    assert second.lock_free("node:b") and second.lock_free("node:b")  # still free after
     other = second.try_hold("node:b")
     assert other is not None
     other.release()
