@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from b2bua.lab import assets, call, cluster_net, peers, provision
 from b2bua.lab import cluster_plan as plan
 from b2bua.lab.api import Api, ApiError, wait_for
 from b2bua.lab.lifecycle import PEER_SCRIPT, LabError, check_root
 from b2bua.lab.state import State
+from b2bua.storage.backend import StorageError, UnavailableError
+from b2bua.storage.postgres import create_database
 
 DEFAULT_STATE_DIR = Path("var/lab-cluster")
 EDGE_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "kamailio" / "edge.cfg"
@@ -76,7 +76,7 @@ def up(state: State, options: ClusterOptions, say: Callable[[str], None]) -> dic
         for line in down(state):
             say(f"cleanup: {line}")
         if isinstance(exc, (LabError, provision.ProvisionError, ApiError, OSError,
-                            subprocess.SubprocessError, psycopg.Error)):
+                            subprocess.SubprocessError, StorageError)):
             raise LabError(str(exc)) from None
         raise
 
@@ -173,11 +173,9 @@ def _start_postgres(state: State) -> None:
             raise LabError(f"postgres exited {server.returncode}:\n"
                            f"{peers.tail(state.log('postgres'))}")
         try:
-            with psycopg.connect(plan.pg_admin_url(), connect_timeout=2,
-                                 autocommit=True) as conn:
-                conn.execute(f"CREATE DATABASE {plan.PG_DATABASE}")
+            create_database(plan.pg_admin_url(), plan.PG_DATABASE)
             return True
-        except psycopg.OperationalError:
+        except UnavailableError:
             return False
 
     if not wait_for(connected, 30):

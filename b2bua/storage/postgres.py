@@ -140,6 +140,19 @@ def _is_dead(conn: Connection) -> bool:
     return pgconn.status == ConnStatus.BAD
 
 
+def create_database(admin_url: str, name: str) -> None:
+    """``CREATE DATABASE name`` on the server of ``admin_url`` (a new server's first
+    database: the cluster lab's); UnavailableError while the server does not answer."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+        raise ValueError(f"not a plain database name: {name!r}")
+    try:
+        with psycopg.connect(conninfo(admin_url), autocommit=True, connect_timeout=2) as conn:
+            conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(
+                psycopg.sql.Identifier(name)))
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+
+
 def conninfo(url: str) -> str:
     """The URL's connection string with CONNECT_DEFAULTS for what it does not say."""
     return make_conninfo("", **{**CONNECT_DEFAULTS, **conninfo_to_dict(url)})
