@@ -26,10 +26,19 @@ Method (see ../shared/research/anchors.md and docs/performance.md):
   database, no authentication), a C reference for
   the CPU per call, with the proxy variants of the sipp scenarios (``uac_proxy.xml``,
   ``uas_proxy.xml``: the vendor copies the Record-Route, the caller's ACK and BYE carry
-  the route set back through the proxy);
+  the route set back through the proxy), (e) optionally the cluster (``cluster``,
+  docs/cluster.md): 1, 2 and 3 softswitch nodes (``--node``, one PostgreSQL, one Redis,
+  each node on its own loopback address, run from ``--code``) behind the kamailio edge
+  (``deploy/kamailio/edge.cfg`` as shipped), one search per size in the same run, each on
+  a new database; the calls go through the edge (the proxy scenarios), the trunk has no
+  capacity; reported as ratios to 1 node, with the CPU per call of each part. On a
+  machine of a few cores every part and both sipps share the same cores, so the figures
+  show the mechanism and the cost per call, not the cluster's capacity;
 * the system's CPU time per call is utime+stime of its process (/proc/<pid>/stat, all
   threads; with signalling workers, theirs added; for kamailio, summed over its main
-  process and all its descendants) over the step divided by the calls of the step;
+  process and all its descendants; for the cluster, the sum of the edge's processes,
+  each node's engine, the nodes' relay workers, PostgreSQL's processes and Redis, each
+  also kept apart) over the step divided by the calls of the step;
 * diagnostics after the searches (skip with ``--no-diagnostics``): a py-spy profile of the
   softswitch at its ceiling, its cyclic-GC pauses there and at the first failing rate
   (through ``bench/gc_probe.py``), and its ceiling with the cyclic GC switched off (what
@@ -59,6 +68,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import signal
@@ -69,7 +79,7 @@ import sysconfig
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -375,15 +385,22 @@ def engine_cpu_s(pid: int | None) -> float | None:
     own = proc_cpu_s(pid)
     if own is None or pid is None:
         return own
+    return own + sum(proc_cpu_s(child) or 0.0
+                     for child in children_running(pid, b"b2bua.signalling"))
+
+
+def children_running(pid: int, module: bytes) -> list[int]:
+    """The children of ``pid`` whose command line names ``module`` (``python -m ...``)."""
     try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
-        return own
+        return []
+    out = []
     for child in children:
         with contextlib.suppress(OSError):
-            if b"b2bua.signalling" in Path(f"/proc/{child}/cmdline").read_bytes():
-                own += proc_cpu_s(int(child)) or 0.0
-    return own
+            if module in Path(f"/proc/{child}/cmdline").read_bytes():
+                out.append(int(child))
+    return out
 
 
 def _port(hostport: str) -> int:
@@ -568,6 +585,10 @@ class SoftswitchSystem:
     extra_args: list[str] = field(default_factory=list)  # for ``softswitch run``
     switch: Softswitch | None = None
     _vendor_port: int = 0
+    sip_host: str = SWITCH_IP
+    # False: start() only starts it (a cluster node: the gateways and parameters are set
+    # once for the cluster through one node's API, see ClusterSystem).
+    configure: bool = True
 
     @property
     def uac_scenario(self) -> Path | None:
@@ -618,7 +639,7 @@ class SoftswitchSystem:
     @property
     def target(self) -> str:
         assert self.switch is not None
-        return f"{SWITCH_IP}:{self.switch.sip_port}"
+        return f"{self.sip_host}:{self.switch.sip_port}"
 
     @property
     def pid(self) -> int | None:
@@ -633,10 +654,12 @@ class SoftswitchSystem:
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._vendor_port = free_port(VENDOR_IP, socket.SOCK_DGRAM)
-        self.switch = Softswitch(self.workdir, sip_host=SWITCH_IP,
+        self.switch = Softswitch(self.workdir, sip_host=self.sip_host,
                                  extra_args=["--log-level", self.log_level, *self.extra_args])
         with self._launcher():
             self.switch.start()
+        if not self.configure:
+            return
         api = self.switch.api
         if self.auth_mode == "password":
             api.post("/api/v1/mapping-gateways", {
@@ -758,10 +781,11 @@ class ReferenceSystem(NoInsight):
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
     _vendor_port: int = 0
+    host: str = SWITCH_IP  # where it listens
 
     @property
     def target(self) -> str:
-        return f"{SWITCH_IP}:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -775,7 +799,7 @@ class ReferenceSystem(NoInsight):
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not self._vendor_port:
             self._vendor_port = free_port(VENDOR_IP, socket.SOCK_DGRAM)
-        self.port = self.port or free_port(SWITCH_IP, socket.SOCK_DGRAM)
+        self.port = self.port or free_port(self.host, socket.SOCK_DGRAM)
 
     def _end(self, timeout: float) -> None:
         """SIGTERM to its process, SIGKILL after ``timeout`` seconds, by pid."""
@@ -791,7 +815,7 @@ class ReferenceSystem(NoInsight):
     def _wait_port_free(self) -> None:
         """It allows port reuse: make sure nothing is left on the port."""
         deadline = time.monotonic() + 5
-        while wait_bound(SWITCH_IP, self.port, timeout=0.05) and time.monotonic() < deadline:
+        while wait_bound(self.host, self.port, timeout=0.05) and time.monotonic() < deadline:
             time.sleep(0.1)
 
     def start(self) -> None:
@@ -1046,9 +1070,346 @@ def _is_kamailio(pid: int) -> bool:
     return "(kamailio)" in stat and stat[stat.rindex(")") + 2] != "Z"
 
 
+# ---------------------------------------------------------------------------- cluster
+
+CLUSTER_SIZES = (1, 2, 3)  # nodes behind the edge: one search each, in the same run
+# Loopback addresses of their own: apart from the bench's 127.0.0.1-3 and from the
+# cluster tests' 127.0.0.50 and 127.0.0.61-63 (tests/clusterlab.py).
+CLUSTER_EDGE_IP = "127.0.0.150"
+CLUSTER_NODE_IPS = ("127.0.0.151", "127.0.0.152", "127.0.0.153")
+# Each node's slice of relay ports: first port of node 1, ports per node (a call holds
+# an RTP/RTCP pair per leg: 5000 ports are 1250 calls up on one node, 1.1 s of calls
+# at about 1100 calls/s with the 1 s hold).
+CLUSTER_MEDIA_PORTS = (50000, 5000)
+EDGE_CFG = REPO / "deploy" / "kamailio" / "edge.cfg"
+
+
+@dataclass
+class EdgeProxy(KamailioSystem):
+    """The cluster's edge: ``deploy/kamailio/edge.cfg`` as shipped, filled in as
+    ``tests/kamailio.py`` does, run like the ``kamailio`` system (``-DD``, the memory
+    manager of ``--kamailio-memory``, ``KAMAILIO_SHM_MB`` of shared memory; its own
+    ``children=4``); stopped by its pid."""
+
+    name: str = "edge"
+    nodes_list: Path | None = None  # the dispatcher list: one line per node
+
+    def config(self) -> str:
+        text = EDGE_CFG.read_text()
+        for key, value in {"LISTEN": self.target, "NODES_LIST": str(self.nodes_list),
+                           "RUNDIR": str(self.workdir / "run")}.items():
+            text = text.replace("{{" + key + "}}", value)
+        return text
+
+    def start(self) -> None:
+        super().start()
+        self.name = f"kamailio {kamailio_version() or '?'} edge ({self.memory})"
+
+    def rpc(self, *command: str) -> str:
+        """A control command through its ``ctl`` socket (``kamcmd``), its output."""
+        return subprocess.run(
+            ["kamcmd", "-s", f"unix:{self.workdir / 'run'}/kamailio_ctl", *command],
+            capture_output=True, text=True, timeout=10, check=True).stdout
+
+    def dispatcher(self) -> dict[str, str]:
+        """Each node's URI and its dispatcher flags (``AP``: active, probed)."""
+        try:
+            listing = self.rpc("dispatcher.list")
+        except (OSError, subprocess.SubprocessError):
+            return {}
+        return dict(re.findall(r"URI:\s*(sip:\S+)\s+FLAGS:\s*(\w+)", listing))
+
+
+@dataclass
+class ClusterBackends:
+    """The PostgreSQL 15 (``tests/pgserver.py``) and the Redis (``tests/redisserver.py``)
+    the cluster systems of a run share: started once; each cluster system gets a new
+    database and an emptied Redis."""
+
+    workdir: Path
+    pg: Any = None  # pgserver.PgServer
+    redis: Any = None  # redisserver.RedisServer
+
+    def start(self) -> None:
+        import pgserver
+        import redisserver
+
+        self.pg = pgserver.PgServer().start()
+        self.redis = redisserver.RedisServer(self.workdir / "redis").start()
+
+    @property
+    def redis_url(self) -> str:
+        return str(self.redis.url)
+
+    def new_database(self) -> str:
+        import pgserver
+
+        return str(pgserver.create_database(self.pg.admin_url))
+
+    def flush_redis(self) -> None:
+        with socket.create_connection((self.redis.host, self.redis.port), timeout=5) as sock:
+            sock.sendall(b"FLUSHALL\r\n")
+            if not sock.recv(64).startswith(b"+OK"):
+                raise RuntimeError("Redis did not flush")
+
+    @property
+    def pg_pid(self) -> int | None:
+        return self.pg.proc.pid if self.pg is not None and self.pg.proc else None
+
+    @property
+    def redis_pid(self) -> int | None:
+        return self.redis.proc.pid if self.redis is not None and self.redis.proc else None
+
+    def stop(self) -> None:
+        try:
+            if self.redis is not None:
+                self.redis.stop()
+        finally:
+            if self.pg is not None:
+                self.pg.destroy()
+
+
+@dataclass
+class ClusterSystem(NoInsight):
+    """``nodes`` softswitch nodes (``softswitch run --node nN --db postgresql://...
+    --redis ...``, each on its own loopback address, API port and slice of relay ports,
+    run from ``--code`` like the ``softswitch`` system) behind the kamailio edge
+    (``EdgeProxy``), sharing ``backends``; the sipp UAC calls the edge, the nodes call
+    the vendor through it (``SS_OUTBOUND_PROXY``).
+
+    The customer trunk (by IP) and the vendor are set once, through node 1's API, with
+    **no capacity**: the plain path, where Redis counts the calls but admits nothing
+    (a capacity adds a round trip to Redis per call, docs/cluster.md). Its CPU is the
+    sum of its parts (``cpu_parts``); the calls use the proxy variants of the scenarios
+    (the edge record-routes)."""
+
+    workdir: Path
+    backends: ClusterBackends
+    nodes: int = 1
+    code_root: Path | None = None
+    memory: str = KAMAILIO_MEMORY[0]  # the edge's memory manager
+    log_level: str = "WARNING"
+    name: str = ""
+    members: list[SoftswitchSystem] = field(default_factory=list)
+    edge: EdgeProxy | None = None
+    db: str = ""
+    _vendor_port: int = 0
+    _log_offsets: dict[Path, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.nodes <= len(CLUSTER_NODE_IPS):
+            raise ValueError(f"a cluster of 1 to {len(CLUSTER_NODE_IPS)} nodes")
+        self.name = self.name or f"cluster-{self.nodes}"
+
+    @property
+    def target(self) -> str:
+        assert self.edge is not None
+        return self.edge.target
+
+    @property
+    def pid(self) -> int | None:
+        return self.edge.pid if self.edge else None
+
+    @property
+    def vendor_port(self) -> int:
+        return self._vendor_port
+
+    @property
+    def uac_scenario(self) -> Path | None:
+        return UAC_PROXY_XML
+
+    @property
+    def uas_scenario(self) -> Path | None:
+        return UAS_PROXY_XML
+
+    @property
+    def params(self) -> dict[str, str]:
+        assert self.edge is not None
+        return {"SS_EDGE_ADDRESSES": CLUSTER_EDGE_IP, "SS_OUTBOUND_PROXY": self.edge.target,
+                "SS_REPLY_UNAUTHORIZED": "Off"}
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._vendor_port = free_port(VENDOR_IP, socket.SOCK_DGRAM)
+        self.edge = EdgeProxy(self.workdir / "edge", host=CLUSTER_EDGE_IP,
+                              memory=self.memory, nodes_list=self.workdir / "nodes.list")
+        self.edge.port = free_port(CLUSTER_EDGE_IP, socket.SOCK_DGRAM)
+        self.db = self.backends.new_database()
+        self.backends.flush_redis()
+        first, size = CLUSTER_MEDIA_PORTS
+        self.members = [
+            SoftswitchSystem(
+                self.workdir / f"n{i + 1}", log_level=self.log_level, name=f"n{i + 1}",
+                code_root=self.code_root, sip_host=CLUSTER_NODE_IPS[i], configure=False,
+                params=dict(self.params),
+                extra_args=["--node", f"n{i + 1}", "--db", self.db,
+                            "--redis", self.backends.redis_url,
+                            "--media-ports", f"{first + i * size}-{first + (i + 1) * size - 1}"])
+            for i in range(self.nodes)]
+        try:
+            for member in self.members:
+                member.start()
+            self.edge.nodes_list = self.workdir / "nodes.list"
+            self.edge.nodes_list.write_text("".join(f"1 sip:{m.target} 0 0\n"
+                                                    for m in self.members))
+            self.edge.start()
+            api = self._switch(self.members[0]).api
+            api.post("/api/v1/mapping-gateways", {"name": "customer", "ips": [CUSTOMER_IP]})
+            api.post("/api/v1/routing-gateways", {"name": "vendor", "host": VENDOR_IP,
+                                                  "port": self.vendor_port,
+                                                  "transport": "udp"})
+            for name, value in self.params.items():
+                api.put(f"/api/v1/parameters/{name}", {"value": value})
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        log(f"{self.name}: {self.edge.name} on {self.target}, nodes "
+            + ", ".join(f"{m.name} {m.target}" for m in self.members)
+            + f", PostgreSQL {self.db.rsplit('/', 1)[1]}, Redis {self.backends.redis_url}")
+
+    @staticmethod
+    def _switch(member: SoftswitchSystem) -> Softswitch:
+        assert member.switch is not None
+        return member.switch
+
+    def _wait_ready(self) -> None:
+        """Every node has the gateways and parameters from the shared database, and the
+        edge's dispatcher has every node active."""
+        for member in self.members:
+            member._wait_gateways()
+        assert self.edge is not None
+        edge = self.edge
+        if not wait_until(lambda: self._all_active(edge), timeout=15, interval=0.2):
+            raise RuntimeError(f"{self.name}: the edge does not have every node active: "
+                               f"{edge.dispatcher()}")
+
+    def _all_active(self, edge: EdgeProxy) -> bool:
+        flags = edge.dispatcher()
+        return len(flags) == len(self.members) and set(flags.values()) == {"AP"}
+
+    def _stop_nodes(self) -> None:
+        """SIGTERM to every node at once, then each waited for (killed after 20 s), so
+        that no node outlives another by the 3 s after which a peer takes it over."""
+        for member in self.members:
+            proc = member.switch.proc if member.switch else None
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for member in self.members:
+            member.stop()
+
+    def stop(self) -> None:
+        try:
+            if self.edge is not None:
+                self.edge.stop()
+        finally:
+            self._stop_nodes()
+
+    def restart(self) -> None:
+        """The edge and the nodes (the configuration stays in the database); PostgreSQL
+        and Redis go on."""
+        log(f"restarting {self.name}: the edge and the nodes")
+        assert self.edge is not None
+        self.edge.stop()
+        self._stop_nodes()
+        for member in self.members:
+            switch = self._switch(member)
+            switch.proc = None
+            with member._launcher():
+                switch.start()
+        self.edge.start()
+        self._wait_ready()
+
+    def settle(self) -> bool:
+        """No call up on any node, and every node active at the edge."""
+        if self.edge is None or self.edge.proc is None or self.edge.proc.poll() is not None:
+            return False
+        edge = self.edge
+
+        def idle() -> bool:
+            return all(self._switch(m).api.get("/api/v1/calls?scope=node")["items"] == []
+                       for m in self.members)
+
+        try:
+            return bool(wait_until(idle, timeout=30, interval=0.5)
+                        and wait_until(lambda: self._all_active(edge), timeout=10,
+                                       interval=0.2))
+        except (OSError, AssertionError, KeyError):
+            return False
+
+    def cpu_parts(self) -> dict[str, float]:
+        """CPU seconds so far of each part: ``edge`` (kamailio, all its processes), each
+        node's engine (``n1``...: its process, as ``engine_cpu_s`` counts it), ``relays``
+        (every node's relay worker processes), ``postgresql`` (the postmaster and every
+        process below it: backends, writer, checkpointer...), ``redis``. The nodes' API
+        processes, idle while a step runs, are left out."""
+        parts: dict[str, float | None] = {
+            "edge": tree_cpu_s(self.edge.pid if self.edge else None)}
+        relays = 0.0
+        for member in self.members:
+            parts[member.name] = engine_cpu_s(member.pid)
+            if member.pid is not None:
+                relays += sum(proc_cpu_s(child) or 0.0
+                              for child in children_running(member.pid, b"b2bua.media.worker"))
+        parts["relays"] = relays
+        parts["postgresql"] = tree_cpu_s(self.backends.pg_pid)
+        parts["redis"] = proc_cpu_s(self.backends.redis_pid)
+        return {k: v for k, v in parts.items() if v is not None}
+
+    def sockets(self) -> dict[str, int]:
+        """The nodes' SIP ports, whose kernel drop counters a step watches."""
+        return {m.name: self._switch(m).sip_port for m in self.members if m.switch}
+
+    def counters(self) -> dict[str, float]:
+        """Each node's own counters (``?scope=node``), under its name: ``n2.attempts``."""
+        out: dict[str, float] = {}
+        for member in self.members:
+            try:
+                stats = self._switch(member).api.get("/api/v1/stats?scope=node")
+            except (OSError, AssertionError):
+                continue
+            out.update({f"{member.name}.{k}": v for k, v in _flatten(stats)
+                        if not k.startswith(("active", "legs", "nodes"))
+                        and not k.endswith("edge_probes")})
+        return out
+
+    def _logs(self) -> list[Path]:
+        paths = [self.edge.log_path] if self.edge else []
+        return paths + [m.switch.log_path for m in self.members
+                        if m.switch and m.switch.log_path]
+
+    def log_size(self) -> int:
+        """Notes where every part's log ends now (the edge's, each node's) for
+        ``log_since``, which reads them all from there."""
+        self._log_offsets = {p: p.stat().st_size if p.exists() else 0 for p in self._logs()}
+        return sum(self._log_offsets.values())
+
+    def log_since(self, offset: int) -> list[str]:
+        lines: list[str] = []
+        for path in self._logs():
+            if path.exists():
+                with path.open("rb") as fh:
+                    fh.seek(self._log_offsets.get(path, 0))
+                    lines += fh.read(2_000_000).decode(errors="replace").splitlines()
+        return lines
+
+
+def cpu_parts(system: System) -> dict[str, float]:
+    """A cluster's CPU seconds so far by part; nothing for the other systems."""
+    return system.cpu_parts() if isinstance(system, ClusterSystem) else {}
+
+
+def system_sockets(system: System) -> dict[str, int]:
+    """Sockets of the system, besides its target's, whose drop counters a step watches."""
+    return system.sockets() if isinstance(system, ClusterSystem) else {}
+
+
 def system_cpu_s(system: System) -> float | None:
     """The CPU charged to a system: kamailio's whole process tree, the softswitch's
-    engine (and its signalling workers)."""
+    engine (and its signalling workers), a cluster's parts together (``cpu_parts``)."""
+    if isinstance(system, ClusterSystem):
+        parts = system.cpu_parts()
+        return sum(parts.values()) if parts else None
     if isinstance(system, KamailioSystem):
         return tree_cpu_s(system.pid)
     return engine_cpu_s(system.pid)
@@ -1078,6 +1439,7 @@ class Step:
     diagnostics: dict[str, Any] = field(default_factory=dict)
     udp_drops: dict[str, int] = field(default_factory=dict)  # receive-buffer overflows
     run_dir: str = ""
+    cpu_parts_s: dict[str, float] = field(default_factory=dict)  # a cluster's, by part
 
 
 @dataclass
@@ -1098,6 +1460,7 @@ class Bench:
         timeout_s = int(calls / max(rate, 1)) + self.hold_ms // 1000 + RECV_TIMEOUT_MS // 1000 + 15
         before = system.counters()
         log_off = system.log_size()
+        parts0 = cpu_parts(system)
         cpu0, kids0 = system_cpu_s(system), children_cpu_s()
         t0, t0_epoch = time.monotonic(), time.time()
         uas = start_sipp("uas", run_dir / "uas", uas_xml or system.uas_scenario or UAS_XML,
@@ -1122,7 +1485,7 @@ class Bench:
         # Sample the kernel's per-socket UDP drop counters while the load runs: a full
         # receive buffer (the reader stalled) shows here before anything else.
         ports = {"system": _port(system.target), "uas": system.vendor_port,
-                 "uac": uac_port}
+                 "uac": uac_port, **system_sockets(system)}
         drops0 = udp_drops(ports)
         drops_max = dict(drops0)
         limit = time.monotonic() + timeout_s + 10
@@ -1142,6 +1505,7 @@ class Bench:
         else:
             uas_note = ""
         # Before reaping py-spy, so RUSAGE_CHILDREN counts only the two sipps.
+        parts1 = cpu_parts(system)
         cpu1, kids1 = system_cpu_s(system), children_cpu_s()
         t1_epoch = time.time()
         if spy is not None:
@@ -1165,6 +1529,7 @@ class Bench:
             system_cpu_share=None if sys_cpu is None else round(sys_cpu / wall, 3),
             sipp_cpu_share=round((kids1 - kids0) / wall, 3),
             run_dir=str(run_dir),
+            cpu_parts_s={k: round(parts1[k] - parts0[k], 3) for k in parts0 if k in parts1},
         )
         lines = system.log_since(log_off)
         step.log_lines = len(lines)
@@ -1174,8 +1539,9 @@ class Bench:
                          if after[k] - before.get(k, 0) and not k.startswith(("active", "legs"))}
         for k, v in udp_drops(ports).items():
             drops_max[k] = max(drops_max.get(k, 0), v)
-        # The system's socket lives across steps: count only this step's drops.
-        step.udp_drops = {k: drops_max.get(k, 0) - (drops0.get(k, 0) if k == "system" else 0)
+        # The system's sockets live across steps: count only this step's drops.
+        step.udp_drops = {k: drops_max.get(k, 0) - (drops0.get(k, 0)
+                                                    if k not in ("uac", "uas") else 0)
                           for k in ports}
         step.udp_drops = {k: v for k, v in step.udp_drops.items() if v}
         step.diagnostics = system.diagnostics(t0_epoch, t1_epoch)
@@ -1509,6 +1875,150 @@ def search_postgres(bench: Bench, root: Path, code_root: Path | None,
         server.destroy()
 
 
+@dataclass
+class ClusterResult:
+    """One cluster size's search: its ceiling, and its parts' CPU at rest."""
+
+    nodes: int
+    ceiling: Ceiling | None
+    idle_cpu_share: dict[str, float] = field(default_factory=dict)  # of one core, by part
+    note: str = ""
+
+
+CLUSTER_IDLE_S = 5.0  # how long a cluster's parts are watched at rest before its search
+
+
+def search_cluster(root: Path, code_root: Path | None, memory: str, deadline: float,
+                   climb: Callable[[System], Ceiling]) -> list[ClusterResult]:
+    """``cluster-1``, ``cluster-2`` and ``cluster-3`` one after the other on one PostgreSQL
+    and one Redis started for the run, each with a new database and an emptied Redis:
+    each one's CPU at rest, then its ceiling (``climb``)."""
+    backends = ClusterBackends(root / "cluster")
+    results: list[ClusterResult] = []
+    try:
+        backends.start()
+        for nodes in CLUSTER_SIZES:
+            if time.monotonic() > deadline:
+                results.append(ClusterResult(nodes, None, note="skipped: time budget spent"))
+                continue
+            system = ClusterSystem(root / f"cluster-{nodes}", backends, nodes=nodes,
+                                   code_root=code_root, memory=memory)
+            try:
+                system.start()
+                try:
+                    idle = idle_cpu_share(system, CLUSTER_IDLE_S)
+                    log(f"{system.name} at rest: " + ", ".join(
+                        f"{k} {v:.1%}" for k, v in idle.items()) + " of a core")
+                    results.append(ClusterResult(nodes, climb(system), idle))
+                finally:
+                    system.stop()
+            except (RuntimeError, OSError, AssertionError, subprocess.SubprocessError) as exc:
+                log(f"{system.name} FAILED: {exc!r}")
+                results.append(ClusterResult(nodes, None, note=f"failed: {exc!r}"[:300]))
+    finally:
+        backends.stop()
+    return results
+
+
+def idle_cpu_share(system: ClusterSystem, seconds: float) -> dict[str, float]:
+    """Each part's CPU with no call, as a share of one core (probes, sweeps, watchers)."""
+    before = system.cpu_parts()
+    time.sleep(seconds)
+    after = system.cpu_parts()
+    return {k: round((after[k] - before[k]) / seconds, 4) for k in before if k in after}
+
+
+def cluster_report(results: list[ClusterResult]) -> str:
+    """The cluster's ceilings side by side, the ratios, and the CPU per call by part."""
+    cores = os.cpu_count() or 1
+    one = next((r.ceiling for r in results if r.nodes == 1 and r.ceiling and r.ceiling.clean),
+               None)
+    sizes = ", ".join(str(n) for n in CLUSTER_SIZES)
+    out = [f"Cluster: calls/s through the kamailio edge with {sizes} nodes (PostgreSQL, "
+           "Redis; no capacity on the trunk)", "",
+           f"On this {cores}-core machine every node, the edge, PostgreSQL, Redis and both "
+           "sipps share the same cores, so adding nodes cannot add capacity here: the "
+           "figures show that the mechanism works (the edge spreads the calls over the "
+           "nodes, every call clean) and what each part costs per call, not how the "
+           "cluster scales on separate machines.", "",
+           "| nodes | highest clean calls/s | lowest failing | confirmed | vs 1 node | "
+           "calls each node took at the ceiling |", "|---|---|---|---|---|---|"]
+    for r in results:
+        c = r.ceiling
+        if c is None:
+            out.append(f"| {r.nodes} | - | - | - | - | {r.note} |")
+            continue
+        at = _at_ceiling(c)
+        ratio = f"{c.clean / one.clean:.2f}" if one and c.clean else "-"
+        failed = "none up to the top of the ladder" if c.failed is None else str(c.failed)
+        conf = {None: "-", True: "yes", False: "NO"}[c.confirmed]
+        out.append(f"| {r.nodes} | {c.clean} | {failed} | {conf} | {ratio} | "
+                   f"{_spread(at, r.nodes) if at else '-'} |")
+    ceiling_steps = [(r.nodes, _at_ceiling(r.ceiling) if r.ceiling else None)
+                     for r in results]
+    out += ["", "CPU ms per call by part at each one's ceiling (each node's over the calls it"
+            " took; the engines', relays' and total over all calls); the CPU of the parts and"
+            " of both sipps as a share of one core:", "", *_cpu_table(ceiling_steps)]
+    # The CPU per call falls as the rate rises: compared at one rate as well, the highest
+    # every size passed clean.
+    clean_rates = [{s.rate for s in r.ceiling.steps if s.clean} for r in results
+                   if r.ceiling]
+    common = max(set.intersection(*clean_rates), default=0) if clean_rates else 0
+    if common and len(clean_rates) == len(results):
+        same = [(r.nodes, next((s for s in reversed(r.ceiling.steps)
+                                if s.clean and s.rate == common), None) if r.ceiling else None)
+                for r in results]
+        out += ["", f"The same at {common} calls/s, the highest rate every size passed "
+                "clean:", "", *_cpu_table(same)]
+    idle = [r for r in results if r.idle_cpu_share]
+    if idle:
+        out += ["", "At rest (no call, before each search), CPU as a share of one core:", ""]
+        for r in idle:
+            out.append(f"- {r.nodes} node{'s' if r.nodes > 1 else ''}: " + ", ".join(
+                f"{k} {v:.1%}" for k, v in r.idle_cpu_share.items()))
+    if one:
+        out.append("")
+        for r in results:
+            if r.nodes > 1 and r.ceiling and r.ceiling.clean:
+                out.append(f"{r.nodes} nodes / 1 node = {r.ceiling.clean} / {one.clean} = "
+                           f"{r.ceiling.clean / one.clean:.2f}")
+    return "\n".join(out)
+
+
+def _cpu_table(steps: list[tuple[int, Step | None]]) -> list[str]:
+    """CPU ms per call by part of a cluster's steps, one row per (node count, step)."""
+    rows = ["| nodes | calls/s | edge | each node's engine | engines | relay workers | "
+            "PostgreSQL | Redis | total | parts / sipps, of one core |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for nodes, step in steps:
+        if step is None or not step.cpu_parts_s:
+            continue
+        parts, calls = step.cpu_parts_s, max(step.calls, 1)
+        names = [f"n{i + 1}" for i in range(nodes)]
+
+        def ms(seconds: float, n: int = calls) -> str:
+            return f"{1000 * seconds / max(n, 1):.2f}"
+
+        each = ", ".join(
+            f"{name} {ms(parts.get(name, 0.0), int(step.counters.get(f'{name}.attempts', 0)))}"
+            for name in names)
+        engines = sum(parts.get(name, 0.0) for name in names)
+        total = sum(parts.values())
+        rows.append(f"| {nodes} | {step.rate} | {ms(parts.get('edge', 0.0))} | {each} | "
+                    f"{ms(engines)} | {ms(parts.get('relays', 0.0))} | "
+                    f"{ms(parts.get('postgresql', 0.0))} | {ms(parts.get('redis', 0.0))} | "
+                    f"{ms(total)} | {total / max(step.wall_s, 1e-6):.0%} / "
+                    f"{step.sipp_cpu_share:.0%} |")
+    return rows
+
+
+def _spread(step: Step, nodes: int) -> str:
+    """How many of the step's calls each node took (its INVITE attempts), and the share."""
+    counts = [int(step.counters.get(f"n{i + 1}.attempts", 0)) for i in range(nodes)]
+    total = sum(counts) or 1
+    return ", ".join(f"n{i + 1} {n} ({n / total:.0%})" for i, n in enumerate(counts))
+
+
 def table(ceilings: list[Ceiling], rig: Ceiling | None, sippy: Ceiling | None) -> str:
     rows = ["| system | highest clean calls/s | lowest failing calls/s | confirmed | "
             "CPU ms/call at ceiling | CPU of one core at ceiling | vs rig | vs Sippy |",
@@ -1669,15 +2179,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hold-ms", type=int, default=1000, help="call hold, sipp -d (1000)")
     ap.add_argument("--systems", default="rig,softswitch,sippy",
                     help="comma-separated subset of rig,softswitch,softswitch-2w,"
-                         "softswitch-password,softswitch-pg,sippy,kamailio "
+                         "softswitch-password,softswitch-pg,sippy,kamailio,cluster "
                          "(softswitch-password: the customer trunk in digest mode; "
                          "softswitch-2w: two signalling workers; softswitch-pg: on a "
                          "PostgreSQL 15 started for the run; kamailio: Debian's kamailio "
                          f"as a stateful record-routing proxy, {KAMAILIO_CHILDREN} UDP "
-                         "children, CPU summed over all its processes)")
+                         "children, CPU summed over all its processes; cluster: "
+                         f"{', '.join(str(n) for n in CLUSTER_SIZES)} softswitch nodes "
+                         "behind the kamailio edge on one PostgreSQL and one Redis, one "
+                         "search each, with the ratios and the CPU per call by part)")
     ap.add_argument("--kamailio-memory", choices=KAMAILIO_MEMORY, default=KAMAILIO_MEMORY[0],
-                    help="kamailio's memory manager, -x/-X (tlsf; qm is Debian's default, "
-                         "built with memory debugging)")
+                    help="kamailio's memory manager, -x/-X, for the kamailio system and "
+                         "the cluster's edge (tlsf; qm is Debian's default, built with "
+                         "memory debugging)")
     ap.add_argument("--no-diagnostics", action="store_true",
                     help="skip the py-spy profiles and the GC diagnostic runs")
     ap.add_argument("--soak-seconds", type=int, default=None,
@@ -1747,6 +2261,10 @@ def main(argv: list[str] | None = None) -> int:
         "softswitch-2w": [200, 500, 1000, 1500, 2000, 2500, 3000, 3500, 4000],
         "sippy": [50, 100, 200, 300, 400, 500, 600, 800, 1000],
         "kamailio": [500, 1000, 2000, 3000, 4000, 5000, 6000],
+        # Through the edge (twice per call: the customer's leg and the vendor's), a node
+        # on PostgreSQL and Redis, all on the same cores as the sipps: below the lone
+        # softswitch's.
+        "cluster": [50, 100, 200, 300, 400, 500, 600, 700, 800, 1000, 1200],
     }
     if args.quick:
         ladders["rig"] = ladders["kamailio"] = [500, 1000, 2000, 3000, 4000]
@@ -1755,6 +2273,8 @@ def main(argv: list[str] | None = None) -> int:
     pg_note = ""
     sippy_note = ""
     kamailio_note = ""
+    cluster_note = ""
+    cluster_results: list[ClusterResult] = []
     profiles: list[Profile] = []
     gc_steps: list[Step] = []
 
@@ -1764,14 +2284,18 @@ def main(argv: list[str] | None = None) -> int:
         rig_c = find_ceiling(bench, rig, ladders["rig"], max_bisect, deadline, confirm)
         ceilings.append(rig_c)
 
+    def climb(system: System, ladder: str) -> Ceiling:
+        """The ceiling of a system that is up."""
+        ceiling = find_ceiling(bench, system, ladders[ladder], max_bisect, deadline,
+                               confirm, fresh_each_step=args.fresh_each_step)
+        ceilings.append(ceiling)
+        return ceiling
+
     def search(system: System, ladder: str) -> Ceiling:
         """The system's ceiling, started and stopped around the search."""
         system.start()
         try:
-            ceiling = find_ceiling(bench, system, ladders[ladder], max_bisect, deadline,
-                                   confirm, fresh_each_step=args.fresh_each_step)
-            ceilings.append(ceiling)
-            return ceiling
+            return climb(system, ladder)
         finally:
             system.stop()
 
@@ -1813,6 +2337,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             kam_c = search(KamailioSystem(root / "kamailio", memory=args.kamailio_memory),
                            "kamailio")
+    if "cluster" in wanted:
+        missing = [tool for tool in ("kamailio", "kamcmd", "redis-server")
+                   if shutil.which(tool) is None]
+        if missing:
+            cluster_note = f"{', '.join(missing)} not installed (scripts/setup)"
+            log("cluster skipped: " + cluster_note)
+        elif time.monotonic() > deadline:
+            cluster_note = "skipped: time budget spent"
+        else:
+            cluster_results = search_cluster(root, code_root, args.kamailio_memory, deadline,
+                                             lambda system: climb(system, "cluster"))
 
     if (ss_c and ss_c.clean and not args.no_diagnostics
             and time.monotonic() < deadline):
@@ -1917,6 +2452,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Sippy: {sippy_note}")
     if kamailio_note:
         print(f"kamailio: {kamailio_note}")
+    if cluster_note:
+        print(f"cluster: {cluster_note}")
+    if cluster_results:
+        print()
+        print(cluster_report(cluster_results))
     for c in ceilings:
         first_fail = next((s for s in c.steps if not s.clean), None)
         if first_fail:
@@ -1936,6 +2476,10 @@ def main(argv: list[str] | None = None) -> int:
         "gc_steps": [asdict(s) for s in gc_steps],
         "sippy_note": sippy_note,
         "kamailio_note": kamailio_note,
+        "cluster": [{"nodes": r.nodes, "ceiling": r.ceiling.clean if r.ceiling else None,
+                     "idle_cpu_share": r.idle_cpu_share, "note": r.note}
+                    for r in cluster_results],
+        "cluster_note": cluster_note,
     }, indent=1, default=str))
     print(f"\nall steps and files: {out}")
     return 0
