@@ -390,7 +390,8 @@ class Call:
     def _next_attempt(self, now: float) -> None:
         if self.ended:
             return
-        self._give_back()
+        if self._reserved is not None:
+            self._give_back()
         self._targets = []
         limit = self.ctx.params["SS_GATEWAY_SWITCH_LIMIT"]
         while self._next < len(self.route) and not (limit and self._hops >= limit):
@@ -1037,7 +1038,8 @@ class Call:
         self._out.append(Confirm(self.server))  # no more 200s to the caller, no hold on the call
         self.hangup_by = hangup_by
         self.termination = why
-        self._give_back()
+        if self._reserved is not None:
+            self._give_back()
         for attempt in self.attempts:
             attempt.finish("answered" if attempt.final_code == 200 else "abandoned", now)
             attempt.timer = None
