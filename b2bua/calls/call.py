@@ -341,7 +341,9 @@ class Call:
         self._next_attempt(now)
 
     def _update_media(self, updates: list[StreamUpdate]) -> None:
-        if updates:
+        # After the end the relay's sessions are closing: an answer relayed late (a
+        # re-INVITE's 18x after the hang-up) changes nothing there.
+        if updates and not self.ended:
             self._out.append(UpdateMedia(updates))
 
     def _on_rtp_started(self, event: RtpStarted, now: float) -> None:

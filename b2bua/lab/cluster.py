@@ -25,7 +25,7 @@ from typing import Any
 from b2bua.lab import assets, call, cluster_net, peers, provision
 from b2bua.lab import cluster_plan as plan
 from b2bua.lab.api import Api, ApiError, wait_for
-from b2bua.lab.lifecycle import PEER_SCRIPT, LabError, check_root
+from b2bua.lab.lifecycle import BUILD_ERRORS, PEER_SCRIPT, LabError, build_or_clean, check_root
 from b2bua.lab.state import State
 from b2bua.storage.backend import StorageError, UnavailableError
 from b2bua.storage.postgres import create_database
@@ -68,17 +68,8 @@ def up(state: State, options: ClusterOptions, say: Callable[[str], None]) -> dic
     check_host()
     if not 1 <= options.nodes <= len(plan.NODES):
         raise LabError(f"--nodes is 1 to {len(plan.NODES)}")
-    for line in down(state):
-        say(f"leftover: {line}")
-    try:
-        return _up(state, options, say)
-    except BaseException as exc:  # Ctrl-C included: never leave half a lab behind
-        for line in down(state):
-            say(f"cleanup: {line}")
-        if isinstance(exc, (LabError, provision.ProvisionError, ApiError, OSError,
-                            subprocess.SubprocessError, StorageError)):
-            raise LabError(str(exc)) from None
-        raise
+    return build_or_clean(lambda: _up(state, options, say), lambda: down(state), say,
+                          (*BUILD_ERRORS, StorageError))
 
 
 def _up(state: State, options: ClusterOptions, say: Callable[[str], None]) -> dict[str, Any]:

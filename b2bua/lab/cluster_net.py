@@ -4,10 +4,9 @@ through a veth (``b2bua/lab/cluster_plan.py``). Built and removed with ``ip`` an
 
 from __future__ import annotations
 
-import subprocess
-
 from b2bua.lab import cluster_plan as plan
-from b2bua.lab.topology import COMMAND_TIMEOUT, in_ns, quiet_ipv6, sh, try_sh
+from b2bua.lab import topology
+from b2bua.lab.topology import in_ns, quiet_ipv6, sh, try_sh
 
 
 def build() -> None:
@@ -45,14 +44,4 @@ def teardown() -> list[str]:
 
 
 def existing_namespaces() -> list[str]:
-    try:
-        out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
-                             timeout=COMMAND_TIMEOUT, check=False).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    names = {line.split()[0] for line in out.splitlines() if line.strip()}
-    return [h.namespace for h in plan.HOSTS if h.namespace in names]
-
-
-def bridge_exists() -> bool:
-    return try_sh("ip", "link", "show", plan.BRIDGE)
+    return topology.existing_namespaces(tuple(h.namespace for h in plan.HOSTS))

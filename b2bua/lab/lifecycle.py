@@ -12,12 +12,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from b2bua.lab import assets, peers, plan, provision, topology
 from b2bua.lab.api import Api, ApiError, wait_for
 from b2bua.lab.state import State
 
+T = TypeVar("T")
 START_TIMEOUT = 40.0
 REGISTER_TIMEOUT = 20.0
 PHONE_LIFETIME = 7 * 86400  # s; the pjsua2 peer's own bound on its run time
@@ -56,15 +57,28 @@ def check_host() -> None:
 def up(state: State, options: UpOptions, say: Callable[[str], None]) -> dict[str, Any]:
     """Build the lab; on any failure, tear down what was built and raise ``LabError``."""
     check_host()
-    for line in down(state):
+    return build_or_clean(lambda: _up(state, options, say), lambda: down(state), say)
+
+
+# What a failed build raises, reported to the operator as the lab's error.
+BUILD_ERRORS: tuple[type[BaseException], ...] = (
+    LabError, topology.TopologyError, provision.ProvisionError, ApiError, OSError,
+    subprocess.SubprocessError)
+
+
+def build_or_clean(build: Callable[[], T], tear_down: Callable[[], list[str]],
+                   say: Callable[[str], None],
+                   errors: tuple[type[BaseException], ...] = BUILD_ERRORS) -> T:
+    """Tear down any leftover, then ``build``; on any failure tear down what was built
+    and raise ``LabError`` (an error of ``errors``) or the failure itself."""
+    for line in tear_down():
         say(f"leftover: {line}")
     try:
-        return _up(state, options, say)
+        return build()
     except BaseException as exc:  # Ctrl-C included: never leave half a lab behind
-        for line in down(state):
+        for line in tear_down():
             say(f"cleanup: {line}")
-        if isinstance(exc, (LabError, topology.TopologyError, provision.ProvisionError,
-                            ApiError, OSError, subprocess.SubprocessError)):
+        if isinstance(exc, errors):
             raise LabError(str(exc)) from None
         raise
 

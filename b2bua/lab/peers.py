@@ -99,9 +99,8 @@ def recorded(state: State) -> list[Running]:
 def stop(state: State, name: str, timeout: float = STOP_TIMEOUT) -> str | None:
     """SIGTERM the recorded process, SIGKILL it after ``timeout``; remove its pid file.
     Returns what was done, or None when nothing was running."""
-    proc = read(state, name)
-    state.pid_file(name).unlink(missing_ok=True)
-    if proc is None or not is_running(proc):
+    proc = _forget(state, name)
+    if proc is None:
         return None
     try:
         os.kill(proc.pid, signal.SIGTERM)
@@ -120,9 +119,8 @@ def stop(state: State, name: str, timeout: float = STOP_TIMEOUT) -> str | None:
 def kill(state: State, name: str) -> str | None:
     """SIGKILL the recorded process at once (a node's power cut); remove its pid file.
     Returns what was done, or None when nothing was running."""
-    proc = read(state, name)
-    state.pid_file(name).unlink(missing_ok=True)
-    if proc is None or not is_running(proc):
+    proc = _forget(state, name)
+    if proc is None:
         return None
     try:
         os.kill(proc.pid, signal.SIGKILL)
@@ -130,6 +128,13 @@ def kill(state: State, name: str) -> str | None:
         return None
     _wait_gone(proc, KILL_TIMEOUT)
     return f"killed {name} (pid {proc.pid})"
+
+
+def _forget(state: State, name: str) -> Running | None:
+    """NAME's pid file removed; the process it named, if that one still runs."""
+    proc = read(state, name)
+    state.pid_file(name).unlink(missing_ok=True)
+    return proc if proc is not None and is_running(proc) else None
 
 
 def _wait_gone(proc: Running, timeout: float) -> bool:

@@ -118,15 +118,15 @@ def _wait_links_gone(timeout: float = 5.0) -> None:
         time.sleep(0.1)
 
 
-def existing_namespaces() -> list[str]:
-    """The lab's namespaces that exist now."""
+def existing_namespaces(wanted: tuple[str, ...] = plan.NAMESPACES) -> list[str]:
+    """Those of ``wanted`` (the lab's namespaces) that exist now."""
     try:
         out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
                              timeout=COMMAND_TIMEOUT, check=False).stdout
     except (OSError, subprocess.TimeoutExpired):
         return []
     names = {line.split()[0] for line in out.splitlines() if line.strip()}
-    return [ns for ns in plan.NAMESPACES if ns in names]
+    return [ns for ns in wanted if ns in names]
 
 
 def root_links() -> list[str]:

@@ -43,6 +43,7 @@ from b2bua.calls.actions import (
     StopMedia,
     Transact,
     UpdateMedia,
+    WriteCdr,
 )
 from b2bua.calls.anchor import MAX_STREAMS, SetCipher, SetNat, SetRemote
 from b2bua.calls.attempt import Attempt
@@ -1412,6 +1413,24 @@ def test_an_offer_with_more_streams_grows_the_relay_first() -> None:
         b"m=video 40006 RTP/AVP 96\r\n")
     assert h.feed(MediaGrown(grow.token, ports=[(1, 2)])) == []  # once
     caller_bye(h)
+
+
+def test_a_relayed_answer_after_the_hang_up_changes_no_relay_session() -> None:
+    """A re-INVITE relayed to the destination, the call hung up, then its 18x with SDP:
+    relayed back, but the relay (closing) gets no update."""
+    h = relayed(vendor(1, "44"))
+    connect(h, 1)
+    video = OFFER + b"m=video 4002 RTP/AVP 96\r\n"
+    _server, actions = h.in_dialog(Side.CALLER, "INVITE", video)
+    grow, = [a for a in actions if isinstance(a, GrowMedia)]
+    h.feed(MediaGrown(grow.token, ports=[(40004, 40006)]))
+    relayed_token = last_token(h)
+    h.feed(HangUp("operator"))
+    ended = len(h.ledger.actions)
+    answer = ANSWER + b"m=video 5002 RTP/AVP 96\r\n"
+    after = h.reply_to(relayed_token, 180, answer)
+    assert not any(isinstance(a, UpdateMedia) for a in after), after
+    assert any(isinstance(a, WriteCdr) for a in h.ledger.actions[:ended])
 
 
 def test_streams_past_the_cap_are_declined_without_growing() -> None:
