@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask
 
-from api import auth, context, errors
+from api import auth, console, context, errors
 from api.converters import RowIdConverter
 from api.openapi import build_spec, operation
 from api.routes import (
@@ -19,10 +19,14 @@ from api.routes import (
     engine,
     gateways,
     health,
+    ladders,
     metrics,
     numbers,
+    operators,
     parameters,
     phones,
+    quality,
+    routing,
     security,
     upstream,
 )
@@ -47,12 +51,14 @@ def create_app(db_path: str | Path | None = None, control_path: str | Path | Non
     context.init(app)
     errors.register(app)
     auth.register(app)
+    console.init(app)  # the web console under /console (docs/console.md)
     blueprints = (
         health.bp, parameters.bp, engine.bp, calls.bp, cdrs.bp, security.bp,
         gateways.mapping_gateways.blueprint(), gateways.routing_gateways.blueprint(),
         phones.phones.blueprint(), phones.bp, numbers.transforms.blueprint(),
         numbers.groups.blueprint(), numbers.bp, upstream.bp,
-        audit.bp, metrics.bp, cluster.bp,
+        audit.bp, metrics.bp, cluster.bp, quality.bp, routing.bp,
+        operators.bp, ladders.bp,
     )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)

@@ -1,6 +1,7 @@
 """Any node's API shows the cluster (docs/cluster.md): a live view asked of this node's
 engine is also asked of every other live node's API, with the caller's own token (the
-tokens are in the shared database), and the answers are joined, each item naming its
+tokens are in the shared database; a console session's cookie is good on every node,
+as its key and the operators are shared), and the answers are joined, each item naming its
 node. A node that does not answer within ``PEER_TIMEOUT`` is named in ``unreachable``.
 ``?scope=node`` asks one node only (what the nodes ask each other).
 """
@@ -17,6 +18,7 @@ from typing import Any
 from flask import request
 
 from api import context
+from api.errors import ApiError
 from api.routes.engine import engine_request
 from b2bua.storage import cluster
 from b2bua.storage.backend import StorageError
@@ -44,12 +46,24 @@ def _peers() -> tuple[str | None, list[tuple[str, str]]]:
                                if states.get(row.name) == "alive" and row.api]
 
 
-def _ask(address: str, path: str, authorization: str) -> Any:
+# What says who asks, passed on to the peers: a script's token, or a console session's
+# cookie (signed with the key every node shares, and checked against the shared
+# operators table) with its CSRF token for a write.
+_CREDENTIALS = ("Authorization", "Cookie", "X-CSRF-Token")
+
+
+def _credentials() -> dict[str, str]:
+    """The caller's credentials, as the peers need them (in the request's context)."""
+    return {name: value for name in _CREDENTIALS
+            if (value := request.headers.get(name)) is not None}
+
+
+def _ask(address: str, path: str, credentials: dict[str, str], method: str = "GET") -> Any:
     """One peer's answer (in a thread of the pool: no request context here)."""
     host, _, port = address.rpartition(":")
     host = "127.0.0.1" if host in ("0.0.0.0", "::", "[::]") else host
     url = f"http://{host}:{port}{path}?scope=node"
-    ask = urllib.request.Request(url, headers={"Authorization": authorization})
+    ask = urllib.request.Request(url, headers=credentials, method=method)
     with urllib.request.urlopen(ask, timeout=PEER_TIMEOUT) as answer:
         return json.loads(answer.read())
 
@@ -61,9 +75,9 @@ def _gather(path: str) -> tuple[str | None, dict[str, Any], list[str]]:
         return me, {}, []
     answers: dict[str, Any] = {}
     unreachable: list[str] = []
-    authorization = request.headers.get("Authorization", "")
+    credentials = _credentials()
     with ThreadPoolExecutor(max_workers=min(len(peers), 8)) as pool:
-        futures = {name: pool.submit(_ask, address, path, authorization)
+        futures = {name: pool.submit(_ask, address, path, credentials)
                    for name, address in peers}
         for name, future in futures.items():
             try:
@@ -71,6 +85,32 @@ def _gather(path: str) -> tuple[str | None, dict[str, Any], list[str]]:
             except (OSError, urllib.error.URLError, ValueError):
                 unreachable.append(name)
     return me, answers, sorted(unreachable)
+
+
+def node_answer(name: str, path: str, method: str = "GET") -> tuple[int, Any] | None:
+    """``path`` as node ``name`` answers it for itself (``?scope=node``): its status and
+    body. None when ``name`` is this node, or this switch is no cluster node. A node
+    that is not up: 404 (what it held in memory went with it); one that does not
+    answer: 503."""
+    if request.args.get("scope") == "node":
+        return None
+    view: dict[str, Any] | None = engine_request("cluster")
+    if view is None or view["node"] == name:
+        return None
+    states: dict[str, str] = (view.get("watch") or {}).get("nodes") or {}
+    address = next((row.api for row in cluster.nodes(context.database())
+                    if row.name == name), None)
+    if address is None or states.get(name) != "alive":
+        raise ApiError(404, f"node {name!r} is not up: what it kept in memory is gone")
+    try:
+        return 200, _ask(address, path, _credentials(), method)
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read())
+        except ValueError:
+            raise ApiError(503, f"node {name!r} answered {exc.code}") from None
+    except (OSError, urllib.error.URLError, ValueError) as exc:
+        raise ApiError(503, f"node {name!r} did not answer: {exc}") from None
 
 
 def merged_items(path: str, local: list[dict[str, Any]],

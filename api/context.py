@@ -65,7 +65,16 @@ def close(_exc: BaseException | None = None) -> None:
 
 def actor() -> str:
     token: Any = g.get("token")
-    return f"token:{token.name}" if token is not None else "anonymous"
+    if token is not None:
+        return f"token:{token.name}"
+    operator: Any = g.get("operator")  # a console session (api/auth.py)
+    return f"operator:{operator.name}" if operator is not None else "anonymous"
+
+
+def role() -> str | None:
+    """The caller's role, ``admin`` or ``read``: its token's or its operator's."""
+    caller: Any = g.get("token") or g.get("operator")
+    return None if caller is None else str(caller.role)
 
 
 def control_path() -> Path:

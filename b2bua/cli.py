@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from b2bua import logs, opcli, paramcli
+from b2bua import logs, opcli, operatorcli, paramcli
 from b2bua.lab import cli as lab
 from b2bua.options import (
     DEFAULT_VAR_DIR,
@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(create)
 
     paramcli.register(sub, _add_db)  # param list|get|set: over the REST API
+    operatorcli.register(sub, _add_db)  # operator add|list|...: console accounts, over the API
 
     dbs = sub.add_parser("db", help="whole-database tasks")
     db_sub = dbs.add_subparsers(dest="db_command", required=True)
@@ -266,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"run": cmd_run, "migrate": cmd_migrate, "token": cmd_token, "db": cmd_db}
     handlers.update(opcli.HANDLERS)
     handlers.update(paramcli.HANDLERS)
+    handlers.update(operatorcli.HANDLERS)
     handlers.update(lab.HANDLERS)
     try:
         return handlers[args.command](args)

@@ -16,8 +16,11 @@ from typing import TYPE_CHECKING, Any
 from b2bua import ipc
 from b2bua.census import census
 from b2bua.control import ControlServer
+from b2bua.ladders import UNKNOWN, Ladder
 from b2bua.registrar.bindings import Binding
 from b2bua.reports import sum_counters
+from b2bua.route_dry_run import route_test
+from b2bua.stats.tally import merge_snapshots
 
 if TYPE_CHECKING:
     from b2bua.engine import Engine
@@ -51,6 +54,10 @@ class ControlApi:
         control.register("mapping_gateways", self._mapping_status)
         control.register("keepalive", lambda _r: engine.keepalive.snapshot())
         control.register("upstream", lambda _r: engine.upstream.snapshot())
+        control.register("sip_ladder", self._sip_ladder)
+        control.register("route_test", lambda r: route_test(engine, r))
+        control.register("quality", self._quality)
+        control.register("hangup", self._hang_up)
 
     async def _suspensions(self, request: dict[str, Any]) -> list[dict[str, Any]]:
         mine = [asdict(s) for s in self.engine.policy.suspensions.active(time.time())]
@@ -67,6 +74,25 @@ class ControlApi:
             log.info("suspension of %s lifted by the API", username)
         lifted += sum(int(more["lifted"]) for more in await self._ask_workers(request))
         return {"lifted": lifted}
+
+    async def _hang_up(self, request: dict[str, Any]) -> dict[str, bool]:
+        """An operator's hang-up of call ``call`` (its number in ``calls``), on whichever
+        signalling worker carries it."""
+        number = request.get("call")
+        if not isinstance(number, int) or isinstance(number, bool):
+            raise ValueError("call: the call's number")
+        if self.engine.switchboard_now().hang_up(number, "operator"):
+            log.info("call %d hung up by the API", number)
+            return {"found": True}
+        return {"found": any(more["found"] for more in await self._ask_workers(request))}
+
+    async def _quality(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Each gateway's quality since start, summed over the signalling workers, and
+        the stored roll-up's state (worker 0 runs it)."""
+        gateways = merge_snapshots([self.engine.quality.snapshot(),
+                                    *[more["gateways"] for more in
+                                      await self._ask_workers(request)]])
+        return {"gateways": gateways, "rollup": self.engine.stats_rollup.snapshot()}
 
     async def _security(self, request: dict[str, Any]) -> dict[str, Any]:
         mine = self.engine.policy.snapshot(time.time())
@@ -156,8 +182,37 @@ class ControlApi:
             **self.engine.switchboard_now().stats_snapshot(),
             "media_ports_in_use": self.engine.media.in_use,
             "media_ports_free": self.engine.media.available,
+            "ladders": self.engine.ladders.snapshot(),
+            "hep": self.engine.hep.snapshot(),
         }
         return sum_counters([mine, *await self._ask_workers(request)])
+
+    async def _sip_ladder(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A call's SIP ladder, by its number (``call``) or its CDR's ``cdr_uuid``, from
+        whichever signalling worker has it; else why none is kept (b2bua/ladders.py)."""
+        engine = self.engine
+        number, uuid = request.get("call"), request.get("cdr_uuid")
+        found = engine.ladders.find(time.time(),
+                                    no=int(number) if number is not None else None,
+                                    uuid=str(uuid) if uuid is not None else None)
+        if isinstance(found, Ladder):
+            live = None
+            board = engine.switchboard
+            adapter = board.calls.get(found.no) if board is not None else None
+            if found.ended_at is None and adapter is not None:
+                live = {"ringing_at": adapter.call.ringing_at,
+                        "answer_at": adapter.call.answer_at}
+            return {"found": True, "ladder": engine.ladders.render(found, live)}
+        answers = await self._ask_workers(request)
+        for answer in answers:
+            if answer.get("found"):
+                return dict(answer)
+        reasons = [found, *(str(answer.get("reason")) for answer in answers)]
+        params = engine.params
+        return {"found": False,
+                "reason": next((r for r in reasons if r != UNKNOWN), UNKNOWN),
+                "policy": params["SS_SIP_LADDERS"], "age": params["SS_SIP_LADDERS_AGE"],
+                "size": params["SS_SIP_LADDERS_SIZE"]}
 
     def _status(self, _request: dict[str, Any]) -> dict[str, Any]:
         return {

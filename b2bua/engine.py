@@ -11,7 +11,9 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from b2bua.aio.dispatched import DispatchedSip
+from b2bua.aio.hep import HepSender
 from b2bua.aio.timers import LoopTimers
+from b2bua.aio.transport import TcpTransport
 from b2bua.calls.anchor import MediaAnchor, MediaTotals, stream_count
 from b2bua.calls.cdr import CdrWriter
 from b2bua.calls.counts import CallCounts
@@ -23,6 +25,7 @@ from b2bua.collector import FullCollections
 from b2bua.config.live import ConfigWatcher, Params
 from b2bua.control import ControlServer
 from b2bua.control_api import ControlApi
+from b2bua.ladders import OFF, LadderStore
 from b2bua.looplag import LoopLag
 from b2bua.media.plane import LocalMediaPlane, MediaPlane
 from b2bua.media.pool import RelayWorkerPool
@@ -45,6 +48,8 @@ from b2bua.sip.dialog import CallIds, Dialog
 from b2bua.sip.message import Request
 from b2bua.sip.peer import Peer
 from b2bua.sip.stack import SipStack
+from b2bua.stats.rollup import StatsRollup
+from b2bua.stats.tally import GatewayTally
 from b2bua.storage import open_database
 from b2bua.storage.backend import Database
 from b2bua.storage.cluster import register_node, shared_secret
@@ -136,6 +141,9 @@ class Engine:
                               options.advertised_host())
         # Our legs' Call-IDs come back to this worker through the dispatcher.
         self.stack.call_ids = CallIds(options.worker_index, options.signalling_workers)
+        # Calls' SIP ladders and the HEP export (docs/sip.md), set by the parameters.
+        self.ladders = LadderStore(name=options.node or "softswitch")
+        self.hep = HepSender()
         # Where writes a locked stop could not apply wait for the next start.
         self.spill_base = spill_base(options.database, options.var_dir)
         self.writer = DbWriter(options.database, self.spill_base)
@@ -143,7 +151,11 @@ class Engine:
         self.collector = FullCollections(live=self._live_units)
         self.media_totals = MediaTotals()
         self.media = self._media_plane(options)
-        self.cdrs = CdrWriter(self.writer)
+        self.quality = GatewayTally()
+        self.cdrs = CdrWriter(self.writer, self.quality)
+        # One roll-up of CDRs into stored gateway quality: the primary's, or in a
+        # cluster the node's that holds its job (docs/gateway-quality.md).
+        self.stats_rollup = StatsRollup(options.database, self.params.integer)
         self.numbers = NumberTables()
         self.watcher.register("number_transforms", transform_table, self._apply_transforms)
         self.watcher.register("number_groups", number_groups, self._apply_groups)
@@ -228,6 +240,22 @@ class Engine:
     def _apply_params(self, values: dict[str, Any]) -> None:
         self.params.replace(values)
         self.stack.trace_enabled = self.params.flag("SS_SIP_TRACE")
+        self._apply_capture()
+
+    def _apply_capture(self) -> None:
+        """SS_SIP_LADDERS... and SS_HEP_...: Off captures nothing, at no cost per message."""
+        params = self.params
+        policy = params["SS_SIP_LADDERS"]
+        # Each signalling worker its share of the switch's memory for ladders.
+        size = (params.integer("SS_SIP_LADDERS_SIZE") << 20) // self.options.signalling_workers
+        self.ladders.configure(policy, size, params.integer("SS_SIP_LADDERS_AGE"), time.time())
+        self.stack.ladders = None if policy == OFF else self.ladders
+        self.hep.configure(params["SS_HEP_DESTINATION"], params.integer("SS_HEP_CAPTURE_ID"),
+                           params["SS_HEP_PASSWORD"])
+        tap = self.hep.tap if self.hep.on else None
+        self.stack.udp.tap = tap
+        if isinstance(self.stack.tcp, TcpTransport):  # worker 0's: every TCP connection
+            self.stack.tcp.tap = tap
 
     async def _publish_upstream(self) -> None:
         """Which upstream registrations hold, for the other signalling workers (calls from
@@ -259,6 +287,7 @@ class Engine:
         self.switchboard.overloaded = self._overloaded
         self.switchboard.resolver = self.resolver
         self.switchboard.node = self.options.node
+        self.switchboard.ladders = self.ladders
         self.switchboard.number_calls(self.options.worker_index + 1,
                                       self.options.signalling_workers)
         if self.primary:
@@ -283,7 +312,10 @@ class Engine:
                           "upstream": Job(
                               lambda: loop.call_soon_threadsafe(self.upstream.start),
                               lambda: loop.call_soon_threadsafe(
-                                  self.spawn, self.upstream.hand_over()))})
+                                  self.spawn, self.upstream.hand_over())),
+                          "stats": Job(
+                              lambda: loop.call_soon_threadsafe(self.stats_rollup.start),
+                              lambda: loop.call_soon_threadsafe(self.stats_rollup.stop))})
                 register_node(self.database, node, str(self.options.sip_listen),
                               self.options.api_address, time.time())
             recover(self.database, node=node)
@@ -298,6 +330,7 @@ class Engine:
             self.on_shutdown(self.shared_counts.close)
         await self.media.start()
         await self.stack.start(self.switchboard, self.dispatched)
+        self._capture_addresses()
         if self.primary:
             if self.node_watch is None:  # a cluster node: when it wins the jobs' locks
                 self.upstream.start()
@@ -306,6 +339,8 @@ class Engine:
             self.spawn(self._expire_bindings())
             if self.node_watch is None:
                 self._start_keepalive()
+                self.stats_rollup.start()
+            self.on_shutdown(self.stats_rollup.close)
         self.on_shutdown(self._stop_calls)
         if self.workers is not None:
             self.workers.start(self.stack.port)
@@ -321,6 +356,15 @@ class Engine:
         self.spawn(self.resolver.run(lambda: self.gateways.routing.values()))
         log.info("engine started sip=%s control=%s", self.options.sip_listen,
                  self.options.control_path)
+
+    def _capture_addresses(self) -> None:
+        """The softswitch's own address in ladders and HEP packets, once the SIP socket
+        is bound (its port may have been chosen by the system)."""
+        stack = self.stack
+        self.ladders.local = stack.sent_by
+        host = stack.host if stack.host not in ("0.0.0.0", "::") else stack.advertised_host
+        self.hep.local = (host, stack.port)
+        self._apply_capture()  # the stack's TCP may be another since it started
 
     def _hang_up_orphans(self, dialogs: list[dict[str, Any]]) -> None:
         """A dead node's answered calls: BYE on both legs from here, so neither the
@@ -386,6 +430,7 @@ class Engine:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.control.close()
         await self.stack.close()
+        self.hep.close()
         await self.media.close()  # after the last CDRs got their final media counters
         self.writer.close()
         if self.workers is not None:

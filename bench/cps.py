@@ -34,6 +34,10 @@ Method (see ../shared/research/anchors.md and docs/performance.md):
   capacity; reported as ratios to 1 node, with the CPU per call of each part. On a
   machine of a few cores every part and both sipps share the same cores, so the figures
   show the mechanism and the cost per call, not the cluster's capacity;
+  (f) optionally the softswitch with its operator console open (``softswitch-console``,
+  ``bench/console_load.py``): two headless Chromium signed in, one on the Dashboard, one
+  on Live calls, polling the API as they do for an operator for the whole search, run
+  under ``SCHED_IDLE`` so that they take no core the others want;
 * the system's CPU time per call is utime+stime of its process (/proc/<pid>/stat, all
   threads; with signalling workers, theirs added; for kamailio, summed over its main
   process and all its descendants; for the cluster, the sum of the edge's processes,
@@ -52,6 +56,11 @@ Method (see ../shared/research/anchors.md and docs/performance.md):
   ``--base`` with the event loop's thread under cProfile (``bench/callwork.py``), and the
   Python function calls per SIP call of each: a measure of added work that the load of a
   shared machine does not move.
+* ``--fixed-rate RATE`` (with ``softswitch-console``): before the searches,
+  ``--fixed-rounds`` pairs of steps at RATE on one softswitch, without any browser and
+  with the console's two, in alternating order, each from a restarted softswitch: the
+  engine's CPU per call (its process only) and the API's (gunicorn's processes) with and
+  without the console at equal load;
 * ``--fresh-each-step`` restarts the system before every step: the softswitch keeps
   finished calls in memory for a while (docs/performance.md, Soak), so without it a step
   inherits the heap, and the garbage-collection pauses, of the steps before it.
@@ -589,6 +598,11 @@ class SoftswitchSystem:
     # False: start() only starts it (a cluster node: the gateways and parameters are set
     # once for the cluster through one node's API, see ClusterSystem).
     configure: bool = True
+    # True: headless Chromium browsers signed in to its console, on the Dashboard and on
+    # Live calls, polling as they do for an operator (softswitch-console,
+    # bench/console_load.py); started with the softswitch, reloaded after each restart.
+    console: bool = False
+    console_load: Any = None  # console_load.ConsoleLoad while the browsers are up
 
     @property
     def uac_scenario(self) -> Path | None:
@@ -672,6 +686,39 @@ class SoftswitchSystem:
         for name, value in self.params.items():
             api.put(f"/api/v1/parameters/{name}", {"value": value})
         self._wait_gateways()
+        if self.console:
+            try:
+                self.console_on()
+            except BaseException:
+                self.stop()
+                raise
+
+    def console_on(self) -> None:
+        """The browsers on the console (started, or their pages loaded again)."""
+        import console_load
+
+        assert self.switch is not None
+        if self.console_load is not None and self.console_load.browsers:
+            self.console_load.reopen()
+        else:
+            if self.code_root is not None and not (self.code_root / "node_modules").exists():
+                # The console serves its chart library from node_modules beside api/.
+                if self.code_root.parent == self.workdir.parent:  # exported by the bench
+                    (self.code_root / "node_modules").symlink_to(REPO / "node_modules")
+                else:
+                    log(f"warning: no node_modules in {self.code_root}: the Dashboard's "
+                        "charts will not load")
+            if self.console_load is None:
+                self.console_load = console_load.ConsoleLoad(
+                    self.workdir / "console", self.switch.api_base, self.switch.api, log)
+            self.console_load.start()
+        moved = self.console_load.not_idle()
+        log(f"console: browsers on their pages ({moved} threads put back under SCHED_IDLE)")
+
+    def console_off(self) -> None:
+        """No browser: each one quit and what is left of it ended by pid."""
+        if self.console_load is not None:
+            self.console_load.stop()
 
     def _wait_gateways(self) -> None:
         assert self.switch is not None
@@ -686,10 +733,13 @@ class SoftswitchSystem:
             raise RuntimeError("softswitch did not load the gateways")
 
     def stop(self) -> None:
-        if self.switch is not None:
-            code = self.switch.stop()
-            if code != 0:
-                log(f"softswitch exited with {code}")
+        try:
+            self.console_off()
+        finally:
+            if self.switch is not None:
+                code = self.switch.stop()
+                if code != 0:
+                    log(f"softswitch exited with {code}")
 
     def restart(self) -> None:
         assert self.switch is not None
@@ -699,6 +749,8 @@ class SoftswitchSystem:
         with self._launcher():
             self.switch.start()
         self._wait_gateways()
+        if self.console_load is not None and self.console_load.browsers:
+            self.console_on()  # the pages loaded again, on the new API processes
 
     def settle(self) -> bool:
         assert self.switch is not None
@@ -1404,6 +1456,25 @@ def system_sockets(system: System) -> dict[str, int]:
     return system.sockets() if isinstance(system, ClusterSystem) else {}
 
 
+def api_cpu_s(system: System) -> float | None:
+    """The softswitch's API (the gunicorn master and its workers, children of the
+    engine's process): where the console's requests are served; None for other systems."""
+    if not isinstance(system, SoftswitchSystem) or system.pid is None:
+        return None
+    masters = children_running(system.pid, b"gunicorn")
+    if not masters:
+        return None
+    return sum(tree_cpu_s(pid) or 0.0 for pid in masters)
+
+
+def console_of(system: System) -> Any:
+    """The system's console browsers when they are up (a ConsoleLoad), else None."""
+    if isinstance(system, SoftswitchSystem) and system.console_load is not None \
+            and system.console_load.browsers:
+        return system.console_load
+    return None
+
+
 def system_cpu_s(system: System) -> float | None:
     """The CPU charged to a system: kamailio's whole process tree, the softswitch's
     engine (and its signalling workers), a cluster's parts together (``cpu_parts``)."""
@@ -1440,6 +1511,15 @@ class Step:
     udp_drops: dict[str, int] = field(default_factory=dict)  # receive-buffer overflows
     run_dir: str = ""
     cpu_parts_s: dict[str, float] = field(default_factory=dict)  # a cluster's, by part
+    # The softswitch's API processes (gunicorn, all of them) over the same window.
+    api_cpu_s: float | None = None
+    api_cpu_ms_per_call: float | None = None
+    # With console browsers: the API requests each page made during the step (from its
+    # resource timings), the browsers' CPU (of one core) and how many of their threads
+    # were found out of SCHED_IDLE at the step's end (console_load.py).
+    console_requests: dict[str, int] = field(default_factory=dict)
+    browser_cpu_share: float | None = None
+    browser_threads_not_idle: int | None = None
 
 
 @dataclass
@@ -1461,6 +1541,15 @@ class Bench:
         before = system.counters()
         log_off = system.log_size()
         parts0 = cpu_parts(system)
+        console = console_of(system)
+        req0: dict[str, int] = {}
+        req1: dict[str, int] = {}
+        browser0 = browser1 = 0.0
+        not_idle: int | None = None
+        if console is not None:
+            console.not_idle()
+            req0, browser0 = console.requests(), console.cpu_s()
+        api0 = api_cpu_s(system)
         cpu0, kids0 = system_cpu_s(system), children_cpu_s()
         t0, t0_epoch = time.monotonic(), time.time()
         uas = start_sipp("uas", run_dir / "uas", uas_xml or system.uas_scenario or UAS_XML,
@@ -1507,7 +1596,11 @@ class Bench:
         # Before reaping py-spy, so RUSAGE_CHILDREN counts only the two sipps.
         parts1 = cpu_parts(system)
         cpu1, kids1 = system_cpu_s(system), children_cpu_s()
+        api1 = api_cpu_s(system)
         t1_epoch = time.time()
+        if console is not None:
+            req1, browser1 = console.requests(), console.cpu_s()
+            not_idle = console.not_idle()
         if spy is not None:
             try:
                 spy.wait(self.profile_s + 15)
@@ -1531,6 +1624,14 @@ class Bench:
             run_dir=str(run_dir),
             cpu_parts_s={k: round(parts1[k] - parts0[k], 3) for k in parts0 if k in parts1},
         )
+        if api0 is not None and api1 is not None:
+            step.api_cpu_s = round(api1 - api0, 3)
+            step.api_cpu_ms_per_call = round(1000 * (api1 - api0) / calls, 4)
+        if console is not None:
+            step.console_requests = {page: req1[page] - req0.get(page, 0) for page in req1
+                                     if req1[page] >= 0 and req0.get(page, -1) >= 0}
+            step.browser_cpu_share = round((browser1 - browser0) / wall, 3)
+            step.browser_threads_not_idle = not_idle
         lines = system.log_since(log_off)
         step.log_lines = len(lines)
         step.log_sample = _summarise_log(lines)
@@ -1595,8 +1696,16 @@ def describe(step: Step) -> str:
             f"{'CLEAN' if step.clean else 'FAIL '} achieved {step.uac.achieved_rate} "
             f"retrans uac/uas {step.uac.retransmissions}/{step.uas.retransmissions}{cpu}"
             f" sipp {step.sipp_cpu_share:.0%}{drops}")
+    if step.api_cpu_ms_per_call is not None:
+        head += f" api {step.api_cpu_ms_per_call:.3f} ms/call"
     if step.reasons:
         head += "\n    " + "; ".join(step.reasons)
+    if step.console_requests or step.browser_cpu_share is not None:
+        share = "-" if step.browser_cpu_share is None else f"{step.browser_cpu_share:.0%}"
+        head += ("\n    console: API requests " + ", ".join(
+            f"{page} {n}" for page, n in step.console_requests.items())
+                 + f"; browsers {share} of a core, threads not SCHED_IDLE "
+                   f"{step.browser_threads_not_idle}")
     datagrams = step.counters.get("dispatcher.received")
     if datagrams:
         head += (f"\n    dispatcher: {datagrams:g} datagrams, "
@@ -2153,6 +2262,142 @@ def soak_only(bench: Bench, root: Path, code_root: Path | None, rates: list[int]
     return 0
 
 
+CONSOLE_SETTLE_S = 3.0  # after a restart (and the pages' reload) before a fixed-rate step
+
+
+@dataclass
+class ConsoleRounds:
+    """``--fixed-rate``: steps at one rate without and with the console's browsers."""
+
+    rate: int
+    without: list[Step] = field(default_factory=list)
+    with_console: list[Step] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)  # "without, with" per round
+    note: str = ""
+
+
+def console_rounds(bench: Bench, root: Path, code_root: Path | None, rate: int,
+                   rounds: int, deadline: float) -> ConsoleRounds:
+    """``rounds`` pairs of steps at ``rate`` on one softswitch: one with no browser at
+    all, one with the console's two browsers on their pages (the Dashboard and Live
+    calls); every step from a freshly restarted softswitch (the browsers' pages loaded
+    again after it), ``CONSOLE_SETTLE_S`` after; the order alternates from one round to
+    the next, so that a drift in the machine's load weighs on both alike."""
+    result = ConsoleRounds(rate)
+    system = SoftswitchSystem(root / "softswitch-fixed", code_root=code_root,
+                              name="softswitch (fixed rate)")
+    system.start()
+    try:
+        for n in range(rounds):
+            order = (False, True) if n % 2 == 0 else (True, False)
+            result.order.append(", ".join("with" if c else "without" for c in order))
+            for with_console in order:
+                if time.monotonic() > deadline:
+                    result.note = f"time budget spent in round {n + 1}"
+                    log("fixed rate: " + result.note)
+                    return result
+                if with_console:
+                    system.console_on()  # started here, reloaded by the restart
+                else:
+                    system.console_off()
+                system.restart()
+                system.name = ("softswitch-console (fixed rate)" if with_console
+                               else "softswitch (fixed rate)")
+                time.sleep(CONSOLE_SETTLE_S)
+                step = bench.run_step(system, rate)
+                (result.with_console if with_console else result.without).append(step)
+    finally:
+        system.stop()
+    return result
+
+
+def _mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
+def _ms(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def console_report(fixed: ConsoleRounds | None, without: Ceiling | None,
+                   with_console: Ceiling | None, step_s: int) -> str:
+    """The softswitch without and with the console's browsers, side by side: the
+    engine's CPU per call (its process only) and the API's (gunicorn, all of it), the
+    highest clean calls/s, and the ratios."""
+    import console_load
+
+    expected = ", ".join(f"{page} {rate * step_s:.1f}"
+                         for page, rate in console_load.POLLS_PER_S.items())
+    out = [f"## Console: {len(console_load.PAGES)} headless Chromium signed in "
+           f"({', '.join(p for p, _ in console_load.PAGES)}), SCHED_IDLE",
+           f"(each step of {step_s} s should see about {expected} API requests)"]
+    if without and with_console:
+        out.append("")
+        ratio = (f"{with_console.clean / without.clean:.2f}" if without.clean else "-")
+        out.append(f"highest clean calls/s, with / without the console = "
+                   f"{with_console.clean} / {without.clean} = {ratio}")
+        w_at, c_at = _at_ceiling(without), _at_ceiling(with_console)
+        if w_at and c_at:
+            out.append(f"  at each ceiling, CPU ms/call with / without: engine "
+                       f"{_ms(c_at.cpu_ms_per_call)} / {_ms(w_at.cpu_ms_per_call)}, API "
+                       f"{_ms(c_at.api_cpu_ms_per_call, 4)} / "
+                       f"{_ms(w_at.api_cpu_ms_per_call, 4)}")
+        # The searches' clean steps at the same rate, where both have one.
+        same = sorted({s.rate for s in without.steps if s.clean}
+                      & {s.rate for s in with_console.steps if s.clean})
+        if same:
+            out.append("  the searches' clean steps at the same rate, engine CPU ms/call "
+                       "with / without: " + ", ".join(
+                           f"{r}: " + " / ".join(_ms(_mean([s.cpu_ms_per_call for s in c.steps
+                                                            if s.clean and s.rate == r]))
+                                                 for c in (with_console, without))
+                           for r in same))
+    if fixed and (fixed.without or fixed.with_console):
+        out += ["", f"at {fixed.rate} calls/s, {len(fixed.order)} rounds of {step_s} s steps, "
+                "each from a restarted softswitch, the order alternating:", "",
+                "| round | order | engine ms/call without | with | API ms/call without | "
+                "with | console requests in the step | browsers, of one core | clean |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for n, order in enumerate(fixed.order):
+            w = fixed.without[n] if n < len(fixed.without) else None
+            c = fixed.with_console[n] if n < len(fixed.with_console) else None
+            requests = "-" if c is None else ", ".join(
+                f"{page} {k}" for page, k in c.console_requests.items())
+            share = "-" if c is None or c.browser_cpu_share is None else (
+                f"{c.browser_cpu_share:.1%}")
+            clean = "/".join("-" if s is None else ("yes" if s.clean else "NO")
+                             for s in (w, c))
+            out.append(f"| {n + 1} | {order} | {_ms(w.cpu_ms_per_call if w else None)} | "
+                       f"{_ms(c.cpu_ms_per_call if c else None)} | "
+                       f"{_ms(w.api_cpu_ms_per_call if w else None, 4)} | "
+                       f"{_ms(c.api_cpu_ms_per_call if c else None, 4)} | {requests} | "
+                       f"{share} | {clean} |")
+        e_w = _mean([s.cpu_ms_per_call for s in fixed.without])
+        e_c = _mean([s.cpu_ms_per_call for s in fixed.with_console])
+        a_w = _mean([s.api_cpu_ms_per_call for s in fixed.without])
+        a_c = _mean([s.api_cpu_ms_per_call for s in fixed.with_console])
+        out.append(f"| mean | | {_ms(e_w)} | {_ms(e_c)} | {_ms(a_w, 4)} | {_ms(a_c, 4)} | | | |")
+        out.append("")
+        if e_w and e_c:
+            pairs = [c.cpu_ms_per_call / w.cpu_ms_per_call
+                     for w, c in zip(fixed.without, fixed.with_console, strict=False)
+                     if w.cpu_ms_per_call and c.cpu_ms_per_call]
+            spread = (f" (rounds: {min(pairs):.3f} to {max(pairs):.3f})" if pairs else "")
+            out.append(f"engine CPU per call, with / without the console = {e_c:.3f} / "
+                       f"{e_w:.3f} ms = {e_c / e_w:.3f}{spread}")
+            out.append(f"  the difference: {(e_c - e_w) * fixed.rate:+.1f} ms of "
+                       f"engine CPU per second at {fixed.rate} calls/s "
+                       f"({(e_c - e_w) * fixed.rate / 1000:+.2%} of a core)")
+        if a_w is not None and a_c is not None:
+            out.append(f"API CPU per call (gunicorn), with / without = {a_c:.4f} / {a_w:.4f} ms:"
+                       f" {(a_c - a_w) * fixed.rate:+.1f} ms of CPU per second "
+                       f"({(a_c - a_w) * fixed.rate / 1000:+.2%} of a core)")
+        if fixed.note:
+            out.append(f"note: {fixed.note}")
+    return "\n".join(out)
+
+
 def add_code_and_workdir(ap: argparse.ArgumentParser) -> None:
     """The options every signalling benchmark shares (cps, soak, concurrency)."""
     ap.add_argument("--code", default="tree",
@@ -2178,9 +2423,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--step-seconds", type=int, default=None, help="seconds per step (15)")
     ap.add_argument("--hold-ms", type=int, default=1000, help="call hold, sipp -d (1000)")
     ap.add_argument("--systems", default="rig,softswitch,sippy",
-                    help="comma-separated subset of rig,softswitch,softswitch-2w,"
-                         "softswitch-password,softswitch-pg,sippy,kamailio,cluster "
-                         "(softswitch-password: the customer trunk in digest mode; "
+                    help="comma-separated subset of rig,softswitch,softswitch-console,"
+                         "softswitch-2w,softswitch-password,softswitch-pg,sippy,kamailio,"
+                         "cluster (softswitch-console: the softswitch with two headless "
+                         "Chromium signed in to its console, one on the Dashboard, one on "
+                         "Live calls, polling, under SCHED_IDLE; "
+                         "softswitch-password: the customer trunk in digest mode; "
                          "softswitch-2w: two signalling workers; softswitch-pg: on a "
                          "PostgreSQL 15 started for the run; kamailio: Debian's kamailio "
                          f"as a stateful record-routing proxy, {KAMAILIO_CHILDREN} UDP "
@@ -2216,8 +2464,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="also search the softswitch at git revision REV (exported like "
                          "--code REV) right after 'softswitch', in the same run, and print "
                          "the ratio: what a change costs or gains in calls/s")
+    ap.add_argument("--fixed-rate", type=int, default=0, metavar="RATE",
+                    help="with softswitch-console in --systems: first, --fixed-rounds "
+                         "pairs of steps at RATE cps on one softswitch, without and with the "
+                         "console's browsers in turn, and the CPU per call of each (the "
+                         "engine's and the API's) at equal load; then the searches")
+    ap.add_argument("--fixed-rounds", type=int, default=3,
+                    help="pairs of steps for --fixed-rate (3)")
     add_code_and_workdir(ap)
     args = ap.parse_args(argv)
+    # A SIGTERM unwinds the bench through its finally blocks, as an error does: the
+    # system under test is stopped, and with it any console browser, by pid.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     if args.base or args.profile_at or args.count_work:
         # The bench names no gateway by DNS, and an older revision may not know
@@ -2229,6 +2487,13 @@ def main(argv: list[str] | None = None) -> int:
     max_bisect = 2 if args.quick else 4
     confirm = not args.quick
     wanted = {s.strip() for s in args.systems.split(",") if s.strip()}
+    if "softswitch-console" in wanted:
+        import console_load
+
+        why = console_load.chromium_available()
+        if why:
+            print(f"softswitch-console: {why}", file=sys.stderr)
+            return 2
     root = args.workdir or Path(tempfile.mkdtemp(prefix="bench-cps-"))
     root.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
@@ -2278,6 +2543,14 @@ def main(argv: list[str] | None = None) -> int:
     profiles: list[Profile] = []
     gc_steps: list[Step] = []
 
+    fixed: ConsoleRounds | None = None
+    if args.fixed_rate:
+        if "softswitch-console" in wanted:
+            fixed = console_rounds(bench, root, code_root, args.fixed_rate, args.fixed_rounds,
+                                   deadline)
+        else:
+            log("--fixed-rate: only with softswitch-console in --systems; skipped")
+
     if "rig" in wanted:
         rig = Rig(root / "rig")
         rig.start()
@@ -2299,16 +2572,19 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             system.stop()
 
-    base_c = None
+    base_c = console_c = None
     if "softswitch" in wanted:
         ss_c = search(SoftswitchSystem(root / "softswitch", code_root=code_root), "softswitch")
-        if args.base:
-            base_note = export_rev(args.base, root / "code-base")
-            log(f"base: {base_note}")
-            base_c = search(SoftswitchSystem(root / "softswitch-base",
-                                             code_root=root / "code-base",
-                                             name=f"softswitch at {args.base}"),
-                            "softswitch")
+    if "softswitch-console" in wanted:
+        console_c = search(SoftswitchSystem(root / "softswitch-console", code_root=code_root,
+                                            name="softswitch-console", console=True),
+                           "softswitch")
+    if "softswitch" in wanted and args.base:
+        base_note = export_rev(args.base, root / "code-base")
+        log(f"base: {base_note}")
+        base_c = search(SoftswitchSystem(root / "softswitch-base", code_root=root / "code-base",
+                                         name=f"softswitch at {args.base}"),
+                        "softswitch")
     if "softswitch-2w" in wanted:
         w2_c = search(SoftswitchSystem(root / "softswitch-2w", code_root=code_root,
                                        name="softswitch-2w",
@@ -2457,6 +2733,9 @@ def main(argv: list[str] | None = None) -> int:
     if cluster_results:
         print()
         print(cluster_report(cluster_results))
+    if console_c or fixed:
+        print()
+        print(console_report(fixed, ss_c, console_c, step_s))
     for c in ceilings:
         first_fail = next((s for s in c.steps if not s.clean), None)
         if first_fail:
@@ -2480,6 +2759,10 @@ def main(argv: list[str] | None = None) -> int:
                      "idle_cpu_share": r.idle_cpu_share, "note": r.note}
                     for r in cluster_results],
         "cluster_note": cluster_note,
+        "console_fixed": None if fixed is None else {
+            "rate": fixed.rate, "order": fixed.order, "note": fixed.note,
+            "without": [asdict(s) for s in fixed.without],
+            "with": [asdict(s) for s in fixed.with_console]},
     }, indent=1, default=str))
     print(f"\nall steps and files: {out}")
     return 0

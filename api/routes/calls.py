@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, request
 from marshmallow import Schema, fields
 
-from api.cluster_merge import SCOPE, merged_counters, merged_items
+from api import context
+from api.cluster_merge import SCOPE, merged_counters, merged_items, node_answer
+from api.errors import ApiError
 from api.openapi import operation
 from api.routes.engine import engine_request
 from api.routes.phones import PhoneRegistrationSchema
+from b2bua.storage import audit
 
 bp = Blueprint("calls", __name__)
 
@@ -20,6 +23,9 @@ class ActiveCallSchema(Schema):
     state = fields.String(required=True)
     caller = fields.String(required=True)
     callee = fields.String(required=True)
+    caller_name = fields.String(allow_none=True, metadata={
+        "description": "the From display name as received (anyone's text: show it escaped)"})
+    user_agent = fields.String(allow_none=True)
     source = fields.String(required=True)
     mapping_gateway = fields.String(allow_none=True)
     routing_gateway = fields.String(allow_none=True)
@@ -57,6 +63,38 @@ class StatsSchema(Schema):
            response=ActiveCallListSchema, errors=(503,), parameters=[SCOPE])
 def list_calls() -> Any:
     return merged_items("/api/v1/calls", engine_request("calls"))
+
+
+class HungUpSchema(Schema):
+    id = fields.Integer(required=True)
+    hung_up = fields.Boolean(required=True)
+
+
+_NODE = {"in": "query", "name": "node", "required": False, "schema": {"type": "string"},
+         "description": "on a cluster: the node carrying the call (GET /calls items' "
+                        "node); this node when not given"}
+
+
+@bp.delete("/api/v1/calls/<int:call_id>")
+@operation("delete", "Hang up a call now: BYE to both legs once answered, else the caller "
+                     "gets 503 and the vendor a CANCEL; its CDR says termination_reason "
+                     "operator", response=HungUpSchema, errors=(404, 503),
+           parameters=[_NODE, SCOPE])
+def hang_up(call_id: int) -> Any:
+    node = request.args.get("node")
+    if node:
+        remote = node_answer(node, f"/api/v1/calls/{call_id}", method="DELETE")
+        if remote is not None:
+            status, body = remote
+            if status != 200:
+                raise ApiError(status, str((body or {}).get("detail") or f"node {node!r}: "
+                                                                          f"{status}"))
+            return body
+    found = engine_request("hangup", call=call_id)["found"]
+    if not found:
+        raise ApiError(404, f"no call {call_id} up now")
+    audit.record(context.database(), context.actor(), "hangup", f"calls/{call_id}")
+    return {"id": call_id, "hung_up": True}
 
 
 @bp.get("/api/v1/stats")

@@ -73,6 +73,11 @@ class CdrSchema(Schema):
     node = fields.String(allow_none=True, metadata={
         "description": "the node that carried the call (docs/cluster.md); empty for a "
                        "switch on its own"})
+    caller_name = fields.String(allow_none=True, metadata={
+        "description": "the caller's From display name as received (at most 128 "
+                       "characters; anyone's text: show it escaped)"})
+    user_agent = fields.String(allow_none=True, metadata={
+        "description": "the caller's User-Agent (at most 256 characters)"})
 
 
 MAX_ID = 2**62
@@ -86,7 +91,7 @@ CSV_COLUMNS = (
     "source", "mapping_gateway_id", "mapping_gateway", "routing_gateway_id",
     "routing_gateway", "phone", "callee_phone", "origin_vendor",
     "final_code", "final_reason", "hangup_by", "termination_reason",
-    "call_id_in", "call_id_out", "media", "cdr_uuid", "node",
+    "call_id_in", "call_id_out", "media", "cdr_uuid", "node", "caller_name", "user_agent",
 )
 _NUMBER_MAX = 128
 
@@ -108,6 +113,12 @@ _FILTERS = [
      "description": "caller as received, exact; a trailing * matches a prefix (44*)"},
     {"in": "query", "name": "callee", "required": False, "schema": {"type": "string"},
      "description": "callee as received, exact; a trailing * matches a prefix (44*)"},
+    {"in": "query", "name": "final_code", "required": False,
+     "schema": {"type": "integer", "minimum": 100, "maximum": 699},
+     "description": "the caller's final code, exact"},
+    {"in": "query", "name": "termination_reason", "required": False,
+     "schema": {"type": "string", "maxLength": 128},
+     "description": "termination_reason, exact (caller BYE, operator, ...)"},
 ]
 _TAIL = [
     {"in": "query", "name": "tail", "required": False,
@@ -162,9 +173,15 @@ def cdr_filter() -> CdrFilter:
     routing_gateway_id = _gateway_filter("routing_gateway_id")
     caller, caller_prefix = _number_filter("caller")
     callee, callee_prefix = _number_filter("callee")
+    final_code = int_arg("final_code", 0, 100, 699) if "final_code" in request.args else None
+    reason = request.args.get("termination_reason")
+    if reason is not None and not 1 <= len(reason) <= 128:
+        raise ApiError(422, "termination_reason is 1-128 characters",
+                       {"termination_reason": ["1-128 characters"]})
     return CdrFilter(since=since, until=until, mapping_gateway_id=mapping_gateway_id,
                      routing_gateway_id=routing_gateway_id, caller=caller,
-                     caller_prefix=caller_prefix, callee=callee, callee_prefix=callee_prefix)
+                     caller_prefix=caller_prefix, callee=callee, callee_prefix=callee_prefix,
+                     final_code=final_code, termination_reason=reason)
 
 
 @bp.get("/api/v1/cdrs")

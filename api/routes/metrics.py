@@ -1,26 +1,28 @@
 """Prometheus metrics in the text exposition format 0.0.4, from the engine's live state.
 
-Written by hand rather than with ``prometheus_client``: that package is not a
-dependency of the project, every value here is a snapshot the engine already keeps
-(nothing to instrument in this process), and the format is a few lines of text.
-When the engine does not answer the scrape still succeeds, with
+Every value here is a snapshot the engine already keeps (nothing to instrument in this
+process): they are gathered into metric families and written out by
+``prometheus_client``'s exposition, which owns the format (escaping, histograms, the
+counter names). When the engine does not answer the scrape still succeeds, with
 ``softswitch_engine_up 0`` and nothing else, so an alert can tell "down" from
 "unscraped".
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Blueprint, Response
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import Metric
 
 from api import context
 from api.openapi import operation
 from api.resources import raw_body
 from b2bua import control
+from b2bua.stats.quality import PROMETHEUS_PDD_BUCKETS, Cell
 
 bp = Blueprint("metrics", __name__)
 
@@ -77,9 +79,14 @@ _KEEPALIVE_GAUGES = {
 @dataclass
 class Family:
     name: str
-    kind: str  # counter, gauge or untyped
+    kind: str  # counter, gauge, histogram or untyped
     help: str
-    samples: list[tuple[Labels, float]] = field(default_factory=list)
+    # (sample name, labels, value); a histogram's are its _bucket, _sum and _count
+    samples: list[tuple[str, Labels, float]] = field(default_factory=list)
+
+
+_TYPES = {"counter": "counter", "gauge": "gauge", "histogram": "histogram",
+          "untyped": "unknown"}
 
 
 class Exposition:
@@ -100,43 +107,35 @@ class Exposition:
             labels: Labels | None = None) -> None:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return
-        self.declare(name, kind, help_text).samples.append((labels or {}, float(value)))
+        family = self.declare(name, kind, help_text)
+        family.samples.append((family.name, labels or {}, float(value)))
+
+    def add_histogram(self, name: str, help_text: str, labels: Labels,
+                      buckets: Iterable[tuple[float, int]], count: int, total: float) -> None:
+        """One histogram: cumulative ``(upper bound, count)`` pairs (+Inf is added)."""
+        family = self.declare(name, "histogram", help_text)
+        for bound, number in buckets:
+            family.samples.append((f"{family.name}_bucket",
+                                   {**labels, "le": repr(float(bound))}, float(number)))
+        family.samples.append((f"{family.name}_bucket", {**labels, "le": "+Inf"},
+                               float(count)))
+        family.samples.append((f"{family.name}_count", labels, float(count)))
+        family.samples.append((f"{family.name}_sum", labels, float(total)))
+
+    def collect(self) -> Iterator[Metric]:
+        """The families as ``prometheus_client`` metrics (a collector's method)."""
+        node = {"node": self.node} if self.node is not None else {}
+        for family in self.families.values():
+            # The client names a counter's family without the _total its samples carry.
+            name = family.name.removesuffix("_total") if family.kind == "counter" else \
+                family.name
+            metric = Metric(name, family.help, _TYPES[family.kind])
+            for sample, labels, value in family.samples:
+                metric.add_sample(sample, {**node, **labels}, value)
+            yield metric
 
     def render(self) -> str:
-        lines: list[str] = []
-        for family in self.families.values():
-            lines.append(f"# HELP {family.name} {escape_help(family.help)}")
-            lines.append(f"# TYPE {family.name} {family.kind}")
-            for labels, value in family.samples:
-                if self.node is not None:
-                    labels = {"node": self.node, **labels}
-                lines.append(f"{family.name}{render_labels(labels)} {format_value(value)}")
-        return "\n".join(lines) + "\n"
-
-
-def escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def render_labels(labels: Labels) -> str:
-    if not labels:
-        return ""
-    inner = ",".join(f'{key}="{escape_label(str(value))}"' for key, value in labels.items())
-    return "{" + inner + "}"
-
-
-def format_value(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value.is_integer() and abs(value) < 2**53:
-        return str(int(value))
-    return repr(value)
+        return generate_latest(self).decode()
 
 
 def metric_part(text: str) -> str:
@@ -181,7 +180,7 @@ def collect(metrics: Exposition) -> bool:
     snapshots: tuple[tuple[str, type, Callable[[Exposition, Any], None]], ...] = (
         ("stats", dict, _stats), ("security", dict, _security),
         ("keepalive", dict, _keepalive), ("registrations", list, _registrations),
-        ("gateways", list, _gateways), ("media", dict, _media),
+        ("gateways", list, _gateways), ("media", dict, _media), ("quality", dict, _quality),
     )
     for op, shape, render in snapshots:
         try:
@@ -301,6 +300,39 @@ def _gateways(metrics: Exposition, gateways: Iterable[dict[str, Any]]) -> None:
                     int(gw.get("retry_after_until") is not None), labels)
 
 
+_QUALITY_TOTALS = {
+    "attempts": ("gateway_attempts_total", "Calls from a mapping gateway, or attempts to a "
+                 "routing gateway, finished since the engine started"),
+    "answered": ("gateway_answered_total", "Of those, answered"),
+    "ner": ("gateway_ner_effective_total", "Of those, answered or failed by the called "
+            "user (busy, no answer, rejected): NER's numerator"),
+    "talk": ("gateway_talk_seconds_total", "Seconds answered"),
+}
+
+
+def _quality(metrics: Exposition, quality: dict[str, Any]) -> None:
+    """Each gateway's ASR, ACD, NER and PDD since start, as counters and a histogram
+    (the stored series: GET /api/v1/stats/gateways)."""
+    for gw in quality.get("gateways") or []:
+        labels = {"kind": str(gw.get("kind")), "gateway_id": str(gw.get("id")),
+                  "gateway": str(gw.get("name") or "")}
+        for key, (name, help_text) in _QUALITY_TOTALS.items():
+            metrics.add(name, "counter", help_text, gw.get(key), labels)
+        help_failures = "Failures by final code (or outcome, when none came)"
+        metrics.declare("gateway_failures_total", "counter", help_failures)
+        for code, count in sorted((gw.get("failures") or {}).items()):
+            metrics.add("gateway_failures_total", "counter", help_failures, count,
+                        {**labels, "code": str(code)})
+        cell = Cell.from_json(gw)
+        count = sum(cell.pdd.values())
+        metrics.add_histogram(
+            "gateway_pdd_seconds", "Post-dial delay: INVITE to the first ringing, or to "
+            "the answer (upper bucket edges exact, docs/gateway-quality.md)", labels,
+            zip(PROMETHEUS_PDD_BUCKETS, cell.pdd_cumulative(PROMETHEUS_PDD_BUCKETS),
+                strict=True),
+            count, cell.pdd_seconds)
+
+
 def _media(metrics: Exposition, media: dict[str, Any]) -> None:
     lag = media.get("engine_loop_lag") or {}
     metrics.add("engine_loop_lag_seconds", "gauge",
@@ -346,7 +378,8 @@ def metrics() -> Any:
     exposition = Exposition()
     exposition.add("engine_up", "gauge", "1 when the engine answers on its control channel", 0)
     up = collect(exposition)
-    exposition.families[PREFIX + "engine_up"].samples[0] = ({}, float(up))
+    family = exposition.families[PREFIX + "engine_up"]
+    family.samples[0] = (family.name, {}, float(up))
     resp = Response(exposition.render(), status=200)
     resp.headers["Content-Type"] = CONTENT_TYPE
     resp.headers["Cache-Control"] = "no-store"

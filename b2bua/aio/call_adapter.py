@@ -61,6 +61,8 @@ from b2bua.calls.events import (
     TimerFired,
     VendorResolved,
 )
+from b2bua.calls.records import ladder_leg
+from b2bua.ladders import Ladder
 from b2bua.media.plane import Counters
 from b2bua.sip.message import Response
 from b2bua.sip.transaction import TIMER_64T1, ClientTransaction, TimerHandle
@@ -82,7 +84,7 @@ class CallAdapter:
     """Runs one call's core."""
 
     __slots__ = ("_feeding", "_held", "_invites", "_queued", "_timers", "board", "call",
-                 "media")
+                 "ladder", "media")
 
     def __init__(self, call: Call, board: Switchboard) -> None:
         self.call = call
@@ -99,6 +101,8 @@ class CallAdapter:
         # On a cluster node, the new call's actions after its note, held until the note
         # is in the database (Switchboard.when_noted); None when nothing is held.
         self._held: list[CallAction] | None = None
+        # The call's SIP ladder while it is up (b2bua/ladders.py); None when not kept.
+        self.ladder: Ladder | None = None
 
     def start(self) -> None:
         self._feeding = True
@@ -286,6 +290,12 @@ class CallAdapter:
 
     def _watch_leg(self, action: WatchLeg) -> None:
         self.board.legs[action.call_id] = (self, Side.CALLEE)
+        ladders, ladder = self.board.ladders, self.ladder
+        if ladders is not None and ladder is not None:
+            attempt = self.call.attempt  # the one being dialled
+            if attempt is not None and attempt.dialog is not None and \
+                    attempt.dialog.call_id == action.call_id:
+                ladders.watch(ladder, action.call_id, ladder_leg(attempt))
 
     def _forget_leg(self, action: ForgetLeg) -> None:
         self.board.legs.pop(action.call_id, None)

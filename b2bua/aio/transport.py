@@ -27,6 +27,9 @@ TCP_MAX_CONNECTIONS = 10000
 
 
 MessageHandler = Callable[[bytes, Peer], None]
+# A copy of each message as it goes on or comes off the wire (the HEP export):
+# (sent, bytes, transport, remote host, remote port).
+Tap = Callable[[bool, bytes, str, str, int], None]
 
 
 @dataclass
@@ -48,6 +51,7 @@ class UdpTransport(asyncio.DatagramProtocol):
         self.max_size = max_size
         self.transport: asyncio.DatagramTransport | None = None
         self.on_name: Callable[[bytes, str, int], None] | None = None
+        self.tap: Tap | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio's; they implement the same API.
@@ -60,6 +64,8 @@ class UdpTransport(asyncio.DatagramProtocol):
             return
         if len(data) <= 4 and not data.strip():
             return  # CRLF keep-alive (RFC 5626) or an empty datagram
+        if self.tap is not None:
+            self.tap(False, data, "udp", str(addr[0]), int(addr[1]))
         self.on_message(data, Peer("udp", str(addr[0]), int(addr[1])))
 
     def error_received(self, exc: Exception) -> None:
@@ -82,6 +88,8 @@ class UdpTransport(asyncio.DatagramProtocol):
             log.warning("not sent to %s:%s: not an IP address", host, port)
             return
         self.stats.sent += 1
+        if self.tap is not None:
+            self.tap(True, data, "udp", host, port)
 
 
 class TcpConnection(asyncio.Protocol):
@@ -112,8 +120,11 @@ class TcpConnection(asyncio.Protocol):
             self.close()
             return
         assert self.peer is not None
+        tap = self.manager.tap
         for raw in messages:
             self.manager.stats.received += 1
+            if tap is not None:
+                tap(False, raw, "tcp", self.peer.host, self.peer.port)
             self.manager.on_message(raw, self.peer)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -124,6 +135,9 @@ class TcpConnection(asyncio.Protocol):
             self.last_activity = time.monotonic()
             self.manager.stats.sent += 1
             self.transport.write(data)
+            tap = self.manager.tap
+            if tap is not None and self.peer is not None:
+                tap(True, data, "tcp", self.peer.host, self.peer.port)
 
     def close(self) -> None:
         if self.transport is not None:
@@ -154,6 +168,7 @@ class TcpTransport:
         self._connecting: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self.tap: Tap | None = None
 
     async def listen(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
+from b2bua.stats.tally import GatewayTally
 from b2bua.storage import cdrs
 from b2bua.storage.writer import DbWriter
 
@@ -43,9 +44,21 @@ class CdrRecord:
     # once whatever retries or recoveries follow (docs/calls.md, CDRs exactly once).
     cdr_uuid: str | None = None
     node: str | None = None  # the node that carried the call (None: an unnamed switch)
+    # What the caller said of itself (the From display name, the User-Agent), shown to
+    # operators as text, cut to a bound: anyone may put anything there.
+    caller_name: str | None = None
+    user_agent: str | None = None
 
 
 _COLUMNS = tuple(CdrRecord.__dataclass_fields__)
+_QUALITY = ("mapping_gateway_id", "mapping_gateway", "start_at", "ringing_at", "answer_at",
+            "duration", "final_code")
+_QUALITY_GET = attrgetter(*_QUALITY)
+
+
+def _quality_fields(record: CdrRecord) -> dict[str, Any]:
+    return dict(zip(_QUALITY, _QUALITY_GET(record), strict=True))
+
 # Every field is a str, number or None: a flat tuple of them is the row
 # (dataclasses.astuple would deep-copy each value, a third of a call's CDR cost).
 _ROW = attrgetter(*_COLUMNS)
@@ -55,11 +68,14 @@ ATTEMPT_COLUMNS = cdrs.ATTEMPT_COLUMNS
 
 
 class CdrWriter:
-    def __init__(self, writer: DbWriter) -> None:
+    def __init__(self, writer: DbWriter, tally: GatewayTally | None = None) -> None:
         self.writer = writer
+        self.tally = tally  # each gateway's quality since start (Prometheus)
 
     def submit(self, record: CdrRecord, attempts: Sequence[dict[str, Any]] = ()) -> None:
         self.writer.submit(INSERT, _ROW(record))
+        if self.tally is not None:
+            self.tally.add(_quality_fields(record), attempts)
         if record.cdr_uuid is None:  # a record from before CDRs had their uuid
             statement, key = cdrs.INSERT_ATTEMPT_BY_CALL_ID, record.call_id_in
         else:

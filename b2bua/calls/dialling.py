@@ -13,9 +13,11 @@ from b2bua.calls.attempt import ALLOW, Attempt
 from b2bua.calls.context import CallContext
 from b2bua.calls.endpoints import Destination, Origin
 from b2bua.calls.liveness import outbound_headers
+from b2bua.numbers.lists import NumberGroups
 from b2bua.numbers.transform import TransformTable
 from b2bua.routing.dns import Target
 from b2bua.routing.gateways import RoutingGateway
+from b2bua.routing.select import RoutePlan
 from b2bua.sip.dialog import Dialog, new_tag
 from b2bua.sip.message import Request, Response
 from b2bua.sip.peer import Peer
@@ -49,21 +51,46 @@ def call_route(ctx: CallContext, origin: Origin, caller: str, callee: str, now: 
         return Refusal(403, "Forbidden", refusal, by_lists=True)
     phone = ctx.phone_destination(callee, now)
     if phone is not None:
-        destination, code, why = phone
-        if destination is None:
-            return Refusal(code, None, why, callee_phone=callee)
-        return [destination], callee
-    plan = ctx.plan_route(callee, now)
+        return phone_route(phone, callee)
+    return vendor_route(origin, ctx.plan_route(callee, now), caller, callee, groups)
+
+
+# call_route's steps, which the routing dry run (calls/dryrun.py) takes too.
+
+def phone_route(phone: tuple[Destination | None, int, str], callee: str
+                ) -> tuple[list[Hop], str] | Refusal:
+    """The callee is one of our phones: its binding, or why it cannot be reached."""
+    destination, code, why = phone
+    if destination is None:
+        return Refusal(code, None, why, callee_phone=callee)
+    return [destination], callee
+
+
+def came_from(origin: Origin, gw: RoutingGateway) -> bool:
+    """A call never goes back to the vendor it came from."""
+    return origin.kind == "vendor" and gw.id == origin.id
+
+
+def vendor_refusal(gw: RoutingGateway, caller: str, callee: str, groups: NumberGroups
+                   ) -> str | None:
+    """Why the vendor's own black/white lists refuse the platform numbers, or None."""
+    refused = gw.numbers.refusal(caller, callee, groups)
+    return None if refused is None else f'routing gateway "{gw.name}": {refused}'
+
+
+def vendor_route(origin: Origin, plan: RoutePlan, caller: str, callee: str,
+                 groups: NumberGroups) -> tuple[list[Hop], None] | Refusal:
+    """The route's vendors that take the call, or the refusal when none does."""
     gateways: list[Hop] = []
     first_refusal: str | None = None
     for gw in plan.gateways:
-        if origin.kind == "vendor" and gw.id == origin.id:
-            continue  # never back to the vendor the call came from
-        refused = gw.numbers.refusal(caller, callee, groups)
+        if came_from(origin, gw):
+            continue
+        refused = vendor_refusal(gw, caller, callee, groups)
         if refused is None:
             gateways.append(gw)
         elif first_refusal is None:
-            first_refusal = f'routing gateway "{gw.name}": {refused}'
+            first_refusal = refused
     if gateways:
         return gateways, None
     if first_refusal is not None:

@@ -28,7 +28,9 @@ from b2bua.calls.events import (
     Side,
     StrayResponse,
 )
+from b2bua.calls.records import ladder_call, ladder_caller, ladder_end
 from b2bua.config.live import Params
+from b2bua.ladders import LadderStore
 from b2bua.media.plane import MediaPlane
 from b2bua.numbers.rules import NumberTables
 from b2bua.policy import Action, Outcome, Policy, SourceKind, classify_by_address
@@ -38,7 +40,7 @@ from b2bua.registrar.registrar import Registrar
 from b2bua.routing.dns import Plan
 from b2bua.routing.gateways import GatewayDirectory, RoutingGateway
 from b2bua.routing.resolver import VendorResolver
-from b2bua.routing.select import RoutePlan, plan_route
+from b2bua.routing.select import RouteExplanation, RoutePlan, explain_route, plan_route
 from b2bua.sip.badrequest import (
     answer_malformed,
     bad_extension,
@@ -134,6 +136,8 @@ class Switchboard:
         # The proxies in front (SS_EDGE_ADDRESSES) whose X-Softswitch-Source is believed.
         self.edge = EdgeTrust()
         self.node = ""  # set by the engine from --node (docs/cluster.md)
+        # Set by the engine: the calls' SIP ladders (the stack's, b2bua/ladders.py).
+        self.ladders: LadderStore | None = None
         self.stats = CallStats()
         self._numbers = itertools.count(1)
 
@@ -400,6 +404,10 @@ class Switchboard:
         adapter = CallAdapter(call, self)
         self.calls[call.no] = adapter
         self.legs[invite.call_id] = (adapter, Side.CALLER)
+        if self.ladders is not None:
+            adapter.ladder = self.ladders.open(
+                call.no, call.cdr_uuid, invite.call_id, ladder_call(call),
+                ladder_caller(call), lambda: (invite.to_bytes(), source, call.start_at))
         adapter.start()
 
     def _is_loop(self, invite: Request) -> bool:
@@ -437,6 +445,19 @@ class Switchboard:
                           lambda gw_id: counts[("routing_total", gw_id)],
                           lambda gw_id: self._suspended_gateway(gw_id, now))
 
+    def explain_route(self, callee: str, now: float) -> RouteExplanation:
+        """``plan_route`` with every gateway's verdict, from the same counts and holds
+        (the routing dry run, ``calls/dryrun.py``)."""
+        counts = self.counts
+        return explain_route(callee, self.gateways.routing.values(),
+                             lambda gw_id: counts[("routing", gw_id)],
+                             lambda gw_id: counts[("routing_total", gw_id)],
+                             self._held_until, now)
+
+    def peek_vendor(self, gw: RoutingGateway) -> Plan:
+        """A gateway's targets as the DNS cache has them, for a look only."""
+        return self.resolver.peek(gw)
+
     def vendor_plan(self, gw: RoutingGateway) -> Plan:
         """A gateway's targets from the DNS cache (incomplete when it is cold)."""
         return self.resolver.plan(gw)
@@ -470,7 +491,11 @@ class Switchboard:
         return None
 
     def _suspended_gateway(self, gw_id: int, now: float) -> bool:
-        return self.counts.held_until(("retry_ms", gw_id)) > now
+        return self._held_until(gw_id) > now
+
+    def _held_until(self, gw_id: int) -> float:
+        """The end of a vendor's Retry-After hold (0: none ever), across the workers."""
+        return self.counts.held_until(("retry_ms", gw_id))
 
     def gateway_status(self) -> list[dict[str, Any]]:
         now = time.time()
@@ -578,12 +603,25 @@ class Switchboard:
             self.stats.answered += 1
         else:
             self.stats.failed += 1
+        if adapter.ladder is not None and self.ladders is not None:
+            self.ladders.close(adapter.ladder, call.answer_at is not None,
+                               lambda: ladder_end(call), time.time())
+            adapter.ladder = None
 
     # -- operations ------------------------------------------------------------------------
 
     def hang_up_all(self, why: str) -> None:
         for adapter in list(self.calls.values()):
             adapter.feed(HangUp(why))
+
+    def hang_up(self, no: int, why: str) -> bool:
+        """End call ``no`` from our side (BYE to both legs, or the caller's final
+        response before the answer); False when this switchboard has no such call."""
+        adapter = self.calls.get(no)
+        if adapter is None:
+            return False
+        adapter.feed(HangUp(why))
+        return True
 
     def active_calls(self) -> list[dict[str, Any]]:
         return [adapter.snapshot() for adapter in self.calls.values()]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from b2bua.sip.edge import parse_addresses, parse_proxy
+from b2bua.sip.hep import parse_destination
 
 
 class ParamError(ValueError):
@@ -245,6 +246,13 @@ def _check_outbound_proxy(value: Any) -> None:
         raise ParamError(str(exc)) from None
 
 
+def _check_hep_destination(value: Any) -> None:
+    try:
+        parse_destination(str(value))
+    except ValueError as exc:
+        raise ParamError(str(exc)) from None
+
+
 def _onoff(name: str, default: str, group: str, description: str) -> Param:
     return Param(name, "onoff", default, group, description)
 
@@ -269,6 +277,7 @@ UPSTREAM = "Registration to vendors"
 MEDIA = "Media"
 LIVENESS = "Call liveness"
 ENGINE = "Engine and logging"
+CAPTURE = "SIP capture: call ladders and HEP"
 EDGE = "Edge proxy and cluster"
 
 PARAMETERS: tuple[Param, ...] = (
@@ -646,6 +655,101 @@ PARAMETERS: tuple[Param, ...] = (
         ENGINE,
         "A failed authentication or a silent drop is logged at most once per source per "
         "interval.",
+    ),
+    # SIP capture (ours; docs/sip.md, "Call ladders" and "HEP export")
+    Param(
+        "SS_SIP_LADDERS",
+        "choice",
+        "Failed",
+        CAPTURE,
+        "Which calls' SIP messages (both legs) are kept after the call ends, for GET "
+        "/calls/ID/sip and /cdrs/ID/sip: Failed, calls never answered; All, every call; "
+        "Off, none (and nothing is captured). While a call is up its messages are kept "
+        "whatever the value (the first 150 and the last 50).",
+        choices=("Failed", "All", "Off"),
+    ),
+    _int(
+        "SS_SIP_LADDERS_SIZE",
+        64,
+        1,
+        4096,
+        CAPTURE,
+        "Memory for call ladders, live calls' included, for the whole switch (shared out "
+        "among signalling workers); the oldest kept ladder is evicted first.",
+        unit="MiB",
+    ),
+    _int(
+        "SS_SIP_LADDERS_AGE",
+        3600,
+        60,
+        604800,
+        CAPTURE,
+        "How long a call's ladder is kept after the call ends.",
+    ),
+    Param(
+        "SS_HEP_DESTINATION",
+        "string",
+        "",
+        CAPTURE,
+        "ip[:port] (UDP, port 9060 when not given) of a HEP3 collector (Homer, sngrep -L) "
+        "that gets a copy of every SIP message sent and received. Empty: no export.",
+        max_length=64,
+        extra_check=_check_hep_destination,
+    ),
+    _int(
+        "SS_HEP_CAPTURE_ID",
+        1,
+        0,
+        2**32 - 1,
+        CAPTURE,
+        "The capture agent id in each HEP packet: which softswitch (node) sent it.",
+        unit="",
+    ),
+    Param(
+        "SS_HEP_PASSWORD",
+        "string",
+        "",
+        CAPTURE,
+        "The authentication key sent in each HEP packet, for a collector that asks for "
+        "one. Empty: none sent.",
+        max_length=64,
+    ),
+    # Gateway quality (ours; docs/gateway-quality.md)
+    _int(
+        "SS_GATEWAY_STATS_INTERVAL",
+        10,
+        1,
+        300,
+        ENGINE,
+        "How often finished calls are added to the gateways' stored quality figures (ASR, "
+        "ACD, PDD, NER per minute, hour and day; GET /api/v1/stats/gateways).",
+    ),
+    _int(
+        "SS_GATEWAY_STATS_MINUTE_DAYS",
+        7,
+        1,
+        90,
+        ENGINE,
+        "Days the per-minute gateway quality figures are kept.",
+        unit="days",
+    ),
+    _int(
+        "SS_GATEWAY_STATS_HOUR_DAYS",
+        90,
+        1,
+        1000,
+        ENGINE,
+        "Days the per-hour gateway quality figures are kept.",
+        unit="days",
+    ),
+    _int(
+        "SS_GATEWAY_STATS_DAY_DAYS",
+        730,
+        1,
+        3660,
+        ENGINE,
+        "Days the per-day gateway quality figures are kept.",
+        unit="days",
     ),
     # Edge proxy and cluster (ours; docs/cluster.md)
     Param(

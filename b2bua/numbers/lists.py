@@ -167,6 +167,12 @@ class PrefixRule:
         object.__setattr__(self, "_allow", _PrefixSet(self.allow))
         object.__setattr__(self, "_deny", _PrefixSet(self.deny))
 
+    def longest_denied(self, number: str) -> str | None:
+        return self._deny.longest_match(number)
+
+    def longest_allowed(self, number: str) -> str | None:
+        return self._allow.longest_match(number)
+
     def refusal(self, number: str, side: Side = "callee") -> str | None:
         """The reason ``number`` is refused (e.g. ``callee prefix "900" denied``), or None."""
         denied = self._deny.longest_match(number)

@@ -104,6 +104,12 @@ class VendorResolver:
             self.stats.stale_served += 1
         return plan
 
+    def peek(self, gw: RoutingGateway) -> Plan:
+        """``plan`` for a look (the routing dry run): not counted as served."""
+        if is_ip(gw.host):
+            return ip_plan(gw.host, gw.port or DEFAULT_PORT)
+        return self._plan(gw)
+
     def _plan(self, gw: RoutingGateway) -> Plan:
         return plan_targets(gw.host, gw.port, gw.transport, self.cache, self.clock(),
                             self.rng, self.families)

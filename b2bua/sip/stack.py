@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -27,6 +28,7 @@ from b2bua.aio.transport import (
     UdpTransport,
     enlarge_buffers,
 )
+from b2bua.ladders import LadderStore
 from b2bua.sip.dialog import CallIds
 from b2bua.sip.errors import SipParseError
 from b2bua.sip.headers import NameAddr
@@ -93,6 +95,9 @@ class SipStack:
         self.layer: TransactionLayer | None = None
         self._channel: ChannelReceiver | None = None
         self.trace_enabled = False
+        # Set by the engine: where calls' messages are kept for their ladders
+        # (b2bua/ladders.py); None keeps nothing.
+        self.ladders: LadderStore | None = None
         # Set by the engine: the address of a host name (A/AAAA), for a next hop given by
         # name in a Contact or Record-Route (RFC 3263); None when it has none.
         self.resolve_name: NameResolver | None = None
@@ -165,6 +170,11 @@ class SipStack:
         if self.trace_enabled:
             trace.info("recv %s call-id=%s\n%s", source, message.get("Call-ID"),
                        data.decode(errors="replace"))
+        ladders = self.ladders
+        if ladders is not None:
+            call_id = message.first_raw("Call-ID")
+            if call_id is not None:
+                ladders.capture(call_id, False, data, source, time.time())
         try:
             if isinstance(message, Response):
                 self._on_response(message, source)
@@ -236,9 +246,14 @@ class SipStack:
 
     # -- outgoing --------------------------------------------------------------------------
 
-    def send(self, data: bytes, peer: Peer) -> None:
+    def send(self, data: bytes, peer: Peer, call_id: str | None = None) -> None:
+        """``call_id``: the message's, when the sender has it at hand (else the ladders
+        read it from the bytes)."""
         if self.trace_enabled:
             trace.info("send %s\n%s", peer, data.decode(errors="replace"))
+        ladders = self.ladders
+        if ladders is not None:
+            ladders.capture(call_id, True, data, peer, time.time())
         if peer.transport == "tcp":
             self.tcp.send(data, peer.host, peer.port)
         else:
@@ -279,11 +294,15 @@ class SipStack:
     def server_transaction(self, request: Request, source: Peer) -> ServerTransaction:
         assert self.layer is not None
         peer = self.response_peer(request, source)
-        return self.layer.new_server(request, lambda data: self.send(data, peer), peer.reliable)
+        # What ``send`` files the messages under in the ladders: nothing to read when off.
+        call_id = request.first_raw("Call-ID") if self.ladders is not None else None
+        return self.layer.new_server(request, lambda data: self.send(data, peer, call_id),
+                                     peer.reliable)
 
     def respond_stateless(self, request: Request, source: Peer, response: Response) -> None:
         """A response without a transaction (refusals: nothing to keep)."""
-        self.send(response.to_bytes(), self.response_peer(request, source))
+        self.send(response.to_bytes(), self.response_peer(request, source),
+                  request.first_raw("Call-ID") if self.ladders is not None else None)
 
     def client_transaction(
         self,
@@ -295,9 +314,10 @@ class SipStack:
         resend: Sequence[float] | None = None,
     ) -> ClientTransaction:
         assert self.layer is not None
+        call_id = request.first_raw("Call-ID") if self.ladders is not None else None
         return self.layer.new_client(
-            request, lambda data: self.send(data, peer), peer.reliable, on_response,
-            on_timeout, timeout, resend,
+            request, lambda data: self.send(data, peer, call_id), peer.reliable,
+            on_response, on_timeout, timeout, resend,
         )
 
     def trust(self, peer: Peer) -> None:

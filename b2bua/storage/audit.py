@@ -21,13 +21,17 @@ def record(
 def entries(
     db: Database, *, after_id: int, limit: int, since: float | None = None,
     until: float | None = None, actor: str | None = None, action: str | None = None,
-    resource_prefix: str | None = None,
+    resource_prefix: str | None = None, before_id: int | None = None, newest: bool = False,
 ) -> list[Row]:
-    """Up to ``limit`` entries after ``after_id`` in id order, matching every filter given
-    (``since <= at < until``, exact actor and action, resource starting with the prefix);
-    ``detail`` decoded from its JSON."""
+    """Up to ``limit`` entries after ``after_id`` (and below ``before_id``) in id order,
+    matching every filter given (``since <= at < until``, exact actor and action, resource
+    starting with the prefix); ``newest``: the last ``limit`` of them instead of the
+    first, still in id order; ``detail`` decoded from its JSON."""
     where = ["id > ?"]
     args: list[Any] = [after_id]
+    if before_id is not None:
+        where.append("id < ?")
+        args.append(before_id)
     if since is not None:
         where.append("at >= ?")
         args.append(since)
@@ -46,7 +50,10 @@ def entries(
         args.extend((len(resource_prefix), resource_prefix))
     rows = db.rows(
         "SELECT id, at, actor, action, resource, detail FROM audit_log "
-        f"WHERE {' AND '.join(where)} ORDER BY id LIMIT ?", (*args, limit))
+        f"WHERE {' AND '.join(where)} ORDER BY id {'DESC' if newest else ''} LIMIT ?",
+        (*args, limit))
+    if newest:
+        rows.reverse()
     return [{**r, "detail": _detail(r["detail"])} for r in rows]
 
 

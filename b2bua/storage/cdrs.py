@@ -61,7 +61,8 @@ INSERT_ATTEMPT_BY_CALL_ID = (
 @dataclass(frozen=True, slots=True)
 class CdrFilter:
     """Conditions on CDRs, every one given must hold: ``since <= start_at < until``, the
-    gateways' ids, and the caller and callee as received (exact, or a prefix)."""
+    gateways' ids, the caller and callee as received (exact, or a prefix), the final code
+    and the termination reason (exact)."""
 
     since: float | None = None
     until: float | None = None
@@ -71,6 +72,8 @@ class CdrFilter:
     caller_prefix: bool = False
     callee: str | None = None
     callee_prefix: bool = False
+    final_code: int | None = None
+    termination_reason: str | None = None
 
     def where(self) -> tuple[list[str], list[Any]]:
         where: list[str] = []
@@ -87,6 +90,12 @@ class CdrFilter:
         if self.routing_gateway_id is not None:
             where.append("routing_gateway_id = ?")
             args.append(self.routing_gateway_id)
+        if self.final_code is not None:
+            where.append("final_code = ?")
+            args.append(self.final_code)
+        if self.termination_reason is not None:
+            where.append("termination_reason = ?")
+            args.append(self.termination_reason)
         for column, value, prefix in (("caller", self.caller, self.caller_prefix),
                                       ("callee", self.callee, self.callee_prefix)):
             if value is None:

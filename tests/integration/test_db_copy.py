@@ -64,6 +64,8 @@ def populate(tmp_path: Path) -> Path:
     for name, numbers in (("blocked", ["2001", "2002", "2003"]), ("vip", ["1999", "2001"])):
         group = call("POST", "/api/v1/number-groups", {"name": name}, 201)
         call("POST", f"/api/v1/number-groups/{group['id']}/numbers", {"numbers": numbers})
+    call("POST", "/api/v1/operators",  # a web console account (its hash is copied as is)
+         {"name": "night-shift", "role": "read", "password": "Console-secret-1"}, 201)
 
     with open_database(api.target) as db:
         db.execute_many(
@@ -103,6 +105,13 @@ def populate(tmp_path: Path) -> Path:
                    ("nonce", "00" * 32))
         db.execute("INSERT INTO cluster_nodes (name, sip, api, started_at) "
                    "VALUES (?, ?, ?, ?)", ("n1", "198.18.1.1:5060", "127.0.0.1:8088", 1.7e9))
+        db.execute("INSERT INTO gateway_stats (kind, gateway_id, step, period_at, attempts, "
+                   "answered, ner, talk, pdd_seconds, pdd, failures) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   ("routing", vendor["id"], 60, 1_700_000_040, 3, 1, 2, 2.0, 0.93,
+                    '{"310": 2, "320": 1}', '{"503": 1, "486": 1}'))
+        db.execute("INSERT INTO stats_progress (name, last_id) VALUES (?, ?)",
+                   ("gateway_stats", 3))
     return Path(api.target)
 
 

@@ -6,7 +6,7 @@ Each shell line of each block runs in its own ``bash`` the way a reader types it
 the reader's ``export`` and ``NAME=...`` lines carried to later ones. The reader is in a
 network namespace of its own, so the guide's fixed ports (SIP 5060, API 8088) and
 loopback addresses (127.0.0.2, 127.0.0.3) are the guide's and nothing else's; that needs
-root, as CI has. The copy shares the project's venv (the install is
+root, as CI has. The copy shares the project's venv and node_modules (the install is
 ``test_install.py``'s and ``./scripts/test``'s job); everything else (``var/``, tokens,
 the database, the CSV) is the copy's own.
 """
@@ -128,6 +128,8 @@ def stop(proc: subprocess.Popen[bytes]) -> int:
 def reader(tmp_path: Path) -> Iterator[Reader]:
     folder = clean_copy(tmp_path / "softswitch")
     (folder / ".venv").symlink_to(REPO / ".venv")
+    # The console's front-end packages too: the copy's namespace has no registry to reach.
+    (folder / "node_modules").symlink_to(REPO / "node_modules")
     ns = f"ssdoc{os.getpid() % 100000}"
     subprocess.run(["ip", "netns", "add", ns], check=True, timeout=30)
     try:

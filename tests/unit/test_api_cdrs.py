@@ -290,6 +290,21 @@ def test_filter_with_sparse_matches_never_skips_a_page_boundary(env: Env) -> Non
 # --- one CDR -------------------------------------------------------------------------
 
 
+def test_final_code_and_termination_reason_filters(env: Env) -> None:
+    rows = [env.insert(final_code=code, termination_reason=why)
+            for code, why in ((200, "caller BYE"), (486, "callee busy"), (200, "operator"),
+                              (503, "no route"), (486, "callee busy"))]
+    ids = [row["id"] for row in rows]
+    assert env.ids("final_code=486") == [ids[1], ids[4]]
+    assert env.ids("termination_reason=operator") == [ids[2]]
+    assert env.ids("final_code=200&termination_reason=caller%20BYE") == [ids[0]]
+    assert env.ids("final_code=404") == []
+    for query, field in (("final_code=99", "final_code"), ("final_code=x", "final_code"),
+                         ("termination_reason=", "termination_reason")):
+        resp = env.get(query)
+        assert resp.status_code == 422 and set(resp.get_json()["errors"]) == {field}, query
+
+
 def test_get_one_cdr_and_404(env: Env) -> None:
     rows = [env.insert() for _ in range(3)]
     for row in rows:
@@ -349,7 +364,8 @@ def test_openapi_documents_the_cdr_filters(env: Env) -> None:
     get = _spec(env)["paths"][URL]["get"]
     params = {p["name"]: p for p in get["parameters"]}
     assert set(params) == {"limit", "after_id", "since", "until", "mapping_gateway_id",
-                           "routing_gateway_id", "since_id", "caller", "callee", "tail"}
+                           "routing_gateway_id", "since_id", "caller", "callee", "tail",
+                           "final_code", "termination_reason"}
     assert all(p["in"] == "query" and p["required"] is False for p in params.values())
     assert params["since"]["schema"]["type"] == "number"
     assert params["until"]["schema"]["type"] == "number"

@@ -492,13 +492,17 @@ def parse_exposition(text: str) -> dict[str, dict[str, float]]:
         if line.startswith("# TYPE "):
             _, _, name, kind = line.split(" ")
             assert name == current and name not in typed and kind in (
-                "counter", "gauge", "untyped")
+                "counter", "gauge", "untyped", "histogram")
             typed[name] = kind
             families[name] = {}
             continue
         match = SAMPLE.match(line)
         assert match, f"bad sample line: {line!r}"
         name = match.group(1)
+        if typed.get(current) == "histogram":
+            assert name in (f"{current}_bucket", f"{current}_sum", f"{current}_count")
+            families[current][name + (match.group(2) or "")] = float(match.group(4))
+            continue
         assert name == current, f"{name} outside its family"
         assert name.startswith("softswitch_")
         if typed[name] == "counter":
@@ -573,6 +577,11 @@ def engine(env: Env) -> Iterator[_FakeEngine]:
                   "engine_loop_lag": {"mean_ms": 2.0, "peak_ms": 40.0, "worst_ms": 250.0},
                   "totals": {"aes128": {"calls": 2, "packets": 400, "bytes": 68800,
                                         "malformed": 1, "foreign": 0, "dropped": 3}}},
+        "quality": {"gateways": [
+            {"kind": "routing", "id": 3, "name": "vend-a", "attempts": 4, "answered": 2,
+             "ner": 3, "talk": 95.5, "pdd_seconds": 3.31,
+             "pdd": {"300": 1, "310": 1, "2000": 1}, "failures": {"503": 2}}],
+            "rollup": {"running": True}},
     }
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -623,6 +632,21 @@ def test_metrics_from_the_engine(env: Env, engine: _FakeEngine) -> None:
     assert m["softswitch_relay_packets_total"] == {'{cipher="aes128"}': 400}
     assert m["softswitch_relay_dropped_total"] == {'{cipher="aes128"}': 3}
     assert m["softswitch_relay_malformed_total"] == {'{cipher="aes128"}': 1}
+    vendor = '{gateway="vend-a",gateway_id="3",kind="routing"}'
+    assert m["softswitch_gateway_attempts_total"] == {vendor: 4}
+    assert m["softswitch_gateway_answered_total"] == {vendor: 2}
+    assert m["softswitch_gateway_ner_effective_total"] == {vendor: 3}
+    assert m["softswitch_gateway_talk_seconds_total"] == {vendor: 95.5}
+    assert m["softswitch_gateway_failures_total"] == {
+        '{code="503",gateway="vend-a",gateway_id="3",kind="routing"}': 2}
+    pdd = m["softswitch_gateway_pdd_seconds"]
+    bucket = 'softswitch_gateway_pdd_seconds_bucket{gateway="vend-a",gateway_id="3",'
+    assert pdd[bucket + 'kind="routing",le="0.25"}'] == 0
+    assert pdd[bucket + 'kind="routing",le="0.5"}'] == 2
+    assert pdd[bucket + 'kind="routing",le="2.0"}'] == 3
+    assert pdd[bucket + 'kind="routing",le="+Inf"}'] == 3
+    assert pdd["softswitch_gateway_pdd_seconds_count" + vendor] == 3
+    assert pdd["softswitch_gateway_pdd_seconds_sum" + vendor] == 3.31
 
 
 def test_metrics_survive_one_engine_op_failing(env: Env, engine: _FakeEngine) -> None:

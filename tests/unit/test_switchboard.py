@@ -1453,3 +1453,34 @@ def test_vendors_by_dns_name_are_resolved_before_their_invite() -> None:
         assert_idle(switch)
 
     asyncio.run(scenario())
+
+
+def test_the_routing_dry_run_reads_the_switchboards_counts_and_holds() -> None:
+    """The routing dry run (b2bua/calls/dryrun.py) over a real switchboard: the vendor a
+    503 with Retry-After took out of routing, and the one a call now fills, are out with
+    the state routing reads; nothing is counted for the dry run itself."""
+    import time
+
+    from b2bua.calls.dryrun import Admission, explain_call
+    from b2bua.calls.endpoints import Origin
+    from b2bua.routing.dns import ip_plan
+
+    switch = Switch(vendors=[routing_gateway(1, V1[0], 0),
+                             routing_gateway(2, V2[0], 1, capacity=1)])
+    _caller, invite = start_call(switch)
+    sent = switch.feed(vendor_reply(invite, 503, "Service Unavailable",
+                                    extra="Retry-After: 120\r\n"), V1_PEER)
+    only_request(sent, V2, "INVITE")
+    origin = Origin.gateway(switch.gateways.mapping[1])
+    now = time.time()
+    result = explain_call(switch.board, origin, "1001", CALLEE, now,
+                          Admission(True, switch.count("gateway", 1)))
+    views = {view["name"]: view for view in result["gateways"]}
+    assert views["vendor1"]["reason"] == "retry_after"
+    assert 110 < views["vendor1"]["retry_after_until"] - now <= 121
+    assert (views["vendor2"]["reason"], views["vendor2"]["current_calls"]) == ("full", 1)
+    assert result["origin"]["current_calls"] == 1
+    assert result["result"]["code"] == 503 and result["route"] == []
+    assert switch.count("routing", 2) == 1 and switch.count("routing_total", 1) == 1
+    gw = switch.gateways.routing[1]
+    assert switch.board.peek_vendor(gw) == ip_plan(gw.host, 5060)
