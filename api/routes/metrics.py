@@ -310,9 +310,23 @@ _QUALITY_TOTALS = {
 }
 
 
+_ROLLUP = {
+    "runs": ("gateway_stats_rollup_runs_total", "counter",
+             "Runs of the roll-up of CDRs into stored gateway quality (this node's)"),
+    "calls": ("gateway_stats_rollup_calls_total", "counter", "CDRs it added"),
+    "errors": ("gateway_stats_rollup_errors_total", "counter",
+               "Runs that failed (the database away, its process dead); the next goes on"),
+    "last_run_at": ("gateway_stats_rollup_last_run_timestamp_seconds", "gauge",
+                    "When its last run ended (Unix time)"),
+}
+
+
 def _quality(metrics: Exposition, quality: dict[str, Any]) -> None:
     """Each gateway's ASR, ACD, NER and PDD since start, as counters and a histogram
-    (the stored series: GET /api/v1/stats/gateways)."""
+    (the stored series: GET /api/v1/stats/gateways), and the roll-up's own counters."""
+    rollup = quality.get("rollup") or {}
+    for key, (name, kind, help_text) in _ROLLUP.items():
+        metrics.add(name, kind, help_text, rollup.get(key))
     for gw in quality.get("gateways") or []:
         labels = {"kind": str(gw.get("kind")), "gateway_id": str(gw.get("id")),
                   "gateway": str(gw.get("name") or "")}

@@ -5,14 +5,21 @@ the node that holds the ``stats`` job's lock in a cluster (docs/cluster.md). It 
 the CDRs after its cursor in batches, each batch's cells and the cursor committed
 together (``storage/gateway_stats.py``), so a restart or a crash counts no call twice
 and misses none; then it deletes the periods past their keeping time.
+
+It runs in a process of its own, started with the job: a run every 10 s at 1000
+calls/s reads and sums 10,000 CDRs, a quarter of a second of Python that in the engine
+would hold its event loop (and the GIL) back from signalling.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,16 +66,33 @@ class RollupState:
     last_run_at: float | None = None
 
 
+_opened: dict[str, Database] = {}  # in the roll-up's process: its connection
+
+
+def roll_up_at(target: str, now: float, keep: dict[int, float]) -> int:
+    """:func:`roll_up` in the roll-up's process, on a connection it keeps between runs
+    (opened again after a failure)."""
+    database = _opened.get(target)
+    if database is None:
+        database = _opened[target] = open_database(target)
+    try:
+        return roll_up(database, now, keep)
+    except StorageError:
+        _opened.pop(target, None)
+        database.close()
+        raise
+
+
 class StatsRollup:
-    """Runs :func:`roll_up` every ``SS_GATEWAY_STATS_INTERVAL`` seconds, in a thread with
-    a connection of its own, while started (a job the engine starts and stops)."""
+    """Runs :func:`roll_up` every ``SS_GATEWAY_STATS_INTERVAL`` seconds in a process of
+    its own, while started (a job the engine starts and stops)."""
 
     def __init__(self, target: str | Path, params: Callable[[str], int]) -> None:
-        self.target = target
+        self.target = str(target)
         self.params = params
         self.state = RollupState()
         self._task: asyncio.Task[None] | None = None
-        self._database: Database | None = None
+        self._pool: ProcessPoolExecutor | None = None
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -78,14 +102,12 @@ class StatsRollup:
         if self._task is not None:
             self._task.cancel()
             self._task = None
+        self._end_pool()
 
     async def close(self) -> None:
         """Stop. What is not counted yet is counted by the next start's first run (the
         cursor is in the database), so a stop spends none of its budget here."""
         self.stop()
-        if self._database is not None:
-            database, self._database = self._database, None
-            await asyncio.to_thread(database.close)
 
     def snapshot(self) -> dict[str, Any]:
         return {"running": self._task is not None, **self.state.__dict__}
@@ -93,23 +115,28 @@ class StatsRollup:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.params("SS_GATEWAY_STATS_INTERVAL"))
-            await asyncio.to_thread(self._once)
+            await self._once()
 
-    def _once(self) -> None:
+    async def _once(self) -> None:
+        if self._pool is None:
+            # spawn: a fresh interpreter, nothing of the engine's loop or threads in it.
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        loop = asyncio.get_running_loop()
         try:
-            if self._database is None:
-                self._database = open_database(self.target)
-            self.state.calls += roll_up(self._database, time.time(), keeping(self.params))
+            self.state.calls += await loop.run_in_executor(
+                self._pool, roll_up_at, self.target, time.time(), keeping(self.params))
             self.state.runs += 1
             self.state.last_run_at = time.time()
-        except StorageError as exc:
-            # The database is away or busy: the cursor did not move; the next run
-            # starts again where this one stopped, on a fresh connection.
+        except (StorageError, BrokenProcessPool) as exc:
+            # The database is away or busy, or the process died: the cursor did not
+            # move; the next run starts again where this one stopped.
             self.state.errors += 1
-            self.state.last_error = str(exc)
-            log.warning("gateway statistics roll-up failed: %s", exc)
-            if self._database is not None:
-                try:
-                    self._database.close()
-                finally:
-                    self._database = None
+            self.state.last_error = str(exc) or type(exc).__name__
+            log.warning("gateway statistics roll-up failed: %s", self.state.last_error)
+            if isinstance(exc, BrokenProcessPool):
+                self._end_pool()
+
+    def _end_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None

@@ -581,7 +581,8 @@ def engine(env: Env) -> Iterator[_FakeEngine]:
             {"kind": "routing", "id": 3, "name": "vend-a", "attempts": 4, "answered": 2,
              "ner": 3, "talk": 95.5, "pdd_seconds": 3.31,
              "pdd": {"300": 1, "310": 1, "2000": 1}, "failures": {"503": 2}}],
-            "rollup": {"running": True}},
+            "rollup": {"running": True, "runs": 7, "calls": 40, "errors": 1,
+                       "last_error": "x", "last_run_at": 1700000000.5}},
     }
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -647,6 +648,9 @@ def test_metrics_from_the_engine(env: Env, engine: _FakeEngine) -> None:
     assert pdd[bucket + 'kind="routing",le="+Inf"}'] == 3
     assert pdd["softswitch_gateway_pdd_seconds_count" + vendor] == 3
     assert pdd["softswitch_gateway_pdd_seconds_sum" + vendor] == 3.31
+    assert m["softswitch_gateway_stats_rollup_runs_total"] == {"": 7}
+    assert m["softswitch_gateway_stats_rollup_errors_total"] == {"": 1}
+    assert m["softswitch_gateway_stats_rollup_last_run_timestamp_seconds"] == {"": 1700000000.5}
 
 
 def test_metrics_survive_one_engine_op_failing(env: Env, engine: _FakeEngine) -> None:

@@ -4,6 +4,9 @@ PDD histogram's quantiles, and the roll-up of CDRs into stored minutes, hours an
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ from b2bua.stats.quality import (
     pdd_bucket,
     period_cells,
 )
-from b2bua.stats.rollup import roll_up
+from b2bua.stats.rollup import StatsRollup, roll_up
 from b2bua.stats.tally import GatewayTally, merge_snapshots
 from b2bua.storage import gateway_stats, migrate, open_database
 from b2bua.storage.backend import Database
@@ -211,3 +214,41 @@ def test_the_roll_up_counts_every_cdr_once(database: Database, db_target: str,
     roll_up(database, T0 + 8 * 86400, keep)
     assert gateway_stats.cells(database, 60, hour, hour + 3600, None, None) == []
     assert len(gateway_stats.cells(database, 3600, hour, hour + 3600, None, None)) == 2
+
+
+def test_the_roll_up_runs_in_a_process_of_its_own_and_survives_its_death(
+        database: Database, db_target: str, tmp_path: Path) -> None:
+    """Started as the engine starts it: runs every interval in a child process, counts
+    what the CDRs say; a killed child is a counted error, and the next run a new child."""
+    writer = DbWriter(db_target, spill_to=tmp_path / "spill")
+    writer.start()
+    CdrWriter(writer).submit(_record(1, T0, answered=True), [])
+    assert writer.flush()
+    writer.close()
+    params = {"SS_GATEWAY_STATS_INTERVAL": 1, "SS_GATEWAY_STATS_MINUTE_DAYS": 7,
+              "SS_GATEWAY_STATS_HOUR_DAYS": 90, "SS_GATEWAY_STATS_DAY_DAYS": 3660}
+    rollup = StatsRollup(db_target, params.__getitem__)
+
+    async def scenario() -> None:
+        rollup.start()
+        while rollup.state.runs < 1:
+            await asyncio.sleep(0.05)
+        assert rollup.state.calls == 1 and rollup.snapshot()["running"]
+        pool = rollup._pool
+        assert pool is not None
+        for process in list(pool._processes.values()):
+            assert process.pid != os.getpid()
+            os.kill(process.pid, signal.SIGKILL)
+        while rollup.state.errors < 1:
+            await asyncio.sleep(0.05)
+        while rollup.state.runs < 2:
+            await asyncio.sleep(0.05)
+        await rollup.close()
+        assert not rollup.snapshot()["running"]
+
+    asyncio.run(asyncio.wait_for(scenario(), 20))
+    # Counted once; its minute and hour, three years old, already pruned; its day kept.
+    day = int(T0 // 86400 * 86400)
+    assert [cell.attempts for _key, cell in
+            gateway_stats.cells(database, 86400, day, day + 86400, MAPPING, None)] == [1]
+    assert gateway_stats.cells(database, 3600, day, day + 86400, None, None) == []
