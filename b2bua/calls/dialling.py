@@ -21,6 +21,7 @@ from b2bua.routing.select import RoutePlan
 from b2bua.sip.dialog import Dialog, new_tag
 from b2bua.sip.message import Request, Response
 from b2bua.sip.peer import Peer
+from b2bua.sip.uri import user_at
 
 Hop = Destination | RoutingGateway  # a phone's binding, or a vendor (resolved per attempt)
 RETRY_AFTER_MAX = 86400  # a vendor's Retry-After holds it out of routing at most a day
@@ -113,7 +114,7 @@ def outbound_invite(ctx: CallContext, dest: Destination, invite: Request, caller
     """An attempt's dialog and INVITE, and the caller number it carries."""
     display = invite.from_.display
     caller = dest.caller if dest.caller is not None else caller_routed
-    from_uri = f"<sip:{caller}@{ctx.advertised_host}>"
+    from_uri = f"<sip:{user_at(caller, ctx.advertised_host)}>"
     if display:
         from_uri = f'"{display}" {from_uri}'
     dialog = Dialog(
@@ -129,7 +130,7 @@ def outbound_invite(ctx: CallContext, dest: Destination, invite: Request, caller
         route_set=list(dest.route),
     )
     extra = [("Allow", ALLOW), *outbound_headers(ctx.params)]
-    if dest.pai is not None:
+    if dest.pai:  # a PAI rule that leaves no number asserts nothing
         extra.append(("P-Asserted-Identity", f"<sip:{dest.pai}@{ctx.advertised_host}>"))
     request = dialog.create_request("INVITE", body, invite.get("Content-Type"), cseq=1,
                                     extra=extra)

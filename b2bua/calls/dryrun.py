@@ -196,7 +196,8 @@ def _gateway(ctx: DryRunContext, verdict: GatewayVerdict, caller: str, callee: s
                                                               ctx.numbers.transforms)
     pai, pai_step = gw.numbers.explain_pai(caller_out)
     view["stages"] = [asdict(step) for step in (*steps, pai_step)]
-    view["sent"] = {"caller": caller_out, "callee": callee_out, "pai": pai}
+    # A PAI rule that leaves no number sends no header (calls/dialling.py).
+    view["sent"] = {"caller": caller_out, "callee": callee_out, "pai": pai or None}
     if is_ip(gw.host):
         view["target"] = f"{gw.host}:{gw.port or DEFAULT_PORT}"
     else:

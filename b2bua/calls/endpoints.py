@@ -11,6 +11,7 @@ from b2bua.routing.dns import DEFAULT_PORT, Target
 from b2bua.routing.gateways import MappingGateway, RoutingGateway
 from b2bua.sip.dialog import first_hop
 from b2bua.sip.peer import Peer
+from b2bua.sip.uri import user_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +106,8 @@ class Destination:
         suffix = ";transport=tcp" if gw.transport == "tcp" else ""
         peer = Peer(gw.transport, gw.host, gw.port or DEFAULT_PORT) if target is None else \
             Peer(gw.transport, target.address, target.port)
-        return cls(peer, f"sip:{callee}@{host}{suffix}",
-                   f"<sip:{callee}@{host}>", gateway=gw, caller=caller, pai=pai)
+        return cls(peer, f"sip:{user_at(callee, host)}{suffix}",
+                   f"<sip:{user_at(callee, host)}>", gateway=gw, caller=caller, pai=pai)
 
     @classmethod
     def phone(cls, binding: Binding, callee: str, our_host: str) -> Destination:

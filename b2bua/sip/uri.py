@@ -18,6 +18,13 @@ _SCHEMES = frozenset({"sip", "sips", "tel"})
 _BAD_URI_CHARS = frozenset(' \t\r\n<>"')
 
 
+def user_at(user: str, host: str) -> str:
+    """``user@host`` for a sip URI, or ``host`` alone when ``user`` is empty (a number
+    rule may strip a number to nothing): the userinfo is optional (RFC 3261 25.1), and
+    ``sip:@host`` is no URI."""
+    return f"{user}@{host}" if user else host
+
+
 def parse_hostport(text: str) -> tuple[str, int | None]:
     """Split ``host[:port]``; IPv6 hosts keep their brackets so the result re-serialises as is."""
     if text.startswith("["):

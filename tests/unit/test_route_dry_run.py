@@ -365,8 +365,9 @@ def test_the_dry_run_dials_what_the_call_dials(
     while len(h.call.attempts) > seq:  # every vendor fails: the next one is dialled
         seq += 1
         invite = h.invite_of(seq)
-        assert invite.ruri.user == result["route"][seq - 1]["callee"]
-        assert invite.from_.uri.user == result["route"][seq - 1]["caller"]
+        # A number stripped to nothing: a URI without a user part (RFC 3261 25.1).
+        assert (invite.ruri.user or "") == result["route"][seq - 1]["callee"]
+        assert (invite.from_.uri.user or "") == result["route"][seq - 1]["caller"]
         pai = invite.get("P-Asserted-Identity")
         assert (PAI.match(pai).group(1) if pai else None) == result["route"][seq - 1]["pai"]
         h.answer(seq, 503)
@@ -379,3 +380,18 @@ def test_the_dry_run_dials_what_the_call_dials(
         assert result["route"] and result["result"]["outcome"] == "vendors"
     assert result["platform"] == {"caller": h.call.caller_routed,
                                   "callee": h.call.callee_routed}
+
+
+def test_a_number_stripped_to_nothing_is_a_uri_without_a_user() -> None:
+    """A vendor's rules that leave no caller (and no PAI): the INVITE's From has no user
+    part (``sip:host``, RFC 3261 25.1; ``sip:@host`` is no URI) and no PAI is sent, as
+    the dry run says."""
+    ctx = DryContext(gateways=[v(1, "44", numbers=NumberRules(caller_dial_plan="1001:",
+                                                              pai_dial_plan="1001:"))])
+    result = dry(ctx)
+    assert result["route"][0]["caller"] == "" and result["route"][0]["pai"] is None
+    h = CallHarness(ctx, invite_request("4420001", "1001"), origin=CUSTOMER)
+    invite = h.invite_of(1)
+    assert invite.from_.uri.user is None and invite.from_.uri.host == h.ctx.advertised_host
+    assert invite.get("P-Asserted-Identity") is None
+    assert invite.ruri.user == "4420001"
