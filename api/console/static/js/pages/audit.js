@@ -17,7 +17,7 @@ export async function render(view, ctx) {
   const status = el("div", {});
   const actor = el("input", { type: "text", id: "audit-actor", placeholder: "actor (exact): operator:NAME, token:NAME" });
   const action = el("select", { id: "audit-action" }, ["", "create", "update", "delete", "add", "remove",
-    "sign-in", "sign-out", "lock", "unlock"].map((a) => el("option", { value: a }, a || "any action")));
+    "sign-in", "sign-out", "lock", "unlock", "hangup"].map((a) => el("option", { value: a }, a || "any action")));
   const resource = el("input", { type: "text", id: "audit-resource", placeholder: "resource prefix: routing-gateways/3" });
   actor.value = ctx.params.get("actor") || "";
   resource.value = ctx.params.get("resource") || "";
