@@ -130,7 +130,7 @@ def test_named_nodes_share_nonces_suspensions_and_names(pg_url: str, tmp_path: P
 
         # Each of the cluster's jobs runs on one node.
         assert wait_until(lambda: sorted(job for n in nodes for job in n.api.get(
-            "/api/v1/cluster")["jobs"]) == ["keepalive", "upstream"], timeout=3)
+            "/api/v1/cluster")["jobs"]) == ["keepalive", "stats", "upstream"], timeout=3)
 
         # Each sees the other alive.
         for me, other in (("n1", "n2"), ("n2", "n1")):
