@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from procstat import descendants, proc_cpu_s
+
 REPO = Path(__file__).resolve().parents[1]
 CONSOLE_TESTS = REPO / "tests" / "console"
 
@@ -67,26 +69,8 @@ def _lower_priority() -> None:
     os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
-def _proc_cpu_s(pid: int) -> float:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = raw[raw.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _descendants(pid: int) -> list[int]:
-    out: list[int] = []
-    todo = [pid]
-    while todo and len(out) < 10_000:
-        parent = todo.pop()
-        for task in Path(f"/proc/{parent}/task").glob("*"):
-            with contextlib.suppress(OSError, ValueError):
-                kids = [int(k) for k in (task / "children").read_text().split()]
-                out += kids
-                todo += kids
-    return out
+def _cpu_s(pid: int) -> float:
+    return proc_cpu_s(pid) or 0.0
 
 
 def _start_time(pid: int) -> int | None:
@@ -114,7 +98,7 @@ class ConsoleBrowser:
     def note_processes(self) -> None:
         if self.driver_pid is None:
             return
-        for pid in _descendants(self.driver_pid):
+        for pid in descendants(self.driver_pid):
             start = _start_time(pid)
             if start is not None:
                 self.seen.setdefault(pid, start)
@@ -123,8 +107,8 @@ class ConsoleBrowser:
         """utime+stime of chromedriver and of every process below it, alive now."""
         if self.driver_pid is None:
             return 0.0
-        return _proc_cpu_s(self.driver_pid) + sum(
-            _proc_cpu_s(p) for p in _descendants(self.driver_pid))
+        return _cpu_s(self.driver_pid) + sum(
+            _cpu_s(p) for p in descendants(self.driver_pid))
 
 
 class ConsoleLoad:
@@ -300,7 +284,7 @@ class ConsoleLoad:
         for browser in self.browsers:
             if browser.driver_pid is None:
                 continue
-            for pid in [browser.driver_pid, *_descendants(browser.driver_pid)]:
+            for pid in [browser.driver_pid, *descendants(browser.driver_pid)]:
                 with contextlib.suppress(OSError, ValueError):
                     tids += [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
         return tids

@@ -97,6 +97,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 import support  # noqa: E402
+from procstat import descendants, proc_cpu_s  # noqa: E402
 from support import Softswitch, free_port, wait_until  # noqa: E402
 
 SCENARIOS = Path(__file__).resolve().parent / "sipp"
@@ -376,18 +377,6 @@ def wait_bound(host: str, port: int, timeout: float = 3.0) -> bool:
 # ---------------------------------------------------------------------------- CPU
 
 
-def proc_cpu_s(pid: int | None) -> float | None:
-    """utime+stime of a whole process (all threads), in seconds."""
-    if pid is None:
-        return None
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
 def engine_cpu_s(pid: int | None) -> float | None:
     """A system's CPU: its process, plus the softswitch's signalling workers (children
     running ``b2bua.signalling``) when it has them."""
@@ -437,20 +426,6 @@ def tree_cpu_s(pid: int | None) -> float | None:
     if own is None or pid is None:
         return own
     return own + sum(proc_cpu_s(child) or 0.0 for child in descendants(pid))
-
-
-def descendants(pid: int) -> list[int]:
-    """The pids below ``pid`` (children of every thread, recursively), alive now."""
-    out: list[int] = []
-    todo = [pid]
-    while todo and len(out) < 10_000:
-        parent = todo.pop()
-        for task in Path(f"/proc/{parent}/task").glob("*"):
-            with contextlib.suppress(OSError, ValueError):
-                kids = [int(k) for k in (task / "children").read_text().split()]
-                out += kids
-                todo += kids
-    return out
 
 
 DISPATCHER_THREAD = "sip-dispatch"  # the name b2bua/sip/_dispatch.c gives its thread
