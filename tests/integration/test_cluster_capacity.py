@@ -132,7 +132,7 @@ def test_a_vendors_capacity_is_the_clusters(pg_url: str, tmp_path: Path) -> None
             spread = [node_calls(n) for n in lab.nodes]
             assert min(spread) > 0, spread  # both nodes sent calls to the vendor
             load.wait(60)
-            assert wait_until(lambda: up(lab) == 0, timeout=10)
+            assert wait_until(lambda: up(lab) == 0, timeout=10), (up(lab), load.output())
             answered = [c for c in lab.cdrs() if c["final_code"] == 200]
             assert len(answered) == OFFERED * round_no
             by_vendor = [c["routing_gateway"] for c in answered[-OFFERED:]]
