@@ -57,6 +57,24 @@ def _tool(tmp_path: Path, *args: str, timeout: float = 60) -> str:
     return done.stdout + done.stderr
 
 
+def _start_tool(home: Path, *args: str) -> subprocess.Popen[str]:
+    """Start one SIPVicious tool with its session files under ``home``."""
+    home.mkdir()
+    env = dict(os.environ, HOME=str(home))
+    return subprocess.Popen(list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env, cwd=home, stdin=subprocess.DEVNULL)
+
+
+def _finish_tool(run: subprocess.Popen[str], timeout: float) -> str:
+    try:
+        out, _ = run.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        run.kill()
+        out, _ = run.communicate()
+        raise AssertionError(f"{run.args} did not finish:\n{out}") from None
+    return out
+
+
 def _replies(cap: Capture, dst: str, port: int | None = None) -> list[tuple[int, bytes]]:
     """(status code, payload) of every SIP reply the softswitch sent to ``dst`` (and
     ``port``); anything else sent there counts as code 0."""
@@ -143,10 +161,13 @@ def test_svcrack_guesses_stop_at_the_suspension(tmp_path: Path, switch: Softswit
     then silence (one 403 for the suspension when On) while svcrack keeps going."""
     ports = {user: free_port("127.0.0.1") for user in CRACKED}
     with Capture(tmp_path / "svcrack.pcap", f"udp port {switch.sip_port}") as cap:
-        outputs = {user: _tool(tmp_path, "svcrack", "-P", str(port), "-p",
-                               str(switch.sip_port), "-u", user, "-r", "1-100",
-                               "--maximumtime=2", "127.0.0.1", timeout=90)
-                   for user, port in ports.items()}
+        # The three at once (each with its own session files): each waits out its
+        # silence in parallel with the others.
+        runs = {user: _start_tool(tmp_path / user, "svcrack", "-P", str(port), "-p",
+                                  str(switch.sip_port), "-u", user, "-r", "1-100",
+                                  "--maximumtime=2", "127.0.0.1")
+                for user, port in ports.items()}
+        outputs = {user: _finish_tool(run, timeout=90) for user, run in runs.items()}
     for out in outputs.values():
         assert "found nothing" in out, out
     replies = {user: _replies(cap, "127.0.0.1", port) for user, port in ports.items()}
