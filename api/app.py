@@ -29,6 +29,7 @@ from api.routes import (
     routing,
     security,
     upstream,
+    webhooks,
 )
 from api.schemas import ProblemSchema
 from b2bua.options import control_path_for
@@ -58,7 +59,7 @@ def create_app(db_path: str | Path | None = None, control_path: str | Path | Non
         phones.phones.blueprint(), phones.bp, numbers.transforms.blueprint(),
         numbers.groups.blueprint(), numbers.bp, upstream.bp,
         audit.bp, metrics.bp, cluster.bp, quality.bp, routing.bp,
-        operators.bp, ladders.bp,
+        operators.bp, ladders.bp, webhooks.webhooks.blueprint(),
     )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)

@@ -9,6 +9,13 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, post_load, validate
 
 from api import context
+from api.control_schemas import (
+    CallRateFields,
+    DurationFields,
+    FailureCodeFields,
+    RoutingControlFields,
+    check_controls,
+)
 from api.errors import ApiError
 from api.number_schemas import CalleePrefixes, DialPlans, NumberLists, PaiPlan
 from b2bua.routing.dns import is_hostname, is_ip
@@ -60,7 +67,8 @@ def _override(system: str) -> fields.Boolean:
                           metadata={"description": f"null = {system}"})
 
 
-class MappingGatewaySchema(DialPlans, NumberLists, CalleePrefixes, MediaFields):
+class MappingGatewaySchema(DialPlans, NumberLists, CalleePrefixes, MediaFields,
+                           CallRateFields, DurationFields, FailureCodeFields):
     id = fields.Integer(dump_only=True)
     name = fields.String(required=True, validate=NAME)
     auth_mode = fields.String(
@@ -81,6 +89,9 @@ class MappingGatewaySchema(DialPlans, NumberLists, CalleePrefixes, MediaFields):
                               validate=validate.Range(0, 1_000_000),
                               metadata={"description": "concurrent calls; null = unlimited"})
     enabled = fields.Boolean(load_default=True)
+    call_rate_code = fields.Integer(
+        strict=True, load_default=503, validate=validate.Range(400, 699),
+        metadata={"description": "the answer to a call over call_rate (with Retry-After)"})
     created_at = fields.Float(dump_only=True)
     updated_at = fields.Float(dump_only=True)
 
@@ -88,7 +99,7 @@ class MappingGatewaySchema(DialPlans, NumberLists, CalleePrefixes, MediaFields):
 def check_mapping_gateway(data: dict[str, Any], current: dict[str, Any] | None) -> None:
     """Rules across fields; ``current`` is the stored row on update (passwords absent)."""
     mode = data.get("auth_mode", "ip")
-    errors: dict[str, list[str]] = {}
+    errors = check_controls(data)
     if mode in ("ip", "ip_port") and not data.get("ips"):
         errors["ips"] = [f"{mode} mode needs at least one IP"]
     if mode == "ip_port" and data.get("port") is None:
@@ -122,7 +133,7 @@ def refuse_taken_username(username: str, *, phone_id: int | None = None,
                                      "gateways share one namespace"]})
 
 
-class RoutingGatewaySchema(DialPlans, PaiPlan, NumberLists, MediaFields):
+class RoutingGatewaySchema(DialPlans, PaiPlan, NumberLists, MediaFields, RoutingControlFields):
     id = fields.Integer(dump_only=True)
     name = fields.String(required=True, validate=NAME)
     host = fields.String(required=True, validate=_host,
@@ -171,3 +182,10 @@ class RoutingGatewaySchema(DialPlans, PaiPlan, NumberLists, MediaFields):
                 not kwargs.get("partial"):
             data["port"] = 5060
         return data
+
+
+def check_routing_gateway(data: dict[str, Any], current: dict[str, Any] | None) -> None:
+    """Rules across fields (the controls' bounds)."""
+    errors = check_controls(data)
+    if errors:
+        raise ValidationError(errors)

@@ -53,6 +53,9 @@ class Resource:
     summary: str = ""
     # Run first with the id, in the delete's transaction, e.g. to remove children.
     on_delete: Callable[[Database, int], object] | None = None
+    # Adds live state to a list page's items (the webhooks' delivery state, from the
+    # engine); the stored row, and so the ETag, stays what single reads show.
+    augment: Callable[[list[dict[str, Any]]], object] | None = None
     _page: type[Schema] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -147,6 +150,8 @@ class Resource:
             rows = crud.list_after(context.database(), self.table, after, limit + 1, equal)
             items = [self.row_to_dict(r) for r in rows[:limit]]
             more = len(rows) > limit
+            if self.augment is not None:
+                self.augment(items)
             return {"items": items, "next_after_id": items[-1]["id"] if more else None}
 
         @bp.post(base)

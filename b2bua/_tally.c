@@ -17,6 +17,24 @@
  * mapped instead: a key has one slot, and a new key takes it over from the old one, whose
  * counts are dropped. So a flood of distinct keys costs no memory beyond the table, as
  * with the engine's bounded maps; under such a flood an entry can be replaced early.
+ *
+ * Call rates (`pace`) are the exception to "a worker writes only its own column". A rate
+ * is not a sum of what each worker did but one moving deadline, the GCRA's theoretical
+ * arrival time (TAT): a call at `now` is admitted iff max(TAT, now) - now <= (burst - 1)
+ * x interval, and then TAT = max(TAT, now) + interval. Split into per-worker columns it
+ * could not be exact (each worker would grant its own burst), so a rate key keeps its TAT
+ * in column 0 of its slot and every worker updates that one cell with a compare-and-swap
+ * loop: read the TAT, decide, swap the new TAT in only if nobody changed it meanwhile,
+ * else decide again on what the other worker wrote. Every admission moves the TAT by
+ * exactly one interval from the value it was decided on, so the workers together admit
+ * what one would; a retry happens only because another worker's swap succeeded (lock-free).
+ * Rate keys are a kind of their own (b2bua/calls/counts.py), never counted with `add` or
+ * `admit`, so no column-0 count is mixed into them. Column 0 is worker 0's, the
+ * supervisor's, which is never cleared while the switch runs (a worker restarted has its
+ * own column cleared): a TAT outlives any other worker's restart. Were it cleared, or the
+ * key evicted, the TAT reads 0, a fresh bucket: at most one extra burst. Times are
+ * microseconds of a clock every worker shares (CLOCK_MONOTONIC); the arithmetic
+ * saturates, so no input overflows.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -180,6 +198,50 @@ static PyObject *Tally_admit(Tally *self, PyObject *args) {
     Py_RETURN_TRUE;
 }
 
+static int64_t sat_add(int64_t a, int64_t b) {
+    int64_t r;
+    if (__builtin_add_overflow(a, b, &r)) return b > 0 ? INT64_MAX : INT64_MIN;
+    return r;
+}
+
+static int64_t sat_sub(int64_t a, int64_t b) {
+    int64_t r;
+    if (__builtin_sub_overflow(a, b, &r)) return b < 0 ? INT64_MAX : INT64_MIN;
+    return r;
+}
+
+static int64_t sat_mul(int64_t a, int64_t b) {  /* a, b >= 0 here */
+    int64_t r;
+    if (__builtin_mul_overflow(a, b, &r)) return INT64_MAX;
+    return r;
+}
+
+/* pace(key, now_us, interval_us, burst): GCRA on the TAT in column 0 of the key's slot
+ * (see the header). 0: admitted; else the microseconds until a call would be. */
+static PyObject *Tally_pace(Tally *self, PyObject *args) {
+    PyObject *key_obj;
+    long long now, interval, burst;
+    int64_t slot;
+    if (!PyArg_ParseTuple(args, "OLLL", &key_obj, &now, &interval, &burst)) return NULL;
+    if (interval <= 0 || burst < 1) {
+        PyErr_SetString(PyExc_ValueError, "interval must be above 0 and burst at least 1");
+        return NULL;
+    }
+    if (find(self, key_obj, 1, &slot) < 0) return NULL;
+    int64_t tolerance = sat_mul(burst - 1, interval);
+    int64_t *cell = column(self, slot, 0);
+    int64_t seen = __atomic_load_n(cell, __ATOMIC_ACQUIRE);
+    for (;;) {
+        int64_t base = seen > now ? seen : now;
+        int64_t wait = sat_sub(sat_sub(base, now), tolerance);
+        if (wait > 0) return PyLong_FromLongLong(wait);  /* refused: nothing written */
+        /* seen is refreshed with the other worker's TAT when the swap fails */
+        if (__atomic_compare_exchange_n(cell, &seen, sat_add(base, interval), 0,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            return PyLong_FromLong(0);
+    }
+}
+
 static PyObject *Tally_total(Tally *self, PyObject *key_obj) {
     int64_t slot;
     if (find(self, key_obj, 0, &slot) < 0) return NULL;
@@ -247,6 +309,9 @@ static PyMethodDef Tally_methods[] = {
      "add(key, delta) -> total: change this worker's column."},
     {"admit", (PyCFunction)Tally_admit, METH_VARARGS,
      "admit(key, limit) -> bool: one more unless the total would pass limit."},
+    {"pace", (PyCFunction)Tally_pace, METH_VARARGS,
+     "pace(key, now_us, interval_us, burst) -> 0 when a call is admitted at this rate "
+     "(GCRA, shared by every worker), else the microseconds until one would be."},
     {"total", (PyCFunction)Tally_total, METH_O, "Sum of every worker's column."},
     {"maximum", (PyCFunction)Tally_maximum, METH_O, "Largest column (a deadline)."},
     {"store", (PyCFunction)Tally_store, METH_VARARGS, "store(key, value): this column."},

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from b2bua import logs, opcli, operatorcli, paramcli
+from b2bua import logs, opcli, operatorcli, paramcli, webhookcli
 from b2bua.lab import cli as lab
 from b2bua.options import (
     DEFAULT_VAR_DIR,
@@ -151,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="an empty database to copy into (migrated first; a new SQLite "
                            "file is created)")
     opcli.register(sub)  # gw, phone, cdr, calls: over the REST API
+    webhookcli.register(sub)  # webhook list|add|set|remove: over the REST API
     lab.register(sub)  # lab up|down|status|call: network namespaces (docs/lab.md)
     return parser
 
@@ -268,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers.update(opcli.HANDLERS)
     handlers.update(paramcli.HANDLERS)
     handlers.update(operatorcli.HANDLERS)
+    handlers.update(webhookcli.HANDLERS)
     handlers.update(lab.HANDLERS)
     try:
         return handlers[args.command](args)

@@ -21,6 +21,7 @@ from b2bua.registrar.bindings import Binding
 from b2bua.reports import sum_counters
 from b2bua.route_dry_run import route_test
 from b2bua.stats.tally import merge_snapshots
+from b2bua.webhooks.outbox import merge_reports
 
 if TYPE_CHECKING:
     from b2bua.engine import Engine
@@ -58,6 +59,7 @@ class ControlApi:
         control.register("route_test", lambda r: route_test(engine, r))
         control.register("quality", self._quality)
         control.register("hangup", self._hang_up)
+        control.register("webhooks", self._webhooks)
 
     async def _suspensions(self, request: dict[str, Any]) -> list[dict[str, Any]]:
         mine = [asdict(s) for s in self.engine.policy.suspensions.active(time.time())]
@@ -93,6 +95,11 @@ class ControlApi:
                                     *[more["gateways"] for more in
                                       await self._ask_workers(request)]])
         return {"gateways": gateways, "rollup": self.engine.stats_rollup.snapshot()}
+
+    async def _webhooks(self, request: dict[str, Any]) -> list[dict[str, Any]]:
+        """Each webhook's delivery state, summed over the signalling workers."""
+        return merge_reports([self.engine.webhooks.snapshot(),
+                              *await self._ask_workers(request)])
 
     async def _security(self, request: dict[str, Any]) -> dict[str, Any]:
         mine = self.engine.policy.snapshot(time.time())

@@ -59,8 +59,10 @@ from b2bua.storage.params_store import load_values
 from b2bua.storage.phones import phone_accounts
 from b2bua.storage.registrations import RegistrationLog, live_bindings
 from b2bua.storage.upstream import vendor_registrations
+from b2bua.storage.webhooks import webhook_receivers
 from b2bua.storage.writer import DbWriter, replay, spill_base
 from b2bua.upstream.manager import UpstreamManager, VendorRegistration
+from b2bua.webhooks.service import WebhookService, dead_letter_path
 
 if TYPE_CHECKING:
     from b2bua.cluster.shared_counts import SharedCounts
@@ -162,6 +164,12 @@ class Engine:
         self.phones = PhoneDirectory()
         self.watcher.register("phones", phone_accounts, self.phones.set)
         self.bindings = BindingStore(RegistrationLog(self.writer))
+        # Call and registration events as signed HTTP POSTs (docs/carrier-controls.md);
+        # registrations are worker 0's, which takes every REGISTER.
+        self.webhooks = WebhookService(
+            self.params, dead_letter_path(options.var_dir, options.worker_index), options.node)
+        self.webhooks.attach(self.cdrs, self.bindings if self.primary else None)
+        self.watcher.register("webhooks", webhook_receivers, self.webhooks.configure)
         self.registrar = Registrar(self.params, self.bindings)
         self.keepalive = KeepAlive(self.params, self.bindings, self.stack.udp.send,
                                    lambda: self.stack.sent_by)
@@ -325,6 +333,7 @@ class Engine:
             # A gateway changed while the engine was down loses its registration now.
             self._prune_gateway_bindings()
         self.writer.start()
+        self.webhooks.start()
         if self.shared_counts is not None:
             await self.shared_counts.start()
             self.on_shutdown(self.shared_counts.close)
@@ -432,6 +441,7 @@ class Engine:
         await self.stack.close()
         self.hep.close()
         await self.media.close()  # after the last CDRs got their final media counters
+        await asyncio.to_thread(self.webhooks.close)  # their events: delivered, or dead letters
         self.writer.close()
         if self.workers is not None:
             # After this engine's own writer, so the others' CDR writers (which may be

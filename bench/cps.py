@@ -551,6 +551,10 @@ class Rig(NoInsight):
         pass
 
 
+CONTROLS_RATE = {"call_rate": 100_000, "call_rate_burst": 100_000}
+CONTROLS_CUSTOMER = CONTROLS_RATE
+
+
 @dataclass
 class SoftswitchSystem:
     """``softswitch run`` with one mapping gateway (the UAC's IP) and one routing gateway.
@@ -578,6 +582,11 @@ class SoftswitchSystem:
     # bench/console_load.py); started with the softswitch, reloaded after each restart.
     console: bool = False
     console_load: Any = None  # console_load.ConsoleLoad while the browsers are up
+    # True: the carrier controls on every call (softswitch-controls): the customer with a
+    # call-rate limit and two routing gateways to the vendor, weighted 70/30, each with
+    # a call-rate limit; all far above the offered rate, so each call pays for the
+    # limiter and the weighted turn and none is refused (docs/carrier-controls.md).
+    controls: bool = False
 
     @property
     def uac_scenario(self) -> Path | None:
@@ -655,9 +664,18 @@ class SoftswitchSystem:
                 "name": "customer", "auth_mode": "password", "username": TRUNK_USER,
                 "password": TRUNK_PASSWORD})
         else:
-            api.post("/api/v1/mapping-gateways", {"name": "customer", "ips": [CUSTOMER_IP]})
-        api.post("/api/v1/routing-gateways", {"name": "vendor", "host": VENDOR_IP,
-                                              "port": self.vendor_port, "transport": "udp"})
+            api.post("/api/v1/mapping-gateways", {"name": "customer", "ips": [CUSTOMER_IP],
+                                                  **(CONTROLS_CUSTOMER if self.controls
+                                                     else {})})
+        if self.controls:
+            for name, weight in (("vendor", 70), ("vendor-b", 30)):
+                api.post("/api/v1/routing-gateways", {
+                    "name": name, "host": VENDOR_IP, "port": self.vendor_port,
+                    "transport": "udp", "weight": weight, **CONTROLS_RATE})
+        else:
+            api.post("/api/v1/routing-gateways", {"name": "vendor", "host": VENDOR_IP,
+                                                  "port": self.vendor_port,
+                                                  "transport": "udp"})
         for name, value in self.params.items():
             api.put(f"/api/v1/parameters/{name}", {"value": value})
         self._wait_gateways()
@@ -701,7 +719,8 @@ class SoftswitchSystem:
 
         def ready() -> bool:
             status = api.get("/api/v1/engine")
-            return bool(status["mapping_gateways"] == 1 and status["routing_gateways"] == 1
+            vendors = 2 if self.controls else 1
+            return bool(status["mapping_gateways"] == 1 and status["routing_gateways"] == vendors
                         and all(status["params"][k] == v for k, v in self.params.items()))
 
         if not wait_until(ready, timeout=10):
@@ -1883,7 +1902,7 @@ def profile_only(bench: Bench, root: Path, code_root: Path | None, wanted: set[s
 
 
 def count_work(bench: Bench, root: Path, code_root: Path, base: str | None,
-               rate: int) -> int:
+               rate: int, controls: bool = False) -> int:
     """One step per revision with the event loop's thread under cProfile, bracketed by
     SIGUSR1 and SIGUSR2 (``bench/gc_probe.py``): the work per SIP call, compared."""
     import callwork
@@ -1894,7 +1913,8 @@ def count_work(bench: Bench, root: Path, code_root: Path, base: str | None,
         runs.append((f"softswitch at {base}", root / "code-base"))
     works: list[callwork.Work] = []
     for label, code in runs:
-        system = SoftswitchSystem(root / f"work-{len(works)}", code_root=code, name=label)
+        system = SoftswitchSystem(root / f"work-{len(works)}", code_root=code, name=label,
+                                  controls=controls and code is code_root)
         out = system.workdir / "work.prof"
         os.environ["BENCH_CALL_PROFILE"] = str(out)
         try:
@@ -2398,11 +2418,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--step-seconds", type=int, default=None, help="seconds per step (15)")
     ap.add_argument("--hold-ms", type=int, default=1000, help="call hold, sipp -d (1000)")
     ap.add_argument("--systems", default="rig,softswitch,sippy",
-                    help="comma-separated subset of rig,softswitch,softswitch-console,"
+                    help="comma-separated subset of rig,softswitch,softswitch-controls,"
+                         "softswitch-console,"
                          "softswitch-2w,softswitch-password,softswitch-pg,sippy,kamailio,"
                          "cluster (softswitch-console: the softswitch with two headless "
                          "Chromium signed in to its console, one on the Dashboard, one on "
-                         "Live calls, polling, under SCHED_IDLE; "
+                         "Live calls, polling, under SCHED_IDLE; softswitch-controls: "
+                         "a call-rate limit on the customer and two weighted vendors "
+                         "with call-rate limits, none reached; "
                          "softswitch-password: the customer trunk in digest mode; "
                          "softswitch-2w: two signalling workers; softswitch-pg: on a "
                          "PostgreSQL 15 started for the run; kamailio: Debian's kamailio "
@@ -2435,6 +2458,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="no searches: one step at RATE cps for --code and one for --base "
                          "with the event loop under cProfile; prints the Python function "
                          "calls per SIP call of each and where they differ")
+    ap.add_argument("--controls", action="store_true",
+                    help="with --count-work: the code under test with the carrier controls "
+                         "on (as softswitch-controls), the base without")
     ap.add_argument("--base", default=None, metavar="REV",
                     help="also search the softswitch at git revision REV (exported like "
                          "--code REV) right after 'softswitch', in the same run, and print "
@@ -2485,7 +2511,8 @@ def main(argv: list[str] | None = None) -> int:
                          [int(r) for r in args.soak_at.split(",") if r.strip()],
                          args.soak_seconds or 60)
     if args.count_work:
-        return count_work(bench, root, code_root or REPO, args.base, args.count_work)
+        return count_work(bench, root, code_root or REPO, args.base, args.count_work,
+                          args.controls)
     if args.profile_at:
         return profile_only(bench, root, code_root, wanted, args.profile_at, profile_s)
 
@@ -2554,6 +2581,11 @@ def main(argv: list[str] | None = None) -> int:
         console_c = search(SoftswitchSystem(root / "softswitch-console", code_root=code_root,
                                             name="softswitch-console", console=True),
                            "softswitch")
+    controls_c = None
+    if "softswitch-controls" in wanted:
+        controls_c = search(SoftswitchSystem(root / "softswitch-controls", code_root=code_root,
+                                             name="softswitch-controls", controls=True),
+                            "softswitch")
     if "softswitch" in wanted and args.base:
         base_note = export_rev(args.base, root / "code-base")
         log(f"base: {base_note}")
@@ -2665,6 +2697,12 @@ def main(argv: list[str] | None = None) -> int:
     if ss_c and base_c and base_c.clean:
         print(f"softswitch / softswitch at {args.base} = {ss_c.clean} / {base_c.clean} = "
               f"{ss_c.clean / base_c.clean:.2f}")
+    if controls_c and base_c and base_c.clean:
+        print(f"softswitch-controls / softswitch at {args.base} = {controls_c.clean} / "
+              f"{base_c.clean} = {controls_c.clean / base_c.clean:.2f}")
+    if controls_c and ss_c and ss_c.clean:
+        print(f"softswitch-controls / softswitch = {controls_c.clean} / {ss_c.clean} = "
+              f"{controls_c.clean / ss_c.clean:.2f}")
     if w2_c and w2_c.clean:
         if ss_c and ss_c.clean:
             print(f"2 signalling workers / 1 = {w2_c.clean} / {ss_c.clean} = "

@@ -6,6 +6,7 @@ sent, timers, capacity, watched legs, CDRs)."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -54,11 +55,14 @@ from b2bua.calls.events import (
 )
 from b2bua.calls.switchboard import CallStats
 from b2bua.config.live import Params
+from b2bua.controls.duration import call_limit
+from b2bua.controls.rates import CallRate
 from b2bua.numbers.rules import NumberTables
 from b2bua.registrar.bindings import Binding
 from b2bua.routing.dns import Plan, ip_plan
 from b2bua.routing.gateways import RoutingGateway
 from b2bua.routing.select import RoutePlan, plan_route
+from b2bua.routing.weights import WeightedTurns
 from b2bua.sip.message import Request, Response, make_response
 from b2bua.sip.parser import parse_message
 from b2bua.sip.peer import Peer
@@ -138,6 +142,11 @@ class Context:
     phone_capacity: dict[str, tuple[int, int]] = field(default_factory=dict)  # id, cap
     advertised_host: str = "198.51.100.1"
     sent_by: str = "198.51.100.1:5060"
+    turns: WeightedTurns = field(default_factory=WeightedTurns)
+    # Gateways at their call rate (their Reserve is refused with "rate").
+    over_rate: set[int] = field(default_factory=set)
+    # A range's draw: the lower bound unless a test sets another choice.
+    draw: Callable[[int, int], int] = lambda low, high: low
     _ids: itertools.count[int] = field(default_factory=itertools.count)
 
     def contact(self, transport: str) -> str:
@@ -152,7 +161,11 @@ class Context:
 
     def plan_route(self, callee: str, now: float) -> RoutePlan:
         return plan_route(callee, self.gateways, lambda i: self.occupied.get(i, 0),
-                          lambda i: 0, lambda i: self.held_until.get(i, 0.0) > now)
+                          lambda i: 0, lambda i: self.held_until.get(i, 0.0) > now,
+                          self.turns)
+
+    def duration_limit(self, origin: Origin) -> int:
+        return call_limit(origin.max_duration, self.params["SS_MAX_CALL_DURATION"], self.draw)
 
     def gateway_usable(self, gw: RoutingGateway, now: float) -> bool:
         if not gw.enabled:
@@ -165,14 +178,17 @@ class Context:
         return self.plans.get(gw.id) or ip_plan(gw.host, gw.port or 5060)
 
     def reservation(self, hop: Destination | RoutingGateway
-                    ) -> tuple[tuple[str, int], int] | None:
+                    ) -> tuple[tuple[str, int], int | None, CallRate | None] | None:
+        if isinstance(hop, RoutingGateway):
+            capacity = hop.capacity if self.cluster is not None else None
+            if capacity is None and hop.call_rate is None:
+                return None
+            return ("routing", hop.id), capacity, hop.call_rate
         if self.cluster is None:
             return None
-        if isinstance(hop, RoutingGateway):
-            return (("routing", hop.id), hop.capacity) if hop.capacity is not None else None
         if hop.binding is not None and hop.binding.username in self.phone_capacity:
             phone_id, capacity = self.phone_capacity[hop.binding.username]
-            return ("phone", phone_id), capacity
+            return ("phone", phone_id), capacity, None
         return None
 
     def cluster_key(self, destination: Destination) -> tuple[str, int] | None:
@@ -413,12 +429,16 @@ class CallHarness:
         """Redis answers the oldest ``Reserve``: granted while the cluster's count is
         under the capacity (the admission script's rule)."""
         ask = self.ledger.reserving.pop(0)
+        if ask.rate is not None and ask.key[1] in self.ctx.over_rate:
+            return self.feed(Reserved(ask.key, False, "rate"))
+        if ask.capacity is None:
+            return self.feed(Reserved(ask.key, True))
         cluster = self.ctx.cluster
         assert cluster is not None
         granted = cluster.get(ask.key, 0) < ask.capacity
         if granted:
             cluster[ask.key] = cluster.get(ask.key, 0) + 1
-        return self.feed(Reserved(ask.key, granted))
+        return self.feed(Reserved(ask.key, granted, "" if granted else "capacity"))
 
     def media_started(self, count: int | None = None) -> list[CallAction]:
         """The relay bound the call's streams (``count``, default all it asked for):

@@ -78,6 +78,9 @@ class CdrSchema(Schema):
                        "characters; anyone's text: show it escaped)"})
     user_agent = fields.String(allow_none=True, metadata={
         "description": "the caller's User-Agent (at most 256 characters)"})
+    caller_code = fields.Integer(allow_none=True, metadata={
+        "description": "the final code the caller was sent: final_code, unless the mapping "
+                       "gateway's failure_codes map changed it (docs/carrier-controls.md)"})
 
 
 MAX_ID = 2**62
@@ -92,6 +95,7 @@ CSV_COLUMNS = (
     "routing_gateway", "phone", "callee_phone", "origin_vendor",
     "final_code", "final_reason", "hangup_by", "termination_reason",
     "call_id_in", "call_id_out", "media", "cdr_uuid", "node", "caller_name", "user_agent",
+    "caller_code",
 )
 _NUMBER_MAX = 128
 

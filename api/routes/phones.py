@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, request
 from marshmallow import Schema, ValidationError, fields, validate
 
+from api.control_schemas import CallRateFields, DurationFields, check_controls
 from api.errors import ApiError
 from api.gateway_schemas import refuse_taken_username
 from api.number_schemas import DialPlans
@@ -18,7 +19,7 @@ USERNAME = validate.Regexp(r"^[0-9A-Za-z+*#._-]{1,64}\Z",
                            error="1-64 of 0-9 A-Z a-z + * # . _ -")
 
 
-class PhoneSchema(DialPlans):
+class PhoneSchema(DialPlans, CallRateFields, DurationFields):
     id = fields.Integer(dump_only=True)
     username = fields.String(required=True, validate=USERNAME,
                              metadata={"description": "also the phone's number"})
@@ -35,6 +36,9 @@ class PhoneSchema(DialPlans):
 
 
 def check_phone(data: dict[str, Any], current: dict[str, Any] | None) -> None:
+    errors = check_controls(data)
+    if errors:
+        raise ValidationError(errors)
     if current is None and not data.get("password"):
         raise ValidationError({"password": ["a phone needs a password"]})
     if "password" in data and not data["password"]:

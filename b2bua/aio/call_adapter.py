@@ -273,11 +273,18 @@ class CallAdapter:
         self.board.run(self._resolve(action))
 
     def _reserve_action(self, action: Reserve) -> None:
+        rate = action.rate
+        if action.capacity is None and rate is not None and \
+                self.board.counts.shared is None:
+            # A vendor's call rate on a node of its own: decided here and now.
+            granted = self.board.pace_vendor(action.key, rate)
+            self.feed(Reserved(action.key, granted, "" if granted else "rate"))
+            return
         self.board.run(self._reserve(action))
 
     async def _reserve(self, action: Reserve) -> None:
-        granted = await self.board.reserve(action.key, action.capacity)
-        self.feed(Reserved(action.key, granted))
+        refused_by = await self.board.reserve(action.key, action.capacity, action.rate)
+        self.feed(Reserved(action.key, not refused_by, refused_by))
 
     def _unreserve(self, action: Unreserve) -> None:
         self.board.unreserve(action.key)
@@ -304,10 +311,16 @@ class CallAdapter:
         self.board.counts.hold(("retry_ms", action.gateway.id), action.until)
 
     def _note_started(self, action: NoteStarted) -> None:
-        note_started(self.board.cdrs.writer, action.record)
+        cdrs = self.board.cdrs
+        note_started(cdrs.writer, action.record)
+        if cdrs.events is not None:  # webhooks (b2bua/webhooks/); the CDR's: CdrWriter
+            cdrs.events.call_started(action.record)
 
     def _note_answered(self, action: NoteAnswered) -> None:
-        note_answered(self.board.cdrs.writer, action.call_id, action.at, action.dialogs)
+        cdrs = self.board.cdrs
+        note_answered(cdrs.writer, action.call_id, action.at, action.dialogs)
+        if cdrs.events is not None:
+            cdrs.events.call_answered(self.call, action.at)
 
     def _write_cdr(self, action: WriteCdr) -> None:
         cdrs = self.board.cdrs

@@ -10,6 +10,7 @@ from typing import Any
 from b2bua.calls.anchor import MediaAnchor, MediaSetup, StreamUpdate
 from b2bua.calls.cdr import CdrRecord
 from b2bua.calls.endpoints import Destination
+from b2bua.controls.rates import CallRate
 from b2bua.routing.gateways import RoutingGateway
 from b2bua.sip.message import Request, Response
 from b2bua.sip.peer import Peer
@@ -116,12 +117,15 @@ class Resolve:
 
 @dataclass(slots=True)
 class Reserve:
-    """Take a place under ``key`` (a vendor's or a phone's calls now) if the cluster's
-    total stays within ``capacity``; ``Reserved`` follows. Only on a cluster node, where
-    the count is shared in Redis (docs/cluster.md)."""
+    """Before a leg is dialled: let one call through the vendor's ``rate`` (its call-rate
+    limit, docs/carrier-controls.md), then, with a ``capacity``, take a place under
+    ``key`` (a vendor's or a phone's calls now) if the cluster's total stays within it
+    (only on a cluster node, where the count is shared in Redis, docs/cluster.md);
+    ``Reserved`` follows."""
 
     key: tuple[str, int]
-    capacity: int
+    capacity: int | None
+    rate: CallRate | None = None
 
 
 @dataclass(slots=True)

@@ -108,7 +108,7 @@ from b2bua.routing.dns import Plan, Target
 from b2bua.routing.gateways import RoutingGateway
 from b2bua.sip.dialog import Dialog, origin_host
 from b2bua.sip.edge import outbound_proxy
-from b2bua.sip.message import Request, Response, make_response
+from b2bua.sip.message import Request, Response, default_reason, make_response
 from b2bua.sip.peer import Peer
 from b2bua.sip.transaction import TIMER_64T1, ServerTransaction
 
@@ -169,6 +169,7 @@ class Call:
         # A cluster's shared capacity (docs/cluster.md): the hop waiting for ``Reserved``,
         # and the place taken for the next leg and not used by one yet.
         self._reserving: Hop | None = None
+        self._reserving_place = False  # whether that Reserve asked for a place
         self._reserved: tuple[str, int] | None = None
         self.attempts: list[Attempt] = []
         self.attempt: Attempt | None = None  # the current one; after answer, the answered one
@@ -181,6 +182,9 @@ class Call:
         self.answer_at: float | None = None
         self.final_code = 0
         self.final_reason = ""
+        self.caller_code = 0  # what the caller was sent (a failure-code map may change it)
+        # The longest talk time (s, 0: none), drawn at the start (docs/carrier-controls.md).
+        self.max_duration = ctx.duration_limit(origin)
         self.hangup_by = ""
         self.termination = ""
         self._late_offer = not invite.body
@@ -404,8 +408,10 @@ class Call:
                 continue
             wanted = self.ctx.reservation(hop)
             if wanted is not None:
+                reserve = Reserve(*wanted)
                 self._reserving = hop
-                self._out.append(Reserve(*wanted))
+                self._reserving_place = reserve.capacity is not None
+                self._out.append(reserve)
                 return
             if self._take(hop, now):
                 return
@@ -431,7 +437,7 @@ class Call:
 
     def _on_reserved(self, event: Reserved, now: float) -> None:
         hop, self._reserving = self._reserving, None
-        if event.granted:
+        if event.granted and self._reserving_place:
             self._reserved = event.key
         if self.ended or hop is None:
             self._give_back()
@@ -440,6 +446,8 @@ class Call:
             if isinstance(hop, Destination):  # a phone: its only hop
                 self._fail_caller(486, None, "system", "phone at capacity", now)
                 return
+            if event.refused_by == "rate":
+                self._skip_gateway(hop, "rate_limited", "at its call rate", now)
             self._next_attempt(now)  # full across the cluster: as if full here
             return
         if not self._take(hop, now):
@@ -456,6 +464,17 @@ class Call:
             return
         if not self._dial_gateway(event.gateway, event.plan, now):
             self._next_attempt(now)
+
+    def _skip_gateway(self, gw: RoutingGateway, outcome: str, note: str, now: float) -> None:
+        """A gateway of the route not dialled (e.g. at its call rate): an attempt in the
+        CDR that says why, with no INVITE."""
+        rules = SwitchRules.resolve(self.ctx.params, gw)
+        attempt = Attempt(len(self.attempts) + 1, self._destination(gw), rules, now)
+        attempt.note = note
+        attempt.finish(outcome, now)
+        self.attempts.append(attempt)
+        if self.attempt is None or not self.attempt.open:
+            self.attempt = attempt
 
     def _dial_gateway(self, gw: RoutingGateway, plan: Plan, now: float) -> bool:
         """The gateway's first target; False when its name gave no address (the attempt
@@ -675,6 +694,9 @@ class Call:
             self._refresh(Side(rest), now)
         elif kind == "media":
             self._check_media(now)
+        elif kind == "limit":
+            log.info("call %d: maximum duration (%d s) reached", self.no, self.max_duration)
+            self._hang_up_both("system", "maximum duration", now)
 
     def _on_attempt_timer(self, attempt: Attempt, now: float) -> None:
         timer = attempt.timer
@@ -703,6 +725,8 @@ class Call:
         self._sdp_sent = {Side.CALLER: self._to_caller_last, Side.CALLEE: self._to_callee_last}
         self._arm_refresh(Side.CALLER, leg_timer(self.ctx.params, self.invite))
         self._arm_refresh(Side.CALLEE, leg_timer(self.ctx.params, response))
+        if self.max_duration > 0:
+            self._set_timer("limit", self.max_duration)
 
     def _on_stray_response(self, event: StrayResponse, now: float) -> None:
         """A retransmitted 2xx from a destination (our ACK was lost): ACK it again."""
@@ -788,13 +812,22 @@ class Call:
     # -- toward the caller -----------------------------------------------------------------
 
     def _reply_caller(self, status: int, reason: str | None, source: Response | None) -> None:
-        response = caller_response(self.invite, self.inbound, status, reason, self.ctx.params)
+        sent, own_reason = status, reason
+        if status >= 300:
+            # The customer's failure-code map: the caller hears ``sent``, the CDR keeps
+            # ``status`` as the call's final code (docs/carrier-controls.md).
+            sent = self.origin.failure_codes.sent(status)
+            if sent != status:
+                reason = None
+        response = caller_response(self.invite, self.inbound, sent, reason, self.ctx.params)
         if source is not None and source.body:
             response.add("Content-Type", source.get("Content-Type") or "application/sdp")
             response.body = self._to_caller(source.body)
         if status >= 200:
             self.final_code = status
-            self.final_reason = response.reason
+            self.final_reason = response.reason if sent == status else \
+                own_reason or default_reason(status)
+            self.caller_code = sent
         answered = 200 <= status < 300
         # A 2xx is sent again by its transaction until its ACK confirms it; no ACK in
         # 64*T1 ends the call (NoAck).

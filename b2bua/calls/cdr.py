@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from b2bua.stats.tally import GatewayTally
 from b2bua.storage import cdrs
 from b2bua.storage.writer import DbWriter
+
+if TYPE_CHECKING:
+    from b2bua.webhooks.service import WebhookService
 
 
 @dataclass(slots=True)
@@ -48,6 +51,9 @@ class CdrRecord:
     # operators as text, cut to a bound: anyone may put anything there.
     caller_name: str | None = None
     user_agent: str | None = None
+    # The final code the caller was sent, when a failure-code map made it differ from
+    # final_code (docs/carrier-controls.md); else the same.
+    caller_code: int | None = None
 
 
 _COLUMNS = tuple(CdrRecord.__dataclass_fields__)
@@ -71,6 +77,8 @@ class CdrWriter:
     def __init__(self, writer: DbWriter, tally: GatewayTally | None = None) -> None:
         self.writer = writer
         self.tally = tally  # each gateway's quality since start (Prometheus)
+        # The call events' webhooks (b2bua/webhooks/), set only while one wants them.
+        self.events: WebhookService | None = None
 
     def submit(self, record: CdrRecord, attempts: Sequence[dict[str, Any]] = ()) -> None:
         self.writer.submit(INSERT, _ROW(record))
@@ -82,3 +90,5 @@ class CdrWriter:
             statement, key = cdrs.INSERT_ATTEMPT, record.cdr_uuid
         for attempt in attempts:
             self.writer.submit(statement, (key, *(attempt[c] for c in ATTEMPT_COLUMNS)))
+        if self.events is not None:
+            self.events.call_ended(record, attempts)

@@ -10,6 +10,7 @@ from typing import Protocol
 from b2bua.calls.anchor import MediaAnchor
 from b2bua.calls.endpoints import Destination, Origin
 from b2bua.config.live import Params
+from b2bua.controls.rates import CallRate
 from b2bua.numbers.rules import NumberTables
 from b2bua.routing.dns import Plan
 from b2bua.routing.gateways import RoutingGateway
@@ -49,9 +50,16 @@ class CallContext(Protocol):
 
     def vendor_plan(self, gw: RoutingGateway) -> Plan: ...
 
-    def reservation(self, hop: Destination | RoutingGateway) -> tuple[tuple[str, int], int] | None:
-        """The counter and capacity to reserve a place under before dialling ``hop``
-        (a cluster node's vendor or phone with a capacity); None: dial at once."""
+    def reservation(self, hop: Destination | RoutingGateway
+                    ) -> tuple[tuple[str, int], int | None, CallRate | None] | None:
+        """What to ask before dialling ``hop``: its counter, the capacity to reserve a
+        place under (a cluster node's vendor or phone with a capacity) and the call rate
+        to pass (a vendor with a limit); None: dial at once."""
+        ...
+
+    def duration_limit(self, origin: Origin) -> int:
+        """A new call's longest talk time in seconds (0: none), drawn in its origin's
+        range, else the system's."""
         ...
 
     def origin_media_check(self, origin: Origin) -> str: ...

@@ -9,6 +9,12 @@ same code runs. A key is a kind and a configuration id.
 A node of a cluster with Redis (docs/cluster.md) also has ``shared``: what this node
 counts is written there too, the other nodes' counts are added to every read, and an
 origin's capacity is checked across the cluster by :meth:`CallCounts.admit_shared`.
+
+Call rates (calls per second with a burst, per mapping gateway, phone, vendor as an
+origin, and routing gateway) are kept apart from the counts, each limited thing under a
+kind of its own (``rate_gateway``...): one GCRA deadline per key that every worker moves
+(:meth:`CallCounts.pace`, ``Tally.pace``), and across a cluster one in Redis
+(:meth:`CallCounts.pace_shared`).
 """
 
 from __future__ import annotations
@@ -25,8 +31,13 @@ log = logging.getLogger("b2bua.counts")
 
 SLOTS = 1 << 18  # keys: every configured gateway and phone, once per kind
 _KINDS = {"gateway": 1, "phone": 2, "vendor": 3, "routing": 4, "routing_total": 5,
-          "retry_ms": 6, "upstream": 7}
+          "retry_ms": 6, "upstream": 7,
+          # call rates: a GCRA deadline per limited thing (Tally.pace), never a count
+          "rate_gateway": 8, "rate_phone": 9, "rate_vendor": 10, "rate_routing": 11}
 _ID_BITS = 56
+RATE_KINDS = ("gateway", "phone", "vendor", "routing")  # what a call rate may limit
+MAX_INTERVAL_US = 86_400_000_000  # a rate below one call a day counts as one a day
+MAX_BURST = 10_000  # keeps (burst x interval) + Redis's clock exact in Lua's doubles
 
 Key = tuple[str, int]
 
@@ -65,6 +76,39 @@ class CallCounts:
             return True
         self._tally.add(slot, -1)
         return False
+
+    def pace(self, key: Key, rate: float, burst: int, now: float) -> float:
+        """A call under ``key`` (``("gateway", id)``, ``("phone", id)``, ``("vendor",
+        id)``, ``("routing", id)``) at ``rate`` calls per second with ``burst``: 0.0 when
+        it is admitted (and counted against the rate), else the seconds until one would
+        be (nothing counted). Exact across this node's workers; ``now`` is seconds of a
+        clock they share (``time.monotonic()``). ValueError for a rate not above 0 or a
+        burst below 1."""
+        interval_us, burst = pacing(rate, burst)
+        return self._pace(_rate_key(key), interval_us, burst, now)
+
+    async def pace_shared(self, key: Key, rate: float, burst: int, now: float) -> float:
+        """:meth:`pace` across the cluster's live nodes when there is one: one deadline in
+        Redis on Redis's own clock (a round trip). While Redis is unreachable, slow or
+        rebuilding, this node decides on the tally with its share of the rate and burst
+        (``shares.pace_share``); ``now`` is only used then."""
+        interval_us, burst = pacing(rate, burst)
+        rate_key = _rate_key(key)
+        shared = self.shared
+        if shared is None:
+            return self._pace(rate_key, interval_us, burst, now)
+        return await shared.pace(
+            key[0], key[1], interval_us, burst,
+            lambda share_us, share_burst: self._pace(rate_key, share_us, share_burst, now))
+
+    def _pace(self, rate_key: Key, interval_us: int, burst: int, now: float) -> float:
+        now_us = min(max(round(now * 1_000_000), -(1 << 63)), (1 << 63) - 1)
+        try:
+            wait_us = int(self._tally.pace(self._key(rate_key), now_us, interval_us, burst))
+        except OverflowError:  # the table is full
+            self._overflow(rate_key)  # as for counts: the call goes on, unpaced
+            return 0.0
+        return wait_us / 1_000_000
 
     def admit(self, key: Key, capacity: int | None) -> bool:
         """Count one more call under ``key`` unless that would pass ``capacity``."""
@@ -125,3 +169,24 @@ class CallCounts:
         self.overflows += 1
         if self.overflows == 1:
             log.error("call counter table full (%d keys): %s not counted", SLOTS, key)
+
+
+def _rate_key(key: Key) -> Key:
+    """Where a limited thing's call rate is kept: a kind of its own, apart from counts."""
+    if key[0] not in RATE_KINDS:
+        raise ValueError(f"no call rate for {key[0]!r}: one of {', '.join(RATE_KINDS)}")
+    return "rate_" + key[0], key[1]
+
+
+def pacing(rate: float, burst: int) -> tuple[int, int]:
+    """A rate (calls per second) and burst as ``Tally.pace`` and the Redis script take
+    them: the interval in whole microseconds (at least 1, at most a day) and the burst
+    (at most ``MAX_BURST``). ValueError for a rate not above 0 (NaN too) or a burst
+    below 1."""
+    if not rate > 0:
+        raise ValueError(f"a call rate must be above 0, not {rate!r}")
+    if burst < 1:
+        raise ValueError(f"a burst must be at least 1, not {burst!r}")
+    interval = 1_000_000 / rate
+    interval_us = MAX_INTERVAL_US if interval >= MAX_INTERVAL_US else max(1, round(interval))
+    return interval_us, min(int(burst), MAX_BURST)

@@ -146,17 +146,24 @@ def map_vendor_failure(status: int) -> int:
     return status
 
 
+# Attempts recorded without an INVITE: the gateway's name gave no address, or the
+# gateway was at its call rate.
+NOT_SENT = frozenset({"dns_failure", "rate_limited"})
+
+
 def all_failed(attempts: Sequence[Attempt], failure_codes: list[int]
                ) -> tuple[int, str, str]:
     """The route is spent: the caller's final code, who hung up, and why
     (docs/failover.md, "The caller's final code after every attempt failed")."""
-    sent = [a for a in attempts if a.outcome != "dns_failure"]
+    sent = [a for a in attempts if a.outcome not in NOT_SENT]
     if failure_codes:
         code = map_vendor_failure(failover.best_final(failure_codes))
     else:
         code = 408 if sent else 503
     if sent:
         why = "every routing gateway failed"
+    elif attempts and all(a.outcome == "rate_limited" for a in attempts):
+        why = "every routing gateway is at its call rate"
     elif attempts:
         why = attempts[-1].note  # no address for any gateway: the DNS's answer
     else:

@@ -119,7 +119,8 @@ def explain_call(ctx: DryRunContext, origin: Origin, caller: str, callee: str, n
             checks = () if came_from(origin, gw) else gw.numbers.explain_lists(caller, callee,
                                                                              groups)
             view["lists"] = [asdict(check) for check in checks]
-            _in_route(view, origin, gw, caller, callee, groups, hops, limit)
+            _in_route(view, origin, gw, caller, callee, groups, hops, limit,
+                      verdict.weighted_turn)
         out["gateways"].append(view)
     out["route"] = sorted(
         ({"position": view["position"], "id": view["id"], "name": view["name"],
@@ -157,7 +158,8 @@ def _refused(stage: str, refusal: Refusal) -> dict[str, Any]:
 
 
 def _in_route(view: dict[str, Any], origin: Origin, gw: RoutingGateway, caller: str,
-              callee: str, groups: NumberGroups, hops: list[int], limit: int | None) -> None:
+              callee: str, groups: NumberGroups, hops: list[int], limit: int | None,
+              weighted_turn: bool = False) -> None:
     """A gateway of the routing order: dialled, or why not (``vendor_route``'s reasons,
     then the switch limit)."""
     refused = vendor_refusal(gw, caller, callee, groups)
@@ -172,7 +174,8 @@ def _in_route(view: dict[str, Any], origin: Origin, gw: RoutingGateway, caller: 
                            f"{limit} attempt{'s' if limit > 1 else ''}")
     else:
         position = hops.index(gw.id) + 1
-        view.update(position=position, detail=f"attempt {position}")
+        turn = f" (its weighted turn, weight {gw.weight})" if weighted_turn else ""
+        view.update(position=position, detail=f"attempt {position}{turn}")
 
 
 def _gateway(ctx: DryRunContext, verdict: GatewayVerdict, caller: str, callee: str

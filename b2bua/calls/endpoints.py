@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from b2bua.controls.duration import DurationLimit
+from b2bua.controls.failure_codes import NO_MAP, FailureCodes
+from b2bua.controls.rates import CallRate
 from b2bua.numbers.rules import NO_RULES, NumberRules
 from b2bua.registrar.bindings import Binding
 from b2bua.registrar.phones import PhoneAccount
@@ -25,11 +28,16 @@ class Origin:
     numbers: NumberRules = NO_RULES
     media_relay: str = "auto"
     rtp_encryption: bool = False
+    call_rate: CallRate | None = None
+    call_rate_code: int = 503
+    max_duration: DurationLimit | None = None  # None: SS_MAX_CALL_DURATION
+    failure_codes: FailureCodes = NO_MAP
 
     @classmethod
     def gateway(cls, gw: MappingGateway) -> Origin:
         return cls("gateway", gw.id, gw.name, gw.capacity, gw.numbers, gw.media_relay,
-                   gw.rtp_encryption)
+                   gw.rtp_encryption, gw.call_rate, gw.call_rate_code, gw.max_duration,
+                   gw.failure_codes)
 
     @classmethod
     def vendor(cls, gw: RoutingGateway) -> Origin:
@@ -38,7 +46,8 @@ class Origin:
 
     @classmethod
     def phone(cls, phone: PhoneAccount) -> Origin:
-        return cls("phone", phone.id, phone.username, phone.capacity, phone.numbers)
+        return cls("phone", phone.id, phone.username, phone.capacity, phone.numbers,
+                   call_rate=phone.call_rate, max_duration=phone.max_duration)
 
     @property
     def key(self) -> tuple[str, int]:

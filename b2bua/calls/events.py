@@ -108,10 +108,13 @@ class VendorResolved:
 
 @dataclass(slots=True)
 class Reserved:
-    """The answer to ``Reserve``: whether the place under ``key`` is ours."""
+    """The answer to ``Reserve``: whether the leg may go (and the place under ``key``,
+    when one was asked, is ours); refused, ``refused_by`` says why: "rate" or
+    "capacity"."""
 
     key: tuple[str, int]
     granted: bool
+    refused_by: str = ""
 
 
 @dataclass(slots=True)

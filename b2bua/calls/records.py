@@ -48,6 +48,7 @@ def call_record(call: Call, end: float, hangup_by: str, why: str) -> CdrRecord:
         node=call.ctx.node or None,
         caller_name=caller_name(call),
         user_agent=user_agent(call),
+        caller_code=call.caller_code or None,
     )
 
 

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import random
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
@@ -30,6 +31,8 @@ from b2bua.calls.events import (
 )
 from b2bua.calls.records import ladder_call, ladder_caller, ladder_end
 from b2bua.config.live import Params
+from b2bua.controls.duration import call_limit
+from b2bua.controls.rates import CallRate, retry_after
 from b2bua.ladders import LadderStore
 from b2bua.media.plane import MediaPlane
 from b2bua.numbers.rules import NumberTables
@@ -39,8 +42,10 @@ from b2bua.registrar.phones import PhoneDirectory
 from b2bua.registrar.registrar import Registrar
 from b2bua.routing.dns import Plan
 from b2bua.routing.gateways import GatewayDirectory, RoutingGateway
+from b2bua.routing.periods import all_in_force
 from b2bua.routing.resolver import VendorResolver
 from b2bua.routing.select import RouteExplanation, RoutePlan, explain_route, plan_route
+from b2bua.routing.weights import WeightedTurns
 from b2bua.sip.badrequest import (
     answer_malformed,
     bad_extension,
@@ -85,6 +90,8 @@ class CallStats:
     answered: int = 0
     failed: int = 0
     rejected_capacity: int = 0
+    rejected_rate: int = 0  # new calls over their mapping gateway's or phone's call rate
+    vendor_rate_limited: int = 0  # vendors skipped at their call rate
     rejected_unknown: int = 0
     dropped_unknown: int = 0
     loops: int = 0
@@ -138,6 +145,11 @@ class Switchboard:
         self.node = ""  # set by the engine from --node (docs/cluster.md)
         # Set by the engine: the calls' SIP ladders (the stack's, b2bua/ladders.py).
         self.ladders: LadderStore | None = None
+        # Weighted routing's turns (b2bua/routing/weights.py), and the routing gateways
+        # in force (their periods) with the directory, second and zone they are for.
+        self.turns = WeightedTurns()
+        self._in_force: tuple[dict[int, RoutingGateway], int, str,
+                              dict[int, RoutingGateway]] | None = None
         self.stats = CallStats()
         self._numbers = itertools.count(1)
 
@@ -367,13 +379,21 @@ class Switchboard:
             refusal.add("Retry-After", str(OVERLOAD_RETRY_AFTER))
             self.stack.respond_stateless(invite, source, refusal)
             return
-        if self.counts.shared is not None and origin.capacity is not None:
-            # A cluster node: the capacity is the cluster's, asked of Redis (docs/
-            # cluster.md); the INVITE's transaction absorbs retransmissions meanwhile.
+        rate = origin.call_rate
+        if self.counts.shared is not None and (origin.capacity is not None or
+                                               rate is not None):
+            # A cluster node: the capacity and rate are the cluster's, asked of Redis
+            # (docs/cluster.md); the INVITE's transaction absorbs retransmissions meanwhile.
             server = self.stack.server_transaction(invite, source)
             self.admitting[invite.call_id] = False
             self.run(self._admit_across(invite, source, origin, server, callee, customer))
             return
+        if rate is not None:
+            wait = self.counts.pace(origin.key, rate.rate, rate.burst, time.time())
+            if wait > 0:
+                self.stack.server_transaction(invite, source).respond(
+                    self._over_rate(invite, origin, wait))
+                return
         if not self.counts.admit(origin.key, origin.capacity):  # counted from here
             self.stats.rejected_capacity += 1
             self._reply(invite, source, 503)
@@ -384,6 +404,14 @@ class Switchboard:
     async def _admit_across(self, invite: Request, source: Peer, origin: Origin,
                             server: ServerTransaction, callee: str | None,
                             customer: Peer | None) -> None:
+        rate = origin.call_rate
+        if rate is not None:
+            wait = await self.counts.pace_shared(origin.key, rate.rate, rate.burst, time.time())
+            if wait > 0:
+                cancelled = self.admitting.pop(invite.call_id, False)
+                server.respond(make_response(invite, 487) if cancelled
+                               else self._over_rate(invite, origin, wait))
+                return
         admitted = await self.counts.admit_shared(origin.key, origin.capacity)
         cancelled = self.admitting.pop(invite.call_id, False)
         if not admitted:
@@ -395,6 +423,14 @@ class Switchboard:
             server.respond(make_response(invite, 487))
             return
         self._start_call(invite, source, origin, server, callee, customer)
+
+    def _over_rate(self, invite: Request, origin: Origin, wait: float) -> Response:
+        """The answer to a call over its origin's call rate: the configured code (503 by
+        default) with a Retry-After of when the next call would pass."""
+        self.stats.rejected_rate += 1
+        refusal = make_response(invite, origin.call_rate_code)
+        refusal.add("Retry-After", str(retry_after(wait)))
+        return refusal
 
     def _start_call(self, invite: Request, source: Peer, origin: Origin,
                     server: ServerTransaction, callee: str | None,
@@ -440,19 +476,40 @@ class Switchboard:
 
     def plan_route(self, callee: str, now: float) -> RoutePlan:
         counts = self.counts
-        return plan_route(callee, self.gateways.routing.values(),
+        return plan_route(callee, self.routing_in_force(now).values(),
                           lambda gw_id: counts[("routing", gw_id)],
                           lambda gw_id: counts[("routing_total", gw_id)],
-                          lambda gw_id: self._suspended_gateway(gw_id, now))
+                          lambda gw_id: self._suspended_gateway(gw_id, now), self.turns)
 
     def explain_route(self, callee: str, now: float) -> RouteExplanation:
         """``plan_route`` with every gateway's verdict, from the same counts and holds
-        (the routing dry run, ``calls/dryrun.py``)."""
+        (the routing dry run, ``calls/dryrun.py``); the weighted turns are looked at, not
+        taken."""
         counts = self.counts
-        return explain_route(callee, self.gateways.routing.values(),
+        return explain_route(callee, self.routing_in_force(now).values(),
                              lambda gw_id: counts[("routing", gw_id)],
                              lambda gw_id: counts[("routing_total", gw_id)],
-                             self._held_until, now)
+                             self._held_until, now, self.turns)
+
+    def routing_in_force(self, now: float) -> dict[int, RoutingGateway]:
+        """The routing gateways as their periods in force now make them (docs/
+        carrier-controls.md); the configured ones when none has periods. Worked out once
+        a second (periods are in seconds) and after every reload."""
+        routing = self.gateways.routing
+        zone_name = self.params["SS_ROUTING_TIME_ZONE"]
+        second = int(now)
+        cached = self._in_force
+        if cached is not None and cached[0] is routing and cached[1] == second and \
+                cached[2] == zone_name:
+            return cached[3]
+        if cached is None or cached[0] is not routing:
+            self.turns.reset()  # reloaded: the weights may have changed
+        if any(gw.periods for gw in routing.values()):
+            current = {gw.id: gw for gw in all_in_force(routing.values(), now, zone_name)}
+        else:
+            current = routing
+        self._in_force = (routing, second, zone_name, current)
+        return current
 
     def peek_vendor(self, gw: RoutingGateway) -> Plan:
         """A gateway's targets as the DNS cache has them, for a look only."""
@@ -466,8 +523,9 @@ class Switchboard:
         return await self.resolver.resolve(gw)
 
     def gateway_usable(self, gw: RoutingGateway, now: float) -> bool:
-        """Still enabled (after a reload), not full, not taken out by a Retry-After."""
-        current = self.gateways.routing.get(gw.id)
+        """Still enabled (after a reload), not full, not taken out by a Retry-After (with
+        the period in force now)."""
+        current = self.routing_in_force(now).get(gw.id)
         if current is None or not current.enabled:
             return False
         if current.capacity is not None and self.counts[("routing", gw.id)] >= current.capacity:
@@ -475,20 +533,28 @@ class Switchboard:
         return not self._suspended_gateway(gw.id, now)
 
     def reservation(self, hop: Destination | RoutingGateway
-                    ) -> tuple[tuple[str, int], int] | None:
+                    ) -> tuple[tuple[str, int], int | None, CallRate | None] | None:
         """On a cluster node, a vendor's or phone's capacity is the cluster's: a place is
-        taken in Redis before the leg is dialled (docs/cluster.md)."""
-        if self.counts.shared is None:
-            return None
+        taken in Redis before the leg is dialled (docs/cluster.md). A vendor with a call
+        rate is asked for a pass first, on any switch (docs/carrier-controls.md)."""
+        shared = self.counts.shared is not None
         if isinstance(hop, RoutingGateway):
-            current = self.gateways.routing.get(hop.id) or hop
-            return (("routing", hop.id), current.capacity) \
-                if current.capacity is not None else None
+            current = self.routing_in_force(time.time()).get(hop.id) or hop
+            capacity = current.capacity if shared else None
+            if capacity is None and current.call_rate is None:
+                return None
+            return ("routing", hop.id), capacity, current.call_rate
+        if not shared:
+            return None
         if hop.binding is not None:
             phone = self.phones.get(hop.binding.username)
             if phone is not None and phone.capacity is not None:
-                return ("phone", phone.id), phone.capacity
+                return ("phone", phone.id), phone.capacity, None
         return None
+
+    def duration_limit(self, origin: Origin) -> int:
+        return call_limit(origin.max_duration, self.params["SS_MAX_CALL_DURATION"],
+                          random.randint)
 
     def _suspended_gateway(self, gw_id: int, now: float) -> bool:
         return self._held_until(gw_id) > now
@@ -560,8 +626,27 @@ class Switchboard:
             if phone is not None:
                 self.counts.add(("phone", phone.id), 1)
 
-    async def reserve(self, key: tuple[str, int], capacity: int) -> bool:
-        return await self.counts.admit_shared(key, capacity)
+    def pace_vendor(self, key: tuple[str, int], rate: CallRate) -> bool:
+        """One more call to a vendor within its call rate, on this node (exact across
+        its signalling workers)."""
+        if self.counts.pace(key, rate.rate, rate.burst, time.time()) > 0:
+            self.stats.vendor_rate_limited += 1
+            return False
+        return True
+
+    async def reserve(self, key: tuple[str, int], capacity: int | None,
+                      rate: CallRate | None = None) -> str:
+        """A cluster node's leg: its vendor's call rate, then a place within the
+        capacity, both the cluster's; "" when the leg may go, else "rate" or
+        "capacity"."""
+        if rate is not None:
+            wait = await self.counts.pace_shared(key, rate.rate, rate.burst, time.time())
+            if wait > 0:
+                self.stats.vendor_rate_limited += 1
+                return "rate"
+        if capacity is not None and not await self.counts.admit_shared(key, capacity):
+            return "capacity"
+        return ""
 
     def unreserve(self, key: tuple[str, int]) -> None:
         self.counts.add(key, -1)

@@ -14,6 +14,10 @@
 - Redis unreachable, or rebuilding after it lost its data: an admission takes at most
   this node's share of the capacity (capacity / live nodes), from our own count; the
   state shows in ``/health`` and ``/cluster``.
+- A call rate (calls per second with a burst) is one GCRA deadline per limited thing in
+  Redis, moved by a script on Redis's clock (``shares.PACE_LUA``), asked as an admission
+  is; Redis unreachable, slow or rebuilding, this node keeps to its share of the rate
+  (``shares.pace_share``) on its own workers' table.
 """
 
 from __future__ import annotations
@@ -49,16 +53,20 @@ class SharedStats:
     restarts_seen: int = 0  # Redis came back without its data
     state: str = "starting"  # up, down, rebuilding
     live_nodes: int = 1
+    rate_admitted: int = 0  # calls a call rate admitted (through Redis or by share)
+    rate_refused: int = 0
+    rate_by_share: int = 0  # call rates decided on our share (Redis down or rebuilding)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class _Op:
-    kind: str  # "admit", "delta", "set", "clear", "fail", "forget", "tell"
+    kind: str  # "admit", "delta", "set", "clear", "fail", "forget", "tell", "pace"
     key: str
     value: int = 0
     done: asyncio.Future[Any] | None = None
     text: str = ""
+    burst: int = 0  # "pace": value is the interval (us)
 
 
 class SharedCounts:
@@ -79,6 +87,7 @@ class SharedCounts:
         self._tasks: list[asyncio.Task[None]] = []
         self._indexed: set[str] = set()  # counters we added to the index
         self._fail: Any = None
+        self._pace: Any = None
         # What another node (or this one) tells on the suspensions channel: a JSON dict.
         self.on_told: Callable[[dict[str, Any]], None] = lambda message: None
 
@@ -132,6 +141,37 @@ class SharedCounts:
         self._count(key, admitted)
         return admitted
 
+    async def pace(self, kind: str, ident: int, interval_us: int, burst: int,
+                   local: Callable[[int, int], float]) -> float:
+        """A call under a limited thing's rate (one every ``interval_us`` with ``burst``)
+        across the cluster: 0.0 when admitted, else the seconds until one would be. Redis
+        unreachable, slow (``ADMIT_WAIT``) or rebuilding: ``local(interval_us, burst)``
+        decides with this node's share of them."""
+        if not self.usable:
+            return self._paced_by_share(interval_us, burst, local)
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._push(_Op("pace", shares.rate_key(kind, ident), interval_us, done,
+                       burst=burst))
+        try:
+            wait_us = int(await asyncio.wait_for(asyncio.shield(done), ADMIT_WAIT))
+        except (TimeoutError, ConnectionError):
+            return self._paced_by_share(interval_us, burst, local)
+        self._count_paced(wait_us == 0)
+        return wait_us / 1_000_000
+
+    def _paced_by_share(self, interval_us: int, burst: int,
+                        local: Callable[[int, int], float]) -> float:
+        wait = local(*shares.pace_share(interval_us, burst, self.stats.live_nodes))
+        self.stats.rate_by_share += 1
+        self._count_paced(wait == 0)
+        return wait
+
+    def _count_paced(self, admitted: bool) -> None:
+        if admitted:
+            self.stats.rate_admitted += 1
+        else:
+            self.stats.rate_refused += 1
+
     def _by_share(self, key: str, capacity: int, local_total: int) -> bool:
         admitted = local_total < shares.share(capacity, self.stats.live_nodes)
         self.stats.by_share += 1
@@ -178,6 +218,7 @@ class SharedCounts:
         self._admit = self._client.register_script(shares.ADMIT_LUA)
         self._sum_others = self._client.register_script(shares.OTHERS_LUA)
         self._fail = self._client.register_script(shares.FAIL_LUA)
+        self._pace = self._client.register_script(shares.PACE_LUA)
         for job in (self._flush(), self._liveness(), self._rewrite(), self._fetch_others(),
                     self._listen()):
             self._tasks.append(asyncio.ensure_future(job))
@@ -236,6 +277,8 @@ class SharedCounts:
                 elif op.kind == "fail":
                     await self._fail(keys=[op.key], client=pipe, args=[
                         self.mine, shares.FAILURES_TTL_MS, shares.liveness_key("")])
+                elif op.kind == "pace":
+                    await self._pace(keys=[op.key], client=pipe, args=[op.value, op.burst])
                 elif op.kind == "forget":
                     pipe.delete(op.key)
                 elif op.kind == "tell":

@@ -64,6 +64,55 @@ redis.call('HINCRBY', KEYS[1], mine, 1)
 return 1
 """
 
+def rate_key(kind: str, ident: int) -> str:
+    """A limited thing's call rate: its GCRA deadline (a plain string key, not a counter
+    hash: never in the index of counters)."""
+    return f"{PREFIX}rate:{kind}:{ident}"
+
+
+SHARE_INTERVAL_CAP_US = 10_000_000  # the floor of a node's share: one call every 10 s
+
+
+def pace_share(interval_us: int, burst: int, live_nodes: int) -> tuple[int, int]:
+    """A call rate one node keeps to on its own while Redis cannot be asked: its share of
+    the rate (the interval times the live nodes) and of the burst (divided, at least 1),
+    so that the shares add up to no more than the rate and burst. The floor: a share is
+    never slower than one call every ``SHARE_INTERVAL_CAP_US`` (10 s) unless the rate
+    itself is slower, so a small rate over many nodes (or a stale count of live nodes)
+    does not stop a node for minutes; the shares then add up to more than the rate, by
+    at most one call per 10 s per node. Likewise a burst below the live nodes gives each
+    node a burst of 1."""
+    nodes = max(live_nodes, 1)
+    share_us = min(interval_us * nodes, max(interval_us, SHARE_INTERVAL_CAP_US))
+    return share_us, max(1, burst // nodes)
+
+
+# KEYS[1]: a limited thing's call rate (rate_key). ARGV: the interval (us), the burst.
+# GCRA on Redis's clock (TIME, so the nodes' clocks do not matter): the key holds the
+# theoretical arrival time TAT in microseconds; a call is admitted iff max(TAT, now) - now
+# <= (burst - 1) x interval, and the TAT moves one interval on. The key expires when the
+# TAT is reached: a missing key is a full bucket, the same state as a TAT in the past.
+# 0: admitted; else the microseconds until a call would be (nothing written). Numbers
+# stay below 2^53 (counts.MAX_INTERVAL_US, MAX_BURST), so Lua's doubles are exact.
+PACE_LUA = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local interval = tonumber(ARGV[1])
+local tolerance = (tonumber(ARGV[2]) - 1) * interval
+local tat = tonumber(redis.call('GET', KEYS[1]) or 0) or 0
+if tat < now then
+  tat = now
+end
+local wait = tat - now - tolerance
+if wait > 0 then
+  return wait
+end
+tat = tat + interval
+redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX',
+           math.ceil((tat - now) / 1000))
+return 0
+"""
+
 # KEYS: counters. ARGV: our node, the liveness key prefix, the index of counters. For
 # each counter, the sum and the maximum of the other live nodes' fields (a vendor's
 # Retry-After hold is a maximum). A counter no field is left in (every node gives its

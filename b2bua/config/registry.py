@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from b2bua.routing.periods import valid_zone
 from b2bua.sip.edge import parse_addresses, parse_proxy
 from b2bua.sip.hep import parse_destination
 
@@ -253,6 +254,11 @@ def _check_hep_destination(value: Any) -> None:
         raise ParamError(str(exc)) from None
 
 
+def _check_time_zone(value: Any) -> None:
+    if not valid_zone(value):
+        raise ParamError(f"{value!r} is not an IANA time zone (e.g. UTC, Europe/Berlin)")
+
+
 def _onoff(name: str, default: str, group: str, description: str) -> Param:
     return Param(name, "onoff", default, group, description)
 
@@ -279,6 +285,9 @@ LIVENESS = "Call liveness"
 ENGINE = "Engine and logging"
 CAPTURE = "SIP capture: call ladders and HEP"
 EDGE = "Edge proxy and cluster"
+CONTROLS = "Carrier controls"
+
+WEBHOOKS = "Call events (webhooks)"
 
 PARAMETERS: tuple[Param, ...] = (
     # Unknown sources and authentication
@@ -629,6 +638,26 @@ PARAMETERS: tuple[Param, ...] = (
         "For peers without session timers: longest call before a liveness re-INVITE (the "
         "call ends when it fails).",
     ),
+    _int(
+        "SS_MAX_CALL_DURATION",
+        0,
+        0,
+        604800,
+        CONTROLS,
+        "Longest talk time of a call, in seconds, when its mapping gateway or phone sets "
+        "none; at the limit both legs get BYE and the CDR says \"maximum duration\". 0: no "
+        "limit (docs/carrier-controls.md).",
+    ),
+    Param(
+        "SS_ROUTING_TIME_ZONE",
+        "string",
+        "UTC",
+        CONTROLS,
+        "IANA time zone (e.g. Europe/Berlin) in which routing gateways' periods are read: a "
+        "call takes the period in force when it starts (docs/carrier-controls.md).",
+        max_length=64,
+        extra_check=_check_time_zone,
+    ),
     # Engine and logging (ours)
     _onoff(
         "SS_SIP_TRACE",
@@ -774,6 +803,64 @@ PARAMETERS: tuple[Param, ...] = (
         "(the edge, so vendors see one address). Empty: straight to the vendor.",
         max_length=64,
         extra_check=_check_outbound_proxy,
+    ),
+    # Call events (webhooks) (ours; docs/carrier-controls.md)
+    _int(
+        "SS_WEBHOOK_QUEUE_SIZE",
+        10000,
+        100,
+        1000000,
+        WEBHOOKS,
+        "Events each webhook may have waiting for delivery (in each signalling worker); "
+        "an event that finds its queue full goes to the dead-letter file.",
+        unit="events",
+    ),
+    _int(
+        "SS_WEBHOOK_RETRY_SECONDS",
+        3600,
+        10,
+        604800,
+        WEBHOOKS,
+        "How long an event is tried again while its webhook does not take it; then it "
+        "goes to the dead-letter file.",
+    ),
+    _int(
+        "SS_WEBHOOK_BACKOFF_MAX",
+        30,
+        1,
+        3600,
+        WEBHOOKS,
+        "The longest wait between two attempts at a webhook that fails (the wait starts "
+        "at 1 s and doubles after each failure).",
+    ),
+    _int(
+        "SS_WEBHOOK_TIMEOUT",
+        5,
+        1,
+        60,
+        WEBHOOKS,
+        "How long one POST to a webhook may take (to connect, and for each read) before "
+        "it counts as failed.",
+    ),
+    _int(
+        "SS_WEBHOOK_CONNECTIONS",
+        4,
+        1,
+        16,
+        WEBHOOKS,
+        "Requests in flight to one webhook at a time (each signalling worker), each on a "
+        "kept-alive connection of its own; one call's events always go one after the other.",
+        unit="",
+    ),
+    _int(
+        "SS_WEBHOOK_DEAD_LETTER_MB",
+        100,
+        1,
+        100000,
+        WEBHOOKS,
+        "The largest the dead-letter file may grow (each signalling worker's); beyond it "
+        "given-up events are counted and dropped.",
+        unit="MB",
     ),
 )
 

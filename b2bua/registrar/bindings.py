@@ -9,6 +9,7 @@ last few milliseconds aside).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -80,6 +81,9 @@ class BindingStore:
         # recognised with one lookup.
         self.by_source: dict[Peer, Binding] = {}
         self.on_miss: Callable[[str], object] | None = None
+        # Told of each registration change (registered, unregistered, expired) with the
+        # binding and when: the webhooks (b2bua/webhooks/), set while one wants them.
+        self.on_change: Callable[[str, Binding, float], object] | None = None
 
     def restore(self, bindings: Iterable[Binding]) -> int:
         """Index bindings read back from the database; returns how many."""
@@ -140,6 +144,12 @@ class BindingStore:
             del self.by_source[binding.identity]
 
     def put(self, binding: Binding) -> None:
+        if self.on_change is not None:
+            # A refresh of a live binding from the same address is no change.
+            old = self.by_user.get(binding.username, {}).get(binding.contact)
+            if old is None or old.expires_at <= binding.registered_at or \
+                    old.identity != binding.identity:
+                self.on_change("registered", binding, binding.registered_at)
         self._index(binding)
         self.storage.save(binding)
 
@@ -149,6 +159,8 @@ class BindingStore:
             return None
         self._unindex(binding)
         self.storage.remove(username, contact)
+        if self.on_change is not None:
+            self.on_change("unregistered", binding, time.time())
         return binding
 
     def expire(self, now: float) -> int:
@@ -157,6 +169,8 @@ class BindingStore:
                 if b.expires_at <= now]
         for binding in gone:
             self._unindex(binding)
+            if self.on_change is not None:
+                self.on_change("expired", binding, now)
         if gone:
             self.storage.expire(now)
         return len(gone)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from b2bua.controls.duration import DurationLimit
+from b2bua.controls.rates import CallRate
 from b2bua.numbers.rules import NumberRules
 
 
@@ -18,6 +20,8 @@ class PhoneAccount:
     capacity: int | None
     enabled: bool
     numbers: NumberRules = field(default_factory=NumberRules)
+    call_rate: CallRate | None = None
+    max_duration: DurationLimit | None = None  # None: SS_MAX_CALL_DURATION
 
 
 @dataclass

@@ -5,8 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from b2bua.controls.duration import DurationLimit
+from b2bua.controls.failure_codes import NO_MAP, FailureCodes
+from b2bua.controls.rates import CallRate
 from b2bua.numbers.rules import NO_RULES, NumberRules
+
+if TYPE_CHECKING:
+    from b2bua.routing.periods import Period
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +33,10 @@ class MappingGateway:
     media_relay: str = "auto"  # auto | on | off | must_on
     rtp_encryption: bool = False
     media_check: str = "none"
+    call_rate: CallRate | None = None
+    call_rate_code: int = 503  # what a call over the rate is answered
+    max_duration: DurationLimit | None = None  # None: SS_MAX_CALL_DURATION
+    failure_codes: FailureCodes = NO_MAP
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +68,9 @@ class RoutingGateway:
     media_relay: str = "auto"
     rtp_encryption: bool = False
     media_check: str = "none"
+    call_rate: CallRate | None = None
+    weight: int | None = None  # None: not weighted (rule 2's order)
+    periods: tuple[Period, ...] = ()
 
 
 @dataclass

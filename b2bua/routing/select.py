@@ -11,6 +11,11 @@
    ``terminate`` gateway ends the list there.
 4. Gateways at capacity or taken out of routing (e.g. by a vendor's Retry-After) are
    left out; they still count for rule 3.
+5. Weights (``routing/weights.py``): among the usable gateways of one match length and
+   one priority, when any of them has a ``weight``, the one whose weighted turn it is
+   goes first; the others follow in rule 2's order.
+
+The gateways come in as their periods in force make them (``routing/periods.py``).
 
 ``plan_route`` is what a call uses; ``explain_route`` takes the same steps (the helpers
 below, one per rule) and also says, for every gateway, why it is in the route or out,
@@ -19,10 +24,12 @@ for the routing dry run (``POST /api/v1/routing/test``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from b2bua.routing.gateways import RoutingGateway
+from b2bua.routing.weights import WeightedTurns, weighted
 
 Count = Callable[[int], int]
 
@@ -66,6 +73,7 @@ class GatewayVerdict:
     total_calls: int
     load: float
     held_until: float | None  # a Retry-After hold still running
+    weighted_turn: bool = False  # put first by rule 5 (its weighted turn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,13 +130,43 @@ def _ends_route(group: list[RoutingGateway]) -> bool:
     return any(gw.prefix_mode != "continue" for gw in group)
 
 
+def _weigh(group: list[RoutingGateway], usable: list[RoutingGateway],
+           turns: WeightedTurns | None, advance: bool,
+           picks: set[int] | None = None) -> list[RoutingGateway]:
+    """Rule 5: ``usable`` (in rule 2's order) with, in each run of one priority that is
+    weighted, the gateway whose turn it is first (its id added to ``picks``)."""
+    if turns is None or not weighted(group):
+        return usable
+    out: list[RoutingGateway] = []
+    start = 0
+    while start < len(group):
+        priority = group[start].priority
+        end = start
+        while end < len(group) and group[end].priority == priority:
+            end += 1
+        run = group[start:end]
+        ids = {gw.id for gw in run}
+        members = [gw for gw in usable if gw.id in ids]
+        pick = turns.choose(run, members, advance) if weighted(run) else None
+        if pick is not None:
+            if picks is not None:
+                picks.add(pick.id)
+            members.remove(pick)
+            members.insert(0, pick)
+        out.extend(members)
+        start = end
+    return out
+
+
 def plan_route(
     callee: str,
     gateways: Iterable[RoutingGateway],
     current_calls: Count,
     total_calls: Count,
     unavailable: Callable[[int], bool] = lambda _id: False,
+    turns: WeightedTurns | None = None,
 ) -> RoutePlan:
+    """The route of one call; with ``turns``, weighted groups take their next turn."""
     groups, disabled_matches = _matching(callee, gateways)
     ordered: list[RoutingGateway] = []
     matched = 0
@@ -136,9 +174,9 @@ def plan_route(
         group = groups[length]
         matched += len(group)
         _rank(group, current_calls, total_calls)
-        for gw in group:
-            if not _full(gw, current_calls) and not unavailable(gw.id):  # rule 4
-                ordered.append(gw)
+        usable = [gw for gw in group
+                  if not _full(gw, current_calls) and not unavailable(gw.id)]  # rule 4
+        ordered.extend(_weigh(group, usable, turns, advance=True))
         if _ends_route(group):
             break
     return RoutePlan(tuple(ordered), matched + disabled_matches)
@@ -162,6 +200,7 @@ def explain_route(
     total_calls: Count,
     held_until: Callable[[int], float],
     now: float,
+    turns: WeightedTurns | None = None,
 ) -> RouteExplanation:
     """``plan_route`` with every gateway's verdict. The counts are read once, so the plan
     and the reasons describe one state; ``held_until`` is a Retry-After's deadline (0:
@@ -196,6 +235,8 @@ def explain_route(
                     f"prefix_mode terminate of {names} (a longer prefix matched) ends the "
                     "route before this gateway")))
             continue
+        usable: list[RoutingGateway] = []
+        first_verdict = len(verdicts)
         for rank, gw in enumerate(group, start=matched + 1):
             order = _after(previous, gw, callee, current_of, total_of)
             previous = gw
@@ -207,9 +248,22 @@ def explain_route(
                           f"{held[gw.id] - now:.0f} s more")
                 verdicts.append(verdict(gw, RETRY_AFTER, detail, rank=rank, order=order))
             else:
-                ordered.append(gw)
-                verdicts.append(verdict(gw, IN_ROUTE, f"in the route, place {len(ordered)}",
-                                        position=len(ordered), rank=rank, order=order))
+                usable.append(gw)
+                verdicts.append(verdict(gw, IN_ROUTE, "", rank=rank, order=order))
+        # Rule 5 may put a weighted gateway ahead: the places follow the final order.
+        turn: set[int] = set()
+        weighed = _weigh(group, usable, turns, advance=False, picks=turn)
+        places = {gw.id: len(ordered) + i for i, gw in enumerate(weighed, start=1)}
+        for i in range(first_verdict, len(verdicts)):
+            v = verdicts[i]
+            if v.reason == IN_ROUTE:
+                place = places[v.gateway.id]
+                why = f" (its weighted turn, weight {v.gateway.weight})" \
+                    if v.gateway.id in turn else ""
+                verdicts[i] = dataclasses.replace(
+                    v, position=place, detail=f"in the route, place {place}{why}",
+                    weighted_turn=v.gateway.id in turn)
+        ordered.extend(weighed)
         matched += len(group)
         if _ends_route(group):
             ended_by = [gw for gw in group if gw.prefix_mode != "continue"]

@@ -94,6 +94,8 @@ def observations(call: Mapping[str, Any],
         gw_id = attempt.get("routing_gateway_id")
         if gw_id is None:  # a phone of ours, not a vendor
             continue
+        if attempt.get("outcome") == "rate_limited":  # never sent: the vendor saw nothing
+            continue
         start = float(attempt["start_at"])
         outcome = str(attempt.get("outcome") or "")
         answered = outcome == "answered"

@@ -15,6 +15,7 @@ from b2bua.storage.identifiers import column_list, identifier, placeholders
 
 CONFIG_TABLES = frozenset({
     "mapping_gateways", "routing_gateways", "phones", "number_transforms", "number_groups",
+    "webhooks",
 })
 
 

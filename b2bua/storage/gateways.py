@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from b2bua.controls.duration import DurationLimit
+from b2bua.controls.failure_codes import NO_MAP, FailureCodeError, FailureCodes
+from b2bua.controls.rates import CallRate
 from b2bua.routing.gateways import MappingGateway, RoutingGateway
+from b2bua.routing.periods import Period, PeriodError, parse_period
 from b2bua.storage.backend import Database, Row
 from b2bua.storage.numbers import number_rules
 
@@ -17,6 +21,23 @@ def _media(row: Row) -> dict[str, Any]:
 
 def _optional_bool(value: object) -> bool | None:
     return None if value is None else bool(value)
+
+
+def _failure_codes(text: str | None) -> FailureCodes:
+    try:
+        return FailureCodes.parse(json.loads(text or "{}"))
+    except (FailureCodeError, ValueError, AttributeError):
+        return NO_MAP  # the API validates; a hand-edited row maps nothing
+
+
+def _periods(text: str | None) -> tuple[Period, ...]:
+    periods = []
+    for raw in json.loads(text or "[]"):
+        try:
+            periods.append(parse_period(raw))
+        except (PeriodError, TypeError, AttributeError):
+            continue  # the API validates; a hand-edited period that is wrong is ignored
+    return tuple(periods)
 
 
 def mapping_gateways(database: Database) -> list[MappingGateway]:
@@ -34,6 +55,10 @@ def mapping_gateways(database: Database) -> list[MappingGateway]:
             enabled=bool(r["enabled"]),
             numbers=number_rules(r),
             **_media(r),
+            call_rate=CallRate.of(r["call_rate"], r["call_rate_burst"]),
+            call_rate_code=int(r["call_rate_code"]),
+            max_duration=DurationLimit.of(r["max_duration"], r["max_duration_upper"]),
+            failure_codes=_failure_codes(r["failure_codes"]),
         )
         for r in database.rows("SELECT * FROM mapping_gateways ORDER BY id")
     ]
@@ -67,6 +92,9 @@ def routing_gateways(database: Database) -> list[RoutingGateway]:
             stop_switch_codes=tuple(json.loads(r["stop_switch_codes"] or "[]")),
             numbers=number_rules(r),
             **_media(r),
+            call_rate=CallRate.of(r["call_rate"], r["call_rate_burst"]),
+            weight=None if r["weight"] is None else int(r["weight"]),
+            periods=_periods(r["periods"]),
         )
         for r in database.rows("SELECT * FROM routing_gateways ORDER BY id")
     ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from b2bua.controls.duration import DurationLimit
+from b2bua.controls.rates import CallRate
 from b2bua.registrar.phones import PhoneAccount
 from b2bua.storage.backend import Database
 from b2bua.storage.numbers import number_rules
@@ -17,6 +19,8 @@ def phone_accounts(database: Database) -> list[PhoneAccount]:
             capacity=r["capacity"],
             enabled=bool(r["enabled"]),
             numbers=number_rules(r),
+            call_rate=CallRate.of(r["call_rate"], r["call_rate_burst"]),
+            max_duration=DurationLimit.of(r["max_duration"], r["max_duration_upper"]),
         )
         for r in database.rows("SELECT * FROM phones")
     ]

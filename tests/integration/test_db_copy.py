@@ -66,6 +66,9 @@ def populate(tmp_path: Path) -> Path:
         call("POST", f"/api/v1/number-groups/{group['id']}/numbers", {"numbers": numbers})
     call("POST", "/api/v1/operators",  # a web console account (its hash is copied as is)
          {"name": "night-shift", "role": "read", "password": "Console-secret-1"}, 201)
+    call("POST", "/api/v1/webhooks",  # a receiver of call events (its secret copied too)
+         {"name": "crm", "url": "https://crm.example.net/hooks", "secret": "Webhook-secret-01",
+          "events": ["call.end"]}, 201)
 
     with open_database(api.target) as db:
         db.execute_many(
