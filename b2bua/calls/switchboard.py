@@ -389,7 +389,7 @@ class Switchboard:
             self.run(self._admit_across(invite, source, origin, server, callee, customer))
             return
         if rate is not None:
-            wait = self.counts.pace(origin.key, rate.rate, rate.burst, time.time())
+            wait = self.counts.pace(origin.key, rate.rate, rate.burst, time.monotonic())
             if wait > 0:
                 self.stack.server_transaction(invite, source).respond(
                     self._over_rate(invite, origin, wait))
@@ -406,7 +406,8 @@ class Switchboard:
                             customer: Peer | None) -> None:
         rate = origin.call_rate
         if rate is not None:
-            wait = await self.counts.pace_shared(origin.key, rate.rate, rate.burst, time.time())
+            wait = await self.counts.pace_shared(origin.key, rate.rate, rate.burst,
+                                                 time.monotonic())
             if wait > 0:
                 cancelled = self.admitting.pop(invite.call_id, False)
                 server.respond(make_response(invite, 487) if cancelled
@@ -629,7 +630,7 @@ class Switchboard:
     def pace_vendor(self, key: tuple[str, int], rate: CallRate) -> bool:
         """One more call to a vendor within its call rate, on this node (exact across
         its signalling workers)."""
-        if self.counts.pace(key, rate.rate, rate.burst, time.time()) > 0:
+        if self.counts.pace(key, rate.rate, rate.burst, time.monotonic()) > 0:
             self.stats.vendor_rate_limited += 1
             return False
         return True
@@ -640,7 +641,7 @@ class Switchboard:
         capacity, both the cluster's; "" when the leg may go, else "rate" or
         "capacity"."""
         if rate is not None:
-            wait = await self.counts.pace_shared(key, rate.rate, rate.burst, time.time())
+            wait = await self.counts.pace_shared(key, rate.rate, rate.burst, time.monotonic())
             if wait > 0:
                 self.stats.vendor_rate_limited += 1
                 return "rate"
