@@ -551,7 +551,7 @@ class Rig(NoInsight):
         pass
 
 
-CONTROLS_RATE = {"call_rate": 100_000, "call_rate_burst": 100_000}
+CONTROLS_RATE = {"call_rate": 100_000, "call_rate_burst": 10_000}
 CONTROLS_CUSTOMER = CONTROLS_RATE
 
 

@@ -47,6 +47,8 @@ class CallCounts:
         self._tally = map_table(fd, workers, worker, SLOTS)
         self.overflows = 0
         self.shared: SharedCounts | None = None  # set by the engine of a cluster node
+        # Per limited thing: its rate and burst, and as Tally.pace takes them.
+        self._paced: dict[Key, tuple[float, int, int, int, int]] = {}
 
     @staticmethod
     def _key(key: Key) -> int:
@@ -84,8 +86,21 @@ class CallCounts:
         be (nothing counted). Exact across this node's workers; ``now`` is seconds of a
         clock they share (``time.monotonic()``). ValueError for a rate not above 0 or a
         burst below 1."""
-        interval_us, burst = pacing(rate, burst)
-        return self._pace(_rate_key(key), interval_us, burst, now)
+        paced = self._paced.get(key)
+        if paced is None or paced[0] != rate or paced[1] != burst:
+            # Worked out once per limited thing and limit (every call would otherwise).
+            if len(self._paced) >= SLOTS:
+                self._paced.clear()
+            interval_us, capped = pacing(rate, burst)
+            paced = self._paced[key] = (rate, burst, interval_us, capped,
+                                        self._key(_rate_key(key)))
+        now_us = min(max(round(now * 1_000_000), -(1 << 63)), (1 << 63) - 1)
+        try:
+            wait_us = int(self._tally.pace(paced[4], now_us, paced[2], paced[3]))
+        except OverflowError:  # the table is full
+            self._overflow(_rate_key(key))  # as for counts: the call goes on, unpaced
+            return 0.0
+        return wait_us / 1_000_000
 
     async def pace_shared(self, key: Key, rate: float, burst: int, now: float) -> float:
         """:meth:`pace` across the cluster's live nodes when there is one: one deadline in

@@ -497,12 +497,11 @@ class Switchboard:
         carrier-controls.md); the configured ones when none has periods. Worked out once
         a second (periods are in seconds) and after every reload."""
         routing = self.gateways.routing
-        zone_name = self.params["SS_ROUTING_TIME_ZONE"]
         second = int(now)
         cached = self._in_force
-        if cached is not None and cached[0] is routing and cached[1] == second and \
-                cached[2] == zone_name:
-            return cached[3]
+        if cached is not None and cached[0] is routing and cached[1] == second:
+            return cached[3]  # the zone is read again each second: live within one
+        zone_name = self.params["SS_ROUTING_TIME_ZONE"]
         if cached is None or cached[0] is not routing:
             self.turns.reset()  # reloaded: the weights may have changed
         if any(gw.periods for gw in routing.values()):

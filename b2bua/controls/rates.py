@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 
 MAX_RATE = 100_000.0
-MAX_BURST = 100_000
+MAX_BURST = 10_000  # as the counters keep it (b2bua/calls/counts.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +26,7 @@ class CallRate:
 
 
 def default_burst(rate: float) -> int:
-    return max(1, math.floor(rate))
+    return min(MAX_BURST, max(1, math.floor(rate)))
 
 
 def retry_after(wait: float) -> int:
