@@ -137,6 +137,13 @@ def _weigh(group: list[RoutingGateway], usable: list[RoutingGateway],
     weighted, the gateway whose turn it is first (its id added to ``picks``)."""
     if turns is None or not weighted(group):
         return usable
+    if group[0].priority == group[-1].priority:  # one run (the usual case)
+        pick = turns.choose(group, usable, advance)
+        if pick is None:
+            return usable
+        if picks is not None:
+            picks.add(pick.id)
+        return [pick] + [gw for gw in usable if gw is not pick]
     out: list[RoutingGateway] = []
     start = 0
     while start < len(group):

@@ -30,7 +30,7 @@ class WeightedTurns:
         """The gateway of ``usable`` (a subset of ``group``, the gateways sharing a match
         length and a priority) whose turn it is; None when no usable one has a weight
         above 0. ``advance=False`` only looks (the routing dry run)."""
-        weighted = [gw for gw in usable if (gw.weight or 0) > 0]
+        weighted = [gw for gw in usable if gw.weight]
         if not weighted:
             return None
         key = tuple(gw.id for gw in group)
@@ -60,4 +60,7 @@ class WeightedTurns:
 
 def weighted(group: Sequence[RoutingGateway]) -> bool:
     """Whether a tie group is split by weight: any of its gateways has one."""
-    return any(gw.weight is not None for gw in group)
+    for gw in group:  # noqa: SIM110 (no generator: this runs for every call)
+        if gw.weight is not None:
+            return True
+    return False

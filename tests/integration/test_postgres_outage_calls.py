@@ -1,4 +1,4 @@
-"""PostgreSQL stopped for 30 s and started again while 20 calls/s run for 60 s: the calls
+"""PostgreSQL stopped for 30 s and started again while 20 calls/s run for 45 s: the calls
 go on, the API says the database is down (health) and refuses writes with 503, and
 afterwards every call has exactly one CDR, which the id cursor pages exactly once."""
 
@@ -12,9 +12,9 @@ from sippctl import CUSTOMER_IP, VENDOR_IP, sipp
 from support import Api, Softswitch, free_port, wait_until
 
 RATE = 20
-SECONDS = 60
+SECONDS = 45
 CALLS = RATE * SECONDS
-DOWN_AT, UP_AT = 15.0, 45.0  # seconds into the load
+DOWN_AT, UP_AT = 5.0, 35.0  # seconds into the load
 
 
 def _page_all(api: Api) -> list[dict[str, object]]:

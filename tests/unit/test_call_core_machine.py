@@ -867,7 +867,7 @@ class CallCoreMachine(RuleBasedStateMachine):
 
 
 CallCoreMachine.TestCase.settings = settings(
-    max_examples=1500, stateful_step_count=50, deadline=None,
+    max_examples=1000, stateful_step_count=50, deadline=None,
     # One failure, shrunk, is enough to act on (and keeps a failing run short).
     report_multiple_bugs=False,
     phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
