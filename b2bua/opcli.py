@@ -134,6 +134,19 @@ class Client:
         return props
 
 
+def first_line(source: str, option: str) -> str:
+    """The first line of file ``source`` (``-``: standard input), for a secret that must
+    not be typed on a command line, where ``ps`` shows it; OpError naming ``option``."""
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    except OSError as exc:
+        raise OpError(f"{option}: {exc}") from None
+    lines = text.splitlines()
+    if not lines or not lines[0]:
+        raise OpError(f"{option}: its first line is empty")
+    return lines[0]
+
+
 def _decode(raw: bytes) -> Any:
     if not raw:
         return None

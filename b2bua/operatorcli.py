@@ -21,10 +21,20 @@ import getpass
 import sys
 import urllib.parse
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from b2bua.opcli import Client, OpError, _common, _leaf, cell, emit, run, stamp, table
+from b2bua.opcli import (
+    Client,
+    OpError,
+    _common,
+    _leaf,
+    cell,
+    emit,
+    first_line,
+    run,
+    stamp,
+    table,
+)
 
 PATH = "/api/v1/operators"
 ROLES = ("admin", "read")
@@ -38,14 +48,7 @@ def _one(name: str) -> str:
 def _password(args: argparse.Namespace) -> str:
     source: str | None = args.password_file
     if source is not None:
-        try:
-            text = sys.stdin.read() if source == "-" else Path(source).read_text()
-        except OSError as exc:
-            raise OpError(f"--password-file: {exc}") from None
-        lines = text.splitlines()
-        if not lines or not lines[0]:
-            raise OpError("--password-file: its first line is empty")
-        return lines[0]
+        return first_line(source, "--password-file")
     if not sys.stdin.isatty():
         raise OpError("no terminal to ask the password on: give --password-file")
     first = getpass.getpass(f"password for {args.name}: ")

@@ -18,14 +18,11 @@ from __future__ import annotations
 
 import argparse
 import secrets
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from b2bua.opcli import (
     Client,
-    OpError,
     _change,
     _common,
     _enabled_filter,
@@ -34,6 +31,7 @@ from b2bua.opcli import (
     _remove,
     assignments,
     emit,
+    first_line,
     run,
     table,
 )
@@ -58,14 +56,7 @@ def _secret(args: argparse.Namespace) -> tuple[str, bool]:
     source: str | None = args.secret_file
     if source is None:
         return secrets.token_hex(32), True
-    try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text()
-    except OSError as exc:
-        raise OpError(f"--secret-file: {exc}") from None
-    lines = text.splitlines()
-    if not lines or not lines[0]:
-        raise OpError("--secret-file: its first line is empty")
-    return lines[0], False
+    return first_line(source, "--secret-file"), False
 
 
 def webhook_list(client: Client, args: argparse.Namespace) -> int:

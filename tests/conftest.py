@@ -13,6 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from redisserver import RedisServer
 from support import Softswitch
 
 if TYPE_CHECKING:
@@ -106,3 +107,13 @@ def private_pg() -> Iterator[pgserver.PgServer]:
         yield server
     finally:
         server.destroy()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own on loopback, stopped after it."""
+    started = RedisServer(tmp_path / "redis").start()
+    try:
+        yield started
+    finally:
+        started.stop()

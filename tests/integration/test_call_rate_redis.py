@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import pytest
 import redis
@@ -19,15 +18,6 @@ from redisserver import RedisServer
 from b2bua.calls.counts import CallCounts
 from b2bua.cluster import shares
 from b2bua.cluster.shared_counts import SharedCounts
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    started = RedisServer(tmp_path / "redis").start()
-    try:
-        yield started
-    finally:
-        started.stop()
 
 
 @asynccontextmanager
@@ -57,8 +47,8 @@ def server_us(client: redis.Redis) -> int:
     return int(seconds) * 1_000_000 + int(micros)
 
 
-def test_the_script_keeps_one_deadline_on_redis_clock(server: RedisServer) -> None:
-    client = redis.Redis.from_url(server.url, decode_responses=True)
+def test_the_script_keeps_one_deadline_on_redis_clock(redis_server: RedisServer) -> None:
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
     pace = client.register_script(shares.PACE_LUA)
     key = shares.rate_key("gateway", 9)
     # 1 call/s, burst 3: three at once, then the wait until the next (under a second).
@@ -76,9 +66,9 @@ def test_the_script_keeps_one_deadline_on_redis_clock(server: RedisServer) -> No
     assert [pace(keys=[key], args=[1_000_000, 3]) for _ in range(4)][:3] == [0, 0, 0]
 
 
-def test_two_nodes_take_exactly_the_burst_together(server: RedisServer) -> None:
+def test_two_nodes_take_exactly_the_burst_together(redis_server: RedisServer) -> None:
     async def run() -> list[float]:
-        async with two_nodes(server.url) as nodes:
+        async with two_nodes(redis_server.url) as nodes:
             waits = await asyncio.gather(*(
                 nodes[i % 2].pace_shared(("gateway", 1), 1, 40, time.monotonic())
                 for i in range(60)))
@@ -95,10 +85,10 @@ def test_two_nodes_take_exactly_the_burst_together(server: RedisServer) -> None:
     assert all(0 < wait <= 1.0 for wait in waits if wait)
 
 
-def test_two_nodes_offering_for_two_seconds_keep_to_the_rate(server: RedisServer) -> None:
+def test_two_nodes_offering_for_two_seconds_keep_to_the_rate(redis_server: RedisServer) -> None:
     rate, burst, interval = 50, 10, 20_000  # 50 calls/s: one per 20 ms
     key = ("routing", 3)
-    client = redis.Redis.from_url(server.url, decode_responses=True)
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
     redis_key = shares.rate_key(*key)
 
     async def offer(node: CallCounts, until: float) -> int:
@@ -108,7 +98,7 @@ def test_two_nodes_offering_for_two_seconds_keep_to_the_rate(server: RedisServer
         return admitted
 
     async def run() -> tuple[int, int, int, int]:
-        async with two_nodes(server.url) as nodes:
+        async with two_nodes(redis_server.url) as nodes:
             # A call admitted at t0 by hand: the deadline starts at a time we know.
             t0 = server_us(client)
             client.set(redis_key, str(t0 + interval), px=1000)
@@ -136,24 +126,24 @@ def test_two_nodes_offering_for_two_seconds_keep_to_the_rate(server: RedisServer
     assert redis_key not in client.smembers(f"{shares.PREFIX}counters")  # not a counter
 
 
-def test_redis_slow_or_gone_each_node_keeps_to_its_share(server: RedisServer) -> None:
+def test_redis_slow_or_gone_each_node_keeps_to_its_share(redis_server: RedisServer) -> None:
     # 10 calls/s with a burst of 4 over two nodes: while Redis cannot say, each node
     # admits 5/s with a burst of 2 on its own table.
     clocks = [500.0 + k / 100 for k in range(100)]  # one second, 100 offers
 
     async def run() -> None:
-        async with two_nodes(server.url) as nodes:
+        async with two_nodes(redis_server.url) as nodes:
             first, second = nodes
             assert await first.pace_shared(("phone", 8), 10, 4, 400.0) == 0.0  # by Redis
             # Redis stalls (every client paused 1.5 s): the answer is not waited for
             # beyond ADMIT_WAIT, and this node's share decides.
-            with redis.Redis.from_url(server.url) as pauser:
+            with redis.Redis.from_url(redis_server.url) as pauser:
                 pauser.execute_command("CLIENT", "PAUSE", 1500, "ALL")
             started = time.monotonic()
             assert await first.pace_shared(("phone", 8), 10, 4, 400.0) == 0.0
             assert time.monotonic() - started < 1.0  # ADMIT_WAIT at most, not the pause
             assert first.shared is not None and first.shared.stats.rate_by_share == 1
-            server.kill()
+            redis_server.kill()
             for _ in range(40):
                 if all(n.shared is not None and n.shared.stats.state == "down"
                        for n in nodes):

@@ -7,10 +7,8 @@ counts back when Redis returns empty."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import redis
 from redisserver import RedisServer
 from support import Softswitch, wait_until
@@ -19,17 +17,8 @@ from b2bua.cluster import shares
 from b2bua.cluster.shared_counts import SharedCounts
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    started = RedisServer(tmp_path / "redis").start()
-    try:
-        yield started
-    finally:
-        started.stop()
-
-
-def test_the_admission_script_counts_live_nodes_only(server: RedisServer) -> None:
-    client = redis.Redis.from_url(server.url, decode_responses=True)
+def test_the_admission_script_counts_live_nodes_only(redis_server: RedisServer) -> None:
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
     admit = client.register_script(shares.ADMIT_LUA)
     key = shares.counter_key("gateway", 7)
     prefix = shares.liveness_key("")
@@ -50,9 +39,9 @@ def test_the_admission_script_counts_live_nodes_only(server: RedisServer) -> Non
 
 
 def test_concurrent_admissions_from_two_nodes_never_pass_the_capacity(
-        server: RedisServer) -> None:
+        redis_server: RedisServer) -> None:
     async def run() -> tuple[list[bool], list[bool]]:
-        nodes = [SharedCounts(server.url, name, 0) for name in ("b", "a")]
+        nodes = [SharedCounts(redis_server.url, name, 0) for name in ("b", "a")]
         for node in nodes:
             await node.start()
         try:
@@ -82,10 +71,10 @@ def test_concurrent_admissions_from_two_nodes_never_pass_the_capacity(
     assert sum(again) == 5
 
 
-def test_without_redis_a_node_admits_its_share_then_writes_back(server: RedisServer) -> None:
+def test_without_redis_a_node_admits_its_share_then_writes_back(redis_server: RedisServer) -> None:
     async def run() -> None:
-        node = SharedCounts(server.url, "a", 0)
-        peer = SharedCounts(server.url, "b", 0)
+        node = SharedCounts(redis_server.url, "a", 0)
+        peer = SharedCounts(redis_server.url, "b", 0)
         await node.start()
         await peer.start()
         try:
@@ -95,7 +84,7 @@ def test_without_redis_a_node_admits_its_share_then_writes_back(server: RedisSer
                 await asyncio.sleep(0.1)
             assert node.usable and node.stats.live_nodes == 2
             assert await node.admit("gateway", 2, 10, 0)  # through Redis
-            server.kill()
+            redis_server.kill()
             # Down: at most its share (10 // 2 live nodes) of this node's own count.
             for _ in range(40):
                 if node.stats.state == "down":
@@ -105,13 +94,13 @@ def test_without_redis_a_node_admits_its_share_then_writes_back(server: RedisSer
             assert await node.admit("gateway", 2, 10, 4)
             assert not await node.admit("gateway", 2, 10, 5)
             assert node.stats.by_share == 2
-            server.start()  # back, and empty
+            redis_server.start()  # back, and empty
             for _ in range(60):
                 if node.stats.restarts_seen and node.stats.state == "up":
                     break
                 await asyncio.sleep(0.1)
             assert node.stats.restarts_seen == 1 and node.stats.state == "up"
-            client = redis.Redis.from_url(server.url, decode_responses=True)
+            client = redis.Redis.from_url(redis_server.url, decode_responses=True)
             assert client.hget(shares.counter_key("gateway", 2), "a/0") == "2"
         finally:
             await node.close()
@@ -144,15 +133,15 @@ def test_a_node_reads_the_redis_password_from_a_file(pg_url: str, tmp_path: Path
         secure.stop()
 
 
-def test_counters_in_use_only_stay_in_redis(server: RedisServer) -> None:
+def test_counters_in_use_only_stay_in_redis(redis_server: RedisServer) -> None:
     """A field back at zero is deleted, a counter without fields leaves the index at the
     next fetch, and one that rises again is indexed and seen by the other node."""
     async def run() -> None:
-        node = SharedCounts(server.url, "a", 0)
-        peer = SharedCounts(server.url, "b", 0)
+        node = SharedCounts(redis_server.url, "a", 0)
+        peer = SharedCounts(redis_server.url, "b", 0)
         await node.start()
         await peer.start()
-        client = redis.Redis.from_url(server.url, decode_responses=True)
+        client = redis.Redis.from_url(redis_server.url, decode_responses=True)
         key = shares.counter_key("vendor", 9)
         try:
             for _ in range(40):
