@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--media-workers", type=_workers, default=None,
                      help="relay worker processes (default: one per core, none on one "
                           "core; 0 relays in the engine process)")
+    run.add_argument("--relay-ciphers", choices=("c", "python"), default="c",
+                     help="where the relay applies the RTP payload ciphers on latched "
+                          "legs: in its C receive loop (default) or in Python (the same "
+                          "bytes, more CPU: for comparison or to rule the C path out)")
     run.add_argument("--signalling-workers", type=_count("signalling workers", 1, 16),
                      default=1,
                      help="engine processes sharing SIP signalling by Call-ID (default 1; "
@@ -185,6 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         var_dir=var_dir,
         media_workers=(default_media_workers() if args.media_workers is None
                        else args.media_workers),
+        relay_ciphers=args.relay_ciphers,
         signalling_workers=args.signalling_workers,
         dns_server=args.dns_server,
         node=args.node,

@@ -459,8 +459,10 @@ class Engine:
         if options.media_workers > 0:
             return RelayWorkerPool(host, advertised, ports.low, ports.high,
                                    options.media_workers, max_lag=self._lag_limit,
-                                   log_level=logging.getLevelName(log.getEffectiveLevel()))
-        return LocalMediaPlane(host, advertised, ports.low, ports.high)
+                                   log_level=logging.getLevelName(log.getEffectiveLevel()),
+                                   relay_ciphers=options.relay_ciphers)
+        return LocalMediaPlane(host, advertised, ports.low, ports.high,
+                               relay_ciphers=options.relay_ciphers)
 
     def _lag_limit(self) -> float:
         return self.params.integer("SS_OVERLOAD_LOOP_LAG") / 1000

@@ -70,6 +70,7 @@ class EngineOptions:
     control_path: Path
     var_dir: Path  # the engine's own files: control sockets, writes saved at a locked stop
     media_workers: int = 0  # relay worker processes; 0: relay in the engine's own loop
+    relay_ciphers: str = "c"  # "c": RTP ciphers in the relay's C loop; "python": not
     signalling_workers: int = 1  # engine processes sharing SIP by Call-ID (docs/scaling.md)
     worker_index: int = 0  # this engine's place among them; 0 reads the socket and the API
     dns_server: HostPort | None = None  # for DNS-named vendors; None: resolv.conf's

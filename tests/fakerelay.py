@@ -23,10 +23,11 @@ from b2bua.media.relay import COUNTERS, counters_dict
 
 
 def leg_counters(packets: int = 0, octets: int = 0, *, malformed: int = 0, foreign: int = 0,
-                 dropped: int = 0) -> dict[str, int]:
+                 dropped: int = 0, in_c: int = 0, cipher_errors: int = 0) -> dict[str, int]:
     values = dict.fromkeys(COUNTERS, 0)
     values.update(rx_packets=packets, rx_bytes=octets, rx_malformed=malformed,
-                  rx_foreign=foreign, send_dropped=dropped)
+                  rx_foreign=foreign, send_dropped=dropped, rx_in_c=in_c,
+                  cipher_errors=cipher_errors)
     return counters_dict(tuple(values[name] for name in COUNTERS))
 
 

@@ -381,6 +381,9 @@ _RELAY_TOTALS = {
     "malformed": "Malformed RTP packets dropped by the relay in finished calls, by cipher",
     "foreign": "RTP packets from a source other than the latched one, dropped, by cipher",
     "dropped": "RTP packets lost to a full send buffer toward a party, by cipher",
+    "packets_in_c": "RTP packets of finished calls relayed by the relay's C receive loop "
+                    "(the rest by Python), by cipher",
+    "cipher_errors": "RTP packets dropped because a payload cipher failed on them, by cipher",
 }
 
 

@@ -299,7 +299,7 @@ class MediaAnchor:
 
 _STREAM_TOTALS = ("caller_to_callee_packets", "caller_to_callee_bytes",
                   "callee_to_caller_packets", "callee_to_caller_bytes", "malformed",
-                  "foreign", "dropped")
+                  "foreign", "dropped", "packets_in_c", "cipher_errors")
 
 
 def _stream_stats(index: int, stream: Stream, counters: Counters, mode: int
@@ -317,12 +317,17 @@ def _stream_stats(index: int, stream: Stream, counters: Counters, mode: int
         "malformed": a_to_b["rx_malformed"] + b_to_a["rx_malformed"],
         "foreign": a_to_b["rx_foreign"] + b_to_a["rx_foreign"],
         "dropped": a_to_b["send_dropped"] + b_to_a["send_dropped"],
+        # Relayed by the C receive loop (the rest by Python: first packets, or ciphers
+        # kept in Python); dropped because a cipher failed there.
+        "packets_in_c": a_to_b["rx_in_c"] + b_to_a["rx_in_c"],
+        "cipher_errors": a_to_b["cipher_errors"] + b_to_a["cipher_errors"],
         "ports": list(stream.ports),
     }
 
 
 CIPHER_NAMES = {0: "none", 1: "xor", 2: "rc4", 3: "aes128"}
-_TOTALS = ("calls", "packets", "bytes", "malformed", "foreign", "dropped")
+_TOTALS = ("calls", "packets", "bytes", "malformed", "foreign", "dropped", "packets_in_c",
+           "cipher_errors")
 
 
 class MediaTotals:
@@ -339,7 +344,7 @@ class MediaTotals:
         row["calls"] += 1
         row["packets"] += stats["caller_to_callee_packets"] + stats["callee_to_caller_packets"]
         row["bytes"] += stats["caller_to_callee_bytes"] + stats["callee_to_caller_bytes"]
-        for key in ("malformed", "foreign", "dropped"):
+        for key in ("malformed", "foreign", "dropped", "packets_in_c", "cipher_errors"):
             row[key] += int(stats.get(key, 0))
 
     def snapshot(self) -> dict[str, dict[str, int]]:

@@ -4,12 +4,13 @@
  *
  * A socket is registered with a callback, its protocol's datagram_received(data, addr),
  * and starts in "slow" mode: each packet goes to that callback, where the Python relay
- * decides (latching, ciphers, counters). When the Python side has latched both legs and
- * the direction needs no cipher, it switches the socket to "forward" mode with the
+ * decides (latching, ciphers, counters). When the Python side has latched both legs, it
+ * switches the socket to "forward" mode with the
  * other leg's socket: from then on a well-formed RTP packet from the connected peer is
  * sent out of that socket here, in C, without a Python call, and only counted (with up to
- * two XOR keys applied to the payload, for the XOR payload cipher). Anything
- * else (RTCP multiplexed on the port, a malformed packet, a packet queued from another
+ * two payload ciphers applied in turn: the receiving leg's, to decrypt, and the sending
+ * leg's, to encrypt; rtpcipher.c). A packet a cipher fails on is counted and dropped.
+ * Anything else (RTCP multiplexed on the port, a malformed packet, a packet queued from another
  * source before the latch) still goes to the callback.
  *
  * The event loop watches the epoll descriptor with add_reader(fd, pump.run): one Python
@@ -33,6 +34,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "rtpcipher.h"
+
 #define BATCH 8           /* datagrams read per recvmmsg */
 #define BUFSIZE 65536     /* a whole UDP datagram always fits: never truncated */
 #define EVENTS 256        /* sockets per epoll_wait */
@@ -41,7 +44,7 @@
 typedef struct {
     int fd;               /* -1: free */
     int out_fd;           /* -1: slow mode, every packet to the callback */
-    PyObject *xor_keys[2];  /* forward mode: bytes XORed, cyclically, onto the payload */
+    PyObject *ciphers[2];  /* forward mode: NativeCipher objects applied in turn */
     uint32_t gen;         /* bumped on remove, so a stale epoll event is ignored */
     PyObject *callback;
     struct sockaddr_storage peer;  /* forward mode: the connected source */
@@ -49,7 +52,7 @@ typedef struct {
     struct sockaddr_storage last_name;  /* the source of the last slow packet ... */
     socklen_t last_len;
     PyObject *last_addr;  /* ... and its (host, port) tuple, reused while it repeats */
-    uint64_t rx_packets, rx_bytes, sock_errors, out_errors, out_dropped;
+    uint64_t rx_packets, rx_bytes, sock_errors, out_errors, out_dropped, cipher_errors;
     double last_rx;
 } Slot;
 
@@ -86,25 +89,21 @@ rtp_payload(const unsigned char *d, size_t n)
     return off <= n ? (long)off : -1;
 }
 
-/* The XOR payload cipher (docs/rtp-encryption.md, mode 1): the key repeated from the
- * first payload byte. */
-static void
-xor_payload(unsigned char *payload, size_t n, PyObject *key)
-{
-    const unsigned char *k = (const unsigned char *)PyBytes_AS_STRING(key);
-    size_t klen = (size_t)PyBytes_GET_SIZE(key);
-    for (size_t i = 0, j = 0; i < n; i++) {
-        payload[i] ^= k[j];
-        if (++j == klen)
-            j = 0;
-    }
-}
+/* A payload cipher of SS_RTPENCRYPTIONMODE 1-3 (rtpcipher.c) as a Python object, so the
+ * relay builds it once per call leg and hands it to forward(). */
+typedef struct {
+    PyObject_HEAD
+    rtp_cipher *cipher;
+    int mode;
+} NativeCipher;
+
+static PyTypeObject NativeCipherType;
 
 static void
-clear_keys(Slot *s)
+clear_ciphers(Slot *s)
 {
-    Py_CLEAR(s->xor_keys[0]);
-    Py_CLEAR(s->xor_keys[1]);
+    Py_CLEAR(s->ciphers[0]);
+    Py_CLEAR(s->ciphers[1]);
 }
 
 static int
@@ -204,7 +203,7 @@ Pump_dealloc(Pump *self)
     for (uint32_t i = 0; i < self->nslots; i++) {
         Py_CLEAR(self->slots[i].callback);
         Py_CLEAR(self->slots[i].last_addr);
-        clear_keys(&self->slots[i]);
+        clear_ciphers(&self->slots[i]);
     }
     if (self->epfd >= 0)
         close(self->epfd);
@@ -272,21 +271,20 @@ Pump_forward(Pump *self, PyObject *args)
 {
     unsigned long idx;
     int out_fd;
-    PyObject *keys = NULL;
-    if (!PyArg_ParseTuple(args, "ki|O!:forward", &idx, &out_fd, &PyTuple_Type, &keys))
+    PyObject *ciphers = NULL;
+    if (!PyArg_ParseTuple(args, "ki|O!:forward", &idx, &out_fd, &PyTuple_Type, &ciphers))
         return NULL;
     Slot *s = get_slot(self, idx);
     if (s == NULL)
         return NULL;
-    Py_ssize_t nkeys = keys == NULL ? 0 : PyTuple_GET_SIZE(keys);
-    if (nkeys > 2) {
-        PyErr_SetString(PyExc_ValueError, "at most two XOR keys");
+    Py_ssize_t n = ciphers == NULL ? 0 : PyTuple_GET_SIZE(ciphers);
+    if (n > 2) {
+        PyErr_SetString(PyExc_ValueError, "at most two ciphers");
         return NULL;
     }
-    for (Py_ssize_t i = 0; i < nkeys; i++) {
-        PyObject *key = PyTuple_GET_ITEM(keys, i);
-        if (!PyBytes_Check(key) || PyBytes_GET_SIZE(key) == 0) {
-            PyErr_SetString(PyExc_TypeError, "an XOR key is non-empty bytes");
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!PyObject_TypeCheck(PyTuple_GET_ITEM(ciphers, i), &NativeCipherType)) {
+            PyErr_SetString(PyExc_TypeError, "a cipher is a NativeCipher");
             return NULL;
         }
     }
@@ -299,27 +297,30 @@ Pump_forward(Pump *self, PyObject *args)
         s->peer_len = len;
     }
     s->out_fd = out_fd < 0 ? -1 : out_fd;
-    clear_keys(s);
-    for (Py_ssize_t i = 0; i < nkeys && s->out_fd >= 0; i++)
-        s->xor_keys[i] = Py_NewRef(PyTuple_GET_ITEM(keys, i));
+    clear_ciphers(s);
+    for (Py_ssize_t i = 0; i < n && s->out_fd >= 0; i++)
+        s->ciphers[i] = Py_NewRef(PyTuple_GET_ITEM(ciphers, i));
     Py_RETURN_NONE;
 }
 
-/* (rx_packets, rx_bytes, socket_errors, out_errors, out_dropped, last_rx or None): what
- * was forwarded here since the last take, then zeroed (last_rx is kept). */
+/* (rx_packets, rx_bytes, socket_errors, out_errors, out_dropped, cipher_errors, last_rx
+ * or None): what was forwarded here since the last take, then zeroed (last_rx is kept).
+ * A packet a cipher failed on is in cipher_errors only: received, never sent. */
 static PyObject *
 take_counters(Slot *s)
 {
     PyObject *last = s->last_rx > 0 ? PyFloat_FromDouble(s->last_rx) : Py_NewRef(Py_None);
     if (last == NULL)
         return NULL;
-    PyObject *out = Py_BuildValue("(KKKKKN)", (unsigned long long)s->rx_packets,
+    PyObject *out = Py_BuildValue("(KKKKKKN)", (unsigned long long)s->rx_packets,
                                   (unsigned long long)s->rx_bytes,
                                   (unsigned long long)s->sock_errors,
                                   (unsigned long long)s->out_errors,
-                                  (unsigned long long)s->out_dropped, last);
+                                  (unsigned long long)s->out_dropped,
+                                  (unsigned long long)s->cipher_errors, last);
     if (out != NULL)
-        s->rx_packets = s->rx_bytes = s->sock_errors = s->out_errors = s->out_dropped = 0;
+        s->rx_packets = s->rx_bytes = s->sock_errors = s->out_errors = s->out_dropped =
+            s->cipher_errors = 0;
     return out;
 }
 
@@ -351,7 +352,7 @@ Pump_remove(Pump *self, PyObject *args)
     s->gen++;
     Py_CLEAR(s->callback);
     Py_CLEAR(s->last_addr);
-    clear_keys(s);
+    clear_ciphers(s);
     self->free_slots[self->nfree++] = (uint32_t)idx;
     self->active--;
     return counters;  /* NULL (MemoryError) only after the slot is gone */
@@ -440,11 +441,17 @@ Pump_run(Pump *self, PyObject *args)
                 long off;
                 if (s->out_fd >= 0 && (off = rtp_payload(data, len)) >= 0
                     && same_source(s, &self->names[j], namelen)) {
-                    for (int k = 0; k < 2 && s->xor_keys[k] != NULL; k++)
-                        xor_payload(data + off, len - (size_t)off, s->xor_keys[k]);
+                    s->last_rx = now;
+                    int failed = 0;
+                    for (int k = 0; k < 2 && s->ciphers[k] != NULL && !failed; k++)
+                        failed = rtp_cipher_apply(((NativeCipher *)s->ciphers[k])->cipher,
+                                                  data, (size_t)off, len);
+                    if (failed) {
+                        s->cipher_errors++;
+                        continue;
+                    }
                     s->rx_packets++;
                     s->rx_bytes += len;
-                    s->last_rx = now;
                     if (send(s->out_fd, data, len, MSG_DONTWAIT) < 0) {
                         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
                             s->out_dropped++;
@@ -475,17 +482,143 @@ static PyMethodDef Pump_methods[] = {
     {"add", (PyCFunction)Pump_add, METH_VARARGS,
      "add(fd, callback) -> slot: read this socket; packets go to callback(data, addr)."},
     {"forward", (PyCFunction)Pump_forward, METH_VARARGS,
-     "forward(slot, out_fd[, xor_keys]): relay well-formed RTP from the connected peer out "
-     "of out_fd, the payload XORed with each key in turn (-1: every packet to the "
+     "forward(slot, out_fd[, ciphers]): relay well-formed RTP from the connected peer out "
+     "of out_fd, each NativeCipher applied to the payload in turn (-1: every packet to the "
      "callback)."},
     {"take", (PyCFunction)Pump_take, METH_VARARGS,
-     "take(slot) -> (rx_packets, rx_bytes, socket_errors, out_errors, out_dropped, last_rx):"
-     " counted since the last take."},
+     "take(slot) -> (rx_packets, rx_bytes, socket_errors, out_errors, out_dropped, "
+     "cipher_errors, last_rx): counted since the last take."},
     {"remove", (PyCFunction)Pump_remove, METH_VARARGS,
      "remove(slot) -> the last take(slot): stop reading the socket (before closing it)."},
     {"run", (PyCFunction)Pump_run, METH_VARARGS,
      "run([budget]) -> datagrams handled: read and relay what is ready."},
     {"active", (PyCFunction)Pump_len, METH_NOARGS, "Sockets registered."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyObject *
+NativeCipher_new(PyTypeObject *type, PyObject *args, PyObject *Py_UNUSED(kwds))
+{
+    int mode;
+    Py_buffer key;
+    if (!PyArg_ParseTuple(args, "iy*:NativeCipher", &mode, &key))
+        return NULL;
+    const char *why = NULL;
+    rtp_cipher *cipher = rtp_cipher_new(mode, key.buf, (size_t)key.len, &why);
+    PyBuffer_Release(&key);
+    if (cipher == NULL) {
+        PyErr_SetString(PyExc_ValueError, why);
+        return NULL;
+    }
+    NativeCipher *self = (NativeCipher *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        rtp_cipher_free(cipher);
+        return NULL;
+    }
+    self->cipher = cipher;
+    self->mode = mode;
+    return (PyObject *)self;
+}
+
+static void
+NativeCipher_dealloc(NativeCipher *self)
+{
+    rtp_cipher_free(self->cipher);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* The whole packet with its payload ciphered, as the receive loop does it; a packet
+ * that is not well-formed RTP comes back unchanged (PayloadCipher.encrypt passes it). */
+static PyObject *
+NativeCipher_apply(NativeCipher *self, PyObject *arg)
+{
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "apply() takes bytes");
+        return NULL;
+    }
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(arg);
+    size_t len = (size_t)PyBytes_GET_SIZE(arg);
+    long off = rtp_payload(data, len);
+    if (off < 0)
+        return Py_NewRef(arg);
+    PyObject *out = PyBytes_FromStringAndSize((const char *)data, (Py_ssize_t)len);
+    if (out == NULL)
+        return NULL;
+    if (rtp_cipher_apply(self->cipher, (unsigned char *)PyBytes_AS_STRING(out), (size_t)off,
+                         len) != 0) {
+        Py_DECREF(out);
+        PyErr_SetString(PyExc_RuntimeError, "the cipher failed on this packet");
+        return NULL;
+    }
+    return out;
+}
+
+static PyObject *
+NativeCipher_inject_failures(NativeCipher *self, PyObject *arg)
+{
+    unsigned long n = PyLong_AsUnsignedLong(arg);
+    if (PyErr_Occurred())
+        return NULL;
+    rtp_cipher_inject_failures(self->cipher, (unsigned)n);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+NativeCipher_get_mode(NativeCipher *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLong(self->mode);
+}
+
+static PyMethodDef NativeCipher_methods[] = {
+    {"apply", (PyCFunction)NativeCipher_apply, METH_O,
+     "apply(packet) -> the packet with its RTP payload ciphered (unchanged if not RTP)."},
+    {"_inject_failures", (PyCFunction)NativeCipher_inject_failures, METH_O,
+     "For tests: the next n applications fail as a libcrypto failure would."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef NativeCipher_getset[] = {
+    {"mode", (getter)NativeCipher_get_mode, NULL, "SS_RTPENCRYPTIONMODE (1-3).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject NativeCipherType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "b2bua.media._pump.NativeCipher",
+    .tp_basicsize = sizeof(NativeCipher),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "NativeCipher(mode, key): an RTP payload cipher (modes 1-3) for the receive "
+              "loop.",
+    .tp_new = NativeCipher_new,
+    .tp_dealloc = (destructor)NativeCipher_dealloc,
+    .tp_methods = NativeCipher_methods,
+    .tp_getset = NativeCipher_getset,
+};
+
+static PyObject *
+rc4_keystream(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    Py_buffer key;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "y*n:rc4_keystream", &key, &n))
+        return NULL;
+    if (key.len < 1 || key.len > 256 || n < 0 || n > 65536) {
+        PyBuffer_Release(&key);
+        PyErr_SetString(PyExc_ValueError, "a key of 1 to 256 bytes, at most 65536 bytes out");
+        return NULL;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n);
+    if (out != NULL)
+        rtp_rc4_keystream(key.buf, (size_t)key.len, (unsigned char *)PyBytes_AS_STRING(out),
+                          (size_t)n);
+    PyBuffer_Release(&key);
+    return out;
+}
+
+static PyMethodDef module_methods[] = {
+    {"rc4_keystream", rc4_keystream, METH_VARARGS,
+     "rc4_keystream(key, n) -> the first n bytes of RC4's keystream (for RFC 6229's "
+     "vectors)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -505,17 +638,19 @@ static struct PyModuleDef pump_module = {
     .m_name = "_pump",
     .m_doc = "The relay's receive loop in C.",
     .m_size = -1,
+    .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC
 PyInit__pump(void)
 {
-    if (PyType_Ready(&PumpType) < 0)
+    if (PyType_Ready(&PumpType) < 0 || PyType_Ready(&NativeCipherType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&pump_module);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddObjectRef(m, "Pump", (PyObject *)&PumpType) < 0) {
+    if (PyModule_AddObjectRef(m, "Pump", (PyObject *)&PumpType) < 0
+        || PyModule_AddObjectRef(m, "NativeCipher", (PyObject *)&NativeCipherType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -118,8 +118,10 @@ class LocalMediaSession:
 class LocalMediaPlane:
     """Relay sessions in the engine's event loop, ports from one allocator."""
 
-    def __init__(self, host: str, advertised_host: str, low: int, high: int) -> None:
+    def __init__(self, host: str, advertised_host: str, low: int, high: int, *,
+                 relay_ciphers: str = "c") -> None:
         self.host = host
+        self.ciphers_in_c = relay_ciphers == "c"
         self.advertised_host = advertised_host
         self.allocator = PortAllocator(low, high)
 
@@ -128,7 +130,7 @@ class LocalMediaPlane:
         return LocalMediaSession(RelaySession(
             self.allocator, self.host, advertised_host=self.advertised_host,
             latching=latching, a_nat=a_nat, a_cipher=build_cipher(a_cipher),
-            on_rtp_start=on_rtp_start, start_leg="b"))
+            on_rtp_start=on_rtp_start, start_leg="b", ciphers_in_c=self.ciphers_in_c))
 
     @property
     def in_use(self) -> int:

@@ -189,7 +189,8 @@ class _Worker:
         try:
             cmd = [sys.executable, "-m", "b2bua.media.worker", "--fd", str(theirs.fileno()),
                    "--host", self.pool.host, "--ports", f"{self.low}-{self.high}",
-                   "--parent", str(os.getpid()), "--log-level", self.pool.log_level]
+                   "--parent", str(os.getpid()), "--log-level", self.pool.log_level,
+                   "--relay-ciphers", self.pool.relay_ciphers]
             self.proc = subprocess.Popen(cmd, pass_fds=(theirs.fileno(),))
         finally:
             theirs.close()
@@ -290,11 +291,12 @@ class RelayWorkerPool:
 
     def __init__(self, host: str, advertised_host: str, low: int, high: int, workers: int,
                  *, max_lag: Callable[[], float] = lambda: 0.0,
-                 log_level: str = "WARNING") -> None:
+                 log_level: str = "WARNING", relay_ciphers: str = "c") -> None:
         self.host = host
         self.advertised_host = advertised_host
         self.max_lag = max_lag  # seconds; 0 = no limit
         self.log_level = log_level
+        self.relay_ciphers = relay_ciphers  # "c" or "python": where ciphers are applied
         self.workers = [_Worker(self, i, lo, hi)
                         for i, (lo, hi) in enumerate(split_ports(low, high, workers))]
         self.closing = False

@@ -37,10 +37,12 @@ which cancels out). RTCP is never touched.
 
 The RTP sockets of all sessions of an event loop are read by one C receive loop
 (:mod:`b2bua.media._pump`: epoll and ``recvmmsg``, one Python call per wake-up). Once
-both legs are latched and a direction needs no cipher, that direction is relayed in C:
-well-formed RTP from the connected peer goes out of the other leg's connected socket
-without reaching Python, and is only counted (the counts are folded into the legs'
-counters whenever they are read: :meth:`RelayLeg.sync`). Every other packet goes to the
+both legs are latched, a direction is relayed in C: well-formed RTP from the connected
+peer goes out of the other leg's connected socket without reaching Python, its payload
+deciphered and enciphered there by the legs' ciphers (``NativeCipher``, the same bytes as
+:mod:`b2bua.media.cipher`; ``ciphers_in_c=False`` keeps ciphered directions in Python),
+and is only counted (the counts are folded into the legs' counters whenever they are
+read: :meth:`RelayLeg.sync`). Every other packet goes to the
 leg's protocol here: one source comparison, the RTP header-length check inline,
 counters, one timestamp, an optional precomputed transform and ``send`` on the other
 leg's connected socket (``sendto`` toward a precomputed target until it is latched).
@@ -64,8 +66,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from b2bua.media._pump import Pump
-from b2bua.media.cipher import MODE_XOR, PayloadCipher
+from b2bua.media._pump import NativeCipher, Pump
+from b2bua.media.cipher import PayloadCipher
 from b2bua.media.rtp import is_rtcp, payload_offset
 
 __all__ = [
@@ -90,7 +92,8 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 COUNTERS = ("rx_packets", "rx_bytes", "rx_malformed", "rx_foreign", "no_peer",
-            "rtcp_packets", "rtcp_malformed", "rtcp_foreign", "send_errors", "send_dropped")
+            "rtcp_packets", "rtcp_malformed", "rtcp_foreign", "send_errors", "send_dropped",
+            "rx_in_c", "cipher_errors")
 
 
 def counters_dict(values: tuple[int, ...]) -> dict[str, int]:
@@ -252,8 +255,8 @@ class _RtpProtocol:
         # (its latched peer): no destination to convert, no per-packet route lookup.
         self.send: Callable[[bytes], object] | None = None
         self.xf: Transform | None = None  # decrypt-from-this-leg then encrypt-to-other
-        # The same transform as XOR keys for the C receive loop (None: it cannot do it).
-        self.xor_keys: tuple[bytes, ...] | None = ()
+        # The same transform as ciphers for the C receive loop (None: not in C).
+        self.c_ciphers: tuple[NativeCipher, ...] | None = ()
         # Packets that came before the other leg had any SDP address (None once it has):
         # the answer's address can reach a relay worker a moment after the first RTP.
         self.early: list[tuple[bytes, int]] | None = []
@@ -276,10 +279,10 @@ class _RtpProtocol:
     def refresh_send(self) -> None:
         """Send with ``send()`` only while the other leg's socket is connected to ``dst``;
         relay in C (the receive loop) when, besides, this leg is latched and connected
-        to its peer and the direction needs no cipher but XOR."""
+        to its peer and its ciphers (if any) can be applied there."""
         send = None
         fast: socket.socket | None = None
-        keys = self.xor_keys
+        keys = self.c_ciphers
         leg = self.leg
         if self.dst is not None and self.out is not None:
             session = leg._session()
@@ -434,7 +437,9 @@ class RelayLeg:
     (received but the other leg has nowhere to send), ``rtcp_packets``,
     ``rtcp_malformed``, ``rtcp_foreign``; ``send_errors`` counts errors reported on this
     leg's sockets, ``send_dropped`` packets toward this leg's party dropped because its
-    socket's send buffer was full (flow control). ``first_rtp_at`` / ``last_rx`` are
+    socket's send buffer was full (flow control); ``rx_in_c`` is the part of
+    ``rx_packets`` the C receive loop relayed, ``cipher_errors`` packets it dropped
+    because a cipher failed on them. ``first_rtp_at`` / ``last_rx`` are
     ``time.monotonic()`` values of the first and latest accepted RTP packet (``None``
     before any).
     """
@@ -471,6 +476,8 @@ class RelayLeg:
         self.rtcp_foreign = 0
         self.send_errors = 0
         self.send_dropped = 0
+        self.rx_in_c = 0
+        self.cipher_errors = 0
         self.first_rtp_at: float | None = None
         self.last_rx: float | None = None
         # RTP that came before this leg's first SDP address, which the relay needs to
@@ -485,7 +492,8 @@ class RelayLeg:
         self._pump: Pump | None = None
         self._slot = -1  # this leg's RTP socket in the receive loop
         self._fast_fd = -1  # the socket the receive loop relays this leg's RTP out of
-        self._fast_keys: tuple[bytes, ...] = ()  # and the XOR keys it applies
+        self._fast_ciphers: tuple[NativeCipher, ...] = ()  # and the ciphers it applies
+        self._native: tuple[PayloadCipher, NativeCipher] | None = None  # cipher in C
         # The latched peer this leg's RTP socket is connect()-ed to (None: unconnected).
         self.connected_to: Address | None = None
         self._open = 0  # transports not yet reported lost
@@ -554,10 +562,12 @@ class RelayLeg:
         if self._pump is not None and self._slot >= 0:
             self._fold(self._pump.take(self._slot))
 
-    def _fold(self, counted: tuple[int, int, int, int, int, float | None]) -> None:
-        packets, octets, sock_errors, out_errors, out_dropped, last_rx = counted
+    def _fold(self, counted: tuple[int, int, int, int, int, int, float | None]) -> None:
+        packets, octets, sock_errors, out_errors, out_dropped, cipher_errors, last_rx = counted
         self.rx_packets += packets
+        self.rx_in_c += packets
         self.rx_bytes += octets
+        self.cipher_errors += cipher_errors
         self.send_errors += sock_errors
         if out_errors or out_dropped:
             other = self.other  # what failed was the send out of the other leg's socket
@@ -571,7 +581,7 @@ class RelayLeg:
         as folded so far: call :meth:`RelaySession.sync` first for a live reading."""
         return (self.rx_packets, self.rx_bytes, self.rx_malformed, self.rx_foreign,
                 self.no_peer, self.rtcp_packets, self.rtcp_malformed, self.rtcp_foreign,
-                self.send_errors, self.send_dropped)
+                self.send_errors, self.send_dropped, self.rx_in_c, self.cipher_errors)
 
     def counters(self) -> dict[str, int]:
         """The counters by attribute name, plus ``forwarded`` (rx_packets - no_peer),
@@ -628,22 +638,38 @@ class RelayLeg:
         self.rtp_proto.refresh_send()
         self.other.rtp_proto.refresh_send()
 
-    def _forward(self, out: socket.socket | None, keys: tuple[bytes, ...] = ()) -> None:
-        """Have the receive loop relay this leg's RTP out of ``out``, XORing the payload
-        with ``keys`` (None: every packet comes to the protocol)."""
+    def native_cipher(self) -> NativeCipher | None:
+        """This leg's cipher as the receive loop applies it (None: no cipher, or one the
+        C library refused, which then stays in Python)."""
+        cipher = self.cipher
+        if cipher is None or cipher.identity:
+            return None
+        if self._native is None or self._native[0] is not cipher:
+            try:
+                self._native = (cipher, NativeCipher(cipher.mode, cipher.key))
+            except (ValueError, MemoryError) as exc:
+                log.warning("relay leg %s: %s cipher stays in Python: %s", self.name,
+                            cipher.name, exc)
+                return None
+        return self._native[1]
+
+    def _forward(self, out: socket.socket | None,
+                 ciphers: tuple[NativeCipher, ...] = ()) -> None:
+        """Have the receive loop relay this leg's RTP out of ``out``, applying
+        ``ciphers`` to the payload in turn (None: every packet comes to the protocol)."""
         fd = -1 if out is None else out.fileno()
         if fd < 0:
-            keys = ()
-        if (fd, keys) == (self._fast_fd, self._fast_keys) or self._pump is None \
+            ciphers = ()
+        if (fd, ciphers) == (self._fast_fd, self._fast_ciphers) or self._pump is None \
                 or self._slot < 0:
             return
         try:
-            self._pump.forward(self._slot, fd, keys)
+            self._pump.forward(self._slot, fd, ciphers)
         except OSError as exc:  # not connected after all: stay on the protocol
             log.warning("relay leg %s: no relaying in C: %s", self.name, exc)
             self._pump.forward(self._slot, -1)
-            fd, keys = -1, ()
-        self._fast_fd, self._fast_keys = fd, keys
+            fd, ciphers = -1, ()
+        self._fast_fd, self._fast_ciphers = fd, ciphers
 
     def _set_rtp_dst(self, dst: Address | None) -> None:
         self.rtp_dst = dst
@@ -739,7 +765,7 @@ class RelayLeg:
     def _close(self) -> None:
         pump, slot, sock = self._pump, self._slot, self._rtp_sock
         rtcp, self._rtcp_transport = self._rtcp_transport, None
-        self._pump, self._slot, self._fast_fd, self._fast_keys = None, -1, -1, ()
+        self._pump, self._slot, self._fast_fd, self._fast_ciphers = None, -1, -1, ()
         self._rtp_sock = self._rtp_sender = None
         # The receive loop holds descriptor numbers: the other leg's direction, which
         # sends out of this socket, goes back to Python before the socket closes.
@@ -794,6 +820,9 @@ class RelaySession:
     ``on_rtp_start`` is called (once, with no arguments) when the first RTP packet is
     accepted on the leg named by ``start_leg`` ("b" by default: the destination side of
     a call). Exceptions from it are logged and swallowed.
+
+    ``ciphers_in_c`` False keeps every ciphered direction in Python (``softswitch run
+    --relay-ciphers python``): the same bytes on the wire, a Python call per packet.
     """
 
     def __init__(self, allocator: PortAllocator, host: str = "127.0.0.1", *,
@@ -801,7 +830,7 @@ class RelaySession:
                  a_nat: bool = False, b_nat: bool = False,
                  a_cipher: PayloadCipher | None = None, b_cipher: PayloadCipher | None = None,
                  on_rtp_start: Callable[[], object] | None = None, start_leg: str = "b",
-                 rcvbuf: int | None = None) -> None:
+                 rcvbuf: int | None = None, ciphers_in_c: bool = True) -> None:
         if start_leg not in ("a", "b"):
             raise ValueError("start_leg must be 'a' or 'b'")
         self.allocator = allocator
@@ -811,6 +840,7 @@ class RelaySession:
         self.on_rtp_start = on_rtp_start
         self.start_leg = start_leg
         self.rcvbuf = rcvbuf
+        self.ciphers_in_c = ciphers_in_c
         self.rtp_started_at: float | None = None
         self.rtp = True
         self._released_waiter: asyncio.Future[None] | None = None
@@ -915,8 +945,8 @@ class RelaySession:
     def _update_transforms(self) -> None:
         self.a.rtp_proto.xf = _compose(self.a.cipher, self.b.cipher)
         self.b.rtp_proto.xf = _compose(self.b.cipher, self.a.cipher)
-        self.a.rtp_proto.xor_keys = _xor_keys(self.a.cipher, self.b.cipher)
-        self.b.rtp_proto.xor_keys = _xor_keys(self.b.cipher, self.a.cipher)
+        self.a.rtp_proto.c_ciphers = _c_ciphers(self.a, self.b, self.ciphers_in_c)
+        self.b.rtp_proto.c_ciphers = _c_ciphers(self.b, self.a, self.ciphers_in_c)
         if self.started and not self.closed:
             self.a.rtp_proto.refresh_send()  # a cipher takes a direction back from C
             self.b.rtp_proto.refresh_send()
@@ -928,16 +958,22 @@ class RelaySession:
         self.close()
 
 
-def _xor_keys(rx: PayloadCipher | None, tx: PayloadCipher | None) -> tuple[bytes, ...] | None:
-    """The transform of :func:`_compose` as XOR keys for the C receive loop: () for
-    none, one or two keys for the XOR cipher on one or both legs; None when RC4 or
-    AES128 is involved (their keystreams stay in Python)."""
-    if _compose(rx, tx) is None:
+def _c_ciphers(rx: RelayLeg, tx: RelayLeg, in_c: bool) -> tuple[NativeCipher, ...] | None:
+    """The transform of :func:`_compose` for the C receive loop: () for none, the
+    receiving leg's and then the sending leg's cipher when they have one; None when the
+    direction stays in Python (``in_c`` off, or a cipher C could not build)."""
+    if _compose(rx.cipher, tx.cipher) is None:
         return ()  # no cipher, or the same keystream both ways
-    ciphers = [c for c in (rx, tx) if c is not None and not c.identity]
-    if any(c.mode != MODE_XOR for c in ciphers):
+    if not in_c:
         return None
-    return tuple(c.key for c in ciphers)
+    ciphers = []
+    for leg in (rx, tx):
+        if leg.cipher is not None and not leg.cipher.identity:
+            native = leg.native_cipher()
+            if native is None:
+                return None
+            ciphers.append(native)
+    return tuple(ciphers)
 
 
 def _compose(rx: PayloadCipher | None, tx: PayloadCipher | None) -> Transform | None:

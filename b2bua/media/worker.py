@@ -45,11 +45,12 @@ log = logging.getLogger("b2bua.media.worker")
 
 
 class RelayWorker:
-    def __init__(self, writer: asyncio.StreamWriter, host: str, allocator: PortAllocator
-                 ) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, host: str, allocator: PortAllocator,
+                 *, ciphers_in_c: bool = True) -> None:
         self.writer = writer
         self.host = host
         self.allocator = allocator
+        self.ciphers_in_c = ciphers_in_c
         self.sessions: dict[int, RelaySession] = {}
         self._signatures: dict[int, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -95,7 +96,8 @@ class RelayWorker:
     async def _open(self, sid: int, latching: bool, a_nat: bool, a_cipher: Any) -> None:
         session = RelaySession(self.allocator, self.host, latching=latching, a_nat=a_nat,
                                a_cipher=build_cipher(a_cipher),
-                               on_rtp_start=lambda: self.send("rtp_start", sid))
+                               on_rtp_start=lambda: self.send("rtp_start", sid),
+                               ciphers_in_c=self.ciphers_in_c)
         try:
             await session.start()
         except Exception as exc:
@@ -146,7 +148,8 @@ class RelayWorker:
 async def _main(args: argparse.Namespace) -> None:
     sock = socket.socket(fileno=args.fd)
     reader, writer = await asyncio.open_unix_connection(sock=sock)
-    worker = RelayWorker(writer, args.host, PortAllocator(args.low, args.high))
+    worker = RelayWorker(writer, args.host, PortAllocator(args.low, args.high),
+                         ciphers_in_c=args.relay_ciphers == "c")
     # Relay sessions hold no reference cycles: full collections, whose pauses would
     # delay every packet, run only if memory doubles (b2bua/collector.py).
     collector = FullCollections()
@@ -165,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ports", required=True)
     parser.add_argument("--parent", type=int, required=True)
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--relay-ciphers", choices=("c", "python"), default="c")
     args = parser.parse_args(argv)
     low, _, high = args.ports.partition("-")
     args.low, args.high = int(low), int(high)

@@ -1,5 +1,6 @@
 """Media through the relay with real RTP: one softswitch (passthrough), two chained
-softswitches with each payload cipher between them, a key mismatch, and latching."""
+softswitches with each payload cipher between them (one applying the ciphers in the
+relay's C loop, the other in Python, both ways round), a key mismatch, and latching."""
 
 from __future__ import annotations
 
@@ -94,11 +95,16 @@ def test_no_relay_leaves_sdp_untouched(softswitch: Softswitch) -> None:
 
 
 @pytest.mark.parametrize("mode", [1, 2, 3])
-def test_encrypted_between_two_softswitches(tmp_path: Path, mode: int) -> None:
+@pytest.mark.parametrize(("first_ciphers", "second_ciphers"), [("c", "python"),
+                                                               ("python", "c")])
+def test_encrypted_between_two_softswitches(tmp_path: Path, mode: int, first_ciphers: str,
+                                            second_ciphers: str) -> None:
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
-    first = Softswitch(tmp_path / "one").start()
-    second = Softswitch(tmp_path / "two", sip_host=SECOND_IP).start()
+    first = Softswitch(tmp_path / "one",
+                       extra_args=["--relay-ciphers", first_ciphers]).start()
+    second = Softswitch(tmp_path / "two", sip_host=SECOND_IP,
+                        extra_args=["--relay-ciphers", second_ciphers]).start()
     vendor_port = free_port(VENDOR_IP)
     caller_rtp, vendor_rtp = RtpEndpoint(CUSTOMER_IP), RtpEndpoint(VENDOR_IP)
     vendor = AnsweringVendor(VENDOR_IP, vendor_port, vendor_rtp)
@@ -112,12 +118,22 @@ def test_encrypted_between_two_softswitches(tmp_path: Path, mode: int) -> None:
             _relay_call(first.sip_port, "127.0.0.1", caller_rtp, vendor_rtp, vendor)
             assert wait_until(lambda: len(vendor_rtp.received) >= PACKETS and
                               len(caller_rtp.received) >= PACKETS, timeout=3)
+        media = {"c": [], "python": []}
+        for switch, where in ((first, first_ciphers), (second, second_ciphers)):
+            media[where].append(_cdr_media(switch))
     finally:
         vendor.close()
         caller_rtp.close()
         vendor_rtp.close()
         first.stop()
         second.stop()
+    # The caller sends first, the vendor after: the vendor's packets find both legs
+    # latched and are relayed by the C loop where the ciphers are in C (all but the
+    # latching packet), and by Python where they are not.
+    (in_c,), (in_python,) = media["c"], media["python"]
+    assert in_c["encryption_mode"] == in_python["encryption_mode"] == mode
+    assert in_c["packets_in_c"] >= PACKETS - 10 and in_python["packets_in_c"] == 0
+    assert in_c["cipher_errors"] == in_python["cipher_errors"] == 0
     plain = [payload_of(s) for s in range(1, PACKETS + 1)]
     assert vendor_rtp.payloads() == plain
     assert caller_rtp.payloads() == [payload_of(s) for s in range(1001, 1001 + PACKETS)]

@@ -605,8 +605,9 @@ def test_finish_waits_for_every_streams_final_counters() -> None:
     for session in plane.sessions:
         session.defer_final = True
         session.live = counters(leg_counters(999, 999))  # not what the CDR must carry
-    first.final = counters(leg_counters(10, 1600, malformed=1),
-                           leg_counters(8, 1280, foreign=2, dropped=1))
+    first.final = counters(leg_counters(10, 1600, malformed=1, in_c=9),
+                           leg_counters(8, 1280, foreign=2, dropped=1, in_c=7,
+                                        cipher_errors=3))
     second.final = counters(leg_counters(3, 300), leg_counters(4, 400, malformed=5))
     results: list[dict[str, object]] = []
     media.finish(results.append)
@@ -623,6 +624,7 @@ def test_finish_waits_for_every_streams_final_counters() -> None:
     assert stats["callee_to_caller_packets"] == 12
     assert stats["callee_to_caller_bytes"] == 1680
     assert (stats["malformed"], stats["foreign"], stats["dropped"]) == (6, 2, 1)
+    assert (stats["packets_in_c"], stats["cipher_errors"]) == (16, 3)
     assert stats["encryption_mode"] == 1
     streams = stats["streams"]
     assert isinstance(streams, list)
@@ -630,7 +632,8 @@ def test_finish_waits_for_every_streams_final_counters() -> None:
     assert [s["caller_to_callee_packets"] for s in streams] == [10, 3]
     assert [s["encryption_mode"] for s in streams] == [1, 0]  # T.38 never encrypted
     assert totals.snapshot() == {"xor": {"calls": 1, "packets": 25, "bytes": 3580,
-                                         "malformed": 6, "foreign": 2, "dropped": 1}}
+                                         "malformed": 6, "foreign": 2, "dropped": 1,
+                                         "packets_in_c": 16, "cipher_errors": 3}}
 
 
 def test_finish_in_process_hands_the_stats_at_once_without_totals() -> None:
@@ -662,7 +665,8 @@ def test_finish_adds_the_call_to_its_ciphers_totals(mode: int, caller: bool, cal
     plane.sessions[0].final = counters(leg_counters(2, 20), leg_counters(3, 30))
     media.finish(lambda stats: None)
     assert totals.snapshot() == {name: {"calls": 1, "packets": 5, "bytes": 50,
-                                        "malformed": 0, "foreign": 0, "dropped": 0}}
+                                        "malformed": 0, "foreign": 0, "dropped": 0,
+                                        "packets_in_c": 0, "cipher_errors": 0}}
 
 
 # -- stats and MediaTotals ------------------------------------------------------------------
@@ -674,8 +678,9 @@ def test_stats_totals_over_the_streams_and_each_stream_on_its_own() -> None:
     media.from_caller(sdp("m=audio 6000 RTP/AVP 0", "m=video 6002 RTP/AVP 96",
                           "m=image 6004 udptl t38"))
     for n, session in enumerate(plane.sessions, start=1):
-        session.live = counters(leg_counters(n, 100 * n, malformed=n),
-                                leg_counters(10 * n, 1000 * n, foreign=n, dropped=2 * n))
+        session.live = counters(leg_counters(n, 100 * n, malformed=n, in_c=n - 1),
+                                leg_counters(10 * n, 1000 * n, foreign=n, dropped=2 * n,
+                                             in_c=9 * n, cipher_errors=n))
     stats = media.stats()
     assert stats["relayed"] is True
     assert stats["encryption_mode"] == 0  # mode 3 configured, no leg encrypted
@@ -690,8 +695,8 @@ def test_stats_totals_over_the_streams_and_each_stream_on_its_own() -> None:
         {"index": i, "media": kind, "rtp": rtp, "encryption_mode": 0,
          "caller_to_callee_packets": n, "caller_to_callee_bytes": 100 * n,
          "callee_to_caller_packets": 10 * n, "callee_to_caller_bytes": 1000 * n,
-         "malformed": n, "foreign": n, "dropped": 2 * n,
-         "ports": [40000 + 4 * i, 40002 + 4 * i]}
+         "malformed": n, "foreign": n, "dropped": 2 * n, "packets_in_c": 10 * n - 1,
+         "cipher_errors": n, "ports": [40000 + 4 * i, 40002 + 4 * i]}
         for i, (n, kind, rtp) in enumerate([(1, "audio", True), (2, "video", True),
                                             (3, "image", False)])]
 
@@ -738,7 +743,7 @@ def test_media_totals_accumulate_by_cipher_name() -> None:
                 "callee_to_caller_bytes": 10 * down, **drops}
 
     totals.add(call(0, 1, 2, malformed=1))
-    totals.add(call(0, 3, 4, foreign=2, dropped=3))
+    totals.add(call(0, 3, 4, foreign=2, dropped=3, packets_in_c=6, cipher_errors=1))
     totals.add(call("2", 5, 0))  # the mode as text
     totals.add(call(7, 1, 1))
     totals.add({"caller_to_callee_packets": 1, "caller_to_callee_bytes": 1,
@@ -746,11 +751,11 @@ def test_media_totals_accumulate_by_cipher_name() -> None:
     snapshot = totals.snapshot()
     assert snapshot == {
         "none": {"calls": 3, "packets": 12, "bytes": 102, "malformed": 1, "foreign": 2,
-                 "dropped": 3},
+                 "dropped": 3, "packets_in_c": 6, "cipher_errors": 1},
         "rc4": {"calls": 1, "packets": 5, "bytes": 50, "malformed": 0, "foreign": 0,
-                "dropped": 0},
+                "dropped": 0, "packets_in_c": 0, "cipher_errors": 0},
         "other": {"calls": 1, "packets": 2, "bytes": 20, "malformed": 0, "foreign": 0,
-                  "dropped": 0},
+                  "dropped": 0, "packets_in_c": 0, "cipher_errors": 0},
     }
     snapshot["none"]["calls"] = 99
     assert totals.snapshot()["none"]["calls"] == 3  # a copy

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from b2bua.media._pump import Pump
+from b2bua.media._pump import NativeCipher, Pump
+from b2bua.media.cipher import make_cipher
 
 RTP = bytes([0x80, 0]) + bytes(10) + b"x" * 160
 
@@ -79,12 +80,13 @@ def test_forward_mode_relays_rtp_from_the_connected_peer_only_in_c(
             break
     assert relayed == [RTP] * 5
     assert got == [b"\x80\xc9" + bytes(6), b"\x40" + RTP[1:]]  # not RTP: to Python
-    packets, octets, sock_errors, out_errors, out_dropped, last_rx = pump.take(slot)
-    assert (packets, octets, sock_errors, out_errors, out_dropped) == (5, 5 * len(RTP), 0, 0, 0)
+    *counts, last_rx = pump.take(slot)
+    assert counts == [5, 5 * len(RTP), 0, 0, 0, 0]
     assert last_rx is not None and abs(last_rx - time.monotonic()) < 5
-    assert pump.take(slot)[:5] == (0, 0, 0, 0, 0)  # taken: zeroed
-    # XOR keys, applied in turn to the payload only (docs/rtp-encryption.md, mode 1).
-    pump.forward(slot, relay_out.fileno(), (b"\x01\x02\x03", b"\xff"))
+    assert pump.take(slot)[:6] == (0, 0, 0, 0, 0, 0)  # taken: zeroed
+    # Two XOR ciphers, applied in turn to the payload only (docs/rtp-encryption.md).
+    pump.forward(slot, relay_out.fileno(), (NativeCipher(1, b"\x01\x02\x03"),
+                                            NativeCipher(1, b"\xff")))
     caller.sendto(RTP, relay_in.getsockname())
     _settle()
     pump.run()
@@ -146,3 +148,87 @@ def test_slots_are_reused_and_unknown_slots_refused(sockets: list[socket.socket]
     assert pump.add(b.fileno(), lambda data, addr: None) == first
     with pytest.raises(KeyError):
         pump.forward(99, -1)
+
+
+def _drain(sock: socket.socket) -> list[bytes]:
+    out = []
+    while True:
+        try:
+            out.append(sock.recv(65536))
+        except BlockingIOError:
+            return out
+
+
+@pytest.mark.parametrize(("rx", "tx"), [((2, b"rc4-secret"), None),
+                                        (None, (3, b"0123456789abcdef")),
+                                        ((3, b"0123456789abcdef"), (2, b"rc4-secret")),
+                                        ((1, b"xor"), (3, b"fedcba9876543210"))])
+def test_forward_mode_deciphers_and_enciphers_as_the_python_ciphers_do(
+        sockets: list[socket.socket], rx: tuple[int, bytes] | None,
+        tx: tuple[int, bytes] | None) -> None:
+    relay_in, caller, callee = sockets
+    relay_out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    relay_out.bind(("127.0.0.1", 0))
+    relay_out.connect(callee.getsockname())
+    relay_in.connect(caller.getsockname())
+    pump = Pump()
+    slot = pump.add(relay_in.fileno(), lambda data, addr: None)
+    specs = [spec for spec in (rx, tx) if spec is not None]
+    pump.forward(slot, relay_out.fileno(), tuple(NativeCipher(*spec) for spec in specs))
+    # Different sequence numbers, timestamps and lengths: a keystream per packet.
+    sent = [bytes([0x80, 0, 0, seq]) + seq.to_bytes(4, "big") + b"\xde\xad\xbe\xef"
+            + bytes(range(seq % 7, seq % 7 + 20 + 13 * seq)) for seq in range(6)]
+    for packet in sent:
+        caller.sendto(packet, relay_in.getsockname())
+    _settle()
+    assert pump.run() == len(sent)
+    _settle()
+    expected = []
+    for packet in sent:
+        for spec in specs:
+            packet = make_cipher(*spec).encrypt(packet)
+        expected.append(packet)
+    assert _drain(callee) == expected
+    pump.remove(slot)
+    relay_out.close()
+
+
+def test_a_cipher_failure_drops_the_packet_and_is_counted(sockets: list[socket.socket]
+                                                          ) -> None:
+    relay_in, caller, callee = sockets
+    relay_out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    relay_out.bind(("127.0.0.1", 0))
+    relay_out.connect(callee.getsockname())
+    relay_in.connect(caller.getsockname())
+    pump = Pump()
+    slot = pump.add(relay_in.fileno(), lambda data, addr: None)
+    aes = NativeCipher(3, b"0123456789abcdef")
+    pump.forward(slot, relay_out.fileno(), (aes,))
+    aes._inject_failures(2)  # as if libcrypto failed on the next two packets
+    for seq in range(5):
+        caller.sendto(bytes([0x80, 0, 0, seq]) + bytes(8) + b"payload", relay_in.getsockname())
+    _settle()
+    assert pump.run() == 5
+    _settle()
+    relayed = _drain(callee)
+    assert [p[3] for p in relayed] == [2, 3, 4]  # the failed ones never left
+    assert relayed[0] == make_cipher(3, b"0123456789abcdef").encrypt(
+        bytes([0x80, 0, 0, 2]) + bytes(8) + b"payload")
+    packets, _, _, _, _, cipher_errors, last_rx = pump.take(slot)
+    assert (packets, cipher_errors) == (3, 2) and last_rx is not None
+    pump.remove(slot)
+    relay_out.close()
+
+
+def test_forward_refuses_anything_but_up_to_two_native_ciphers(
+        sockets: list[socket.socket]) -> None:
+    relay_in, caller, _ = sockets
+    relay_in.connect(caller.getsockname())
+    pump = Pump()
+    slot = pump.add(relay_in.fileno(), lambda data, addr: None)
+    xor = NativeCipher(1, b"k")
+    with pytest.raises(TypeError):
+        pump.forward(slot, relay_in.fileno(), (b"an XOR key",))  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        pump.forward(slot, relay_in.fileno(), (xor, xor, xor))
+    pump.remove(slot)

@@ -518,10 +518,10 @@ def test_malformed_counted_and_dropped() -> None:
 
 
 def test_latched_passthrough_is_relayed_in_c_and_counted() -> None:
-    """Once both legs latched and no cipher but XOR applies, the receive loop relays RTP
-    in C: it never reaches the protocol, yet counts in the stats and ``last_rx``. RTCP
-    on the RTP port and malformed packets still go through the protocol; RC4 or AES128,
-    or a new SDP address, takes the direction back."""
+    """Once both legs latched, the receive loop relays RTP in C, ciphers included: it
+    never reaches the protocol, yet counts in the stats and ``last_rx``. RTCP on the RTP
+    port and malformed packets still go through the protocol; a new SDP address takes
+    the direction back."""
     async def body() -> None:
         a, b, moved = await peer(), await peer(), await peer()
         s = await relay(alloc(44800))
@@ -559,7 +559,8 @@ def test_latched_passthrough_is_relayed_in_c_and_counted() -> None:
         # XOR toward b stays in C: the payload XORed with the key, both ways.
         xor = make_cipher(1, KEYS[1])
         s.b.set_cipher(xor)
-        assert s.a._fast_fd == s.b._rtp_sock.fileno() and s.a._fast_keys == (KEYS[1],)
+        assert s.a._fast_fd == s.b._rtp_sock.fileno()
+        assert [c.mode for c in s.a._fast_ciphers] == [1]
         plain = rtp(301, payload(4))
         a.send(plain, (HOST, s.a.rtp_port))
         (d, _), = await b.recv()
@@ -567,15 +568,21 @@ def test_latched_passthrough_is_relayed_in_c_and_counted() -> None:
         b.send(xor.encrypt(plain), (HOST, s.b.rtp_port))
         (d, _), = await a.recv()
         assert d == plain
-        # AES128 toward b: both directions back in Python, and encrypted.
-        aes = make_cipher(3, KEYS[3])
+        # AES128 toward b, RC4 from a: still in C, deciphered then enciphered.
+        aes, rc4 = make_cipher(3, KEYS[3]), make_cipher(2, KEYS[2])
         s.b.set_cipher(aes)
-        assert s.a._fast_fd == -1 and s.b._fast_fd == -1
-        a.send(plain, (HOST, s.a.rtp_port))
+        s.a.set_cipher(rc4)
+        assert [c.mode for c in s.a._fast_ciphers] == [2, 3]
+        assert [c.mode for c in s.b._fast_ciphers] == [3, 2]
+        a.send(rc4.encrypt(plain), (HOST, s.a.rtp_port))
         (d, _), = await b.recv()
         assert d == aes.encrypt(plain) and d != plain
+        b.send(aes.encrypt(plain), (HOST, s.b.rtp_port))
+        (d, _), = await a.recv()
+        assert d == rc4.encrypt(plain)
+        s.a.set_cipher(None)
         s.b.set_cipher(None)
-        assert s.a._fast_fd == s.b._rtp_sock.fileno() and s.a._fast_keys == ()
+        assert s.a._fast_fd == s.b._rtp_sock.fileno() and s.a._fast_ciphers == ()
         # A new SDP address for b: b must latch again before C relays toward it.
         s.b.set_remote(HOST, moved.port)
         assert s.a._fast_fd == -1 and s.b._fast_fd == -1
@@ -583,9 +590,44 @@ def test_latched_passthrough_is_relayed_in_c_and_counted() -> None:
         (d, _), = await moved.recv()
         assert d == plain
         await s.wait_closed()
-        assert s.stats()["a_to_b"]["rx_packets"] == 205
+        stats = s.stats()["a_to_b"]
+        assert stats["rx_packets"] == 205 and stats["rx_in_c"] == 203
         for p_ in (a, b, moved):
             p_.close()
+
+    run(body)
+
+
+@pytest.mark.parametrize("in_c", [True, False])
+def test_ciphered_directions_in_c_or_in_python_give_the_same_bytes(in_c: bool) -> None:
+    """``ciphers_in_c`` decides only where a ciphered direction runs: the packets on the
+    wire are the same, and a direction without a cipher is relayed in C either way."""
+    async def body() -> None:
+        a, b = await peer(), await peer()
+        rc4, aes = make_cipher(2, KEYS[2]), make_cipher(3, KEYS[3])
+        s = await relay(alloc(45800), a_cipher=rc4, b_cipher=aes, ciphers_in_c=in_c)
+        s.a.set_remote(HOST, a.port)
+        s.b.set_remote(HOST, b.port)
+        plain = [rtp(i, payload(i)) for i in range(40)]
+        a.send(rc4.encrypt(plain[0]), (HOST, s.a.rtp_port))
+        b.send(aes.encrypt(plain[0]), (HOST, s.b.rtp_port))
+        await b.recv()
+        await a.recv()
+        assert s.a.latched and s.b.latched
+        in_c_fd = s.b._rtp_sock.fileno() if in_c else -1  # type: ignore[union-attr]
+        assert s.a._fast_fd == in_c_fd
+        for p in plain[1:]:
+            a.send(rc4.encrypt(p), (HOST, s.a.rtp_port))
+        got = [d for d, _ in await b.recv(39)]
+        assert got == [aes.encrypt(p) for p in plain[1:]]
+        stats = s.stats()["a_to_b"]
+        assert stats["rx_packets"] == 40 and stats["rx_in_c"] == (39 if in_c else 0)
+        s.a.set_cipher(None)
+        s.b.set_cipher(None)
+        assert s.a._fast_fd == s.b._rtp_sock.fileno()  # type: ignore[union-attr]
+        await s.wait_closed()
+        a.close()
+        b.close()
 
     run(body)
 
