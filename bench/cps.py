@@ -2166,6 +2166,9 @@ def export_rev(rev: str, dest: Path) -> str:
 
 
 C_SOURCES = ("b2bua/media/_pump.c", "b2bua/sip/_dispatch.c", "b2bua/_tally.c")
+# What a module is linked with besides its own file, when the exported revision has it
+# (setup.py says the same for the working tree).
+C_EXTRAS = {"b2bua/media/_pump.c": (["b2bua/media/rtpcipher.c"], ["-lcrypto"])}
 
 
 def build_c_module(dest: Path, source: str) -> None:
@@ -2173,8 +2176,12 @@ def build_c_module(dest: Path, source: str) -> None:
     does for the working tree)."""
     paths = sysconfig.get_paths()
     target = Path(source).with_suffix(sysconfig.get_config_var("EXT_SUFFIX"))
+    sources, libs = C_EXTRAS.get(source, ([], []))
+    if not all((dest / extra).exists() for extra in sources):
+        sources, libs = [], []  # a revision from before those files
     subprocess.run(["gcc", "-O2", "-shared", "-fPIC", f"-I{paths['include']}",
-                    source, "-o", str(target), "-lpthread"], cwd=dest, check=True)
+                    source, *sources, "-o", str(target), "-lpthread", *libs], cwd=dest,
+                   check=True)
 
 
 def resolve_code(arg: str, root: Path) -> tuple[Path | None, str]:
