@@ -5,13 +5,13 @@
  * A socket is registered with a callback, its protocol's datagram_received(data, addr),
  * and starts in "slow" mode: each packet goes to that callback, where the Python relay
  * decides (latching, ciphers, counters). When the Python side has latched both legs, it
- * switches the socket to "forward" mode with the
- * other leg's socket: from then on a well-formed RTP packet from the connected peer is
- * sent out of that socket here, in C, without a Python call, and only counted (with up to
- * two payload ciphers applied in turn: the receiving leg's, to decrypt, and the sending
- * leg's, to encrypt; rtpcipher.c). A packet a cipher fails on is counted and dropped.
- * Anything else (RTCP multiplexed on the port, a malformed packet, a packet queued from another
- * source before the latch) still goes to the callback.
+ * switches the socket to "forward" mode with the other leg's socket: from then on a
+ * well-formed RTP packet from the connected peer is sent out of that socket here, in C,
+ * without a Python call, and only counted (with up to two payload ciphers applied in
+ * turn: the receiving leg's, to decrypt, and the sending leg's, to encrypt;
+ * rtpcipher.c). A packet a cipher fails on is counted and dropped. Anything else (RTCP
+ * multiplexed on the port, a malformed packet, a packet queued from another source
+ * before the latch) still goes to the callback.
  *
  * The event loop watches the epoll descriptor with add_reader(fd, pump.run): one Python
  * call per wake-up, however many packets are ready. Level-triggered: a socket with more

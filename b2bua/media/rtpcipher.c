@@ -20,6 +20,7 @@
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
 #include <stdint.h>
@@ -171,17 +172,21 @@ rtp_cipher_apply(rtp_cipher *c, unsigned char *packet, size_t offset, size_t len
     }
     if (offset >= len)
         return 0;  /* an empty payload stays empty */
+    int status = -1;
     switch (c->mode) {
     case RTPC_XOR:
         xor_apply(c, packet, offset, len);
         return 0;
     case RTPC_RC4:
-        return rc4_apply(c, packet, offset, len);
+        status = rc4_apply(c, packet, offset, len);
+        break;
     case RTPC_AES128:
-        return aes_apply(c, packet, offset, len);
-    default:
-        return -1;
+        status = aes_apply(c, packet, offset, len);
+        break;
     }
+    if (status != 0)
+        ERR_clear_error();  /* the process's other libcrypto users must not see it */
+    return status;
 }
 
 void
@@ -259,6 +264,7 @@ rtp_cipher_new(int mode, const unsigned char *key, size_t keylen, const char **w
         status = aes_setup(c, key);
     }
     if (status != 0) {
+        ERR_clear_error();
         *why = "libcrypto could not set up the cipher";
         rtp_cipher_free(c);
         return NULL;

@@ -1,6 +1,7 @@
 """Every stream of a call through the relay, with sipp at both ends: audio and video
 relayed each on its own ports (RTP counted per stream), then a T.38 re-INVITE that turns
-the audio stream into UDPTL (not RTP: relayed as it is) and disables the video."""
+the audio stream into UDPTL (not RTP: relayed as it is) and disables the video. Plain,
+and with AES128 toward the vendor: every RTP stream is ciphered in the relay's C loop."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import pcapgen
 from sippctl import CUSTOMER_IP, VENDOR_IP, sipp
+import pytest
 from support import Softswitch, free_port, wait_until
 
 SCENARIOS = Path(__file__).parent / "sipp"
@@ -34,14 +36,19 @@ def scenario(tmp_path: Path) -> str:
     return str(out)
 
 
-def test_audio_video_then_t38_each_stream_relayed(tmp_path: Path,
-                                                   softswitch: Softswitch) -> None:
+@pytest.mark.parametrize("mode", [0, 3])
+def test_audio_video_then_t38_each_stream_relayed(tmp_path: Path, softswitch: Softswitch,
+                                                   mode: int) -> None:
     api = softswitch.api
     api.put("/api/v1/parameters/SS_MEDIAPROXYMODE", {"value": "On"})
+    if mode:
+        api.put("/api/v1/parameters/SS_RTPENCRYPTIONKEY", {"value": "0123456789abcdef"})
+        api.put("/api/v1/parameters/SS_RTPENCRYPTIONMODE", {"value": mode})
     vendor_port = free_port(VENDOR_IP)
     api.post("/api/v1/mapping-gateways", {"name": "in", "ips": [CUSTOMER_IP]})
+    # The vendor echoes what it gets: ciphered by the relay toward it, deciphered back.
     api.post("/api/v1/routing-gateways", {"name": "out", "host": VENDOR_IP,
-                                          "port": vendor_port})
+                                          "port": vendor_port, "rtp_encryption": bool(mode)})
     assert wait_until(lambda: api.get("/api/v1/engine")["routing_gateways"] == 1, timeout=2)
     vendor = sipp(str(SCENARIOS / "uas_audio_video_t38.xml"), tmp_path, VENDOR_IP,
                   vendor_port, extra=["-rtp_echo", "-mi", VENDOR_IP,
@@ -68,3 +75,9 @@ def test_audio_video_then_t38_each_stream_relayed(tmp_path: Path,
     assert second["caller_to_callee_packets"] == VIDEO, second
     assert second["callee_to_caller_packets"] == VIDEO, second
     assert media["caller_to_callee_packets"] == AUDIO + IMAGE + VIDEO
+    assert media["encryption_mode"] == mode
+    assert second["encryption_mode"] == mode  # the video; the fax stream is never ciphered
+    assert first["encryption_mode"] == 0
+    # Both streams were relayed in C once latched (ciphered or not), nothing dropped.
+    assert first["packets_in_c"] > 0 and second["packets_in_c"] > 0, media
+    assert media["cipher_errors"] == 0
