@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pcapgen
-from sippctl import CUSTOMER_IP, VENDOR_IP, sipp
 import pytest
+from sippctl import CUSTOMER_IP, VENDOR_IP, sipp
 from support import Softswitch, free_port, wait_until
 
 SCENARIOS = Path(__file__).parent / "sipp"
