@@ -150,6 +150,18 @@ def test_slots_are_reused_and_unknown_slots_refused(sockets: list[socket.socket]
         pump.forward(99, -1)
 
 
+def _latched(relay_in: socket.socket, caller: socket.socket, callee: socket.socket
+             ) -> tuple[socket.socket, Pump, int]:
+    """``relay_in`` connected to the caller (latched) in a new pump, and a socket toward
+    the callee for it to relay out of."""
+    relay_out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    relay_out.bind(("127.0.0.1", 0))
+    relay_out.connect(callee.getsockname())
+    relay_in.connect(caller.getsockname())
+    pump = Pump()
+    return relay_out, pump, pump.add(relay_in.fileno(), lambda data, addr: None)
+
+
 def _drain(sock: socket.socket) -> list[bytes]:
     out = []
     while True:
@@ -167,12 +179,7 @@ def test_forward_mode_deciphers_and_enciphers_as_the_python_ciphers_do(
         sockets: list[socket.socket], rx: tuple[int, bytes] | None,
         tx: tuple[int, bytes] | None) -> None:
     relay_in, caller, callee = sockets
-    relay_out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    relay_out.bind(("127.0.0.1", 0))
-    relay_out.connect(callee.getsockname())
-    relay_in.connect(caller.getsockname())
-    pump = Pump()
-    slot = pump.add(relay_in.fileno(), lambda data, addr: None)
+    relay_out, pump, slot = _latched(relay_in, caller, callee)
     specs = [spec for spec in (rx, tx) if spec is not None]
     pump.forward(slot, relay_out.fileno(), tuple(NativeCipher(*spec) for spec in specs))
     # Different sequence numbers, timestamps and lengths: a keystream per packet.
@@ -196,12 +203,7 @@ def test_forward_mode_deciphers_and_enciphers_as_the_python_ciphers_do(
 def test_a_cipher_failure_drops_the_packet_and_is_counted(sockets: list[socket.socket]
                                                           ) -> None:
     relay_in, caller, callee = sockets
-    relay_out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    relay_out.bind(("127.0.0.1", 0))
-    relay_out.connect(callee.getsockname())
-    relay_in.connect(caller.getsockname())
-    pump = Pump()
-    slot = pump.add(relay_in.fileno(), lambda data, addr: None)
+    relay_out, pump, slot = _latched(relay_in, caller, callee)
     aes = NativeCipher(3, b"0123456789abcdef")
     pump.forward(slot, relay_out.fileno(), (aes,))
     aes._inject_failures(2)  # as if libcrypto failed on the next two packets
