@@ -493,7 +493,8 @@ class RelayLeg:
         self._slot = -1  # this leg's RTP socket in the receive loop
         self._fast_fd = -1  # the socket the receive loop relays this leg's RTP out of
         self._fast_ciphers: tuple[NativeCipher, ...] = ()  # and the ciphers it applies
-        self._native: tuple[PayloadCipher, NativeCipher] | None = None  # cipher in C
+        # This leg's cipher and its C form (None: C could not build it, kept in Python).
+        self._native: tuple[PayloadCipher, NativeCipher | None] | None = None
         # The latched peer this leg's RTP socket is connect()-ed to (None: unconnected).
         self.connected_to: Address | None = None
         self._open = 0  # transports not yet reported lost
@@ -567,7 +568,9 @@ class RelayLeg:
         self.rx_packets += packets
         self.rx_in_c += packets
         self.rx_bytes += octets
-        self.cipher_errors += cipher_errors
+        if cipher_errors:
+            self.cipher_errors += cipher_errors
+            _say_cipher_errors(self.name, cipher_errors)
         self.send_errors += sock_errors
         if out_errors or out_dropped:
             other = self.other  # what failed was the send out of the other leg's socket
@@ -645,12 +648,14 @@ class RelayLeg:
         if cipher is None or cipher.identity:
             return None
         if self._native is None or self._native[0] is not cipher:
+            native: NativeCipher | None = None
             try:
-                self._native = (cipher, NativeCipher(cipher.mode, cipher.key))
+                native = NativeCipher(cipher.mode, cipher.key)
             except (ValueError, MemoryError) as exc:
-                log.warning("relay leg %s: %s cipher stays in Python: %s", self.name,
-                            cipher.name, exc)
-                return None
+                if cipher.mode not in _said_in_python:  # once a process, not once a call
+                    _said_in_python.add(cipher.mode)
+                    log.warning("relay: %s ciphers stay in Python: %s", cipher.name, exc)
+            self._native = (cipher, native)
         return self._native[1]
 
     def _forward(self, out: socket.socket | None,
@@ -956,6 +961,20 @@ class RelaySession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_said_in_python: set[int] = set()  # modes whose cipher C could not build, logged once
+_cipher_errors_said_at = [-3600.0]  # when dropped packets were last logged
+
+
+def _say_cipher_errors(leg: str, dropped: int) -> None:
+    """A warning for packets a cipher failed on in C, at most once a minute a process
+    (they are counted in ``cipher_errors`` whatever is logged)."""
+    now = _monotonic()
+    if now - _cipher_errors_said_at[0] >= 60:
+        _cipher_errors_said_at[0] = now
+        log.warning("relay leg %s: %d packets dropped: a cipher failed on them in C "
+                    "(counted in cipher_errors)", leg, dropped)
 
 
 def _c_ciphers(rx: RelayLeg, tx: RelayLeg, in_c: bool) -> tuple[NativeCipher, ...] | None:

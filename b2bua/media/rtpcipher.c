@@ -23,9 +23,15 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
+#include <openssl/opensslv.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#if OPENSSL_VERSION_NUMBER < 0x30000000L
+#error "rtpcipher.c needs OpenSSL 3.0 or later (Debian: libssl-dev)"
+#endif
 
 #define XOR_MAX_KEY 256
 #define RC4_MAX_KEY 32      /* BLAKE2s's key limit */
@@ -116,6 +122,9 @@ rc4_apply(rtp_cipher *c, unsigned char *packet, size_t offset, size_t len)
     rc4_init(&st, k, sizeof k);
     rc4_xor(&st, NULL, RC4_DROP);
     rc4_xor(&st, packet + offset, len - offset);
+    /* This packet's key and state: nothing of them outlives it. */
+    OPENSSL_cleanse(k, sizeof k);
+    OPENSSL_cleanse(&st, sizeof st);
     return 0;
 }
 
@@ -172,20 +181,16 @@ rtp_cipher_apply(rtp_cipher *c, unsigned char *packet, size_t offset, size_t len
     }
     if (offset >= len)
         return 0;  /* an empty payload stays empty */
-    int status = -1;
-    switch (c->mode) {
-    case RTPC_XOR:
+    if (c->mode == RTPC_XOR) {
         xor_apply(c, packet, offset, len);
         return 0;
-    case RTPC_RC4:
-        status = rc4_apply(c, packet, offset, len);
-        break;
-    case RTPC_AES128:
-        status = aes_apply(c, packet, offset, len);
-        break;
     }
-    if (status != 0)
-        ERR_clear_error();  /* the process's other libcrypto users must not see it */
+    /* What libcrypto queues on a failure is this packet's alone: taken back off the
+     * thread's error queue, which the process's other libcrypto users share. */
+    ERR_set_mark();
+    int status = c->mode == RTPC_RC4 ? rc4_apply(c, packet, offset, len)
+                                     : aes_apply(c, packet, offset, len);
+    ERR_pop_to_mark();
     return status;
 }
 
@@ -195,14 +200,18 @@ rtp_cipher_inject_failures(rtp_cipher *c, unsigned n)
     c->fail = n;
 }
 
+/* Fetched once for the process (a fetch searches the providers under a lock); kept. Its
+ * callers hold the GIL, so the first fetch is not raced. */
+static EVP_MAC *blake2s_mac;
+
 static int
 rc4_setup(rtp_cipher *c, const unsigned char *key, size_t keylen)
 {
-    EVP_MAC *mac = EVP_MAC_fetch(NULL, "BLAKE2SMAC", NULL);
-    if (mac == NULL)
-        return -1;
-    c->mac = EVP_MAC_CTX_new(mac);
-    EVP_MAC_free(mac);  /* the context holds its own reference */
+    if (blake2s_mac == NULL)
+        blake2s_mac = EVP_MAC_fetch(NULL, "BLAKE2SMAC", NULL);
+    if (blake2s_mac == NULL)
+        return -1;  /* e.g. a FIPS-only configuration, which has no BLAKE2 */
+    c->mac = EVP_MAC_CTX_new(blake2s_mac);
     if (c->mac == NULL)
         return -1;
     size_t size = RC4_PACKET_KEY;
@@ -264,8 +273,13 @@ rtp_cipher_new(int mode, const unsigned char *key, size_t keylen, const char **w
         status = aes_setup(c, key);
     }
     if (status != 0) {
+        /* The reason, then the queue cleared: nothing of it is left for other users. */
+        static char reason[200];
+        const char *lib = ERR_reason_error_string(ERR_peek_last_error());
+        snprintf(reason, sizeof reason, "libcrypto could not set up the cipher: %s",
+                 lib != NULL ? lib : "no reason given");
         ERR_clear_error();
-        *why = "libcrypto could not set up the cipher";
+        *why = reason;
         rtp_cipher_free(c);
         return NULL;
     }

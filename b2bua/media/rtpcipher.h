@@ -19,7 +19,8 @@
 typedef struct rtp_cipher rtp_cipher;
 
 /* A cipher for SS_RTPENCRYPTIONMODE `mode` (1-3) with `key`; NULL with `*why` set (a
- * static message) for an unknown mode, a key the mode cannot use, or a library failure. */
+ * static message, valid until the next call) for an unknown mode, a key the mode cannot
+ * use, or a library failure. Called with the GIL held. */
 rtp_cipher *rtp_cipher_new(int mode, const unsigned char *key, size_t keylen,
                            const char **why);
 void rtp_cipher_free(rtp_cipher *c);

@@ -632,6 +632,79 @@ def test_ciphered_directions_in_c_or_in_python_give_the_same_bytes(in_c: bool) -
     run(body)
 
 
+def test_a_cipher_c_cannot_build_stays_in_python_said_once(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """As on a host whose libcrypto has no BLAKE2 (a FIPS-only configuration): RC4 legs
+    keep their direction in Python, the same bytes, one warning for the process."""
+    import b2bua.media.relay as relay_module
+
+    def refuse(mode: int, key: bytes) -> Any:
+        raise ValueError("libcrypto could not set up the cipher: unsupported")
+
+    monkeypatch.setattr(relay_module, "NativeCipher", refuse)
+    monkeypatch.setattr(relay_module, "_said_in_python", set())
+
+    async def body() -> None:
+        rc4 = make_cipher(2, KEYS[2])
+        for base in (46800, 46900):  # two calls
+            a, b = await peer(), await peer()
+            s = await relay(alloc(base), a_cipher=rc4)
+            s.a.set_remote(HOST, a.port)
+            s.b.set_remote(HOST, b.port)
+            a.send(rc4.encrypt(rtp(0, payload(0))), (HOST, s.a.rtp_port))
+            b.send(rtp(0, payload(0)), (HOST, s.b.rtp_port))
+            await b.recv()
+            await a.recv()
+            assert s.a._fast_fd == -1 and s.b._fast_fd == -1  # both directions ciphered
+            a.send(rc4.encrypt(rtp(1, payload(1))), (HOST, s.a.rtp_port))
+            (d, _), = await b.recv()
+            assert d == rtp(1, payload(1))
+            await s.wait_closed()
+            a.close()
+            b.close()
+
+    with caplog.at_level("WARNING", logger="b2bua.media.relay"):
+        run(body)
+    said = [r.getMessage() for r in caplog.records if "stay in Python" in r.getMessage()]
+    assert said == ["relay: RC4 ciphers stay in Python: libcrypto could not set up the "
+                    "cipher: unsupported"]
+
+
+def test_packets_a_cipher_failed_on_in_c_are_dropped_counted_and_logged(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import b2bua.media.relay as relay_module
+
+    monkeypatch.setattr(relay_module, "_cipher_errors_said_at", [-3600.0])
+
+    async def body() -> None:
+        a, b = await peer(), await peer()
+        aes = make_cipher(3, KEYS[3])
+        s = await relay(alloc(47000), b_cipher=aes)
+        s.a.set_remote(HOST, a.port)
+        s.b.set_remote(HOST, b.port)
+        a.send(rtp(0, payload(0)), (HOST, s.a.rtp_port))
+        b.send(aes.encrypt(rtp(0, payload(0))), (HOST, s.b.rtp_port))
+        await b.recv()
+        await a.recv()
+        native = s.b.native_cipher()
+        assert native is not None and s.a._fast_fd >= 0
+        native._inject_failures(3)
+        for i in range(1, 6):
+            a.send(rtp(i, payload(i)), (HOST, s.a.rtp_port))
+        got = [d for d, _ in await b.recv(2)]
+        assert got == [aes.encrypt(rtp(i, payload(i))) for i in (4, 5)]
+        assert await b.nothing()
+        stats = s.stats()["a_to_b"]
+        assert (stats["cipher_errors"], stats["rx_packets"]) == (3, 3)
+        await s.wait_closed()
+        a.close()
+        b.close()
+
+    with caplog.at_level("WARNING", logger="b2bua.media.relay"):
+        run(body)
+    assert any("3 packets dropped: a cipher failed" in r.getMessage() for r in caplog.records)
+
+
 def test_on_rtp_start_fires_once_for_destination_leg() -> None:
     async def body() -> None:
         a, b = await peer(), await peer()
