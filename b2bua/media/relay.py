@@ -282,7 +282,7 @@ class _RtpProtocol:
         to its peer and its ciphers (if any) can be applied there."""
         send = None
         fast: socket.socket | None = None
-        keys = self.c_ciphers
+        ciphers = self.c_ciphers
         leg = self.leg
         if self.dst is not None and self.out is not None:
             session = leg._session()
@@ -290,11 +290,11 @@ class _RtpProtocol:
                 other = session.b if leg is session.a else session.a
                 if other.connected_to == self.dst and other._rtp_sock is not None:
                     send = other._rtp_sock.send
-                    if (keys is not None and leg.latched and leg.connected_to is not None
+                    if (ciphers is not None and leg.latched and leg.connected_to is not None
                             and leg.connected_to == leg.src):
                         fast = other._rtp_sock
         self.send = send
-        leg._forward(fast, keys or ())
+        leg._forward(fast, ciphers or ())
 
     def _send_failed(self, exc: OSError) -> None:
         # A full send buffer sheds the packet (counted on the leg whose socket sent, as
