@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -106,7 +105,7 @@ class CallAdapter:
 
     def start(self) -> None:
         self._feeding = True
-        actions = self.call.begin(time.time())
+        actions = self.call.begin(self.board.clock.time())
         if self.board.node:
             # Behind the edge, a call the caller heard nothing about is the edge's to
             # retry on another node if this one dies; one it heard from (its 100) has a
@@ -142,7 +141,7 @@ class CallAdapter:
             return
         self._feeding = True
         try:
-            for action in self.call.handle(event, time.time()):
+            for action in self.call.handle(event, self.board.clock.time()):
                 _DO[type(action)](self, action)
         finally:
             self._feeding = False

@@ -59,7 +59,8 @@ TRANSITIONS: Mapping[tuple[AttemptState, AttemptEvent], AttemptState] = {
     (S.CANCEL_WAIT, E.ANSWER): S.ANSWERED,  # raced the CANCEL: ACK, then BYE
     (S.CANCEL_WAIT, E.FAILURE): S.DONE,
     (S.CANCEL_WAIT, E.TIMEOUT): S.DONE,
-    (S.CANCEL_WAIT, E.ABANDON): S.CANCEL_WAIT,
+    # No second ABANDON in CANCEL_WAIT: it is entered only by a teardown, which ends the
+    # call (an attempt's timers start at a provisional, so they give up PROCEEDING ones).
     (S.CANCELLING, E.PROVISIONAL): S.CANCELLING,
     (S.CANCELLING, E.ANSWER): S.ANSWERED,  # raced the CANCEL: ACK, then BYE
     (S.CANCELLING, E.FAILURE): S.DONE,  # the 487, or any final

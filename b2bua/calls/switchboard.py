@@ -10,7 +10,6 @@ import contextlib
 import itertools
 import logging
 import random
-import time
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -30,6 +29,7 @@ from b2bua.calls.events import (
     StrayResponse,
 )
 from b2bua.calls.records import ladder_call, ladder_caller, ladder_end
+from b2bua.clock import SYSTEM_CLOCK, Clock
 from b2bua.config.live import Params
 from b2bua.controls.duration import call_limit
 from b2bua.controls.rates import CallRate, retry_after
@@ -108,8 +108,10 @@ class Switchboard:
     def __init__(self, stack: SipStack, params: Params, gateways: GatewayDirectory,
                  cdrs: CdrWriter, timers: Timers, policy: Policy, phones: PhoneDirectory,
                  bindings: BindingStore, registrar: Registrar, numbers: NumberTables,
-                 counts: CallCounts | None = None) -> None:
+                 counts: CallCounts | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
         self.stack = stack
+        # The wall and monotonic clocks, injected so a test drives them (b2bua/clock.py).
+        self.clock = clock
         self.policy = policy
         self.phones = phones
         self.bindings = bindings
@@ -185,7 +187,7 @@ class Switchboard:
                 self._new_call(request, source, Origin.vendor(vendor),
                                callee=request.to.uri.user or "", customer=customer)
                 return
-        outcome = self.policy.admit(request, customer, time.time())
+        outcome = self.policy.admit(request, customer, self.clock.time())
         if outcome.action != Action.PASS or outcome.source is None:
             self._refuse(request, arrival, outcome)
             return
@@ -211,14 +213,14 @@ class Switchboard:
         elif method == "REGISTER" and phone is not None:
             server = self.stack.server_transaction(request, source)
             server.respond(self.registrar.register(request, source, phone.username,
-                                                   time.time(), None, vouched))
+                                                   self.clock.time(), None, vouched))
         elif method == "REGISTER" and verdict.mapping is not None and verdict.account \
                 and verdict.account.kind == "gateway":
             # A password-mode trunk registering (VOS3000's dynamic mapping gateway): its
             # address then identifies its calls (docs/registration.md).
             server = self.stack.server_transaction(request, source)
             server.respond(self.registrar.register(request, source, verdict.account.username,
-                                                   time.time(), verdict.mapping.id, vouched))
+                                                   self.clock.time(), verdict.mapping.id, vouched))
         elif method == "OPTIONS":
             self._answer_options(request, source)
         elif method in ("BYE", "INFO", "UPDATE", "PRACK"):
@@ -256,7 +258,7 @@ class Switchboard:
         """A configured gateway's address, or a registered phone's binding."""
         if classify_by_address(source, self.gateways).kind != SourceKind.UNKNOWN:
             return True
-        return self.bindings.find_by_source(source, time.time()) is not None
+        return self.bindings.find_by_source(source, self.clock.time()) is not None
 
     def _refuse_required(self, request: Request, source: Peer) -> bool:
         """420 for a Require naming an extension we do not implement (RFC 3261 8.2.2.3)."""
@@ -303,7 +305,7 @@ class Switchboard:
         arrival = self.edge.arrival(request, source)
         if classify_by_address(arrival.customer, self.gateways).kind == SourceKind.UNKNOWN:
             self._refuse(request, arrival, self.policy.unknown(request, arrival.customer,
-                                                               time.time()))
+                                                               self.clock.time()))
         else:
             self._reply(request, source, 481)
 
@@ -389,7 +391,7 @@ class Switchboard:
             self.run(self._admit_across(invite, source, origin, server, callee, customer))
             return
         if rate is not None:
-            wait = self.counts.pace(origin.key, rate.rate, rate.burst, time.monotonic())
+            wait = self.counts.pace(origin.key, rate.rate, rate.burst, self.clock.monotonic())
             if wait > 0:
                 self.stack.server_transaction(invite, source).respond(
                     self._over_rate(invite, origin, wait))
@@ -407,7 +409,7 @@ class Switchboard:
         rate = origin.call_rate
         if rate is not None:
             wait = await self.counts.pace_shared(origin.key, rate.rate, rate.burst,
-                                                 time.monotonic())
+                                                 self.clock.monotonic())
             if wait > 0:
                 cancelled = self.admitting.pop(invite.call_id, False)
                 server.respond(make_response(invite, 487) if cancelled
@@ -436,7 +438,7 @@ class Switchboard:
     def _start_call(self, invite: Request, source: Peer, origin: Origin,
                     server: ServerTransaction, callee: str | None,
                     customer: Peer | None) -> None:
-        call = Call(self, next(self._numbers), invite, source, server, origin, time.time(),
+        call = Call(self, next(self._numbers), invite, source, server, origin, self.clock.time(),
                     callee, customer)
         adapter = CallAdapter(call, self)
         self.calls[call.no] = adapter
@@ -539,7 +541,7 @@ class Switchboard:
         rate is asked for a pass first, on any switch (docs/carrier-controls.md)."""
         shared = self.counts.shared is not None
         if isinstance(hop, RoutingGateway):
-            current = self.routing_in_force(time.time()).get(hop.id) or hop
+            current = self.routing_in_force(self.clock.time()).get(hop.id) or hop
             capacity = current.capacity if shared else None
             if capacity is None and current.call_rate is None:
                 return None
@@ -564,7 +566,7 @@ class Switchboard:
         return self.counts.held_until(("retry_ms", gw_id))
 
     def gateway_status(self) -> list[dict[str, Any]]:
-        now = time.time()
+        now = self.clock.time()
         return [
             {
                 "id": gw.id,
@@ -629,7 +631,7 @@ class Switchboard:
     def pace_vendor(self, key: tuple[str, int], rate: CallRate) -> bool:
         """One more call to a vendor within its call rate, on this node (exact across
         its signalling workers)."""
-        if self.counts.pace(key, rate.rate, rate.burst, time.monotonic()) > 0:
+        if self.counts.pace(key, rate.rate, rate.burst, self.clock.monotonic()) > 0:
             self.stats.vendor_rate_limited += 1
             return False
         return True
@@ -640,7 +642,7 @@ class Switchboard:
         capacity, both the cluster's; "" when the leg may go, else "rate" or
         "capacity"."""
         if rate is not None:
-            wait = await self.counts.pace_shared(key, rate.rate, rate.burst, time.monotonic())
+            wait = await self.counts.pace_shared(key, rate.rate, rate.burst, self.clock.monotonic())
             if wait > 0:
                 self.stats.vendor_rate_limited += 1
                 return "rate"
@@ -690,7 +692,7 @@ class Switchboard:
             self.stats.failed += 1
         if adapter.ladder is not None and self.ladders is not None:
             self.ladders.close(adapter.ladder, call.answer_at is not None,
-                               lambda: ladder_end(call), time.time())
+                               lambda: ladder_end(call), self.clock.time())
             adapter.ladder = None
 
     # -- operations ------------------------------------------------------------------------

@@ -77,8 +77,12 @@ class _Timer:
         self.cancelled = True
 
 
+EPOCH = 1_760_000_000.0  # the fake wall clock's start
+
+
 class FakeClock:
-    """``Timers`` (``call_later``) over a heap that only moves when a test advances it."""
+    """``Timers`` (``call_later``) over a heap that only moves when a test advances it, and
+    the switch's ``Clock`` (wall and monotonic time) that moves with it."""
 
     def __init__(self) -> None:
         self.now = 0.0
@@ -89,6 +93,12 @@ class FakeClock:
         timer = _Timer(self.now + delay, next(self._seq), callback)
         heapq.heappush(self._heap, timer)
         return timer
+
+    def time(self) -> float:
+        return EPOCH + self.now
+
+    def monotonic(self) -> float:
+        return self.now
 
     def advance(self, seconds: float) -> None:
         until = self.now + seconds
@@ -192,19 +202,27 @@ class Switch:
 
     def __init__(self, *, capacity: int | None = None,
                  vendors: Iterable[RoutingGateway] | None = None,
-                 values: dict[str, Any] | None = None) -> None:
+                 values: dict[str, Any] | None = None,
+                 gateways: GatewayDirectory | None = None,
+                 phones: Iterable[PhoneAccount] = (PHONE,),
+                 wire: FakeDatagrams | None = None, writer: FakeWriter | None = None
+                 ) -> None:
+        """The customer trunk and two vendors above, or ``gateways`` as given; ``wire``
+        and ``writer`` may be sinks that keep less (the policy fuzzer's)."""
         self.clock = FakeClock()
-        self.wire = FakeDatagrams()
-        self.writer = FakeWriter()
+        self.wire = wire or FakeDatagrams()
+        self.writer = writer or FakeWriter()
         self.params = Params()
         self.params.values.update(values or {})
-        self.gateways = GatewayDirectory()
-        self.gateways.set_mapping([mapping_gateway(capacity)])
-        self.gateways.set_routing(list(vendors) if vendors is not None else [
-            routing_gateway(1, V1[0], 0), routing_gateway(2, V2[0], 1)])
+        if gateways is None:
+            gateways = GatewayDirectory()
+            gateways.set_mapping([mapping_gateway(capacity)])
+            gateways.set_routing(list(vendors) if vendors is not None else [
+                routing_gateway(1, V1[0], 0), routing_gateway(2, V2[0], 1)])
+        self.gateways = gateways
         self.stack = SipStack(HOST, 5060, HOST)
         self.phones = PhoneDirectory()
-        self.phones.set([PHONE])
+        self.phones.set(list(phones))
         self.bindings = BindingStore(RegistrationLog(self.writer))  # type: ignore[arg-type]
         self.registrar = Registrar(self.params, self.bindings)
         self.policy = Policy(self.params, self.gateways, HOST,
@@ -215,7 +233,7 @@ class Switch:
             self.stack, self.params, self.gateways,
             CdrWriter(self.writer),  # type: ignore[arg-type]
             self.clock, self.policy, self.phones, self.bindings, self.registrar,
-            NumberTables())
+            NumberTables(), clock=self.clock)
         self.stack.attach(self.board, self.clock)
         self.stack.udp.connection_made(self.wire)  # type: ignore[arg-type]
         self._seen = 0
@@ -1459,8 +1477,6 @@ def test_the_routing_dry_run_reads_the_switchboards_counts_and_holds() -> None:
     """The routing dry run (b2bua/calls/dryrun.py) over a real switchboard: the vendor a
     503 with Retry-After took out of routing, and the one a call now fills, are out with
     the state routing reads; nothing is counted for the dry run itself."""
-    import time
-
     from b2bua.calls.dryrun import Admission, explain_call
     from b2bua.calls.endpoints import Origin
     from b2bua.routing.dns import ip_plan
@@ -1472,7 +1488,7 @@ def test_the_routing_dry_run_reads_the_switchboards_counts_and_holds() -> None:
                                     extra="Retry-After: 120\r\n"), V1_PEER)
     only_request(sent, V2, "INVITE")
     origin = Origin.gateway(switch.gateways.mapping[1])
-    now = time.time()
+    now = switch.clock.time()
     result = explain_call(switch.board, origin, "1001", CALLEE, now,
                           Admission(True, switch.count("gateway", 1)))
     views = {view["name"]: view for view in result["gateways"]}
