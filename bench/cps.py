@@ -1548,7 +1548,9 @@ class Bench:
         t0, t0_epoch = time.monotonic(), time.time()
         uas = start_sipp("uas", run_dir / "uas", uas_xml or system.uas_scenario or UAS_XML,
                          VENDOR_IP, system.vendor_port, calls, rate, self.hold_ms,
-                         timeout_s + 5)
+                         timeout_s + 5,
+                         # the callee waits out the hold for its BYE
+                         recv_timeout_ms=max(RECV_TIMEOUT_MS, self.hold_ms + 2000))
         if not wait_bound(VENDOR_IP, system.vendor_port):
             log("warning: UAS did not bind in 3 s")
         uac_port = free_port(CUSTOMER_IP, socket.SOCK_DGRAM)
