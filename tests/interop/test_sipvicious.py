@@ -90,6 +90,28 @@ def _replies(cap: Capture, dst: str, port: int | None = None) -> list[tuple[int,
     return replies
 
 
+def _answers(cap: Capture, port: int) -> list[tuple[int, bytes, bool]]:
+    """The softswitch's replies to the requests from 127.0.0.1:``port``, in order: (status
+    code, payload, whether the request carried credentials), matched by Via branch."""
+    out = subprocess.run(
+        ["tshark", "-r", str(cap.path), "-Y", f"udp.port=={port}", "-d",
+         f"udp.port=={port},sip", "-T", "fields", "-e", "udp.srcport", "-e",
+         "sip.Status-Code", "-e", "sip.Via.branch", "-e", "sip.auth.username", "-e",
+         "udp.payload"],
+        capture_output=True, text=True, timeout=60, check=True).stdout
+    signed: dict[str, bool] = {}
+    answers = []
+    for line in out.splitlines():
+        src, code, branch, username, payload = (line.split("\t") + [""] * 5)[:5]
+        branch = branch.split(",")[0]
+        if int(src) == port:
+            signed[branch] = bool(username)
+        else:
+            answers.append((int(code or 0), bytes.fromhex(payload.replace(":", "")),
+                            signed.get(branch, False)))
+    return answers
+
+
 def test_svmap_sees_the_switch_only_when_on(tmp_path: Path, switch: Softswitch) -> None:
     with Capture(tmp_path / "svmap.pcap", CAPTURE) as cap:
         found = [_tool(tmp_path, "svmap", "-b", SCANNER_IP, "-p", str(switch.sip_port),
@@ -170,11 +192,21 @@ def test_svcrack_guesses_stop_at_the_suspension(tmp_path: Path, switch: Softswit
         outputs = {user: _finish_tool(run, timeout=90) for user, run in runs.items()}
     for out in outputs.values():
         assert "found nothing" in out, out
-    replies = {user: _replies(cap, "127.0.0.1", port) for user, port in ports.items()}
+    answers = {user: _answers(cap, port) for user, port in ports.items()}
     told = [403] if _on(switch) else []
-    for user, got in replies.items():
-        assert [code for code, _ in got] == [401] * (REGISTER_RETRY + 1) + told, (user, got)
-    sizes = {user: [_own_bytes(payload) for _, payload in got] for user, got in replies.items()}
+    for user, got in answers.items():
+        # Each password check answered 401 until the suspension, then one 403 (On) or
+        # nothing; svcrack's requests without credentials (one per round it starts, more
+        # when an answer is slow to come) get the challenge, and nothing once suspended.
+        checks = [code for code, _, signed in got if signed]
+        assert checks == [401] * REGISTER_RETRY + told, (user, got)
+        challenges = [code for code, _, signed in got if not signed]
+        assert challenges and set(challenges) == {401}, (user, got)
+        last_check = max(i for i, (_, _, signed) in enumerate(got) if signed)
+        assert all(signed for _, _, signed in got[last_check:]), (user, got)
+    sizes = {user: ([_own_bytes(p) for _, p, signed in got if signed],
+                    {_own_bytes(p) for _, p, signed in got if not signed})
+             for user, got in answers.items()}
     assert sizes["1001"] == sizes["2002"] == sizes["acme"], sizes
     stats = switch.api.get("/api/v1/security/stats")
     assert stats["suspended"] == {"registration": 3}
